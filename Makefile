@@ -1,0 +1,195 @@
+# kvblock - one entry point. Pattern rules only: a new lib/*.c, backends/*/*.c,
+# tests/test_*.c, stress/*.c or tools/*.c is picked up without editing this file.
+# Optional components add themselves through mk/*.mk (e.g. mk/vulkan.mk).
+#
+#   make                 static + shared library, tools, tests, stress programs
+#   make check           Criterion unit tests (+ other suites registered in CHECKS)
+#   make stress          long torture runs (native)
+#   make helgrind|drd|tsan|asan|memcheck   torture (and tests where the tool allows)
+#   make bench           benchmarks
+#   make install PREFIX=/usr/local
+#   make WERROR=1        warnings are errors (CI)
+#   make BUILD=dir       out-of-tree build directory (default: build)
+
+BUILD   ?= build
+PREFIX  ?= /usr/local
+CC      ?= cc
+WERROR  ?= 0
+OPT     ?= -O2
+SAN     ?=
+ANNOTATE ?=
+
+VERSION      := 1.0.0
+SOVERSION    := 1
+
+# ---- flags -----------------------------------------------------------------
+WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
+ifeq ($(WERROR),1)
+WARN     += -Werror
+endif
+CPPFLAGS += -Iinclude -Ilib -D_GNU_SOURCE
+CFLAGS   ?= $(OPT) -g
+CFLAGS   += -std=c11 -fPIC -fvisibility=hidden $(WARN)
+LDLIBS_LIB := -lxxhash -lpthread -lm
+LDLIBS_TOOL := -Wl,--push-state,--no-as-needed -ljemalloc -Wl,--pop-state
+CRITERION_LIBS := $(shell pkg-config --libs criterion 2>/dev/null || echo -lcriterion)
+
+ifeq ($(SAN),tsan)
+CFLAGS  += -fsanitize=thread -O1 -g
+LDFLAGS += -fsanitize=thread
+CPPFLAGS += -DKVB_ANNOTATE_TSAN
+LDLIBS_TOOL :=
+endif
+ifeq ($(SAN),asan)
+CFLAGS  += -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+LDFLAGS += -fsanitize=address,undefined
+LDLIBS_TOOL :=
+endif
+ifeq ($(ANNOTATE),valgrind)
+CPPFLAGS += -DKVB_ANNOTATE_VALGRIND
+LDLIBS_TOOL :=
+endif
+
+# ---- sources ---------------------------------------------------------------
+LIB_SRCS    := $(wildcard lib/*.c backends/inactive/*.c backends/device/*.c)
+TEST_SRCS   := $(wildcard tests/test_*.c)
+STRESS_SRCS := $(wildcard stress/*.c)
+TOOL_SRCS   := $(wildcard tools/*.c)
+TOOL_COMMON := $(wildcard tools/common/*.c)
+CHECKS      := check-unit
+
+# optional components (vulkan, zmq, python, ...) append to the variables above
+-include $(sort $(wildcard mk/*.mk))
+
+LIB_OBJS   := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
+TLIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/tobj/%.o)
+TOOL_COBJS := $(TOOL_COMMON:%.c=$(BUILD)/obj/%.o)
+TESTS      := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
+STRESS     := $(STRESS_SRCS:stress/%.c=$(BUILD)/stress/%)
+TOOLS      := $(TOOL_SRCS:tools/%.c=$(BUILD)/tools/%)
+
+STATIC     := $(BUILD)/libkvblock.a
+TSTATIC    := $(BUILD)/libkvblock_test.a
+SHARED     := $(BUILD)/libkvblock.so.$(VERSION)
+SONAME     := libkvblock.so.$(SOVERSION)
+
+.PHONY: all lib tests tools stress-bins check check-unit stress helgrind drd tsan asan \
+        memcheck bench install uninstall clean format format-check fuzz
+.DEFAULT_GOAL := all
+
+all: lib tools tests stress-bins
+lib: $(STATIC) $(SHARED) $(BUILD)/kvblock.pc
+tests: $(TESTS)
+tools: $(TOOLS)
+stress-bins: $(STRESS)
+
+# ---- compilation: release objects and test objects (KVB_TESTING hooks) ------
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/tobj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -DKVB_TESTING $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(STATIC): $(LIB_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(TSTATIC): $(TLIB_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(SHARED): $(LIB_OBJS) lib/kvblock.map
+	$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--version-script=lib/kvblock.map $(LDFLAGS) \
+	    -o $@ $(LIB_OBJS) $(LDLIBS_LIB)
+	ln -sf libkvblock.so.$(VERSION) $(BUILD)/$(SONAME)
+	ln -sf $(SONAME) $(BUILD)/libkvblock.so
+
+$(BUILD)/kvblock.pc: kvblock.pc.in Makefile
+	@mkdir -p $(BUILD)
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' \
+	    -e 's|@LIBS_PRIVATE@|$(LDLIBS_LIB)|' kvblock.pc.in > $@
+
+$(BUILD)/tests/%: tests/%.c $(TSTATIC) tests/testutil.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -DKVB_TESTING -Itests $(CFLAGS) $(LDFLAGS) $< -o $@ $(TSTATIC) \
+	    $(CRITERION_LIBS) $(LDLIBS_LIB)
+
+$(BUILD)/stress/%: stress/%.c $(TSTATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -DKVB_TESTING $(CFLAGS) $(LDFLAGS) $< -o $@ $(TSTATIC) $(LDLIBS_LIB)
+
+$(BUILD)/tools/%: tools/%.c $(STATIC) $(TOOL_COBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -Itools $(CFLAGS) $(LDFLAGS) $< $(TOOL_COBJS) -o $@ $(STATIC) \
+	    $(LDLIBS_LIB) $(LDLIBS_TOOL)
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+
+# ---- tests -----------------------------------------------------------------
+check: $(CHECKS)
+
+check-unit: $(TESTS)
+	@tests/run-unit.sh $(TESTS)
+
+# ---- race checkers and sanitizers (torture programs; see TOOLING.md) --------
+STRESS_ARGS ?= 4 20000
+VG_FLAGS := --error-exitcode=99 --exit-on-first-error=yes -q --suppressions=stress/valgrind.supp
+
+stress: stress-bins
+	@for s in $(STRESS); do echo "== $$s $(or $(LONG_ARGS),8 10000000)"; \
+	    $$s $(or $(LONG_ARGS),8 10000000) || exit 1; done
+
+helgrind:
+	$(MAKE) BUILD=build-vg ANNOTATE=valgrind stress-bins
+	@for s in $(STRESS_SRCS:stress/%.c=build-vg/stress/%); do echo "== helgrind $$s"; \
+	    valgrind --tool=helgrind --history-level=approx $(VG_FLAGS) $$s $(STRESS_ARGS) || exit 1; done
+
+drd:
+	$(MAKE) BUILD=build-vg ANNOTATE=valgrind stress-bins
+	@for s in $(STRESS_SRCS:stress/%.c=build-vg/stress/%); do echo "== drd $$s"; \
+	    valgrind --tool=drd $(VG_FLAGS) $$s $(STRESS_ARGS) || exit 1; done
+
+memcheck:
+	$(MAKE) BUILD=build-vg ANNOTATE=valgrind stress-bins
+	@for s in $(STRESS_SRCS:stress/%.c=build-vg/stress/%); do echo "== memcheck $$s"; \
+	    valgrind --tool=memcheck --leak-check=full --errors-for-leak-kinds=all $(VG_FLAGS) \
+	    $$s $(STRESS_ARGS) || exit 1; done
+
+TSAN_CC ?= $(CC)
+tsan:
+	$(MAKE) BUILD=build-tsan-$(notdir $(TSAN_CC)) CC=$(TSAN_CC) SAN=tsan stress-bins
+	@for s in $(STRESS_SRCS:stress/%.c=build-tsan-$(notdir $(TSAN_CC))/stress/%); do \
+	    echo "== tsan $$s"; TSAN_OPTIONS=halt_on_error=1 $$s $(STRESS_ARGS) || exit 1; done
+
+ASAN_CC ?= $(CC)
+asan:
+	$(MAKE) BUILD=build-asan-$(notdir $(ASAN_CC)) CC=$(ASAN_CC) SAN=asan stress-bins tests
+	@for s in $(STRESS_SRCS:stress/%.c=build-asan-$(notdir $(ASAN_CC))/stress/%); do \
+	    echo "== asan $$s"; ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 $$s $(STRESS_ARGS) || exit 1; done
+	ASAN_OPTIONS=detect_leaks=1 tests/run-unit.sh $(TEST_SRCS:tests/%.c=build-asan-$(notdir $(ASAN_CC))/tests/%)
+
+# ---- install ---------------------------------------------------------------
+install: lib
+	install -d $(DESTDIR)$(PREFIX)/include/kvblock $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -m 644 include/kvblock.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 include/kvblock/*.h $(DESTDIR)$(PREFIX)/include/kvblock/
+	install -m 644 $(STATIC) $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 $(SHARED) $(DESTDIR)$(PREFIX)/lib/
+	ln -sf libkvblock.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(PREFIX)/lib/libkvblock.so
+	install -m 644 $(BUILD)/kvblock.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+
+uninstall:
+	rm -rf $(DESTDIR)$(PREFIX)/include/kvblock $(DESTDIR)$(PREFIX)/include/kvblock.h
+	rm -f $(DESTDIR)$(PREFIX)/lib/libkvblock.* $(DESTDIR)$(PREFIX)/lib/pkgconfig/kvblock.pc
+
+format:
+	clang-format -i include/*.h include/kvblock/*.h lib/*.[ch] backends/*/*.c tests/*.[ch] stress/*.c tools/*.c
+
+format-check:
+	clang-format --dry-run --Werror include/*.h include/kvblock/*.h lib/*.[ch] backends/*/*.c
+
+clean:
+	rm -rf build build-*

@@ -1,0 +1,99 @@
+/*
+ * kvblock/inactive.h - the eviction backend interface (the "inactive index").
+ *
+ * An inactive index orders the INACTIVE blocks of one pool: blocks nobody
+ * references any more whose content stays cached until allocation needs the
+ * slot. A backend is a versioned ops table (like SQLite's pcache_methods2):
+ * `version` first, new methods only ever appended.
+ *
+ * Division of labour: the pool owns the hash index (hash -> block id for
+ * PRIMARY and INACTIVE blocks), the slot states and reference counts. A backend
+ * is a pure ordering structure keyed by block id: it is told which ids enter
+ * and leave the cache, and answers "which ids go first". It never does
+ * reference counting.
+ *
+ * Contract for every method:
+ *  - called only with the pool mutex held, never concurrently for one instance;
+ *  - never blocks, never calls back into the pool;
+ *  - never allocates after create (per-block state lives in arrays sized to
+ *    block_count and indexed by block id);
+ *  - bad calls (an id out of range, a duplicate insert, removing an absent id)
+ *    return an error or false; they never crash.
+ */
+#ifndef KVBLOCK_INACTIVE_H
+#define KVBLOCK_INACTIVE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define KVB_INACTIVE_OPS_VERSION 1
+
+/** What a backend's create() receives. */
+typedef struct kvb_inactive_params {
+    uint32_t block_count;   /**< ids are in [0, block_count) */
+    uint8_t thresholds[3];  /**< multi-level LRU frequency thresholds (validated) */
+    /** Frequency estimate (0..15) of a hash from the pool's TinyLFU tracker; NULL when
+     * the pool has none. Pure read: calling it does not count a touch. */
+    uint32_t (*frequency)(void *ctx, kvb_hash hash);
+    void *frequency_ctx;
+    kvb_allocator allocator; /**< alloc/free are always set (defaults filled in) */
+} kvb_inactive_params;
+
+/**
+ * Arrival numbers: the content's registration sequence number in its pool,
+ * assigned when a hash first becomes PRIMARY and kept across INACTIVE ->
+ * PRIMARY resurrections. They increase by one per new content and wrap at
+ * 2^32: compare them with (int32_t)(a - b) < 0, which is exact while the live
+ * arrivals span less than 2^31.
+ */
+typedef struct kvb_inactive_ops {
+    uint32_t version; /**< KVB_INACTIVE_OPS_VERSION */
+    const char *name; /**< short policy name, e.g. "lru" */
+
+    /* ---- methods valid for version 1 ---- */
+    /** Create an empty index; 0, -EINVAL or -ENOMEM. */
+    int (*create)(const kvb_inactive_params *params, void **out);
+    void (*destroy)(void *self);
+    /** Add an INACTIVE block. 0; -EEXIST when id is already present; -EINVAL out of range. */
+    int (*insert)(void *self, kvb_hash hash, uint32_t id, uint32_t arrival);
+    /** Take id out (a cache hit). true if it was present. */
+    bool (*remove)(void *self, kvb_hash hash, uint32_t id);
+    /** Whether id is present; no reordering. */
+    bool (*contains)(const void *self, uint32_t id);
+    /** Take up to n entries out in policy order (first = evicted first); writes their
+     * ids to out and returns how many. */
+    uint32_t (*evict)(void *self, uint32_t n, uint32_t *out);
+    /** Number of entries. */
+    uint32_t (*len)(const void *self);
+    /** Remove every entry (order irrelevant). */
+    void (*drain)(void *self);
+    /** Optional (may be NULL): put back the entries returned by the last evict call,
+     * given in the order evict returned them, so that the next evict would return
+     * them again in that order (exact rollback of a failed allocation). When NULL,
+     * the pool re-inserts them with insert() in reverse order. */
+    void (*unevict)(void *self, const uint32_t *ids, const kvb_hash *hashes,
+                    const uint32_t *arrivals, uint32_t n);
+    /** Optional: bytes of bookkeeping this instance holds. */
+    size_t (*memory)(const void *self);
+} kvb_inactive_ops;
+
+/** Built-in backends (the pool picks one from kvb_pool_config.evict). */
+KVB_API extern const kvb_inactive_ops kvb_inactive_lru;
+KVB_API extern const kvb_inactive_ops kvb_inactive_fifo;
+
+/**
+ * @brief The built-in ops table for a policy, or NULL when it is not built in.
+ * Thread safety: pure. Ownership: static table. Callbacks: none.
+ */
+KVB_API const kvb_inactive_ops *kvb_inactive_builtin(kvb_evict_policy policy);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KVBLOCK_INACTIVE_H */

@@ -1,0 +1,80 @@
+/*
+ * util.c - error names, the default allocator, assertion failure reporting.
+ */
+#include "internal.h"
+#include <string.h>
+
+struct kvb_errdesc {
+    int err;
+    const char *name;
+    const char *text;
+};
+
+static const struct kvb_errdesc kvb_errs[] = {
+    {0, "OK", "OK: success"},
+    {EINVAL, "EINVAL", "EINVAL: invalid argument"},
+    {ENOSPC, "ENOSPC", "ENOSPC: not enough free or evictable blocks"},
+    {ENOENT, "ENOENT", "ENOENT: not found"},
+    {EBUSY, "EBUSY", "EBUSY: still in use"},
+    {ESTALE, "ESTALE", "ESTALE: stale, released or foreign handle"},
+    {EOVERFLOW, "EOVERFLOW", "EOVERFLOW: position or reference count limit exceeded"},
+    {ENOMEM, "ENOMEM", "ENOMEM: out of memory"},
+    {ENODEV, "ENODEV", "ENODEV: no such device"},
+    {ENOTSUP, "ENOTSUP", "ENOTSUP: not supported"},
+    {EEXIST, "EEXIST", "EEXIST: already exists"},
+    {ERANGE, "ERANGE", "ERANGE: index out of range"},
+    {E2BIG, "E2BIG", "E2BIG: more than the configured maximum"},
+    {EFAULT, "EFAULT", "EFAULT: internal invariant violated"},
+    {EAGAIN, "EAGAIN", "EAGAIN: try again"},
+    {EIO, "EIO", "EIO: device or I/O error"},
+};
+
+static const struct kvb_errdesc *kvb_err_find(int err)
+{
+    if (err < 0)
+        err = -err;
+    for (size_t i = 0; i < sizeof kvb_errs / sizeof kvb_errs[0]; i++)
+        if (kvb_errs[i].err == err)
+            return &kvb_errs[i];
+    return NULL;
+}
+
+const char *kvb_strerror(int err)
+{
+    const struct kvb_errdesc *d = kvb_err_find(err);
+    return d ? d->text : "unknown error";
+}
+
+const char *kvb_err_name(int err)
+{
+    const struct kvb_errdesc *d = kvb_err_find(err);
+    return d ? d->name : "EUNKNOWN";
+}
+
+static void *kvb_default_alloc(void *ctx, size_t size)
+{
+    (void)ctx;
+    return malloc(size);
+}
+
+static void kvb_default_free(void *ctx, void *p, size_t size)
+{
+    (void)ctx;
+    (void)size;
+    free(p);
+}
+
+void kvb__allocator_fill(kvb_allocator *a)
+{
+    if (!a->alloc || !a->free) {
+        a->alloc = kvb_default_alloc;
+        a->free = kvb_default_free;
+        a->ctx = NULL;
+    }
+}
+
+void kvb__assert_fail(const char *expr, const char *file, int line)
+{
+    fprintf(stderr, "kvblock: internal assertion failed: %s (%s:%d)\n", expr, file, line);
+    abort();
+}
