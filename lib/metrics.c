@@ -1,0 +1,121 @@
+/*
+ * metrics.c - Prometheus text exposition (format 0.0.4) of a pool's stats.
+ * One coherent snapshot (kvb_pool_stats, one lock), then formatting without
+ * the lock. Every series carries pool="<name>" (label value escaped).
+ */
+#include "pool.h"
+#include <stdarg.h>
+#include <string.h>
+
+struct kvb_out {
+    char *buf;
+    size_t cap, len;
+};
+
+static void kvb_out_printf(struct kvb_out *o, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void kvb_out_printf(struct kvb_out *o, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *dst = o->len < o->cap ? o->buf + o->len : NULL;
+    size_t room = o->len < o->cap ? o->cap - o->len : 0;
+    int n = vsnprintf(dst, room, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        o->len += (size_t)n;
+}
+
+/* Escape a label value: backslash, double quote and newline. */
+static void kvb_escape_label(const char *in, char *out, size_t cap)
+{
+    size_t j = 0;
+    for (; *in && j + 3 < cap; in++) {
+        if (*in == '\\' || *in == '"') {
+            out[j++] = '\\';
+            out[j++] = *in;
+        } else if (*in == '\n') {
+            out[j++] = '\\';
+            out[j++] = 'n';
+        } else {
+            out[j++] = *in;
+        }
+    }
+    out[j] = 0;
+}
+
+int kvb_pool_metrics_text(kvb_pool *p, char *buf, size_t cap)
+{
+    if (!p || (cap && !buf))
+        return -EINVAL;
+    kvb_stats s;
+    int rc = kvb_pool_stats(p, &s);
+    if (rc)
+        return rc;
+    char name[2 * sizeof p->name + 1];
+    kvb_escape_label(p->name, name, sizeof name);
+    struct kvb_out o = {.buf = buf, .cap = cap, .len = 0};
+    if (cap)
+        buf[0] = 0;
+
+    kvb_out_printf(&o, "# HELP kvblock_blocks Blocks by slot state.\n"
+                       "# TYPE kvblock_blocks gauge\n");
+    const struct {
+        const char *state;
+        uint32_t v;
+    } g[] = {{"reset", s.reset},         {"mutable", s.mutable_},   {"staged", s.staged},
+             {"primary", s.primary},     {"duplicate", s.duplicate}, {"inactive", s.inactive}};
+    for (size_t i = 0; i < sizeof g / sizeof g[0]; i++)
+        kvb_out_printf(&o, "kvblock_blocks{pool=\"%s\",state=\"%s\"} %u\n", name, g[i].state,
+                       g[i].v);
+    kvb_out_printf(&o,
+                   "# HELP kvblock_block_count Blocks managed by the pool.\n"
+                   "# TYPE kvblock_block_count gauge\n"
+                   "kvblock_block_count{pool=\"%s\"} %u\n"
+                   "# HELP kvblock_peak_in_use High watermark of blocks held.\n"
+                   "# TYPE kvblock_peak_in_use gauge\n"
+                   "kvblock_peak_in_use{pool=\"%s\"} %u\n",
+                   name, s.block_count, name, s.peak_in_use);
+
+    const struct {
+        const char *metric, *help;
+        uint64_t v;
+    } c[] = {
+        {"allocations", "Blocks allocated.", s.allocations},
+        {"allocations_from_reset", "Blocks allocated from the free list.",
+         s.allocations_from_reset},
+        {"evictions", "Cached blocks evicted.", s.evictions},
+        {"registrations", "Blocks registered.", s.registrations},
+        {"duplicates", "Registrations that made a duplicate.", s.duplicates},
+        {"dedups", "Registrations answered with the existing primary.", s.dedups},
+        {"stagings", "Blocks staged.", s.stagings},
+        {"match_requested", "Hashes asked of match calls.", s.match_requested},
+        {"match_returned", "Blocks returned by match calls.", s.match_returned},
+        {"scan_requested", "Hashes asked of scan calls.", s.scan_requested},
+        {"scan_returned", "Blocks returned by scan calls.", s.scan_returned},
+        {"resurrections", "Cached blocks brought back to use.", s.resurrections},
+        {"misuse", "Handle misuse detected (stale, released or foreign handles).", s.misuse},
+        {"eager_transitions", "Last-release transitions performed by a lookup.",
+         s.eager_transitions},
+        {"allocate_rollbacks", "Allocations rolled back after a backend under-delivered.",
+         s.allocate_rollbacks},
+        {"release_noops", "Last releases that found their transition already done.",
+         s.release_noops},
+        {"lock_acquisitions", "Pool mutex acquisitions.", s.lock_acquisitions},
+        {"lock_contended", "Pool mutex acquisitions that had to wait.", s.lock_contended},
+    };
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++)
+        kvb_out_printf(&o,
+                       "# HELP kvblock_%s_total %s\n# TYPE kvblock_%s_total counter\n"
+                       "kvblock_%s_total{pool=\"%s\"} %llu\n",
+                       c[i].metric, c[i].help, c[i].metric, c[i].metric, name,
+                       (unsigned long long)c[i].v);
+    kvb_out_printf(&o,
+                   "# HELP kvblock_lock_wait_seconds_total Time spent waiting for the pool mutex.\n"
+                   "# TYPE kvblock_lock_wait_seconds_total counter\n"
+                   "kvblock_lock_wait_seconds_total{pool=\"%s\"} %.9f\n",
+                   name, (double)s.lock_wait_ns / 1e9);
+    if (o.len > (size_t)INT32_MAX)
+        return -EOVERFLOW;
+    return (int)o.len;
+}

@@ -1,0 +1,1429 @@
+/*
+ * pool.c - the block store of one memory tier: slot state machine, hash index,
+ * free list, inactive index (eviction backend), handles and reference counts.
+ *
+ * Model (DESIGN.md section 2). Every block slot is in one of six states:
+ *   RESET      free list (FIFO)           MUTABLE   one kvb_mutable handle
+ *   STAGED     one kvb_complete handle    PRIMARY   >= 1 kvb_block refs, in the hash index
+ *   DUPLICATE  >= 1 kvb_block refs        INACTIVE  cached: hash index + inactive index
+ * Every change of state goes through kvb_transition_locked(), checked against
+ * the table of DESIGN.md section 2.2, under the pool mutex.
+ *
+ * Invariants after every public call (kvb_pool_check verifies them):
+ *  - sum of the state gauges == block_count, each gauge == slots in that state;
+ *  - the free list holds exactly the RESET slots;
+ *  - the inactive index holds exactly the INACTIVE slots;
+ *  - the hash index holds exactly the PRIMARY and INACTIVE slots, each under its
+ *    own hash, and no hash twice;
+ *  - reference counts are zero outside PRIMARY/DUPLICATE; a primary's count is at
+ *    least the number of its live duplicates (each holds one reference on it).
+ *
+ * Reference counting. A slot's `word` packs (generation, count). The
+ * generation changes on every transition, so one CAS validates a handle and
+ * moves the count: clone and every release but the last are lock-free and a
+ * stale handle (slot reused) can never touch the new life of the slot. The
+ * last release (count 1 -> 0) takes the lock and performs the transition if
+ * the word still holds (its generation, 0); otherwise a lookup got there first
+ * (below) and the late release is a counted no-op (release_noops).
+ * A lookup under the lock that meets a PRIMARY whose count already reached 0
+ * performs that block's last-release transition itself (eager transition) and
+ * then resurrects it; with reset-on-release set, the block is reset instead and
+ * the lookup misses, exactly as if the release had completed first.
+ *
+ * Callbacks are queued under the lock (struct kvb_cbq) and fired by the calling
+ * thread after unlock, in order. Queue storage is bounded by the call's batch
+ * size and reserved before the lock is taken, so no call fails half-way.
+ */
+#include "pool.h"
+#include "annotate.h"
+#include "inactive_internal.h"
+#include "testing.h"
+#include <string.h>
+#include <time.h>
+
+/* Most references one block can hold; beyond, clone is -EOVERFLOW and a lookup
+ * treats the block as a miss. */
+#define KVB_RC_MAX (UINT32_MAX - 1)
+
+/* ------------------------------------------------------------------------ */
+/* test hooks                                                               */
+/* ------------------------------------------------------------------------ */
+
+#ifdef KVB_TESTING
+static kvb_test_hook_fn kvb_test_last_release_hook;
+static void *kvb_test_last_release_arg;
+
+void kvb__test_set_last_release_hook(kvb_test_hook_fn fn, void *arg)
+{
+    kvb_test_last_release_arg = arg;
+    kvb_test_last_release_hook = fn;
+}
+#define KVB_TEST_LAST_RELEASE(p, id)                                                           \
+    do {                                                                                       \
+        if (kvb_test_last_release_hook)                                                        \
+            kvb_test_last_release_hook(kvb_test_last_release_arg, (p), (id));                  \
+    } while (0)
+#else
+#define KVB_TEST_LAST_RELEASE(p, id) ((void)0)
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* lock with contention accounting                                          */
+/* ------------------------------------------------------------------------ */
+
+static uint64_t kvb_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+void kvb__pool_lock(kvb_pool *p)
+{
+    if (pthread_mutex_trylock(&p->mu) != 0) {
+        uint64_t t0 = kvb_now_ns();
+        pthread_mutex_lock(&p->mu);
+        p->c.lock_contended++;
+        p->c.lock_wait_ns += kvb_now_ns() - t0;
+    }
+    p->c.lock_acquisitions++;
+}
+
+void kvb__pool_unlock(kvb_pool *p)
+{
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* ------------------------------------------------------------------------ */
+/* misuse                                                                   */
+/* ------------------------------------------------------------------------ */
+
+static int kvb_misuse(kvb_pool *p, const char *what)
+{
+    if (p) {
+        atomic_fetch_add_explicit(&p->misuse, 1, memory_order_relaxed);
+        if (p->abort_on_misuse) {
+            fprintf(stderr, "kvblock: handle misuse in %s (pool \"%s\"); aborting as configured\n",
+                    what, p->name);
+            abort();
+        }
+    }
+    return -ESTALE;
+}
+
+/* ------------------------------------------------------------------------ */
+/* deferred callbacks                                                       */
+/* ------------------------------------------------------------------------ */
+
+static bool kvb_pool_has_callbacks(const kvb_pool *p)
+{
+    return p->cb.on_reset || p->cb.on_evict;
+}
+
+static void kvb_cbq_init(struct kvb_cbq *q, const kvb_pool *p)
+{
+    q->ev = q->local;
+    q->n = 0;
+    q->cap = KVB_CBQ_LOCAL;
+    q->heap = false;
+    q->active = kvb_pool_has_callbacks(p);
+}
+
+/* Make room for `bound` events before the lock is taken. */
+static int kvb_cbq_reserve(struct kvb_cbq *q, const kvb_pool *p, uint64_t bound)
+{
+    if (!q->active || bound <= q->cap)
+        return 0;
+    if (bound > UINT32_MAX)
+        return -ENOMEM;
+    struct kvb_cb_ev *ev = kvb__alloc(&p->alloc, (size_t)bound * sizeof *ev);
+    if (!ev)
+        return -ENOMEM;
+    q->ev = ev;
+    q->cap = (uint32_t)bound;
+    q->heap = true;
+    return 0;
+}
+
+static void kvb_cbq_push(struct kvb_cbq *q, uint32_t kind, uint32_t id, kvb_hash h)
+{
+    if (!q->active)
+        return;
+    kvb_assert(q->n < q->cap);
+    if (q->n < q->cap)
+        q->ev[q->n++] = (struct kvb_cb_ev){.hash = h, .id = id, .kind = kind};
+}
+
+static bool kvb_cbq_full(const struct kvb_cbq *q, uint32_t room)
+{
+    return q->active && q->cap - q->n < room;
+}
+
+/* Fire queued callbacks (lock NOT held), in order, and empty the queue. */
+static void kvb_cbq_fire(struct kvb_cbq *q, const kvb_pool *p)
+{
+    for (uint32_t i = 0; i < q->n; i++) {
+        const struct kvb_cb_ev *e = &q->ev[i];
+        if (e->kind == KVB_CB_RESET && p->cb.on_reset)
+            p->cb.on_reset(p->cb.user, e->id);
+        else if (e->kind == KVB_CB_EVICT && p->cb.on_evict)
+            p->cb.on_evict(p->cb.user, e->hash, e->id);
+    }
+    q->n = 0;
+}
+
+static void kvb_cbq_fini(struct kvb_cbq *q, const kvb_pool *p)
+{
+    if (q->heap)
+        kvb__free(&p->alloc, q->ev, (size_t)q->cap * sizeof *q->ev);
+    q->heap = false;
+}
+
+static void kvb_unlock_fire(kvb_pool *p, struct kvb_cbq *q)
+{
+    kvb__pool_unlock(p);
+    kvb_cbq_fire(q, p);
+    kvb_cbq_fini(q, p);
+}
+
+/* ------------------------------------------------------------------------ */
+/* hash index                                                               */
+/* ------------------------------------------------------------------------ */
+
+static inline uint32_t kvb_map_home(const kvb_pool *p, kvb_hash h)
+{
+    return (uint32_t)(kvb__hash_mix(h) >> p->map_shift);
+}
+
+static inline uint32_t kvb_map_find(const kvb_pool *p, kvb_hash h)
+{
+    uint32_t i = kvb_map_home(p, h);
+    for (;;) {
+        uint32_t id = p->map[i];
+        if (id == KVB_NONE)
+            return KVB_NONE;
+        const kvb_hash *s = &p->slots[id].hash;
+        if (s->lo == h.lo && s->hi == h.hi)
+            return id;
+        i = (i + 1) & p->map_mask;
+    }
+}
+
+static void kvb_map_insert(kvb_pool *p, uint32_t id)
+{
+    uint32_t i = kvb_map_home(p, p->slots[id].hash);
+    while (p->map[i] != KVB_NONE)
+        i = (i + 1) & p->map_mask;
+    p->map[i] = id;
+}
+
+/* Backward-shift deletion keeps probe sequences tombstone-free. */
+static void kvb_map_erase(kvb_pool *p, uint32_t id)
+{
+    uint32_t i = kvb_map_home(p, p->slots[id].hash);
+    while (p->map[i] != id) {
+        kvb_assert(p->map[i] != KVB_NONE);
+        if (p->map[i] == KVB_NONE)
+            return;
+        i = (i + 1) & p->map_mask;
+    }
+    uint32_t j = i;
+    for (;;) {
+        j = (j + 1) & p->map_mask;
+        uint32_t e = p->map[j];
+        if (e == KVB_NONE)
+            break;
+        uint32_t home = kvb_map_home(p, p->slots[e].hash);
+        /* move e into the hole at i unless its home lies cyclically in (i, j] */
+        if (((j - home) & p->map_mask) >= ((j - i) & p->map_mask)) {
+            p->map[i] = e;
+            i = j;
+        }
+    }
+    p->map[i] = KVB_NONE;
+}
+
+/* ------------------------------------------------------------------------ */
+/* free list (FIFO through slot.aux)                                        */
+/* ------------------------------------------------------------------------ */
+
+static void kvb_free_push_tail(kvb_pool *p, uint32_t id)
+{
+    p->slots[id].aux = KVB_NONE;
+    if (p->free_tail == KVB_NONE)
+        p->free_head = id;
+    else
+        p->slots[p->free_tail].aux = id;
+    p->free_tail = id;
+}
+
+static void kvb_free_push_head(kvb_pool *p, uint32_t id)
+{
+    p->slots[id].aux = p->free_head;
+    p->free_head = id;
+    if (p->free_tail == KVB_NONE)
+        p->free_tail = id;
+}
+
+static uint32_t kvb_free_pop(kvb_pool *p)
+{
+    uint32_t id = p->free_head;
+    kvb_assert(id != KVB_NONE);
+    p->free_head = p->slots[id].aux;
+    if (p->free_head == KVB_NONE)
+        p->free_tail = KVB_NONE;
+    return id;
+}
+
+/* ------------------------------------------------------------------------ */
+/* the transition function                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* allowed[from] is a bit set of permitted destination states (DESIGN.md 2.2). */
+#define B(s) (1u << (s))
+static const uint8_t kvb_allowed[KVB_S_COUNT] = {
+    [KVB_S_RESET] = B(KVB_S_MUTABLE),
+    [KVB_S_MUTABLE] = B(KVB_S_RESET) | B(KVB_S_STAGED),
+    [KVB_S_STAGED] = B(KVB_S_MUTABLE) | B(KVB_S_RESET) | B(KVB_S_PRIMARY) | B(KVB_S_DUPLICATE),
+    [KVB_S_PRIMARY] = B(KVB_S_INACTIVE) | B(KVB_S_RESET),
+    [KVB_S_DUPLICATE] = B(KVB_S_RESET),
+    [KVB_S_INACTIVE] = B(KVB_S_MUTABLE) | B(KVB_S_RESET) | B(KVB_S_PRIMARY),
+};
+#undef B
+
+/*
+ * Move slot id to state `to` with reference count rc; bump its generation;
+ * keep the gauges and the membership structures in step:
+ *   -> RESET           pushed on the free-list tail (callers that pop it later
+ *                      or roll back use the free-list helpers directly)
+ *   -> INACTIVE        inserted into the inactive index
+ *   INACTIVE -> PRIMARY removed from the inactive index (a hit)
+ *   STAGED -> PRIMARY  inserted into the hash index
+ *   PRIMARY/INACTIVE -> RESET/MUTABLE  erased from the hash index
+ * RESET -> MUTABLE (free-list pop) and INACTIVE -> MUTABLE/RESET (evict) are
+ * already out of their lists when this is called. Returns the new generation.
+ */
+static uint32_t kvb_transition_locked(kvb_pool *p, uint32_t id, enum kvb_state to, uint32_t rc)
+{
+    struct kvb_slot *s = &p->slots[id];
+    enum kvb_state from = (enum kvb_state)s->state;
+    kvb_assert(kvb_allowed[from] & (1u << to));
+    kvb_assert(kvb__word_rc(atomic_load_explicit(&s->word, memory_order_relaxed)) == 0 ||
+               from == KVB_S_INACTIVE);
+
+    if ((from == KVB_S_PRIMARY || from == KVB_S_INACTIVE) &&
+        (to == KVB_S_RESET || to == KVB_S_MUTABLE))
+        kvb_map_erase(p, id);
+    if (from == KVB_S_INACTIVE && to == KVB_S_PRIMARY) {
+        bool was = p->ops->remove(p->backend, s->hash, id);
+        kvb_assert(was);
+        (void)was;
+    }
+    if (from == KVB_S_STAGED && to == KVB_S_PRIMARY)
+        kvb_map_insert(p, id);
+
+    p->count[from]--;
+    p->count[to]++;
+    s->state = (uint8_t)to;
+
+    uint64_t w = atomic_load_explicit(&s->word, memory_order_relaxed);
+    uint32_t gen = kvb__word_gen(w) + 1;
+    if (gen == 0)
+        gen = 1; /* 0 is never a live generation */
+    /* Release: a lock-free CAS that later reads this word (clone, release,
+     * upgrade) sees the slot's new life and everything written before it. Pairs
+     * with the acquire in those CAS loops. */
+    KVB_HB_BEFORE(&s->word);
+    atomic_store_explicit(&s->word, kvb__word(gen, rc), memory_order_release);
+
+    if (to == KVB_S_RESET) {
+        s->flags = 0;
+        kvb_free_push_tail(p, id);
+    } else if (to == KVB_S_INACTIVE) {
+        int rc2 = p->ops->insert(p->backend, s->hash, id, s->aux);
+        kvb_assert(rc2 == 0);
+        (void)rc2;
+    }
+    uint32_t held = p->count[KVB_S_MUTABLE] + p->count[KVB_S_STAGED] +
+                    p->count[KVB_S_PRIMARY] + p->count[KVB_S_DUPLICATE];
+    if (held > p->peak_in_use)
+        p->peak_in_use = held;
+    return gen;
+}
+
+/* ------------------------------------------------------------------------ */
+/* reference helpers                                                        */
+/* ------------------------------------------------------------------------ */
+
+static void kvb_fill_block(kvb_block *b, kvb_pool *p, uint32_t id, uint32_t gen)
+{
+    b->pool = p;
+    b->id = id;
+    b->gen = gen;
+    b->hash = p->slots[id].hash;
+}
+
+/*
+ * The last reference of a PRIMARY or DUPLICATE with generation gen is gone:
+ * perform its transition if nobody did it already. Lock held.
+ */
+static void kvb_last_release_locked(kvb_pool *p, uint32_t id, uint32_t gen, struct kvb_cbq *q)
+{
+    for (;;) {
+        struct kvb_slot *s = &p->slots[id];
+        uint64_t w = atomic_load_explicit(&s->word, memory_order_acquire);
+        KVB_HB_AFTER(&s->word);
+        if (kvb__word_gen(w) != gen || kvb__word_rc(w) != 0) {
+            /* a lookup performed this transition eagerly: we lost the race */
+            p->c.release_noops++;
+            return;
+        }
+        if (s->state == KVB_S_PRIMARY) {
+            if (s->flags & KVB_F_RESET_ON_RELEASE) {
+                kvb_transition_locked(p, id, KVB_S_RESET, 0);
+                kvb_cbq_push(q, KVB_CB_RESET, id, s->hash);
+            } else {
+                kvb_transition_locked(p, id, KVB_S_INACTIVE, 0);
+            }
+            return;
+        }
+        kvb_assert(s->state == KVB_S_DUPLICATE);
+        if (s->state != KVB_S_DUPLICATE)
+            return;
+        uint32_t pid = s->aux;
+        kvb_transition_locked(p, id, KVB_S_RESET, 0);
+        kvb_cbq_push(q, KVB_CB_RESET, id, s->hash);
+        /* drop the duplicate's reference on its primary */
+        struct kvb_slot *ps = &p->slots[pid];
+        uint64_t pw = atomic_load_explicit(&ps->word, memory_order_relaxed);
+        for (;;) {
+            kvb_assert(kvb__word_rc(pw) > 0);
+            KVB_HB_BEFORE(&ps->word);
+            if (atomic_compare_exchange_weak_explicit(&ps->word, &pw, pw - 1,
+                                                      memory_order_acq_rel,
+                                                      memory_order_relaxed))
+                break;
+        }
+        if (kvb__word_rc(pw) != 1)
+            return;
+        id = pid; /* we dropped the primary's last reference: its transition is ours */
+        gen = kvb__word_gen(pw);
+    }
+}
+
+/*
+ * Take one reference to the block holding hash h (PRIMARY: count + 1; INACTIVE:
+ * resurrect; PRIMARY at count 0: eager transition first). Lock held.
+ * Returns the block id and its generation, or KVB_NONE on a miss.
+ */
+static uint32_t kvb_acquire_locked(kvb_pool *p, kvb_hash h, struct kvb_cbq *q, uint32_t *gen)
+{
+    uint32_t id = kvb_map_find(p, h);
+    if (id == KVB_NONE)
+        return KVB_NONE;
+    struct kvb_slot *s = &p->slots[id];
+    if (s->state == KVB_S_PRIMARY) {
+        uint64_t w = atomic_load_explicit(&s->word, memory_order_relaxed);
+        while (kvb__word_rc(w) != 0) {
+            if (kvb__word_rc(w) >= KVB_RC_MAX)
+                return KVB_NONE; /* saturated: cannot take another reference */
+            KVB_HB_BEFORE(&s->word);
+            if (atomic_compare_exchange_weak_explicit(&s->word, &w, w + 1, memory_order_acq_rel,
+                                                      memory_order_relaxed)) {
+                KVB_HB_AFTER(&s->word);
+                *gen = kvb__word_gen(w);
+                return id;
+            }
+        }
+        /* Count already 0: a last release is on its way to the lock. Do its work. */
+        KVB_HB_AFTER(&s->word);
+        p->c.eager_transitions++;
+        if (s->flags & KVB_F_RESET_ON_RELEASE) {
+            kvb_transition_locked(p, id, KVB_S_RESET, 0);
+            kvb_cbq_push(q, KVB_CB_RESET, id, h);
+            return KVB_NONE;
+        }
+        kvb_transition_locked(p, id, KVB_S_INACTIVE, 0);
+    }
+    kvb_assert(s->state == KVB_S_INACTIVE);
+    p->c.resurrections++;
+    *gen = kvb_transition_locked(p, id, KVB_S_PRIMARY, 1);
+    return id;
+}
+
+/* ------------------------------------------------------------------------ */
+/* create / destroy                                                         */
+/* ------------------------------------------------------------------------ */
+
+static _Atomic uint64_t kvb_next_pool_id = 1; /* relaxed: uniqueness only, orders nothing */
+
+void kvb_pool_config_init(kvb_pool_config *cfg)
+{
+    if (!cfg)
+        return;
+    memset(cfg, 0, sizeof *cfg);
+    cfg->block_size = 16;
+    cfg->dup_policy = KVB_DUP_ALLOW;
+    cfg->evict = KVB_EVICT_LRU;
+    cfg->multi_lru_thresholds[0] = 3;
+    cfg->multi_lru_thresholds[1] = 8;
+    cfg->multi_lru_thresholds[2] = 15;
+    cfg->name = "pool";
+}
+
+static int kvb_config_validate(const kvb_pool_config *cfg, uint32_t *bs, uint8_t th[3])
+{
+    if (cfg->block_count == 0 || cfg->block_count > KVB_MAX_BLOCKS)
+        return -EINVAL;
+    *bs = cfg->block_size ? cfg->block_size : 16;
+    if (*bs > 1024 || (*bs & (*bs - 1)))
+        return -EINVAL;
+    if ((unsigned)cfg->dup_policy > KVB_DUP_REJECT || (unsigned)cfg->evict > KVB_EVICT_LINEAGE)
+        return -EINVAL;
+    const uint8_t *t = cfg->multi_lru_thresholds;
+    if (t[0] == 0 && t[1] == 0 && t[2] == 0) {
+        th[0] = 3, th[1] = 8, th[2] = 15;
+    } else {
+        if (t[0] < 1 || t[0] >= t[1] || t[1] >= t[2] || t[2] > 15)
+            return -EINVAL;
+        memcpy(th, t, 3);
+    }
+    if (cfg->evict_ops && kvb__inactive_ops_validate(cfg->evict_ops) != 0)
+        return -EINVAL;
+    if ((cfg->allocator.alloc == NULL) != (cfg->allocator.free == NULL))
+        return -EINVAL;
+    return 0;
+}
+
+static void kvb_pool_free_mem(kvb_pool *p)
+{
+    kvb_allocator a = p->alloc;
+    if (p->backend)
+        p->ops->destroy(p->backend);
+    kvb__free(&a, p->map, ((size_t)p->map_mask + 1) * sizeof *p->map);
+    kvb__free(&a, p->slots, (size_t)p->block_count * sizeof *p->slots);
+    kvb__free(&a, p, sizeof *p);
+}
+
+int kvb_pool_create(const kvb_pool_config *cfg, kvb_pool **out)
+{
+    if (!cfg || !out)
+        return -EINVAL;
+    uint32_t bs;
+    uint8_t th[3];
+    int rc = kvb_config_validate(cfg, &bs, th);
+    if (rc)
+        return rc;
+    const kvb_inactive_ops *ops = cfg->evict_ops ? cfg->evict_ops : kvb_inactive_builtin(cfg->evict);
+    if (!ops)
+        return -ENOTSUP;
+
+    kvb_allocator a = cfg->allocator;
+    kvb__allocator_fill(&a);
+    kvb_pool *p = kvb__calloc(&a, 1, sizeof *p);
+    if (!p)
+        return -ENOMEM;
+    p->alloc = a;
+    p->block_count = cfg->block_count;
+    p->block_size = bs;
+    p->ops = ops;
+
+    uint32_t cap = kvb__next_pow2(cfg->block_count) * 2;
+    p->map_mask = cap - 1;
+    p->map_shift = 64 - (uint32_t)__builtin_ctz(cap);
+    p->slots = kvb__calloc(&a, cfg->block_count, sizeof *p->slots);
+    p->map = kvb__alloc(&a, (size_t)cap * sizeof *p->map);
+    if (!p->slots || !p->map) {
+        kvb_pool_free_mem(p);
+        return -ENOMEM;
+    }
+    memset(p->map, 0xff, (size_t)cap * sizeof *p->map);
+
+    kvb_inactive_params ip = {.block_count = cfg->block_count, .allocator = a};
+    memcpy(ip.thresholds, th, 3);
+    rc = ops->create(&ip, &p->backend);
+    if (rc) {
+        p->backend = NULL;
+        kvb_pool_free_mem(p);
+        return rc < 0 ? rc : -ENOMEM;
+    }
+    if (pthread_mutex_init(&p->mu, NULL) != 0) {
+        kvb_pool_free_mem(p);
+        return -ENOMEM;
+    }
+
+    p->free_head = p->free_tail = KVB_NONE;
+    for (uint32_t i = 0; i < cfg->block_count; i++) {
+        atomic_init(&p->slots[i].word, kvb__word(1, 0));
+        kvb_free_push_tail(p, i);
+    }
+    p->count[KVB_S_RESET] = cfg->block_count;
+    atomic_init(&p->misuse, 0);
+    p->dup_policy = cfg->dup_policy;
+    p->reset_default = cfg->reset_on_release;
+    const char *env = getenv("KVBLOCK_ABORT_ON_MISUSE");
+    p->abort_on_misuse = cfg->abort_on_misuse || (env && env[0] == '1');
+    p->cb = cfg->callbacks;
+    p->registry = cfg->registry;
+    snprintf(p->name, sizeof p->name, "%s", cfg->name ? cfg->name : "pool");
+    p->id = atomic_fetch_add_explicit(&kvb_next_pool_id, 1, memory_order_relaxed);
+    *out = p;
+    return 0;
+}
+
+int kvb_pool_destroy(kvb_pool *p)
+{
+    if (!p)
+        return -EINVAL;
+    kvb__pool_lock(p);
+    uint32_t held = p->count[KVB_S_MUTABLE] + p->count[KVB_S_STAGED] + p->count[KVB_S_PRIMARY] +
+                    p->count[KVB_S_DUPLICATE];
+    kvb__pool_unlock(p);
+    if (held)
+        return -EBUSY;
+    for (uint32_t i = 0; i < p->block_count; i++)
+        KVB_HB_FORGET(&p->slots[i].word);
+    pthread_mutex_destroy(&p->mu);
+    kvb_pool_free_mem(p);
+    return 0;
+}
+
+uint64_t kvb_pool_id(const kvb_pool *p)
+{
+    return p ? p->id : 0;
+}
+uint32_t kvb_pool_block_count(const kvb_pool *p)
+{
+    return p ? p->block_count : 0;
+}
+uint32_t kvb_pool_block_size(const kvb_pool *p)
+{
+    return p ? p->block_size : 0;
+}
+const char *kvb_pool_name(const kvb_pool *p)
+{
+    return p ? p->name : "";
+}
+const char *kvb_pool_policy_name(const kvb_pool *p)
+{
+    return p ? p->ops->name : "";
+}
+
+uint32_t kvb_pool_available(kvb_pool *p)
+{
+    if (!p)
+        return 0;
+    kvb__pool_lock(p);
+    uint32_t n = p->count[KVB_S_RESET] + p->count[KVB_S_INACTIVE];
+    kvb__pool_unlock(p);
+    return n;
+}
+
+/* ------------------------------------------------------------------------ */
+/* allocation                                                               */
+/* ------------------------------------------------------------------------ */
+
+/* Roll back a failed allocation: evicted entries go back to the inactive index
+ * (exactly, through unevict when the backend has it), popped free slots back to
+ * the free-list head in reverse order, so the free list is as it was. */
+static void kvb_alloc_rollback_locked(kvb_pool *p, kvb_mutable *out, uint32_t taken,
+                                      uint32_t evicted)
+{
+    const uint32_t chunk = 64;
+    for (uint32_t done = 0; done < evicted;) {
+        uint32_t k = evicted - done < chunk ? evicted - done : chunk;
+        uint32_t ids[64], arr[64];
+        kvb_hash hs[64];
+        for (uint32_t j = 0; j < k; j++) {
+            ids[j] = out[taken + done + j].id;
+            hs[j] = p->slots[ids[j]].hash;
+            arr[j] = p->slots[ids[j]].aux;
+        }
+        if (p->ops->unevict) {
+            p->ops->unevict(p->backend, ids, hs, arr, k);
+        } else {
+            for (uint32_t j = k; j-- > 0;)
+                (void)p->ops->insert(p->backend, hs[j], ids[j], arr[j]);
+        }
+        done += k;
+    }
+    for (uint32_t j = taken; j-- > 0;)
+        kvb_free_push_head(p, out[j].id);
+    p->c.allocate_rollbacks++;
+}
+
+int kvb_pool_allocate(kvb_pool *p, uint32_t n, kvb_mutable *out, kvb_hash *evicted,
+                      uint32_t *n_evicted)
+{
+    if (n_evicted)
+        *n_evicted = 0;
+    if (!p || (n && !out))
+        return -EINVAL;
+    if (n == 0)
+        return 0;
+    if (n > p->block_count)
+        return -ENOSPC;
+    struct kvb_cbq q;
+    kvb_cbq_init(&q, p);
+    int rc = kvb_cbq_reserve(&q, p, n);
+    if (rc)
+        return rc;
+
+    kvb__pool_lock(p);
+    uint32_t nfree = p->count[KVB_S_RESET];
+    if (nfree + p->ops->len(p->backend) < n || nfree + p->count[KVB_S_INACTIVE] < n) {
+        kvb__pool_unlock(p);
+        kvb_cbq_fini(&q, p);
+        return -ENOSPC;
+    }
+    uint32_t take = n < nfree ? n : nfree;
+    for (uint32_t i = 0; i < take; i++)
+        out[i].id = kvb_free_pop(p);
+
+    /* Evict the rest in policy order, in chunks, validating what the backend
+     * returns (a custom backend may be wrong): ids must be INACTIVE and distinct. */
+    uint32_t got = 0, need = n - take;
+    bool bad = false;
+    while (got < need && !bad) {
+        uint32_t ids[64];
+        uint32_t want = need - got < 64 ? need - got : 64;
+        uint32_t k = p->ops->evict(p->backend, want, ids);
+        if (k > want)
+            k = want, bad = true;
+        for (uint32_t j = 0; j < k; j++) {
+            uint32_t id = ids[j];
+            if (id >= p->block_count || p->slots[id].state != KVB_S_INACTIVE ||
+                (p->slots[id].flags & KVB_F_MARK)) {
+                bad = true;
+                continue;
+            }
+            p->slots[id].flags |= KVB_F_MARK;
+            out[take + got++].id = id;
+        }
+        if (k < want)
+            bad = true;
+    }
+    for (uint32_t j = 0; j < got; j++)
+        p->slots[out[take + j].id].flags &= (uint8_t)~KVB_F_MARK;
+    if (bad) {
+        kvb_alloc_rollback_locked(p, out, take, got);
+        kvb__pool_unlock(p);
+        kvb_cbq_fini(&q, p);
+        return -ENOSPC;
+    }
+
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t id = out[i].id;
+        struct kvb_slot *s = &p->slots[id];
+        if (i >= take) {
+            kvb_hash h = s->hash;
+            if (evicted)
+                evicted[i - take] = h;
+            kvb_cbq_push(&q, KVB_CB_EVICT, id, h);
+            p->c.evictions++;
+        } else {
+            p->c.allocations_from_reset++;
+        }
+        out[i].gen = kvb_transition_locked(p, id, KVB_S_MUTABLE, 0);
+        out[i].pool = p;
+        s->flags = 0;
+        s->hash = (kvb_hash){0, 0};
+    }
+    p->c.allocations += n;
+    if (n_evicted)
+        *n_evicted = need;
+    kvb_unlock_fire(p, &q);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* mutable and complete handles                                             */
+/* ------------------------------------------------------------------------ */
+
+/* Lock held. Is (id, gen) a live handle of state st in p? */
+static bool kvb_handle_ok_locked(const kvb_pool *p, uint32_t id, uint32_t gen, enum kvb_state st)
+{
+    if (id >= p->block_count)
+        return false;
+    const struct kvb_slot *s = &p->slots[id];
+    return s->state == st &&
+           kvb__word_gen(atomic_load_explicit(&s->word, memory_order_relaxed)) == gen;
+}
+
+static bool kvb_hash_valid(kvb_hash h)
+{
+    return (h.hi >> 62) != 3;
+}
+
+int kvb_mutable_stage(kvb_mutable *m, kvb_hash hash, kvb_complete *out)
+{
+    if (!m || !out || !kvb_hash_valid(hash))
+        return -EINVAL;
+    kvb_pool *p = m->pool;
+    if (!p)
+        return -ESTALE;
+    kvb__pool_lock(p);
+    if (!kvb_handle_ok_locked(p, m->id, m->gen, KVB_S_MUTABLE)) {
+        kvb__pool_unlock(p);
+        return kvb_misuse(p, "kvb_mutable_stage");
+    }
+    uint32_t id = m->id;
+    p->slots[id].hash = hash;
+    uint32_t gen = kvb_transition_locked(p, id, KVB_S_STAGED, 0);
+    p->c.stagings++;
+    kvb__pool_unlock(p);
+    memset(m, 0, sizeof *m);
+    *out = (kvb_complete){.pool = p, .id = id, .gen = gen, .hash = hash};
+    return 0;
+}
+
+/* MUTABLE or STAGED -> RESET for a handle {pool, id, gen}. */
+static int kvb_drop_unregistered(kvb_pool *p, uint32_t id, uint32_t gen, enum kvb_state st,
+                                 const char *what)
+{
+    struct kvb_cbq q;
+    kvb_cbq_init(&q, p);
+    kvb__pool_lock(p);
+    if (!kvb_handle_ok_locked(p, id, gen, st)) {
+        kvb__pool_unlock(p);
+        return kvb_misuse(p, what);
+    }
+    kvb_transition_locked(p, id, KVB_S_RESET, 0);
+    kvb_cbq_push(&q, KVB_CB_RESET, id, p->slots[id].hash);
+    kvb_unlock_fire(p, &q);
+    return 0;
+}
+
+int kvb_mutable_release(kvb_mutable *m)
+{
+    if (!m)
+        return -EINVAL;
+    if (!m->pool)
+        return -ESTALE;
+    int rc = kvb_drop_unregistered(m->pool, m->id, m->gen, KVB_S_MUTABLE, "kvb_mutable_release");
+    if (rc == 0)
+        memset(m, 0, sizeof *m);
+    return rc;
+}
+
+int kvb_complete_release(kvb_complete *c)
+{
+    if (!c)
+        return -EINVAL;
+    if (!c->pool)
+        return -ESTALE;
+    int rc = kvb_drop_unregistered(c->pool, c->id, c->gen, KVB_S_STAGED, "kvb_complete_release");
+    if (rc == 0)
+        memset(c, 0, sizeof *c);
+    return rc;
+}
+
+int kvb_complete_reset(kvb_complete *c, kvb_mutable *out)
+{
+    if (!c || !out)
+        return -EINVAL;
+    kvb_pool *p = c->pool;
+    if (!p)
+        return -ESTALE;
+    kvb__pool_lock(p);
+    if (!kvb_handle_ok_locked(p, c->id, c->gen, KVB_S_STAGED)) {
+        kvb__pool_unlock(p);
+        return kvb_misuse(p, "kvb_complete_reset");
+    }
+    uint32_t id = c->id;
+    uint32_t gen = kvb_transition_locked(p, id, KVB_S_MUTABLE, 0);
+    p->slots[id].hash = (kvb_hash){0, 0};
+    kvb__pool_unlock(p);
+    memset(c, 0, sizeof *c);
+    *out = (kvb_mutable){.pool = p, .id = id, .gen = gen};
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* registration                                                             */
+/* ------------------------------------------------------------------------ */
+
+int kvb_pool_register(kvb_pool *p, kvb_complete *in, uint32_t n, kvb_block *out)
+{
+    if (!p || (n && (!in || !out)))
+        return -EINVAL;
+    if (n == 0)
+        return 0;
+    struct kvb_cbq q;
+    kvb_cbq_init(&q, p);
+    int rc = kvb_cbq_reserve(&q, p, 2ull * n);
+    if (rc)
+        return rc;
+
+    kvb__pool_lock(p);
+    /* Validate the whole batch first (a failed call changes nothing); MARK catches
+     * the same slot passed twice. */
+    uint32_t bad = n;
+    for (uint32_t i = 0; i < n; i++) {
+        if (in[i].pool != p || !kvb_handle_ok_locked(p, in[i].id, in[i].gen, KVB_S_STAGED) ||
+            (p->slots[in[i].id].flags & KVB_F_MARK)) {
+            bad = i;
+            break;
+        }
+        p->slots[in[i].id].flags |= KVB_F_MARK;
+    }
+    /* A primary that could not take n more references would make registration
+     * fail half-way: refuse the batch up front instead. */
+    bool full = false;
+    for (uint32_t i = 0; i < n && bad == n && !full; i++) {
+        uint32_t pid = kvb_map_find(p, p->slots[in[i].id].hash);
+        if (pid != KVB_NONE && p->slots[pid].state == KVB_S_PRIMARY &&
+            kvb__word_rc(atomic_load_explicit(&p->slots[pid].word, memory_order_relaxed)) >
+                KVB_RC_MAX - n)
+            full = true;
+    }
+    for (uint32_t i = 0; i < (bad < n ? bad : n); i++)
+        p->slots[in[i].id].flags &= (uint8_t)~KVB_F_MARK;
+    if (bad < n) {
+        kvb__pool_unlock(p);
+        kvb_cbq_fini(&q, p);
+        return kvb_misuse(p, "kvb_pool_register");
+    }
+    if (full) {
+        kvb__pool_unlock(p);
+        kvb_cbq_fini(&q, p);
+        return -EOVERFLOW;
+    }
+
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t id = in[i].id;
+        struct kvb_slot *s = &p->slots[id];
+        kvb_hash h = s->hash;
+        uint32_t pgen = 0;
+        uint32_t pid = kvb_acquire_locked(p, h, &q, &pgen);
+        p->c.registrations++;
+        if (pid == KVB_NONE) {
+            s->aux = ++p->arrival_seq;
+            s->flags = p->reset_default ? KVB_F_RESET_ON_RELEASE : 0;
+            uint32_t gen = kvb_transition_locked(p, id, KVB_S_PRIMARY, 1);
+            kvb_fill_block(&out[i], p, id, gen);
+        } else if (p->dup_policy == KVB_DUP_ALLOW) {
+            /* the reference just taken on the primary belongs to the duplicate */
+            s->aux = pid;
+            uint32_t gen = kvb_transition_locked(p, id, KVB_S_DUPLICATE, 1);
+            kvb_fill_block(&out[i], p, id, gen);
+            p->c.duplicates++;
+        } else {
+            kvb_transition_locked(p, id, KVB_S_RESET, 0);
+            kvb_cbq_push(&q, KVB_CB_RESET, id, h);
+            kvb_fill_block(&out[i], p, pid, pgen);
+            p->c.dedups++;
+        }
+        memset(&in[i], 0, sizeof in[i]);
+    }
+    kvb_unlock_fire(p, &q);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* lookups                                                                  */
+/* ------------------------------------------------------------------------ */
+
+int kvb_pool_match(kvb_pool *p, const kvb_hash *hashes, uint32_t n, kvb_block *out)
+{
+    if (!p || (n && (!hashes || !out)))
+        return -EINVAL;
+    if (n == 0)
+        return 0;
+    struct kvb_cbq q;
+    kvb_cbq_init(&q, p);
+    int rc = kvb_cbq_reserve(&q, p, n);
+    if (rc)
+        return rc;
+    kvb__pool_lock(p);
+    uint32_t k = 0;
+    for (; k < n; k++) {
+        uint32_t gen;
+        uint32_t id = kvb_acquire_locked(p, hashes[k], &q, &gen);
+        if (id == KVB_NONE)
+            break;
+        kvb_fill_block(&out[k], p, id, gen);
+    }
+    p->c.match_requested += n;
+    p->c.match_returned += k;
+    kvb_unlock_fire(p, &q);
+    return (int)k;
+}
+
+int kvb_pool_match_scattered(kvb_pool *p, const kvb_hash *hashes, uint32_t n, kvb_block *out,
+                             bool *hit)
+{
+    if (!p || (n && (!hashes || !out || !hit)))
+        return -EINVAL;
+    if (n == 0)
+        return 0;
+    struct kvb_cbq q;
+    kvb_cbq_init(&q, p);
+    int rc = kvb_cbq_reserve(&q, p, n);
+    if (rc)
+        return rc;
+    kvb__pool_lock(p);
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t gen;
+        uint32_t id = kvb_acquire_locked(p, hashes[i], &q, &gen);
+        hit[i] = id != KVB_NONE;
+        if (hit[i]) {
+            kvb_fill_block(&out[i], p, id, gen);
+            k++;
+        } else {
+            memset(&out[i], 0, sizeof out[i]);
+        }
+    }
+    p->c.match_requested += n;
+    p->c.match_returned += k;
+    kvb_unlock_fire(p, &q);
+    return (int)k;
+}
+
+/* ------------------------------------------------------------------------ */
+/* block references                                                         */
+/* ------------------------------------------------------------------------ */
+
+/* Lock-free: add delta (+1) to the count of a live reference (gen, count > 0). */
+static int kvb_ref_inc(kvb_pool *p, uint32_t id, uint32_t gen)
+{
+    if (id >= p->block_count)
+        return -ESTALE;
+    _Atomic uint64_t *wp = &p->slots[id].word;
+    uint64_t w = atomic_load_explicit(wp, memory_order_relaxed);
+    for (;;) {
+        if (kvb__word_gen(w) != gen || kvb__word_rc(w) == 0)
+            return -ESTALE;
+        if (kvb__word_rc(w) >= KVB_RC_MAX)
+            return -EOVERFLOW;
+        KVB_HB_BEFORE(wp);
+        /* acq_rel: pairs with the release store of the transition that created
+         * this life of the slot, and with other CAS on the word. */
+        if (atomic_compare_exchange_weak_explicit(wp, &w, w + 1, memory_order_acq_rel,
+                                                  memory_order_relaxed)) {
+            KVB_HB_AFTER(wp);
+            return 0;
+        }
+    }
+}
+
+/* Lock-free: drop one reference. Returns 1 when it was the last (count now 0),
+ * 0 otherwise, -ESTALE when (gen, count > 0) does not hold. */
+static int kvb_ref_dec(kvb_pool *p, uint32_t id, uint32_t gen)
+{
+    if (id >= p->block_count)
+        return -ESTALE;
+    _Atomic uint64_t *wp = &p->slots[id].word;
+    uint64_t w = atomic_load_explicit(wp, memory_order_relaxed);
+    for (;;) {
+        if (kvb__word_gen(w) != gen || kvb__word_rc(w) == 0)
+            return -ESTALE;
+        /* Every decrement publishes the releaser's prior writes (to the block's
+         * memory, say) to whoever performs the last-release transition: release
+         * side here, acquire side in kvb_last_release_locked. */
+        KVB_HB_BEFORE(wp);
+        if (atomic_compare_exchange_weak_explicit(wp, &w, w - 1, memory_order_acq_rel,
+                                                  memory_order_relaxed))
+            break;
+    }
+    if (kvb__word_rc(w) == 1) {
+        KVB_HB_AFTER(wp);
+        return 1;
+    }
+    return 0;
+}
+
+int kvb_block_clone(const kvb_block *b, kvb_block *out)
+{
+    if (!b || !out)
+        return -EINVAL;
+    kvb_pool *p = b->pool;
+    if (!p)
+        return -ESTALE;
+    int rc = kvb_ref_inc(p, b->id, b->gen);
+    if (rc == -ESTALE)
+        return kvb_misuse(p, "kvb_block_clone");
+    if (rc)
+        return rc;
+    *out = *b;
+    return 0;
+}
+
+int kvb_block_release(kvb_block *b)
+{
+    if (!b)
+        return -EINVAL;
+    kvb_pool *p = b->pool;
+    if (!p)
+        return -ESTALE;
+    int last = kvb_ref_dec(p, b->id, b->gen);
+    if (last < 0)
+        return kvb_misuse(p, "kvb_block_release");
+    uint32_t id = b->id, gen = b->gen;
+    memset(b, 0, sizeof *b);
+    if (last) {
+        KVB_TEST_LAST_RELEASE(p, id);
+        struct kvb_cbq q;
+        kvb_cbq_init(&q, p); /* at most 2 events: fits the local buffer */
+        kvb__pool_lock(p);
+        kvb_last_release_locked(p, id, gen, &q);
+        kvb_unlock_fire(p, &q);
+    }
+    return 0;
+}
+
+int kvb_block_release_n(kvb_block *blocks, uint32_t n)
+{
+    if (n && !blocks)
+        return -EINVAL;
+    int result = 0;
+    kvb_pool *locked = NULL;
+    struct kvb_cbq q;
+    /* Chunks of 256 handles: pass 1 does every decrement lock-free (clearing the
+     * handles that were not last); pass 2 performs the last releases under the
+     * lock, which stays held across chunks and is only switched when the handles
+     * change pool (never two pool locks at once) or the callback queue fills. */
+    for (uint32_t base = 0; base < n; base += 256) {
+        uint32_t m = n - base < 256 ? n - base : 256;
+        bool last[256];
+        uint32_t pending = 0;
+        for (uint32_t j = 0; j < m; j++) {
+            kvb_block *b = &blocks[base + j];
+            last[j] = false;
+            if (!b->pool) {
+                result = -ESTALE;
+                continue;
+            }
+            int rc = kvb_ref_dec(b->pool, b->id, b->gen);
+            if (rc < 0) {
+                result = kvb_misuse(b->pool, "kvb_block_release_n");
+            } else if (rc) {
+                last[j] = true;
+                pending++;
+            } else {
+                memset(b, 0, sizeof *b);
+            }
+        }
+        for (uint32_t j = 0; j < m && pending; j++) {
+            if (!last[j])
+                continue;
+            kvb_block *b = &blocks[base + j];
+            if (locked != b->pool || kvb_cbq_full(&q, 2)) {
+                if (locked)
+                    kvb_unlock_fire(locked, &q);
+                locked = b->pool;
+                KVB_TEST_LAST_RELEASE(locked, b->id);
+                kvb_cbq_init(&q, locked);
+                kvb__pool_lock(locked);
+            }
+            kvb_last_release_locked(locked, b->id, b->gen, &q);
+            memset(b, 0, sizeof *b);
+            pending--;
+        }
+    }
+    if (locked)
+        kvb_unlock_fire(locked, &q);
+    return result;
+}
+
+int kvb_block_set_reset_on_release(kvb_block *b, bool on)
+{
+    if (!b)
+        return -EINVAL;
+    kvb_pool *p = b->pool;
+    if (!p)
+        return -ESTALE;
+    if (b->id >= p->block_count)
+        return kvb_misuse(p, "kvb_block_set_reset_on_release");
+    kvb__pool_lock(p);
+    struct kvb_slot *s = &p->slots[b->id];
+    uint64_t w = atomic_load_explicit(&s->word, memory_order_relaxed);
+    if (kvb__word_gen(w) != b->gen || kvb__word_rc(w) == 0) {
+        kvb__pool_unlock(p);
+        return kvb_misuse(p, "kvb_block_set_reset_on_release");
+    }
+    if (on)
+        s->flags |= KVB_F_RESET_ON_RELEASE;
+    else
+        s->flags &= (uint8_t)~KVB_F_RESET_ON_RELEASE;
+    kvb__pool_unlock(p);
+    return 0;
+}
+
+uint32_t kvb_block_use_count(const kvb_block *b)
+{
+    if (!b || !b->pool || b->id >= b->pool->block_count)
+        return 0;
+    uint64_t w = atomic_load_explicit(&b->pool->slots[b->id].word, memory_order_acquire);
+    KVB_HB_AFTER(&b->pool->slots[b->id].word);
+    return kvb__word_gen(w) == b->gen ? kvb__word_rc(w) : 0;
+}
+
+int kvb_block_address(const kvb_block *b, kvb_block_addr *out)
+{
+    if (!b || !out)
+        return -EINVAL;
+    if (kvb_block_use_count(b) == 0)
+        return b->pool ? kvb_misuse(b->pool, "kvb_block_address") : -ESTALE;
+    *out = (kvb_block_addr){.pool_id = b->pool->id, .block_id = b->id, .hash = b->hash};
+    return 0;
+}
+
+void kvb_block_downgrade(const kvb_block *b, kvb_weak *out)
+{
+    if (!out)
+        return;
+    if (!b) {
+        memset(out, 0, sizeof *out);
+        return;
+    }
+    *out = (kvb_weak){.pool = b->pool, .id = b->id, .gen = b->gen, .hash = b->hash};
+}
+
+int kvb_weak_upgrade(const kvb_weak *w, kvb_block *out)
+{
+    if (!w || !out || !w->pool)
+        return -EINVAL;
+    kvb_pool *p = w->pool;
+    /* fast path: the same life of the same block is still referenced */
+    if (kvb_ref_inc(p, w->id, w->gen) == 0) {
+        *out = (kvb_block){.pool = p, .id = w->id, .gen = w->gen, .hash = w->hash};
+        return 0;
+    }
+    struct kvb_cbq q;
+    kvb_cbq_init(&q, p);
+    kvb__pool_lock(p);
+    uint32_t gen;
+    uint32_t id = kvb_acquire_locked(p, w->hash, &q, &gen);
+    if (id != KVB_NONE)
+        kvb_fill_block(out, p, id, gen);
+    kvb_unlock_fire(p, &q);
+    return id == KVB_NONE ? -ENOENT : 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* cache drain                                                              */
+/* ------------------------------------------------------------------------ */
+
+int kvb_pool_reset_inactive(kvb_pool *p)
+{
+    if (!p)
+        return -EINVAL;
+    for (;;) {
+        kvb__pool_lock(p);
+        uint32_t held = p->count[KVB_S_MUTABLE] + p->count[KVB_S_STAGED] +
+                        p->count[KVB_S_PRIMARY] + p->count[KVB_S_DUPLICATE];
+        uint32_t len = p->count[KVB_S_INACTIVE];
+        kvb__pool_unlock(p);
+        if (held)
+            return -EBUSY;
+        struct kvb_cbq q;
+        kvb_cbq_init(&q, p);
+        int rc = kvb_cbq_reserve(&q, p, 2ull * len);
+        if (rc)
+            return rc;
+        kvb__pool_lock(p);
+        held = p->count[KVB_S_MUTABLE] + p->count[KVB_S_STAGED] + p->count[KVB_S_PRIMARY] +
+               p->count[KVB_S_DUPLICATE];
+        if (held) {
+            kvb__pool_unlock(p);
+            kvb_cbq_fini(&q, p);
+            return -EBUSY;
+        }
+        if (q.active && p->count[KVB_S_INACTIVE] * 2ull > q.cap) {
+            kvb__pool_unlock(p); /* the cache grew meanwhile: size again */
+            kvb_cbq_fini(&q, p);
+            continue;
+        }
+        uint32_t drained = 0;
+        while (p->count[KVB_S_INACTIVE]) {
+            uint32_t ids[64];
+            uint32_t k = p->ops->evict(p->backend, 64, ids);
+            if (k == 0)
+                break; /* backend disagrees with the gauge: kvb_pool_check reports it */
+            for (uint32_t j = 0; j < k; j++) {
+                uint32_t id = ids[j];
+                if (id >= p->block_count || p->slots[id].state != KVB_S_INACTIVE)
+                    continue;
+                kvb_hash h = p->slots[id].hash;
+                kvb_transition_locked(p, id, KVB_S_RESET, 0);
+                kvb_cbq_push(&q, KVB_CB_EVICT, id, h);
+                kvb_cbq_push(&q, KVB_CB_RESET, id, h);
+                p->c.evictions++;
+                drained++;
+            }
+        }
+        kvb_unlock_fire(p, &q);
+        return (int)drained;
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* statistics                                                               */
+/* ------------------------------------------------------------------------ */
+
+int kvb_pool_stats(kvb_pool *p, kvb_stats *out)
+{
+    if (!p || !out)
+        return -EINVAL;
+    memset(out, 0, sizeof *out);
+    kvb__pool_lock(p);
+    out->block_count = p->block_count;
+    out->reset = p->count[KVB_S_RESET];
+    out->mutable_ = p->count[KVB_S_MUTABLE];
+    out->staged = p->count[KVB_S_STAGED];
+    out->primary = p->count[KVB_S_PRIMARY];
+    out->duplicate = p->count[KVB_S_DUPLICATE];
+    out->inactive = p->count[KVB_S_INACTIVE];
+    out->peak_in_use = p->peak_in_use;
+    const struct kvb_counters *c = &p->c;
+    out->allocations = c->allocations;
+    out->allocations_from_reset = c->allocations_from_reset;
+    out->evictions = c->evictions;
+    out->registrations = c->registrations;
+    out->duplicates = c->duplicates;
+    out->dedups = c->dedups;
+    out->stagings = c->stagings;
+    out->match_requested = c->match_requested;
+    out->match_returned = c->match_returned;
+    out->eager_transitions = c->eager_transitions;
+    out->allocate_rollbacks = c->allocate_rollbacks;
+    out->release_noops = c->release_noops;
+    out->lock_acquisitions = c->lock_acquisitions;
+    out->lock_contended = c->lock_contended;
+    out->lock_wait_ns = c->lock_wait_ns;
+    out->resurrections = c->resurrections;
+    out->scan_requested = c->scan_requested;
+    out->scan_returned = c->scan_returned;
+    out->misuse = atomic_load_explicit(&p->misuse, memory_order_relaxed);
+    kvb__pool_unlock(p);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* invariant check                                                          */
+/* ------------------------------------------------------------------------ */
+
+#ifdef KVB_TESTING
+#define KVB_CHECK_FAIL(...) (fprintf(stderr, "kvb_pool_check: " __VA_ARGS__), -EFAULT)
+#else
+#define KVB_CHECK_FAIL(...) (-EFAULT)
+#endif
+
+static int kvb_check_locked(kvb_pool *p, uint32_t *dups)
+{
+    uint32_t cnt[KVB_S_COUNT] = {0};
+    for (uint32_t i = 0; i < p->block_count; i++) {
+        const struct kvb_slot *s = &p->slots[i];
+        if (s->state >= KVB_S_COUNT)
+            return KVB_CHECK_FAIL("slot %u: bad state %u\n", i, s->state);
+        cnt[s->state]++;
+        uint32_t rc = kvb__word_rc(atomic_load_explicit(&s->word, memory_order_relaxed));
+        if (rc && s->state != KVB_S_PRIMARY && s->state != KVB_S_DUPLICATE)
+            return KVB_CHECK_FAIL("slot %u: state %u with refcount %u\n", i, s->state, rc);
+        if (s->flags & KVB_F_MARK)
+            return KVB_CHECK_FAIL("slot %u: stale mark\n", i);
+        if (s->state == KVB_S_INACTIVE && !p->ops->contains(p->backend, i))
+            return KVB_CHECK_FAIL("slot %u: INACTIVE but not in the inactive index\n", i);
+        if (s->state != KVB_S_INACTIVE && p->ops->contains(p->backend, i))
+            return KVB_CHECK_FAIL("slot %u: in the inactive index but state %u\n", i, s->state);
+        if (s->state == KVB_S_PRIMARY || s->state == KVB_S_INACTIVE) {
+            if (kvb_map_find(p, s->hash) != i)
+                return KVB_CHECK_FAIL("slot %u: not reachable in the hash index\n", i);
+        }
+        if (s->state == KVB_S_DUPLICATE) {
+            uint32_t pid = s->aux;
+            if (pid >= p->block_count || p->slots[pid].state != KVB_S_PRIMARY ||
+                !kvb_hash_equal(p->slots[pid].hash, s->hash))
+                return KVB_CHECK_FAIL("slot %u: duplicate without its primary\n", i);
+            dups[pid]++;
+        }
+    }
+    uint64_t sum = 0;
+    for (int st = 0; st < KVB_S_COUNT; st++) {
+        if (cnt[st] != p->count[st])
+            return KVB_CHECK_FAIL("gauge of state %d is %u, counted %u\n", st, p->count[st],
+                                  cnt[st]);
+        sum += cnt[st];
+    }
+    if (sum != p->block_count)
+        return KVB_CHECK_FAIL("states add up to %llu, not %u\n", (unsigned long long)sum,
+                              p->block_count);
+    if (p->ops->len(p->backend) != cnt[KVB_S_INACTIVE])
+        return KVB_CHECK_FAIL("inactive index holds %u, INACTIVE slots %u\n",
+                              p->ops->len(p->backend), cnt[KVB_S_INACTIVE]);
+    uint32_t mapped = 0;
+    for (uint32_t i = 0; i <= p->map_mask; i++) {
+        uint32_t id = p->map[i];
+        if (id == KVB_NONE)
+            continue;
+        mapped++;
+        if (id >= p->block_count || (p->slots[id].state != KVB_S_PRIMARY &&
+                                     p->slots[id].state != KVB_S_INACTIVE))
+            return KVB_CHECK_FAIL("hash index cell %u names block %u in a wrong state\n", i, id);
+    }
+    if (mapped != cnt[KVB_S_PRIMARY] + cnt[KVB_S_INACTIVE])
+        return KVB_CHECK_FAIL("hash index holds %u, PRIMARY+INACTIVE = %u\n", mapped,
+                              cnt[KVB_S_PRIMARY] + cnt[KVB_S_INACTIVE]);
+    uint32_t nfree = 0, last = KVB_NONE;
+    for (uint32_t id = p->free_head; id != KVB_NONE; id = p->slots[id].aux) {
+        if (id >= p->block_count || p->slots[id].state != KVB_S_RESET ||
+            nfree > cnt[KVB_S_RESET])
+            return KVB_CHECK_FAIL("free list broken at block %u\n", id);
+        nfree++;
+        last = id;
+    }
+    if (nfree != cnt[KVB_S_RESET] || last != p->free_tail)
+        return KVB_CHECK_FAIL("free list holds %u, RESET slots %u\n", nfree, cnt[KVB_S_RESET]);
+    for (uint32_t i = 0; i < p->block_count; i++) {
+        if (!dups[i])
+            continue;
+        uint32_t rc = kvb__word_rc(atomic_load_explicit(&p->slots[i].word, memory_order_relaxed));
+        if (rc < dups[i])
+            return KVB_CHECK_FAIL("primary %u: refcount %u < %u duplicates\n", i, rc, dups[i]);
+    }
+    return 0;
+}
+
+int kvb_pool_check(kvb_pool *p)
+{
+    if (!p)
+        return -EINVAL;
+    uint32_t *dups = kvb__calloc(&p->alloc, p->block_count, sizeof *dups);
+    if (!dups)
+        return -ENOMEM;
+    kvb__pool_lock(p);
+    int rc = kvb_check_locked(p, dups);
+    kvb__pool_unlock(p);
+    kvb__free(&p->alloc, dups, (size_t)p->block_count * sizeof *dups);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* test hooks                                                               */
+/* ------------------------------------------------------------------------ */
+
+#ifdef KVB_TESTING
+uint32_t kvb__test_slot_gen(kvb_pool *p, uint32_t id)
+{
+    return kvb__word_gen(atomic_load_explicit(&p->slots[id].word, memory_order_acquire));
+}
+
+int kvb__test_slot_state(kvb_pool *p, uint32_t id)
+{
+    kvb__pool_lock(p);
+    int st = p->slots[id].state;
+    kvb__pool_unlock(p);
+    return st;
+}
+
+void kvb__test_set_refcount(kvb_pool *p, uint32_t id, uint32_t rc)
+{
+    kvb__pool_lock(p);
+    _Atomic uint64_t *wp = &p->slots[id].word;
+    uint64_t w = atomic_load_explicit(wp, memory_order_relaxed);
+    atomic_store_explicit(wp, kvb__word(kvb__word_gen(w), rc), memory_order_release);
+    kvb__pool_unlock(p);
+}
+#endif

@@ -1,0 +1,135 @@
+/*
+ * pool.h - the private layout of a pool, shared by the library modules that
+ * work on pools (pool.c, metrics.c, and later scan/events/registry glue).
+ *
+ * Locking: every field marked (lock) is protected by pool->mu. Fields marked
+ * (const) are written once in kvb_pool_create and read-only afterwards. The
+ * only lock-free state is each slot's `word` (generation + reference count).
+ */
+#ifndef KVB_POOL_H
+#define KVB_POOL_H
+
+#include "internal.h"
+#include <pthread.h>
+#include <stdatomic.h>
+
+enum kvb_state {
+    KVB_S_RESET = 0,
+    KVB_S_MUTABLE,
+    KVB_S_STAGED,
+    KVB_S_PRIMARY,
+    KVB_S_DUPLICATE,
+    KVB_S_INACTIVE,
+    KVB_S_COUNT
+};
+
+#define KVB_NONE UINT32_MAX /* "no block id" in links and map cells */
+
+/* slot flags (lock) */
+#define KVB_F_RESET_ON_RELEASE 0x01u /* PRIMARY/INACTIVE: go to RESET at last release */
+#define KVB_F_MARK             0x02u /* transient, inside one locked call (batch validation) */
+
+/*
+ * One slot per block id: 32 bytes, two per cache line.
+ *
+ * `word` packs the slot generation (high 32 bits) and the reference count
+ * (low 32 bits). The generation changes on every state transition, so a handle
+ * (which carries the generation it was issued under) names exactly one "life"
+ * of the slot; a single CAS on the word both validates a handle and moves its
+ * count, which is what makes clone and non-last release lock-free and immune
+ * to ABA on slot reuse. The count is non-zero only in PRIMARY and DUPLICATE.
+ * Writers: lock-free CAS (clone, release, weak upgrade) and, under the lock,
+ * transitions (which only happen while the count is 0) and lookups (CAS).
+ */
+struct kvb_slot {
+    kvb_hash hash;            /* (lock) STAGED, PRIMARY, DUPLICATE, INACTIVE */
+    _Atomic uint64_t word;    /* gen << 32 | refcount; see above */
+    uint32_t aux;             /* (lock) RESET: free-list next; PRIMARY/INACTIVE: arrival;
+                                 DUPLICATE: id of its primary */
+    uint8_t state;            /* (lock) enum kvb_state */
+    uint8_t flags;            /* (lock) KVB_F_* */
+    uint16_t pad_;
+};
+
+static inline uint32_t kvb__word_gen(uint64_t w)
+{
+    return (uint32_t)(w >> 32);
+}
+static inline uint32_t kvb__word_rc(uint64_t w)
+{
+    return (uint32_t)w;
+}
+static inline uint64_t kvb__word(uint32_t gen, uint32_t rc)
+{
+    return ((uint64_t)gen << 32) | rc;
+}
+
+struct kvb_counters {
+    uint64_t allocations, allocations_from_reset, evictions, registrations, duplicates, dedups,
+        stagings, match_requested, match_returned, eager_transitions, allocate_rollbacks,
+        release_noops, lock_acquisitions, lock_contended, lock_wait_ns, resurrections,
+        scan_requested, scan_returned;
+};
+
+struct kvb_pool {
+    pthread_mutex_t mu;
+
+    struct kvb_slot *slots; /* (const pointer; contents: see struct kvb_slot) */
+    /* Hash index: open addressing, linear probing, backward-shift deletion; cells
+     * hold block ids of PRIMARY and INACTIVE slots (a hash is never both: a cached
+     * hash is resurrected before it can become primary again). Capacity is fixed at
+     * create (>= 2 x block_count), so it never grows and load stays <= 1/2.
+     * Hand-written rather than ck_hs: under the pool mutex that already serialises
+     * access, a plain probe loop is 3-4x faster (TOOLING.md). */
+    uint32_t *map;      /* (lock) */
+    uint32_t map_mask;  /* (const) */
+    uint32_t map_shift; /* (const) 64 - log2(capacity) */
+
+    uint32_t free_head, free_tail; /* (lock) FIFO free list through slot.aux */
+
+    const kvb_inactive_ops *ops; /* (const) */
+    void *backend;               /* (lock) */
+
+    uint32_t count[KVB_S_COUNT]; /* (lock) gauges */
+    uint32_t peak_in_use;        /* (lock) */
+    uint32_t arrival_seq;        /* (lock) last arrival number handed out */
+    struct kvb_counters c;       /* (lock) */
+    /* Misuse is detected on lock-free paths too. Relaxed: a statistic, it orders
+     * nothing. */
+    _Atomic uint64_t misuse;
+
+    /* configuration (const) */
+    uint64_t id;
+    uint32_t block_count, block_size;
+    kvb_dup_policy dup_policy;
+    bool reset_default;
+    bool abort_on_misuse;
+    kvb_callbacks cb;
+    kvb_allocator alloc;
+    kvb_registry *registry;
+    char name[64];
+};
+
+/* ---- deferred callbacks: collected under the lock, fired after unlock ---- */
+
+enum kvb_cb_kind { KVB_CB_RESET = 1, KVB_CB_EVICT };
+
+struct kvb_cb_ev {
+    kvb_hash hash;
+    uint32_t id;
+    uint32_t kind;
+};
+
+#define KVB_CBQ_LOCAL 32
+struct kvb_cbq {
+    struct kvb_cb_ev *ev;
+    uint32_t n, cap;
+    bool heap;
+    bool active; /* false: the pool has no callbacks, pushes are dropped */
+    struct kvb_cb_ev local[KVB_CBQ_LOCAL];
+};
+
+void kvb__pool_lock(kvb_pool *p);
+void kvb__pool_unlock(kvb_pool *p);
+
+#endif /* KVB_POOL_H */
