@@ -622,5 +622,6 @@ static inline int kvb_release(kvb_block *h) { return kvb_block_release(h); }
 #endif
 
 #include "kvblock/inactive.h"
+#include "kvblock/registry.h"
 
 #endif /* KVBLOCK_H */

@@ -37,6 +37,8 @@
 #include "pool.h"
 #include "annotate.h"
 #include "inactive_internal.h"
+#include "registry_internal.h"
+#include "sketch.h"
 #include "testing.h"
 #include <string.h>
 #include <time.h>
@@ -78,6 +80,15 @@ static uint64_t kvb_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/* Pool locks held by this thread: debug builds check the lock order with it
+ * (the registry lock is never taken while a pool lock is held). */
+static _Thread_local int kvb_locks_held;
+
+int kvb__pool_locks_held(void)
+{
+    return kvb_locks_held;
+}
+
 void kvb__pool_lock(kvb_pool *p)
 {
     if (pthread_mutex_trylock(&p->mu) != 0) {
@@ -87,10 +98,14 @@ void kvb__pool_lock(kvb_pool *p)
         p->c.lock_wait_ns += kvb_now_ns() - t0;
     }
     p->c.lock_acquisitions++;
+    if (kvb__config_debug)
+        kvb_locks_held++;
 }
 
 void kvb__pool_unlock(kvb_pool *p)
 {
+    if (kvb__config_debug)
+        kvb_locks_held--;
     pthread_mutex_unlock(&p->mu);
 }
 
@@ -117,7 +132,7 @@ static int kvb_misuse(kvb_pool *p, const char *what)
 
 static bool kvb_pool_has_callbacks(const kvb_pool *p)
 {
-    return p->cb.on_reset || p->cb.on_evict;
+    return p->cb.on_reset || p->cb.on_evict || p->registry;
 }
 
 static void kvb_cbq_init(struct kvb_cbq *q, const kvb_pool *p)
@@ -159,9 +174,36 @@ static bool kvb_cbq_full(const struct kvb_cbq *q, uint32_t room)
     return q->active && q->cap - q->n < room;
 }
 
-/* Fire queued callbacks (lock NOT held), in order, and empty the queue. */
+/* Presence updates for the registry, queued like callbacks. */
+static void kvb_present(struct kvb_cbq *q, const kvb_pool *p, kvb_hash h, bool up)
+{
+    if (p->registry)
+        kvb_cbq_push(q, up ? KVB_CB_PRESENT : KVB_CB_ABSENT, 0, h);
+}
+
+/* Fire queued callbacks (lock NOT held), in order, and empty the queue.
+ * Registry presence updates go first, in batches of 64 per registry lock, so a
+ * callback that asks the registry sees the state this call produced. */
 static void kvb_cbq_fire(struct kvb_cbq *q, const kvb_pool *p)
 {
+    if (p->registry) {
+        kvb_hash hs[64];
+        int8_t d[64];
+        uint32_t k = 0;
+        for (uint32_t i = 0; i < q->n; i++) {
+            const struct kvb_cb_ev *e = &q->ev[i];
+            if (e->kind != KVB_CB_PRESENT && e->kind != KVB_CB_ABSENT)
+                continue;
+            hs[k] = e->hash;
+            d[k++] = e->kind == KVB_CB_PRESENT ? 1 : -1;
+            if (k == 64) {
+                kvb__registry_presence(p->registry, p->reg_index, hs, d, k);
+                k = 0;
+            }
+        }
+        if (k)
+            kvb__registry_presence(p->registry, p->reg_index, hs, d, k);
+    }
     for (uint32_t i = 0; i < q->n; i++) {
         const struct kvb_cb_ev *e = &q->ev[i];
         if (e->kind == KVB_CB_RESET && p->cb.on_reset)
@@ -382,6 +424,7 @@ static void kvb_last_release_locked(kvb_pool *p, uint32_t id, uint32_t gen, stru
             if (s->flags & KVB_F_RESET_ON_RELEASE) {
                 kvb_transition_locked(p, id, KVB_S_RESET, 0);
                 kvb_cbq_push(q, KVB_CB_RESET, id, s->hash);
+                kvb_present(q, p, s->hash, false);
             } else {
                 kvb_transition_locked(p, id, KVB_S_INACTIVE, 0);
             }
@@ -393,6 +436,7 @@ static void kvb_last_release_locked(kvb_pool *p, uint32_t id, uint32_t gen, stru
         uint32_t pid = s->aux;
         kvb_transition_locked(p, id, KVB_S_RESET, 0);
         kvb_cbq_push(q, KVB_CB_RESET, id, s->hash);
+        kvb_present(q, p, s->hash, false);
         /* drop the duplicate's reference on its primary */
         struct kvb_slot *ps = &p->slots[pid];
         uint64_t pw = atomic_load_explicit(&ps->word, memory_order_relaxed);
@@ -441,6 +485,7 @@ static uint32_t kvb_acquire_locked(kvb_pool *p, kvb_hash h, struct kvb_cbq *q, u
         if (s->flags & KVB_F_RESET_ON_RELEASE) {
             kvb_transition_locked(p, id, KVB_S_RESET, 0);
             kvb_cbq_push(q, KVB_CB_RESET, id, h);
+            kvb_present(q, p, h, false);
             return KVB_NONE;
         }
         kvb_transition_locked(p, id, KVB_S_INACTIVE, 0);
@@ -500,6 +545,8 @@ static void kvb_pool_free_mem(kvb_pool *p)
     kvb_allocator a = p->alloc;
     if (p->backend)
         p->ops->destroy(p->backend);
+    if (p->own_sketch)
+        kvb__sketch_destroy(p->sketch);
     kvb__free(&a, p->map, ((size_t)p->map_mask + 1) * sizeof *p->map);
     kvb__free(&a, p->slots, (size_t)p->block_count * sizeof *p->slots);
     kvb__free(&a, p, sizeof *p);
@@ -539,15 +586,39 @@ int kvb_pool_create(const kvb_pool_config *cfg, kvb_pool **out)
     }
     memset(p->map, 0xff, (size_t)cap * sizeof *p->map);
 
+    if (cfg->registry) {
+        p->sketch = kvb__registry_sketch(cfg->registry);
+    } else if (!cfg->evict_ops && cfg->evict != KVB_EVICT_LRU && cfg->evict != KVB_EVICT_FIFO) {
+        /* frequency-aware policies without a registry get a private sketch */
+        rc = kvb__sketch_create(cfg->block_count, &a, &p->sketch);
+        if (rc) {
+            kvb_pool_free_mem(p);
+            return rc;
+        }
+        p->own_sketch = true;
+    }
     kvb_inactive_params ip = {.block_count = cfg->block_count, .allocator = a};
     memcpy(ip.thresholds, th, 3);
+    if (p->sketch) {
+        ip.frequency = kvb__sketch_frequency_cb;
+        ip.frequency_ctx = p->sketch;
+    }
     rc = ops->create(&ip, &p->backend);
     if (rc) {
         p->backend = NULL;
         kvb_pool_free_mem(p);
         return rc < 0 ? rc : -ENOMEM;
     }
+    if (cfg->registry) {
+        rc = kvb__registry_attach(cfg->registry, p, &p->reg_index);
+        if (rc) {
+            kvb_pool_free_mem(p);
+            return rc;
+        }
+    }
     if (pthread_mutex_init(&p->mu, NULL) != 0) {
+        if (cfg->registry)
+            kvb__registry_detach(cfg->registry, p->reg_index);
         kvb_pool_free_mem(p);
         return -ENOMEM;
     }
@@ -583,6 +654,8 @@ int kvb_pool_destroy(kvb_pool *p)
         return -EBUSY;
     for (uint32_t i = 0; i < p->block_count; i++)
         KVB_HB_FORGET(&p->slots[i].word);
+    if (p->registry)
+        kvb__registry_detach(p->registry, p->reg_index);
     pthread_mutex_destroy(&p->mu);
     kvb_pool_free_mem(p);
     return 0;
@@ -665,7 +738,7 @@ int kvb_pool_allocate(kvb_pool *p, uint32_t n, kvb_mutable *out, kvb_hash *evict
         return -ENOSPC;
     struct kvb_cbq q;
     kvb_cbq_init(&q, p);
-    int rc = kvb_cbq_reserve(&q, p, n);
+    int rc = kvb_cbq_reserve(&q, p, 2ull * n);
     if (rc)
         return rc;
 
@@ -720,6 +793,7 @@ int kvb_pool_allocate(kvb_pool *p, uint32_t n, kvb_mutable *out, kvb_hash *evict
             if (evicted)
                 evicted[i - take] = h;
             kvb_cbq_push(&q, KVB_CB_EVICT, id, h);
+            kvb_present(&q, p, h, false);
             p->c.evictions++;
         } else {
             p->c.allocations_from_reset++;
@@ -851,7 +925,7 @@ int kvb_pool_register(kvb_pool *p, kvb_complete *in, uint32_t n, kvb_block *out)
         return 0;
     struct kvb_cbq q;
     kvb_cbq_init(&q, p);
-    int rc = kvb_cbq_reserve(&q, p, 2ull * n);
+    int rc = kvb_cbq_reserve(&q, p, 3ull * n);
     if (rc)
         return rc;
 
@@ -897,22 +971,26 @@ int kvb_pool_register(kvb_pool *p, kvb_complete *in, uint32_t n, kvb_block *out)
         uint32_t pgen = 0;
         uint32_t pid = kvb_acquire_locked(p, h, &q, &pgen);
         p->c.registrations++;
-        if (pid == KVB_NONE) {
-            s->aux = ++p->arrival_seq;
-            s->flags = p->reset_default ? KVB_F_RESET_ON_RELEASE : 0;
-            uint32_t gen = kvb_transition_locked(p, id, KVB_S_PRIMARY, 1);
-            kvb_fill_block(&out[i], p, id, gen);
-        } else if (p->dup_policy == KVB_DUP_ALLOW) {
-            /* the reference just taken on the primary belongs to the duplicate */
-            s->aux = pid;
-            uint32_t gen = kvb_transition_locked(p, id, KVB_S_DUPLICATE, 1);
-            kvb_fill_block(&out[i], p, id, gen);
-            p->c.duplicates++;
-        } else {
+        if (p->sketch)
+            kvb__sketch_touch(p->sketch, h);
+        if (pid != KVB_NONE && p->dup_policy == KVB_DUP_REJECT) {
             kvb_transition_locked(p, id, KVB_S_RESET, 0);
             kvb_cbq_push(&q, KVB_CB_RESET, id, h);
             kvb_fill_block(&out[i], p, pid, pgen);
             p->c.dedups++;
+        } else if (pid == KVB_NONE) {
+            s->aux = ++p->arrival_seq;
+            s->flags = p->reset_default ? KVB_F_RESET_ON_RELEASE : 0;
+            uint32_t gen = kvb_transition_locked(p, id, KVB_S_PRIMARY, 1);
+            kvb_fill_block(&out[i], p, id, gen);
+            kvb_present(&q, p, h, true);
+        } else {
+            /* ALLOW: the reference just taken on the primary belongs to the duplicate */
+            s->aux = pid;
+            uint32_t gen = kvb_transition_locked(p, id, KVB_S_DUPLICATE, 1);
+            kvb_fill_block(&out[i], p, id, gen);
+            kvb_present(&q, p, h, true);
+            p->c.duplicates++;
         }
         memset(&in[i], 0, sizeof in[i]);
     }
@@ -932,7 +1010,7 @@ int kvb_pool_match(kvb_pool *p, const kvb_hash *hashes, uint32_t n, kvb_block *o
         return 0;
     struct kvb_cbq q;
     kvb_cbq_init(&q, p);
-    int rc = kvb_cbq_reserve(&q, p, n);
+    int rc = kvb_cbq_reserve(&q, p, 2ull * n);
     if (rc)
         return rc;
     kvb__pool_lock(p);
@@ -943,6 +1021,8 @@ int kvb_pool_match(kvb_pool *p, const kvb_hash *hashes, uint32_t n, kvb_block *o
         if (id == KVB_NONE)
             break;
         kvb_fill_block(&out[k], p, id, gen);
+        if (p->sketch)
+            kvb__sketch_touch(p->sketch, hashes[k]);
     }
     p->c.match_requested += n;
     p->c.match_returned += k;
@@ -959,7 +1039,7 @@ int kvb_pool_match_scattered(kvb_pool *p, const kvb_hash *hashes, uint32_t n, kv
         return 0;
     struct kvb_cbq q;
     kvb_cbq_init(&q, p);
-    int rc = kvb_cbq_reserve(&q, p, n);
+    int rc = kvb_cbq_reserve(&q, p, 2ull * n);
     if (rc)
         return rc;
     kvb__pool_lock(p);
@@ -970,6 +1050,8 @@ int kvb_pool_match_scattered(kvb_pool *p, const kvb_hash *hashes, uint32_t n, kv
         hit[i] = id != KVB_NONE;
         if (hit[i]) {
             kvb_fill_block(&out[i], p, id, gen);
+            if (p->sketch)
+                kvb__sketch_touch(p->sketch, hashes[i]);
             k++;
         } else {
             memset(&out[i], 0, sizeof out[i]);
@@ -1065,7 +1147,7 @@ int kvb_block_release(kvb_block *b)
     if (last) {
         KVB_TEST_LAST_RELEASE(p, id);
         struct kvb_cbq q;
-        kvb_cbq_init(&q, p); /* at most 2 events: fits the local buffer */
+        kvb_cbq_init(&q, p); /* at most 4 events: fits the local buffer */
         kvb__pool_lock(p);
         kvb_last_release_locked(p, id, gen, &q);
         kvb_unlock_fire(p, &q);
@@ -1109,7 +1191,7 @@ int kvb_block_release_n(kvb_block *blocks, uint32_t n)
             if (!last[j])
                 continue;
             kvb_block *b = &blocks[base + j];
-            if (locked != b->pool || kvb_cbq_full(&q, 2)) {
+            if (locked != b->pool || kvb_cbq_full(&q, 4)) {
                 if (locked)
                     kvb_unlock_fire(locked, &q);
                 locked = b->pool;
@@ -1220,7 +1302,7 @@ int kvb_pool_reset_inactive(kvb_pool *p)
             return -EBUSY;
         struct kvb_cbq q;
         kvb_cbq_init(&q, p);
-        int rc = kvb_cbq_reserve(&q, p, 2ull * len);
+        int rc = kvb_cbq_reserve(&q, p, 3ull * len);
         if (rc)
             return rc;
         kvb__pool_lock(p);
@@ -1231,7 +1313,7 @@ int kvb_pool_reset_inactive(kvb_pool *p)
             kvb_cbq_fini(&q, p);
             return -EBUSY;
         }
-        if (q.active && p->count[KVB_S_INACTIVE] * 2ull > q.cap) {
+        if (q.active && p->count[KVB_S_INACTIVE] * 3ull > q.cap) {
             kvb__pool_unlock(p); /* the cache grew meanwhile: size again */
             kvb_cbq_fini(&q, p);
             continue;
@@ -1250,6 +1332,7 @@ int kvb_pool_reset_inactive(kvb_pool *p)
                 kvb_transition_locked(p, id, KVB_S_RESET, 0);
                 kvb_cbq_push(&q, KVB_CB_EVICT, id, h);
                 kvb_cbq_push(&q, KVB_CB_RESET, id, h);
+                kvb_present(&q, p, h, false);
                 p->c.evictions++;
                 drained++;
             }

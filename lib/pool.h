@@ -13,6 +13,8 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+struct kvb_sketch;
+
 enum kvb_state {
     KVB_S_RESET = 0,
     KVB_S_MUTABLE,
@@ -107,12 +109,20 @@ struct kvb_pool {
     kvb_callbacks cb;
     kvb_allocator alloc;
     kvb_registry *registry;
+    uint32_t reg_index;        /* this pool's presence index in the registry */
+    struct kvb_sketch *sketch; /* frequency sketch (the registry's or own_sketch), or NULL */
+    bool own_sketch;
     char name[64];
 };
 
 /* ---- deferred callbacks: collected under the lock, fired after unlock ---- */
 
-enum kvb_cb_kind { KVB_CB_RESET = 1, KVB_CB_EVICT };
+enum kvb_cb_kind {
+    KVB_CB_RESET = 1, /* on_reset */
+    KVB_CB_EVICT,     /* on_evict */
+    KVB_CB_PRESENT,   /* registry presence +1 */
+    KVB_CB_ABSENT     /* registry presence -1 */
+};
 
 struct kvb_cb_ev {
     kvb_hash hash;

@@ -1,0 +1,34 @@
+/*
+ * sketch.h - TinyLFU frequency sketch (private).
+ *
+ * A count-min sketch of 4-bit counters, depth 4, with a doorkeeper bit filter
+ * in front and periodic halving (aging). Lock-free: touches and estimates may
+ * run from any thread, with or without a pool lock held, so a registry shared
+ * by several pools can own one sketch without entering the lock order.
+ */
+#ifndef KVB_SKETCH_H
+#define KVB_SKETCH_H
+
+#include "internal.h"
+
+struct kvb_sketch;
+
+/* A sketch sized for `capacity` distinct hot keys (usually block_count): width
+ * next_pow2(max(capacity, 64)) counters per row, halving after 10 x width
+ * touches. 0, -EINVAL or -ENOMEM. */
+int kvb__sketch_create(uint32_t capacity, const kvb_allocator *a, struct kvb_sketch **out);
+void kvb__sketch_destroy(struct kvb_sketch *s);
+/* Count one occurrence of h. Lock-free. */
+void kvb__sketch_touch(struct kvb_sketch *s, kvb_hash h);
+/* Estimated frequency of h, 0..15. Lock-free, no side effect. */
+uint32_t kvb__sketch_estimate(const struct kvb_sketch *s, kvb_hash h);
+/* kvb_inactive_params.frequency adapter (ctx = the sketch). */
+uint32_t kvb__sketch_frequency_cb(void *ctx, kvb_hash h);
+/* Bytes held. */
+size_t kvb__sketch_memory(const struct kvb_sketch *s);
+/* Number of halvings performed so far (tests). */
+uint64_t kvb__sketch_agings(const struct kvb_sketch *s);
+/* Touches until the next halving (tests). */
+uint64_t kvb__sketch_sample_size(const struct kvb_sketch *s);
+
+#endif
