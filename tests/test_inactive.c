@@ -1,0 +1,1280 @@
+/*
+ * test_inactive.c - the conformance suite for inactive index (eviction)
+ * backends, plus policy-specific order tests for the built-in ones, the
+ * built-in lookup and ops-table validation.
+ *
+ * Every backend in `backends[]` below runs through the same scenarios
+ * (Criterion parameterized tests): allocation discipline (everything through
+ * params->allocator, nothing after create, destroy frees all, -ENOMEM leaves
+ * nothing behind), insert/contains/len, remove, the error rules of
+ * kvblock/inactive.h (-EEXIST, -EINVAL, false; never a crash, never a changed
+ * order), evict semantics, drain, exact unevict rollback, and a 100k-operation
+ * randomized differential test against a simple O(n) reference model.
+ *
+ * A backend must be deterministic (its order depends only on the calls it
+ * received): several scenarios compare two instances fed the same calls.
+ * The table includes a test-only "lifo" backend written here, so the suite
+ * demonstrably runs any ops table, including one without the optional
+ * unevict and memory methods.
+ */
+#include <criterion/criterion.h>
+#include <criterion/parameterized.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "inactive_internal.h"
+#include "kvblock.h"
+
+/* ------------------------------------------------------------------------ */
+/* Counting allocator                                                       */
+/* ------------------------------------------------------------------------ */
+
+#define CA_TRACK 64
+
+struct counting_alloc {
+    size_t attempts;    /* alloc calls, failed ones included */
+    size_t allocs;      /* successful alloc calls */
+    size_t frees;       /* free calls with a non-NULL pointer */
+    size_t bytes_alloc; /* total bytes handed out */
+    size_t bytes_freed; /* total bytes given back (the size free() was told) */
+    long fail_at;       /* fail the attempt with this 0-based index; -1: never */
+    size_t bad_frees;   /* frees of an unknown pointer or with the wrong size */
+    struct {
+        void *p;
+        size_t size;
+    } live[CA_TRACK];
+};
+
+static void ca_init(struct counting_alloc *ca)
+{
+    memset(ca, 0, sizeof *ca);
+    ca->fail_at = -1;
+}
+
+static void *ca_alloc(void *ctx, size_t size)
+{
+    struct counting_alloc *ca = ctx;
+    size_t attempt = ca->attempts++;
+    if (ca->fail_at >= 0 && attempt == (size_t)ca->fail_at)
+        return NULL;
+    void *p = malloc(size ? size : 1);
+    if (!p)
+        return NULL;
+    for (int i = 0; i < CA_TRACK; i++) {
+        if (!ca->live[i].p) {
+            ca->live[i].p = p;
+            ca->live[i].size = size;
+            break;
+        }
+    }
+    ca->allocs++;
+    ca->bytes_alloc += size;
+    return p;
+}
+
+static void ca_free(void *ctx, void *p, size_t size)
+{
+    struct counting_alloc *ca = ctx;
+    if (!p)
+        return;
+    bool found = false;
+    for (int i = 0; i < CA_TRACK; i++) {
+        if (ca->live[i].p == p) {
+            if (ca->live[i].size != size)
+                ca->bad_frees++;
+            ca->live[i].p = NULL;
+            found = true;
+            break;
+        }
+    }
+    if (!found)
+        ca->bad_frees++;
+    ca->frees++;
+    ca->bytes_freed += size;
+    free(p);
+}
+
+static size_t ca_live(const struct counting_alloc *ca)
+{
+    return ca->bytes_alloc - ca->bytes_freed;
+}
+
+static kvb_allocator ca_allocator(struct counting_alloc *ca)
+{
+    return (kvb_allocator){.ctx = ca, .alloc = ca_alloc, .free = ca_free};
+}
+
+/* ------------------------------------------------------------------------ */
+/* Test-only backend "lifo": most recently inserted first, written as simply */
+/* as possible (one array in insertion order, linear scans). No unevict, no */
+/* memory: it exercises the optional methods being absent.                  */
+/* ------------------------------------------------------------------------ */
+
+struct lifo {
+    uint32_t *ids; /* ids[0..len) in insertion order; the top is evicted first */
+    uint32_t block_count, len;
+    kvb_allocator a;
+};
+
+static int lifo_create(const kvb_inactive_params *params, void **out)
+{
+    if (!params || !out || params->block_count == 0 || params->block_count > KVB_MAX_BLOCKS)
+        return -EINVAL;
+    const kvb_allocator *a = &params->allocator;
+    struct lifo *s = a->alloc(a->ctx, sizeof *s);
+    if (!s)
+        return -ENOMEM;
+    s->ids = a->alloc(a->ctx, (size_t)params->block_count * sizeof *s->ids);
+    if (!s->ids) {
+        a->free(a->ctx, s, sizeof *s);
+        return -ENOMEM;
+    }
+    s->block_count = params->block_count;
+    s->len = 0;
+    s->a = *a;
+    *out = s;
+    return 0;
+}
+
+static void lifo_destroy(void *self)
+{
+    struct lifo *s = self;
+    kvb_allocator a = s->a;
+    a.free(a.ctx, s->ids, (size_t)s->block_count * sizeof *s->ids);
+    a.free(a.ctx, s, sizeof *s);
+}
+
+static long lifo_find(const struct lifo *s, uint32_t id)
+{
+    for (uint32_t i = 0; i < s->len; i++)
+        if (s->ids[i] == id)
+            return i;
+    return -1;
+}
+
+static int lifo_insert(void *self, kvb_hash hash, uint32_t id, uint32_t arrival)
+{
+    struct lifo *s = self;
+    (void)hash;
+    (void)arrival;
+    if (id >= s->block_count)
+        return -EINVAL;
+    if (lifo_find(s, id) >= 0)
+        return -EEXIST;
+    s->ids[s->len++] = id;
+    return 0;
+}
+
+static bool lifo_remove(void *self, kvb_hash hash, uint32_t id)
+{
+    struct lifo *s = self;
+    (void)hash;
+    long i = lifo_find(s, id);
+    if (i < 0)
+        return false;
+    memmove(&s->ids[i], &s->ids[i + 1], (s->len - (uint32_t)i - 1) * sizeof *s->ids);
+    s->len--;
+    return true;
+}
+
+static bool lifo_contains(const void *self, uint32_t id)
+{
+    return lifo_find(self, id) >= 0;
+}
+
+static uint32_t lifo_evict(void *self, uint32_t n, uint32_t *out)
+{
+    struct lifo *s = self;
+    uint32_t k = 0;
+    while (k < n && s->len > 0)
+        out[k++] = s->ids[--s->len];
+    return k;
+}
+
+static uint32_t lifo_len(const void *self)
+{
+    const struct lifo *s = self;
+    return s->len;
+}
+
+static void lifo_drain(void *self)
+{
+    struct lifo *s = self;
+    s->len = 0;
+}
+
+static const kvb_inactive_ops test_lifo_ops = {
+    .version = KVB_INACTIVE_OPS_VERSION,
+    .name = "test-lifo",
+    .create = lifo_create,
+    .destroy = lifo_destroy,
+    .insert = lifo_insert,
+    .remove = lifo_remove,
+    .contains = lifo_contains,
+    .evict = lifo_evict,
+    .len = lifo_len,
+    .drain = lifo_drain,
+    .unevict = NULL,
+    .memory = NULL,
+};
+
+/* ------------------------------------------------------------------------ */
+/* The backend table                                                        */
+/* ------------------------------------------------------------------------ */
+
+/* Which reference order the differential test checks. MODEL_SET checks only
+ * set semantics (what is present, what evict may return), for policies whose
+ * order has no simple model. */
+enum model_kind { MODEL_SET, MODEL_LRU, MODEL_FIFO, MODEL_LIFO };
+
+struct backend_case {
+    const kvb_inactive_ops *ops;
+    enum model_kind model;
+    size_t max_bytes_per_block; /* bound checked at 1M blocks; 0: not checked */
+};
+
+/* EVERY BACKEND GOES HERE, one line each; the whole suite then runs on it. E.g.
+ *   {&kvb_inactive_multi_lru, MODEL_SET, 16},
+ *   {&kvb_inactive_tinylfu, MODEL_SET, 24},
+ *   {&kvb_inactive_lineage, MODEL_SET, 40}, */
+static const struct backend_case backends[] = {
+    {&kvb_inactive_lru, MODEL_LRU, 8},
+    {&kvb_inactive_fifo, MODEL_FIFO, 12},
+    {&test_lifo_ops, MODEL_LIFO, 0},
+};
+#define N_BACKENDS (sizeof backends / sizeof backends[0])
+
+/* The parameter of a conformance scenario is an index into backends[], not a
+ * pointer: Criterion runs each test in a re-executed worker process where
+ * addresses of static objects may differ (PIE), so parameters must not hold
+ * pointers. The index array lives in Criterion's shared memory (cr_malloc). */
+static void free_backend_params(struct criterion_test_params *crp)
+{
+    cr_free(crp->params);
+}
+
+static struct criterion_test_params backend_params(void)
+{
+    size_t *idx = cr_malloc(N_BACKENDS * sizeof *idx);
+    for (size_t i = 0; i < N_BACKENDS; i++)
+        idx[i] = i;
+    return cr_make_param_array(size_t, idx, N_BACKENDS, free_backend_params);
+}
+
+/* A conformance scenario: its body runs once per entry of backends[], with
+ * `bc` pointing at the entry. */
+#define BACKEND_TEST(name)                                                                         \
+    static void conformance_##name(const struct backend_case *bc);                                 \
+    ParameterizedTestParameters(conformance, name)                                                 \
+    {                                                                                              \
+        return backend_params();                                                                   \
+    }                                                                                              \
+    ParameterizedTest(size_t *index, conformance, name)                                            \
+    {                                                                                              \
+        cr_assert_lt(*index, N_BACKENDS);                                                          \
+        conformance_##name(&backends[*index]);                                                     \
+    }                                                                                              \
+    static void conformance_##name(const struct backend_case *bc)
+
+/* ------------------------------------------------------------------------ */
+/* Helpers                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* A valid lineage hash for a block id: mode 0, position 0 (a root block, no
+ * parent fragment), sequence hash = a mix of the id (never 0). Built by hand
+ * so the suite needs no hashing module. Layout: hi = [mode:2][pos:8][cur:54 high
+ * bits], lo = [cur:10 low bits][parent fragment:54]. */
+static kvb_hash th(uint32_t id)
+{
+    uint64_t cur = ((uint64_t)id + 1) * 0x9E3779B97F4A7C15ull;
+    cur ^= cur >> 29;
+    return (kvb_hash){.hi = cur >> 10, .lo = cur << 54};
+}
+
+/* Frequency estimate for backends that ask (multi_lru, tinylfu): a fixed
+ * function of the hash, so runs are deterministic. */
+static uint32_t tfreq(void *ctx, kvb_hash h)
+{
+    (void)ctx;
+    return (uint32_t)((h.hi ^ (h.lo >> 54)) % 16);
+}
+
+struct inst {
+    const kvb_inactive_ops *ops;
+    void *self;
+    uint32_t block_count;
+};
+
+static kvb_inactive_params mkparams(uint32_t block_count, struct counting_alloc *ca)
+{
+    kvb_inactive_params p;
+    memset(&p, 0, sizeof p);
+    p.block_count = block_count;
+    p.thresholds[0] = 3;
+    p.thresholds[1] = 8;
+    p.thresholds[2] = 15;
+    p.frequency = tfreq;
+    p.frequency_ctx = NULL;
+    p.allocator = ca_allocator(ca);
+    return p;
+}
+
+static struct inst mk(const kvb_inactive_ops *ops, uint32_t block_count, struct counting_alloc *ca)
+{
+    kvb_inactive_params p = mkparams(block_count, ca);
+    struct inst in = {.ops = ops, .self = NULL, .block_count = block_count};
+    int rc = ops->create(&p, &in.self);
+    cr_assert_eq(rc, 0, "%s: create(%u) = %d", ops->name, block_count, rc);
+    cr_assert_not_null(in.self, "%s: create gave NULL", ops->name);
+    return in;
+}
+
+static void done(struct inst *in, struct counting_alloc *ca)
+{
+    in->ops->destroy(in->self);
+    in->self = NULL;
+    cr_assert_eq(ca->allocs, ca->frees, "%s: %zu allocations, %zu frees", in->ops->name, ca->allocs,
+                 ca->frees);
+    cr_assert_eq(ca->bytes_alloc, ca->bytes_freed, "%s: %zu bytes allocated, %zu freed",
+                 in->ops->name, ca->bytes_alloc, ca->bytes_freed);
+    cr_assert_eq(ca->bad_frees, 0, "%s: free of an unknown pointer or with a wrong size",
+                 in->ops->name);
+}
+
+static int ins(struct inst *in, uint32_t id, uint32_t arrival)
+{
+    return in->ops->insert(in->self, th(id), id, arrival);
+}
+
+static bool rem(struct inst *in, uint32_t id)
+{
+    return in->ops->remove(in->self, th(id), id);
+}
+
+static bool has(const struct inst *in, uint32_t id)
+{
+    return in->ops->contains(in->self, id);
+}
+
+static uint32_t len(const struct inst *in)
+{
+    return in->ops->len(in->self);
+}
+
+static uint32_t ev(struct inst *in, uint32_t n, uint32_t *out)
+{
+    return in->ops->evict(in->self, n, out);
+}
+
+/* Roll back the last evict as the pool does: unevict, or insert() in reverse
+ * order when the backend has none. */
+static void unev(struct inst *in, const uint32_t *ids, const uint32_t *arrivals, uint32_t n)
+{
+    kvb_hash hashes[n ? n : 1];
+    for (uint32_t i = 0; i < n; i++)
+        hashes[i] = th(ids[i]);
+    if (in->ops->unevict) {
+        in->ops->unevict(in->self, ids, hashes, arrivals, n);
+        return;
+    }
+    for (uint32_t i = n; i-- > 0;)
+        cr_assert_eq(in->ops->insert(in->self, hashes[i], ids[i], arrivals[i]), 0);
+}
+
+/* Evict everything into out (room for block_count); returns the count. */
+static uint32_t ev_all(struct inst *in, uint32_t *out)
+{
+    uint32_t n = ev(in, in->block_count, out);
+    cr_assert_eq(len(in), 0, "%s: evict(block_count) left entries", in->ops->name);
+    return n;
+}
+
+/* Small deterministic PRNG (splitmix64). */
+static uint64_t rnd(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static uint32_t rndn(uint64_t *s, uint32_t n)
+{
+    return (uint32_t)(rnd(s) % n);
+}
+
+/* Fill two instances (b may be NULL) with the same calls: ids 0..n-1 in a
+ * shuffled order with pseudo-random arrivals (recorded by id in arrival_out
+ * when non-NULL), then remove every 7th of that order. */
+static void fill_same(struct inst *a, struct inst *b, uint32_t n, uint64_t seed,
+                      uint32_t *arrival_out)
+{
+    uint32_t order[n];
+    for (uint32_t i = 0; i < n; i++)
+        order[i] = i;
+    for (uint32_t i = n; i > 1; i--) {
+        uint32_t j = rndn(&seed, i), t = order[i - 1];
+        order[i - 1] = order[j];
+        order[j] = t;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t arrival = 1000 + rndn(&seed, 4 * n);
+        if (arrival_out)
+            arrival_out[order[i]] = arrival;
+        cr_assert_eq(ins(a, order[i], arrival), 0);
+        if (b)
+            cr_assert_eq(ins(b, order[i], arrival), 0);
+    }
+    for (uint32_t i = 0; i < n; i += 7) {
+        cr_assert(rem(a, order[i]));
+        if (b)
+            cr_assert(rem(b, order[i]));
+    }
+}
+
+/* Destroy two instances sharing one allocator, then check it is all freed. */
+static void done2(struct inst *a, struct inst *b, struct counting_alloc *ca)
+{
+    b->ops->destroy(b->self);
+    b->self = NULL;
+    done(a, ca);
+}
+
+static void assert_same_sequence(struct inst *a, struct inst *b, const char *what)
+{
+    uint32_t sa[a->block_count], sb[b->block_count];
+    uint32_t na = ev_all(a, sa), nb = ev_all(b, sb);
+    cr_assert_eq(na, nb, "%s: %s: %u vs %u entries", a->ops->name, what, na, nb);
+    for (uint32_t i = 0; i < na; i++)
+        cr_assert_eq(sa[i], sb[i], "%s: %s: order differs at %u (%u vs %u)", a->ops->name, what, i,
+                     sa[i], sb[i]);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Conformance scenarios                                                    */
+/* ------------------------------------------------------------------------ */
+
+BACKEND_TEST(table_is_valid)
+{
+    cr_assert_eq(kvb__inactive_ops_validate(bc->ops), 0, "%s", bc->ops->name);
+    cr_assert_eq(bc->ops->version, KVB_INACTIVE_OPS_VERSION);
+    cr_assert(bc->ops->name[0] != '\0');
+}
+
+BACKEND_TEST(create_destroy_frees_everything)
+{
+    struct counting_alloc ca;
+    ca_init(&ca);
+    struct inst in = mk(bc->ops, 1000, &ca);
+    cr_assert_gt(ca.allocs, 0, "%s: nothing allocated through params->allocator", bc->ops->name);
+    if (bc->ops->memory)
+        cr_assert_eq(bc->ops->memory(in.self), ca_live(&ca),
+                     "%s: memory() = %zu but %zu bytes are allocated", bc->ops->name,
+                     bc->ops->memory(in.self), ca_live(&ca));
+    cr_assert_eq(len(&in), 0);
+    for (uint32_t id = 0; id < 1000; id++)
+        cr_assert_not(has(&in, id));
+    /* Destroy with entries present frees everything too. */
+    for (uint32_t id = 0; id < 1000; id += 3)
+        cr_assert_eq(ins(&in, id, id), 0);
+    done(&in, &ca);
+}
+
+BACKEND_TEST(create_rejects_bad_block_count)
+{
+    struct counting_alloc ca;
+    ca_init(&ca);
+    void *self = (void *)&ca;
+    kvb_inactive_params p = mkparams(0, &ca);
+    cr_assert_eq(bc->ops->create(&p, &self), -EINVAL, "%s: block_count 0", bc->ops->name);
+    p.block_count = KVB_MAX_BLOCKS + 1;
+    cr_assert_eq(bc->ops->create(&p, &self), -EINVAL, "%s: block_count > max", bc->ops->name);
+    cr_assert_eq(ca_live(&ca), 0);
+}
+
+BACKEND_TEST(create_enomem_leaves_nothing)
+{
+    /* Fail the first, second, ... allocation until create succeeds. */
+    for (long k = 0;; k++) {
+        struct counting_alloc ca;
+        ca_init(&ca);
+        ca.fail_at = k;
+        kvb_inactive_params p = mkparams(500, &ca);
+        void *self = NULL;
+        int rc = bc->ops->create(&p, &self);
+        if ((size_t)k >= ca.attempts) {
+            cr_assert_eq(rc, 0, "%s: create failed with no allocation failing", bc->ops->name);
+            struct inst in = {.ops = bc->ops, .self = self, .block_count = 500};
+            done(&in, &ca);
+            cr_assert_gt(k, 0);
+            break;
+        }
+        cr_assert_eq(rc, -ENOMEM, "%s: allocation %ld failed, create gave %d", bc->ops->name, k,
+                     rc);
+        cr_assert_eq(ca.allocs, ca.frees, "%s: leak after failing allocation %ld", bc->ops->name,
+                     k);
+        cr_assert_eq(ca_live(&ca), 0);
+        cr_assert_eq(ca.bad_frees, 0);
+    }
+}
+
+BACKEND_TEST(insert_contains_len)
+{
+    struct counting_alloc ca;
+    ca_init(&ca);
+    struct inst in = mk(bc->ops, 256, &ca);
+    uint32_t n = 0;
+    for (uint32_t id = 0; id < 256; id += 2) {
+        cr_assert_eq(ins(&in, id, 10 + id), 0);
+        n++;
+        cr_assert_eq(len(&in), n);
+        cr_assert(has(&in, id));
+        cr_assert_not(has(&in, id + 1));
+    }
+    for (uint32_t id = 0; id < 256; id++)
+        cr_assert_eq(has(&in, id), id % 2 == 0, "%s: contains(%u)", bc->ops->name, id);
+    cr_assert_not(has(&in, 256));
+    cr_assert_not(has(&in, UINT32_MAX));
+    done(&in, &ca);
+}
+
+BACKEND_TEST(remove_present_and_absent)
+{
+    struct counting_alloc ca;
+    ca_init(&ca);
+    struct inst in = mk(bc->ops, 64, &ca);
+    for (uint32_t id = 0; id < 32; id++)
+        cr_assert_eq(ins(&in, id, id), 0);
+    cr_assert(rem(&in, 5));
+    cr_assert_not(has(&in, 5));
+    cr_assert_eq(len(&in), 31);
+    cr_assert_not(rem(&in, 5), "%s: second remove of 5", bc->ops->name);
+    cr_assert_not(rem(&in, 40), "%s: remove of a never-inserted id", bc->ops->name);
+    cr_assert_not(rem(&in, 64));
+    cr_assert_not(rem(&in, UINT32_MAX));
+    cr_assert_eq(len(&in), 31);
+    /* Remove the first and the last inserted, then everything. */
+    cr_assert(rem(&in, 0));
+    cr_assert(rem(&in, 31));
+    for (uint32_t id = 1; id < 31; id++)
+        if (id != 5)
+            cr_assert(rem(&in, id));
+    cr_assert_eq(len(&in), 0);
+    uint32_t out[64];
+    cr_assert_eq(ev(&in, 64, out), 0);
+    /* Usable again after being emptied by removes. */
+    cr_assert_eq(ins(&in, 5, 100), 0);
+    cr_assert_eq(ev(&in, 64, out), 1);
+    cr_assert_eq(out[0], 5);
+    done(&in, &ca);
+}
+
+BACKEND_TEST(duplicate_insert_is_eexist_and_harmless)
+{
+    struct counting_alloc ca;
+    ca_init(&ca);
+    struct inst a = mk(bc->ops, 128, &ca), b = mk(bc->ops, 128, &ca);
+    fill_same(&a, &b, 100, 11, NULL);
+    uint32_t n = len(&a);
+    for (uint32_t id = 0; id < 100; id++) {
+        if (!has(&a, id))
+            continue;
+        cr_assert_eq(ins(&a, id, 5000 + id), -EEXIST, "%s: duplicate insert of %u", bc->ops->name,
+                     id);
+        cr_assert_eq(ins(&a, id, 0), -EEXIST);
+    }
+    cr_assert_eq(len(&a), n);
+    assert_same_sequence(&a, &b, "after duplicate inserts");
+    done2(&a, &b, &ca);
+}
+
+BACKEND_TEST(id_out_of_range_is_einval)
+{
+    struct counting_alloc ca;
+    ca_init(&ca);
+    struct inst a = mk(bc->ops, 100, &ca), b = mk(bc->ops, 100, &ca);
+    fill_same(&a, &b, 100, 12, NULL);
+    uint32_t n = len(&a);
+    uint32_t bad[] = {100, 101, 4096, KVB_MAX_BLOCKS, UINT32_MAX - 1, UINT32_MAX};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cr_assert_eq(ins(&a, bad[i], 1), -EINVAL, "%s: insert(%u)", bc->ops->name, bad[i]);
+        cr_assert_not(has(&a, bad[i]));
+        cr_assert_not(rem(&a, bad[i]));
+    }
+    cr_assert_eq(len(&a), n);
+    assert_same_sequence(&a, &b, "after out-of-range calls");
+    done2(&a, &b, &ca);
+}
+
+BACKEND_TEST(evict_returns_each_entry_once)
+{
+    struct counting_alloc ca;
+    ca_init(&ca);
+    enum { N = 500 };
+    struct inst in = mk(bc->ops, N, &ca);
+    bool removed[N] = {false}, seen[N] = {false};
+    for (uint32_t id = 0; id < N; id++)
+        cr_assert_eq(ins(&in, (id * 7) % N, id), 0);
+    uint32_t expect = N;
+    for (uint32_t id = 0; id < N; id += 3) {
+        cr_assert(rem(&in, id));
+        removed[id] = true;
+        expect--;
+    }
+    uint32_t out[N], total = 0, chunk = 1;
+    while (len(&in) > 0) {
+        uint32_t before = len(&in);
+        uint32_t k = ev(&in, chunk, out);
+        cr_assert_eq(k, before < chunk ? before : chunk, "%s: evict(%u) with %u present = %u",
+                     bc->ops->name, chunk, before, k);
+        cr_assert_eq(len(&in), before - k);
+        for (uint32_t i = 0; i < k; i++) {
+            cr_assert_lt(out[i], N);
+            cr_assert_not(removed[out[i]], "%s: evicted removed id %u", bc->ops->name, out[i]);
+            cr_assert_not(seen[out[i]], "%s: evicted %u twice", bc->ops->name, out[i]);
+            cr_assert_not(has(&in, out[i]), "%s: %u still present after evict", bc->ops->name,
+                          out[i]);
+            seen[out[i]] = true;
+        }
+        total += k;
+        chunk = chunk % 13 + 1;
+    }
+    cr_assert_eq(total, expect);
+    for (uint32_t id = 0; id < N; id++)
+        cr_assert_eq(seen[id], !removed[id]);
+    done(&in, &ca);
+}
+
+BACKEND_TEST(evict_more_than_len_and_zero)
+{
+    struct counting_alloc ca;
+    ca_init(&ca);
+    struct inst in = mk(bc->ops, 50, &ca);
+    uint32_t out[64];
+    cr_assert_eq(ev(&in, 10, out), 0, "%s: evict on empty", bc->ops->name);
+    for (uint32_t id = 0; id < 20; id++)
+        cr_assert_eq(ins(&in, id, id), 0);
+    cr_assert_eq(ev(&in, 0, out), 0, "%s: evict(0)", bc->ops->name);
+    cr_assert_eq(len(&in), 20);
+    cr_assert_eq(ev(&in, 64, out), 20, "%s: evict(64) of 20", bc->ops->name);
+    cr_assert_eq(len(&in), 0);
+    cr_assert_eq(ev(&in, 64, out), 0);
+    done(&in, &ca);
+}
+
+BACKEND_TEST(drain_empties)
+{
+    struct counting_alloc ca;
+    ca_init(&ca);
+    struct inst in = mk(bc->ops, 300, &ca);
+    in.ops->drain(in.self); /* empty drain */
+    cr_assert_eq(len(&in), 0);
+    fill_same(&in, NULL, 300, 13, NULL);
+    cr_assert_gt(len(&in), 0);
+    in.ops->drain(in.self);
+    cr_assert_eq(len(&in), 0, "%s: len after drain", bc->ops->name);
+    for (uint32_t id = 0; id < 300; id++)
+        cr_assert_not(has(&in, id), "%s: %u present after drain", bc->ops->name, id);
+    uint32_t out[300];
+    cr_assert_eq(ev(&in, 300, out), 0);
+    /* Every id can be inserted again and is evicted exactly once. */
+    for (uint32_t id = 0; id < 300; id++)
+        cr_assert_eq(ins(&in, id, 7000 + id), 0, "%s: insert %u after drain", bc->ops->name, id);
+    cr_assert_eq(ev_all(&in, out), 300);
+    done(&in, &ca);
+}
+
+BACKEND_TEST(unevict_restores_exact_order)
+{
+    uint32_t ks[] = {0, 1, 2, 17, 40, 1000};
+    for (size_t t = 0; t < sizeof ks / sizeof ks[0]; t++) {
+        struct counting_alloc ca;
+        ca_init(&ca);
+        struct inst a = mk(bc->ops, 200, &ca), b = mk(bc->ops, 200, &ca);
+        uint32_t arrival_of[200];
+        fill_same(&a, &b, 200, 14, arrival_of);
+        uint32_t n = len(&a);
+        uint32_t out[200], arr[200];
+        uint32_t k = ev(&a, ks[t], out);
+        cr_assert_eq(k, ks[t] < n ? ks[t] : n);
+        for (uint32_t i = 0; i < k; i++)
+            arr[i] = arrival_of[out[i]];
+        unev(&a, out, arr, k);
+        cr_assert_eq(len(&a), n, "%s: len after unevict of %u", bc->ops->name, k);
+        for (uint32_t i = 0; i < k; i++)
+            cr_assert(has(&a, out[i]));
+        /* The next evict returns the same ids in the same order... */
+        uint32_t again[200];
+        cr_assert_eq(ev(&a, k, again), k);
+        for (uint32_t i = 0; i < k; i++)
+            cr_assert_eq(again[i], out[i], "%s: unevict(%u): position %u: %u then %u",
+                         bc->ops->name, k, i, out[i], again[i]);
+        /* ... and, rolled back once more, the whole state equals an untouched twin
+         * (exact rollback; only promised when the backend has unevict). */
+        unev(&a, again, arr, k);
+        if (bc->ops->unevict) {
+            assert_same_sequence(&a, &b, "after unevict");
+        } else {
+            uint32_t sa[200], sb[200];
+            cr_assert_eq(ev_all(&a, sa), ev_all(&b, sb));
+        }
+        done2(&a, &b, &ca);
+    }
+}
+
+/* ---- randomized differential test against a reference model ---- */
+
+/* The model: present ids in eviction order (seq[0] goes first). */
+struct model {
+    enum model_kind kind;
+    uint32_t *seq, n;
+    uint32_t *arrival; /* by id, valid while present */
+    bool *present;     /* by id */
+};
+
+static bool model_before(const struct model *m, uint32_t a, uint32_t b)
+{
+    uint32_t x = m->arrival[a], y = m->arrival[b];
+    if (x != y)
+        return (int32_t)(x - y) < 0;
+    return a < b;
+}
+
+static void model_insert_at(struct model *m, uint32_t at, uint32_t id, uint32_t arrival)
+{
+    memmove(&m->seq[at + 1], &m->seq[at], (m->n - at) * sizeof *m->seq);
+    m->seq[at] = id;
+    m->n++;
+    m->present[id] = true;
+    m->arrival[id] = arrival;
+}
+
+static void model_insert(struct model *m, uint32_t id, uint32_t arrival)
+{
+    uint32_t at = m->n; /* lru and set: at the end */
+    if (m->kind == MODEL_LIFO) {
+        at = 0;
+    } else if (m->kind == MODEL_FIFO) {
+        m->arrival[id] = arrival;
+        for (at = 0; at < m->n && !model_before(m, id, m->seq[at]); at++)
+            ;
+    }
+    model_insert_at(m, at, id, arrival);
+}
+
+static void model_delete(struct model *m, uint32_t id)
+{
+    uint32_t i = 0;
+    while (m->seq[i] != id)
+        i++;
+    memmove(&m->seq[i], &m->seq[i + 1], (m->n - i - 1) * sizeof *m->seq);
+    m->n--;
+    m->present[id] = false;
+}
+
+/* What a random run did, to prove it exercised every path. */
+struct run_stats {
+    uint32_t inserted, eexist, einval, removed, remove_missed, evicted, unevicted, drains;
+    uint32_t max_len, emptied;
+};
+
+/* Operation mix per phase, cumulative per mille: insert, remove, evict,
+ * evict + rollback, contains; the rest is drain. Phases of 3000 calls rotate
+ * so the index fills up, empties and hovers in between. */
+static const uint16_t op_mix[3][5] = {
+    {450, 650, 700, 800, 999},  /* balanced: hovers around half full */
+    {900, 900, 900, 950, 1000}, /* filling: nothing leaves, it gets full */
+    {250, 600, 680, 750, 1000}, /* emptying */
+};
+
+/* Drive an instance with nops random calls; when m is non-NULL, check every
+ * answer against the model. Arrivals follow the pool's rule: a new content
+ * gets the next number (starting near 2^32, so it wraps), a block that was hit
+ * (removed) and comes back keeps its arrival. */
+static struct run_stats random_ops(struct inst *in, struct model *m, uint32_t nops, uint64_t seed)
+{
+    struct run_stats st;
+    memset(&st, 0, sizeof st);
+    const uint32_t bc = in->block_count;
+    const char *name = in->ops->name;
+    uint32_t arrival[bc];
+    bool has_content[bc];
+    memset(has_content, 0, sizeof has_content);
+    const uint32_t first_arrival = 0u - nops / 20; /* wraps after ~nops/20 new contents */
+    uint32_t next_arrival = first_arrival;
+    uint32_t out[16], arr[16];
+
+    for (uint32_t op = 0; op < nops; op++) {
+        const uint16_t *mix = op_mix[(op / 3000) % 3];
+        uint32_t r = rndn(&seed, 1000);
+        uint32_t len_before = len(in);
+        if (r < mix[0]) { /* insert, sometimes a duplicate or out of range */
+            uint32_t id = rndn(&seed, bc + bc / 50 + 1);
+            bool dup = id < bc && has(in, id);
+            if (id < bc && !dup && (!has_content[id] || rndn(&seed, 10) == 0)) {
+                /* new content in this slot; now and then the same arrival as the
+                 * previous one, to exercise ties */
+                arrival[id] = rndn(&seed, 16) ? next_arrival++ : next_arrival - 1;
+                has_content[id] = true;
+            }
+            uint32_t a = id < bc ? arrival[id] : 0;
+            if (dup && rndn(&seed, 2))
+                a = next_arrival + 7; /* a duplicate with a different arrival */
+            int rc = ins(in, id, a);
+            st.inserted += rc == 0;
+            st.eexist += rc == -EEXIST;
+            st.einval += rc == -EINVAL;
+            if (id >= bc) {
+                cr_assert_eq(rc, -EINVAL, "%s op %u: insert(%u)", name, op, id);
+            } else if (m && m->present[id]) {
+                cr_assert_eq(rc, -EEXIST, "%s op %u: duplicate insert(%u) = %d", name, op, id, rc);
+            } else if (dup) {
+                cr_assert_eq(rc, -EEXIST);
+            } else {
+                cr_assert_eq(rc, 0, "%s op %u: insert(%u) = %d", name, op, id, rc);
+                if (m)
+                    model_insert(m, id, a);
+            }
+        } else if (r < mix[1]) { /* remove (a cache hit), present or not */
+            uint32_t id = rndn(&seed, bc + 2);
+            for (int tries = 0; tries < 3 && !has(in, id); tries++)
+                id = rndn(&seed, bc + 2); /* prefer a hit */
+            bool got = rem(in, id);
+            st.removed += got;
+            st.remove_missed += !got;
+            if (m)
+                cr_assert_eq(got, id < bc && m->present[id], "%s op %u: remove(%u) = %d", name, op,
+                             id, got);
+            if (got && m)
+                model_delete(m, id);
+        } else if (r < mix[2]) { /* evict a few */
+            uint32_t want = rndn(&seed, 9);
+            uint32_t k = ev(in, want, out);
+            st.evicted += k;
+            if (m) {
+                cr_assert_eq(k, want < m->n ? want : m->n, "%s op %u: evict(%u) = %u", name, op,
+                             want, k);
+                for (uint32_t i = 0; i < k; i++) {
+                    cr_assert(out[i] < bc && m->present[out[i]], "%s op %u: evicted absent id %u",
+                              name, op, out[i]);
+                    if (m->kind != MODEL_SET)
+                        cr_assert_eq(out[i], m->seq[0],
+                                     "%s op %u: evict #%u gave %u, model says %u", name, op, i,
+                                     out[i], m->seq[0]);
+                    model_delete(m, out[i]);
+                }
+            }
+            for (uint32_t i = 0; i < k; i++) {
+                cr_assert_lt(out[i], bc, "%s op %u: evicted id %u", name, op, out[i]);
+                cr_assert_not(has(in, out[i]));
+                has_content[out[i]] = false; /* the slot gets new content */
+            }
+        } else if (r < mix[3]) { /* evict then roll back */
+            uint32_t want = rndn(&seed, 17);
+            uint32_t k = ev(in, want, out);
+            st.unevicted += k;
+            for (uint32_t i = 0; i < k; i++) {
+                cr_assert_lt(out[i], bc, "%s op %u: evicted id %u", name, op, out[i]);
+                arr[i] = arrival[out[i]];
+            }
+            uint32_t before = len(in);
+            unev(in, out, arr, k);
+            cr_assert_eq(len(in), before + k, "%s op %u: len after unevict", name, op);
+            for (uint32_t i = 0; i < k; i++)
+                cr_assert(has(in, out[i]));
+            if (m && m->kind != MODEL_SET) /* the model did not change: check the prefix */
+                for (uint32_t i = 0; i < k; i++)
+                    cr_assert_eq(out[i], m->seq[i], "%s op %u: evict-for-rollback #%u", name, op,
+                                 i);
+            if (m && !in->ops->unevict) { /* the fallback's order is the backend's business */
+                for (uint32_t i = 0; i < k; i++)
+                    model_delete(m, out[i]);
+                for (uint32_t i = k; i-- > 0;)
+                    model_insert(m, out[i], arr[i]);
+            }
+        } else if (r < mix[4]) { /* contains */
+            uint32_t id = rndn(&seed, bc + 2);
+            bool got = has(in, id);
+            if (m)
+                cr_assert_eq(got, id < bc && m->present[id], "%s op %u: contains(%u)", name, op,
+                             id);
+        } else { /* drain */
+            st.drains++;
+            in->ops->drain(in->self);
+            cr_assert_eq(len(in), 0);
+            if (m) {
+                for (uint32_t i = 0; i < m->n; i++)
+                    m->present[m->seq[i]] = false;
+                m->n = 0;
+            }
+            memset(has_content, 0, sizeof has_content);
+        }
+        uint32_t now = len(in);
+        st.max_len = now > st.max_len ? now : st.max_len;
+        st.emptied += len_before > 0 && now == 0;
+        if (m)
+            cr_assert_eq(now, m->n, "%s op %u: len %u, model %u", name, op, now, m->n);
+        if (m && op % 4096 == 0)
+            for (uint32_t id = 0; id < bc; id++)
+                cr_assert_eq(has(in, id), m->present[id], "%s op %u: contains(%u)", name, op, id);
+    }
+    cr_assert_lt(next_arrival, first_arrival, "arrivals did not wrap (%u)", next_arrival);
+    return st;
+}
+
+BACKEND_TEST(differential_100k_against_model)
+{
+    enum { BC = 257 };
+    struct counting_alloc ca;
+    ca_init(&ca);
+    struct inst in = mk(bc->ops, BC, &ca);
+    uint32_t seq[BC], arrival[BC];
+    bool present[BC] = {false};
+    struct model m = {
+        .kind = bc->model, .seq = seq, .n = 0, .arrival = arrival, .present = present};
+    size_t allocs = ca.allocs;
+    struct run_stats st = random_ops(&in, &m, 100000, 0x6b76626c6f636b01ull);
+    cr_assert_eq(ca.allocs, allocs, "%s: allocated after create", bc->ops->name);
+    cr_log_info("%s: differential: %u inserted, %u EEXIST, %u EINVAL, %u removed, %u missed, "
+                "%u evicted, %u rolled back, %u drains, max len %u/%u, emptied %u times",
+                bc->ops->name, st.inserted, st.eexist, st.einval, st.removed, st.remove_missed,
+                st.evicted, st.unevicted, st.drains, st.max_len, BC, st.emptied);
+    /* The run must have exercised every path (guards against a weak mix). */
+    cr_assert(st.inserted > 10000 && st.eexist > 1000 && st.einval > 100);
+    cr_assert(st.removed > 5000 && st.remove_missed > 1000);
+    cr_assert(st.evicted > 10000 && st.unevicted > 1000 && st.drains > 5);
+    cr_assert(st.max_len >= BC - 2 && st.emptied > 5);
+    /* Final order check: drain through evict and compare with the model. */
+    uint32_t out[BC];
+    uint32_t k = ev_all(&in, out);
+    cr_assert_eq(k, m.n);
+    for (uint32_t i = 0; i < k; i++) {
+        cr_assert(present[out[i]]);
+        if (m.kind != MODEL_SET)
+            cr_assert_eq(out[i], seq[i], "%s: final order at %u", bc->ops->name, i);
+    }
+    done(&in, &ca);
+}
+
+BACKEND_TEST(no_allocation_after_create)
+{
+    struct counting_alloc ca;
+    ca_init(&ca);
+    struct inst in = mk(bc->ops, 1024, &ca);
+    size_t allocs = ca.allocs, attempts = ca.attempts, frees = ca.frees;
+    size_t mem = bc->ops->memory ? bc->ops->memory(in.self) : 0;
+    random_ops(&in, NULL, 20000, 42);
+    cr_assert_eq(ca.attempts, attempts, "%s: alloc called after create", bc->ops->name);
+    cr_assert_eq(ca.allocs, allocs);
+    cr_assert_eq(ca.frees, frees, "%s: free called before destroy", bc->ops->name);
+    if (bc->ops->memory)
+        cr_assert_eq(bc->ops->memory(in.self), mem, "%s: memory() changed", bc->ops->name);
+    done(&in, &ca);
+}
+
+BACKEND_TEST(memory_per_block_at_1m)
+{
+    enum { BIG = 1u << 20 };
+    struct counting_alloc ca;
+    ca_init(&ca);
+    struct inst in = mk(bc->ops, BIG, &ca);
+    size_t bytes = bc->ops->memory ? bc->ops->memory(in.self) : ca_live(&ca);
+    cr_assert_eq(bytes, ca_live(&ca), "%s: memory() %zu, allocated %zu", bc->ops->name, bytes,
+                 ca_live(&ca));
+    double per = (double)bytes / BIG;
+    cr_log_info("%s: %zu bytes for %u blocks = %.3f bytes/block", bc->ops->name, bytes,
+                (unsigned)BIG, per);
+    if (bc->max_bytes_per_block)
+        cr_assert_leq(bytes, bc->max_bytes_per_block * (size_t)BIG + 4096,
+                      "%s: %.3f bytes/block, bound %zu", bc->ops->name, per,
+                      bc->max_bytes_per_block);
+    /* The extremes of the id range work at this size. */
+    cr_assert_eq(ins(&in, BIG - 1, 1), 0);
+    cr_assert_eq(ins(&in, 0, 2), 0);
+    cr_assert_eq(ins(&in, BIG, 3), -EINVAL);
+    cr_assert_eq(len(&in), 2);
+    done(&in, &ca);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Policy-specific order                                                    */
+/* ------------------------------------------------------------------------ */
+
+static void expect_order(struct inst *in, const uint32_t *want, uint32_t n)
+{
+    uint32_t out[in->block_count];
+    uint32_t k = ev(in, in->block_count, out);
+    cr_assert_eq(k, n, "%s: %u entries, expected %u", in->ops->name, k, n);
+    for (uint32_t i = 0; i < n; i++)
+        cr_assert_eq(out[i], want[i], "%s: position %u: got %u, expected %u", in->ops->name, i,
+                     out[i], want[i]);
+}
+
+Test(lru, order_is_insertion_order)
+{
+    struct counting_alloc ca;
+    ca_init(&ca);
+    struct inst in = mk(&kvb_inactive_lru, 16, &ca);
+    uint32_t ids[] = {9, 3, 15, 0, 7, 12};
+    /* arrivals are ignored by lru: give them in the opposite order */
+    for (uint32_t i = 0; i < 6; i++)
+        cr_assert_eq(ins(&in, ids[i], 100 - i), 0);
+    expect_order(&in, ids, 6);
+    done(&in, &ca);
+}
+
+Test(lru, evict_in_chunks_continues_from_lru_end)
+{
+    struct counting_alloc ca;
+    ca_init(&ca);
+    struct inst in = mk(&kvb_inactive_lru, 16, &ca);
+    for (uint32_t id = 0; id < 10; id++)
+        cr_assert_eq(ins(&in, id, 0), 0);
+    uint32_t out[4];
+    cr_assert_eq(ev(&in, 3, out), 3);
+    cr_assert(out[0] == 0 && out[1] == 1 && out[2] == 2);
+    cr_assert_eq(ins(&in, 1, 0), 0); /* released again: MRU end */
+    uint32_t want[] = {3, 4, 5, 6, 7, 8, 9, 1};
+    expect_order(&in, want, 8);
+    done(&in, &ca);
+}
+
+Test(lru, remove_and_reinsert_moves_to_mru_end)
+{
+    struct counting_alloc ca;
+    ca_init(&ca);
+    struct inst in = mk(&kvb_inactive_lru, 8, &ca);
+    for (uint32_t id = 0; id < 5; id++)
+        cr_assert_eq(ins(&in, id, id), 0);
+    cr_assert(rem(&in, 0)); /* hit on the LRU end */
+    cr_assert(rem(&in, 2)); /* hit in the middle */
+    cr_assert_eq(ins(&in, 2, 2), 0);
+    cr_assert_eq(ins(&in, 0, 0), 0);
+    uint32_t want[] = {1, 3, 4, 2, 0};
+    expect_order(&in, want, 5);
+    done(&in, &ca);
+}
+
+Test(lru, unevict_puts_back_at_lru_end)
+{
+    struct counting_alloc ca;
+    ca_init(&ca);
+    struct inst in = mk(&kvb_inactive_lru, 8, &ca);
+    for (uint32_t id = 0; id < 6; id++)
+        cr_assert_eq(ins(&in, id, 0), 0);
+    uint32_t out[3];
+    cr_assert_eq(ev(&in, 3, out), 3);
+    cr_assert_eq(ins(&in, 7, 0), 0); /* something new arrives in between */
+    unev(&in, out, (uint32_t[]){0, 0, 0}, 3);
+    uint32_t want[] = {0, 1, 2, 3, 4, 5, 7};
+    expect_order(&in, want, 7);
+    done(&in, &ca);
+}
+
+Test(fifo, order_is_arrival_order_not_insertion_order)
+{
+    struct counting_alloc ca;
+    ca_init(&ca);
+    struct inst in = mk(&kvb_inactive_fifo, 16, &ca);
+    /* (id, arrival), inserted in an order unrelated to arrival */
+    uint32_t ids[] = {4, 11, 2, 8, 0, 13, 6};
+    uint32_t arr[] = {50, 10, 40, 20, 70, 30, 60};
+    for (uint32_t i = 0; i < 7; i++)
+        cr_assert_eq(ins(&in, ids[i], arr[i]), 0);
+    uint32_t want[] = {11, 8, 13, 2, 4, 6, 0};
+    expect_order(&in, want, 7);
+    done(&in, &ca);
+}
+
+Test(fifo, reinsert_with_old_arrival_keeps_place)
+{
+    struct counting_alloc ca;
+    ca_init(&ca);
+    struct inst in = mk(&kvb_inactive_fifo, 8, &ca);
+    for (uint32_t id = 0; id < 5; id++)
+        cr_assert_eq(ins(&in, id, 100 + id), 0);
+    cr_assert(rem(&in, 0)); /* hit on the oldest */
+    cr_assert(rem(&in, 3)); /* hit in the middle */
+    cr_assert_eq(ins(&in, 5, 105), 0);
+    cr_assert_eq(ins(&in, 3, 103), 0); /* released again: old place */
+    cr_assert_eq(ins(&in, 0, 100), 0);
+    uint32_t want[] = {0, 1, 2, 3, 4, 5};
+    expect_order(&in, want, 6);
+    done(&in, &ca);
+}
+
+Test(fifo, differs_from_lru_on_a_hit)
+{
+    /* The same calls give different orders: that is the point of fifo. */
+    struct counting_alloc ca;
+    ca_init(&ca);
+    struct inst f = mk(&kvb_inactive_fifo, 8, &ca), l = mk(&kvb_inactive_lru, 8, &ca);
+    for (uint32_t id = 0; id < 3; id++) {
+        cr_assert_eq(ins(&f, id, id), 0);
+        cr_assert_eq(ins(&l, id, id), 0);
+    }
+    cr_assert(rem(&f, 0) && rem(&l, 0));
+    cr_assert_eq(ins(&f, 0, 0), 0);
+    cr_assert_eq(ins(&l, 0, 0), 0);
+    expect_order(&f, (uint32_t[]){0, 1, 2}, 3);
+    expect_order(&l, (uint32_t[]){1, 2, 0}, 3);
+    done2(&f, &l, &ca);
+}
+
+Test(fifo, arrival_wraparound)
+{
+    struct counting_alloc ca;
+    ca_init(&ca);
+    struct inst in = mk(&kvb_inactive_fifo, 64, &ca);
+    /* arrivals 2^32 - 20 .. 2^32 + 19 (wrapped), inserted in a scrambled order */
+    for (uint32_t i = 0; i < 40; i++) {
+        uint32_t j = (i * 17) % 40;
+        cr_assert_eq(ins(&in, j, UINT32_MAX - 19 + j), 0);
+    }
+    uint32_t want[40];
+    for (uint32_t i = 0; i < 40; i++)
+        want[i] = i;
+    expect_order(&in, want, 40);
+    /* Signed distance: 0x7fffffff after 0 is later, 0x80000001 after 0 is earlier. */
+    cr_assert_eq(ins(&in, 1, 0x7fffffffu), 0);
+    cr_assert_eq(ins(&in, 0, 0), 0);
+    expect_order(&in, (uint32_t[]){0, 1}, 2);
+    cr_assert_eq(ins(&in, 1, 0x80000001u), 0);
+    cr_assert_eq(ins(&in, 0, 0), 0);
+    expect_order(&in, (uint32_t[]){1, 0}, 2);
+    done(&in, &ca);
+}
+
+Test(fifo, equal_arrivals_lower_id_first)
+{
+    struct counting_alloc ca;
+    ca_init(&ca);
+    struct inst in = mk(&kvb_inactive_fifo, 16, &ca);
+    uint32_t ids[] = {9, 3, 12, 0, 5};
+    for (uint32_t i = 0; i < 5; i++)
+        cr_assert_eq(ins(&in, ids[i], 77), 0);
+    cr_assert_eq(ins(&in, 15, 76), 0);
+    uint32_t want[] = {15, 0, 3, 5, 9, 12};
+    expect_order(&in, want, 6);
+    done(&in, &ca);
+}
+
+Test(fifo, duplicate_insert_with_other_arrival_does_not_move)
+{
+    struct counting_alloc ca;
+    ca_init(&ca);
+    struct inst in = mk(&kvb_inactive_fifo, 8, &ca);
+    for (uint32_t id = 0; id < 4; id++)
+        cr_assert_eq(ins(&in, id, 10 + id), 0);
+    cr_assert_eq(ins(&in, 3, 1), -EEXIST);
+    cr_assert_eq(ins(&in, 0, 99), -EEXIST);
+    expect_order(&in, (uint32_t[]){0, 1, 2, 3}, 4);
+    done(&in, &ca);
+}
+
+Test(fifo, unevict_restores_arrivals)
+{
+    struct counting_alloc ca;
+    ca_init(&ca);
+    struct inst in = mk(&kvb_inactive_fifo, 8, &ca);
+    for (uint32_t id = 0; id < 6; id++)
+        cr_assert_eq(ins(&in, id, 10 * id), 0);
+    uint32_t out[3];
+    cr_assert_eq(ev(&in, 3, out), 3);
+    cr_assert_eq(ins(&in, 7, 15), 0); /* arrival between the evicted 1 and 2 */
+    unev(&in, out, (uint32_t[]){0, 10, 20}, 3);
+    expect_order(&in, (uint32_t[]){0, 1, 7, 2, 3, 4, 5}, 7);
+    /* Without arrivals the entries go back in front, in the given order. */
+    for (uint32_t id = 0; id < 6; id++)
+        cr_assert_eq(ins(&in, id, 10 * id), 0);
+    cr_assert_eq(ev(&in, 3, out), 3);
+    kvb_hash h[3] = {th(out[0]), th(out[1]), th(out[2])};
+    in.ops->unevict(in.self, out, h, NULL, 3);
+    expect_order(&in, (uint32_t[]){0, 1, 2, 3, 4, 5}, 6);
+    done(&in, &ca);
+}
+
+Test(test_lifo, order_is_most_recent_first)
+{
+    struct counting_alloc ca;
+    ca_init(&ca);
+    struct inst in = mk(&test_lifo_ops, 8, &ca);
+    for (uint32_t id = 0; id < 4; id++)
+        cr_assert_eq(ins(&in, id, 0), 0);
+    expect_order(&in, (uint32_t[]){3, 2, 1, 0}, 4);
+    done(&in, &ca);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Built-in lookup and validation                                           */
+/* ------------------------------------------------------------------------ */
+
+Test(builtin, lookup)
+{
+    cr_assert_eq(kvb_inactive_builtin(KVB_EVICT_LRU), &kvb_inactive_lru);
+    cr_assert_eq(kvb_inactive_builtin(KVB_EVICT_FIFO), &kvb_inactive_fifo);
+    cr_assert_str_eq(kvb_inactive_builtin(KVB_EVICT_LRU)->name, "lru");
+    cr_assert_str_eq(kvb_inactive_builtin(KVB_EVICT_FIFO)->name, "fifo");
+    /* not built yet */
+    cr_assert_null(kvb_inactive_builtin(KVB_EVICT_MULTI_LRU));
+    cr_assert_null(kvb_inactive_builtin(KVB_EVICT_TINYLFU));
+    cr_assert_null(kvb_inactive_builtin(KVB_EVICT_LINEAGE));
+    /* out of range */
+    cr_assert_null(kvb_inactive_builtin((kvb_evict_policy)(KVB_EVICT_LINEAGE + 1)));
+    cr_assert_null(kvb_inactive_builtin((kvb_evict_policy)99));
+    cr_assert_null(kvb_inactive_builtin((kvb_evict_policy)-1));
+}
+
+Test(builtin, every_builtin_is_in_the_conformance_table)
+{
+    for (int p = KVB_EVICT_LRU; p <= KVB_EVICT_LINEAGE; p++) {
+        const kvb_inactive_ops *ops = kvb_inactive_builtin((kvb_evict_policy)p);
+        if (!ops)
+            continue;
+        bool found = false;
+        for (size_t i = 0; i < N_BACKENDS; i++)
+            found |= backends[i].ops == ops;
+        cr_assert(found, "built-in backend %s is missing from backends[]", ops->name);
+    }
+}
+
+Test(validate, accepts_builtins_and_optional_methods_absent)
+{
+    cr_assert_eq(kvb__inactive_ops_validate(&kvb_inactive_lru), 0);
+    cr_assert_eq(kvb__inactive_ops_validate(&kvb_inactive_fifo), 0);
+    cr_assert_eq(kvb__inactive_ops_validate(&test_lifo_ops), 0); /* no unevict, no memory */
+    kvb_inactive_ops t = kvb_inactive_lru;
+    t.version = KVB_INACTIVE_OPS_VERSION + 1; /* a newer table: v1 methods are there */
+    cr_assert_eq(kvb__inactive_ops_validate(&t), 0);
+}
+
+Test(validate, rejects_bad_tables)
+{
+    cr_assert_eq(kvb__inactive_ops_validate(NULL), -EINVAL);
+    kvb_inactive_ops t = kvb_inactive_lru;
+    t.version = 0;
+    cr_assert_eq(kvb__inactive_ops_validate(&t), -EINVAL, "version 0");
+    t = kvb_inactive_lru;
+    t.name = NULL;
+    cr_assert_eq(kvb__inactive_ops_validate(&t), -EINVAL, "NULL name");
+
+    /* Each required method missing in turn. */
+#define WITHOUT(method)                                                                            \
+    do {                                                                                           \
+        t = kvb_inactive_fifo;                                                                     \
+        t.method = NULL;                                                                           \
+        cr_assert_eq(kvb__inactive_ops_validate(&t), -EINVAL, #method " NULL accepted");           \
+    } while (0)
+    WITHOUT(create);
+    WITHOUT(destroy);
+    WITHOUT(insert);
+    WITHOUT(remove);
+    WITHOUT(contains);
+    WITHOUT(evict);
+    WITHOUT(len);
+    WITHOUT(drain);
+#undef WITHOUT
+}
