@@ -25,6 +25,7 @@
 #ifndef KVBLOCK_H
 #define KVBLOCK_H
 
+#include <errno.h> /* the negative errno values kvblock returns */
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>

@@ -624,7 +624,9 @@ int kvb_pool_create(const kvb_pool_config *cfg, kvb_pool **out)
     }
 
     p->free_head = p->free_tail = KVB_NONE;
+    KVB_ATOMIC_VAR(&p->misuse, sizeof p->misuse);
     for (uint32_t i = 0; i < cfg->block_count; i++) {
+        KVB_ATOMIC_VAR(&p->slots[i].word, sizeof p->slots[i].word);
         atomic_init(&p->slots[i].word, kvb__word(1, 0));
         kvb_free_push_tail(p, i);
     }
@@ -652,8 +654,11 @@ int kvb_pool_destroy(kvb_pool *p)
     kvb__pool_unlock(p);
     if (held)
         return -EBUSY;
-    for (uint32_t i = 0; i < p->block_count; i++)
+    for (uint32_t i = 0; i < p->block_count; i++) {
         KVB_HB_FORGET(&p->slots[i].word);
+        KVB_ATOMIC_VAR_END(&p->slots[i].word, sizeof p->slots[i].word);
+    }
+    KVB_ATOMIC_VAR_END(&p->misuse, sizeof p->misuse);
     if (p->registry)
         kvb__registry_detach(p->registry, p->reg_index);
     pthread_mutex_destroy(&p->mu);

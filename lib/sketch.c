@@ -23,6 +23,7 @@
  * is halved atomically), which at worst loses or keeps one increment.
  */
 #include "sketch.h"
+#include "annotate.h"
 #include <stdatomic.h>
 
 #define KVB_SKETCH_DEPTH 4
@@ -62,6 +63,10 @@ int kvb__sketch_create(uint32_t capacity, const kvb_allocator *a, struct kvb_ske
         return -ENOMEM;
     }
     s->bytes = sizeof *s + twords * 8 + dwords * 8;
+    KVB_ATOMIC_VAR(s->table, twords * 8);
+    KVB_ATOMIC_VAR(s->door, dwords * 8);
+    KVB_ATOMIC_VAR(&s->additions, sizeof s->additions);
+    KVB_ATOMIC_VAR(&s->agings, sizeof s->agings);
     *out = s;
     return 0;
 }
@@ -71,6 +76,12 @@ void kvb__sketch_destroy(struct kvb_sketch *s)
     if (!s)
         return;
     kvb_allocator a = s->alloc;
+    if (s->table)
+        KVB_ATOMIC_VAR_END(s->table, (size_t)KVB_SKETCH_DEPTH * (s->width / 16) * 8);
+    if (s->door)
+        KVB_ATOMIC_VAR_END(s->door, (size_t)(s->width / 64) * 8);
+    KVB_ATOMIC_VAR_END(&s->additions, sizeof s->additions);
+    KVB_ATOMIC_VAR_END(&s->agings, sizeof s->agings);
     kvb__free(&a, (void *)s->table, (size_t)KVB_SKETCH_DEPTH * (s->width / 16) * 8);
     kvb__free(&a, (void *)s->door, (size_t)(s->width / 64) * 8);
     kvb__free(&a, s, sizeof *s);
