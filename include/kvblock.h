@@ -230,6 +230,7 @@ typedef struct kvb_allocator {
 } kvb_allocator;
 
 struct kvb_inactive_ops; /* kvblock/inactive.h: custom eviction backends */
+struct kvb_event_config; /* kvblock/events.h: KV cache events */
 
 typedef struct kvb_pool_config {
     uint32_t block_count;            /**< required, > 0, <= KVB_MAX_BLOCKS */
@@ -248,6 +249,8 @@ typedef struct kvb_pool_config {
      * enabled by the environment variable KVBLOCK_ABORT_ON_MISUSE=1. Off by default. */
     bool abort_on_misuse;
     kvb_allocator allocator;
+    /** KV events (kvblock/events.h); NULL for none. Copied at create. */
+    const struct kvb_event_config *events;
 } kvb_pool_config;
 
 /** Largest supported block_count (block ids are uint32_t; one value is reserved). */
@@ -465,6 +468,19 @@ KVB_API int kvb_pool_match_scattered(kvb_pool *pool, const kvb_hash *hashes, uin
                                      kvb_block *out, bool *hit);
 
 /**
+ * @brief Scan: look every hash up independently under one lock (Dynamo takes the lock
+ * once per hash). Like kvb_pool_match_scattered, but counted in scan_requested /
+ * scan_returned, and the hits count as accesses for frequency-aware eviction only when
+ * touch is true (a tier-presence probe should not make content look popular).
+ * @return the hit count (>= 0); -EINVAL.
+ * Thread safety: takes the pool lock once.
+ * Ownership: produces one kvb_block reference per hit (out[i] zero-filled on a miss).
+ * Callbacks: as kvb_pool_match.
+ */
+KVB_API int kvb_pool_scan(kvb_pool *pool, const kvb_hash *hashes, uint32_t n, bool touch,
+                          kvb_block *out, bool *hit);
+
+/**
  * @brief Take one more reference to the block b refers to. Lock-free (one CAS).
  * @return 0; -ESTALE when b is not a live reference (misuse counted); -EOVERFLOW when
  *         the block already has 2^32-2 references; -EINVAL for NULL.
@@ -622,6 +638,7 @@ static inline int kvb_release(kvb_complete *h) { return kvb_complete_release(h);
 static inline int kvb_release(kvb_block *h) { return kvb_block_release(h); }
 #endif
 
+#include "kvblock/events.h"
 #include "kvblock/inactive.h"
 #include "kvblock/registry.h"
 

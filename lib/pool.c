@@ -39,6 +39,7 @@
 #include "inactive_internal.h"
 #include "registry_internal.h"
 #include "sketch.h"
+#include "events_internal.h"
 #include "testing.h"
 #include <string.h>
 #include <time.h>
@@ -132,7 +133,7 @@ static int kvb_misuse(kvb_pool *p, const char *what)
 
 static bool kvb_pool_has_callbacks(const kvb_pool *p)
 {
-    return p->cb.on_reset || p->cb.on_evict || p->registry;
+    return p->cb.on_reset || p->cb.on_evict || p->registry || p->events;
 }
 
 static void kvb_cbq_init(struct kvb_cbq *q, const kvb_pool *p)
@@ -174,6 +175,16 @@ static bool kvb_cbq_full(const struct kvb_cbq *q, uint32_t room)
     return q->active && q->cap - q->n < room;
 }
 
+/* Event records, numbered under the lock (DESIGN.md section 7). */
+static void kvb_event_rec(struct kvb_cbq *q, kvb_pool *p, uint32_t kind, uint32_t id, kvb_hash h)
+{
+    if (!p->events)
+        return;
+    kvb_assert(q->n < q->cap);
+    if (q->n < q->cap)
+        q->ev[q->n++] = (struct kvb_cb_ev){.hash = h, .id = id, .kind = kind, .seq = ++p->ev_seq};
+}
+
 /* Presence updates for the registry, queued like callbacks. */
 static void kvb_present(struct kvb_cbq *q, const kvb_pool *p, kvb_hash h, bool up)
 {
@@ -204,6 +215,8 @@ static void kvb_cbq_fire(struct kvb_cbq *q, const kvb_pool *p)
         if (k)
             kvb__registry_presence(p->registry, p->reg_index, hs, d, k);
     }
+    if (p->events)
+        kvb__events_deliver((kvb_pool *)p, q->ev, q->n);
     for (uint32_t i = 0; i < q->n; i++) {
         const struct kvb_cb_ev *e = &q->ev[i];
         if (e->kind == KVB_CB_RESET && p->cb.on_reset)
@@ -425,6 +438,7 @@ static void kvb_last_release_locked(kvb_pool *p, uint32_t id, uint32_t gen, stru
                 kvb_transition_locked(p, id, KVB_S_RESET, 0);
                 kvb_cbq_push(q, KVB_CB_RESET, id, s->hash);
                 kvb_present(q, p, s->hash, false);
+                kvb_event_rec(q, p, KVB_CB_REMOVED, id, s->hash);
             } else {
                 kvb_transition_locked(p, id, KVB_S_INACTIVE, 0);
             }
@@ -486,6 +500,7 @@ static uint32_t kvb_acquire_locked(kvb_pool *p, kvb_hash h, struct kvb_cbq *q, u
             kvb_transition_locked(p, id, KVB_S_RESET, 0);
             kvb_cbq_push(q, KVB_CB_RESET, id, h);
             kvb_present(q, p, h, false);
+            kvb_event_rec(q, p, KVB_CB_REMOVED, id, h);
             return KVB_NONE;
         }
         kvb_transition_locked(p, id, KVB_S_INACTIVE, 0);
@@ -547,6 +562,8 @@ static void kvb_pool_free_mem(kvb_pool *p)
         p->ops->destroy(p->backend);
     if (p->own_sketch)
         kvb__sketch_destroy(p->sketch);
+    if (p->events)
+        kvb__events_destroy(p->events);
     kvb__free(&a, p->map, ((size_t)p->map_mask + 1) * sizeof *p->map);
     kvb__free(&a, p->slots, (size_t)p->block_count * sizeof *p->slots);
     kvb__free(&a, p, sizeof *p);
@@ -609,6 +626,13 @@ int kvb_pool_create(const kvb_pool_config *cfg, kvb_pool **out)
         kvb_pool_free_mem(p);
         return rc < 0 ? rc : -ENOMEM;
     }
+    if (cfg->events) {
+        rc = kvb__events_create(cfg->events, &a, &p->events);
+        if (rc) {
+            kvb_pool_free_mem(p);
+            return rc;
+        }
+    }
     if (cfg->registry) {
         rc = kvb__registry_attach(cfg->registry, p, &p->reg_index);
         if (rc) {
@@ -654,6 +678,17 @@ int kvb_pool_destroy(kvb_pool *p)
     kvb__pool_unlock(p);
     if (held)
         return -EBUSY;
+    if (p->events) {
+        /* the cached content disappears with the pool: tell the consumers */
+        struct kvb_cbq q;
+        kvb_cbq_init(&q, p);
+        kvb__pool_lock(p);
+        if (p->count[KVB_S_INACTIVE])
+            kvb_event_rec(&q, p, KVB_CB_CLEARED, KVB_NONE, (kvb_hash){0, 0});
+        kvb__pool_unlock(p);
+        kvb__events_deliver(p, q.ev, q.n);
+        kvb__events_flush(p);
+    }
     for (uint32_t i = 0; i < p->block_count; i++) {
         KVB_HB_FORGET(&p->slots[i].word);
         KVB_ATOMIC_VAR_END(&p->slots[i].word, sizeof p->slots[i].word);
@@ -743,7 +778,7 @@ int kvb_pool_allocate(kvb_pool *p, uint32_t n, kvb_mutable *out, kvb_hash *evict
         return -ENOSPC;
     struct kvb_cbq q;
     kvb_cbq_init(&q, p);
-    int rc = kvb_cbq_reserve(&q, p, 2ull * n);
+    int rc = kvb_cbq_reserve(&q, p, 3ull * n);
     if (rc)
         return rc;
 
@@ -799,6 +834,7 @@ int kvb_pool_allocate(kvb_pool *p, uint32_t n, kvb_mutable *out, kvb_hash *evict
                 evicted[i - take] = h;
             kvb_cbq_push(&q, KVB_CB_EVICT, id, h);
             kvb_present(&q, p, h, false);
+            kvb_event_rec(&q, p, KVB_CB_REMOVED, id, h);
             p->c.evictions++;
         } else {
             p->c.allocations_from_reset++;
@@ -930,7 +966,7 @@ int kvb_pool_register(kvb_pool *p, kvb_complete *in, uint32_t n, kvb_block *out)
         return 0;
     struct kvb_cbq q;
     kvb_cbq_init(&q, p);
-    int rc = kvb_cbq_reserve(&q, p, 3ull * n);
+    int rc = kvb_cbq_reserve(&q, p, 4ull * n);
     if (rc)
         return rc;
 
@@ -989,6 +1025,7 @@ int kvb_pool_register(kvb_pool *p, kvb_complete *in, uint32_t n, kvb_block *out)
             uint32_t gen = kvb_transition_locked(p, id, KVB_S_PRIMARY, 1);
             kvb_fill_block(&out[i], p, id, gen);
             kvb_present(&q, p, h, true);
+            kvb_event_rec(&q, p, KVB_CB_STORED, id, h);
         } else {
             /* ALLOW: the reference just taken on the primary belongs to the duplicate */
             s->aux = pid;
@@ -1015,7 +1052,7 @@ int kvb_pool_match(kvb_pool *p, const kvb_hash *hashes, uint32_t n, kvb_block *o
         return 0;
     struct kvb_cbq q;
     kvb_cbq_init(&q, p);
-    int rc = kvb_cbq_reserve(&q, p, 2ull * n);
+    int rc = kvb_cbq_reserve(&q, p, 3ull * n);
     if (rc)
         return rc;
     kvb__pool_lock(p);
@@ -1035,8 +1072,10 @@ int kvb_pool_match(kvb_pool *p, const kvb_hash *hashes, uint32_t n, kvb_block *o
     return (int)k;
 }
 
-int kvb_pool_match_scattered(kvb_pool *p, const kvb_hash *hashes, uint32_t n, kvb_block *out,
-                             bool *hit)
+/* Every hash independently, one lock; `scan` selects the scan counters and
+ * `touch` whether hits count as accesses in the frequency sketch. */
+static int kvb_lookup_each(kvb_pool *p, const kvb_hash *hashes, uint32_t n, kvb_block *out,
+                           bool *hit, bool scan, bool touch)
 {
     if (!p || (n && (!hashes || !out || !hit)))
         return -EINVAL;
@@ -1044,7 +1083,7 @@ int kvb_pool_match_scattered(kvb_pool *p, const kvb_hash *hashes, uint32_t n, kv
         return 0;
     struct kvb_cbq q;
     kvb_cbq_init(&q, p);
-    int rc = kvb_cbq_reserve(&q, p, 2ull * n);
+    int rc = kvb_cbq_reserve(&q, p, 3ull * n);
     if (rc)
         return rc;
     kvb__pool_lock(p);
@@ -1055,17 +1094,34 @@ int kvb_pool_match_scattered(kvb_pool *p, const kvb_hash *hashes, uint32_t n, kv
         hit[i] = id != KVB_NONE;
         if (hit[i]) {
             kvb_fill_block(&out[i], p, id, gen);
-            if (p->sketch)
+            if (touch && p->sketch)
                 kvb__sketch_touch(p->sketch, hashes[i]);
             k++;
         } else {
             memset(&out[i], 0, sizeof out[i]);
         }
     }
-    p->c.match_requested += n;
-    p->c.match_returned += k;
+    if (scan) {
+        p->c.scan_requested += n;
+        p->c.scan_returned += k;
+    } else {
+        p->c.match_requested += n;
+        p->c.match_returned += k;
+    }
     kvb_unlock_fire(p, &q);
     return (int)k;
+}
+
+int kvb_pool_match_scattered(kvb_pool *p, const kvb_hash *hashes, uint32_t n, kvb_block *out,
+                             bool *hit)
+{
+    return kvb_lookup_each(p, hashes, n, out, hit, false, true);
+}
+
+int kvb_pool_scan(kvb_pool *p, const kvb_hash *hashes, uint32_t n, bool touch, kvb_block *out,
+                  bool *hit)
+{
+    return kvb_lookup_each(p, hashes, n, out, hit, true, touch);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1152,7 +1208,7 @@ int kvb_block_release(kvb_block *b)
     if (last) {
         KVB_TEST_LAST_RELEASE(p, id);
         struct kvb_cbq q;
-        kvb_cbq_init(&q, p); /* at most 4 events: fits the local buffer */
+        kvb_cbq_init(&q, p); /* at most 5 records: fits the local buffer */
         kvb__pool_lock(p);
         kvb_last_release_locked(p, id, gen, &q);
         kvb_unlock_fire(p, &q);
@@ -1196,7 +1252,7 @@ int kvb_block_release_n(kvb_block *blocks, uint32_t n)
             if (!last[j])
                 continue;
             kvb_block *b = &blocks[base + j];
-            if (locked != b->pool || kvb_cbq_full(&q, 4)) {
+            if (locked != b->pool || kvb_cbq_full(&q, 5)) {
                 if (locked)
                     kvb_unlock_fire(locked, &q);
                 locked = b->pool;
@@ -1307,7 +1363,7 @@ int kvb_pool_reset_inactive(kvb_pool *p)
             return -EBUSY;
         struct kvb_cbq q;
         kvb_cbq_init(&q, p);
-        int rc = kvb_cbq_reserve(&q, p, 3ull * len);
+        int rc = kvb_cbq_reserve(&q, p, 3ull * len + 1);
         if (rc)
             return rc;
         kvb__pool_lock(p);
@@ -1318,7 +1374,7 @@ int kvb_pool_reset_inactive(kvb_pool *p)
             kvb_cbq_fini(&q, p);
             return -EBUSY;
         }
-        if (q.active && p->count[KVB_S_INACTIVE] * 3ull > q.cap) {
+        if (q.active && p->count[KVB_S_INACTIVE] * 3ull + 1 > q.cap) {
             kvb__pool_unlock(p); /* the cache grew meanwhile: size again */
             kvb_cbq_fini(&q, p);
             continue;
@@ -1342,6 +1398,8 @@ int kvb_pool_reset_inactive(kvb_pool *p)
                 drained++;
             }
         }
+        if (drained)
+            kvb_event_rec(&q, p, KVB_CB_CLEARED, KVB_NONE, (kvb_hash){0, 0});
         kvb_unlock_fire(p, &q);
         return (int)drained;
     }

@@ -14,6 +14,7 @@
 #include <stdatomic.h>
 
 struct kvb_sketch;
+struct kvb_events;
 
 enum kvb_state {
     KVB_S_RESET = 0,
@@ -112,6 +113,8 @@ struct kvb_pool {
     uint32_t reg_index;        /* this pool's presence index in the registry */
     struct kvb_sketch *sketch; /* frequency sketch (the registry's or own_sketch), or NULL */
     bool own_sketch;
+    struct kvb_events *events; /* event module state, NULL without a sink */
+    uint64_t ev_seq;           /* (lock) last event sequence number handed out */
     char name[64];
 };
 
@@ -121,13 +124,17 @@ enum kvb_cb_kind {
     KVB_CB_RESET = 1, /* on_reset */
     KVB_CB_EVICT,     /* on_evict */
     KVB_CB_PRESENT,   /* registry presence +1 */
-    KVB_CB_ABSENT     /* registry presence -1 */
+    KVB_CB_ABSENT,    /* registry presence -1 */
+    KVB_CB_STORED,    /* event: new primary (seq set) */
+    KVB_CB_REMOVED,   /* event: cached/primary content dropped (seq set) */
+    KVB_CB_CLEARED    /* event: cache drained (seq set) */
 };
 
 struct kvb_cb_ev {
     kvb_hash hash;
     uint32_t id;
     uint32_t kind;
+    uint64_t seq; /* event records only: the pool's event sequence number */
 };
 
 #define KVB_CBQ_LOCAL 32

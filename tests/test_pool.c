@@ -824,3 +824,35 @@ Test(scoped, cleanup_attribute_releases)
     cr_expect_eq(kvb_release(&b2), 0);
     tu_finish(p);
 }
+
+/* ---- scan ------------------------------------------------------------------------ */
+
+Test(scan, independent_lookups_counted_separately_touch_optional)
+{
+    kvb_registry *reg;
+    cr_assert_eq(kvb_registry_create(NULL, &reg), 0);
+    kvb_pool_config cfg;
+    kvb_pool_config_init(&cfg);
+    cfg.block_count = 8;
+    cfg.registry = reg;
+    kvb_pool *p = tu_pool_cfg(&cfg);
+    kvb_hash h[3] = {tu_hash(1), tu_hash(2), tu_hash(3)};
+    cache(p, h, 2, NULL);
+    uint32_t f0 = kvb_registry_frequency(reg, h[0]);
+    kvb_block out[3];
+    bool hit[3];
+    cr_expect_eq(kvb_pool_scan(p, h, 3, false, out, hit), 2);
+    cr_expect(hit[0] && hit[1] && !hit[2]);
+    cr_expect_eq(kvb_registry_frequency(reg, h[0]), f0, "touch=false leaves frequency alone");
+    kvb_stats s = stats(p);
+    cr_expect_eq(s.scan_requested, 3);
+    cr_expect_eq(s.scan_returned, 2);
+    cr_expect_eq(s.match_requested, 0);
+    kvb_block_release(&out[0]);
+    kvb_block_release(&out[1]);
+    for (int i = 0; i < 3; i++)
+        kvb_pool_scan(p, h, 1, true, out, hit), kvb_block_release(&out[0]);
+    cr_expect_gt(kvb_registry_frequency(reg, h[0]), f0, "touch=true counts accesses");
+    tu_finish(p);
+    cr_expect_eq(kvb_registry_destroy(reg), 0);
+}
