@@ -56,7 +56,7 @@ TEST_SRCS   := $(wildcard tests/test_*.c)
 STRESS_SRCS := $(wildcard stress/*.c)
 TOOL_SRCS   := $(wildcard tools/*.c)
 TOOL_COMMON := $(wildcard tools/common/*.c)
-CHECKS      := check-unit
+CHECKS      := check-unit check-install
 
 # optional components (vulkan, zmq, python, ...) append to the variables above
 -include $(sort $(wildcard mk/*.mk))
@@ -133,6 +133,9 @@ check: $(CHECKS)
 check-unit: $(TESTS)
 	@tests/run-unit.sh $(TESTS)
 
+check-install: lib
+	@BUILD=$(BUILD) CC=$(CC) tests/check-install.sh
+
 # ---- race checkers and sanitizers (torture programs; see TOOLING.md) --------
 STRESS_ARGS ?= 4 20000
 VG_FLAGS := --error-exitcode=99 --exit-on-first-error=yes -q --suppressions=stress/valgrind.supp
@@ -179,7 +182,8 @@ install: lib
 	install -m 755 $(SHARED) $(DESTDIR)$(PREFIX)/lib/
 	ln -sf libkvblock.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/$(SONAME)
 	ln -sf $(SONAME) $(DESTDIR)$(PREFIX)/lib/libkvblock.so
-	install -m 644 $(BUILD)/kvblock.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' \
+	    -e 's|@LIBS_PRIVATE@|$(LDLIBS_LIB)|' kvblock.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/kvblock.pc
 
 uninstall:
 	rm -rf $(DESTDIR)$(PREFIX)/include/kvblock $(DESTDIR)$(PREFIX)/include/kvblock.h
