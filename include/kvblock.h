@@ -405,6 +405,18 @@ KVB_API int kvb_pool_allocate(kvb_pool *pool, uint32_t n, kvb_mutable *out, kvb_
 KVB_API int kvb_mutable_stage(kvb_mutable *m, kvb_hash hash, kvb_complete *out);
 
 /**
+ * @brief Stage n mutable blocks under one lock: in[i] gets hashes[i] (MUTABLE -> STAGED).
+ * All or nothing: if any in[i] is not a live mutable handle of this pool (or appears
+ * twice), or any hash has the invalid mode 3, nothing changes.
+ * @return 0; -ESTALE (misuse counted); -EINVAL for NULL arrays with n > 0 or a bad hash.
+ * Thread safety: takes the pool lock once.
+ * Ownership: consumes in[0..n) (cleared), produces out[0..n).
+ * Callbacks: none.
+ */
+KVB_API int kvb_pool_stage(kvb_pool *pool, kvb_mutable *in, const kvb_hash *hashes, uint32_t n,
+                           kvb_complete *out);
+
+/**
  * @brief Return a mutable block to the free list: MUTABLE -> RESET.
  * @return 0; -ESTALE (misuse counted).
  * Thread safety: takes the pool lock.

@@ -47,6 +47,8 @@
 /* Most references one block can hold; beyond, clone is -EOVERFLOW and a lookup
  * treats the block as a miss. */
 #define KVB_RC_MAX (UINT32_MAX - 1)
+/* Past this count the pool starts checking registrations for saturation. */
+#define KVB_RC_HIGH (1u << 31)
 
 /* ------------------------------------------------------------------------ */
 /* test hooks                                                               */
@@ -347,8 +349,8 @@ static const uint8_t kvb_allowed[KVB_S_COUNT] = {
 #undef B
 
 /*
- * Move slot id to state `to` with reference count rc; bump its generation;
- * keep the gauges and the membership structures in step:
+ * Move slot id from state `from` to state `to` with reference count rc; bump
+ * its generation; keep the gauges and the membership structures in step:
  *   -> RESET           pushed on the free-list tail (callers that pop it later
  *                      or roll back use the free-list helpers directly)
  *   -> INACTIVE        inserted into the inactive index
@@ -357,14 +359,19 @@ static const uint8_t kvb_allowed[KVB_S_COUNT] = {
  *   PRIMARY/INACTIVE -> RESET/MUTABLE  erased from the hash index
  * RESET -> MUTABLE (free-list pop) and INACTIVE -> MUTABLE/RESET (evict) are
  * already out of their lists when this is called. Returns the new generation.
+ *
+ * Callers pass `from` explicitly (debug builds check it against the slot):
+ * always inlined, every call site has constant states and the branches below
+ * fold away, which matters on the hot path (3-4 transitions per block).
  */
-static uint32_t kvb_transition_locked(kvb_pool *p, uint32_t id, enum kvb_state to, uint32_t rc)
+static inline __attribute__((always_inline)) uint32_t
+kvb_transition_locked(kvb_pool *p, uint32_t id, enum kvb_state from, enum kvb_state to,
+                      uint32_t rc)
 {
     struct kvb_slot *s = &p->slots[id];
-    enum kvb_state from = (enum kvb_state)s->state;
+    kvb_assert(s->state == from);
     kvb_assert(kvb_allowed[from] & (1u << to));
-    kvb_assert(kvb__word_rc(atomic_load_explicit(&s->word, memory_order_relaxed)) == 0 ||
-               from == KVB_S_INACTIVE);
+    kvb_assert(kvb__word_rc(atomic_load_explicit(&s->word, memory_order_relaxed)) == 0);
 
     if ((from == KVB_S_PRIMARY || from == KVB_S_INACTIVE) &&
         (to == KVB_S_RESET || to == KVB_S_MUTABLE))
@@ -383,8 +390,7 @@ static uint32_t kvb_transition_locked(kvb_pool *p, uint32_t id, enum kvb_state t
 
     uint64_t w = atomic_load_explicit(&s->word, memory_order_relaxed);
     uint32_t gen = kvb__word_gen(w) + 1;
-    if (gen == 0)
-        gen = 1; /* 0 is never a live generation */
+    gen += gen == 0; /* 0 is never a live generation */
     /* Release: a lock-free CAS that later reads this word (clone, release,
      * upgrade) sees the slot's new life and everything written before it. Pairs
      * with the acquire in those CAS loops. */
@@ -399,10 +405,12 @@ static uint32_t kvb_transition_locked(kvb_pool *p, uint32_t id, enum kvb_state t
         kvb_assert(rc2 == 0);
         (void)rc2;
     }
-    uint32_t held = p->count[KVB_S_MUTABLE] + p->count[KVB_S_STAGED] +
-                    p->count[KVB_S_PRIMARY] + p->count[KVB_S_DUPLICATE];
-    if (held > p->peak_in_use)
-        p->peak_in_use = held;
+    if ((from == KVB_S_RESET || from == KVB_S_INACTIVE) && to != KVB_S_RESET) {
+        /* a block became held: the only way the high watermark can rise */
+        uint32_t held = p->block_count - p->count[KVB_S_RESET] - p->count[KVB_S_INACTIVE];
+        if (held > p->peak_in_use)
+            p->peak_in_use = held;
+    }
     return gen;
 }
 
@@ -435,12 +443,12 @@ static void kvb_last_release_locked(kvb_pool *p, uint32_t id, uint32_t gen, stru
         }
         if (s->state == KVB_S_PRIMARY) {
             if (s->flags & KVB_F_RESET_ON_RELEASE) {
-                kvb_transition_locked(p, id, KVB_S_RESET, 0);
+                kvb_transition_locked(p, id, KVB_S_PRIMARY, KVB_S_RESET, 0);
                 kvb_cbq_push(q, KVB_CB_RESET, id, s->hash);
                 kvb_present(q, p, s->hash, false);
                 kvb_event_rec(q, p, KVB_CB_REMOVED, id, s->hash);
             } else {
-                kvb_transition_locked(p, id, KVB_S_INACTIVE, 0);
+                kvb_transition_locked(p, id, KVB_S_PRIMARY, KVB_S_INACTIVE, 0);
             }
             return;
         }
@@ -448,7 +456,7 @@ static void kvb_last_release_locked(kvb_pool *p, uint32_t id, uint32_t gen, stru
         if (s->state != KVB_S_DUPLICATE)
             return;
         uint32_t pid = s->aux;
-        kvb_transition_locked(p, id, KVB_S_RESET, 0);
+        kvb_transition_locked(p, id, KVB_S_DUPLICATE, KVB_S_RESET, 0);
         kvb_cbq_push(q, KVB_CB_RESET, id, s->hash);
         kvb_present(q, p, s->hash, false);
         /* drop the duplicate's reference on its primary */
@@ -483,8 +491,11 @@ static uint32_t kvb_acquire_locked(kvb_pool *p, kvb_hash h, struct kvb_cbq *q, u
     if (s->state == KVB_S_PRIMARY) {
         uint64_t w = atomic_load_explicit(&s->word, memory_order_relaxed);
         while (kvb__word_rc(w) != 0) {
-            if (kvb__word_rc(w) >= KVB_RC_MAX)
-                return KVB_NONE; /* saturated: cannot take another reference */
+            if (kvb_unlikely(kvb__word_rc(w) >= KVB_RC_HIGH)) {
+                if (kvb__word_rc(w) >= KVB_RC_MAX)
+                    return KVB_NONE; /* saturated: cannot take another reference */
+                atomic_store_explicit(&p->rc_high, true, memory_order_relaxed);
+            }
             KVB_HB_BEFORE(&s->word);
             if (atomic_compare_exchange_weak_explicit(&s->word, &w, w + 1, memory_order_acq_rel,
                                                       memory_order_relaxed)) {
@@ -497,17 +508,17 @@ static uint32_t kvb_acquire_locked(kvb_pool *p, kvb_hash h, struct kvb_cbq *q, u
         KVB_HB_AFTER(&s->word);
         p->c.eager_transitions++;
         if (s->flags & KVB_F_RESET_ON_RELEASE) {
-            kvb_transition_locked(p, id, KVB_S_RESET, 0);
+            kvb_transition_locked(p, id, KVB_S_PRIMARY, KVB_S_RESET, 0);
             kvb_cbq_push(q, KVB_CB_RESET, id, h);
             kvb_present(q, p, h, false);
             kvb_event_rec(q, p, KVB_CB_REMOVED, id, h);
             return KVB_NONE;
         }
-        kvb_transition_locked(p, id, KVB_S_INACTIVE, 0);
+        kvb_transition_locked(p, id, KVB_S_PRIMARY, KVB_S_INACTIVE, 0);
     }
     kvb_assert(s->state == KVB_S_INACTIVE);
     p->c.resurrections++;
-    *gen = kvb_transition_locked(p, id, KVB_S_PRIMARY, 1);
+    *gen = kvb_transition_locked(p, id, KVB_S_INACTIVE, KVB_S_PRIMARY, 1);
     return id;
 }
 
@@ -649,6 +660,8 @@ int kvb_pool_create(const kvb_pool_config *cfg, kvb_pool **out)
 
     p->free_head = p->free_tail = KVB_NONE;
     KVB_ATOMIC_VAR(&p->misuse, sizeof p->misuse);
+    KVB_ATOMIC_VAR(&p->rc_high, sizeof p->rc_high);
+    atomic_init(&p->rc_high, false);
     for (uint32_t i = 0; i < cfg->block_count; i++) {
         KVB_ATOMIC_VAR(&p->slots[i].word, sizeof p->slots[i].word);
         atomic_init(&p->slots[i].word, kvb__word(1, 0));
@@ -694,6 +707,7 @@ int kvb_pool_destroy(kvb_pool *p)
         KVB_ATOMIC_VAR_END(&p->slots[i].word, sizeof p->slots[i].word);
     }
     KVB_ATOMIC_VAR_END(&p->misuse, sizeof p->misuse);
+    KVB_ATOMIC_VAR_END(&p->rc_high, sizeof p->rc_high);
     if (p->registry)
         kvb__registry_detach(p->registry, p->reg_index);
     pthread_mutex_destroy(&p->mu);
@@ -839,7 +853,8 @@ int kvb_pool_allocate(kvb_pool *p, uint32_t n, kvb_mutable *out, kvb_hash *evict
         } else {
             p->c.allocations_from_reset++;
         }
-        out[i].gen = kvb_transition_locked(p, id, KVB_S_MUTABLE, 0);
+        out[i].gen = i >= take ? kvb_transition_locked(p, id, KVB_S_INACTIVE, KVB_S_MUTABLE, 0)
+                               : kvb_transition_locked(p, id, KVB_S_RESET, KVB_S_MUTABLE, 0);
         out[i].pool = p;
         s->flags = 0;
         s->hash = (kvb_hash){0, 0};
@@ -884,11 +899,51 @@ int kvb_mutable_stage(kvb_mutable *m, kvb_hash hash, kvb_complete *out)
     }
     uint32_t id = m->id;
     p->slots[id].hash = hash;
-    uint32_t gen = kvb_transition_locked(p, id, KVB_S_STAGED, 0);
+    uint32_t gen = kvb_transition_locked(p, id, KVB_S_MUTABLE, KVB_S_STAGED, 0);
     p->c.stagings++;
     kvb__pool_unlock(p);
     memset(m, 0, sizeof *m);
     *out = (kvb_complete){.pool = p, .id = id, .gen = gen, .hash = hash};
+    return 0;
+}
+
+int kvb_pool_stage(kvb_pool *p, kvb_mutable *in, const kvb_hash *hashes, uint32_t n,
+                   kvb_complete *out)
+{
+    if (!p || (n && (!in || !hashes || !out)))
+        return -EINVAL;
+    for (uint32_t i = 0; i < n; i++)
+        if (!kvb_hash_valid(hashes[i]))
+            return -EINVAL;
+    if (n == 0)
+        return 0;
+    kvb__pool_lock(p);
+    uint32_t bad = n;
+    for (uint32_t i = 0; i < n; i++) {
+        if (in[i].pool != p || !kvb_handle_ok_locked(p, in[i].id, in[i].gen, KVB_S_MUTABLE) ||
+            (p->slots[in[i].id].flags & KVB_F_MARK)) {
+            bad = i;
+            break;
+        }
+        p->slots[in[i].id].flags |= KVB_F_MARK;
+    }
+    if (bad < n) {
+        for (uint32_t i = 0; i < bad; i++)
+            p->slots[in[i].id].flags &= (uint8_t)~KVB_F_MARK;
+        kvb__pool_unlock(p);
+        return kvb_misuse(p, "kvb_pool_stage");
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t id = in[i].id;
+        struct kvb_slot *s = &p->slots[id];
+        s->flags &= (uint8_t)~KVB_F_MARK;
+        s->hash = hashes[i];
+        uint32_t gen = kvb_transition_locked(p, id, KVB_S_MUTABLE, KVB_S_STAGED, 0);
+        out[i] = (kvb_complete){.pool = p, .id = id, .gen = gen, .hash = hashes[i]};
+        memset(&in[i], 0, sizeof in[i]);
+    }
+    p->c.stagings += n;
+    kvb__pool_unlock(p);
     return 0;
 }
 
@@ -903,7 +958,10 @@ static int kvb_drop_unregistered(kvb_pool *p, uint32_t id, uint32_t gen, enum kv
         kvb__pool_unlock(p);
         return kvb_misuse(p, what);
     }
-    kvb_transition_locked(p, id, KVB_S_RESET, 0);
+    if (st == KVB_S_MUTABLE)
+        kvb_transition_locked(p, id, KVB_S_MUTABLE, KVB_S_RESET, 0);
+    else
+        kvb_transition_locked(p, id, KVB_S_STAGED, KVB_S_RESET, 0);
     kvb_cbq_push(&q, KVB_CB_RESET, id, p->slots[id].hash);
     kvb_unlock_fire(p, &q);
     return 0;
@@ -946,7 +1004,7 @@ int kvb_complete_reset(kvb_complete *c, kvb_mutable *out)
         return kvb_misuse(p, "kvb_complete_reset");
     }
     uint32_t id = c->id;
-    uint32_t gen = kvb_transition_locked(p, id, KVB_S_MUTABLE, 0);
+    uint32_t gen = kvb_transition_locked(p, id, KVB_S_STAGED, KVB_S_MUTABLE, 0);
     p->slots[id].hash = (kvb_hash){0, 0};
     kvb__pool_unlock(p);
     memset(c, 0, sizeof *c);
@@ -983,9 +1041,12 @@ int kvb_pool_register(kvb_pool *p, kvb_complete *in, uint32_t n, kvb_block *out)
         p->slots[in[i].id].flags |= KVB_F_MARK;
     }
     /* A primary that could not take n more references would make registration
-     * fail half-way: refuse the batch up front instead. */
+     * fail half-way: refuse the batch up front instead. Only looked at once some
+     * count in the pool ever passed half the range (never, in practice). */
     bool full = false;
-    for (uint32_t i = 0; i < n && bad == n && !full; i++) {
+    for (uint32_t i = 0; i < n && bad == n && !full &&
+                         atomic_load_explicit(&p->rc_high, memory_order_relaxed);
+         i++) {
         uint32_t pid = kvb_map_find(p, p->slots[in[i].id].hash);
         if (pid != KVB_NONE && p->slots[pid].state == KVB_S_PRIMARY &&
             kvb__word_rc(atomic_load_explicit(&p->slots[pid].word, memory_order_relaxed)) >
@@ -1015,21 +1076,21 @@ int kvb_pool_register(kvb_pool *p, kvb_complete *in, uint32_t n, kvb_block *out)
         if (p->sketch)
             kvb__sketch_touch(p->sketch, h);
         if (pid != KVB_NONE && p->dup_policy == KVB_DUP_REJECT) {
-            kvb_transition_locked(p, id, KVB_S_RESET, 0);
+            kvb_transition_locked(p, id, KVB_S_STAGED, KVB_S_RESET, 0);
             kvb_cbq_push(&q, KVB_CB_RESET, id, h);
             kvb_fill_block(&out[i], p, pid, pgen);
             p->c.dedups++;
         } else if (pid == KVB_NONE) {
             s->aux = ++p->arrival_seq;
             s->flags = p->reset_default ? KVB_F_RESET_ON_RELEASE : 0;
-            uint32_t gen = kvb_transition_locked(p, id, KVB_S_PRIMARY, 1);
+            uint32_t gen = kvb_transition_locked(p, id, KVB_S_STAGED, KVB_S_PRIMARY, 1);
             kvb_fill_block(&out[i], p, id, gen);
             kvb_present(&q, p, h, true);
             kvb_event_rec(&q, p, KVB_CB_STORED, id, h);
         } else {
             /* ALLOW: the reference just taken on the primary belongs to the duplicate */
             s->aux = pid;
-            uint32_t gen = kvb_transition_locked(p, id, KVB_S_DUPLICATE, 1);
+            uint32_t gen = kvb_transition_locked(p, id, KVB_S_STAGED, KVB_S_DUPLICATE, 1);
             kvb_fill_block(&out[i], p, id, gen);
             kvb_present(&q, p, h, true);
             p->c.duplicates++;
@@ -1138,8 +1199,11 @@ static int kvb_ref_inc(kvb_pool *p, uint32_t id, uint32_t gen)
     for (;;) {
         if (kvb__word_gen(w) != gen || kvb__word_rc(w) == 0)
             return -ESTALE;
-        if (kvb__word_rc(w) >= KVB_RC_MAX)
-            return -EOVERFLOW;
+        if (kvb_unlikely(kvb__word_rc(w) >= KVB_RC_HIGH)) {
+            if (kvb__word_rc(w) >= KVB_RC_MAX)
+                return -EOVERFLOW;
+            atomic_store_explicit(&p->rc_high, true, memory_order_relaxed);
+        }
         KVB_HB_BEFORE(wp);
         /* acq_rel: pairs with the release store of the transition that created
          * this life of the slot, and with other CAS on the word. */
@@ -1390,7 +1454,7 @@ int kvb_pool_reset_inactive(kvb_pool *p)
                 if (id >= p->block_count || p->slots[id].state != KVB_S_INACTIVE)
                     continue;
                 kvb_hash h = p->slots[id].hash;
-                kvb_transition_locked(p, id, KVB_S_RESET, 0);
+                kvb_transition_locked(p, id, KVB_S_INACTIVE, KVB_S_RESET, 0);
                 kvb_cbq_push(&q, KVB_CB_EVICT, id, h);
                 kvb_cbq_push(&q, KVB_CB_RESET, id, h);
                 kvb_present(&q, p, h, false);
@@ -1570,6 +1634,8 @@ void kvb__test_set_refcount(kvb_pool *p, uint32_t id, uint32_t rc)
     _Atomic uint64_t *wp = &p->slots[id].word;
     uint64_t w = atomic_load_explicit(wp, memory_order_relaxed);
     atomic_store_explicit(wp, kvb__word(kvb__word_gen(w), rc), memory_order_release);
+    if (rc >= KVB_RC_HIGH)
+        atomic_store_explicit(&p->rc_high, true, memory_order_relaxed);
     kvb__pool_unlock(p);
 }
 #endif

@@ -100,6 +100,9 @@ struct kvb_pool {
     /* Misuse is detected on lock-free paths too. Relaxed: a statistic, it orders
      * nothing. */
     _Atomic uint64_t misuse;
+    /* Set once any reference count passes 2^31 (saturation checks start then).
+     * Relaxed: a hint read under the lock, it orders nothing. */
+    _Atomic bool rc_high;
 
     /* configuration (const) */
     uint64_t id;

@@ -856,3 +856,53 @@ Test(scan, independent_lookups_counted_separately_touch_optional)
     tu_finish(p);
     cr_expect_eq(kvb_registry_destroy(reg), 0);
 }
+
+Test(refs, register_refuses_batch_when_primary_saturated)
+{
+    kvb_pool *p = tu_pool(4, KVB_EVICT_LRU);
+    kvb_hash h = tu_hash(3);
+    kvb_block a, b[2];
+    put(p, &h, 1, &a);
+    kvb__test_set_refcount(p, a.id, UINT32_MAX - 2);
+    kvb_mutable m[2];
+    kvb_complete c[2];
+    cr_assert_eq(kvb_pool_allocate(p, 2, m, NULL, NULL), 0);
+    cr_assert_eq(kvb_mutable_stage(&m[0], tu_hash(4), &c[0]), 0);
+    cr_assert_eq(kvb_mutable_stage(&m[1], h, &c[1]), 0);
+    cr_expect_eq(kvb_pool_register(p, c, 2, b), -EOVERFLOW, "would need 2 more references");
+    kvb_stats s = stats(p);
+    cr_expect_eq(s.staged, 2, "nothing registered");
+    cr_expect_not_null(c[0].pool);
+    kvb__test_set_refcount(p, a.id, 1);
+    cr_expect_eq(kvb_pool_register(p, c, 2, b), 0);
+    kvb_block_release_n(b, 2);
+    kvb_block_release(&a);
+    tu_finish(p);
+}
+
+Test(lifecycle, batch_stage_all_or_nothing)
+{
+    kvb_pool *p = tu_pool(4, KVB_EVICT_LRU);
+    kvb_mutable m[3];
+    kvb_complete c[3];
+    kvb_hash h[3] = {tu_hash(1), tu_hash(2), tu_hash(3)};
+    cr_assert_eq(kvb_pool_allocate(p, 3, m, NULL, NULL), 0);
+    kvb_mutable dup[2] = {m[0], m[0]};
+    cr_expect_eq(kvb_pool_stage(p, dup, h, 2, c), -ESTALE, "same handle twice");
+    kvb_hash bad[3] = {h[0], {UINT64_MAX, 0}, h[2]};
+    cr_expect_eq(kvb_pool_stage(p, m, bad, 3, c), -EINVAL);
+    cr_expect_not_null(m[1].pool, "nothing consumed");
+    cr_expect_eq(stats(p).staged, 0);
+    cr_assert_eq(kvb_pool_check(p), 0);
+    cr_expect_eq(kvb_pool_stage(p, m, h, 0, c), 0);
+    cr_assert_eq(kvb_pool_stage(p, m, h, 3, c), 0);
+    cr_expect_null(m[2].pool);
+    cr_expect(kvb_hash_equal(c[1].hash, h[1]));
+    kvb_stats s = stats(p);
+    cr_expect_eq(s.staged, 3);
+    cr_expect_eq(s.stagings, 3);
+    kvb_block b[3];
+    cr_assert_eq(kvb_pool_register(p, c, 3, b), 0);
+    kvb_block_release_n(b, 3);
+    tu_finish(p);
+}
