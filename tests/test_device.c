@@ -414,6 +414,57 @@ BOTH(coalescing_counts)
     kvb_device_close(d);
 }
 
+BOTH(many_short_spans_upload)
+{
+    /* one block appended to each of 300 rows 100 entries apart, plus every context
+     * length: hundreds of short spans (the Vulkan backend scatters them) and one long
+     * one (a copy region) in the same sync */
+    kvb_device *d = open_or_skip(kind);
+    const uint32_t S = 300, B = 100;
+    kvb_table *t = mk_table(d, S, B, 16);
+    uint32_t id;
+    for (int round = 0; round < 3; round++) {
+        for (uint32_t r = 0; r < S; r++) {
+            id = r * 1000 + (uint32_t)round + 1;
+            cr_assert_eq(kvb_table_append(t, r, &id, 1), 0);
+            cr_assert_eq(kvb_table_set_context_len(t, r, (uint32_t)round * 16 + r % 16), 0);
+        }
+        kvb_device_stats a = stats(d);
+        cr_assert_eq(kvb_table_sync(t), 0);
+        kvb_device_stats b = stats(d);
+        cr_assert_eq(b.submissions, a.submissions + 1);
+        /* round 0: context length 0 of rows 0, 16, ... is unchanged, yet the run merges */
+        cr_assert_eq(b.upload_regions - a.upload_regions, S + 1);
+        if (kind == KVB_DEVICE_VULKAN) /* the short spans went through the scatter kernel */
+            cr_assert_eq(b.dispatches, a.dispatches + 1);
+    }
+    int32_t row[3], ctx[300];
+    for (uint32_t r = 0; r < S; r++) {
+        cr_assert_eq(kvb_table_read_row(t, r, row, 3), 0);
+        for (int i = 0; i < 3; i++)
+            cr_assert_eq(row[i], (int32_t)(r * 1000 + (uint32_t)i + 1), "row %u entry %d", r, i);
+    }
+    cr_assert_eq(kvb_table_read_context_lens(t, 0, S, ctx), 0);
+    for (uint32_t r = 0; r < S; r++)
+        cr_assert_eq(ctx[r], (int32_t)(32 + r % 16));
+    /* and a slot mapping right after scattered edits (upload in the same submission) */
+    for (uint32_t r = 0; r < S; r++) {
+        id = 7 * r;
+        cr_assert_eq(kvb_table_append(t, r, &id, 1), 0);
+    }
+    uint32_t rows[300], pos[300];
+    int64_t out[300];
+    for (uint32_t r = 0; r < S; r++) {
+        rows[r] = r;
+        pos[r] = 3 * 16 + r % 16;
+    }
+    cr_assert_eq(kvb_table_slot_mapping(t, rows, pos, S, S, out), 0);
+    for (uint32_t r = 0; r < S; r++)
+        cr_assert_eq(out[r], (int64_t)7 * r * 16 + r % 16);
+    kvb_table_destroy(t);
+    kvb_device_close(d);
+}
+
 /* ------------------------------------------------------------------------ */
 /* slot mapping                                                             */
 /* ------------------------------------------------------------------------ */

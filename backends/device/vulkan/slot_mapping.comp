@@ -10,17 +10,21 @@
  * so the device needs no shaderInt64. Block ids are non-negative int32, block
  * sizes at most 1024, so the product fits in 41 bits.
  *
- * Flat 1-D grid with a grid-stride loop (`stride` = invocations in the grid):
- * one invocation per token is the fastest shape measured on lavapipe for
- * decode batches, and the loop lets one dispatch cover more tokens than the
- * device's maximum group count. Every token was range-checked on the host.
+ * One invocation per token on a flat 1-D grid; a batch larger than one
+ * dispatch can cover is split by the host into dispatches with increasing
+ * `first`. Measured on lavapipe (llvmpipe, 2 threads, 1M tokens): a
+ * grid-stride loop made the kernel 2x slower, and so did a run-time branch
+ * between shift and division, hence the POW2 specialisation constant (two
+ * pipelines). Every token was range-checked on the host.
  *
- * Bindings: 0 = block table (int32, row-major [max_seqs][max_blocks]),
- * 1 = tokens (rows[num_tokens] then pos[num_tokens]), 2 = output slots.
+ * Bindings: 0 = table image (int32, row-major [max_seqs][max_blocks], then the
+ * context lengths), 1 = tokens (rows[num_tokens] then pos[num_tokens]),
+ * 2 = output slots.
  */
 #version 450
 
 layout(local_size_x_id = 0) in;
+layout(constant_id = 1) const bool POW2 = true;
 
 layout(std430, set = 0, binding = 0) readonly buffer Table { int tbl[]; };
 layout(std430, set = 0, binding = 1) readonly buffer Tokens { uint tok[]; };
@@ -31,31 +35,32 @@ layout(push_constant) uniform Params {
     uint padded;
     uint block_size;
     uint max_blocks;
-    uint stride;
-    uint shift; /* log2(block_size) when it is a power of two, else 32 */
+    uint first; /* index of this dispatch's first token */
+    uint shift; /* log2(block_size) when POW2 */
 } pc;
 
 void main()
 {
-    for (uint i = gl_GlobalInvocationID.x; i < pc.padded; i += pc.stride) {
-        uvec2 s = uvec2(0xffffffffu, 0xffffffffu);
-        if (i < pc.num_tokens) {
-            uint row = tok[i];
-            uint p = tok[pc.num_tokens + i];
-            uint q, r;
-            if (pc.shift < 32u) {
-                q = p >> pc.shift;
-                r = p & (pc.block_size - 1u);
-            } else {
-                q = p / pc.block_size;
-                r = p - q * pc.block_size;
-            }
-            uint blk = uint(tbl[row * pc.max_blocks + q]);
-            uint hi, lo, carry;
-            umulExtended(blk, pc.block_size, hi, lo);
-            lo = uaddCarry(lo, r, carry);
-            s = uvec2(lo, hi + carry);
+    uint i = pc.first + gl_GlobalInvocationID.x;
+    if (i >= pc.padded)
+        return;
+    uvec2 s = uvec2(0xffffffffu, 0xffffffffu);
+    if (i < pc.num_tokens) {
+        uint row = tok[i];
+        uint p = tok[pc.num_tokens + i];
+        uint q, r;
+        if (POW2) {
+            q = p >> pc.shift;
+            r = p & (pc.block_size - 1u);
+        } else {
+            q = p / pc.block_size;
+            r = p - q * pc.block_size;
         }
-        slots[i] = s;
+        uint blk = uint(tbl[row * pc.max_blocks + q]);
+        uint hi, lo, carry;
+        umulExtended(blk, pc.block_size, hi, lo);
+        lo = uaddCarry(lo, r, carry);
+        s = uvec2(lo, hi + carry);
     }
+    slots[i] = s;
 }
