@@ -155,6 +155,12 @@ KVB_API int kvb_hash_extend(kvb_hash parent, uint64_t current, kvb_hash *out);
  */
 KVB_API int kvb_hash_format(kvb_hash h, char *buf, size_t cap);
 
+/** The seed NVIDIA Dynamo's KV router uses for block hashes of requests without salt
+ * or LoRA: pass it as salt_hash to kvb_hash_block / kvb_hash_tokens for block and
+ * sequence hashes byte-identical with the router's. (DESIGN.md's default, salt hash
+ * 0 for "no salt", is kept for kvb_hash_salt.) */
+#define KVB_HASH_DYNAMO_SEED 1337u
+
 /**
  * @brief Salt hash: XXH3-64 of the salt bytes with seed 0; len 0 gives 0.
  * Thread safety: pure. Ownership: none. Callbacks: none.

@@ -8,6 +8,10 @@ BUILD=${BUILD:-build}
 CC=${CC:-cc}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+# The README's API tour is examples/quickstart.c, verbatim.
+sed -n '/<!-- quickstart:begin -->/,/<!-- quickstart:end -->/p' README.md | sed '1,2d;$d' | sed '$d' \
+    > "$tmp/readme.c"
+diff -u examples/quickstart.c "$tmp/readme.c" >&2 || { echo "README example differs from examples/quickstart.c"; exit 1; }
 make -s BUILD="$BUILD" install PREFIX="$tmp/prefix" >/dev/null
 export PKG_CONFIG_PATH="$tmp/prefix/lib/pkgconfig"
 $CC -std=c11 -Wall -Wextra -Werror examples/quickstart.c -o "$tmp/shared" $(pkg-config --cflags --libs kvblock)
