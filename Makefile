@@ -4,7 +4,7 @@
 #
 #   make                 static + shared library, tools, tests, stress programs
 #   make check           Criterion unit tests (+ other suites registered in CHECKS)
-#   make stress          long torture runs (native)
+#   make stress          long torture runs (native, 10^7 operations each: 8 threads x 1.25M)
 #   make helgrind|drd|tsan|asan|memcheck   torture (and tests where the tool allows)
 #   make bench           benchmarks
 #   make install PREFIX=/usr/local
@@ -141,8 +141,8 @@ STRESS_ARGS ?= 4 20000
 VG_FLAGS := --error-exitcode=99 --exit-on-first-error=yes -q --suppressions=stress/valgrind.supp
 
 stress: stress-bins
-	@for s in $(STRESS); do echo "== $$s $(or $(LONG_ARGS),8 10000000)"; \
-	    $$s $(or $(LONG_ARGS),8 10000000) || exit 1; done
+	@for s in $(STRESS); do echo "== $$s $(or $(LONG_ARGS),8 1250000)"; \
+	    $$s $(or $(LONG_ARGS),8 1250000) || exit 1; done
 
 helgrind:
 	$(MAKE) BUILD=build-vg ANNOTATE=valgrind stress-bins
