@@ -11,6 +11,7 @@
  */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -713,6 +714,70 @@ BOTH(destroy_with_pending_work)
     cr_assert_eq(kvb_kv_buffer_copy_blocks(b, (kvb_copy_pair[]){{0, 1}}, 1), 0);
     kvb_table_destroy(t);
     kvb_kv_buffer_destroy(b);
+}
+
+/* Two threads, each with its own table and KV buffer, on one shared device. */
+struct worker {
+    kvb_device *d;
+    uint32_t seed;
+    int failures;
+};
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    kvb_table *t = NULL;
+    kvb_kv_buffer *b = NULL;
+    if (kvb_table_create(w->d, 64, 16, 16, &t) || kvb_kv_buffer_create(w->d, 32, 256, &b)) {
+        w->failures++;
+        kvb_table_destroy(t);
+        return NULL;
+    }
+    uint32_t ids[16], rows[64], pos[64];
+    int64_t out[64];
+    unsigned char blk[256], back[256];
+    for (uint32_t it = 0; it < 200; it++) {
+        for (uint32_t r = 0; r < 64; r++) {
+            for (uint32_t i = 0; i < 16; i++)
+                ids[i] = w->seed * 100000 + it * 100 + r + i;
+            if (kvb_table_set_row(t, r, ids, 16))
+                w->failures++;
+            rows[r] = r;
+            pos[r] = (it + r) % 256;
+        }
+        if (it % 2 && kvb_table_sync(t))
+            w->failures++;
+        if (kvb_table_slot_mapping(t, rows, pos, 64, 64, out))
+            w->failures++;
+        for (uint32_t r = 0; r < 64; r++) {
+            int64_t want = (int64_t)(w->seed * 100000 + it * 100 + r + pos[r] / 16) * 16 + pos[r] % 16;
+            if (out[r] != want)
+                w->failures++;
+        }
+        memset(blk, (int)(it + w->seed), sizeof blk);
+        kvb_copy_pair pr = {it % 16, 16 + it % 16};
+        if (kvb_kv_buffer_write(b, pr.src, blk) || kvb_kv_buffer_copy_blocks(b, &pr, 1) ||
+            kvb_kv_buffer_read(b, pr.dst, back) || memcmp(blk, back, sizeof blk))
+            w->failures++;
+    }
+    kvb_kv_buffer_destroy(b);
+    kvb_table_destroy(t);
+    return NULL;
+}
+
+BOTH(two_threads_share_a_device)
+{
+    kvb_device *d = open_or_skip(kind);
+    struct worker w[2] = {{d, 1, 0}, {d, 2, 0}};
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(pthread_create(&th[i], NULL, worker_main, &w[i]), 0);
+    for (int i = 0; i < 2; i++) {
+        pthread_join(th[i], NULL);
+        cr_assert_eq(w[i].failures, 0, "worker %d: %d failures", i, w[i].failures);
+    }
+    cr_assert_eq(kvb_device_wait_idle(d), 0);
+    kvb_device_close(d);
 }
 
 /* ------------------------------------------------------------------------ */
