@@ -249,53 +249,107 @@ static void kvb_unlock_fire(kvb_pool *p, struct kvb_cbq *q)
 
 static inline uint32_t kvb_map_home(const kvb_pool *p, kvb_hash h)
 {
-    return (uint32_t)(kvb__hash_mix(h) >> p->map_shift);
+    /* Lemire's multiply-shift range reduction of the mix's top 32 bits */
+    return (uint32_t)(((kvb__hash_mix(h) >> 32) * (uint64_t)p->map_cap) >> 32);
 }
 
+static inline uint32_t kvb_map_next(const kvb_pool *p, uint32_t i)
+{
+    return i + 1 == p->map_cap ? 0 : i + 1;
+}
+
+/* Cyclic distance from cell a forward to cell b. */
+static inline uint32_t kvb_map_dist(const kvb_pool *p, uint32_t a, uint32_t b)
+{
+    return b >= a ? b - a : b + p->map_cap - a;
+}
+
+static inline uint32_t kvb_map_id(const kvb_pool *p, uint32_t cell)
+{
+    return cell & p->map_id_mask;
+}
+
+/* Displacement of the entry in cell i from its home (computed from the slot's
+ * hash when the packed field saturated). */
+static inline uint32_t kvb_map_disp(const kvb_pool *p, uint32_t i, uint32_t cell)
+{
+    uint32_t d = cell >> p->map_id_bits;
+    if (kvb_unlikely(d == p->map_disp_max))
+        d = kvb_map_dist(p, kvb_map_home(p, p->slots[kvb_map_id(p, cell)].hash), i);
+    return d;
+}
+
+static inline uint32_t kvb_map_cell(const kvb_pool *p, uint32_t id, uint32_t disp)
+{
+    if (disp > p->map_disp_max)
+        disp = p->map_disp_max;
+    return (disp << p->map_id_bits) | id;
+}
+
+/*
+ * Robin Hood order: along a probe sequence, displacements never decrease
+ * across an entry that is richer than the one being placed, so a lookup stops as
+ * soon as it meets an entry closer to its home than the probe is to the key's
+ * home (a miss costs about as much as a hit), a key is compared with a slot's
+ * hash only where the displacement says the entry shares its home cell, and
+ * deletion shifts the following entries back until one sits at its home.
+ */
 static inline uint32_t kvb_map_find(const kvb_pool *p, kvb_hash h)
 {
     uint32_t i = kvb_map_home(p, h);
-    for (;;) {
-        uint32_t id = p->map[i];
-        if (id == KVB_NONE)
+    for (uint32_t d = 0;; d++) {
+        uint32_t cell = p->map[i];
+        if (cell == KVB_NONE)
             return KVB_NONE;
-        const kvb_hash *s = &p->slots[id].hash;
-        if (s->lo == h.lo && s->hi == h.hi)
-            return id;
-        i = (i + 1) & p->map_mask;
+        uint32_t cd = kvb_map_disp(p, i, cell);
+        if (cd < d)
+            return KVB_NONE;
+        if (cd == d) {
+            uint32_t id = kvb_map_id(p, cell);
+            const kvb_hash *s = &p->slots[id].hash;
+            if (s->lo == h.lo && s->hi == h.hi)
+                return id;
+        }
+        i = kvb_map_next(p, i);
     }
 }
 
 static void kvb_map_insert(kvb_pool *p, uint32_t id)
 {
     uint32_t i = kvb_map_home(p, p->slots[id].hash);
-    while (p->map[i] != KVB_NONE)
-        i = (i + 1) & p->map_mask;
-    p->map[i] = id;
+    for (uint32_t d = 0;; d++) {
+        uint32_t cell = p->map[i];
+        if (cell == KVB_NONE) {
+            p->map[i] = kvb_map_cell(p, id, d);
+            return;
+        }
+        uint32_t cd = kvb_map_disp(p, i, cell);
+        if (cd < d) { /* take the richer entry's cell and carry it on */
+            p->map[i] = kvb_map_cell(p, id, d);
+            id = kvb_map_id(p, cell);
+            d = cd;
+        }
+        i = kvb_map_next(p, i);
+    }
 }
 
-/* Backward-shift deletion keeps probe sequences tombstone-free. */
 static void kvb_map_erase(kvb_pool *p, uint32_t id)
 {
     uint32_t i = kvb_map_home(p, p->slots[id].hash);
-    while (p->map[i] != id) {
+    while (kvb_map_id(p, p->map[i]) != id) {
         kvb_assert(p->map[i] != KVB_NONE);
         if (p->map[i] == KVB_NONE)
             return;
-        i = (i + 1) & p->map_mask;
+        i = kvb_map_next(p, i);
     }
-    uint32_t j = i;
     for (;;) {
-        j = (j + 1) & p->map_mask;
-        uint32_t e = p->map[j];
-        if (e == KVB_NONE)
+        uint32_t j = kvb_map_next(p, i);
+        uint32_t cell = p->map[j];
+        uint32_t d;
+        if (cell == KVB_NONE || (d = kvb_map_disp(p, j, cell)) == 0)
             break;
-        uint32_t home = kvb_map_home(p, p->slots[e].hash);
-        /* move e into the hole at i unless its home lies cyclically in (i, j] */
-        if (((j - home) & p->map_mask) >= ((j - i) & p->map_mask)) {
-            p->map[i] = e;
-            i = j;
-        }
+        p->map[i] = kvb_map_cell(p, kvb_map_id(p, cell), d - 1);
+        i = j;
     }
     p->map[i] = KVB_NONE;
 }
@@ -575,7 +629,7 @@ static void kvb_pool_free_mem(kvb_pool *p)
         kvb__sketch_destroy(p->sketch);
     if (p->events)
         kvb__events_destroy(p->events);
-    kvb__free(&a, p->map, ((size_t)p->map_mask + 1) * sizeof *p->map);
+    kvb__free(&a, p->map, (size_t)p->map_cap * sizeof *p->map);
     kvb__free(&a, p->slots, (size_t)p->block_count * sizeof *p->slots);
     kvb__free(&a, p, sizeof *p);
 }
@@ -603,9 +657,11 @@ int kvb_pool_create(const kvb_pool_config *cfg, kvb_pool **out)
     p->block_size = bs;
     p->ops = ops;
 
-    uint32_t cap = kvb__next_pow2(cfg->block_count) * 2;
-    p->map_mask = cap - 1;
-    p->map_shift = 64 - (uint32_t)__builtin_ctz(cap);
+    uint32_t cap = cfg->block_count + cfg->block_count / 4 * 3 + 8; /* load <= 0.57 */
+    p->map_cap = cap;
+    p->map_id_bits = 32 - (uint32_t)__builtin_clz(cfg->block_count); /* 2^bits > count */
+    p->map_id_mask = (1u << p->map_id_bits) - 1;
+    p->map_disp_max = (uint32_t)((1ull << (32 - p->map_id_bits)) - 1);
     p->slots = kvb__calloc(&a, cfg->block_count, sizeof *p->slots);
     p->map = kvb__alloc(&a, (size_t)cap * sizeof *p->map);
     if (!p->slots || !p->map) {
@@ -1564,11 +1620,16 @@ static int kvb_check_locked(kvb_pool *p, uint32_t *dups)
         return KVB_CHECK_FAIL("inactive index holds %u, INACTIVE slots %u\n",
                               p->ops->len(p->backend), cnt[KVB_S_INACTIVE]);
     uint32_t mapped = 0;
-    for (uint32_t i = 0; i <= p->map_mask; i++) {
-        uint32_t id = p->map[i];
-        if (id == KVB_NONE)
+    for (uint32_t i = 0; i < p->map_cap; i++) {
+        uint32_t cell = p->map[i];
+        if (cell == KVB_NONE)
             continue;
+        uint32_t id = kvb_map_id(p, cell);
         mapped++;
+        if (id < p->block_count &&
+            kvb_map_disp(p, i, cell) !=
+                kvb_map_dist(p, kvb_map_home(p, p->slots[id].hash), i))
+            return KVB_CHECK_FAIL("hash index cell %u: wrong displacement\n", i);
         if (id >= p->block_count || (p->slots[id].state != KVB_S_PRIMARY &&
                                      p->slots[id].state != KVB_S_INACTIVE))
             return KVB_CHECK_FAIL("hash index cell %u names block %u in a wrong state\n", i, id);

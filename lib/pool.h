@@ -81,12 +81,19 @@ struct kvb_pool {
     /* Hash index: open addressing, linear probing, backward-shift deletion; cells
      * hold block ids of PRIMARY and INACTIVE slots (a hash is never both: a cached
      * hash is resurrected before it can become primary again). Capacity is fixed at
-     * create (>= 2 x block_count), so it never grows and load stays <= 1/2.
-     * Hand-written rather than ck_hs: under the pool mutex that already serialises
-     * access, a plain probe loop is 3-4x faster (TOOLING.md). */
-    uint32_t *map;      /* (lock) */
-    uint32_t map_mask;  /* (const) */
-    uint32_t map_shift; /* (const) 64 - log2(capacity) */
+     * create to 1.75 x block_count (any size: the home cell is taken with a
+     * multiply-shift range reduction, not a mask), so it never grows and the load
+     * stays <= 0.57: 7 bytes per block. A cell packs the block id (low map_id_bits)
+     * with the entry's displacement from its home cell (the bits above, saturating
+     * at map_disp_max), so deletion shifts entries back without touching the slots.
+     * Keys are not stored: a probe compares the slot's hash. Hand-written rather
+     * than ck_hs: under the pool mutex that already serialises access, a plain
+     * probe loop is 3-4x faster (TOOLING.md). */
+    uint32_t *map;          /* (lock) */
+    uint32_t map_cap;       /* (const) number of cells */
+    uint32_t map_id_bits;   /* (const) 2^bits > block_count: an all-ones cell is never an id */
+    uint32_t map_id_mask;   /* (const) */
+    uint32_t map_disp_max;  /* (const) displacement field value meaning "look it up" */
 
     uint32_t free_head, free_tail; /* (lock) FIFO free list through slot.aux */
 
