@@ -28,10 +28,16 @@ static kvb_device *open_or_skip(kvb_device_kind kind)
 {
     kvb_device *d = NULL;
     int rc = kvb_device_open(kind, &d);
+#ifdef KVB_HAVE_VULKAN
     if (rc == -ENODEV && kind == KVB_DEVICE_VULKAN)
-        cr_skip_test("no Vulkan device available (%s); set VK_ICD_FILENAMES to lavapipe's ICD "
-                     "to run the Vulkan tests on a CPU",
+        cr_skip_test("no Vulkan device available (%s); install mesa-vulkan-drivers or set "
+                     "VK_ICD_FILENAMES to lavapipe's ICD to run the Vulkan tests on a CPU",
                      kvb_strerror(rc));
+#else
+    if (rc == -ENODEV && kind == KVB_DEVICE_VULKAN)
+        cr_skip_test("Vulkan backend not built (make VULKAN=0, or no Vulkan headers or "
+                     "glslangValidator)");
+#endif
     cr_assert_eq(rc, 0, "kvb_device_open(%d): %s", (int)kind, kvb_strerror(rc));
     return d;
 }
