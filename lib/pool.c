@@ -58,6 +58,13 @@
 static kvb_test_hook_fn kvb_test_last_release_hook;
 static void *kvb_test_last_release_arg;
 
+static uint32_t kvb_test_disp_max;
+
+void kvb__test_set_map_disp_max(uint32_t max)
+{
+    kvb_test_disp_max = max;
+}
+
 void kvb__test_set_last_release_hook(kvb_test_hook_fn fn, void *arg)
 {
     kvb_test_last_release_arg = arg;
@@ -662,6 +669,10 @@ int kvb_pool_create(const kvb_pool_config *cfg, kvb_pool **out)
     p->map_id_bits = 32 - (uint32_t)__builtin_clz(cfg->block_count); /* 2^bits > count */
     p->map_id_mask = (1u << p->map_id_bits) - 1;
     p->map_disp_max = (uint32_t)((1ull << (32 - p->map_id_bits)) - 1);
+#ifdef KVB_TESTING
+    if (kvb_test_disp_max && kvb_test_disp_max < p->map_disp_max)
+        p->map_disp_max = kvb_test_disp_max; /* exercise the saturated-displacement path */
+#endif
     p->slots = kvb__calloc(&a, cfg->block_count, sizeof *p->slots);
     p->map = kvb__alloc(&a, (size_t)cap * sizeof *p->map);
     if (!p->slots || !p->map) {

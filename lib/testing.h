@@ -18,6 +18,11 @@
 typedef void (*kvb_test_hook_fn)(void *arg, kvb_pool *pool, uint32_t block_id);
 void kvb__test_set_last_release_hook(kvb_test_hook_fn fn, void *arg);
 
+/* Cap the hash index's packed displacement field for pools created afterwards
+ * (0 = no cap), so tests reach the "saturated, recompute from the hash" path
+ * that only pools of 2^29+ blocks meet naturally. */
+void kvb__test_set_map_disp_max(uint32_t max);
+
 /* The generation a slot currently has (to build stale handles in tests). */
 uint32_t kvb__test_slot_gen(kvb_pool *pool, uint32_t block_id);
 /* Raw state (enum kvb_state) of a slot, read under the lock. */

@@ -906,3 +906,50 @@ Test(lifecycle, batch_stage_all_or_nothing)
     kvb_block_release_n(b, 3);
     tu_finish(p);
 }
+
+/* ---- hash index ------------------------------------------------------------------ */
+
+/* Random register/release/match/evict churn on a pool whose hash index is crowded
+ * (hashes chosen among few values so homes collide), with the displacement field
+ * capped at 1 and 3 and uncapped; kvb_pool_check (which verifies every cell's
+ * displacement and that every PRIMARY/INACTIVE hash is reachable) after each step. */
+Test(hash_index, robin_hood_churn_with_saturated_displacements)
+{
+    const uint32_t caps[3] = {1, 3, 0};
+    for (int c = 0; c < 3; c++) {
+        kvb__test_set_map_disp_max(caps[c]);
+        kvb_pool *p = tu_pool(61, KVB_EVICT_LRU);
+        kvb__test_set_map_disp_max(0);
+        uint64_t x = 12345;
+        kvb_block held[16];
+        int nh = 0;
+        for (int step = 0; step < 3000; step++) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            uint32_t r = (uint32_t)(x >> 33);
+            kvb_hash h = tu_hash(r % 97);
+            if (r % 3 == 0 && nh < 16) {
+                kvb_block b;
+                if (kvb_pool_match(p, &h, 1, &b) == 1) {
+                    held[nh++] = b;
+                } else {
+                    kvb_mutable m;
+                    kvb_complete cc;
+                    if (kvb_pool_allocate(p, 1, &m, NULL, NULL) == 0) {
+                        cr_assert_eq(kvb_mutable_stage(&m, h, &cc), 0);
+                        cr_assert_eq(kvb_pool_register(p, &cc, 1, &held[nh++]), 0);
+                    }
+                }
+            } else if (nh) {
+                int i = (int)(r % (uint32_t)nh);
+                cr_assert_eq(kvb_block_release(&held[i]), 0);
+                held[i] = held[--nh];
+            }
+            cr_assert_eq(kvb_pool_check(p), 0, "cap %u step %d", caps[c], step);
+        }
+        kvb_block_release_n(held, (uint32_t)nh);
+        kvb_stats s = stats(p);
+        cr_expect_gt(s.evictions, 100, "the churn evicted");
+        cr_expect_gt(s.resurrections, 100, "the churn hit the cache");
+        tu_finish(p);
+    }
+}
