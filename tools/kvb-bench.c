@@ -5,9 +5,10 @@
  * deterministic instruction-count mode for callgrind (make perf-check).
  *
  * Micro operations (ns per block; "timed" is exactly what the clock covers):
- *   lifecycle      allocate n -> stage each with a fresh hash -> register n ->
- *                  release n to the cache. Steady state: the cache is full, so
- *                  every allocation evicts n blocks in policy order.
+ *   lifecycle      allocate n -> stage them with fresh hashes (kvb_pool_stage;
+ *                  kvb_mutable_stage for n = 1) -> register n -> release n to
+ *                  the cache. Steady state: the cache is full, so every
+ *                  allocation evicts n blocks in policy order.
  *   match_active   kvb_pool_match of n consecutive hashes of held (PRIMARY)
  *                  blocks; timed: the match calls; the references are released
  *                  in bulk afterwards, untimed.
@@ -233,17 +234,23 @@ static inline void lib_release(kvb_block *b, uint32_t n, const char *ctx)
         lib_fail("kvb_block_release", rc, ctx);
 }
 
+/* Stage n mutable blocks: kvb_pool_stage (one lock) for a batch, kvb_mutable_stage
+ * for one block, as a runtime would. */
+static inline void lib_stage(kvb_pool *p, kvb_mutable *m, const kvb_hash *h, uint32_t n,
+                             kvb_complete *out, const char *ctx)
+{
+    int rc = n == 1 ? kvb_mutable_stage(m, h[0], out) : kvb_pool_stage(p, m, h, n, out);
+    if (rc != 0)
+        lib_fail(n == 1 ? "kvb_mutable_stage" : "kvb_pool_stage", rc, ctx);
+}
+
 /* allocate + stage + register n blocks with hashes h into out; not timed here */
 static void lib_admit(lib_fx *f, const kvb_hash *h, uint32_t n, kvb_block *out)
 {
     int rc = kvb_pool_allocate(f->pool, n, f->mut, NULL, NULL);
     if (rc != 0)
         lib_fail("kvb_pool_allocate", rc, f->ctx);
-    for (uint32_t j = 0; j < n; j++) {
-        rc = kvb_mutable_stage(&f->mut[j], h[j], &f->cmp[j]);
-        if (rc != 0)
-            lib_fail("kvb_mutable_stage", rc, f->ctx);
-    }
+    lib_stage(f->pool, f->mut, h, n, f->cmp, f->ctx);
     rc = kvb_pool_register(f->pool, f->cmp, n, out);
     if (rc != 0)
         lib_fail("kvb_pool_register", rc, f->ctx);
@@ -264,11 +271,7 @@ static uint64_t lib_run(lib_fx *f, enum op o, const plan *pl)
             rc = kvb_pool_allocate(p, n, f->mut, NULL, NULL);
             if (rc != 0)
                 lib_fail("kvb_pool_allocate", rc, f->ctx);
-            for (uint32_t j = 0; j < n; j++) {
-                rc = kvb_mutable_stage(&f->mut[j], h[j], &f->cmp[j]);
-                if (rc != 0)
-                    lib_fail("kvb_mutable_stage", rc, f->ctx);
-            }
+            lib_stage(p, f->mut, h, n, f->cmp, f->ctx);
             rc = kvb_pool_register(p, f->cmp, n, f->out);
             if (rc != 0)
                 lib_fail("kvb_pool_register", rc, f->ctx);
@@ -356,11 +359,7 @@ static uint64_t lib_run(lib_fx *f, enum op o, const plan *pl)
         }
         ns = region_end();
         /* put fresh content back in the cache (the free list stays empty) */
-        for (uint32_t j = 0; j < pl->w; j++) {
-            rc = kvb_mutable_stage(&f->mut[j], pl->q[j], &f->cmp[j]);
-            if (rc != 0)
-                lib_fail("kvb_mutable_stage", rc, f->ctx);
-        }
+        lib_stage(p, f->mut, pl->q, pl->w, f->cmp, f->ctx);
         rc = kvb_pool_register(p, f->cmp, pl->w, f->out);
         if (rc != 0)
             lib_fail("kvb_pool_register", rc, f->ctx);
@@ -378,15 +377,22 @@ static uint64_t lib_run(lib_fx *f, enum op o, const plan *pl)
 
 #define SOL_NONE UINT32_MAX
 
+/* One 32-byte record per block (two per cache line): everything a block
+ * operation touches besides its map cell is in one line. Index B is the LRU
+ * list's sentinel. */
+struct sol_slot {
+    kvb_hash hash;
+    uint64_t word;         /* generation << 32 | refcount */
+    uint32_t prev, next;   /* LRU list of cached blocks; sentinel.next = oldest */
+};
+
 typedef struct sol {
     uint32_t B;
     uint32_t mask, shift;
-    kvb_hash *hash;  /* per block */
-    uint64_t *word;  /* per block: generation << 32 | refcount */
-    uint32_t *map;   /* open addressing, linear probing, cells = block ids */
-    uint32_t *stack; /* free stack */
+    struct sol_slot *slot; /* B + 1 */
+    uint32_t *map;         /* open addressing, linear probing, cells = block ids */
+    uint32_t *stack;       /* free stack */
     uint32_t nfree;
-    uint32_t *prev, *next; /* LRU list of cached blocks, sentinel B; head.next = oldest */
     uint32_t ncached;
     /* scratch, maxw entries (same handle types as the library: same output work) */
     kvb_mutable *mut;
@@ -395,37 +401,38 @@ typedef struct sol {
     bool *hit;
 } sol;
 
+static uint32_t sol_map_cap(uint32_t B)
+{
+    uint32_t cap = 2;
+    while (cap < 2ull * B)
+        cap <<= 1;
+    return cap;
+}
+
 static size_t sol_bytes(uint32_t B)
 {
-    size_t cap = (size_t)2 << (32 - __builtin_clz(B > 1 ? B - 1 : 1));
-    if (B <= 1)
-        cap = 2;
-    return (size_t)B * (sizeof(kvb_hash) + sizeof(uint64_t) + sizeof(uint32_t)) +
-           cap * sizeof(uint32_t) + 2 * ((size_t)B + 1) * sizeof(uint32_t);
+    return ((size_t)B + 1) * sizeof(struct sol_slot) + (size_t)sol_map_cap(B) * sizeof(uint32_t) +
+           (size_t)B * sizeof(uint32_t);
 }
 
 static void sol_init(sol *s, uint32_t B, uint32_t maxw)
 {
     memset(s, 0, sizeof *s);
     s->B = B;
-    uint32_t cap = 2;
-    while (cap < 2ull * B)
-        cap <<= 1;
+    uint32_t cap = sol_map_cap(B);
     s->mask = cap - 1;
     s->shift = 64 - (uint32_t)__builtin_ctz(cap);
-    s->hash = kvbt_xmalloc_array(B, sizeof *s->hash);
-    s->word = kvbt_xmalloc_array(B, sizeof *s->word);
+    s->slot = kvbt_xmalloc_array((size_t)B + 1, sizeof *s->slot);
     s->map = kvbt_xmalloc_array(cap, sizeof *s->map);
     s->stack = kvbt_xmalloc_array(B, sizeof *s->stack);
-    s->prev = kvbt_xmalloc_array((size_t)B + 1, sizeof *s->prev);
-    s->next = kvbt_xmalloc_array((size_t)B + 1, sizeof *s->next);
     memset(s->map, 0xff, (size_t)cap * sizeof *s->map);
+    memset(s->slot, 0, ((size_t)B + 1) * sizeof *s->slot);
     for (uint32_t i = 0; i < B; i++) {
-        s->word[i] = 1ull << 32;
+        s->slot[i].word = 1ull << 32;
         s->stack[i] = B - 1 - i; /* pops 0, 1, 2, ... like the library's first pass */
     }
     s->nfree = B;
-    s->prev[B] = s->next[B] = B;
+    s->slot[B].prev = s->slot[B].next = B;
     s->mut = kvbt_xmalloc_array(maxw, sizeof *s->mut);
     s->cmp = kvbt_xmalloc_array(maxw, sizeof *s->cmp);
     s->out = kvbt_xmalloc_array(maxw, sizeof *s->out);
@@ -434,12 +441,9 @@ static void sol_init(sol *s, uint32_t B, uint32_t maxw)
 
 static void sol_fini(sol *s)
 {
-    free(s->hash);
-    free(s->word);
+    free(s->slot);
     free(s->map);
     free(s->stack);
-    free(s->prev);
-    free(s->next);
     free(s->mut);
     free(s->cmp);
     free(s->out);
@@ -455,7 +459,7 @@ static inline uint32_t sol_find(const sol *s, kvb_hash h)
 {
     for (uint32_t i = sol_home(s, h);; i = (i + 1) & s->mask) {
         uint32_t id = s->map[i];
-        if (id == SOL_NONE || (s->hash[id].lo == h.lo && s->hash[id].hi == h.hi))
+        if (id == SOL_NONE || (s->slot[id].hash.lo == h.lo && s->slot[id].hash.hi == h.hi))
             return id;
     }
 }
@@ -463,21 +467,21 @@ static inline uint32_t sol_find(const sol *s, kvb_hash h)
 /* One probe: the block already holding id's hash, or id after inserting it. */
 static inline uint32_t sol_find_or_insert(sol *s, uint32_t id)
 {
-    kvb_hash h = s->hash[id];
+    kvb_hash h = s->slot[id].hash;
     for (uint32_t i = sol_home(s, h);; i = (i + 1) & s->mask) {
         uint32_t e = s->map[i];
         if (e == SOL_NONE) {
             s->map[i] = id;
             return id;
         }
-        if (s->hash[e].lo == h.lo && s->hash[e].hi == h.hi)
+        if (s->slot[e].hash.lo == h.lo && s->slot[e].hash.hi == h.hi)
             return e;
     }
 }
 
 static inline void sol_erase(sol *s, uint32_t id)
 {
-    uint32_t i = sol_home(s, s->hash[id]);
+    uint32_t i = sol_home(s, s->slot[id].hash);
     while (s->map[i] != id)
         i = (i + 1) & s->mask;
     for (uint32_t j = i;;) {
@@ -485,7 +489,7 @@ static inline void sol_erase(sol *s, uint32_t id)
         uint32_t e = s->map[j];
         if (e == SOL_NONE)
             break;
-        uint32_t home = sol_home(s, s->hash[e]);
+        uint32_t home = sol_home(s, s->slot[e].hash);
         if (((j - home) & s->mask) >= ((j - i) & s->mask)) {
             s->map[i] = e;
             i = j;
@@ -496,26 +500,27 @@ static inline void sol_erase(sol *s, uint32_t id)
 
 static inline void sol_lru_unlink(sol *s, uint32_t id)
 {
-    s->next[s->prev[id]] = s->next[id];
-    s->prev[s->next[id]] = s->prev[id];
+    struct sol_slot *x = &s->slot[id];
+    s->slot[x->prev].next = x->next;
+    s->slot[x->next].prev = x->prev;
     s->ncached--;
 }
 
 static inline void sol_lru_push(sol *s, uint32_t id)
 {
-    uint32_t t = s->prev[s->B];
-    s->prev[id] = t;
-    s->next[id] = s->B;
-    s->next[t] = id;
-    s->prev[s->B] = id;
+    uint32_t t = s->slot[s->B].prev;
+    s->slot[id].prev = t;
+    s->slot[id].next = s->B;
+    s->slot[t].next = id;
+    s->slot[s->B].prev = id;
     s->ncached++;
 }
 
 /* a new life of the slot: generation + 1, count rc */
 static inline uint32_t sol_renew(sol *s, uint32_t id, uint32_t rc)
 {
-    uint32_t gen = (uint32_t)(s->word[id] >> 32) + 1;
-    s->word[id] = (uint64_t)gen << 32 | rc;
+    uint32_t gen = (uint32_t)(s->slot[id].word >> 32) + 1;
+    s->slot[id].word = (uint64_t)gen << 32 | rc;
     return gen;
 }
 
@@ -528,7 +533,7 @@ static inline int sol_allocate(sol *s, uint32_t n, kvb_mutable *out)
         if (s->nfree) {
             id = s->stack[--s->nfree];
         } else {
-            id = s->next[s->B];
+            id = s->slot[s->B].next;
             sol_lru_unlink(s, id);
             sol_erase(s, id);
         }
@@ -539,19 +544,19 @@ static inline int sol_allocate(sol *s, uint32_t n, kvb_mutable *out)
 
 static inline void sol_stage(sol *s, const kvb_mutable *m, kvb_hash h, kvb_complete *c)
 {
-    s->hash[m->id] = h;
+    s->slot[m->id].hash = h;
     *c = (kvb_complete){.pool = NULL, .id = m->id, .gen = m->gen, .hash = h};
 }
 
 /* take one reference on id (resurrecting it from the cache when its count is 0) */
 static inline uint32_t sol_acquire(sol *s, uint32_t id)
 {
-    if ((uint32_t)s->word[id] == 0) {
+    if ((uint32_t)s->slot[id].word == 0) {
         sol_lru_unlink(s, id);
         return sol_renew(s, id, 1);
     }
-    s->word[id]++;
-    return (uint32_t)(s->word[id] >> 32);
+    s->slot[id].word++;
+    return (uint32_t)(s->slot[id].word >> 32);
 }
 
 static inline void sol_register(sol *s, const kvb_complete *in, uint32_t n, kvb_block *out)
@@ -566,7 +571,7 @@ static inline void sol_register(sol *s, const kvb_complete *in, uint32_t n, kvb_
             gen = sol_acquire(s, e);
             s->stack[s->nfree++] = id;
         }
-        out[i] = (kvb_block){.pool = NULL, .id = e, .gen = gen, .hash = s->hash[e]};
+        out[i] = (kvb_block){.pool = NULL, .id = e, .gen = gen, .hash = s->slot[e].hash};
     }
 }
 
@@ -574,7 +579,7 @@ static inline void sol_release(sol *s, const kvb_block *b, uint32_t n)
 {
     for (uint32_t i = 0; i < n; i++) {
         uint32_t id = b[i].id;
-        if ((uint32_t)--s->word[id] == 0) {
+        if ((uint32_t)--s->slot[id].word == 0) {
             sol_renew(s, id, 0);
             sol_lru_push(s, id);
         }
@@ -612,19 +617,19 @@ static inline uint32_t sol_scattered(sol *s, const kvb_hash *h, uint32_t n, kvb_
 
 static inline int sol_clone(sol *s, const kvb_block *b, kvb_block *out)
 {
-    uint64_t w = s->word[b->id];
+    uint64_t w = s->slot[b->id].word;
     if ((uint32_t)(w >> 32) != b->gen || (uint32_t)w == 0)
         return -ESTALE;
-    s->word[b->id] = w + 1;
+    s->slot[b->id].word = w + 1;
     *out = *b;
     return 0;
 }
 
 static inline int sol_upgrade(sol *s, const kvb_weak *wk, kvb_block *out)
 {
-    uint64_t w = s->word[wk->id];
+    uint64_t w = s->slot[wk->id].word;
     if ((uint32_t)(w >> 32) == wk->gen && (uint32_t)w != 0) {
-        s->word[wk->id] = w + 1;
+        s->slot[wk->id].word = w + 1;
         *out = (kvb_block){.pool = NULL, .id = wk->id, .gen = wk->gen, .hash = wk->hash};
         return 0;
     }
@@ -1330,7 +1335,7 @@ static void micro_run_op(micro_fx *m, const opts *o, const policy_info *pi, enum
 /* Callgrind mode: one warm-up repetition uninstrumented, then one instrumented
  * repetition for the library and one for the baseline, each dumped with a label. */
 static void micro_callgrind_op(micro_fx *m, const opts *o, const policy_info *pi, enum op op,
-                               uint32_t n, uint32_t B)
+                               uint32_t n, uint32_t B, bool dump_sol)
 {
     char label[160];
     for (unsigned r = 0; r < o->warmup; r++) {
@@ -1345,8 +1350,8 @@ static void micro_callgrind_op(micro_fx *m, const opts *o, const policy_info *pi
     snprintf(label, sizeof label, "kvb-bench %s/%s/b%u blocks=%u", op_names[op], pi->name, n,
              m->pl.w);
     CALLGRIND_DUMP_STATS_AT(label);
-    /* the baseline does not depend on the policy: dump it once, with lru or the first */
-    if (pi == &policies[0] || strcmp(pi->name, "lru") == 0) {
+    /* the baseline does not depend on the policy: dumped with the first one only */
+    if (dump_sol) {
         sol_run(&m->base, m->H, m->sol_held, m->sol_weak, op, &m->pl);
         snprintf(label, sizeof label, "kvb-bench sol:%s/b%u blocks=%u", op_names[op], n,
                  m->pl.w);
@@ -1366,6 +1371,7 @@ static void micro_section(const opts *o)
         micro_header(o);
     for (unsigned bi = 0; bi < o->n_blocks; bi++) {
         uint32_t B = o->blocks[bi];
+        bool first = true;
         for (unsigned p = 0; p < n_policies; p++) {
             if (!o->policy_sel[p])
                 continue;
@@ -1382,7 +1388,7 @@ static void micro_section(const opts *o)
                 }
                 for (unsigned b = 0; b < o->n_batch; b++) {
                     if (o->callgrind)
-                        micro_callgrind_op(&m, o, pi, (enum op)op, o->batch[b], B);
+                        micro_callgrind_op(&m, o, pi, (enum op)op, o->batch[b], B, first);
                     else
                         micro_run_op(&m, o, pi, (enum op)op, o->batch[b], B);
                 }
@@ -1390,6 +1396,7 @@ static void micro_section(const opts *o)
             if (!cached_done)
                 micro_to_cached(&m);
             micro_teardown(&m);
+            first = false;
         }
     }
 }
@@ -1439,12 +1446,11 @@ static void *thr_main(void *arg)
             t->failed = "kvb_pool_allocate", t->rc = rc;
             break;
         }
-        for (uint32_t j = 0; j < n; j++) {
-            rc = kvb_mutable_stage(&t->mut[j], h[j], &t->cmp[j]);
-            if (rc != 0) {
-                t->failed = "kvb_mutable_stage", t->rc = rc;
-                return NULL;
-            }
+        rc = n == 1 ? kvb_mutable_stage(t->mut, h[0], t->cmp)
+                    : kvb_pool_stage(t->pool, t->mut, h, n, t->cmp);
+        if (rc != 0) {
+            t->failed = "stage", t->rc = rc;
+            break;
         }
         rc = kvb_pool_register(t->pool, t->cmp, n, t->blk);
         if (rc == 0)
