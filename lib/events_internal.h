@@ -3,10 +3,17 @@
  *
  * The pool queues one record per block-level event (kind KVB_CB_STORED /
  * KVB_CB_REMOVED / KVB_CB_CLEARED in its deferred-callback queue) with a
- * sequence number taken under the pool lock, and hands the records to
+ * sequence number taken under the pool lock (p->ev_seq: 1, 2, 3, ... with no
+ * gap, in the pool's history order), and hands the records to
  * kvb__events_deliver() after the lock is dropped. Everything else (emission
  * policy, coalescing into kvb_event batches, ordering across threads, batching
  * by count and time, the sink call) lives in events.c.
+ *
+ * Contract the pool keeps: every record numbered is handed to
+ * kvb__events_deliver() exactly once (a call that numbers records never fails
+ * afterwards), by the thread that numbered it, with no pool lock held. The
+ * event module relies on it: a record never handed over would hold back every
+ * later one.
  */
 #ifndef KVB_EVENTS_INTERNAL_H
 #define KVB_EVENTS_INTERNAL_H
@@ -16,11 +23,24 @@
 /* Per-pool event state; NULL when the pool has no sink. 0, -EINVAL, -ENOMEM. */
 int kvb__events_create(const kvb_event_config *cfg, const kvb_allocator *a,
                        struct kvb_events **out);
+/* Stops the timer thread (if any) and frees everything. Nothing may be
+ * delivering (the pool is being destroyed). */
 void kvb__events_destroy(struct kvb_events *ev);
-/* Called without the pool lock, with the records of one public call, in
- * sequence order (records of other kinds are ignored). */
+/* Called without the pool lock, with the records of one critical section, in
+ * sequence order (records of other kinds are ignored). May deliver records
+ * other threads handed over, or return before its own are delivered (they are
+ * then delivered by the thread that fills the gap before them). */
 void kvb__events_deliver(kvb_pool *p, const struct kvb_cb_ev *recs, uint32_t n);
 /* Deliver anything held back by batching (pool destroy, explicit flush). */
 void kvb__events_flush(kvb_pool *p);
+
+#ifdef KVB_TESTING
+/* Called at the start of kvb__events_deliver with the first event record's
+ * sequence number (0 when the call carries none), before any lock: a test can
+ * park a thread there to make deliveries arrive out of order, deterministically.
+ * Process-wide; NULL removes it. */
+typedef void (*kvb_test_events_hook_fn)(void *arg, kvb_pool *pool, uint64_t first_seq);
+void kvb__test_set_events_hook(kvb_test_events_hook_fn fn, void *arg);
+#endif
 
 #endif
