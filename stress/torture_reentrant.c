@@ -1,0 +1,620 @@
+/*
+ * torture_reentrant.c - callbacks that call back into the pools, heavily.
+ *
+ * T threads share two small pools (lru/ALLOW and fifo/REJECT, 32 blocks each)
+ * attached to one registry. Every on_reset and on_evict callback (which
+ * kvblock runs on the thread that caused it, after dropping the pool lock)
+ * usually performs a nested operation on either pool: allocate and register a
+ * chain prefix (which evicts and so fires nested on_evict), match, drain the
+ * cache with kvb_pool_reset_inactive, allocate and release mutable blocks
+ * (nested on_reset), release blocks stashed by earlier callbacks, upgrade weak
+ * references, read stats and kvb_pool_check (which take the pool lock: a
+ * callback run under the lock would deadlock here) and ask the registry (whose
+ * lock must never be taken under a pool lock: the debug build asserts it).
+ * Nesting is bounded at depth 2. Blocks registered inside a callback may be
+ * stashed and released later by the main loop or by another callback.
+ *
+ * Checks: every reference names a block whose payload (content[pool][id],
+ * written by the MUTABLE owner) is its hash; every call fires exactly its own
+ * callbacks: callbacks are attributed to the nesting depth of the call that
+ * caused them, and an allocation that evicted e blocks saw e on_evict at its
+ * depth, a drain of d blocks d on_evict and d on_reset. At the end:
+ * kvb_pool_check() == 0, nothing held, reset + inactive == block_count, exact
+ * counter balance including the nested operations (allocations, stagings,
+ * registrations, evictions == evicted by allocations + drained, on_evict ==
+ * evictions, on_reset == mutable and staged releases + dedups + duplicates +
+ * drained), misuse == 0, registry presence == cached content. Exits non-zero
+ * on the first violation.
+ *
+ * usage: torture_reentrant [threads=8] [ops_per_thread=200000] [seed=time]
+ */
+#include "kvblock.h"
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define NPOOLS 2
+#define BLOCKS 32
+#define CHAINS 12
+#define DEPTH 4
+#define HOLD 6
+#define STASH 8
+#define MAXNEST 2
+#define NCAT 8
+#define NNESTED 8
+
+static const char *const cat_names[NCAT] = {"produce", "match",   "release", "release_n",
+                                            "drain",   "pressure", "flush",  "complete"};
+static const int op_cat[] = {0, 0, 1, 1, 2, 3, 4, 5, 6, 7};
+#define NOPS ((uint32_t)(sizeof op_cat / sizeof op_cat[0]))
+static const char *const nested_names[NNESTED] = {"produce", "match",  "drain", "churn",
+                                                  "unstash", "upgrade", "peek", "none"};
+
+static kvb_pool *pools[NPOOLS];
+static kvb_registry *reg;
+static kvb_hash universe[CHAINS][DEPTH];
+static kvb_hash content[NPOOLS][BLOCKS];
+static atomic_ulong cb_evicts[NPOOLS], cb_resets[NPOOLS];
+static int pool_idx[NPOOLS] = {0, 1};
+
+#define FAIL(...)                                                                              \
+    do {                                                                                       \
+        fprintf(stderr, "torture_reentrant: FAIL: " __VA_ARGS__);                              \
+        fprintf(stderr, "\n");                                                                 \
+        exit(1);                                                                               \
+    } while (0)
+
+static uint64_t rng_next(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static uint32_t rnd(uint64_t *s, uint32_t n)
+{
+    return (uint32_t)(rng_next(s) % n);
+}
+
+struct worker {
+    uint64_t seed, ops, nseed;
+    uint64_t allocated[NPOOLS], evicted[NPOOLS], staged[NPOOLS], registered[NPOOLS],
+        released_unreg[NPOOLS], drained[NPOOLS], busy[NPOOLS];
+    uint64_t op_count[NCAT], nested_count[NNESTED], max_depth_seen;
+    /* main-loop holdings: touched only by the main loop */
+    kvb_block b[HOLD];
+    int nb;
+    kvb_complete c[HOLD];
+    int nc;
+    /* blocks registered inside callbacks: pushed and popped one at a time */
+    kvb_block stash[STASH];
+    int ns;
+    kvb_weak weak[STASH];
+    int nw;
+    /* callbacks attributed to the nesting depth of the call that caused them */
+    uint64_t evicts_at[MAXNEST + 2], resets_at[MAXNEST + 2];
+};
+
+static _Thread_local struct worker *self;
+static _Thread_local int depth; /* callbacks currently running on this thread */
+
+static void verify_ref(int pi, const kvb_block *b, kvb_hash expect, const char *how)
+{
+    if (b->pool != pools[pi] || b->id >= BLOCKS)
+        FAIL("%s: handle names pool %p block %u", how, (void *)b->pool, b->id);
+    if (!kvb_hash_equal(b->hash, expect))
+        FAIL("%s: handle hash differs from the requested one", how);
+    if (!kvb_hash_equal(content[pi][b->id], expect))
+        FAIL("%s: block %u of pool %d holds other content", how, b->id, pi);
+    if (kvb_block_use_count(b) == 0)
+        FAIL("%s: a fresh reference has use_count 0", how);
+}
+
+static int pool_index(const kvb_pool *p)
+{
+    return p == pools[0] ? 0 : 1;
+}
+
+/* allocate with exact attribution of the on_evict callbacks it fires */
+static int allocate_counted(int pi, uint32_t n, kvb_mutable *m)
+{
+    struct worker *w = self;
+    kvb_hash ev[BLOCKS];
+    uint32_t nev = 0;
+    int d = depth;
+    uint64_t before = w->evicts_at[d];
+    int rc = kvb_pool_allocate(pools[pi], n, m, ev, &nev);
+    if (rc != 0 && rc != -ENOSPC)
+        FAIL("allocate: %s", kvb_strerror(rc));
+    if (w->evicts_at[d] - before != nev)
+        FAIL("allocate at depth %d evicted %u but fired %" PRIu64 " on_evict", d, nev,
+             w->evicts_at[d] - before);
+    if (rc == 0) {
+        w->allocated[pi] += n;
+        w->evicted[pi] += nev;
+    }
+    return rc;
+}
+
+/* allocate n, write payload, stage chain c[0..n), register; out[] receives the blocks */
+static int produce_into(int pi, uint32_t c, uint32_t n, kvb_block *out)
+{
+    struct worker *w = self;
+    kvb_mutable m[DEPTH];
+    kvb_complete cp[DEPTH];
+    if (allocate_counted(pi, n, m) != 0)
+        return -ENOSPC;
+    for (uint32_t i = 0; i < n; i++) {
+        content[pi][m[i].id] = universe[c][i];
+        if (kvb_mutable_stage(&m[i], universe[c][i], &cp[i]) != 0)
+            FAIL("stage");
+    }
+    w->staged[pi] += n;
+    if (kvb_pool_register(pools[pi], cp, n, out) != 0)
+        FAIL("register");
+    w->registered[pi] += n;
+    for (uint32_t i = 0; i < n; i++)
+        verify_ref(pi, &out[i], universe[c][i], "register");
+    return 0;
+}
+
+static void drain(int pi)
+{
+    struct worker *w = self;
+    int d = depth;
+    uint64_t e0 = w->evicts_at[d], r0 = w->resets_at[d];
+    int rc = kvb_pool_reset_inactive(pools[pi]);
+    if (rc == -EBUSY) {
+        w->busy[pi]++;
+        if (w->evicts_at[d] != e0 || w->resets_at[d] != r0)
+            FAIL("a refused drain fired callbacks");
+        return;
+    }
+    if (rc < 0 || rc > BLOCKS)
+        FAIL("reset_inactive returned %d", rc);
+    if (w->evicts_at[d] - e0 != (uint64_t)rc || w->resets_at[d] - r0 != (uint64_t)rc)
+        FAIL("drain of %d blocks at depth %d fired %" PRIu64 " on_evict, %" PRIu64 " on_reset",
+             rc, d, w->evicts_at[d] - e0, w->resets_at[d] - r0);
+    w->drained[pi] += (uint64_t)rc;
+}
+
+/* allocate some mutable blocks and give them back (each release fires on_reset) */
+static void churn(int pi, uint64_t *s)
+{
+    struct worker *w = self;
+    uint32_t n = 1 + rnd(s, 3);
+    kvb_mutable m[3];
+    if (allocate_counted(pi, n, m) != 0)
+        return;
+    for (uint32_t i = 0; i < n; i++)
+        content[pi][m[i].id] = (kvb_hash){~0ull, m[i].id};
+    for (uint32_t i = 0; i < n; i++) {
+        int d = depth;
+        uint64_t r0 = w->resets_at[d];
+        if (kvb_mutable_release(&m[i]) != 0)
+            FAIL("mutable_release");
+        if (w->resets_at[d] - r0 != 1)
+            FAIL("mutable_release fired %" PRIu64 " on_reset", w->resets_at[d] - r0);
+        w->released_unreg[pi]++;
+    }
+}
+
+static void stash_push(kvb_block b, uint64_t *s)
+{
+    struct worker *w = self;
+    if (w->nw < STASH && rnd(s, 2))
+        kvb_block_downgrade(&b, &w->weak[w->nw++]);
+    if (w->ns < STASH) {
+        w->stash[w->ns++] = b;
+        return;
+    }
+    if (kvb_block_release(&b) != 0)
+        FAIL("release (stash full)");
+}
+
+/* The nested operation a callback performs. */
+static void nested(uint64_t *s)
+{
+    struct worker *w = self;
+    int pi = (int)rnd(s, NPOOLS);
+    uint32_t kind = rnd(s, NNESTED);
+    w->nested_count[kind]++;
+    if ((uint64_t)depth > w->max_depth_seen)
+        w->max_depth_seen = (uint64_t)depth;
+    switch (kind) {
+    case 0: { /* produce a chain prefix; stash some of it */
+        uint32_t c = rnd(s, CHAINS), n = 1 + rnd(s, DEPTH);
+        kvb_block out[DEPTH];
+        if (produce_into(pi, c, n, out) != 0)
+            break;
+        for (uint32_t i = 0; i < n; i++) {
+            if (rnd(s, 3) == 0) {
+                stash_push(out[i], s);
+            } else if (kvb_block_release(&out[i]) != 0) {
+                FAIL("release in callback");
+            }
+        }
+        break;
+    }
+    case 1: { /* match and release */
+        uint32_t c = rnd(s, CHAINS), n = 1 + rnd(s, DEPTH);
+        kvb_block out[DEPTH];
+        int k = kvb_pool_match(pools[pi], universe[c], n, out);
+        if (k < 0)
+            FAIL("match in callback: %s", kvb_strerror(k));
+        for (int i = 0; i < k; i++)
+            verify_ref(pi, &out[i], universe[c][i], "match in callback");
+        if (kvb_block_release_n(out, (uint32_t)k) != 0)
+            FAIL("release_n in callback");
+        break;
+    }
+    case 2:
+        drain(pi);
+        break;
+    case 3:
+        churn(pi, s);
+        break;
+    case 4: /* release one stashed block (popped before the release re-enters) */
+        if (w->ns) {
+            kvb_block b = w->stash[--w->ns];
+            if (kvb_block_release(&b) != 0)
+                FAIL("release of a stashed block");
+        }
+        break;
+    case 5: /* upgrade a weak reference kept from a stashed block */
+        if (w->nw) {
+            kvb_weak wk = w->weak[--w->nw];
+            kvb_block b;
+            int rc = kvb_weak_upgrade(&wk, &b);
+            if (rc == 0) {
+                verify_ref(pool_index(b.pool), &b, wk.hash, "upgrade in callback");
+                stash_push(b, s);
+            } else if (rc != -ENOENT) {
+                FAIL("upgrade in callback: %s", kvb_strerror(rc));
+            }
+        }
+        break;
+    case 6: { /* look at the pool and the registry: both locks must be free */
+        kvb_stats st;
+        if (kvb_pool_stats(pools[pi], &st) != 0)
+            FAIL("stats in callback");
+        if ((uint64_t)st.reset + st.mutable_ + st.staged + st.primary + st.duplicate +
+                st.inactive !=
+            BLOCKS)
+            FAIL("torn stats in callback");
+        if (kvb_pool_available(pools[pi]) > BLOCKS)
+            FAIL("available > block_count in callback");
+        if (rnd(s, 8) == 0 && kvb_pool_check(pools[pi]) != 0)
+            FAIL("kvb_pool_check in callback");
+        if (kvb_registry_present(reg, universe[rnd(s, CHAINS)], DEPTH, pools[pi], NULL) < 0)
+            FAIL("registry_present in callback");
+        break;
+    }
+    default:
+        break;
+    }
+}
+
+static void maybe_nested(void)
+{
+    struct worker *w = self;
+    if (!w || depth >= MAXNEST)
+        return;
+    uint64_t *s = &w->nseed;
+    if (rnd(s, 4) == 0)
+        return;
+    depth++;
+    nested(s);
+    depth--;
+}
+
+static void on_reset(void *user, uint32_t id)
+{
+    int pi = *(int *)user;
+    if (id >= BLOCKS)
+        FAIL("on_reset with block id %u", id);
+    atomic_fetch_add_explicit(&cb_resets[pi], 1, memory_order_relaxed);
+    if (self)
+        self->resets_at[depth]++;
+    maybe_nested();
+}
+
+static void on_evict(void *user, kvb_hash h, uint32_t id)
+{
+    int pi = *(int *)user;
+    (void)h;
+    if (id >= BLOCKS)
+        FAIL("on_evict with block id %u", id);
+    atomic_fetch_add_explicit(&cb_evicts[pi], 1, memory_order_relaxed);
+    if (self)
+        self->evicts_at[depth]++;
+    maybe_nested();
+}
+
+static void keep(kvb_block b)
+{
+    struct worker *w = self;
+    if (w->nb < HOLD) {
+        w->b[w->nb++] = b;
+        return;
+    }
+    if (kvb_block_release(&b) != 0)
+        FAIL("release of a fresh block");
+}
+
+static void flush_stash(void)
+{
+    struct worker *w = self;
+    kvb_block tmp[STASH];
+    int n = w->ns;
+    memcpy(tmp, w->stash, (size_t)n * sizeof tmp[0]);
+    w->ns = 0; /* emptied before the releases re-enter and maybe stash again */
+    if (kvb_block_release_n(tmp, (uint32_t)n) != 0)
+        FAIL("release_n of the stash");
+}
+
+static void op(uint64_t *s)
+{
+    struct worker *w = self;
+    int pi = (int)rnd(s, NPOOLS);
+    int cat = op_cat[rnd(s, NOPS)];
+    w->op_count[cat]++;
+    switch (cat) {
+    case 0: { /* produce, keep some, or stage only */
+        uint32_t c = rnd(s, CHAINS), n = 1 + rnd(s, DEPTH);
+        if (rnd(s, 4) == 0 && w->nc < HOLD) { /* staged but not registered yet */
+            kvb_mutable m;
+            if (allocate_counted(pi, 1, &m) != 0)
+                break;
+            content[pi][m.id] = universe[c][0];
+            if (kvb_mutable_stage(&m, universe[c][0], &w->c[w->nc]) != 0)
+                FAIL("stage");
+            w->staged[pi]++;
+            w->nc++;
+            break;
+        }
+        kvb_block out[DEPTH];
+        if (produce_into(pi, c, n, out) != 0)
+            break;
+        for (uint32_t i = 0; i < n; i++)
+            keep(out[i]);
+        break;
+    }
+    case 1: {
+        uint32_t c = rnd(s, CHAINS), n = 1 + rnd(s, DEPTH);
+        kvb_block out[DEPTH];
+        int k = kvb_pool_match(pools[pi], universe[c], n, out);
+        if (k < 0)
+            FAIL("match: %s", kvb_strerror(k));
+        for (int i = 0; i < k; i++) {
+            verify_ref(pi, &out[i], universe[c][i], "match");
+            keep(out[i]);
+        }
+        break;
+    }
+    case 2:
+        if (w->nb) {
+            int i = (int)rnd(s, (uint32_t)w->nb);
+            kvb_block b = w->b[i];
+            w->b[i] = w->b[--w->nb];
+            if (kvb_block_release(&b) != 0)
+                FAIL("release of a held block");
+        }
+        break;
+    case 3: {
+        kvb_block tmp[HOLD];
+        int n = w->nb;
+        memcpy(tmp, w->b, (size_t)n * sizeof tmp[0]);
+        w->nb = 0;
+        if (kvb_block_release_n(tmp, (uint32_t)n) != 0)
+            FAIL("release_n");
+        break;
+    }
+    case 4:
+        drain(pi);
+        break;
+    case 5:
+        churn(pi, s);
+        break;
+    case 6:
+        flush_stash();
+        break;
+    case 7: /* register or drop what is staged */
+        if (w->nc) {
+            kvb_complete cp = w->c[--w->nc];
+            int cpi = pool_index(cp.pool);
+            if (rnd(s, 2)) {
+                kvb_block b;
+                kvb_hash h = cp.hash;
+                if (kvb_pool_register(cp.pool, &cp, 1, &b) != 0)
+                    FAIL("register of a staged block");
+                w->registered[cpi]++;
+                verify_ref(cpi, &b, h, "register");
+                keep(b);
+            } else {
+                if (kvb_complete_release(&cp) != 0)
+                    FAIL("complete_release");
+                w->released_unreg[cpi]++;
+            }
+        }
+        break;
+    }
+}
+
+static pthread_barrier_t start;
+
+static void *run(void *arg)
+{
+    struct worker *w = arg;
+    self = w;
+    uint64_t s = w->seed;
+    pthread_barrier_wait(&start);
+    for (uint64_t i = 0; i < w->ops; i++)
+        op(&s);
+    /* give everything back; releases may still stash from callbacks: loop */
+    while (w->nc) {
+        kvb_complete cp = w->c[--w->nc];
+        int cpi = pool_index(cp.pool); /* before the release clears cp */
+        if (kvb_complete_release(&cp) != 0)
+            FAIL("final complete_release");
+        w->released_unreg[cpi]++;
+    }
+    {
+        kvb_block tmp[HOLD];
+        int n = w->nb;
+        memcpy(tmp, w->b, (size_t)n * sizeof tmp[0]);
+        w->nb = 0;
+        if (kvb_block_release_n(tmp, (uint32_t)n) != 0)
+            FAIL("final release_n");
+    }
+    while (w->ns)
+        flush_stash();
+    self = NULL; /* late callbacks of this thread (none expected) do no nested work */
+    return NULL;
+}
+
+int main(int argc, char **argv)
+{
+    int threads = argc > 1 ? atoi(argv[1]) : 8;
+    uint64_t ops = argc > 2 ? strtoull(argv[2], NULL, 10) : 200000;
+    uint64_t seed = argc > 3 ? strtoull(argv[3], NULL, 10) : (uint64_t)time(NULL);
+    if (threads < 1 || threads > 256 || ops == 0) {
+        fprintf(stderr, "usage: torture_reentrant [threads 1..256] [ops>0] [seed]\n");
+        return 2;
+    }
+    printf("torture_reentrant: threads=%d ops/thread=%" PRIu64 " seed=%" PRIu64 "\n", threads,
+           ops, seed);
+    for (int c = 0; c < CHAINS; c++)
+        for (int d = 0; d < DEPTH; d++)
+            kvb_hash_make(9000u + (uint64_t)c * 16 + (uint64_t)d,
+                          9000u + (uint64_t)c * 16 + (uint64_t)d - 1, d > 0, (uint32_t)d,
+                          &universe[c][d]);
+    if (kvb_registry_create(NULL, &reg) != 0)
+        FAIL("registry_create");
+    for (int pi = 0; pi < NPOOLS; pi++) {
+        kvb_pool_config cfg;
+        kvb_pool_config_init(&cfg);
+        cfg.block_count = BLOCKS;
+        cfg.registry = reg;
+        cfg.evict = pi == 0 ? KVB_EVICT_LRU : KVB_EVICT_FIFO;
+        cfg.dup_policy = pi == 0 ? KVB_DUP_ALLOW : KVB_DUP_REJECT;
+        cfg.name = pi == 0 ? "lru-allow" : "fifo-reject";
+        cfg.callbacks = (kvb_callbacks){.user = &pool_idx[pi], .on_reset = on_reset,
+                                        .on_evict = on_evict};
+        if (kvb_pool_create(&cfg, &pools[pi]) != 0)
+            FAIL("pool_create");
+    }
+
+    struct worker *w = calloc((size_t)threads, sizeof *w);
+    pthread_t *t = calloc((size_t)threads, sizeof *t);
+    if (!w || !t)
+        FAIL("out of memory");
+    pthread_barrier_init(&start, NULL, (unsigned)threads);
+    for (int i = 0; i < threads; i++) {
+        w[i].seed = seed * 1000003u + (uint64_t)i;
+        w[i].nseed = ~w[i].seed;
+        w[i].ops = ops;
+        if (pthread_create(&t[i], NULL, run, &w[i]) != 0)
+            FAIL("pthread_create");
+    }
+    for (int i = 0; i < threads; i++)
+        pthread_join(t[i], NULL);
+    pthread_barrier_destroy(&start);
+
+    uint64_t total_ops = 0, nested_ops = 0, per_cat[NCAT] = {0}, per_nested[NNESTED] = {0},
+             maxd = 0;
+    for (int i = 0; i < threads; i++) {
+        for (int k = 0; k < NCAT; k++) {
+            total_ops += w[i].op_count[k];
+            per_cat[k] += w[i].op_count[k];
+        }
+        for (int k = 0; k < NNESTED; k++) {
+            nested_ops += w[i].nested_count[k];
+            per_nested[k] += w[i].nested_count[k];
+        }
+        if (w[i].max_depth_seen > maxd)
+            maxd = w[i].max_depth_seen;
+    }
+    for (int pi = 0; pi < NPOOLS; pi++) {
+        kvb_pool *p = pools[pi];
+        if (kvb_pool_check(p) != 0)
+            FAIL("kvb_pool_check on pool %d", pi);
+        kvb_stats st;
+        kvb_pool_stats(p, &st);
+        uint64_t alloc = 0, ev = 0, staged = 0, regd = 0, unreg = 0, drained = 0, busy = 0;
+        for (int i = 0; i < threads; i++) {
+            alloc += w[i].allocated[pi];
+            ev += w[i].evicted[pi];
+            staged += w[i].staged[pi];
+            regd += w[i].registered[pi];
+            unreg += w[i].released_unreg[pi];
+            drained += w[i].drained[pi];
+            busy += w[i].busy[pi];
+        }
+        if (st.mutable_ || st.staged || st.primary || st.duplicate)
+            FAIL("pool %d: blocks still held at the end", pi);
+        if (st.reset + st.inactive != BLOCKS)
+            FAIL("pool %d: reset + inactive != block_count", pi);
+        if (st.allocations != alloc || st.stagings != staged || st.registrations != regd ||
+            st.evictions != ev + drained)
+            FAIL("pool %d: counters do not balance (alloc %" PRIu64 "/%" PRIu64
+                 ", staged %" PRIu64 "/%" PRIu64 ", reg %" PRIu64 "/%" PRIu64
+                 ", evictions %" PRIu64 "/%" PRIu64 "+%" PRIu64 ")",
+                 pi, st.allocations, alloc, st.stagings, staged, st.registrations, regd,
+                 st.evictions, ev, drained);
+        if (atomic_load(&cb_evicts[pi]) != st.evictions)
+            FAIL("pool %d: on_evict fired %lu times for %" PRIu64 " evictions", pi,
+                 (unsigned long)atomic_load(&cb_evicts[pi]), st.evictions);
+        uint64_t resets = unreg + st.dedups + st.duplicates + drained;
+        if (atomic_load(&cb_resets[pi]) != resets)
+            FAIL("pool %d: on_reset fired %lu times, expected %" PRIu64, pi,
+                 (unsigned long)atomic_load(&cb_resets[pi]), resets);
+        if (st.misuse)
+            FAIL("pool %d: misuse counter %" PRIu64, pi, st.misuse);
+        for (int c = 0; c < CHAINS; c++) {
+            bool present[DEPTH], hit[DEPTH];
+            kvb_block out[DEPTH];
+            if (kvb_registry_present(reg, universe[c], DEPTH, p, present) < 0)
+                FAIL("registry_present");
+            if (kvb_pool_scan(p, universe[c], DEPTH, false, out, hit) < 0)
+                FAIL("scan");
+            for (int d = 0; d < DEPTH; d++) {
+                if (present[d] != hit[d])
+                    FAIL("pool %d chain %d depth %d: registry says %d, pool says %d", pi, c, d,
+                         present[d], hit[d]);
+                if (hit[d])
+                    kvb_block_release(&out[d]);
+            }
+        }
+        printf("pool %-11s: allocations=%" PRIu64 " evictions=%" PRIu64 " drained=%" PRIu64
+               " busy=%" PRIu64 " registrations=%" PRIu64 " duplicates=%" PRIu64
+               " dedups=%" PRIu64 " resets=%lu eager=%" PRIu64 " contended=%" PRIu64 "\n",
+               kvb_pool_name(p), st.allocations, st.evictions, drained, busy, st.registrations,
+               st.duplicates, st.dedups, (unsigned long)atomic_load(&cb_resets[pi]),
+               st.eager_transitions, st.lock_contended);
+        if (kvb_pool_check(p) != 0)
+            FAIL("kvb_pool_check after the presence scan on pool %d", pi);
+    }
+    for (int pi = 0; pi < NPOOLS; pi++)
+        if (kvb_pool_destroy(pools[pi]) != 0)
+            FAIL("pool_destroy");
+    if (kvb_registry_destroy(reg) != 0)
+        FAIL("registry_destroy");
+    printf("ops:");
+    for (int k = 0; k < NCAT; k++)
+        printf(" %s=%" PRIu64, cat_names[k], per_cat[k]);
+    printf("\nnested (in callbacks, max depth %" PRIu64 "):", maxd);
+    for (int k = 0; k < NNESTED; k++)
+        printf(" %s=%" PRIu64, nested_names[k], per_nested[k]);
+    printf("\ntorture_reentrant: OK, %" PRIu64 " operations + %" PRIu64
+           " nested in callbacks\n",
+           total_ops, nested_ops);
+    free(w);
+    free(t);
+    return 0;
+}

@@ -1,0 +1,488 @@
+/*
+ * torture_weak.c - weak upgrades racing evictions.
+ *
+ * T threads share two small pools (lru/ALLOW and fifo/REJECT, 32 blocks each,
+ * 48 hashes each) so that every cached block is evicted again within a few
+ * operations. Producers register content and publish a weak reference to it on
+ * a shared board (one 64-bit word per hash, written and read with *relaxed*
+ * atomics, so the board itself orders nothing: whatever a reader learns about
+ * the block it upgrades to must come from kvblock's own synchronisation).
+ * Upgraders take a weak reference from the board and upgrade it while other
+ * threads release, evict (allocation pressure) and re-register.
+ *
+ * The payload check: like a runtime writing KV bytes, the owner of a MUTABLE
+ * block writes content[pool][id] = the hash it is about to stage; every thread
+ * that obtains a reference (register, upgrade, match, clone) reads
+ * content[pool][id] and compares it with the hash of its handle. A wrong
+ * resurrection or an upgrade that succeeds on an evicted slot shows up as a
+ * content mismatch, and a missing happens-before edge in kvblock (between the
+ * writer and the reader of the payload) as a race report under helgrind, DRD
+ * or TSan: content[] is plain memory.
+ *
+ * At the end every thread releases what it holds and the program checks:
+ * kvb_pool_check() == 0; nothing held; reset + inactive == block_count; exact
+ * counter balance (allocations, stagings, registrations, evictions against
+ * what the threads saw, on_evict calls == evictions, on_reset calls ==
+ * mutable releases + staged releases + dedups + duplicates); misuse == 0.
+ * Exits non-zero on the first violation.
+ *
+ * usage: torture_weak [threads=8] [ops_per_thread=200000] [seed=time]
+ */
+#include "annotate.h"
+#include "kvblock.h"
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define NPOOLS 2
+#define BLOCKS 32
+#define NHASH 48
+#define HOLD 4 /* block references a thread keeps at most */
+#define NOPS 12 /* op kinds drawn per step; several kinds share a category */
+#define NCAT 9
+
+static const char *const cat_names[NCAT] = {"produce", "upgrade",   "self_race",
+                                            "pressure", "release",  "release_n",
+                                            "match",   "clone",     "republish"};
+static const int op_cat[NOPS] = {0, 0, 1, 1, 1, 2, 3, 4, 5, 6, 7, 8};
+
+static kvb_pool *pools[NPOOLS];
+static kvb_hash universe[NPOOLS][NHASH];
+/* The "KV bytes" of each block: written by the MUTABLE owner, read by holders. */
+static kvb_hash content[NPOOLS][BLOCKS];
+/* Published weak references: (gen << 32) | (id + 1), 0 = none. Relaxed only. */
+static _Atomic uint64_t board[NPOOLS][NHASH];
+static atomic_ulong cb_evicts[NPOOLS], cb_resets[NPOOLS];
+static int pool_idx[NPOOLS] = {0, 1};
+
+#define FAIL(...)                                                                              \
+    do {                                                                                       \
+        fprintf(stderr, "torture_weak: FAIL: " __VA_ARGS__);                                   \
+        fprintf(stderr, "\n");                                                                 \
+        exit(1);                                                                               \
+    } while (0)
+
+static uint64_t rng_next(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static uint32_t rnd(uint64_t *s, uint32_t n)
+{
+    return (uint32_t)(rng_next(s) % n);
+}
+
+static void on_reset(void *user, uint32_t id)
+{
+    int pi = *(int *)user;
+    if (id >= BLOCKS)
+        FAIL("on_reset with block id %u", id);
+    atomic_fetch_add_explicit(&cb_resets[pi], 1, memory_order_relaxed);
+}
+
+static void on_evict(void *user, kvb_hash h, uint32_t id)
+{
+    int pi = *(int *)user;
+    (void)h;
+    if (id >= BLOCKS)
+        FAIL("on_evict with block id %u", id);
+    atomic_fetch_add_explicit(&cb_evicts[pi], 1, memory_order_relaxed);
+}
+
+struct held {
+    kvb_block b;
+    int pi;
+};
+
+struct worker {
+    uint64_t seed, ops;
+    uint64_t allocated[NPOOLS], evicted[NPOOLS], staged[NPOOLS], registered[NPOOLS],
+        mreleased[NPOOLS];
+    uint64_t upgrades, upgrade_same_life, upgrade_other_life, upgrade_enoent, board_empty;
+    uint64_t op_count[NCAT];
+    struct held h[HOLD];
+    int nh;
+};
+
+static int pool_index(const kvb_pool *p)
+{
+    return p == pools[0] ? 0 : 1;
+}
+
+/* Every reference a thread obtains goes through here: payload and handle agree. */
+static void verify_ref(const kvb_block *b, kvb_hash expect, const char *how)
+{
+    int pi = pool_index(b->pool);
+    if (b->pool != pools[pi] || b->id >= BLOCKS)
+        FAIL("%s: handle names pool %p block %u", how, (void *)b->pool, b->id);
+    if (!kvb_hash_equal(b->hash, expect))
+        FAIL("%s: handle hash differs from the requested content", how);
+    kvb_hash c = content[pi][b->id];
+    if (!kvb_hash_equal(c, expect))
+        FAIL("%s: block %u of pool %d holds other content (wrong resurrection or upgrade)", how,
+             b->id, pi);
+    if (kvb_block_use_count(b) == 0)
+        FAIL("%s: a fresh reference has use_count 0", how);
+}
+
+static void keep(struct worker *w, kvb_block b, uint64_t *s)
+{
+    if (w->nh < HOLD && rnd(s, 2)) {
+        w->h[w->nh].b = b;
+        w->h[w->nh].pi = pool_index(b.pool);
+        w->nh++;
+        return;
+    }
+    if (kvb_block_release(&b) != 0)
+        FAIL("release of a fresh reference");
+}
+
+static void publish(int pi, uint32_t k, const kvb_block *b)
+{
+    atomic_store_explicit(&board[pi][k], ((uint64_t)b->gen << 32) | (b->id + 1u),
+                          memory_order_relaxed);
+}
+
+static void allocate_rc(int rc, const char *what)
+{
+    if (rc != 0 && rc != -ENOSPC)
+        FAIL("%s: %s", what, kvb_strerror(rc));
+}
+
+/* allocate 1..2, write the payload, stage, register, publish, keep or release */
+static void produce(struct worker *w, uint64_t *s, int pi)
+{
+    kvb_pool *p = pools[pi];
+    uint32_t n = 1 + rnd(s, 2);
+    kvb_mutable m[2];
+    kvb_complete c[2];
+    kvb_block out[2];
+    uint32_t k[2];
+    uint32_t nev = 0;
+    kvb_hash ev[2];
+    int rc = kvb_pool_allocate(p, n, m, ev, &nev);
+    allocate_rc(rc, "allocate");
+    if (rc)
+        return;
+    w->allocated[pi] += n;
+    w->evicted[pi] += nev;
+    for (uint32_t i = 0; i < n; i++) {
+        k[i] = rnd(s, NHASH);
+        content[pi][m[i].id] = universe[pi][k[i]]; /* we own the MUTABLE block */
+        if (kvb_mutable_stage(&m[i], universe[pi][k[i]], &c[i]) != 0)
+            FAIL("stage");
+    }
+    w->staged[pi] += n;
+    if (kvb_pool_register(p, c, n, out) != 0)
+        FAIL("register");
+    w->registered[pi] += n;
+    for (uint32_t i = 0; i < n; i++) {
+        verify_ref(&out[i], universe[pi][k[i]], "register");
+        publish(pi, k[i], &out[i]);
+        keep(w, out[i], s);
+    }
+}
+
+/* upgrade a weak reference taken from the board */
+static void upgrade(struct worker *w, uint64_t *s, int pi)
+{
+    uint32_t k = rnd(s, NHASH);
+    uint64_t v = atomic_load_explicit(&board[pi][k], memory_order_relaxed);
+    if (!v) {
+        w->board_empty++;
+        return;
+    }
+    kvb_weak wk = {.pool = pools[pi],
+                   .id = (uint32_t)(v & 0xffffffffu) - 1,
+                   .gen = (uint32_t)(v >> 32),
+                   .hash = universe[pi][k]};
+    kvb_block b;
+    int rc = kvb_weak_upgrade(&wk, &b);
+    if (rc == -ENOENT) {
+        w->upgrade_enoent++;
+        return;
+    }
+    if (rc != 0)
+        FAIL("weak_upgrade: %s", kvb_strerror(rc));
+    w->upgrades++;
+    if (b.id == wk.id && b.gen == wk.gen)
+        w->upgrade_same_life++;
+    else
+        w->upgrade_other_life++;
+    verify_ref(&b, universe[pi][k], "weak_upgrade");
+    keep(w, b, s);
+}
+
+/* downgrade one of our references, release it (maybe the last), upgrade at once */
+static void self_race(struct worker *w, uint64_t *s)
+{
+    if (!w->nh)
+        return;
+    int i = (int)rnd(s, (uint32_t)w->nh);
+    kvb_weak wk;
+    kvb_block_downgrade(&w->h[i].b, &wk);
+    kvb_hash h = w->h[i].b.hash;
+    if (kvb_block_release(&w->h[i].b) != 0)
+        FAIL("release before upgrade");
+    w->h[i] = w->h[--w->nh];
+    kvb_block b;
+    int rc = kvb_weak_upgrade(&wk, &b);
+    if (rc == -ENOENT) {
+        w->upgrade_enoent++;
+        return;
+    }
+    if (rc != 0)
+        FAIL("weak_upgrade after release: %s", kvb_strerror(rc));
+    w->upgrades++;
+    if (b.id == wk.id && b.gen == wk.gen)
+        w->upgrade_same_life++;
+    else
+        w->upgrade_other_life++;
+    verify_ref(&b, h, "weak_upgrade after own release");
+    keep(w, b, s);
+}
+
+/* eviction pressure: take up to half the pool as mutable blocks, scribble, give back */
+static void pressure(struct worker *w, uint64_t *s, int pi)
+{
+    kvb_pool *p = pools[pi];
+    uint32_t n = 1 + rnd(s, BLOCKS / 2);
+    kvb_mutable m[BLOCKS / 2];
+    kvb_hash ev[BLOCKS / 2];
+    uint32_t nev = 0;
+    int rc = kvb_pool_allocate(p, n, m, ev, &nev);
+    allocate_rc(rc, "allocate (pressure)");
+    if (rc)
+        return;
+    w->allocated[pi] += n;
+    w->evicted[pi] += nev;
+    for (uint32_t i = 0; i < n; i++)
+        content[pi][m[i].id] = (kvb_hash){~0ull, m[i].id}; /* garbage: not a content hash */
+    for (uint32_t i = 0; i < n; i++)
+        if (kvb_mutable_release(&m[i]) != 0)
+            FAIL("mutable_release");
+    w->mreleased[pi] += n;
+}
+
+static void match(struct worker *w, uint64_t *s, int pi)
+{
+    kvb_hash q[3];
+    kvb_block out[3];
+    bool hit[3];
+    for (int i = 0; i < 3; i++)
+        q[i] = universe[pi][rnd(s, NHASH)];
+    int k = kvb_pool_match_scattered(pools[pi], q, 3, out, hit);
+    if (k < 0)
+        FAIL("match_scattered: %s", kvb_strerror(k));
+    for (int i = 0; i < 3; i++) {
+        if (!hit[i])
+            continue;
+        verify_ref(&out[i], q[i], "match_scattered");
+        keep(w, out[i], s);
+    }
+}
+
+static void op(struct worker *w, uint64_t *s)
+{
+    int pi = (int)rnd(s, NPOOLS);
+    uint32_t kind = rnd(s, NOPS);
+    w->op_count[op_cat[kind]]++;
+    switch (kind) {
+    case 0:
+    case 1:
+        produce(w, s, pi);
+        break;
+    case 2:
+    case 3:
+    case 4:
+        upgrade(w, s, pi);
+        break;
+    case 5:
+        self_race(w, s);
+        break;
+    case 6:
+        pressure(w, s, pi);
+        break;
+    case 7:
+        if (w->nh) {
+            int i = (int)rnd(s, (uint32_t)w->nh);
+            if (kvb_block_release(&w->h[i].b) != 0)
+                FAIL("release of a held block");
+            w->h[i] = w->h[--w->nh];
+        }
+        break;
+    case 8: {
+        kvb_block b[HOLD];
+        for (int i = 0; i < w->nh; i++)
+            b[i] = w->h[i].b;
+        if (kvb_block_release_n(b, (uint32_t)w->nh) != 0)
+            FAIL("release_n");
+        w->nh = 0;
+        break;
+    }
+    case 9:
+        match(w, s, pi);
+        break;
+    case 10:
+        if (w->nh) {
+            struct held *hd = &w->h[rnd(s, (uint32_t)w->nh)];
+            kvb_block c;
+            if (kvb_block_clone(&hd->b, &c) != 0)
+                FAIL("clone of a held block");
+            verify_ref(&c, hd->b.hash, "clone");
+            keep(w, c, s);
+        }
+        break;
+    case 11: /* publish one of ours again (a weak reference to a live block) */
+        if (w->nh) {
+            struct held *hd = &w->h[rnd(s, (uint32_t)w->nh)];
+            for (uint32_t k = 0; k < NHASH; k++)
+                if (kvb_hash_equal(universe[hd->pi][k], hd->b.hash))
+                    publish(hd->pi, k, &hd->b);
+        }
+        break;
+    }
+}
+
+static pthread_barrier_t start;
+
+static void *run(void *arg)
+{
+    struct worker *w = arg;
+    uint64_t s = w->seed;
+    pthread_barrier_wait(&start);
+    for (uint64_t i = 0; i < w->ops; i++)
+        op(w, &s);
+    for (int i = 0; i < w->nh; i++)
+        if (kvb_block_release(&w->h[i].b) != 0)
+            FAIL("final release");
+    w->nh = 0;
+    return NULL;
+}
+
+int main(int argc, char **argv)
+{
+    int threads = argc > 1 ? atoi(argv[1]) : 8;
+    uint64_t ops = argc > 2 ? strtoull(argv[2], NULL, 10) : 200000;
+    uint64_t seed = argc > 3 ? strtoull(argv[3], NULL, 10) : (uint64_t)time(NULL);
+    if (threads < 1 || threads > 256 || ops == 0) {
+        fprintf(stderr, "usage: torture_weak [threads 1..256] [ops>0] [seed]\n");
+        return 2;
+    }
+    printf("torture_weak: threads=%d ops/thread=%" PRIu64 " seed=%" PRIu64 "\n", threads, ops,
+           seed);
+    KVB_ATOMIC_VAR(board, sizeof board);
+    for (int pi = 0; pi < NPOOLS; pi++)
+        for (uint32_t k = 0; k < NHASH; k++) {
+            /* positions spread over the three hash modes */
+            uint32_t pos = (k * 2654435761u) & KVB_HASH_MAX_POSITION;
+            if (kvb_hash_make(0x5eed0000u + k * 7919u + (uint64_t)pi, 0, false, pos,
+                              &universe[pi][k]) != 0)
+                FAIL("hash_make");
+        }
+    for (int pi = 0; pi < NPOOLS; pi++) {
+        kvb_pool_config cfg;
+        kvb_pool_config_init(&cfg);
+        cfg.block_count = BLOCKS;
+        cfg.evict = pi == 0 ? KVB_EVICT_LRU : KVB_EVICT_FIFO;
+        cfg.dup_policy = pi == 0 ? KVB_DUP_ALLOW : KVB_DUP_REJECT;
+        cfg.name = pi == 0 ? "lru-allow" : "fifo-reject";
+        cfg.callbacks = (kvb_callbacks){.user = &pool_idx[pi], .on_reset = on_reset,
+                                        .on_evict = on_evict};
+        if (kvb_pool_create(&cfg, &pools[pi]) != 0)
+            FAIL("pool_create");
+    }
+
+    struct worker *w = calloc((size_t)threads, sizeof *w);
+    pthread_t *t = calloc((size_t)threads, sizeof *t);
+    if (!w || !t)
+        FAIL("out of memory");
+    pthread_barrier_init(&start, NULL, (unsigned)threads);
+    for (int i = 0; i < threads; i++) {
+        w[i].seed = seed * 1000003u + (uint64_t)i;
+        w[i].ops = ops;
+        if (pthread_create(&t[i], NULL, run, &w[i]) != 0)
+            FAIL("pthread_create");
+    }
+    for (int i = 0; i < threads; i++)
+        pthread_join(t[i], NULL);
+    pthread_barrier_destroy(&start);
+
+    uint64_t total_ops = 0, upgrades = 0, same = 0, other = 0, enoent = 0, empty = 0;
+    uint64_t per_op[NCAT] = {0};
+    for (int i = 0; i < threads; i++) {
+        for (int k = 0; k < NCAT; k++) {
+            total_ops += w[i].op_count[k];
+            per_op[k] += w[i].op_count[k];
+        }
+        upgrades += w[i].upgrades;
+        same += w[i].upgrade_same_life;
+        other += w[i].upgrade_other_life;
+        enoent += w[i].upgrade_enoent;
+        empty += w[i].board_empty;
+    }
+    for (int pi = 0; pi < NPOOLS; pi++) {
+        kvb_pool *p = pools[pi];
+        if (kvb_pool_check(p) != 0)
+            FAIL("kvb_pool_check on pool %d", pi);
+        kvb_stats st;
+        kvb_pool_stats(p, &st);
+        uint64_t alloc = 0, ev = 0, staged = 0, regd = 0, mrel = 0;
+        for (int i = 0; i < threads; i++) {
+            alloc += w[i].allocated[pi];
+            ev += w[i].evicted[pi];
+            staged += w[i].staged[pi];
+            regd += w[i].registered[pi];
+            mrel += w[i].mreleased[pi];
+        }
+        if (st.mutable_ || st.staged || st.primary || st.duplicate)
+            FAIL("pool %d: blocks still held at the end", pi);
+        if (st.reset + st.inactive != BLOCKS)
+            FAIL("pool %d: reset %u + inactive %u != %u", pi, st.reset, st.inactive, BLOCKS);
+        if (st.allocations != alloc || st.evictions != ev || st.stagings != staged ||
+            st.registrations != regd)
+            FAIL("pool %d: counters do not balance (alloc %" PRIu64 "/%" PRIu64
+                 ", evict %" PRIu64 "/%" PRIu64 ", staged %" PRIu64 "/%" PRIu64
+                 ", reg %" PRIu64 "/%" PRIu64 ")",
+                 pi, st.allocations, alloc, st.evictions, ev, st.stagings, staged,
+                 st.registrations, regd);
+        if (st.allocations_from_reset + st.evictions != st.allocations)
+            FAIL("pool %d: from_reset + evictions != allocations", pi);
+        if (atomic_load(&cb_evicts[pi]) != st.evictions)
+            FAIL("pool %d: on_evict fired %lu times for %" PRIu64 " evictions", pi,
+                 (unsigned long)atomic_load(&cb_evicts[pi]), st.evictions);
+        uint64_t resets = mrel + st.dedups + st.duplicates;
+        if (atomic_load(&cb_resets[pi]) != resets)
+            FAIL("pool %d: on_reset fired %lu times, expected %" PRIu64
+                 " (mutable releases + dedups + duplicates)",
+                 pi, (unsigned long)atomic_load(&cb_resets[pi]), resets);
+        if (st.misuse)
+            FAIL("pool %d: misuse counter %" PRIu64, pi, st.misuse);
+        printf("pool %-11s: allocations=%" PRIu64 " evictions=%" PRIu64 " registrations=%" PRIu64
+               " duplicates=%" PRIu64 " dedups=%" PRIu64 " resurrections=%" PRIu64
+               " eager=%" PRIu64 " noops=%" PRIu64 " contended=%" PRIu64 "\n",
+               kvb_pool_name(p), st.allocations, st.evictions, st.registrations, st.duplicates,
+               st.dedups, st.resurrections, st.eager_transitions, st.release_noops,
+               st.lock_contended);
+        if (kvb_pool_destroy(p) != 0)
+            FAIL("pool_destroy");
+    }
+    KVB_ATOMIC_VAR_END(board, sizeof board);
+    printf("upgrades: ok=%" PRIu64 " (same life %" PRIu64 ", other life %" PRIu64
+           ") enoent=%" PRIu64 " board-empty=%" PRIu64 "\n",
+           upgrades, same, other, enoent, empty);
+    printf("ops:");
+    for (int k = 0; k < NCAT; k++)
+        printf(" %s=%" PRIu64, cat_names[k], per_op[k]);
+    printf("\ntorture_weak: OK, %" PRIu64 " operations\n", total_ops);
+    free(w);
+    free(t);
+    return 0;
+}
