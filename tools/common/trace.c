@@ -15,6 +15,12 @@
  * their value. Blank lines are skipped. Anything else (a truncated line, a
  * missing or repeated "hash_ids", a negative or fractional id, trailing
  * garbage) is rejected with the line and column.
+ *
+ * Id-per-line format (the classic block-I/O traces: LIRS, cloudphysics): one
+ * unsigned decimal id per line, each a request of one block. Lines whose first
+ * non-blank character is '*' (LIRS checkpoint markers) and blank lines are
+ * skipped; blanks around the number and a CR before the newline are allowed
+ * (loop.trace has CRLF line ends); anything else is rejected with the line.
  */
 #include "trace.h"
 #include "util.h"
@@ -146,14 +152,6 @@ int kvbt_trace_lineage_hashes(const kvbt_trace *t, kvb_hash *out)
     return 0;
 }
 
-/* Same fold and multiply as the library's maps (DESIGN.md section 4): trace ids
- * are small integers, and an unmixed fold would cluster. */
-static inline uint64_t kvbt_hash_mix(kvb_hash h)
-{
-    uint64_t x = h.hi ^ ((h.lo << 32) | (h.lo >> 32)) ^ (h.lo * 0xff51afd7ed558ccdull);
-    return x * 0x9E3779B97F4A7C15ull;
-}
-
 void kvbt_trace_finish(kvbt_trace *t)
 {
     t->max_request_blocks = 0;
@@ -218,12 +216,16 @@ bool kvbt_format_parse(const char *name, kvbt_format *out)
         *out = KVBT_FORMAT_MOONCAKE;
         return true;
     }
+    if (strcmp(name, "ids") == 0) {
+        *out = KVBT_FORMAT_IDS;
+        return true;
+    }
     return false;
 }
 
 const char *kvbt_format_names(void)
 {
-    return "mooncake";
+    return "mooncake, ids";
 }
 
 /* ------------------------------------------------------------------------ */
@@ -582,6 +584,60 @@ static int kvbt_load_mooncake(FILE *f, const char *path, kvbt_trace *t, char *er
     return rc;
 }
 
+/* ------------------------------------------------------------------------ */
+/* One id per line                                                          */
+/* ------------------------------------------------------------------------ */
+
+static int kvbt_load_ids(FILE *f, const char *path, kvbt_trace *t, char *err, size_t errcap)
+{
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    uint64_t lineno = 0;
+    int rc = 0;
+
+    while ((len = getline(&line, &cap, f)) >= 0) {
+        lineno++;
+        const char *p = line, *end = line + len;
+        while (p < end && (*p == ' ' || *p == '\t'))
+            p++;
+        while (end > p && (end[-1] == '\n' || end[-1] == '\r' || end[-1] == ' ' || end[-1] == '\t'))
+            end--;
+        if (p == end || *p == '*')
+            continue; /* blank line or checkpoint marker */
+        uint64_t v = 0;
+        const char *q = p;
+        for (; q < end; q++) {
+            if (*q < '0' || *q > '9')
+                break;
+            unsigned d = (unsigned)(*q - '0');
+            if (v > (UINT64_MAX - d) / 10) {
+                q = NULL;
+                break;
+            }
+            v = v * 10 + d;
+        }
+        if (q != end) {
+            snprintf(err, errcap,
+                     "%s: line %llu: expected one unsigned block id (up to 2^64-1) per line, "
+                     "a '*' marker or a blank line, found '%.*s'",
+                     path, (unsigned long long)lineno, (int)(end - p > 40 ? 40 : end - p), p);
+            rc = -1;
+            break;
+        }
+        kvbt_trace_begin(t);
+        kvbt_trace_push(t, v);
+        kvbt_trace_end(t);
+        kvbt_trace_set_meta(t, 0, 0, 0, lineno);
+    }
+    if (rc == 0 && ferror(f)) {
+        snprintf(err, errcap, "%s: read error: %s", path, strerror(errno));
+        rc = -1;
+    }
+    free(line);
+    return rc;
+}
+
 int kvbt_trace_load(const char *path, kvbt_format fmt, kvbt_trace *t, char *err, size_t errcap)
 {
     FILE *f = fopen(path, "r");
@@ -595,6 +651,9 @@ int kvbt_trace_load(const char *path, kvbt_format fmt, kvbt_trace *t, char *err,
     switch (fmt) {
     case KVBT_FORMAT_MOONCAKE:
         rc = kvbt_load_mooncake(f, path, t, err, errcap);
+        break;
+    case KVBT_FORMAT_IDS:
+        rc = kvbt_load_ids(f, path, t, err, errcap);
         break;
     default:
         snprintf(err, errcap, "%s: unsupported format", path);

@@ -36,7 +36,8 @@
 /* Input formats. */
 typedef enum {
     KVBT_FORMAT_MOONCAKE = 0, /* JSON lines with "hash_ids" (+ timestamp, lengths) */
-    /* KVBT_FORMAT_IDS: one id per line, one one-block request per line (to come) */
+    KVBT_FORMAT_IDS,          /* one block id per line, each a one-block request; lines
+                                 starting with '*' and blank lines are skipped */
 } kvbt_format;
 
 typedef struct kvbt_trace {
@@ -92,7 +93,11 @@ bool kvbt_format_parse(const char *name, kvbt_format *out);
 /* Comma-separated list of supported format names, for help texts. */
 const char *kvbt_format_names(void);
 
-/* Load a trace file. On error returns -1 and writes a message (with the line
+/* Load a trace file. --format ids: every line holds one unsigned decimal id
+ * (surrounding blanks and a CR are allowed), read as a request of one block
+ * whose lineage hash is kvb_hash_make(id, 0, false, 0); lines starting with '*'
+ * (checkpoint markers in the LIRS traces) and blank lines are skipped; anything
+ * else is an error with its line number. On error returns -1 and writes a message (with the line
  * number where one applies) into err; t is then empty. */
 int kvbt_trace_load(const char *path, kvbt_format fmt, kvbt_trace *t, char *err, size_t errcap);
 
@@ -107,6 +112,15 @@ int kvbt_mooncake_parse_line(kvbt_trace *t, const char *line, uint64_t lineno, c
  * Fills out[0 .. n_refs) for the whole trace. Returns 0 or a negative errno
  * (-EOVERFLOW for a request longer than KVB_HASH_MAX_POSITION + 1 blocks). */
 int kvbt_trace_lineage_hashes(const kvbt_trace *t, kvb_hash *out);
+
+/* 64 well-mixed bits of a lineage hash, for the tools' hash tables: the same
+ * fold and multiply as the library's maps (DESIGN.md section 4). Trace ids are
+ * small integers, and an unmixed fold would cluster; use the top bits. */
+static inline uint64_t kvbt_hash_mix(kvb_hash h)
+{
+    uint64_t x = h.hi ^ ((h.lo << 32) | (h.lo >> 32)) ^ (h.lo * 0xff51afd7ed558ccdull);
+    return x * 0x9E3779B97F4A7C15ull;
+}
 
 /* Blocks of request r. */
 static inline uint64_t kvbt_trace_len(const kvbt_trace *t, uint64_t r)
