@@ -228,8 +228,8 @@ int kvb_seq_append_tokens(kvb_seq *seq, const uint32_t *tokens, uint32_t n)
 
 int kvb_seq_fork(const kvb_seq *src, kvb_seq *dst, uint32_t *copy_src, uint32_t *copy_dst)
 {
-    if (!kvb_seq_ok(src) || !kvb_seq_ok(dst) || src == dst || src->pool != dst->pool ||
-        !copy_src || !copy_dst)
+    if (!kvb_seq_ok(src) || !kvb_seq_ok(dst) || src == dst || src->pool != dst->pool || !copy_src ||
+        !copy_dst)
         return -EINVAL;
     if (dst->n_blocks || dst->len)
         return -EBUSY;

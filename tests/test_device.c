@@ -82,10 +82,16 @@ static int32_t dev_ctx(kvb_table *t, uint32_t row)
 }
 
 /* Each semantic test runs once per backend. */
-#define BOTH(name)                                                                             \
-    static void name(kvb_device_kind kind);                                                    \
-    Test(cpu, name) { name(KVB_DEVICE_CPU); }                                                  \
-    Test(vulkan, name) { name(KVB_DEVICE_VULKAN); }                                            \
+#define BOTH(name)                                                                                 \
+    static void name(kvb_device_kind kind);                                                        \
+    Test(cpu, name)                                                                                \
+    {                                                                                              \
+        name(KVB_DEVICE_CPU);                                                                      \
+    }                                                                                              \
+    Test(vulkan, name)                                                                             \
+    {                                                                                              \
+        name(KVB_DEVICE_VULKAN);                                                                   \
+    }                                                                                              \
     static void name(kvb_device_kind kind)
 
 /* ------------------------------------------------------------------------ */
@@ -756,7 +762,8 @@ static void *worker_main(void *arg)
         if (kvb_table_slot_mapping(t, rows, pos, 64, 64, out))
             w->failures++;
         for (uint32_t r = 0; r < 64; r++) {
-            int64_t want = (int64_t)(w->seed * 100000 + it * 100 + r + pos[r] / 16) * 16 + pos[r] % 16;
+            int64_t want =
+                (int64_t)(w->seed * 100000 + it * 100 + r + pos[r] / 16) * 16 + pos[r] % 16;
             if (out[r] != want)
                 w->failures++;
         }
@@ -883,7 +890,7 @@ static void parity_run(uint64_t seed, uint32_t S, uint32_t B, uint32_t BS, int s
     for (int step = 0; step < steps; step++) {
         uint32_t op = rnd_below(100);
         uint32_t r = rnd_below(S + (rnd_below(20) == 0)); /* sometimes out of range */
-        if (op < 25) { /* set_row */
+        if (op < 25) {                                    /* set_row */
             uint32_t n = rnd_below(B + 1) + (rnd_below(30) == 0);
             for (uint32_t i = 0; i < n; i++)
                 ids[i] = rnd_below(8) == 0 ? rnd_below(4) : rnd_below(1u << 24);
@@ -1087,7 +1094,8 @@ static void kv_parity(uint64_t seed, uint32_t nblocks, size_t bb, int steps)
             }
             uint32_t half = nblocks / 2, n = rnd_below(half + 1);
             for (uint32_t i = 0; i < n; i++) /* sources may repeat */
-                pairs[i] = (kvb_copy_pair){perm[rnd_below(2) ? i : rnd_below(half)], perm[half + i]};
+                pairs[i] =
+                    (kvb_copy_pair){perm[rnd_below(2) ? i : rnd_below(half)], perm[half + i]};
             int want = 0;
             if (n && rnd_below(4) == 0) {
                 uint32_t i = rnd_below(n);
@@ -1111,7 +1119,8 @@ static void kv_parity(uint64_t seed, uint32_t nblocks, size_t bb, int steps)
             both_rc(rc, want, "copy_blocks", step);
             if (!want)
                 for (uint32_t i = 0; i < n; i++)
-                    memcpy(model + (size_t)pairs[i].dst * bb, model + (size_t)pairs[i].src * bb, bb);
+                    memcpy(model + (size_t)pairs[i].dst * bb, model + (size_t)pairs[i].src * bb,
+                           bb);
         } else {
             uint32_t blk = rnd_below(nblocks);
             for (int k = 0; k < NB; k++) {

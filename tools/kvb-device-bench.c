@@ -30,8 +30,11 @@ static const char *prog = "kvb-device-bench";
 enum { OP_FULL, OP_INCR, OP_DECODE, OP_PREFILL, OP_COPY, OP_COUNT };
 
 static const char *op_names[OP_COUNT] = {
-    "full upload", "incr upload (1 blk/row)", "decode map (1 tok/seq)",
-    "prefill map (256 tok/seq)", "copy 256 x 64 KiB",
+    "full upload",
+    "incr upload (1 blk/row)",
+    "decode map (1 tok/seq)",
+    "prefill map (256 tok/seq)",
+    "copy 256 x 64 KiB",
 };
 
 struct result {
@@ -67,11 +70,11 @@ static uint64_t subs_now(kvb_device *d)
     return s.submissions;
 }
 
-#define CHECK(call)                                                                            \
-    do {                                                                                       \
-        int rc_ = (call);                                                                      \
-        if (rc_ < 0)                                                                           \
-            kvbt_die(prog, "%s: %s", #call, kvb_strerror(rc_));                                \
+#define CHECK(call)                                                                                \
+    do {                                                                                           \
+        int rc_ = (call);                                                                          \
+        if (rc_ < 0)                                                                               \
+            kvbt_die(prog, "%s: %s", #call, kvb_strerror(rc_));                                    \
     } while (0)
 
 /* Runs every operation on one device. Slot mappings are returned for comparison. */
@@ -197,8 +200,8 @@ static void bench_device(kvb_device *d, const struct cfg *c, struct result res[O
     subs = 0;
     for (uint32_t it = 0; it < W + R; it++) {
         for (uint32_t i = 0; i < c->copies; i++) /* alternate direction */
-            pairs[i] = (it & 1) ? (kvb_copy_pair){c->copies + i, i}
-                                : (kvb_copy_pair){i, c->copies + i};
+            pairs[i] =
+                (it & 1) ? (kvb_copy_pair){c->copies + i, i} : (kvb_copy_pair){i, c->copies + i};
         CHECK(kvb_device_wait_idle(d));
         uint64_t s0 = subs_now(d), t0 = kvbt_now_ns();
         CHECK(kvb_kv_buffer_copy_blocks(kv, pairs, c->copies));
@@ -211,8 +214,7 @@ static void bench_device(kvb_device *d, const struct cfg *c, struct result res[O
     }
     summarize(ns, R, subs, &res[OP_COPY]);
     CHECK(kvb_kv_buffer_read(kv, c->copies - 1, blk));
-    if (blk[0] != (unsigned char)((c->copies - 1) & 0xff) ||
-        blk[c->copy_bytes - 1] != blk[0])
+    if (blk[0] != (unsigned char)((c->copies - 1) & 0xff) || blk[c->copy_bytes - 1] != blk[0])
         kvbt_die(prog, "%s: block copy produced wrong contents", kvb_device_name(d));
     kvb_kv_buffer_destroy(kv);
     free(pairs);
@@ -223,8 +225,9 @@ static void bench_device(kvb_device *d, const struct cfg *c, struct result res[O
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: %s [--seqs S] [--blocks B] [--block-size N] [--reps R] "
-                    "[--device cpu|vulkan|both]\n",
+    fprintf(stderr,
+            "usage: %s [--seqs S] [--blocks B] [--block-size N] [--reps R] "
+            "[--device cpu|vulkan|both]\n",
             prog);
     exit(2);
 }
@@ -239,13 +242,21 @@ static uint32_t arg_u32(const char *s, uint32_t min, uint32_t max, const char *w
 
 int main(int argc, char **argv)
 {
-    struct cfg c = {.seqs = 4096, .blocks = 256, .bs = 16, .reps = 20, .prefill = 256,
-                    .copies = 256, .copy_bytes = 64 * 1024};
+    struct cfg c = {.seqs = 4096,
+                    .blocks = 256,
+                    .bs = 16,
+                    .reps = 20,
+                    .prefill = 256,
+                    .copies = 256,
+                    .copy_bytes = 64 * 1024};
     const char *which = "both";
     static const struct option opts[] = {
-        {"seqs", required_argument, NULL, 's'},   {"blocks", required_argument, NULL, 'b'},
-        {"block-size", required_argument, NULL, 'n'}, {"reps", required_argument, NULL, 'r'},
-        {"device", required_argument, NULL, 'd'}, {"help", no_argument, NULL, 'h'},
+        {"seqs", required_argument, NULL, 's'},
+        {"blocks", required_argument, NULL, 'b'},
+        {"block-size", required_argument, NULL, 'n'},
+        {"reps", required_argument, NULL, 'r'},
+        {"device", required_argument, NULL, 'd'},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     int ch;

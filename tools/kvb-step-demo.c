@@ -46,11 +46,11 @@ struct req {
     bool done;
 };
 
-#define CHECK(call)                                                                            \
-    do {                                                                                       \
-        int rc_ = (call);                                                                      \
-        if (rc_ < 0)                                                                           \
-            kvbt_die(prog, "line %d: %s: %s", __LINE__, #call, kvb_strerror(rc_));             \
+#define CHECK(call)                                                                                \
+    do {                                                                                           \
+        int rc_ = (call);                                                                          \
+        if (rc_ < 0)                                                                               \
+            kvbt_die(prog, "line %d: %s: %s", __LINE__, #call, kvb_strerror(rc_));                 \
     } while (0)
 
 static uint32_t next_token(uint32_t req, uint32_t pos)
@@ -96,8 +96,7 @@ int main(int argc, char **argv)
         else if (ch == 'r' && kvbt_parse_u64(optarg, 1, 1000, &v))
             nreq = (uint32_t)v;
         else
-            kvbt_die(prog, "usage: %s [--device auto|cpu|vulkan] [--steps N] [--requests N]",
-                     prog);
+            kvbt_die(prog, "usage: %s [--device auto|cpu|vulkan] [--steps N] [--requests N]", prog);
     }
     kvb_device_kind kind = !strcmp(devname, "cpu")      ? KVB_DEVICE_CPU
                            : !strcmp(devname, "vulkan") ? KVB_DEVICE_VULKAN
@@ -142,8 +141,8 @@ int main(int argc, char **argv)
     int64_t *slots = kvbt_xmalloc_array(ROWS * MAX_TOK + 64, sizeof *slots);
     uint8_t blk[BS * SLOT_BYTES], back[BS * SLOT_BYTES];
 
-    printf("%4s %5s %8s %8s %6s %6s %9s %7s %6s %6s %5s\n", "step", "live", "admitted",
-           "matched", "tokens", "+blks", "upload B", "copies", "done", "avail", "subs");
+    printf("%4s %5s %8s %8s %6s %6s %9s %7s %6s %6s %5s\n", "step", "live", "admitted", "matched",
+           "tokens", "+blks", "upload B", "copies", "done", "avail", "subs");
     for (uint32_t step = 0; step < steps; step++) {
         kvb_device_stats st0;
         kvb_device_get_stats(dev, &st0);
@@ -281,9 +280,9 @@ int main(int argc, char **argv)
 
         kvb_device_stats st1;
         kvb_device_get_stats(dev, &st1);
-        printf("%4u %5u %8u %8u %6u %6u %9llu %7u %6u %6u %5llu\n", step, nlive, admitted,
-               matched, ntok, new_blocks, (unsigned long long)(st1.upload_bytes - st0.upload_bytes),
-               copies, done, kvb_pool_available(pool),
+        printf("%4u %5u %8u %8u %6u %6u %9llu %7u %6u %6u %5llu\n", step, nlive, admitted, matched,
+               ntok, new_blocks, (unsigned long long)(st1.upload_bytes - st0.upload_bytes), copies,
+               done, kvb_pool_available(pool),
                (unsigned long long)(st1.submissions - st0.submissions));
         if (kvb_pool_check(pool))
             kvbt_die(prog, "step %u: kvb_pool_check failed", step);
@@ -301,9 +300,9 @@ int main(int argc, char **argv)
            "%u cached; device: %llu submissions, %llu syncs, %llu tokens mapped, %llu block "
            "copies, %u forks\n",
            (unsigned long long)ps.allocations, (unsigned long long)ps.registrations,
-           (unsigned long long)ps.match_returned, ps.inactive,
-           (unsigned long long)ds.submissions, (unsigned long long)ds.syncs,
-           (unsigned long long)ds.tokens, (unsigned long long)ds.blocks_copied, forks);
+           (unsigned long long)ps.match_returned, ps.inactive, (unsigned long long)ds.submissions,
+           (unsigned long long)ds.syncs, (unsigned long long)ds.tokens,
+           (unsigned long long)ds.blocks_copied, forks);
     kvb_kv_buffer_destroy(kv);
     kvb_table_destroy(table);
     kvb_device_close(dev);

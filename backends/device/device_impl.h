@@ -59,9 +59,8 @@ struct kvb_device_ops {
     int (*table_upload)(kvb_table *t, const kvb__span *spans, uint32_t n);
     /** Upload nspans spans (may be 0), then map num_tokens > 0 validated tokens and
      * pad to `padded` with -1; one submission; waits and fills out. */
-    int (*slot_mapping)(kvb_table *t, const kvb__span *spans, uint32_t nspans,
-                        const uint32_t *rows, const uint32_t *pos, uint32_t num_tokens,
-                        uint32_t padded, int64_t *out);
+    int (*slot_mapping)(kvb_table *t, const kvb__span *spans, uint32_t nspans, const uint32_t *rows,
+                        const uint32_t *pos, uint32_t num_tokens, uint32_t padded, int64_t *out);
     /** Read n > 0 words of the device image starting at off; waits. */
     int (*table_read)(kvb_table *t, uint64_t off, uint32_t n, int32_t *out);
 
@@ -92,7 +91,7 @@ struct kvb_device {
     struct kvb__device_counters ctr;
 };
 
-#define KVB__COUNT(dev, field, v)                                                              \
+#define KVB__COUNT(dev, field, v)                                                                  \
     atomic_fetch_add_explicit(&(dev)->ctr.field, (uint64_t)(v), memory_order_relaxed)
 
 struct kvb_table {

@@ -46,18 +46,18 @@ extern "C" {
 typedef struct kvb_seq {
     kvb_pool *pool;
     uint32_t max_blocks, block_size;
-    uint32_t n_blocks;   /* blocks held */
-    uint32_t n_full;     /* leading registered blocks (== len / block_size) */
-    uint32_t len;        /* tokens */
-    uint64_t salt_hash;  /* seed of the block hashes */
-    uint64_t parent_seq; /* 64-bit sequence hash of block n_full - 1 */
-    kvb_block *blocks;   /* [max_blocks], valid below n_full */
-    kvb_mutable *muts;   /* [max_blocks], valid in [n_full, n_blocks) */
-    uint32_t *ids;       /* [max_blocks], block ids of all held blocks */
-    kvb_hash *hashes;    /* [max_blocks], scratch */
+    uint32_t n_blocks;    /* blocks held */
+    uint32_t n_full;      /* leading registered blocks (== len / block_size) */
+    uint32_t len;         /* tokens */
+    uint64_t salt_hash;   /* seed of the block hashes */
+    uint64_t parent_seq;  /* 64-bit sequence hash of block n_full - 1 */
+    kvb_block *blocks;    /* [max_blocks], valid below n_full */
+    kvb_mutable *muts;    /* [max_blocks], valid in [n_full, n_blocks) */
+    uint32_t *ids;        /* [max_blocks], block ids of all held blocks */
+    kvb_hash *hashes;     /* [max_blocks], scratch */
     kvb_complete *staged; /* [max_blocks], scratch */
-    uint32_t *tail;      /* [block_size], tokens of the partial block */
-    uint32_t *scratch;   /* [block_size] */
+    uint32_t *tail;       /* [block_size], tokens of the partial block */
+    uint32_t *scratch;    /* [block_size] */
 } kvb_seq;
 
 /**

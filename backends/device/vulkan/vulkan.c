@@ -181,8 +181,8 @@ static void kvb_vk_barrier(VkCommandBuffer cb, VkPipelineStageFlags src, VkAcces
 
 #define KVB_VK_STAGES (VK_PIPELINE_STAGE_TRANSFER_BIT | VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT)
 #define KVB_VK_WRITES (VK_ACCESS_TRANSFER_WRITE_BIT | VK_ACCESS_SHADER_WRITE_BIT)
-#define KVB_VK_ACCESS                                                                           \
-    (VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT | VK_ACCESS_SHADER_READ_BIT |   \
+#define KVB_VK_ACCESS                                                                              \
+    (VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT | VK_ACCESS_SHADER_READ_BIT |      \
      VK_ACCESS_SHADER_WRITE_BIT)
 
 /* Wait for ring slot c's submission; lock held. */
@@ -833,11 +833,11 @@ static int kvb_vk_table_create(kvb_table *t)
     if (cap > kvb_vk_max_tokens(d))
         cap = kvb_vk_max_tokens(d);
     VkDeviceSize stage_bytes = image_bytes + (image_bytes / 4 > 65536 ? image_bytes / 4 : 65536);
-    int rc = kvb_vk_buf_create(d, image_bytes,
-                               VK_BUFFER_USAGE_STORAGE_BUFFER_BIT |
-                                   VK_BUFFER_USAGE_TRANSFER_DST_BIT |
-                                   VK_BUFFER_USAGE_TRANSFER_SRC_BIT,
-                               0, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT, &vt->img);
+    int rc =
+        kvb_vk_buf_create(d, image_bytes,
+                          VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT |
+                              VK_BUFFER_USAGE_TRANSFER_SRC_BIT,
+                          0, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT, &vt->img);
     if (!rc)
         rc = kvb_vk_buf_create(d, stage_bytes,
                                VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT |
