@@ -8,8 +8,9 @@
  * the reference line); ticks are 1, 2 or 5 times a power of ten apart, at most
  * ten of them. A logarithmic x axis puts a tick at every distinct x of the data
  * (thinned when crowded); a linear one uses nice ticks like y.
- * Colours: the Tableau 10 palette, in series order; an emphasized series is
- * black and dashed. Text is XML-escaped; the font is the generic sans-serif.
+ * Colours: the Tableau 10 palette, in series order; a main reference series
+ * is black and dashed and drawn last (on top), an auxiliary one grey and
+ * dash-dotted. Text is XML-escaped; the font is the generic sans-serif.
  */
 #include "plot.h"
 #include "util.h"
@@ -69,6 +70,31 @@ static void plot_num(char *buf, size_t cap, double v)
         snprintf(buf, cap, "%.0f", v);
     else
         snprintf(buf, cap, "%g", v);
+}
+
+/* Colour of series s: palette colours go to plain lines in order. */
+static const char *plot_colour(const kvbt_plot *p, unsigned s)
+{
+    if (p->series[s].style == KVBT_PLOT_MAIN_REF)
+        return "#000000";
+    if (p->series[s].style == KVBT_PLOT_AUX_REF)
+        return "#7f7f7f";
+    unsigned k = 0;
+    for (unsigned i = 0; i < s; i++)
+        k += p->series[i].style == KVBT_PLOT_LINE;
+    return plot_palette[k % PLOT_NPALETTE];
+}
+
+static const char *plot_dash(kvbt_plot_style style)
+{
+    switch (style) {
+    case KVBT_PLOT_MAIN_REF:
+        return " stroke-dasharray=\"7 4\"";
+    case KVBT_PLOT_AUX_REF:
+        return " stroke-dasharray=\"8 3 2 3\"";
+    default:
+        return "";
+    }
 }
 
 int kvbt_plot_svg(const char *path, const kvbt_plot *p, char *err, size_t errcap)
@@ -230,50 +256,54 @@ int kvbt_plot_svg(const char *path, const kvbt_plot *p, char *err, size_t errcap
         }
     }
 
-    /* Series: a polyline in x order, then markers. */
-    unsigned colour = 0;
-    for (unsigned s = 0; s < p->n_series; s++) {
-        const kvbt_plot_series *se = &p->series[s];
-        const char *c = se->emphasize ? "#000000" : plot_palette[colour++ % PLOT_NPALETTE];
-        unsigned *ord = kvbt_xmalloc_array(se->n ? se->n : 1, sizeof *ord);
-        for (unsigned i = 0; i < se->n; i++)
-            ord[i] = i;
-        for (unsigned i = 1; i < se->n; i++)
-            for (unsigned j = i; j > 0 && se->x[ord[j - 1]] > se->x[ord[j]]; j--) {
-                unsigned tmp = ord[j];
-                ord[j] = ord[j - 1];
-                ord[j - 1] = tmp;
-            }
-        fprintf(f, "<g>\n<title>");
-        plot_text(f, se->name);
-        fprintf(f, "</title>\n<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"%s\"%s "
-                   "points=\"",
-                c, se->emphasize ? "2.2" : "2",
-                se->emphasize ? " stroke-dasharray=\"7 4\"" : "");
-        for (unsigned i = 0; i < se->n; i++)
-            fprintf(f, "%s%.1f,%.1f", i ? " " : "", PX(se->x[ord[i]]), PY(se->y[ord[i]]));
-        fputs("\"/>\n", f);
-        for (unsigned i = 0; i < se->n; i++)
-            fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3.2\" fill=\"%s\"/>\n",
-                    PX(se->x[ord[i]]), PY(se->y[ord[i]]), c);
-        fputs("</g>\n", f);
-        free(ord);
+    /* Series: a polyline in x order, then markers; plain lines first, the auxiliary
+     * references next, the main reference on top. */
+    for (int pass = 0; pass < 3; pass++) {
+        for (unsigned s = 0; s < p->n_series; s++) {
+            const kvbt_plot_series *se = &p->series[s];
+            if ((int)se->style != (pass == 0 ? KVBT_PLOT_LINE
+                                   : pass == 1 ? KVBT_PLOT_AUX_REF
+                                               : KVBT_PLOT_MAIN_REF))
+                continue;
+            const char *c = plot_colour(p, s), *dash = plot_dash(se->style);
+            unsigned *ord = kvbt_xmalloc_array(se->n ? se->n : 1, sizeof *ord);
+            for (unsigned i = 0; i < se->n; i++)
+                ord[i] = i;
+            for (unsigned i = 1; i < se->n; i++)
+                for (unsigned j = i; j > 0 && se->x[ord[j - 1]] > se->x[ord[j]]; j--) {
+                    unsigned tmp = ord[j];
+                    ord[j] = ord[j - 1];
+                    ord[j - 1] = tmp;
+                }
+            fprintf(f, "<g>\n<title>");
+            plot_text(f, se->name);
+            fprintf(f, "</title>\n<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"%s\"%s "
+                       "points=\"",
+                    c, se->style == KVBT_PLOT_AUX_REF ? "1.6" : "2.2", dash);
+            for (unsigned i = 0; i < se->n; i++)
+                fprintf(f, "%s%.1f,%.1f", i ? " " : "", PX(se->x[ord[i]]), PY(se->y[ord[i]]));
+            fputs("\"/>\n", f);
+            for (unsigned i = 0; i < se->n; i++)
+                fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"%s\" fill=\"%s\"/>\n",
+                        PX(se->x[ord[i]]), PY(se->y[ord[i]]),
+                        se->style == KVBT_PLOT_AUX_REF ? "2.4" : "3.2", c);
+            fputs("</g>\n", f);
+            free(ord);
+        }
     }
 
     /* Legend. */
     double lx = ax + aw + 22, ly = ay + 8;
-    colour = 0;
     fputs("<g font-size=\"13\">\n", f);
     for (unsigned s = 0; s < p->n_series; s++) {
         const kvbt_plot_series *se = &p->series[s];
-        const char *c = se->emphasize ? "#000000" : plot_palette[colour++ % PLOT_NPALETTE];
+        const char *c = plot_colour(p, s);
         double y = ly + 22.0 * s;
         fprintf(f,
                 "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" "
                 "stroke-width=\"2.2\"%s/>\n"
                 "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3.2\" fill=\"%s\"/>\n",
-                lx, y, lx + 28, y, c, se->emphasize ? " stroke-dasharray=\"7 4\"" : "",
-                lx + 14, y, c);
+                lx, y, lx + 28, y, c, plot_dash(se->style), lx + 14, y, c);
         fprintf(f, "<text x=\"%.1f\" y=\"%.1f\">", lx + 36, y + 4.5);
         plot_text(f, se->name);
         fputs("</text>\n", f);

@@ -11,11 +11,17 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+typedef enum {
+    KVBT_PLOT_LINE = 0, /* a palette colour, solid */
+    KVBT_PLOT_MAIN_REF, /* black, dashed, drawn on top (e.g. optimal) */
+    KVBT_PLOT_AUX_REF,  /* grey, dash-dotted, thinner (e.g. an upper bound) */
+} kvbt_plot_style;
+
 typedef struct kvbt_plot_series {
     const char *name;
     unsigned n;           /* points */
     const double *x, *y;  /* x > 0 when the x axis is logarithmic */
-    bool emphasize;       /* drawn black and dashed (a reference, e.g. optimal) */
+    kvbt_plot_style style;
 } kvbt_plot_series;
 
 typedef struct kvbt_plot {
