@@ -151,13 +151,28 @@ static KVBT_NORETURN void lib_fail(const char *call, int rc, const char *ctx)
 enum region_mode { REGION_CLOCK, REGION_CALLGRIND, REGION_OFF };
 static enum region_mode region_mode = REGION_CLOCK;
 static uint64_t region_t0;
+/* --clock cpu: CLOCK_THREAD_CPUTIME_ID (time the thread ran: excludes preemption
+ * by other load on a shared machine); default CLOCK_MONOTONIC (wall). */
+static bool region_cpu_clock;
+
+static uint64_t thread_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static inline uint64_t region_now(void)
+{
+    return region_cpu_clock ? thread_cpu_ns() : kvbt_now_ns();
+}
 
 static inline void region_begin(void)
 {
     if (region_mode == REGION_CALLGRIND)
         CALLGRIND_START_INSTRUMENTATION;
     else if (region_mode == REGION_CLOCK)
-        region_t0 = kvbt_now_ns();
+        region_t0 = region_now();
 }
 
 static inline uint64_t region_end(void)
@@ -167,7 +182,7 @@ static inline uint64_t region_end(void)
         return 0;
     }
     if (region_mode == REGION_CLOCK)
-        return kvbt_now_ns() - region_t0;
+        return region_now() - region_t0;
     return 0;
 }
 
@@ -817,7 +832,7 @@ typedef struct opts {
     unsigned n_threads;
     uint32_t reps, warmup, work;
     uint64_t thread_work;
-    bool csv, quick, callgrind;
+    bool csv, quick, callgrind, cpu_clock;
 } opts;
 
 static void usage(FILE *f)
@@ -844,6 +859,9 @@ static void usage(FILE *f)
             "  --quick           small CI-sized run: 10k blocks, batches 1,16, 5 repetitions\n"
             "                    of 2048 blocks, short thread runs (memory still at 1M)\n"
             "  --csv             CSV rows (each section prints its own header line)\n"
+            "  --clock wall|cpu  micro timing clock: wall (CLOCK_MONOTONIC, default) or cpu\n"
+            "                    (CLOCK_THREAD_CPUTIME_ID: leaves out time the thread was\n"
+            "                    preempted, for a machine shared with other load)\n"
             "  --callgrind-ops   instruction-count mode for callgrind (make perf-check):\n"
             "                    valgrind --tool=callgrind --instr-atstart=no kvb-bench\n"
             "                    --callgrind-ops; default 4096 blocks, batches 1,16\n"
@@ -993,6 +1011,7 @@ static void parse_args(int argc, char **argv, opts *o)
         O_QUICK,
         O_CSV,
         O_CALLGRIND,
+        O_CLOCK,
         O_HELP
     };
     static const struct option longopts[] = {
@@ -1007,6 +1026,7 @@ static void parse_args(int argc, char **argv, opts *o)
         {"quick", no_argument, NULL, O_QUICK},
         {"csv", no_argument, NULL, O_CSV},
         {"callgrind-ops", no_argument, NULL, O_CALLGRIND},
+        {"clock", required_argument, NULL, O_CLOCK},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -1055,6 +1075,14 @@ static void parse_args(int argc, char **argv, opts *o)
             break;
         case O_CALLGRIND:
             o->callgrind = true;
+            break;
+        case O_CLOCK:
+            if (strcmp(optarg, "cpu") == 0)
+                o->cpu_clock = true;
+            else if (strcmp(optarg, "wall") == 0)
+                o->cpu_clock = false;
+            else
+                usage_error("--clock: '%s' is neither wall nor cpu", optarg);
             break;
         case 'h':
         case O_HELP:
@@ -1158,12 +1186,12 @@ static void micro_header(const opts *o)
 {
     if (o->csv) {
         printf("section,op,policy,blocks,batch,reps,work,min_ns,median_ns,max_ns,sol_min_ns,"
-               "sol_median_ns,sol_max_ns,ratio_median\n");
+               "sol_median_ns,sol_max_ns,ratio_median,clock\n");
         return;
     }
-    printf("micro: ns per block, min / median / max over %u repetitions of ~%u blocks "
-           "(after %u warm-up)\n",
-           o->reps, o->work, o->warmup);
+    printf("micro: ns per block (%s clock), min / median / max over %u repetitions of ~%u "
+           "blocks (after %u warm-up)\n",
+           o->cpu_clock ? "thread CPU" : "wall", o->reps, o->work, o->warmup);
     printf("%-14s %-9s %8s %5s %8s %8s %8s | %7s %7s %7s | %6s\n", "op", "policy", "blocks",
            "batch", "min", "median", "max", "sol min", "sol med", "sol max", "ratio");
 }
@@ -1319,9 +1347,9 @@ static void micro_run_op(micro_fx *m, const opts *o, const policy_info *pi, enum
     if (n_results < MAX_RESULTS)
         results[n_results++] = res;
     if (o->csv)
-        printf("micro,%s,%s,%u,%u,%u,%u,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.3f\n", op_names[op],
+        printf("micro,%s,%s,%u,%u,%u,%u,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.3f,%s\n", op_names[op],
                pi->name, B, n, o->reps, m->pl.w, res.lib.min, res.lib.med, res.lib.max,
-               res.base.min, res.base.med, res.base.max, res.ratio);
+               res.base.min, res.base.med, res.base.max, res.ratio, o->cpu_clock ? "cpu" : "wall");
     else
         printf("%-14s %-9s %8u %5u %8.1f %8.1f %8.1f | %7.1f %7.1f %7.1f | %6.2f\n", op_names[op],
                pi->name, B, n, res.lib.min, res.lib.med, res.lib.max, res.base.min, res.base.med,
@@ -1423,13 +1451,6 @@ typedef struct thr {
     int rc;
 } thr;
 
-static uint64_t thread_cpu_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 static void *thr_main(void *arg)
 {
     thr *t = arg;
@@ -1480,19 +1501,20 @@ static void threads_header(const opts *o)
 {
     if (o->csv) {
         printf("section,policy,blocks,batch,threads,reps,blocks_per_rep,min_ns,median_ns,max_ns,"
-               "mblocks_per_s,scaling,cpu_ns_per_block,lock_acq_per_block,lock_contended_pct,lock_wait_ns_per_block,"
+               "mblocks_per_s,scaling,cpu_ns_per_block,cores_used,lock_acq_per_block,lock_contended_pct,lock_wait_ns_per_block,"
                "wait_ns_per_contended\n");
         return;
     }
     printf("\nthreads: T threads on one pool, each looping {lifecycle of n fresh blocks; prefix "
            "match\nof n held hot blocks + release}; aggregate ns per block (wall / all blocks), "
-           "%u repetitions;\ncpu/blk = thread CPU time per block (median; wall well above it = "
-           "preempted by other load);\nlock: acquisitions per block, contended share, wait ns "
-           "per block and per contended acquisition\n",
+           "%u repetitions;\ncpu/blk = thread CPU time per block (all threads, median); cores = "
+           "cpu/blk / median, the\nCPUs the run actually got (below min(T, CPUs): other load "
+           "took the rest, scaling is then\nnot meaningful); lock: acquisitions per block, "
+           "contended share, wait ns per block and per\ncontended acquisition\n",
            o->quick ? 3u : 5u);
-    printf("%-9s %8s %5s %3s %7s %7s %7s %7s %7s %7s | %7s %9s %8s %9s\n", "policy", "blocks",
-           "batch", "thr", "min", "median", "max", "Mblk/s", "scaling", "cpu/blk", "acq/blk",
-           "contended", "wait/blk", "wait/cont");
+    printf("%-9s %8s %5s %3s %7s %7s %7s %7s %7s %7s %5s | %7s %9s %8s %9s\n", "policy", "blocks",
+           "batch", "thr", "min", "median", "max", "Mblk/s", "scaling", "cpu/blk", "cores",
+           "acq/blk", "contended", "wait/blk", "wait/cont");
 }
 
 static void threads_run(const opts *o, const policy_info *pi, uint32_t B, uint32_t n)
@@ -1611,14 +1633,16 @@ static void threads_run(const opts *o, const policy_info *pi, uint32_t B, uint32
         double cont = (double)(st1.lock_contended - st0.lock_contended);
         double wait = (double)(st1.lock_wait_ns - st0.lock_wait_ns);
         if (o->csv)
-            printf("threads,%s,%u,%u,%u,%u,%llu,%.2f,%.2f,%.2f,%.3f,%.3f,%.2f,%.4f,%.2f,%.2f,%.1f\n",
+            printf("threads,%s,%u,%u,%u,%u,%llu,%.2f,%.2f,%.2f,%.3f,%.3f,%.2f,%.2f,%.4f,%.2f,%.2f,"
+                   "%.1f\n",
                    pi->name, B, n, T, nm, (unsigned long long)blocks_per_rep, s.min, s.med, s.max,
-                   1e3 / s.med, scaling, cpu_med, acq / total_blocks, acq ? 100.0 * cont / acq : 0.0,
+                   1e3 / s.med, scaling, cpu_med, cpu_med / s.med, acq / total_blocks, acq ? 100.0 * cont / acq : 0.0,
                    wait / total_blocks, cont ? wait / cont : 0.0);
         else
-            printf("%-9s %8u %5u %3u %7.1f %7.1f %7.1f %7.2f %7s %7.1f | %7.3f %8.2f%% %8.1f %9.0f\n",
+            printf("%-9s %8u %5u %3u %7.1f %7.1f %7.1f %7.2f %7s %7.1f %5.2f | %7.3f %8.2f%% %8.1f "
+                   "%9.0f\n",
                    pi->name, B, n, T, s.min, s.med, s.max, 1e3 / s.med, scal, cpu_med,
-                   acq / total_blocks,
+                   cpu_med / s.med, acq / total_blocks,
                    acq ? 100.0 * cont / acq : 0.0, wait / total_blocks, cont ? wait / cont : 0.0);
         fflush(stdout);
         if (n_tresults < MAX_RESULTS)
@@ -1723,6 +1747,22 @@ static mallctl_fn find_mallctl(void)
     return f;
 }
 
+/* This thread's net allocation (thread.allocated - thread.deallocated, usable
+ * sizes): unlike stats.allocated it also sees allocations served from the thread
+ * cache (small pools). */
+static bool je_thread_net(mallctl_fn f, int64_t *out)
+{
+    uint64_t a, d;
+    size_t sz = sizeof a;
+    if (!f || f("thread.allocated", &a, &sz, NULL, 0) != 0)
+        return false;
+    sz = sizeof d;
+    if (f("thread.deallocated", &d, &sz, NULL, 0) != 0)
+        return false;
+    *out = (int64_t)(a - d);
+    return true;
+}
+
 static bool je_allocated(mallctl_fn f, size_t *out)
 {
     uint64_t epoch = 1;
@@ -1759,14 +1799,11 @@ static void memory_header(const opts *o)
 {
     if (o->csv) {
         printf("section,policy,blocks,bytes,bytes_per_block,allocations,largest_per_block,"
-               "backend_per_block,jemalloc_bytes,jemalloc_per_block,after_use_delta,"
-               "peak_delta,sol_per_block\n");
+               "backend_per_block,jemalloc_stats_bytes,jemalloc_stats_per_block,"
+               "jemalloc_thread_bytes,jemalloc_thread_per_block,after_use_delta,peak_delta,"
+               "sol_per_block\n");
         return;
     }
-    printf("\nmemory: bookkeeping bytes per block = bytes a pool allocates through its allocator "
-           "(counting\nallocator) / block_count; backend = kvb_inactive_ops.memory; jemalloc = "
-           "stats.allocated delta\naround kvb_pool_create; after use = change after filling, "
-           "releasing and evicting every block\n");
     printf("%-9s %8s %9s %6s %-24s %8s %9s %9s %8s\n", "policy", "blocks", "bytes/blk", "allocs",
            "largest (bytes/blk)", "backend", "jemalloc", "after use", "sol/blk");
 }
@@ -1784,10 +1821,13 @@ static void memory_run(const opts *o, const policy_info *pi, uint32_t B, mallctl
     cfg.allocator.alloc = ca_alloc;
     cfg.allocator.free = ca_free;
     size_t je0 = 0, je1 = 0;
+    int64_t jt0 = 0, jt1 = 0;
     bool je = je_allocated(mc, &je0);
+    bool jt = je_thread_net(mc, &jt0);
     int rc = kvb_pool_create(&cfg, &pool);
     if (rc != 0)
         kvbt_die(prog, "kvb_pool_create (%s, %u blocks): %s", pi->name, B, kvb_strerror(rc));
+    jt = jt && je_thread_net(mc, &jt1);
     je = je && je_allocated(mc, &je1);
     size_t created = c.cur;
     uint64_t n_alloc = c.n_alloc;
@@ -1836,17 +1876,23 @@ static void memory_run(const opts *o, const policy_info *pi, uint32_t B, mallctl
     size_t bmem = 0;
     bool have_b = backend_memory(pi->policy, B, &bmem);
     double per = (double)created / B;
-    double jper = je ? (double)(je1 - je0) / B : 0.0;
+    double jper = je ? ((double)je1 - (double)je0) / B : 0.0;
+    double tper = jt ? (double)(jt1 - jt0) / B : 0.0;
     double sper = (double)sol_bytes(B) / B;
     char bstr[16] = "n/a", jstr[16] = "n/a";
     if (have_b)
         snprintf(bstr, sizeof bstr, "%.2f", (double)bmem / B);
-    if (je)
+    /* stats.allocated, unless it visibly missed allocations served from the thread
+     * cache (small pools): then thread.allocated's figure, marked '*' */
+    if (je && (!jt || (jper >= 0.9 * tper && jper <= 1.1 * tper + 1)))
         snprintf(jstr, sizeof jstr, "%.2f", jper);
+    else if (jt)
+        snprintf(jstr, sizeof jstr, "%.2f*", tper);
     if (o->csv)
-        printf("memory,%s,%u,%zu,%.3f,%llu,%s,%s,%lld,%s,%lld,%lld,%.3f\n", pi->name, B, created,
-               per, (unsigned long long)n_alloc, largest, have_b ? bstr : "",
-               je ? (long long)(je1 - je0) : -1, je ? jstr : "", after, peak, sper);
+        printf("memory,%s,%u,%zu,%.3f,%llu,%s,%s,%lld,%.3f,%lld,%.3f,%lld,%lld,%.3f\n", pi->name,
+               B, created, per, (unsigned long long)n_alloc, largest, have_b ? bstr : "",
+               je ? (long long)je1 - (long long)je0 : -1, jper, jt ? (long long)(jt1 - jt0) : -1,
+               tper, after, peak, sper);
     else
         printf("%-9s %8u %9.2f %6llu %-24s %8s %9s %+9lld %8.2f\n", pi->name, B, per,
                (unsigned long long)n_alloc, largest, bstr, jstr, after, sper);
@@ -1858,9 +1904,18 @@ static void memory_run(const opts *o, const policy_info *pi, uint32_t B, mallctl
 static void memory_section(const opts *o)
 {
     mallctl_fn mc = find_mallctl();
-    memory_header(o);
+    if (!o->csv)
+        printf("\nmemory: bookkeeping bytes per block = bytes a pool allocates through its "
+               "allocator (counting\nallocator) / block_count; backend = kvb_inactive_ops.memory; "
+               "jemalloc = stats.allocated delta\naround kvb_pool_create; after use = change after "
+               "filling, releasing and evicting every block\n");
     if (!mc && !o->csv)
         printf("(jemalloc is not linked into this build: no stats.allocated cross-check)\n");
+    else if (!o->csv)
+        printf("(jemalloc: stats.allocated delta after an \"epoch\" refresh; '*' = thread.allocated "
+               "delta where\nstats.allocated missed allocations served from the thread cache; both "
+               "count size classes)\n");
+    memory_header(o);
     /* 1M blocks always (the figure the targets are about), plus the selected sizes */
     uint32_t sizes[MAX_LIST + 1];
     unsigned n = 0;
@@ -1984,6 +2039,7 @@ int main(int argc, char **argv)
         micro_section(&o);
         return 0;
     }
+    region_cpu_clock = o.cpu_clock;
     if (!o.csv)
         print_header(&o);
     if (o.sec_micro)
