@@ -29,10 +29,12 @@
  * Batch n = 1 uses kvb_block_release, larger batches kvb_block_release_n.
  *
  * Order of work per (pool size, policy): create the pool; fill it (allocate,
- * stage, register every block: all PRIMARY, one reference held each); run the
- * "active" operations; downgrade, release everything (all INACTIVE, the cache
- * is full); run the "cached" operations; run evict_alloc and lifecycle (fresh
- * hashes: every allocation evicts). Each operation and batch size: warm-up
+ * stage, register every block: all PRIMARY, one reference held each, and one
+ * weak handle each); run the "active" operations; release everything (all
+ * INACTIVE, the cache is full, the weak handles are stale); run the "cached"
+ * operations; run evict_alloc and lifecycle (fresh hashes: every allocation
+ * evicts). Queries hit chains of n consecutive blocks at random (aligned)
+ * positions over the whole pool, so a 1M-block pool is out of cache. Each operation and batch size: warm-up
  * repetitions, then --reps repetitions of --work blocks each; min, median and
  * max of ns per block over the repetitions.
  *
@@ -47,15 +49,17 @@
  *
  * Threads: T threads on one pool, each looping {lifecycle of n fresh blocks;
  * prefix match of n held "hot" blocks + release}; a fixed total of work is
- * split between the threads; aggregate ns per block and the pool lock's
- * contention counters (kvb_stats.lock_*).
+ * split between the threads; aggregate ns per block (wall), the CPU time the
+ * threads got (on a shared machine: how many cores the run really had), and
+ * the pool lock's contention counters (kvb_stats.lock_*).
  *
  * Memory: bytes a pool allocates (a counting allocator passed through
  * kvb_pool_config.allocator; the library offers no accounting call of its
  * own), the eviction backend's own figure (kvb_inactive_ops.memory on a
  * separately created instance), and jemalloc's stats.allocated delta around
- * kvb_pool_create (mallctl looked up at run time, so the tool also links
- * without jemalloc, e.g. in sanitizer builds).
+ * kvb_pool_create after an "epoch" refresh (thread.allocated where the thread
+ * cache hid small allocations from it; mallctl is looked up at run time, so the
+ * tool also links without jemalloc, e.g. in sanitizer builds).
  *
  * --callgrind-ops: run each operation once on a small pool between
  * CALLGRIND_START_INSTRUMENTATION / STOP and dump the counters with a label
@@ -79,7 +83,7 @@ static const char *prog = "kvb-bench";
 /* Small helpers                                                            */
 /* ------------------------------------------------------------------------ */
 
-static uint64_t bench_seed = 0x6b76626c6f636b31ull; /* "kvblock1" */
+static const uint64_t bench_seed = 0x6b76626c6f636b31ull; /* "kvblock1" */
 
 static inline uint64_t splitmix64(uint64_t x)
 {
