@@ -46,6 +46,11 @@
  * KVBLOCK_VULKAN_MAX_ALLOC lowers it for tests) is split into chunks of whole
  * blocks. A copy batch is grouped by (source chunk, destination chunk) into
  * one vkCmdCopyBuffer each, all in one submission.
+ *
+ * Limits: a table image must fit maxStorageBufferRange (else -E2BIG at
+ * create); a slot-mapping batch larger than maxStorageBufferRange / 8 tokens
+ * is split into several submissions. KVBLOCK_VULKAN_MAX_RANGE lowers the range
+ * for tests.
  */
 #include "../device_impl.h"
 #include <pthread.h>
@@ -686,6 +691,13 @@ static int kvb_vk_open(kvb_device *dev, bool require_gpu)
     d->max_alloc = m3.maxMemoryAllocationSize ? m3.maxMemoryAllocationSize : KVB_VK_CHUNK_LIMIT;
     if (d->max_alloc > KVB_VK_CHUNK_LIMIT)
         d->max_alloc = KVB_VK_CHUNK_LIMIT;
+    /* testing knob: a smaller storage-buffer range exercises the split paths */
+    const char *rng_env = getenv("KVBLOCK_VULKAN_MAX_RANGE");
+    if (rng_env && *rng_env) {
+        unsigned long long v = strtoull(rng_env, NULL, 0);
+        if (v >= 4096 && v < d->max_range)
+            d->max_range = v;
+    }
     const char *lim_env = getenv("KVBLOCK_VULKAN_MAX_ALLOC");
     if (lim_env && *lim_env) {
         unsigned long long v = strtoull(lim_env, NULL, 0);
