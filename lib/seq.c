@@ -78,6 +78,13 @@ int kvb_seq_release(kvb_seq *seq)
             rc = r;
     }
     if (seq->n_full) {
+        /* deepest block first (one lock for the batch): under recency policies the
+         * prefix then leaves the cache after its descendants, never before them */
+        for (uint32_t i = 0, j = seq->n_full - 1; i < j; i++, j--) {
+            kvb_block tmp = seq->blocks[i];
+            seq->blocks[i] = seq->blocks[j];
+            seq->blocks[j] = tmp;
+        }
         int r = kvb_block_release_n(seq->blocks, seq->n_full);
         if (r && !rc)
             rc = r;

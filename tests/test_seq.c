@@ -394,6 +394,26 @@ Test(seq, fork_enospc_changes_nothing)
     tu_finish(p);
 }
 
+Test(seq, release_order_keeps_prefixes_cached_longest)
+{
+    /* LRU pool of 4 blocks: a released 3-block chain, then a 2-block allocation
+     * evicts the two deepest blocks, and the first block still matches */
+    kvb_pool *p = pool_n(4, KVB_DUP_ALLOW);
+    kvb_seq s;
+    cr_assert_eq(kvb_seq_init(&s, p, 4), 0);
+    uint32_t tok[48];
+    tokens_fill(tok, 48, 15);
+    cr_assert_eq(kvb_seq_append_tokens(&s, tok, 48), 3);
+    cr_assert_eq(kvb_seq_release(&s), 0);
+    cr_assert_eq(kvb_seq_ensure_capacity(&s, 48), 3); /* 1 free + 2 evicted */
+    kvb_seq other;
+    cr_assert_eq(kvb_seq_init(&other, p, 4), 0);
+    cr_assert_eq(kvb_seq_match_prefix(&other, tok, 48), 16);
+    kvb_seq_fini(&other);
+    kvb_seq_fini(&s);
+    tu_finish(p);
+}
+
 Test(seq, release_is_reusable_and_fini_releases)
 {
     kvb_pool *p = pool_n(8, KVB_DUP_ALLOW);
