@@ -40,3 +40,10 @@ $(BUILD)/gen/%.spv.h: backends/device/vulkan/%.comp
 $(VK_OBJS): | $(VK_GEN)
 $(VK_OBJS): CPPFLAGS += -I$(BUILD)/gen
 endif
+
+# The device benchmark (cpu vs vulkan in the same run; docs/device.md). Built
+# with or without Vulkan: without it, only the cpu rows are printed.
+DEVICE_BENCH_ARGS ?=
+.PHONY: bench-device
+bench-device: $(BUILD)/tools/kvb-device-bench
+	$(BUILD)/tools/kvb-device-bench $(DEVICE_BENCH_ARGS)
