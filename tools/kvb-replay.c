@@ -1019,6 +1019,12 @@ int main(int argc, char **argv)
     s.mut = kvbt_xmalloc_array(s.maxn, sizeof *s.mut);
     s.cmp = kvbt_xmalloc_array(s.maxn, sizeof *s.cmp);
     if (o.window) {
+        double mib = ((double)o.window + 1) * (double)s.maxn * sizeof *s.slots / 1048576.0;
+        if (mib > 4096)
+            kvbt_die(prog,
+                     "--window %u: the held requests need %.0f MiB of handles (%u slots of the "
+                     "longest request, %zu blocks); use a smaller window",
+                     o.window, mib, o.window + 1, s.maxn);
         s.slots = kvbt_xmalloc_array(((size_t)o.window + 1) * s.maxn, sizeof *s.slots);
         s.slot_n = kvbt_xmalloc_array((size_t)o.window + 1, sizeof *s.slot_n);
     }
