@@ -18,9 +18,9 @@ make -s BUILD=build-lab tools >/dev/null
 MC=$DATA/mooncake
 run() { name=$1; shift; echo "== $name: kvb-replay $*"; $R "$@" > "$OUT/$name.txt" 2>&1; }
 
-run conversation --trace $MC/mooncake_conversation_trace.jsonl --policy all --repeat 5 \
+run conversation --trace $MC/mooncake_conversation_trace.jsonl --policy all --repeat 7 \
     --plot "$OUT/conversation.svg"
-run synthetic --trace $MC/mooncake_synthetic_trace.jsonl --policy all --repeat 5 \
+run synthetic --trace $MC/mooncake_synthetic_trace.jsonl --policy all --repeat 7 \
     --plot "$OUT/synthetic.svg"
 run conversation-window32 --trace $MC/mooncake_conversation_trace.jsonl --policy all --window 32
 run synthetic-window32 --trace $MC/mooncake_synthetic_trace.jsonl --policy all --window 32
