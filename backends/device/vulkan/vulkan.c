@@ -786,16 +786,18 @@ static void kvb_vk_write_set(struct kvb_vk_dev *d, struct kvb_vk_table *vt)
     vkUpdateDescriptorSets(d->dev, 4, w, 0, NULL);
 }
 
-/* Token buffers for cap tokens (host-visible; device-local preferred, i.e. ReBAR). */
+/* Token buffers for cap tokens, rounded up to groups of four (the kernel maps four
+ * tokens per invocation); host-visible, device-local preferred (ReBAR). */
 static int kvb_vk_token_bufs(struct kvb_vk_dev *d, struct kvb_vk_table *vt, uint32_t cap)
 {
     struct kvb_vk_buf tok, slots;
-    int rc = kvb_vk_buf_create(d, (VkDeviceSize)cap * 8, VK_BUFFER_USAGE_STORAGE_BUFFER_BIT,
-                               KVB_VK_HOST, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT, &tok);
+    const VkDeviceSize bytes = ((VkDeviceSize)cap + 3) / 4 * 4 * 8;
+    int rc = kvb_vk_buf_create(d, bytes, VK_BUFFER_USAGE_STORAGE_BUFFER_BIT, KVB_VK_HOST,
+                               VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT, &tok);
     if (rc)
         return rc;
-    rc = kvb_vk_buf_create(d, (VkDeviceSize)cap * 8, VK_BUFFER_USAGE_STORAGE_BUFFER_BIT,
-                           KVB_VK_HOST, VK_MEMORY_PROPERTY_HOST_CACHED_BIT, &slots);
+    rc = kvb_vk_buf_create(d, bytes, VK_BUFFER_USAGE_STORAGE_BUFFER_BIT, KVB_VK_HOST,
+                           VK_MEMORY_PROPERTY_HOST_CACHED_BIT, &slots);
     if (rc) {
         kvb_vk_buf_destroy(d, &tok);
         return rc;
@@ -820,11 +822,14 @@ static void kvb_vk_table_free(struct kvb_vk_dev *d, struct kvb_vk_table *vt)
     free(vt);
 }
 
-/* Most tokens one submission maps (token buffers within maxStorageBufferRange). */
+/* Most tokens one submission maps: token buffers within maxStorageBufferRange (8 bytes
+ * per token in each), a multiple of four. */
 static uint32_t kvb_vk_max_tokens(const struct kvb_vk_dev *d)
 {
     VkDeviceSize m = d->max_range / 8;
-    return m > (1u << 30) ? (1u << 30) : (uint32_t)m;
+    if (m > (1u << 30))
+        m = 1u << 30;
+    return (uint32_t)m & ~3u;
 }
 
 static int kvb_vk_table_create(kvb_table *t)
@@ -1046,7 +1051,7 @@ static int kvb_vk_slot_chunk(kvb_table *t, const kvb__span *spans, uint32_t nspa
     }
     /* the token buffers are idle: every slot mapping waits for its submission */
     memcpy(vt->tok.map, rows, (size_t)num_tokens * 4);
-    memcpy(vt->tok.map + (size_t)num_tokens * 4, pos, (size_t)num_tokens * 4);
+    memcpy(vt->tok.map + (size_t)((num_tokens + 3) & ~3u) * 4, pos, (size_t)num_tokens * 4);
 
     struct kvb_vk_cmd *c;
     if ((rc = kvb_vk_begin(t->dev, &c)))
@@ -1069,8 +1074,9 @@ static int kvb_vk_slot_chunk(kvb_table *t, const kvb__span *spans, uint32_t nspa
     vkCmdBindDescriptorSets(c->cb, VK_PIPELINE_BIND_POINT_COMPUTE, d->layout, 0, 1, &vt->set, 0,
                             NULL);
     const uint32_t per = kvb_vk_per_dispatch(d);
-    for (uint32_t first = 0; first < padded; first += per) {
-        uint32_t cnt = padded - first < per ? padded - first : per;
+    const uint32_t groups4 = (padded + 3) / 4;
+    for (uint32_t first = 0; first < groups4; first += per) {
+        uint32_t cnt = groups4 - first < per ? groups4 - first : per;
         pc.first = first;
         vkCmdPushConstants(c->cb, d->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof pc, &pc);
         vkCmdDispatch(c->cb, (cnt + d->local_size - 1) / d->local_size, 1, 1);
