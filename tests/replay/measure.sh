@@ -25,8 +25,8 @@ run synthetic --trace $MC/mooncake_synthetic_trace.jsonl --policy all --repeat 7
 run conversation-window32 --trace $MC/mooncake_conversation_trace.jsonl --policy all --window 32
 run synthetic-window32 --trace $MC/mooncake_synthetic_trace.jsonl --policy all --window 32
 run builtin --policy all --repeat 3
-run throughput-lru-8000 --trace $MC/mooncake_conversation_trace.jsonl --policy lru \
-    --capacity 8000 --repeat 20
+run throughput --trace $MC/mooncake_conversation_trace.jsonl --policy lru,fifo \
+    --capacities 1000,8000,32000 --repeat 10
 for t in 2_pools cpp cs gli loop multi1 multi2 multi3 ps sprite; do
     run lirs-$t --trace $DATA/lirs/$t.trace --format ids --policy all \
         --capacities 100,500,1000,2000,5000 --repeat 3
