@@ -749,11 +749,11 @@ static void replay_matrix(const replay_opts *o, const kvbt_trace *t, const repla
     for (int table = 0; table < 2; table++) {
         if (table == 1 && (lru < 0 || opt < 0 || n_sel < 3))
             break;
-        printf("\n%s (rows: policy; columns: capacity in blocks%s)\n",
-               table == 0 ? "hit ratio, %" : "share of the LRU -> optimal gap closed, %",
-               o->window ? "; window" : "");
+        printf("\n%s (rows: policy; columns: capacity in blocks)",
+               table == 0 ? "hit ratio, %" : "share of the LRU -> optimal gap closed, %");
         if (o->window)
-            printf("  window %u\n", o->window);
+            printf(", window %u", o->window);
+        printf("\n");
         printf("%-12s", "policy");
         for (unsigned c = 0; c < o->n_capacities; c++)
             printf(" %8u", o->capacities[c]);
