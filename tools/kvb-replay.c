@@ -10,7 +10,7 @@
  *     hashes: id x at index j, after id y, is kvb_hash_make(x, y, j > 0, j)
  *     k = kvb_pool_match(hashes)        prefix hits: stops at the first miss
  *     allocate the other n - k blocks   all or nothing, evicting in policy order
- *     stage each with its hash, register them in one batch
+ *     stage them with their hashes (kvb_pool_stage) and register them, one batch each
  *     release the n blocks, last block first (deeper blocks leave before their
  *     prefixes), with one kvb_block_release_n on the reversed handle array
  *
@@ -529,11 +529,9 @@ static int replay_run_pool(const kvbt_trace *t, const kvb_hash *hashes, const re
                     rc = kvb_pool_allocate(pool, m, s->mut, NULL, NULL);
                     if (rc < 0)
                         replay_lib_fail(t, r, "kvb_pool_allocate", rc, pol->name, capacity);
-                    for (uint32_t j = 0; j < m; j++) {
-                        rc = kvb_mutable_stage(&s->mut[j], h[k + j], &s->cmp[j]);
-                        if (rc < 0)
-                            replay_lib_fail(t, r, "kvb_mutable_stage", rc, pol->name, capacity);
-                    }
+                    rc = kvb_pool_stage(pool, s->mut, h + k, m, s->cmp);
+                    if (rc < 0)
+                        replay_lib_fail(t, r, "kvb_pool_stage", rc, pol->name, capacity);
                     rc = kvb_pool_register(pool, s->cmp, m, blk + k);
                     if (rc < 0)
                         replay_lib_fail(t, r, "kvb_pool_register", rc, pol->name, capacity);
@@ -585,11 +583,9 @@ static int replay_run_pool(const kvbt_trace *t, const kvb_hash *hashes, const re
                     }
                     if (rc < 0)
                         replay_lib_fail(t, r, "kvb_pool_allocate", rc, pol->name, capacity);
-                    for (uint32_t j = 0; j < m; j++) {
-                        rc = kvb_mutable_stage(&s->mut[j], h[k + j], &s->cmp[j]);
-                        if (rc < 0)
-                            replay_lib_fail(t, r, "kvb_mutable_stage", rc, pol->name, capacity);
-                    }
+                    rc = kvb_pool_stage(pool, s->mut, h + k, m, s->cmp);
+                    if (rc < 0)
+                        replay_lib_fail(t, r, "kvb_pool_stage", rc, pol->name, capacity);
                     rc = kvb_pool_register(pool, s->cmp, m, blk + k);
                     if (rc < 0)
                         replay_lib_fail(t, r, "kvb_pool_register", rc, pol->name, capacity);
