@@ -39,10 +39,12 @@
  * max of ns per block over the repetitions.
  *
  * Baseline ("speed of light", struct sol below): the same logical work on plain
- * arrays - a free stack, one open-addressing probe per block (find-or-insert,
- * backward-shift erase), a refcount word per block, an intrusive LRU list for
- * the cache - with no lock, no state machine, no validation beyond what the
- * operation needs, no callbacks, no statistics. Each repetition runs the
+ * arrays - a free stack, one open-addressing probe per block (linear probing,
+ * 8-byte cells holding a 32-bit hash tag beside the id, so a probe reads a slot
+ * only on a tag match and backward-shift deletion never reads one; find-or-
+ * insert in one probe), one 32-byte record per block (hash, refcount word), an
+ * intrusive LRU list in a dense array of links - with no lock, no atomics, no state machine, no
+ * validation beyond what the operation needs, no callbacks, no statistics. Each repetition runs the
  * library and then the baseline on the same random plan, back to back, and
  * the ratio column is the median of the per-repetition ratios, so it holds
  * when the machine is noisy.
@@ -396,20 +398,26 @@ static uint64_t lib_run(lib_fx *f, enum op o, const plan *pl)
 
 #define SOL_NONE UINT32_MAX
 
-/* One 32-byte record per block (two per cache line): everything a block
- * operation touches besides its map cell is in one line. Index B is the LRU
- * list's sentinel. */
+/* One 32-byte record per block (two per cache line): what a lookup touches
+ * besides its map cell is in one line. The LRU links live in their own dense
+ * array (an unlink touches the neighbours' links, which should not drag whole
+ * records into the cache). */
 struct sol_slot {
     kvb_hash hash;
-    uint64_t word;         /* generation << 32 | refcount */
-    uint32_t prev, next;   /* LRU list of cached blocks; sentinel.next = oldest */
+    uint64_t word; /* generation << 32 | refcount */
+    uint64_t pad_;
+};
+
+struct sol_link {
+    uint32_t prev, next; /* LRU list of cached blocks; index B is the sentinel, its next the oldest */
 };
 
 typedef struct sol {
     uint32_t B;
     uint32_t mask, shift;
-    struct sol_slot *slot; /* B + 1 */
-    uint32_t *map;         /* open addressing, linear probing, cells = block ids */
+    struct sol_slot *slot; /* B */
+    struct sol_link *link; /* B + 1 */
+    uint64_t *map;         /* open addressing, linear probing, load <= 1/2; see sol_find */
     uint32_t *stack;       /* free stack */
     uint32_t nfree;
     uint32_t ncached;
@@ -430,8 +438,8 @@ static uint32_t sol_map_cap(uint32_t B)
 
 static size_t sol_bytes(uint32_t B)
 {
-    return ((size_t)B + 1) * sizeof(struct sol_slot) + (size_t)sol_map_cap(B) * sizeof(uint32_t) +
-           (size_t)B * sizeof(uint32_t);
+    return (size_t)B * sizeof(struct sol_slot) + ((size_t)B + 1) * sizeof(struct sol_link) +
+           (size_t)sol_map_cap(B) * sizeof(uint64_t) + (size_t)B * sizeof(uint32_t);
 }
 
 static void sol_init(sol *s, uint32_t B, uint32_t maxw)
@@ -441,17 +449,18 @@ static void sol_init(sol *s, uint32_t B, uint32_t maxw)
     uint32_t cap = sol_map_cap(B);
     s->mask = cap - 1;
     s->shift = 64 - (uint32_t)__builtin_ctz(cap);
-    s->slot = kvbt_xmalloc_array((size_t)B + 1, sizeof *s->slot);
+    s->slot = kvbt_xmalloc_array(B, sizeof *s->slot);
+    s->link = kvbt_xmalloc_array((size_t)B + 1, sizeof *s->link);
     s->map = kvbt_xmalloc_array(cap, sizeof *s->map);
     s->stack = kvbt_xmalloc_array(B, sizeof *s->stack);
     memset(s->map, 0xff, (size_t)cap * sizeof *s->map);
-    memset(s->slot, 0, ((size_t)B + 1) * sizeof *s->slot);
+    memset(s->slot, 0, (size_t)B * sizeof *s->slot);
     for (uint32_t i = 0; i < B; i++) {
         s->slot[i].word = 1ull << 32;
         s->stack[i] = B - 1 - i; /* pops 0, 1, 2, ... like the library's first pass */
     }
     s->nfree = B;
-    s->slot[B].prev = s->slot[B].next = B;
+    s->link[B].prev = s->link[B].next = B;
     s->mut = kvbt_xmalloc_array(maxw, sizeof *s->mut);
     s->cmp = kvbt_xmalloc_array(maxw, sizeof *s->cmp);
     s->out = kvbt_xmalloc_array(maxw, sizeof *s->out);
@@ -461,6 +470,7 @@ static void sol_init(sol *s, uint32_t B, uint32_t maxw)
 static void sol_fini(sol *s)
 {
     free(s->slot);
+    free(s->link);
     free(s->map);
     free(s->stack);
     free(s->mut);
@@ -469,16 +479,31 @@ static void sol_fini(sol *s)
     free(s->hit);
 }
 
-static inline uint32_t sol_home(const sol *s, kvb_hash h)
+/* Map cells: tag << 32 | id, where tag is the top 32 bits of the mixed hash; the
+ * home index is the tag's top log2(capacity) bits, so deletion never reads a
+ * slot and a probe reads a slot only when the tag matches. */
+#define SOL_EMPTY UINT64_MAX
+
+static inline uint64_t sol_mix(kvb_hash h)
 {
-    return (uint32_t)(((h.hi ^ h.lo) * 0x9E3779B97F4A7C15ull) >> s->shift);
+    return (h.hi ^ h.lo) * 0x9E3779B97F4A7C15ull;
+}
+
+static inline uint32_t sol_tag_home(const sol *s, uint32_t tag)
+{
+    return tag >> (s->shift - 32);
 }
 
 static inline uint32_t sol_find(const sol *s, kvb_hash h)
 {
-    for (uint32_t i = sol_home(s, h);; i = (i + 1) & s->mask) {
-        uint32_t id = s->map[i];
-        if (id == SOL_NONE || (s->slot[id].hash.lo == h.lo && s->slot[id].hash.hi == h.hi))
+    uint32_t tag = (uint32_t)(sol_mix(h) >> 32);
+    for (uint32_t i = sol_tag_home(s, tag);; i = (i + 1) & s->mask) {
+        uint64_t c = s->map[i];
+        if (c == SOL_EMPTY)
+            return SOL_NONE;
+        uint32_t id = (uint32_t)c;
+        if ((uint32_t)(c >> 32) == tag && s->slot[id].hash.lo == h.lo &&
+            s->slot[id].hash.hi == h.hi)
             return id;
     }
 }
@@ -487,51 +512,56 @@ static inline uint32_t sol_find(const sol *s, kvb_hash h)
 static inline uint32_t sol_find_or_insert(sol *s, uint32_t id)
 {
     kvb_hash h = s->slot[id].hash;
-    for (uint32_t i = sol_home(s, h);; i = (i + 1) & s->mask) {
-        uint32_t e = s->map[i];
-        if (e == SOL_NONE) {
-            s->map[i] = id;
+    uint32_t tag = (uint32_t)(sol_mix(h) >> 32);
+    for (uint32_t i = sol_tag_home(s, tag);; i = (i + 1) & s->mask) {
+        uint64_t c = s->map[i];
+        if (c == SOL_EMPTY) {
+            s->map[i] = (uint64_t)tag << 32 | id;
             return id;
         }
-        if (s->slot[e].hash.lo == h.lo && s->slot[e].hash.hi == h.hi)
+        uint32_t e = (uint32_t)c;
+        if ((uint32_t)(c >> 32) == tag && s->slot[e].hash.lo == h.lo &&
+            s->slot[e].hash.hi == h.hi)
             return e;
     }
 }
 
+/* Backward-shift deletion: homes come from the tags, no slot is read. */
 static inline void sol_erase(sol *s, uint32_t id)
 {
-    uint32_t i = sol_home(s, s->slot[id].hash);
-    while (s->map[i] != id)
+    uint32_t tag = (uint32_t)(sol_mix(s->slot[id].hash) >> 32);
+    uint32_t i = sol_tag_home(s, tag);
+    while ((uint32_t)s->map[i] != id)
         i = (i + 1) & s->mask;
     for (uint32_t j = i;;) {
         j = (j + 1) & s->mask;
-        uint32_t e = s->map[j];
-        if (e == SOL_NONE)
+        uint64_t e = s->map[j];
+        if (e == SOL_EMPTY)
             break;
-        uint32_t home = sol_home(s, s->slot[e].hash);
+        uint32_t home = sol_tag_home(s, (uint32_t)(e >> 32));
         if (((j - home) & s->mask) >= ((j - i) & s->mask)) {
             s->map[i] = e;
             i = j;
         }
     }
-    s->map[i] = SOL_NONE;
+    s->map[i] = SOL_EMPTY;
 }
 
 static inline void sol_lru_unlink(sol *s, uint32_t id)
 {
-    struct sol_slot *x = &s->slot[id];
-    s->slot[x->prev].next = x->next;
-    s->slot[x->next].prev = x->prev;
+    struct sol_link *x = &s->link[id];
+    s->link[x->prev].next = x->next;
+    s->link[x->next].prev = x->prev;
     s->ncached--;
 }
 
 static inline void sol_lru_push(sol *s, uint32_t id)
 {
-    uint32_t t = s->slot[s->B].prev;
-    s->slot[id].prev = t;
-    s->slot[id].next = s->B;
-    s->slot[t].next = id;
-    s->slot[s->B].prev = id;
+    uint32_t t = s->link[s->B].prev;
+    s->link[id].prev = t;
+    s->link[id].next = s->B;
+    s->link[t].next = id;
+    s->link[s->B].prev = id;
     s->ncached++;
 }
 
@@ -543,20 +573,26 @@ static inline uint32_t sol_renew(sol *s, uint32_t id, uint32_t rc)
     return gen;
 }
 
+/* Free stack first, then the oldest cached blocks; victims are unlinked first
+ * and erased from the map in a second pass (independent misses overlap). */
 static inline int sol_allocate(sol *s, uint32_t n, kvb_mutable *out)
 {
     if (s->nfree + s->ncached < n)
         return -ENOSPC;
-    for (uint32_t i = 0; i < n; i++) {
-        uint32_t id;
-        if (s->nfree) {
-            id = s->stack[--s->nfree];
-        } else {
-            id = s->slot[s->B].next;
-            sol_lru_unlink(s, id);
-            sol_erase(s, id);
-        }
-        out[i] = (kvb_mutable){.pool = NULL, .id = id, .gen = sol_renew(s, id, 0)};
+    uint32_t i = 0;
+    for (; i < n && s->nfree; i++)
+        out[i].id = s->stack[--s->nfree];
+    uint32_t first_victim = i;
+    for (; i < n; i++) {
+        uint32_t id = s->link[s->B].next;
+        sol_lru_unlink(s, id);
+        out[i].id = id;
+    }
+    for (uint32_t j = first_victim; j < n; j++)
+        sol_erase(s, out[j].id);
+    for (uint32_t j = 0; j < n; j++) {
+        out[j].pool = NULL;
+        out[j].gen = sol_renew(s, out[j].id, 0);
     }
     return 0;
 }
