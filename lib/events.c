@@ -81,8 +81,11 @@
  * are set at create.
  */
 #include "events_internal.h"
+#include <poll.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <time.h>
+#include <unistd.h>
 
 #define EV_RING_INIT      1024u /* records; grows by doubling */
 #define EV_STAGE          256u  /* records the drainer takes out of the ring per round */
@@ -101,7 +104,7 @@ struct kvb_events {
 
     pthread_mutex_t mu;
     pthread_cond_t cv;       /* (mu) base moved, ring space, drainer role released */
-    pthread_cond_t timer_cv; /* (mu) a batch started waiting, or stop */
+    int timer_fd; /* eventfd: wakes the timer thread (a batch started waiting, or stop) */
 
     /* ---- (mu) ---- */
     struct kvb_cb_ev *ring;
@@ -118,6 +121,7 @@ struct kvb_events {
     kvb_event_stats st;
     bool stop;
     bool timer_started;
+    bool timer_idle; /* the timer sleeps with no deadline: kick it when a batch waits */
     pthread_t timer;
 
     /* ---- (drainer) ---- */
@@ -287,6 +291,14 @@ static bool kvb_ev_idx_parent(const struct kvb_events *ev, kvb_hash child, kvb_h
 
 static void *kvb_ev_timer_main(void *arg);
 
+/* Wake the timer thread. EAGAIN (counter saturated) means it is awake anyway. */
+static void kvb_ev_kick(struct kvb_events *ev)
+{
+    uint64_t one = 1;
+    ssize_t w = write(ev->timer_fd, &one, sizeof one);
+    (void)w;
+}
+
 int kvb__events_create(const kvb_event_config *cfg, const kvb_allocator *a,
                        struct kvb_events **out)
 {
@@ -340,16 +352,13 @@ int kvb__events_create(const kvb_event_config *cfg, const kvb_allocator *a,
         pthread_mutex_destroy(&ev->mu);
         goto fail;
     }
-    if (pthread_cond_init(&ev->timer_cv, &ca) != 0) {
-        pthread_condattr_destroy(&ca);
-        pthread_cond_destroy(&ev->cv);
-        pthread_mutex_destroy(&ev->mu);
-        goto fail;
-    }
     pthread_condattr_destroy(&ca);
+    ev->timer_fd = -1;
     if (ev->delay_ns && cfg->batch_max) {
-        if (pthread_create(&ev->timer, NULL, kvb_ev_timer_main, ev) != 0) {
-            pthread_cond_destroy(&ev->timer_cv);
+        ev->timer_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (ev->timer_fd < 0 || pthread_create(&ev->timer, NULL, kvb_ev_timer_main, ev) != 0) {
+            if (ev->timer_fd >= 0)
+                close(ev->timer_fd);
             pthread_cond_destroy(&ev->cv);
             pthread_mutex_destroy(&ev->mu);
             rc = -EAGAIN;
@@ -373,12 +382,12 @@ void kvb__events_destroy(struct kvb_events *ev)
     if (ev->timer_started) {
         pthread_mutex_lock(&ev->mu);
         ev->stop = true;
-        pthread_cond_signal(&ev->timer_cv);
         pthread_mutex_unlock(&ev->mu);
+        kvb_ev_kick(ev);
         pthread_join(ev->timer, NULL);
+        close(ev->timer_fd);
     }
     kvb_allocator a = ev->alloc;
-    pthread_cond_destroy(&ev->timer_cv);
     pthread_cond_destroy(&ev->cv);
     pthread_mutex_destroy(&ev->mu);
     kvb__free(&a, ev->ring, (size_t)ev->ring_cap * sizeof *ev->ring);
@@ -617,8 +626,12 @@ static void kvb_ev_drain_locked(struct kvb_events *ev)
     ev->st.waiting = ev->nev;
     ev->draining = false;
     pthread_cond_broadcast(&ev->cv);
-    if (ev->nev && ev->timer_started)
-        pthread_cond_signal(&ev->timer_cv);
+    /* a batch waits and the timer sleeps without a deadline: give it one (one
+     * write per batch, not per call) */
+    if (ev->nev && ev->timer_idle) {
+        ev->timer_idle = false;
+        kvb_ev_kick(ev);
+    }
 }
 
 static void kvb_ev_become_drainer_locked(struct kvb_events *ev)
@@ -754,28 +767,45 @@ void kvb__events_flush(kvb_pool *p)
 }
 
 /* The timer: delivers a waiting batch once its oldest event is batch_delay_ms
- * old, when no pool activity did it first. */
+ * old, when no pool activity did it first. It sleeps in poll() on an eventfd
+ * (kicked when a batch starts waiting, and at destroy) with the deadline as the
+ * timeout, not in pthread_cond_timedwait: glibc's timed condition wait signals
+ * internally on timeout, which helgrind and DRD report as a signal without the
+ * lock held. */
 static void *kvb_ev_timer_main(void *arg)
 {
     struct kvb_events *ev = arg;
-    pthread_mutex_lock(&ev->mu);
-    while (!ev->stop) {
-        if (ev->draining || !ev->waiting) {
-            pthread_cond_wait(&ev->timer_cv, &ev->mu);
-            continue;
+    for (;;) {
+        int timeout = -1;
+        pthread_mutex_lock(&ev->mu);
+        ev->timer_idle = false;
+        if (ev->stop) {
+            pthread_mutex_unlock(&ev->mu);
+            return NULL;
         }
-        uint64_t due = ev->oldest_ns + ev->delay_ns;
-        if (kvb_ev_now_ns() >= due) {
-            kvb_ev_become_drainer_locked(ev);
-            kvb_ev_drain_locked(ev);
-            continue;
+        if (!ev->draining && ev->waiting) {
+            uint64_t due = ev->oldest_ns + ev->delay_ns, now = kvb_ev_now_ns();
+            if (now >= due) {
+                kvb_ev_become_drainer_locked(ev);
+                kvb_ev_drain_locked(ev);
+                pthread_mutex_unlock(&ev->mu);
+                continue;
+            }
+            uint64_t ms = (due - now + 999999) / 1000000;
+            timeout = ms > INT32_MAX ? INT32_MAX : (int)ms;
         }
-        struct timespec ts = {.tv_sec = (time_t)(due / 1000000000ull),
-                              .tv_nsec = (long)(due % 1000000000ull)};
-        pthread_cond_timedwait(&ev->timer_cv, &ev->mu, &ts);
+        /* no deadline (nothing waits, or another thread drains): whoever leaves a
+         * batch waiting kicks us */
+        if (timeout < 0)
+            ev->timer_idle = true;
+        pthread_mutex_unlock(&ev->mu);
+        struct pollfd pfd = {.fd = ev->timer_fd, .events = POLLIN};
+        if (poll(&pfd, 1, timeout) > 0) {
+            uint64_t v;
+            ssize_t r = read(ev->timer_fd, &v, sizeof v);
+            (void)r;
+        }
     }
-    pthread_mutex_unlock(&ev->mu);
-    return NULL;
 }
 
 /* ------------------------------------------------------------------------ */
