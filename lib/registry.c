@@ -4,10 +4,20 @@
  *
  * Records live in one open-addressing table (linear probing, backward-shift
  * deletion) that doubles when it passes 1/2 load; a record exists while any
- * attached pool holds a block of its hash. Presence is a counter per pool, not
- * a flag: updates are delivered after the pool lock is dropped, so an "absent"
- * from one thread may arrive after a "present" from another; counting makes the
- * final answer right whatever the interleaving.
+ * attached pool holds a block of its hash or while it has attachments.
+ * Presence is a counter per pool, not a flag: updates are delivered after the
+ * pool lock is dropped, so an "absent" from one thread may arrive after a
+ * "present" from another; counting makes the final answer right whatever the
+ * interleaving.
+ *
+ * Attachments: each record points to a singly linked list of nodes
+ * {key, value, destructor, unique?} in attach order, allocated through the
+ * registry's allocator (outside any pool lock, so allocating is allowed here).
+ * A key is used either unique (one node) or multiple (any number of nodes) on a
+ * given hash; mixing is -EEXIST. Removed nodes are unlinked under the registry
+ * lock and their destructors run after it is dropped, so a destructor may call
+ * back into the registry. The list pointer moves with the record when the
+ * table shifts or grows (records are plain values).
  *
  * The frequency sketch is lock-free (sketch.c) and is read and touched by the
  * pools under their own locks; the registry mutex guards only the table and the
@@ -19,9 +29,18 @@
 #include <pthread.h>
 #include <string.h>
 
+struct kvb_reg_att {
+    struct kvb_reg_att *next;
+    const void *key;
+    void *value;
+    kvb_attach_dtor dtor;
+    bool unique;
+};
+
 struct kvb_reg_rec {
     kvb_hash hash;
     uint32_t presence[KVB_REGISTRY_MAX_POOLS];
+    struct kvb_reg_att *att; /* attachments in attach order; NULL: none */
     uint8_t used;
 };
 
@@ -99,6 +118,16 @@ int kvb_registry_destroy(kvb_registry *r)
     if (n)
         return -EBUSY;
     kvb_allocator a = r->alloc;
+    for (uint32_t i = 0; i < r->cap; i++) {
+        if (!r->tab[i].used)
+            continue;
+        for (struct kvb_reg_att *t = r->tab[i].att, *nx; t; t = nx) {
+            nx = t->next;
+            if (t->dtor)
+                t->dtor(t->value);
+            kvb__free(&a, t, sizeof *t);
+        }
+    }
     pthread_mutex_destroy(&r->mu);
     kvb__sketch_destroy(r->sketch);
     kvb__free(&a, r->tab, (size_t)r->cap * sizeof *r->tab);
@@ -191,6 +220,8 @@ static struct kvb_reg_rec *kvb_reg_insert(kvb_registry *r, kvb_hash h)
 
 static bool kvb_reg_idle(const struct kvb_reg_rec *rec)
 {
+    if (rec->att)
+        return false;
     for (uint32_t i = 0; i < KVB_REGISTRY_MAX_POOLS; i++)
         if (rec->presence[i])
             return false;
@@ -279,4 +310,199 @@ void kvb_registry_touch(kvb_registry *r, kvb_hash h)
 {
     if (r)
         kvb__sketch_touch(r->sketch, h);
+}
+
+/* ------------------------------------------------------------------------ */
+/* attachments                                                              */
+/* ------------------------------------------------------------------------ */
+
+/* Run the destructors of a detached list (registry lock NOT held) and free it. */
+static void kvb_reg_att_destroy(kvb_registry *r, struct kvb_reg_att *list)
+{
+    while (list) {
+        struct kvb_reg_att *nx = list->next;
+        if (list->dtor)
+            list->dtor(list->value);
+        kvb__free(&r->alloc, list, sizeof *list);
+        list = nx;
+    }
+}
+
+/* How key is used on rec: 0 not at all, 1 unique, 2 multiple. */
+static int kvb_reg_att_mode(const struct kvb_reg_rec *rec, const void *key)
+{
+    for (const struct kvb_reg_att *t = rec ? rec->att : NULL; t; t = t->next)
+        if (t->key == key)
+            return t->unique ? 1 : 2;
+    return 0;
+}
+
+static int kvb_reg_attach(kvb_registry *r, kvb_hash h, const void *key, void *value,
+                          kvb_attach_dtor dtor, bool unique)
+{
+    if (!r || !key)
+        return -EINVAL;
+    /* allocate before locking: the registry lock is held briefly */
+    struct kvb_reg_att *node = kvb__alloc(&r->alloc, sizeof *node);
+    if (!node)
+        return -ENOMEM;
+    *node = (struct kvb_reg_att){.key = key, .value = value, .dtor = dtor, .unique = unique};
+    kvb_reg_lock(r);
+    struct kvb_reg_rec *rec = kvb_reg_find(r, h);
+    int mode = kvb_reg_att_mode(rec, key);
+    int rc = 0;
+    if (mode == 1 || (mode == 2 && unique)) {
+        rc = -EEXIST;
+    } else {
+        if (!rec)
+            rec = kvb_reg_insert(r, h);
+        if (!rec) {
+            rc = -ENOMEM;
+        } else {
+            struct kvb_reg_att **tail = &rec->att;
+            while (*tail)
+                tail = &(*tail)->next;
+            *tail = node;
+        }
+    }
+    kvb_reg_unlock(r);
+    if (rc)
+        kvb__free(&r->alloc, node, sizeof *node);
+    return rc;
+}
+
+int kvb_registry_attach_unique(kvb_registry *r, kvb_hash h, const void *key, void *value,
+                               kvb_attach_dtor dtor)
+{
+    return kvb_reg_attach(r, h, key, value, dtor, true);
+}
+
+int kvb_registry_attach(kvb_registry *r, kvb_hash h, const void *key, void *value,
+                        kvb_attach_dtor dtor)
+{
+    return kvb_reg_attach(r, h, key, value, dtor, false);
+}
+
+int kvb_registry_get_unique(kvb_registry *r, kvb_hash h, const void *key, void **out)
+{
+    if (!r || !key || !out)
+        return -EINVAL;
+    kvb_reg_lock(r);
+    struct kvb_reg_rec *rec = kvb_reg_find(r, h);
+    int rc = -ENOENT;
+    for (const struct kvb_reg_att *t = rec ? rec->att : NULL; t; t = t->next) {
+        if (t->key != key)
+            continue;
+        if (t->unique) {
+            *out = t->value;
+            rc = 0;
+        } else {
+            rc = -EEXIST;
+        }
+        break;
+    }
+    kvb_reg_unlock(r);
+    return rc;
+}
+
+int kvb_registry_get(kvb_registry *r, kvb_hash h, const void *key, void **out, uint32_t cap)
+{
+    if (!r || !key || (cap && !out))
+        return -EINVAL;
+    kvb_reg_lock(r);
+    struct kvb_reg_rec *rec = kvb_reg_find(r, h);
+    uint32_t n = 0;
+    for (const struct kvb_reg_att *t = rec ? rec->att : NULL; t; t = t->next) {
+        if (t->key != key)
+            continue;
+        if (n < cap)
+            out[n] = t->value;
+        n++;
+    }
+    kvb_reg_unlock(r);
+    return n > INT32_MAX ? INT32_MAX : (int)n;
+}
+
+/* Unlink the attachments of rec under key (all of them, or the first whose value is
+ * `value` when one is true) onto *gone, in order; erase rec if it became idle. Lock held.
+ * Returns how many were unlinked. */
+static uint32_t kvb_reg_unlink(kvb_registry *r, struct kvb_reg_rec *rec, const void *key,
+                               bool one, const void *value, struct kvb_reg_att **gone)
+{
+    uint32_t n = 0;
+    struct kvb_reg_att **gtail = gone;
+    for (struct kvb_reg_att **pp = &rec->att; *pp;) {
+        struct kvb_reg_att *t = *pp;
+        if (t->key != key || (one && t->value != value)) {
+            pp = &t->next;
+            continue;
+        }
+        *pp = t->next;
+        t->next = NULL;
+        *gtail = t;
+        gtail = &t->next;
+        n++;
+        if (one)
+            break;
+    }
+    if (n && kvb_reg_idle(rec))
+        kvb_reg_erase(r, rec);
+    return n;
+}
+
+int kvb_registry_detach(kvb_registry *r, kvb_hash h, const void *key)
+{
+    if (!r || !key)
+        return -EINVAL;
+    struct kvb_reg_att *gone = NULL;
+    kvb_reg_lock(r);
+    struct kvb_reg_rec *rec = kvb_reg_find(r, h);
+    uint32_t n = rec ? kvb_reg_unlink(r, rec, key, false, NULL, &gone) : 0;
+    kvb_reg_unlock(r);
+    kvb_reg_att_destroy(r, gone);
+    if (!n)
+        return -ENOENT;
+    return n > INT32_MAX ? INT32_MAX : (int)n;
+}
+
+int kvb_registry_detach_value(kvb_registry *r, kvb_hash h, const void *key, void *value)
+{
+    if (!r || !key)
+        return -EINVAL;
+    struct kvb_reg_att *gone = NULL;
+    kvb_reg_lock(r);
+    struct kvb_reg_rec *rec = kvb_reg_find(r, h);
+    uint32_t n = rec ? kvb_reg_unlink(r, rec, key, true, value, &gone) : 0;
+    kvb_reg_unlock(r);
+    kvb_reg_att_destroy(r, gone);
+    return n ? 0 : -ENOENT;
+}
+
+int kvb_registry_take_unique(kvb_registry *r, kvb_hash h, const void *key, void **out)
+{
+    if (!r || !key || !out)
+        return -EINVAL;
+    struct kvb_reg_att *gone = NULL;
+    kvb_reg_lock(r);
+    struct kvb_reg_rec *rec = kvb_reg_find(r, h);
+    int mode = kvb_reg_att_mode(rec, key);
+    int rc = mode == 1 ? 0 : mode == 2 ? -EEXIST : -ENOENT;
+    if (rc == 0)
+        kvb_reg_unlink(r, rec, key, false, NULL, &gone);
+    kvb_reg_unlock(r);
+    if (gone) {
+        *out = gone->value; /* handed back: no destructor */
+        kvb__free(&r->alloc, gone, sizeof *gone);
+    }
+    return rc;
+}
+
+uint32_t kvb_registry_record_count(kvb_registry *r)
+{
+    if (!r)
+        return 0;
+    kvb_reg_lock(r);
+    uint32_t n = r->len;
+    kvb_reg_unlock(r);
+    return n;
 }
