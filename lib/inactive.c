@@ -17,9 +17,12 @@ const kvb_inactive_ops *kvb_inactive_builtin(kvb_evict_policy policy)
         return &kvb_inactive_lru;
     case KVB_EVICT_FIFO:
         return &kvb_inactive_fifo;
-    case KVB_EVICT_MULTI_LRU: /* not built yet */
-    case KVB_EVICT_TINYLFU:   /* not built yet */
-    case KVB_EVICT_LINEAGE:   /* not built yet */
+    case KVB_EVICT_MULTI_LRU:
+        return &kvb_inactive_multi_lru;
+    case KVB_EVICT_TINYLFU:
+        return &kvb_inactive_tinylfu;
+    case KVB_EVICT_LINEAGE:
+        return &kvb_inactive_lineage;
     default:
         return NULL;
     }

@@ -243,6 +243,10 @@ struct backend_case {
 static const struct backend_case backends[] = {
     {&kvb_inactive_lru, MODEL_LRU, 8},
     {&kvb_inactive_fifo, MODEL_FIFO, 12},
+    {&kvb_inactive_multi_lru, MODEL_SET, 10},
+    {&kvb_inactive_tinylfu, MODEL_SET, 40},
+    {&kvb_inactive_lineage, MODEL_LRU, 90},
+    {&kvb_inactive_lineage_arc, MODEL_SET, 400},
     {&test_lifo_ops, MODEL_LIFO, 0},
 };
 #define N_BACKENDS (sizeof backends / sizeof backends[0])
@@ -1218,10 +1222,9 @@ Test(builtin, lookup)
     cr_assert_eq(kvb_inactive_builtin(KVB_EVICT_FIFO), &kvb_inactive_fifo);
     cr_assert_str_eq(kvb_inactive_builtin(KVB_EVICT_LRU)->name, "lru");
     cr_assert_str_eq(kvb_inactive_builtin(KVB_EVICT_FIFO)->name, "fifo");
-    /* not built yet */
-    cr_assert_null(kvb_inactive_builtin(KVB_EVICT_MULTI_LRU));
-    cr_assert_null(kvb_inactive_builtin(KVB_EVICT_TINYLFU));
-    cr_assert_null(kvb_inactive_builtin(KVB_EVICT_LINEAGE));
+    cr_assert_eq(kvb_inactive_builtin(KVB_EVICT_MULTI_LRU), &kvb_inactive_multi_lru);
+    cr_assert_eq(kvb_inactive_builtin(KVB_EVICT_TINYLFU), &kvb_inactive_tinylfu);
+    cr_assert_eq(kvb_inactive_builtin(KVB_EVICT_LINEAGE), &kvb_inactive_lineage);
     /* out of range */
     cr_assert_null(kvb_inactive_builtin((kvb_evict_policy)(KVB_EVICT_LINEAGE + 1)));
     cr_assert_null(kvb_inactive_builtin((kvb_evict_policy)99));

@@ -85,6 +85,17 @@ typedef struct kvb_inactive_ops {
 /** Built-in backends (the pool picks one from kvb_pool_config.evict). */
 KVB_API extern const kvb_inactive_ops kvb_inactive_lru;
 KVB_API extern const kvb_inactive_ops kvb_inactive_fifo;
+/** Four LRU levels by TinyLFU estimate (KVB_EVICT_MULTI_LRU). */
+KVB_API extern const kvb_inactive_ops kvb_inactive_multi_lru;
+/** W-TinyLFU with a hill-climbed window (KVB_EVICT_TINYLFU). */
+KVB_API extern const kvb_inactive_ops kvb_inactive_tinylfu;
+/** Leaf-first LRU over the prefix tree of cached blocks (KVB_EVICT_LINEAGE). */
+KVB_API extern const kvb_inactive_ops kvb_inactive_lineage;
+/** ARC over the leaves of the prefix tree, with a long ghost history: the best
+ * hit ratios on prefix-sharing workloads (docs/eviction.md). No enum value:
+ * select it with kvb_pool_config.evict_ops = &kvb_inactive_lineage_arc. It
+ * needs no frequency sketch. */
+KVB_API extern const kvb_inactive_ops kvb_inactive_lineage_arc;
 
 /**
  * @brief The built-in ops table for a policy, or NULL when it is not built in.
