@@ -1,0 +1,17 @@
+"""python/examples/replay.py runs and reports what it should."""
+import os
+import re
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPLAY = os.path.join(HERE, "..", "examples", "replay.py")
+
+
+def test_replay_example_on_a_small_synthetic_workload():
+    out = subprocess.run([sys.executable, REPLAY, "--synthetic", "400", "--capacity", "512",
+                          "--repeat", "2"], check=True, capture_output=True, text=True).stdout
+    assert "400 requests" in out
+    m = re.search(r"hit ratio ([0-9.]+)%", out)
+    assert m and 0.0 < float(m.group(1)) < 100.0
+    assert re.search(r"python batch path: \d+ ns per block ref", out)
