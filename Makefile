@@ -189,11 +189,13 @@ uninstall:
 	rm -rf $(DESTDIR)$(PREFIX)/include/kvblock $(DESTDIR)$(PREFIX)/include/kvblock.h
 	rm -f $(DESTDIR)$(PREFIX)/lib/libkvblock.* $(DESTDIR)$(PREFIX)/lib/pkgconfig/kvblock.pc
 
+FORMAT_FILES = $(shell find include lib backends -name '*.[ch]')
+
 format:
-	clang-format -i include/*.h include/kvblock/*.h lib/*.[ch] backends/*/*.c tests/*.[ch] stress/*.c tools/*.c
+	clang-format -i $(FORMAT_FILES)
 
 format-check:
-	clang-format --dry-run --Werror include/*.h include/kvblock/*.h lib/*.[ch] backends/*/*.c
+	clang-format --dry-run --Werror $(FORMAT_FILES)
 
 clean:
 	rm -rf build build-*
