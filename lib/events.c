@@ -66,8 +66,9 @@
  * others are in the event). kvb_hash carries the parent's position and the top
  * R bits of its sequence hash; the drainer keeps an index of the content this
  * stream reported as stored and not removed, keyed by (position, those bits),
- * and reports the parent when it finds one that kvb_hash_is_parent accepts.
- * With EMIT_POW2 the index holds sampled positions only, so parents are
+ * holding per key the count and the XOR of the stored hashes: the parent is
+ * reported when exactly one stored hash has the key (and kvb_hash_is_parent
+ * accepts it), never guessed among several. With EMIT_POW2 the index holds sampled positions only, so parents are
  * unknown (the sampling consumer does not link blocks anyway).
  *
  * Batching. batch_max = 0: deliver each drain round at once. Otherwise deliver
@@ -92,6 +93,13 @@
 #define EV_HASHES_DEFAULT 4096u
 #define EV_EVENTS_AT_ONCE 256u /* events per delivery when batch_max is 0 */
 #define EV_TOKENS_MAX     65536u /* token ids one delivery holds */
+
+struct kvb_ev_cell {
+    uint64_t frag; /* key: top bits of the sequence hash, as a child keeps them */
+    uint32_t pos;  /* key: position */
+    uint32_t count; /* stored hashes with this key; 0 = empty cell */
+    kvb_hash x;     /* XOR of those hashes: the hash itself when count == 1 */
+};
 
 struct kvb_events {
     /* ---- (const) ---- */
@@ -141,8 +149,8 @@ struct kvb_events {
     /* counters not yet published into st (published under mu each round) */
     uint64_t d_filtered, d_events, d_deliveries, d_last_seq;
     uint32_t d_unresolved;
-    /* parent index: hashes stored and not removed; all-ones = empty cell */
-    kvb_hash *idx;
+    /* parent index (see kvb_ev_idx_*): parent key -> count and XOR of stored hashes */
+    struct kvb_ev_cell *idx;
     uint32_t idx_mask, idx_n;
     bool idx_tried;
     struct kvb_cb_ev stage[EV_STAGE];
@@ -191,22 +199,31 @@ static uint32_t kvb_ev_rbits(uint32_t position)
     return position < (1u << 8) ? 54 : position < (1u << 16) ? 46 : 38;
 }
 
-static uint32_t kvb_ev_idx_home(const struct kvb_events *ev, uint32_t pos, uint64_t frag)
-{
-    uint64_t x = (frag ^ ((uint64_t)pos << 40) ^ pos) * 0x9E3779B97F4A7C15ull;
-    return (uint32_t)(x >> 32) & ev->idx_mask;
-}
-
-/* Home of a stored hash: keyed as its children will look it up. */
-static uint32_t kvb_ev_idx_home_of(const struct kvb_events *ev, kvb_hash h)
+/*
+ * The index maps a parent key, (position, the top R bits of the sequence hash
+ * that a child at position + 1 keeps), to the number of stored hashes with that
+ * key and the XOR of those hashes. A child finds its parent by its own position
+ * and parent fragment: the parent is known exactly when the count is 1 (the XOR
+ * is then the parent itself); a count above 1 means several stored hashes fit
+ * (possible with hashes built from small integers, as traces do), and the parent
+ * is reported unknown rather than guessed. Keys are distinct per cell, so probe
+ * runs stay short whatever the hashes look like; insert and remove are O(1).
+ * Open addressing, linear probing, backward-shift deletion; capacity >= 2 x
+ * block_count fixed at first use (at most block_count hashes are stored).
+ */
+static uint64_t kvb_ev_key_frag(kvb_hash h)
 {
     uint32_t pos = kvb_hash_position(h);
-    return kvb_ev_idx_home(ev, pos, kvb_hash_current(h) >> (64 - kvb_ev_rbits(pos + 1)));
+    return kvb_hash_current(h) >> (64 - kvb_ev_rbits(pos + 1));
 }
 
-static bool kvb_ev_idx_empty(kvb_hash h)
+static uint32_t kvb_ev_idx_home(const struct kvb_events *ev, uint32_t pos, uint64_t frag)
 {
-    return h.hi == UINT64_MAX && h.lo == UINT64_MAX;
+    /* splitmix64 finaliser: keys built from small integers still spread */
+    uint64_t x = frag + 0x9E3779B97F4A7C15ull * ((uint64_t)pos + 1);
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return (uint32_t)(x ^ (x >> 31)) & ev->idx_mask;
 }
 
 static void kvb_ev_idx_init(struct kvb_events *ev, const kvb_pool *p)
@@ -215,74 +232,90 @@ static void kvb_ev_idx_init(struct kvb_events *ev, const kvb_pool *p)
     if (ev->cfg.emit != KVB_EVENT_EMIT_ALL)
         return; /* sampled streams carry no parents */
     uint32_t cap = kvb__next_pow2(p->block_count) * 2;
-    ev->idx = kvb__alloc(&ev->alloc, (size_t)cap * sizeof *ev->idx);
+    ev->idx = kvb__calloc(&ev->alloc, cap, sizeof *ev->idx);
     if (!ev->idx)
         return; /* parents stay unresolved; everything else works */
-    memset(ev->idx, 0xff, (size_t)cap * sizeof *ev->idx);
     ev->idx_mask = cap - 1;
+}
+
+/* The cell of key (pos, frag), or of the empty cell where it would go. */
+static uint32_t kvb_ev_idx_find(const struct kvb_events *ev, uint32_t pos, uint64_t frag)
+{
+    uint32_t i = kvb_ev_idx_home(ev, pos, frag);
+    while (ev->idx[i].count && (ev->idx[i].pos != pos || ev->idx[i].frag != frag))
+        i = (i + 1) & ev->idx_mask;
+    return i;
 }
 
 static void kvb_ev_idx_insert(struct kvb_events *ev, kvb_hash h)
 {
-    /* Load stays <= 1/2: the pool holds at most block_count stored hashes. Past
-     * that (only after lost records left stale entries) stop indexing. */
-    if (!ev->idx || ev->idx_n >= (ev->idx_mask + 1) / 2 || kvb_ev_idx_empty(h))
+    /* Load stays <= 1/2: the pool stores at most block_count hashes. Past that
+     * (only after lost records left stale keys) stop indexing. */
+    if (!ev->idx)
         return;
-    uint32_t i = kvb_ev_idx_home_of(ev, h);
-    while (!kvb_ev_idx_empty(ev->idx[i]))
-        i = (i + 1) & ev->idx_mask;
-    ev->idx[i] = h;
-    ev->idx_n++;
+    uint32_t pos = kvb_hash_position(h);
+    uint64_t frag = kvb_ev_key_frag(h);
+    uint32_t i = kvb_ev_idx_find(ev, pos, frag);
+    struct kvb_ev_cell *c = &ev->idx[i];
+    if (!c->count) {
+        if (ev->idx_n >= (ev->idx_mask + 1) / 2)
+            return;
+        ev->idx_n++;
+        *c = (struct kvb_ev_cell){.frag = frag, .pos = pos};
+    }
+    c->count++;
+    c->x.hi ^= h.hi;
+    c->x.lo ^= h.lo;
 }
 
 static void kvb_ev_idx_remove(struct kvb_events *ev, kvb_hash h)
 {
     if (!ev->idx)
         return;
-    uint32_t i = kvb_ev_idx_home_of(ev, h);
-    for (;; i = (i + 1) & ev->idx_mask) {
-        if (kvb_ev_idx_empty(ev->idx[i]))
-            return;
-        if (kvb_hash_equal(ev->idx[i], h))
-            break;
-    }
-    /* backward-shift deletion */
+    uint32_t pos = kvb_hash_position(h);
+    uint64_t frag = kvb_ev_key_frag(h);
+    uint32_t i = kvb_ev_idx_find(ev, pos, frag);
+    struct kvb_ev_cell *c = &ev->idx[i];
+    if (!c->count)
+        return; /* never indexed (index full, or after lost records) */
+    c->x.hi ^= h.hi;
+    c->x.lo ^= h.lo;
+    if (--c->count)
+        return;
+    /* backward-shift deletion of cell i */
     uint32_t hole = i;
-    for (uint32_t j = (i + 1) & ev->idx_mask; !kvb_ev_idx_empty(ev->idx[j]);
-         j = (j + 1) & ev->idx_mask) {
-        uint32_t home = kvb_ev_idx_home_of(ev, ev->idx[j]);
+    for (uint32_t j = (i + 1) & ev->idx_mask; ev->idx[j].count; j = (j + 1) & ev->idx_mask) {
+        uint32_t home = kvb_ev_idx_home(ev, ev->idx[j].pos, ev->idx[j].frag);
         /* move j into the hole unless its home lies cyclically in (hole, j] */
         if (((j - home) & ev->idx_mask) >= ((j - hole) & ev->idx_mask)) {
             ev->idx[hole] = ev->idx[j];
             hole = j;
         }
     }
-    ev->idx[hole] = (kvb_hash){UINT64_MAX, UINT64_MAX};
+    ev->idx[hole].count = 0;
     ev->idx_n--;
 }
 
 static void kvb_ev_idx_clear(struct kvb_events *ev)
 {
     if (ev->idx && ev->idx_n) {
-        memset(ev->idx, 0xff, ((size_t)ev->idx_mask + 1) * sizeof *ev->idx);
+        memset(ev->idx, 0, ((size_t)ev->idx_mask + 1) * sizeof *ev->idx);
         ev->idx_n = 0;
     }
 }
 
-/* The stored parent of child, if the index knows it. */
+/* The stored parent of child, when exactly one stored hash fits. */
 static bool kvb_ev_idx_parent(const struct kvb_events *ev, kvb_hash child, kvb_hash *out)
 {
     uint32_t pos = kvb_hash_position(child);
     if (!ev->idx || pos == 0)
         return false;
-    uint32_t i = kvb_ev_idx_home(ev, pos - 1, kvb_hash_parent_fragment(child));
-    for (; !kvb_ev_idx_empty(ev->idx[i]); i = (i + 1) & ev->idx_mask) {
-        if (kvb_hash_is_parent(ev->idx[i], child)) {
-            *out = ev->idx[i];
-            return true;
-        }
-    }
-    return false;
+    const struct kvb_ev_cell *c =
+        &ev->idx[kvb_ev_idx_find(ev, pos - 1, kvb_hash_parent_fragment(child))];
+    if (c->count != 1 || !kvb_hash_is_parent(c->x, child))
+        return false;
+    *out = c->x;
+    return true;
 }
 
 /* ------------------------------------------------------------------------ */

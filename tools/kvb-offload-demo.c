@@ -149,7 +149,7 @@ typedef struct demo_opts {
     bool check;
     kvbt_synth_params synth;
     const char *publish, *replay, *topic, *dump;
-    bool wait_stdin;
+    bool wait_stdin, count_events;
 } demo_opts;
 
 static void demo_usage(FILE *f)
@@ -173,6 +173,7 @@ static void demo_usage(FILE *f)
             "  --publish ENDPOINT  publish both tiers' KV events (ZeroMQ, vLLM wire format)\n"
             "  --replay ENDPOINT   ... with a replay (ROUTER) socket\n"
             "  --topic TOPIC       ... on this topic (default \"kv\")\n"
+            "  --count-events      attach a sink that only counts events (their cost alone)\n"
             "  --dump-final FILE   write each tier's final content (decimal 64-bit hashes)\n"
             "  --wait-stdin        with --publish: print \"READY\" and wait for a line on stdin\n"
             "                      before the replay (lets a subscriber connect first), and\n"
@@ -198,7 +199,8 @@ static void demo_parse(int argc, char **argv, demo_opts *o)
         {"check", no_argument, 0, 'c'},            {"publish", required_argument, 0, 'P'},
         {"replay", required_argument, 0, 'R'},     {"topic", required_argument, 0, 'T'},
         {"dump-final", required_argument, 0, 'd'}, {"wait-stdin", no_argument, 0, 'w'},
-        {"help", no_argument, 0, 'h'},             {0, 0, 0, 0}};
+        {"count-events", no_argument, 0, 'C'},     {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
     o->gpu_blocks = 1000;
     o->host_blocks = 8000;
@@ -249,6 +251,7 @@ static void demo_parse(int argc, char **argv, demo_opts *o)
         case 'T': o->topic = optarg; break;
         case 'd': o->dump = optarg; break;
         case 'w': o->wait_stdin = true; break;
+        case 'C': o->count_events = true; break;
         case 'h': demo_usage(stdout); exit(0);
         default: demo_usage(stderr); exit(2);
         }
@@ -257,13 +260,26 @@ static void demo_parse(int argc, char **argv, demo_opts *o)
         demo_bad("unexpected argument", argv[optind]);
     if (o->replay && !o->publish)
         demo_bad("--replay needs --publish", o->replay);
+    if (o->count_events && o->publish)
+        demo_bad("--count-events and --publish exclude each other", "--count-events");
 }
 
 /* ---- setup ---------------------------------------------------------------------- */
 
+static uint64_t counted_events, counted_blocks;
+
+static void count_sink(void *user, const kvb_pool *pool, const kvb_event *ev, uint32_t n)
+{
+    (void)user;
+    (void)pool;
+    counted_events += n; /* sink calls of one pool never overlap; the demo has one thread */
+    for (uint32_t i = 0; i < n; i++)
+        counted_blocks += ev[i].n;
+}
+
 static kvb_pool *demo_pool(const char *name, uint32_t blocks, kvb_evict_policy pol,
                            kvb_registry *reg, void (*on_evict)(void *, kvb_hash, uint32_t),
-                           demo *d, kvb_publisher *pub, const char *medium)
+                           demo *d, kvb_publisher *pub, const char *medium, bool count)
 {
     kvb_pool_config cfg;
     kvb_event_config ec;
@@ -274,9 +290,12 @@ static kvb_pool *demo_pool(const char *name, uint32_t blocks, kvb_evict_policy p
     cfg.name = name;
     cfg.callbacks.user = d;
     cfg.callbacks.on_evict = on_evict;
-    if (pub) {
+    if (pub || count) {
         kvb_event_config_init(&ec);
-        kvb_publisher_event_config(pub, &ec);
+        if (pub)
+            kvb_publisher_event_config(pub, &ec);
+        else
+            ec.sink = count_sink;
         ec.medium = medium;
         /* one wire batch per 64 events or 5 ms, like a runtime's scheduler step */
         ec.batch_max = 64;
@@ -378,8 +397,10 @@ int main(int argc, char **argv)
     int rc = kvb_registry_create(NULL, &d.reg);
     if (rc < 0)
         kvbt_die(prog, "kvb_registry_create: %s", kvb_strerror(rc));
-    d.gpu = demo_pool("gpu", o.gpu_blocks, o.policy, d.reg, gpu_on_evict, &d, pub, "GPU");
-    d.host = demo_pool("host", o.host_blocks, o.policy, d.reg, host_on_evict, &d, pub, "CPU");
+    d.gpu = demo_pool("gpu", o.gpu_blocks, o.policy, d.reg, gpu_on_evict, &d, pub, "GPU",
+                      o.count_events);
+    d.host = demo_pool("host", o.host_blocks, o.policy, d.reg, host_on_evict, &d, pub, "CPU",
+                       o.count_events);
     d.cap_pend = o.gpu_blocks;
     d.pend_h = kvbt_xmalloc_array(d.cap_pend, sizeof *d.pend_h);
     d.pend_id = kvbt_xmalloc_array(d.cap_pend, sizeof *d.pend_id);
@@ -388,7 +409,8 @@ int main(int argc, char **argv)
     d.hc = kvbt_xmalloc_array(d.cap_pend, sizeof *d.hc);
     d.hb = kvbt_xmalloc_array(d.cap_pend, sizeof *d.hb);
     if (o.check)
-        d.shadow = demo_pool("gpu-only", o.gpu_blocks, o.policy, NULL, NULL, NULL, NULL, NULL);
+        d.shadow = demo_pool("gpu-only", o.gpu_blocks, o.policy, NULL, NULL, NULL, NULL, NULL,
+                             false);
 
     printf("trace: %s (%s)\n", t.name, t.source);
     printf("  requests %llu, block refs %llu, unique blocks %llu, infinite-cache hit ratio "
@@ -397,7 +419,8 @@ int main(int argc, char **argv)
            (unsigned long long)t.unique_blocks,
            t.n_refs ? 100.0 * (double)t.infinite_hits / (double)t.n_refs : 0.0);
     printf("tiers: gpu %u blocks, host %u blocks, policy %s, one registry%s\n", o.gpu_blocks,
-           o.host_blocks, kvb_pool_policy_name(d.gpu), pub ? ", events published" : "");
+           o.host_blocks, kvb_pool_policy_name(d.gpu),
+           pub ? ", events published" : o.count_events ? ", events counted" : "");
     if (o.show_moves)
         printf("first %llu moves:\n", (unsigned long long)o.show_moves);
 
@@ -498,6 +521,12 @@ int main(int argc, char **argv)
            100.0 * (double)t.infinite_hits / refs);
     printf("time: %.1f ms, %.0f ns per block ref (both tiers, offload and onboard included)\n",
            (double)(t1 - t0) / 1e6, (double)(t1 - t0) / refs);
+    if (o.count_events) {
+        kvb_pool_events_flush(d.gpu);
+        kvb_pool_events_flush(d.host);
+        printf("events: %llu (%llu blocks) from both tiers\n", (unsigned long long)counted_events,
+               (unsigned long long)counted_blocks);
+    }
 
     /* distinct hashes of the run, for the presence checks and the final dump */
     kvb_hash *u = kvbt_xmalloc_array(t.n_refs ? t.n_refs : 1, sizeof *u);

@@ -52,8 +52,10 @@ typedef struct kvb_event {
     bool has_parent;           /**< STORED: parent of hashes[0] known (see parent) */
     /** STORED: hash of the parent of hashes[0]. Known when hashes[0] is not at
      * position 0 and the parent is content this stream reported as stored and not
-     * removed (resolved by position and parent fragment); within one event each
-     * hash is the parent of the next. */
+     * removed, found by position and parent fragment (when several stored hashes
+     * share those, as hashes built from small integers can, the parent is reported
+     * unknown, never guessed); within one event each hash is the parent of the
+     * next. */
     kvb_hash parent;
     uint32_t block_size; /**< tokens per block of the pool */
     /* ---- additions ---- */
