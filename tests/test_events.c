@@ -818,6 +818,40 @@ Test(events, unresolved_parent_when_the_parent_is_gone)
     log_fini(&l);
 }
 
+Test(events, ambiguous_parents_are_reported_unknown_not_guessed)
+{
+    evlog l;
+    log_init(&l);
+    kvb_pool *p = ev_pool(8, &l, NULL, KVB_DUP_ALLOW);
+    /* two stored hashes at position 0 whose top 54 bits agree (small integers) */
+    kvb_hash a, b, c1, c2;
+    kvb_hash_make(5, 0, false, 0, &a);
+    kvb_hash_make(6, 0, false, 0, &b);
+    kvb_hash_make(7, 5, true, 1, &c1); /* child of a, but b fits its fragment too */
+    kvb_hash_make(8, 5, true, 1, &c2);
+    kvb_block ba, bb, bc1, bc2;
+    put(p, &a, 1, &ba);
+    put(p, &b, 1, &bb);
+    put(p, &c1, 1, &bc1);
+    cr_assert_eq(l.n, 3);
+    cr_expect_not(l.ev[2].has_parent, "two candidates: unknown");
+    cr_assert_eq(kvb_block_set_reset_on_release(&bb, true), 0);
+    cr_assert_eq(kvb_block_release(&bb), 0); /* REMOVED b: one candidate left */
+    put(p, &c2, 1, &bc2);
+    cr_assert_eq(l.n, 5);
+    cr_expect(l.ev[4].has_parent, "a single candidate: resolved");
+    cr_expect(kvb_hash_equal(l.ev[4].parent, a));
+    kvb_event_stats st;
+    kvb_pool_events_stats(p, &st);
+    cr_expect_eq(st.unresolved_parents, 1);
+    release_all(&ba, 1);
+    release_all(&bc1, 1);
+    release_all(&bc2, 1);
+    tu_finish(p);
+    expect_clean_log(&l);
+    log_fini(&l);
+}
+
 /* ---- a sink that calls back into the pool ------------------------------------ */
 
 static void reenter_evict(evlog *l, kvb_pool *p, const kvb_event *e, uint32_t n)
