@@ -13,9 +13,9 @@
 
 struct kvb_sketch;
 
-/* A sketch sized for `capacity` distinct hot keys (usually block_count): width
- * next_pow2(max(capacity, 64)) counters per row, halving after 10 x width
- * touches. 0, -EINVAL or -ENOMEM. */
+/* A sketch sized for `capacity` (usually block_count): width
+ * 16 x next_pow2(max(capacity, 64)) counters per row (at most 2^26; sketch.c
+ * says why 16), halving after 10 x width touches. 0, -EINVAL or -ENOMEM. */
 int kvb__sketch_create(uint32_t capacity, const kvb_allocator *a, struct kvb_sketch **out);
 void kvb__sketch_destroy(struct kvb_sketch *s);
 /* Count one occurrence of h. Lock-free. */
@@ -30,5 +30,15 @@ size_t kvb__sketch_memory(const struct kvb_sketch *s);
 uint64_t kvb__sketch_agings(const struct kvb_sketch *s);
 /* Touches until the next halving (tests). */
 uint64_t kvb__sketch_sample_size(const struct kvb_sketch *s);
+
+/* ---- test-only accessors: the layout, for white-box tests ---- */
+/* Counters per row (a power of two). */
+uint32_t kvb__sketch_width(const struct kvb_sketch *s);
+/* The counter index h uses in each of the 4 rows, and its doorkeeper bit. */
+void kvb__sketch_slots(const struct kvb_sketch *s, kvb_hash h, uint32_t idx[4], uint32_t *door);
+/* Value (0..15) of counter idx of row `row` (0 out of range). */
+uint32_t kvb__sketch_counter(const struct kvb_sketch *s, uint32_t row, uint32_t idx);
+/* Doorkeeper bit `bit` (false out of range). */
+bool kvb__sketch_door_bit(const struct kvb_sketch *s, uint32_t bit);
 
 #endif
