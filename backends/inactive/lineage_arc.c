@@ -169,10 +169,7 @@ static void kvb_larc_gdrop(struct kvb_larc_ghosts *g, uint32_t s, uint32_t tpos)
 /* Record an evicted hash as the newest ghost of list l (1 = B1, 2 = B2). */
 static void kvb_larc_gadd(struct kvb_larc_ghosts *g, uint32_t fp, uint32_t l)
 {
-    uint32_t tpos = 0;
-    uint32_t s = kvb_larc_gfind(g, fp, &tpos);
-    if (s != KVB_LARC_NONE) /* same fingerprint already a ghost: replace it */
-        kvb_larc_gdrop(g, s, tpos);
+    uint32_t tpos = 0, s;
     if (g->free_head == KVB_LARC_NONE) {
         /* full: drop the oldest ghost of the longer list (ARC's rule) */
         uint32_t victim = g->size[1] > g->size[2] ? 1 : 2;
@@ -182,9 +179,22 @@ static void kvb_larc_gadd(struct kvb_larc_ghosts *g, uint32_t fp, uint32_t l)
         (void)kvb_larc_gfind(g, g->fp[s], &tpos);
         kvb_larc_gdrop(g, s, tpos);
     }
-    s = g->free_head;
-    g->free_head = g->next[s];
-    g->fp[s] = fp;
+    /* one probe: the same fingerprint (a ghost already: it is renewed in place)
+     * or the empty table slot where the new ghost goes */
+    uint32_t i = kvb_larc_ghome(g, fp);
+    while ((s = g->tab[i]) != KVB_LARC_NONE && g->fp[s] != fp)
+        i = (i + 1) & g->tmask;
+    if (s != KVB_LARC_NONE) {
+        uint32_t p = g->prev[s], n = g->next[s];
+        g->next[p] = n;
+        g->prev[n] = p;
+        g->size[g->list[s]]--;
+    } else {
+        s = g->free_head;
+        g->free_head = g->next[s];
+        g->tab[i] = s;
+        g->fp[s] = fp;
+    }
     g->list[s] = (uint8_t)l;
     g->seq[s] = ++g->lseq[l];
     uint32_t head = g->cap + l - 1, p = g->prev[head];
@@ -193,10 +203,6 @@ static void kvb_larc_gadd(struct kvb_larc_ghosts *g, uint32_t fp, uint32_t l)
     g->next[p] = s;
     g->prev[head] = s;
     g->size[l]++;
-    uint32_t i = kvb_larc_ghome(g, fp);
-    while (g->tab[i] != KVB_LARC_NONE)
-        i = (i + 1) & g->tmask;
-    g->tab[i] = s;
 }
 
 static size_t kvb_larc_gtab_cap(uint32_t cap)
@@ -340,8 +346,10 @@ static void kvb_larc_destroy(void *self)
 /* ------------------------------------------------------------------------ */
 
 /* Record the ghosts of the logged evictions (the log is then final). */
-static void kvb_larc_commit(struct kvb_larc *a)
+static inline void kvb_larc_commit(struct kvb_larc *a)
 {
+    if (a->nlog == 0)
+        return;
     for (uint32_t i = 0; i < a->nlog; i++) {
         uint32_t id = a->log[i] & ~KVB_LARC_SEG;
         kvb_larc_gadd(&a->g, a->fp[id], a->where[id]);
