@@ -301,9 +301,8 @@ static inline uint32_t kvb_map_cell(const kvb_pool *p, uint32_t id, uint32_t dis
  * hash only where the displacement says the entry shares its home cell, and
  * deletion shifts the following entries back until one sits at its home.
  */
-static inline uint32_t kvb_map_find(const kvb_pool *p, kvb_hash h)
+static inline uint32_t kvb_map_find_from(const kvb_pool *p, kvb_hash h, uint32_t i)
 {
-    uint32_t i = kvb_map_home(p, h);
     for (uint32_t d = 0;; d++) {
         uint32_t cell = p->map[i];
         if (cell == KVB_NONE)
@@ -318,6 +317,35 @@ static inline uint32_t kvb_map_find(const kvb_pool *p, kvb_hash h)
                 return id;
         }
         i = kvb_map_next(p, i);
+    }
+}
+
+static inline uint32_t kvb_map_find(const kvb_pool *p, kvb_hash h)
+{
+    return kvb_map_find_from(p, h, kvb_map_home(p, h));
+}
+
+/*
+ * Batch lookups on large pools: compute the home cells of up to KVB_PREFETCH
+ * hashes, prefetch those cells, then read them and prefetch the slots they name,
+ * so the two dependent cache misses of each lookup (index cell, then slot hash)
+ * overlap across the batch instead of being taken one after another. Pools that
+ * fit in cache skip the prefetches (p->prefetch) and only get the homes.
+ */
+#define KVB_PREFETCH 32
+static void kvb_lookup_prepare(const kvb_pool *p, const kvb_hash *h, uint32_t m, uint32_t *home)
+{
+    for (uint32_t i = 0; i < m; i++) {
+        home[i] = kvb_map_home(p, h[i]);
+        if (p->prefetch)
+            __builtin_prefetch(&p->map[home[i]]);
+    }
+    if (!p->prefetch)
+        return;
+    for (uint32_t i = 0; i < m; i++) {
+        uint32_t cell = p->map[home[i]];
+        if (cell != KVB_NONE)
+            __builtin_prefetch(&p->slots[kvb_map_id(p, cell)]);
     }
 }
 
@@ -543,9 +571,10 @@ static void kvb_last_release_locked(kvb_pool *p, uint32_t id, uint32_t gen, stru
  * resurrect; PRIMARY at count 0: eager transition first). Lock held.
  * Returns the block id and its generation, or KVB_NONE on a miss.
  */
-static uint32_t kvb_acquire_locked(kvb_pool *p, kvb_hash h, struct kvb_cbq *q, uint32_t *gen)
+static uint32_t kvb_acquire_locked(kvb_pool *p, kvb_hash h, uint32_t home, struct kvb_cbq *q,
+                                   uint32_t *gen)
 {
-    uint32_t id = kvb_map_find(p, h);
+    uint32_t id = kvb_map_find_from(p, h, home);
     if (id == KVB_NONE)
         return KVB_NONE;
     struct kvb_slot *s = &p->slots[id];
@@ -666,6 +695,8 @@ int kvb_pool_create(const kvb_pool_config *cfg, kvb_pool **out)
 
     uint32_t cap = cfg->block_count + cfg->block_count / 4 * 3 + 8; /* load <= 0.57 */
     p->map_cap = cap;
+    /* beyond ~2 MiB of slots, lookups miss the cache: prefetch batch lookups */
+    p->prefetch = cfg->block_count >= 65536;
     p->map_id_bits = 32 - (uint32_t)__builtin_clz(cfg->block_count); /* 2^bits > count */
     p->map_id_mask = (1u << p->map_id_bits) - 1;
     p->map_disp_max = (uint32_t)((1ull << (32 - p->map_id_bits)) - 1);
@@ -1106,6 +1137,8 @@ int kvb_pool_register(kvb_pool *p, kvb_complete *in, uint32_t n, kvb_block *out)
             break;
         }
         p->slots[in[i].id].flags |= KVB_F_MARK;
+        if (p->prefetch) /* the lookup below misses the cache otherwise */
+            __builtin_prefetch(&p->map[kvb_map_home(p, p->slots[in[i].id].hash)]);
     }
     /* A primary that could not take n more references would make registration
      * fail half-way: refuse the batch up front instead. Only looked at once some
@@ -1138,7 +1171,7 @@ int kvb_pool_register(kvb_pool *p, kvb_complete *in, uint32_t n, kvb_block *out)
         struct kvb_slot *s = &p->slots[id];
         kvb_hash h = s->hash;
         uint32_t pgen = 0;
-        uint32_t pid = kvb_acquire_locked(p, h, &q, &pgen);
+        uint32_t pid = kvb_acquire_locked(p, h, kvb_map_home(p, h), &q, &pgen);
         p->c.registrations++;
         if (p->sketch)
             kvb__sketch_touch(p->sketch, h);
@@ -1184,10 +1217,12 @@ int kvb_pool_match(kvb_pool *p, const kvb_hash *hashes, uint32_t n, kvb_block *o
     if (rc)
         return rc;
     kvb__pool_lock(p);
-    uint32_t k = 0;
+    uint32_t k = 0, home[KVB_PREFETCH];
     for (; k < n; k++) {
-        uint32_t gen;
-        uint32_t id = kvb_acquire_locked(p, hashes[k], &q, &gen);
+        uint32_t gen, j = k % KVB_PREFETCH;
+        if (j == 0)
+            kvb_lookup_prepare(p, hashes + k, n - k < KVB_PREFETCH ? n - k : KVB_PREFETCH, home);
+        uint32_t id = kvb_acquire_locked(p, hashes[k], home[j], &q, &gen);
         if (id == KVB_NONE)
             break;
         kvb_fill_block(&out[k], p, id, gen);
@@ -1215,10 +1250,12 @@ static int kvb_lookup_each(kvb_pool *p, const kvb_hash *hashes, uint32_t n, kvb_
     if (rc)
         return rc;
     kvb__pool_lock(p);
-    uint32_t k = 0;
+    uint32_t k = 0, home[KVB_PREFETCH];
     for (uint32_t i = 0; i < n; i++) {
-        uint32_t gen;
-        uint32_t id = kvb_acquire_locked(p, hashes[i], &q, &gen);
+        uint32_t gen, j = i % KVB_PREFETCH;
+        if (j == 0)
+            kvb_lookup_prepare(p, hashes + i, n - i < KVB_PREFETCH ? n - i : KVB_PREFETCH, home);
+        uint32_t id = kvb_acquire_locked(p, hashes[i], home[j], &q, &gen);
         hit[i] = id != KVB_NONE;
         if (hit[i]) {
             kvb_fill_block(&out[i], p, id, gen);
@@ -1469,7 +1506,7 @@ int kvb_weak_upgrade(const kvb_weak *w, kvb_block *out)
     kvb_cbq_init(&q, p);
     kvb__pool_lock(p);
     uint32_t gen;
-    uint32_t id = kvb_acquire_locked(p, w->hash, &q, &gen);
+    uint32_t id = kvb_acquire_locked(p, w->hash, kvb_map_home(p, w->hash), &q, &gen);
     if (id != KVB_NONE)
         kvb_fill_block(out, p, id, gen);
     kvb_unlock_fire(p, &q);

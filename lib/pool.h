@@ -94,6 +94,7 @@ struct kvb_pool {
     uint32_t map_id_bits;   /* (const) 2^bits > block_count: an all-ones cell is never an id */
     uint32_t map_id_mask;   /* (const) */
     uint32_t map_disp_max;  /* (const) displacement field value meaning "look it up" */
+    bool prefetch;          /* (const) large pool: batch lookups prefetch cells and slots */
 
     uint32_t free_head, free_tail; /* (lock) FIFO free list through slot.aux */
 
