@@ -638,6 +638,25 @@ typedef struct kvb_stats {
  */
 KVB_API int kvb_pool_stats(kvb_pool *pool, kvb_stats *out);
 
+/** Bookkeeping memory of a pool, by component (bytes). Fixed at create: a pool
+ * never allocates afterwards except transient callback buffers of large batches. */
+typedef struct kvb_memory_stats {
+    size_t slots;      /* slot array: 32 bytes per block */
+    size_t hash_index; /* hash -> block index: 7 bytes per block */
+    size_t backend;    /* eviction backend (0 if its ops table has no memory method) */
+    size_t sketch;     /* private frequency sketch (a registry's sketch is the registry's) */
+    size_t pool;       /* the pool object itself */
+    size_t total;      /* sum of the above */
+} kvb_memory_stats;
+
+/**
+ * @brief Bookkeeping memory of the pool by component.
+ * @return 0; -EINVAL for NULL.
+ * Thread safety: takes the pool lock (to read the backend's figure). Ownership: none.
+ * Callbacks: none.
+ */
+KVB_API int kvb_pool_memory(kvb_pool *pool, kvb_memory_stats *out);
+
 /**
  * @brief Prometheus text exposition of the stats, every series labelled
  * pool="<name>". Writes at most cap bytes including the NUL (buf may be NULL when cap

@@ -115,6 +115,19 @@ int kvb_pool_metrics_text(kvb_pool *p, char *buf, size_t cap)
                    "# TYPE kvblock_lock_wait_seconds_total counter\n"
                    "kvblock_lock_wait_seconds_total{pool=\"%s\"} %.9f\n",
                    name, (double)s.lock_wait_ns / 1e9);
+    kvb_memory_stats m;
+    if (kvb_pool_memory(p, &m) == 0) {
+        kvb_out_printf(&o, "# HELP kvblock_bookkeeping_bytes Bookkeeping memory by component.\n"
+                           "# TYPE kvblock_bookkeeping_bytes gauge\n");
+        const struct {
+            const char *component;
+            size_t v;
+        } b[] = {{"slots", m.slots},   {"hash_index", m.hash_index}, {"backend", m.backend},
+                 {"sketch", m.sketch}, {"pool", m.pool},             {"total", m.total}};
+        for (size_t i = 0; i < sizeof b / sizeof b[0]; i++)
+            kvb_out_printf(&o, "kvblock_bookkeeping_bytes{pool=\"%s\",component=\"%s\"} %zu\n",
+                           name, b[i].component, b[i].v);
+    }
     if (o.len > (size_t)INT32_MAX)
         return -EOVERFLOW;
     return (int)o.len;

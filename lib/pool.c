@@ -1615,6 +1615,24 @@ int kvb_pool_stats(kvb_pool *p, kvb_stats *out)
     return 0;
 }
 
+int kvb_pool_memory(kvb_pool *p, kvb_memory_stats *out)
+{
+    if (!p || !out)
+        return -EINVAL;
+    memset(out, 0, sizeof *out);
+    out->slots = (size_t)p->block_count * sizeof *p->slots;
+    out->hash_index = (size_t)p->map_cap * sizeof *p->map;
+    out->pool = sizeof *p;
+    if (p->own_sketch)
+        out->sketch = kvb__sketch_memory(p->sketch);
+    kvb__pool_lock(p);
+    if (p->ops->memory)
+        out->backend = p->ops->memory(p->backend);
+    kvb__pool_unlock(p);
+    out->total = out->slots + out->hash_index + out->backend + out->sketch + out->pool;
+    return 0;
+}
+
 /* ------------------------------------------------------------------------ */
 /* invariant check                                                          */
 /* ------------------------------------------------------------------------ */
