@@ -1,0 +1,1766 @@
+/*
+ * fuzz_pool.c - libFuzzer target: the input is a program of pool API calls,
+ * run against the library and against a reference model, compared call by call.
+ *
+ * Build and run: `make fuzz` (FUZZ_SECONDS, default 60), `make fuzz-regress`
+ * (the committed corpus in fuzz/corpus/fuzz_pool once, for CI). See mk/fuzz.mk.
+ * Built with -DKVB_FUZZ_MAIN it is a plain program replaying the files named on
+ * its command line (any compiler, no libFuzzer).
+ *
+ * Input format: byte 0 configures the run (block counts, policies, duplicate
+ * policy, reset-on-release default, callbacks, registry, event sink), then a
+ * sequence of operations, each an opcode byte and its argument bytes; reading
+ * past the end yields zeros. Two pools A and B exist so that handles can be
+ * presented to the wrong pool. Handles live in tables (mutable, complete,
+ * block, weak) that operations fill and consume; other operations copy, zero
+ * and forge table entries (another pool, another id, another generation), so
+ * released, stale, foreign, zeroed and out-of-range handles all occur, as do
+ * absurd counts, NULL out-parameters, invalid hashes, bad configurations,
+ * injected allocation failures and saturated reference counts.
+ *
+ * The model (struct mpool) is a plain single-threaded restatement of the
+ * contract of kvblock.h / DESIGN.md section 2: six slot states, generations
+ * that change on every transition, a FIFO free list, LRU (insertion order) and
+ * FIFO (arrival order) eviction, resurrection, duplicates holding a reference
+ * on their primary, reset-on-release, the misuse counter, the counters of
+ * kvb_stats, the callbacks (and their order), registry presence, and the
+ * flattened event stream. After every call the harness compares: the return
+ * value; the handles produced (pool, id, generation, hash: ids are predicted
+ * too, since the free list and both built-in policies are deterministic) and
+ * consumed (cleared on success, untouched on failure); the callbacks fired;
+ * the events delivered; every field of kvb_pool_stats of both pools; every
+ * slot's generation; registry presence of every hash; kvb_pool_check() == 0.
+ * At the end every outstanding reference is released (lost handles are
+ * rebuilt from the model), both pools are destroyed and the allocator must
+ * balance. Any difference aborts with a message (a crash for libFuzzer).
+ */
+#include "kvblock.h"
+#include "testing.h"
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------------ */
+/* input                                                                    */
+/* ------------------------------------------------------------------------ */
+
+struct rd {
+    const uint8_t *p;
+    size_t n, i;
+};
+
+static uint8_t u8(struct rd *r)
+{
+    return r->i < r->n ? r->p[r->i++] : 0;
+}
+
+static size_t g_step; /* operation number, for messages */
+static bool g_trace;  /* FUZZ_TRACE=1: print every operation */
+static int g_rc;      /* result of the operation's library call, for the trace */
+
+static void fail(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
+static void fail(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "fuzz_pool: MODEL MISMATCH at step %zu: ", g_step);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    abort();
+}
+
+#define CHECK(cond, ...)                                                                       \
+    do {                                                                                       \
+        if (!(cond))                                                                           \
+            fail(__VA_ARGS__);                                                                 \
+    } while (0)
+
+/* ------------------------------------------------------------------------ */
+/* allocator: counts, checks sizes, fails on request                        */
+/* ------------------------------------------------------------------------ */
+
+static struct {
+    long n_alloc, n_free, mismatch;
+    size_t bytes_alloc, bytes_free;
+    bool armed;    /* fail the next allocation */
+    bool consumed; /* an armed failure happened */
+} FA;
+
+static void *fa_alloc(void *ctx, size_t size)
+{
+    (void)ctx;
+    if (FA.armed) {
+        FA.armed = false;
+        FA.consumed = true;
+        return NULL;
+    }
+    if (size > ((size_t)1 << 32))
+        return NULL;
+    unsigned char *p = malloc(size + 16);
+    if (!p)
+        return NULL;
+    memcpy(p, &size, sizeof size);
+    FA.n_alloc++;
+    FA.bytes_alloc += size;
+    return p + 16;
+}
+
+static void fa_free(void *ctx, void *ptr, size_t size)
+{
+    (void)ctx;
+    if (!ptr)
+        return;
+    unsigned char *p = (unsigned char *)ptr - 16;
+    size_t stored;
+    memcpy(&stored, p, sizeof stored);
+    if (stored != size)
+        FA.mismatch++;
+    FA.n_free++;
+    FA.bytes_free += size;
+    free(p);
+}
+
+static const kvb_allocator FA_ALLOC = {.alloc = fa_alloc, .free = fa_free};
+
+/* ------------------------------------------------------------------------ */
+/* hashes                                                                   */
+/* ------------------------------------------------------------------------ */
+
+#define NU 16 /* universe: 3 chains of 4, 3 loose hashes at large positions, 1 invalid */
+static kvb_hash U[NU];
+
+static void universe_init(void)
+{
+    for (int c = 0; c < 3; c++)
+        for (int d = 0; d < 4; d++)
+            kvb_hash_make(100u + (uint64_t)c * 10 + (uint64_t)d,
+                          100u + (uint64_t)c * 10 + (uint64_t)d - 1, d > 0, (uint32_t)d,
+                          &U[c * 4 + d]);
+    kvb_hash_make(7001, 5, true, 300, &U[12]);
+    kvb_hash_make(7002, 6, true, 70000, &U[13]);
+    kvb_hash_make(7003, 7, true, KVB_HASH_MAX_POSITION, &U[14]);
+    U[15] = (kvb_hash){3ull << 62, 1}; /* mode 3: invalid, kvb_mutable_stage says -EINVAL */
+}
+
+static bool hash_valid(kvb_hash h)
+{
+    return (h.hi >> 62) != 3;
+}
+
+static bool heq(kvb_hash a, kvb_hash b)
+{
+    return a.hi == b.hi && a.lo == b.lo;
+}
+
+/* ------------------------------------------------------------------------ */
+/* the model                                                                */
+/* ------------------------------------------------------------------------ */
+
+#define MAXB 48
+#define RC_MAX (UINT32_MAX - 1)
+
+enum { S_RESET, S_MUTABLE, S_STAGED, S_PRIMARY, S_DUPLICATE, S_INACTIVE, S_N };
+enum { POL_LRU, POL_FIFO, POL_OTHER };
+
+struct mslot {
+    kvb_hash hash;
+    uint32_t gen, rc, arrival, prim, phantom;
+    uint8_t state;
+    bool flag; /* reset on release */
+};
+
+struct mcounters {
+    uint64_t allocations, from_reset, evictions, registrations, duplicates, dedups, stagings,
+        mreq, mret, misuse, resurrections, sreq, sret;
+};
+
+struct mpool {
+    kvb_pool *real;
+    int idx;
+    uint32_t n;
+    bool reject, reset_default, callbacks, events;
+    int policy;
+    kvb_evict_policy evict;
+    struct mslot s[MAXB];
+    uint32_t freeq[MAXB], fhead, flen;
+    uint32_t lru[MAXB], nlru; /* INACTIVE ids in insertion order (lru policy) */
+    uint32_t arrival_seq;
+    uint32_t count[S_N];
+    uint32_t peak;
+    struct mcounters c;
+};
+
+/* expected and observed side effects of one call */
+enum { CB_RESET = 1, CB_EVICT, EV_STORED, EV_REMOVED, EV_CLEARED };
+struct rec {
+    int pool, kind;
+    uint32_t id;
+    kvb_hash h;
+};
+#define MAXREC 4096
+struct reclog {
+    struct rec r[MAXREC];
+    uint32_t n;
+};
+
+struct model {
+    struct mpool P[2];
+    struct reclog cb, ev; /* expected callbacks and events of the current call */
+};
+
+static struct model M;
+static struct reclog got_cb, got_ev; /* what the library actually did */
+static uint64_t ev_last_seq[2];
+static kvb_registry *REG;
+static kvb_pool_config CFG[2];
+static kvb_event_config EVCFG;
+static int pool_user[2] = {0, 1};
+
+static void rec_push(struct reclog *l, int pool, int kind, uint32_t id, kvb_hash h)
+{
+    CHECK(l->n < MAXREC, "record log overflow");
+    l->r[l->n++] = (struct rec){pool, kind, id, h};
+}
+
+static struct mpool *mp_of(const kvb_pool *p)
+{
+    if (!p)
+        return NULL;
+    if (p == M.P[0].real)
+        return &M.P[0];
+    if (p == M.P[1].real)
+        return &M.P[1];
+    fail("a handle names an unknown pool %p", (const void *)p);
+}
+
+static uint32_t held(const struct mpool *mp)
+{
+    return mp->count[S_MUTABLE] + mp->count[S_STAGED] + mp->count[S_PRIMARY] +
+           mp->count[S_DUPLICATE];
+}
+
+static void free_push(struct mpool *mp, uint32_t id)
+{
+    mp->freeq[(mp->fhead + mp->flen) % MAXB] = id;
+    mp->flen++;
+}
+
+static uint32_t free_pop(struct mpool *mp)
+{
+    uint32_t id = mp->freeq[mp->fhead];
+    mp->fhead = (mp->fhead + 1) % MAXB;
+    mp->flen--;
+    return id;
+}
+
+static void lru_remove(struct mpool *mp, uint32_t id)
+{
+    for (uint32_t i = 0; i < mp->nlru; i++)
+        if (mp->lru[i] == id) {
+            memmove(&mp->lru[i], &mp->lru[i + 1], (mp->nlru - i - 1) * sizeof mp->lru[0]);
+            mp->nlru--;
+            return;
+        }
+    fail("model: inactive id %u not in the lru order", id);
+}
+
+static uint32_t m_trans(struct mpool *mp, uint32_t id, int to, uint32_t rc)
+{
+    struct mslot *s = &mp->s[id];
+    int from = s->state;
+    if (from == S_INACTIVE)
+        lru_remove(mp, id);
+    mp->count[from]--;
+    mp->count[to]++;
+    s->state = (uint8_t)to;
+    s->gen++;
+    if (s->gen == 0)
+        s->gen = 1;
+    s->rc = rc;
+    if (to == S_RESET) {
+        s->flag = false;
+        free_push(mp, id);
+    } else if (to == S_INACTIVE) {
+        mp->lru[mp->nlru++] = id;
+    }
+    if (held(mp) > mp->peak)
+        mp->peak = held(mp);
+    return s->gen;
+}
+
+static void m_cb(struct mpool *mp, int kind, uint32_t id, kvb_hash h)
+{
+    if (mp->callbacks)
+        rec_push(&M.cb, mp->idx, kind, id, h);
+}
+
+static void m_ev(struct mpool *mp, int kind, kvb_hash h)
+{
+    if (mp->events)
+        rec_push(&M.ev, mp->idx, kind, 0, h);
+}
+
+static int m_find(const struct mpool *mp, kvb_hash h)
+{
+    for (uint32_t i = 0; i < mp->n; i++)
+        if ((mp->s[i].state == S_PRIMARY || mp->s[i].state == S_INACTIVE) &&
+            heq(mp->s[i].hash, h))
+            return (int)i;
+    return -1;
+}
+
+/* one reference to the block holding h (resurrecting a cached one), or -1 */
+static int m_acquire(struct mpool *mp, kvb_hash h, uint32_t *gen)
+{
+    int id = m_find(mp, h);
+    if (id < 0)
+        return -1;
+    struct mslot *s = &mp->s[id];
+    if (s->state == S_PRIMARY) {
+        CHECK(s->rc > 0, "model: PRIMARY %d with count 0 outside a release window", id);
+        if (s->rc >= RC_MAX)
+            return -1;
+        s->rc++;
+        *gen = s->gen;
+        return id;
+    }
+    mp->c.resurrections++;
+    *gen = m_trans(mp, (uint32_t)id, S_PRIMARY, 1);
+    return id;
+}
+
+/* the last reference of (id) went: its transition, and its primary's if it was the
+ * duplicate holding the primary's last reference */
+static void m_last_release(struct mpool *mp, uint32_t id)
+{
+    for (;;) {
+        struct mslot *s = &mp->s[id];
+        if (s->state == S_PRIMARY) {
+            if (s->flag) {
+                m_trans(mp, id, S_RESET, 0);
+                m_cb(mp, CB_RESET, id, s->hash);
+                m_ev(mp, EV_REMOVED, s->hash);
+            } else {
+                m_trans(mp, id, S_INACTIVE, 0);
+            }
+            return;
+        }
+        CHECK(s->state == S_DUPLICATE, "model: last release of a slot in state %d", s->state);
+        uint32_t pid = s->prim;
+        m_trans(mp, id, S_RESET, 0);
+        m_cb(mp, CB_RESET, id, s->hash);
+        struct mslot *ps = &mp->s[pid];
+        CHECK(ps->rc > 0, "model: duplicate's primary has count 0");
+        ps->rc--;
+        if (ps->phantom > ps->rc)
+            ps->phantom = ps->rc;
+        if (ps->rc)
+            return;
+        id = pid;
+    }
+}
+
+/* the first `need` eviction victims in policy order (known policies): lru is the
+ * insertion order; fifo the arrival order (serial-number compare, then id) */
+static void m_victims(const struct mpool *mp, uint32_t need, uint32_t *out)
+{
+    if (mp->policy == POL_LRU) {
+        memcpy(out, mp->lru, need * sizeof *out);
+        return;
+    }
+    uint32_t ids[MAXB], k = 0;
+    for (uint32_t i = 0; i < mp->n; i++)
+        if (mp->s[i].state == S_INACTIVE)
+            ids[k++] = i;
+    for (uint32_t a = 0; a < need; a++) { /* selection: n <= 48 */
+        uint32_t best = a;
+        for (uint32_t b = a + 1; b < k; b++) {
+            uint32_t x = mp->s[ids[b]].arrival, y = mp->s[ids[best]].arrival;
+            if ((x != y && ((x - y) & 0x80000000u)) || (x == y && ids[b] < ids[best]))
+                best = b;
+        }
+        uint32_t t = ids[a];
+        ids[a] = ids[best];
+        ids[best] = t;
+        out[a] = ids[a];
+    }
+}
+
+static bool m_valid(const struct mpool *mp, uint32_t id, uint32_t gen, int st)
+{
+    return id < mp->n && mp->s[id].state == st && mp->s[id].gen == gen;
+}
+
+static bool m_ref_valid(const struct mpool *mp, uint32_t id, uint32_t gen)
+{
+    return id < mp->n && mp->s[id].gen == gen && mp->s[id].rc > 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* the library's observations                                               */
+/* ------------------------------------------------------------------------ */
+
+static void on_reset(void *user, uint32_t id)
+{
+    int pi = *(int *)user;
+    rec_push(&got_cb, pi, CB_RESET, id, (kvb_hash){0, 0});
+    /* a callback may call back into the pool: the lock is not held */
+    (void)kvb_pool_available(M.P[pi].real);
+}
+
+static void on_evict(void *user, kvb_hash h, uint32_t id)
+{
+    int pi = *(int *)user;
+    rec_push(&got_cb, pi, CB_EVICT, id, h);
+}
+
+static void sink_noop(void *user, const kvb_pool *pool, const kvb_event *e, uint32_t n)
+{
+    (void)user;
+    (void)pool;
+    (void)e;
+    (void)n;
+}
+
+static void sink(void *user, const kvb_pool *pool, const kvb_event *e, uint32_t n)
+{
+    (void)user;
+    int pi = pool == M.P[0].real ? 0 : pool == M.P[1].real ? 1 : -1;
+    CHECK(pi >= 0, "event for an unknown pool");
+    for (uint32_t i = 0; i < n; i++) {
+        CHECK(e[i].seq == ev_last_seq[pi] + 1, "event seq %" PRIu64 " after %" PRIu64,
+              e[i].seq, ev_last_seq[pi]);
+        ev_last_seq[pi] = e[i].seq;
+        if (e[i].type == KVB_EVENT_CLEARED) {
+            CHECK(e[i].n == 0, "CLEARED with %u hashes", e[i].n);
+            rec_push(&got_ev, pi, EV_CLEARED, 0, (kvb_hash){0, 0});
+            continue;
+        }
+        CHECK(e[i].type == KVB_EVENT_STORED || e[i].type == KVB_EVENT_REMOVED,
+              "event type %d", (int)e[i].type);
+        CHECK(e[i].n > 0, "empty STORED/REMOVED event");
+        for (uint32_t k = 0; k < e[i].n; k++)
+            rec_push(&got_ev, pi, e[i].type == KVB_EVENT_STORED ? EV_STORED : EV_REMOVED,
+                     e[i].block_ids[k], e[i].hashes[k]);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* comparison                                                               */
+/* ------------------------------------------------------------------------ */
+
+static void compare_logs(const char *what)
+{
+    CHECK(got_cb.n == M.cb.n, "%s: %u callbacks fired, model expects %u", what, got_cb.n,
+          M.cb.n);
+    for (uint32_t i = 0; i < got_cb.n; i++) {
+        const struct rec *a = &got_cb.r[i], *b = &M.cb.r[i];
+        CHECK(a->pool == b->pool && a->kind == b->kind && a->id == b->id,
+              "%s: callback %u is (pool %d, %s, id %u), model expects (pool %d, %s, id %u)",
+              what, i, a->pool, a->kind == CB_RESET ? "on_reset" : "on_evict", a->id, b->pool,
+              b->kind == CB_RESET ? "on_reset" : "on_evict", b->id);
+        if (a->kind == CB_EVICT)
+            CHECK(heq(a->h, b->h), "%s: on_evict %u with another hash", what, i);
+    }
+    CHECK(got_ev.n == M.ev.n, "%s: %u event records delivered, model expects %u", what,
+          got_ev.n, M.ev.n);
+    for (uint32_t i = 0; i < got_ev.n; i++) {
+        const struct rec *a = &got_ev.r[i], *b = &M.ev.r[i];
+        CHECK(a->pool == b->pool && a->kind == b->kind && heq(a->h, b->h),
+              "%s: event record %u is (pool %d, kind %d), model expects (pool %d, kind %d)",
+              what, i, a->pool, a->kind, b->pool, b->kind);
+    }
+}
+
+static void compare_pool(const struct mpool *mp, const char *what)
+{
+    kvb_pool *p = mp->real;
+    CHECK(kvb_pool_check(p) == 0, "%s: kvb_pool_check failed on pool %d", what, mp->idx);
+    kvb_stats s;
+    CHECK(kvb_pool_stats(p, &s) == 0, "stats");
+#define EQ(field, val)                                                                         \
+    CHECK((uint64_t)(field) == (uint64_t)(val), "%s: pool %d: %s is %" PRIu64 ", model %" PRIu64, \
+          what, mp->idx, #field, (uint64_t)(field), (uint64_t)(val))
+    EQ(s.block_count, mp->n);
+    EQ(s.reset, mp->count[S_RESET]);
+    EQ(s.mutable_, mp->count[S_MUTABLE]);
+    EQ(s.staged, mp->count[S_STAGED]);
+    EQ(s.primary, mp->count[S_PRIMARY]);
+    EQ(s.duplicate, mp->count[S_DUPLICATE]);
+    EQ(s.inactive, mp->count[S_INACTIVE]);
+    EQ(s.peak_in_use, mp->peak);
+    EQ(s.allocations, mp->c.allocations);
+    EQ(s.allocations_from_reset, mp->c.from_reset);
+    EQ(s.evictions, mp->c.evictions);
+    EQ(s.registrations, mp->c.registrations);
+    EQ(s.duplicates, mp->c.duplicates);
+    EQ(s.dedups, mp->c.dedups);
+    EQ(s.stagings, mp->c.stagings);
+    EQ(s.match_requested, mp->c.mreq);
+    EQ(s.match_returned, mp->c.mret);
+    EQ(s.misuse, mp->c.misuse);
+    EQ(s.eager_transitions, 0); /* one thread: no release window is ever open */
+    EQ(s.allocate_rollbacks, 0);
+    EQ(s.release_noops, 0);
+    EQ(s.resurrections, mp->c.resurrections);
+    EQ(s.scan_requested, mp->c.sreq);
+    EQ(s.scan_returned, mp->c.sret);
+    EQ(kvb_pool_available(p), mp->count[S_RESET] + mp->count[S_INACTIVE]);
+#undef EQ
+    for (uint32_t i = 0; i < mp->n; i++) {
+        CHECK(kvb__test_slot_gen(p, i) == mp->s[i].gen, "%s: pool %d slot %u generation %u, "
+              "model %u", what, mp->idx, i, kvb__test_slot_gen(p, i), mp->s[i].gen);
+        CHECK(kvb__test_slot_state(p, i) == mp->s[i].state, "%s: pool %d slot %u state %d, "
+              "model %d", what, mp->idx, i, kvb__test_slot_state(p, i), mp->s[i].state);
+    }
+    if (REG) {
+        bool pres[NU];
+        CHECK(kvb_registry_present(REG, U, NU - 1, p, pres) >= 0, "registry_present");
+        for (int k = 0; k < NU - 1; k++) {
+            bool want = false;
+            for (uint32_t i = 0; i < mp->n; i++) {
+                int st = mp->s[i].state;
+                if ((st == S_PRIMARY || st == S_DUPLICATE || st == S_INACTIVE) &&
+                    heq(mp->s[i].hash, U[k]))
+                    want = true;
+            }
+            CHECK(pres[k] == want, "%s: pool %d: registry presence of hash %d is %d, model %d",
+                  what, mp->idx, k, pres[k], want);
+        }
+    }
+}
+
+static void compare_all(const char *what)
+{
+    compare_logs(what);
+    compare_pool(&M.P[0], what);
+    compare_pool(&M.P[1], what);
+}
+
+/* ------------------------------------------------------------------------ */
+/* handle tables                                                            */
+/* ------------------------------------------------------------------------ */
+
+#define NM 16
+#define NC 16
+#define NB 32
+#define NW 8
+static kvb_mutable TM[NM];
+static kvb_complete TC[NC];
+static kvb_block TB[NB];
+static kvb_weak TW[NW];
+static unsigned cur_m, cur_c, cur_b, cur_w; /* where new handles go (overwriting) */
+
+static void put_m(kvb_mutable m)
+{
+    TM[cur_m++ % NM] = m;
+}
+static void put_c(kvb_complete c)
+{
+    TC[cur_c++ % NC] = c;
+}
+static void put_b(kvb_block b)
+{
+    TB[cur_b++ % NB] = b;
+}
+
+static bool is_zero(const void *p, size_t n)
+{
+    const unsigned char *c = p;
+    for (size_t i = 0; i < n; i++)
+        if (c[i])
+            return false;
+    return true;
+}
+
+/* forget every handle of a destroyed pool (using them would be use-after-free) */
+static void purge(const kvb_pool *p)
+{
+    for (int i = 0; i < NM; i++)
+        if (TM[i].pool == p)
+            memset(&TM[i], 0, sizeof TM[i]);
+    for (int i = 0; i < NC; i++)
+        if (TC[i].pool == p)
+            memset(&TC[i], 0, sizeof TC[i]);
+    for (int i = 0; i < NB; i++)
+        if (TB[i].pool == p)
+            memset(&TB[i], 0, sizeof TB[i]);
+    for (int i = 0; i < NW; i++)
+        if (TW[i].pool == p)
+            memset(&TW[i], 0, sizeof TW[i]);
+}
+
+/* ------------------------------------------------------------------------ */
+/* pools                                                                    */
+/* ------------------------------------------------------------------------ */
+
+static void model_reset(struct mpool *mp, const kvb_pool_config *cfg, kvb_pool *real, int idx)
+{
+    memset(mp, 0, sizeof *mp);
+    mp->real = real;
+    mp->idx = idx;
+    mp->n = cfg->block_count;
+    mp->reject = cfg->dup_policy == KVB_DUP_REJECT;
+    mp->reset_default = cfg->reset_on_release;
+    mp->callbacks = cfg->callbacks.on_reset != NULL;
+    mp->events = cfg->events != NULL;
+    mp->evict = cfg->evict;
+    mp->policy = cfg->evict == KVB_EVICT_LRU ? POL_LRU
+                 : cfg->evict == KVB_EVICT_FIFO ? POL_FIFO
+                                                : POL_OTHER;
+    for (uint32_t i = 0; i < mp->n; i++) {
+        mp->s[i].gen = 1;
+        free_push(mp, i);
+    }
+    mp->count[S_RESET] = mp->n;
+}
+
+static void pool_create_or_die(int idx)
+{
+    kvb_pool *p = NULL;
+    int rc = kvb_pool_create(&CFG[idx], &p);
+    g_rc = rc;
+    CHECK(rc == 0, "pool_create of a valid configuration: %s", kvb_strerror(rc));
+    model_reset(&M.P[idx], &CFG[idx], p, idx);
+    ev_last_seq[idx] = 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* operations                                                               */
+/* ------------------------------------------------------------------------ */
+
+static void begin_call(void)
+{
+    got_cb.n = got_ev.n = 0;
+    M.cb.n = M.ev.n = 0;
+}
+
+/* a handle's pool, chosen between the two pools (or none) by a byte */
+static kvb_pool *pick_pool(uint8_t b)
+{
+    return M.P[b & 1].real;
+}
+
+static bool g_enomem; /* the call failed with an injected -ENOMEM: restore the model */
+
+static void op_allocate(struct rd *r)
+{
+    struct mpool *mp = &M.P[u8(r) & 1];
+    uint8_t sel = u8(r), flags = u8(r);
+    uint32_t n;
+    switch (sel & 7) {
+    case 0:
+        n = 0;
+        break;
+    case 1:
+        n = mp->n + 1 + (sel >> 3); /* more than the pool has */
+        break;
+    case 2:
+        n = UINT32_MAX - (sel >> 3); /* absurd */
+        break;
+    default:
+        n = 1 + (sel >> 3) % 32; /* up to 32: large batches need a heap callback buffer */
+        break;
+    }
+    bool out_null = n > 0 && (flags & 7) == 4;
+    bool ev_null = flags & 8, nev_null = flags & 16;
+    kvb_mutable out[64];
+    kvb_hash evicted[64];
+    memset(out, 0x5a, sizeof out);
+    uint32_t nev = 12345;
+    int rc = kvb_pool_allocate(mp->real, n, out_null ? NULL : out, ev_null ? NULL : evicted,
+                               nev_null ? NULL : &nev);
+    int want = 0;
+    if (out_null)
+        want = -EINVAL;
+    else if (n && (n > mp->n || mp->flen + mp->count[S_INACTIVE] < n))
+        want = -ENOSPC;
+    if (rc == -ENOMEM && FA.consumed) {
+        g_enomem = true;
+        return;
+    }
+    CHECK(rc == want, "allocate(%u): %d, model %d", n, rc, want);
+    if (rc != 0 || n == 0) {
+        if (!nev_null)
+            CHECK(nev == 0, "allocate: n_evicted %u on a call that took nothing", nev);
+        return;
+    }
+    uint32_t take = n < mp->flen ? n : mp->flen, need = n - take, ids[64];
+    for (uint32_t i = 0; i < take; i++)
+        ids[i] = free_pop(mp);
+    if (mp->policy == POL_OTHER) { /* order unknown to the model: adopt, but validate */
+        for (uint32_t i = take; i < n; i++) {
+            ids[i] = out[i].id;
+            CHECK(ids[i] < mp->n && mp->s[ids[i]].state == S_INACTIVE,
+                  "allocate evicted block %u which is not cached", ids[i]);
+            for (uint32_t j = take; j < i; j++)
+                CHECK(ids[j] != ids[i], "allocate evicted block %u twice", ids[i]);
+        }
+    } else {
+        m_victims(mp, need, &ids[take]);
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t id = ids[i];
+        struct mslot *s = &mp->s[id];
+        if (i >= take) {
+            if (!ev_null)
+                CHECK(heq(evicted[i - take], s->hash), "allocate: evicted[%u] is another hash",
+                      i - take);
+            m_cb(mp, CB_EVICT, id, s->hash);
+            m_ev(mp, EV_REMOVED, s->hash);
+            mp->c.evictions++;
+        } else {
+            mp->c.from_reset++;
+        }
+        uint32_t gen = m_trans(mp, id, S_MUTABLE, 0);
+        s->flag = false;
+        s->hash = (kvb_hash){0, 0};
+        CHECK(out[i].pool == mp->real && out[i].id == id && out[i].gen == gen,
+              "allocate: out[%u] = (id %u, gen %u), model (id %u, gen %u)", i, out[i].id,
+              out[i].gen, id, gen);
+        put_m(out[i]);
+    }
+    mp->c.allocations += n;
+    if (!nev_null)
+        CHECK(nev == need, "allocate: n_evicted %u, model %u", nev, need);
+}
+
+static void op_stage(struct rd *r)
+{
+    int i = u8(r) % NM;
+    uint8_t hb = u8(r);
+    kvb_hash h = U[hb % NU];
+    bool out_null = (hb & 0xf0) == 0xf0;
+    kvb_mutable before = TM[i];
+    kvb_complete out;
+    int rc = kvb_mutable_stage(&TM[i], h, out_null ? NULL : &out);
+    g_rc = rc;
+    struct mpool *mp = mp_of(before.pool);
+    int want;
+    if (out_null || !hash_valid(h))
+        want = -EINVAL;
+    else if (!mp)
+        want = -ESTALE;
+    else if (!m_valid(mp, before.id, before.gen, S_MUTABLE)) {
+        want = -ESTALE;
+        mp->c.misuse++;
+    } else
+        want = 0;
+    CHECK(rc == want, "stage: %d, model %d", rc, want);
+    if (rc) {
+        CHECK(!memcmp(&TM[i], &before, sizeof before), "stage: failed call changed the handle");
+        return;
+    }
+    CHECK(is_zero(&TM[i], sizeof TM[i]), "stage: the mutable handle was not cleared");
+    mp->s[before.id].hash = h;
+    uint32_t gen = m_trans(mp, before.id, S_STAGED, 0);
+    mp->c.stagings++;
+    CHECK(out.pool == before.pool && out.id == before.id && out.gen == gen && heq(out.hash, h),
+          "stage: wrong complete handle");
+    put_c(out);
+}
+
+static void op_mutable_release(struct rd *r)
+{
+    int i = u8(r) % NM;
+    kvb_mutable before = TM[i];
+    int rc = kvb_mutable_release(&TM[i]);
+    g_rc = rc;
+    struct mpool *mp = mp_of(before.pool);
+    int want = 0;
+    if (!mp)
+        want = -ESTALE;
+    else if (!m_valid(mp, before.id, before.gen, S_MUTABLE)) {
+        want = -ESTALE;
+        mp->c.misuse++;
+    }
+    CHECK(rc == want, "mutable_release: %d, model %d", rc, want);
+    if (rc) {
+        CHECK(!memcmp(&TM[i], &before, sizeof before), "mutable_release changed the handle");
+        return;
+    }
+    CHECK(is_zero(&TM[i], sizeof TM[i]), "mutable_release: handle not cleared");
+    m_trans(mp, before.id, S_RESET, 0);
+    m_cb(mp, CB_RESET, before.id, mp->s[before.id].hash);
+}
+
+static void op_complete(struct rd *r)
+{
+    int i = u8(r) % NC;
+    uint8_t how = u8(r);
+    kvb_complete before = TC[i];
+    struct mpool *mp = mp_of(before.pool);
+    if (how & 1) { /* release */
+        int rc = kvb_complete_release(&TC[i]);
+        g_rc = rc;
+        int want = 0;
+        if (!mp)
+            want = -ESTALE;
+        else if (!m_valid(mp, before.id, before.gen, S_STAGED)) {
+            want = -ESTALE;
+            mp->c.misuse++;
+        }
+        CHECK(rc == want, "complete_release: %d, model %d", rc, want);
+        if (rc) {
+            CHECK(!memcmp(&TC[i], &before, sizeof before), "complete_release changed the handle");
+            return;
+        }
+        CHECK(is_zero(&TC[i], sizeof TC[i]), "complete_release: handle not cleared");
+        m_trans(mp, before.id, S_RESET, 0);
+        m_cb(mp, CB_RESET, before.id, mp->s[before.id].hash);
+        return;
+    }
+    /* reset back to mutable */
+    bool out_null = (how & 6) == 6;
+    kvb_mutable out;
+    int rc = kvb_complete_reset(&TC[i], out_null ? NULL : &out);
+    g_rc = rc;
+    int want = 0;
+    if (out_null)
+        want = -EINVAL;
+    else if (!mp)
+        want = -ESTALE;
+    else if (!m_valid(mp, before.id, before.gen, S_STAGED)) {
+        want = -ESTALE;
+        mp->c.misuse++;
+    }
+    CHECK(rc == want, "complete_reset: %d, model %d", rc, want);
+    if (rc) {
+        CHECK(!memcmp(&TC[i], &before, sizeof before), "complete_reset changed the handle");
+        return;
+    }
+    CHECK(is_zero(&TC[i], sizeof TC[i]), "complete_reset: handle not cleared");
+    uint32_t gen = m_trans(mp, before.id, S_MUTABLE, 0);
+    mp->s[before.id].hash = (kvb_hash){0, 0};
+    CHECK(out.pool == before.pool && out.id == before.id && out.gen == gen,
+          "complete_reset: wrong mutable handle");
+    put_m(out);
+}
+
+static void fill_block_check(const kvb_block *b, const struct mpool *mp, uint32_t id,
+                             uint32_t gen, const char *what)
+{
+    CHECK(b->pool == mp->real && b->id == id && b->gen == gen && heq(b->hash, mp->s[id].hash),
+          "%s: block (id %u, gen %u), model (id %u, gen %u)", what, b->id, b->gen, id, gen);
+}
+
+static void op_register(struct rd *r)
+{
+    struct mpool *mp = &M.P[u8(r) & 1];
+    uint8_t nb = u8(r);
+    uint32_t n = nb % 13; /* 0..12 */
+    bool null_args = (nb & 0xf0) == 0xf0;
+    int idx[16];
+    kvb_complete batch[16], before[16];
+    kvb_block out[16];
+    for (uint32_t k = 0; k < n; k++) {
+        idx[k] = u8(r) % NC;
+        batch[k] = TC[idx[k]];
+    }
+    memcpy(before, batch, sizeof batch);
+    int rc = kvb_pool_register(mp->real, null_args ? NULL : batch, n, out);
+    g_rc = rc;
+    int want = 0;
+    if (null_args && n)
+        want = -EINVAL;
+    else if (n) {
+        /* validation of the whole batch first */
+        bool bad = false, mark[MAXB] = {false};
+        for (uint32_t k = 0; k < n && !bad; k++) { /* (batch[] is consumed by now) */
+            if (before[k].pool != mp->real ||
+                !m_valid(mp, before[k].id, before[k].gen, S_STAGED) || mark[before[k].id])
+                bad = true;
+            else
+                mark[before[k].id] = true;
+        }
+        if (bad) {
+            want = -ESTALE;
+            mp->c.misuse++;
+        } else {
+            for (uint32_t k = 0; k < n; k++) {
+                int pid = m_find(mp, mp->s[before[k].id].hash);
+                if (pid >= 0 && mp->s[pid].state == S_PRIMARY && mp->s[pid].rc > RC_MAX - n)
+                    want = -EOVERFLOW;
+            }
+        }
+    }
+    if (rc == -ENOMEM && FA.consumed) {
+        CHECK(!memcmp(batch, before, sizeof batch), "register: -ENOMEM consumed handles");
+        g_enomem = true;
+        return;
+    }
+    CHECK(rc == want, "register(n=%u): %d, model %d", n, rc, want);
+    if (rc || n == 0) {
+        CHECK(!memcmp(batch, before, sizeof batch), "register: a failed call consumed handles");
+        return;
+    }
+    for (uint32_t k = 0; k < n; k++) {
+        uint32_t id = before[k].id;
+        struct mslot *s = &mp->s[id];
+        kvb_hash h = s->hash;
+        uint32_t pgen = 0;
+        int pid = m_acquire(mp, h, &pgen);
+        mp->c.registrations++;
+        if (pid >= 0 && mp->reject) {
+            m_trans(mp, id, S_RESET, 0);
+            m_cb(mp, CB_RESET, id, h);
+            fill_block_check(&out[k], mp, (uint32_t)pid, pgen, "register (dedup)");
+            mp->c.dedups++;
+        } else if (pid < 0) {
+            s->arrival = ++mp->arrival_seq;
+            s->flag = mp->reset_default;
+            uint32_t gen = m_trans(mp, id, S_PRIMARY, 1);
+            fill_block_check(&out[k], mp, id, gen, "register (primary)");
+            m_ev(mp, EV_STORED, h);
+        } else {
+            s->prim = (uint32_t)pid;
+            uint32_t gen = m_trans(mp, id, S_DUPLICATE, 1);
+            fill_block_check(&out[k], mp, id, gen, "register (duplicate)");
+            mp->c.duplicates++;
+        }
+        CHECK(is_zero(&batch[k], sizeof batch[k]), "register: input %u not cleared", k);
+        memset(&TC[idx[k]], 0, sizeof TC[idx[k]]);
+        put_b(out[k]);
+    }
+}
+
+static void op_lookup(struct rd *r)
+{
+    struct mpool *mp = &M.P[u8(r) & 1];
+    uint8_t sel = u8(r);
+    int kind = sel % 3; /* 0 match, 1 scattered, 2 scan */
+    uint32_t n = (sel >> 2) % 17;
+    bool null_args = (sel & 0xc0) == 0xc0 && (u8(r) & 1);
+    kvb_hash hs[16];
+    for (uint32_t k = 0; k < n; k++)
+        hs[k] = U[u8(r) % NU];
+    kvb_block out[16];
+    bool hit[16];
+    int rc;
+    if (kind == 0)
+        rc = kvb_pool_match(mp->real, null_args ? NULL : hs, n, out);
+    else if (kind == 1)
+        rc = kvb_pool_match_scattered(mp->real, hs, n, out, null_args ? NULL : hit);
+    else
+        rc = kvb_pool_scan(mp->real, hs, n, sel & 1, out, null_args ? NULL : hit);
+    g_rc = rc;
+    if (null_args && n) {
+        CHECK(rc == -EINVAL, "lookup with NULL arrays: %d", rc);
+        return;
+    }
+    if (rc == -ENOMEM && FA.consumed) {
+        g_enomem = true;
+        return;
+    }
+    if (n == 0) {
+        CHECK(rc == 0, "lookup of 0 hashes: %d", rc);
+        return;
+    }
+    uint32_t k = 0;
+    for (uint32_t j = 0; j < n; j++) {
+        uint32_t gen = 0;
+        int id = m_acquire(mp, hs[j], &gen);
+        if (kind == 0) {
+            if (id < 0)
+                break;
+            fill_block_check(&out[j], mp, (uint32_t)id, gen, "match");
+            put_b(out[j]);
+            k++;
+            continue;
+        }
+        CHECK(hit[j] == (id >= 0), "lookup: hit[%u] %d, model %d", j, hit[j], id >= 0);
+        if (id >= 0) {
+            fill_block_check(&out[j], mp, (uint32_t)id, gen, "lookup");
+            put_b(out[j]);
+            k++;
+        } else {
+            CHECK(is_zero(&out[j], sizeof out[j]), "lookup: out[%u] not zero-filled on a miss",
+                  j);
+        }
+    }
+    CHECK(rc == (int)k, "lookup kind %d: %d hits, model %u", kind, rc, k);
+    if (kind == 2) {
+        mp->c.sreq += n;
+        mp->c.sret += k;
+    } else {
+        mp->c.mreq += n;
+        mp->c.mret += k;
+    }
+}
+
+static void op_clone(struct rd *r)
+{
+    int i = u8(r) % NB;
+    kvb_block before = TB[i], out;
+    int rc = kvb_block_clone(&TB[i], &out);
+    g_rc = rc;
+    struct mpool *mp = mp_of(before.pool);
+    int want = 0;
+    if (!mp)
+        want = -ESTALE;
+    else if (!m_ref_valid(mp, before.id, before.gen)) {
+        want = -ESTALE;
+        mp->c.misuse++;
+    } else if (mp->s[before.id].rc >= RC_MAX)
+        want = -EOVERFLOW;
+    CHECK(rc == want, "clone: %d, model %d", rc, want);
+    CHECK(!memcmp(&TB[i], &before, sizeof before), "clone changed its source");
+    if (rc)
+        return;
+    mp->s[before.id].rc++;
+    CHECK(!memcmp(&out, &before, sizeof out), "clone: the copy differs");
+    put_b(out);
+}
+
+/*
+ * Known library bug (reported; tests/test_misuse_matrix.c has the disabled
+ * reproducer): a duplicate's reference on its primary lives in the same counter
+ * as the handles' references, so releasing a copy of a primary's handle once too
+ * often consumes a duplicate's reference: the primary goes INACTIVE while its
+ * duplicate still points at it (kvb_pool_check fails; the duplicate's last
+ * release later decrements a count of 0, which wraps into the generation in
+ * release builds). The contract says that such a release is -ESTALE, misuse
+ * counted, state untouched. Until the library is fixed the harness does not make
+ * that call (steals_dup_ref() says when a release would); build with
+ * -DKVB_FUZZ_DUP_STEAL_FIXED to expect the contract instead.
+ */
+static uint32_t g_known_bug_skips;
+
+static uint32_t m_dups(const struct mpool *mp, uint32_t pid)
+{
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < mp->n; i++)
+        if (mp->s[i].state == S_DUPLICATE && mp->s[i].prim == pid)
+            k++;
+    return k;
+}
+
+/* would releasing one handle reference of (id) consume a duplicate's reference? */
+static bool steals_dup_ref(const struct mpool *mp, uint32_t id, uint32_t gen)
+{
+    return m_ref_valid(mp, id, gen) && mp->s[id].state == S_PRIMARY &&
+           mp->s[id].rc <= m_dups(mp, id);
+}
+
+/* model of one lock-free decrement; 1 = it was the last reference, 0, or -1 invalid */
+static int m_dec(struct mpool *mp, uint32_t id, uint32_t gen)
+{
+    if (!m_ref_valid(mp, id, gen))
+        return -1;
+#ifdef KVB_FUZZ_DUP_STEAL_FIXED
+    if (steals_dup_ref(mp, id, gen))
+        return -1; /* the contract: -ESTALE, misuse, nothing changed */
+#endif
+    struct mslot *s = &mp->s[id];
+    s->rc--;
+    if (s->phantom > s->rc) /* copies released past the real references ate phantoms */
+        s->phantom = s->rc;
+    return s->rc == 0;
+}
+
+static void op_release(struct rd *r)
+{
+    int i = u8(r) % NB;
+    kvb_block before = TB[i];
+    struct mpool *mp = mp_of(before.pool);
+#ifndef KVB_FUZZ_DUP_STEAL_FIXED
+    if (mp && steals_dup_ref(mp, before.id, before.gen)) {
+        g_known_bug_skips++;
+        return;
+    }
+#endif
+    int rc = kvb_block_release(&TB[i]);
+    g_rc = rc;
+    int want = 0, last = 0;
+    if (!mp)
+        want = -ESTALE;
+    else if ((last = m_dec(mp, before.id, before.gen)) < 0) {
+        want = -ESTALE;
+        mp->c.misuse++;
+    }
+    CHECK(rc == want, "block_release: %d, model %d", rc, want);
+    if (rc) {
+        CHECK(!memcmp(&TB[i], &before, sizeof before), "failed release changed the handle");
+        return;
+    }
+    CHECK(is_zero(&TB[i], sizeof TB[i]), "release: handle not cleared");
+    if (last)
+        m_last_release(mp, before.id);
+}
+
+static void op_release_n(struct rd *r)
+{
+    uint8_t nb = u8(r);
+    uint32_t n = nb % 13;
+    bool null_arg = (nb & 0xf0) == 0xf0;
+    int idx[16];
+    kvb_block batch[16], before[16];
+    for (uint32_t k = 0; k < n; k++) {
+        idx[k] = u8(r) % NB;
+        batch[k] = TB[idx[k]];
+    }
+    memcpy(before, batch, sizeof batch);
+#ifndef KVB_FUZZ_DUP_STEAL_FIXED
+    if (!(null_arg && n)) { /* would a decrement of pass 1 steal a duplicate's reference? */
+        static struct model scratch;
+        scratch = M;
+        for (uint32_t k = 0; k < n; k++) {
+            struct mpool *sp = before[k].pool == M.P[0].real   ? &scratch.P[0]
+                               : before[k].pool == M.P[1].real ? &scratch.P[1]
+                                                               : NULL;
+            if (!sp)
+                continue;
+            if (steals_dup_ref(sp, before[k].id, before[k].gen)) {
+                g_known_bug_skips++;
+                return;
+            }
+            (void)m_dec(sp, before[k].id, before[k].gen);
+        }
+    }
+#endif
+    int rc = kvb_block_release_n(null_arg ? NULL : batch, n);
+    g_rc = rc;
+    if (null_arg && n) {
+        CHECK(rc == -EINVAL, "release_n(NULL, %u): %d", n, rc);
+        return;
+    }
+    int want = 0;
+    bool last[16] = {false}, valid[16] = {false};
+    for (uint32_t k = 0; k < n; k++) { /* pass 1: lock-free decrements, in order */
+        struct mpool *mp = mp_of(before[k].pool);
+        if (!mp) {
+            want = -ESTALE;
+            continue;
+        }
+        int d = m_dec(mp, before[k].id, before[k].gen);
+        if (d < 0) {
+            want = -ESTALE;
+            mp->c.misuse++;
+            continue;
+        }
+        valid[k] = true;
+        last[k] = d == 1;
+    }
+    for (uint32_t k = 0; k < n; k++) /* pass 2: the last releases, in order */
+        if (last[k]) {
+            struct mpool *mp = mp_of(before[k].pool);
+            struct mslot *s = &mp->s[before[k].id];
+            if (s->gen == before[k].gen && s->rc == 0)
+                m_last_release(mp, before[k].id);
+            else
+                fail("model: a pending last release found its work done (single thread)");
+        }
+    CHECK(rc == want, "release_n(%u): %d, model %d", n, rc, want);
+    for (uint32_t k = 0; k < n; k++) {
+        if (valid[k]) {
+            CHECK(is_zero(&batch[k], sizeof batch[k]), "release_n: valid handle %u not cleared",
+                  k);
+            memset(&TB[idx[k]], 0, sizeof TB[idx[k]]);
+        } else {
+            CHECK(!memcmp(&batch[k], &before[k], sizeof batch[k]),
+                  "release_n: invalid handle %u changed", k);
+        }
+    }
+}
+
+static void op_block_misc(struct rd *r)
+{
+    int i = u8(r) % NB;
+    uint8_t what = u8(r);
+    kvb_block before = TB[i];
+    struct mpool *mp = mp_of(before.pool);
+    switch (what % 4) {
+    case 0: { /* set_reset_on_release */
+        bool on = what & 4;
+        int rc = kvb_block_set_reset_on_release(&TB[i], on);
+        g_rc = rc;
+        int want = 0;
+        if (!mp)
+            want = -ESTALE;
+        else if (!m_ref_valid(mp, before.id, before.gen)) {
+            want = -ESTALE;
+            mp->c.misuse++;
+        }
+        CHECK(rc == want, "set_reset_on_release: %d, model %d", rc, want);
+        if (rc == 0)
+            mp->s[before.id].flag = on;
+        break;
+    }
+    case 1: { /* use_count */
+        uint32_t uc = kvb_block_use_count(&TB[i]);
+        uint32_t want = 0;
+        if (mp && before.id < mp->n && mp->s[before.id].gen == before.gen)
+            want = mp->s[before.id].rc;
+        CHECK(uc == want, "use_count: %u, model %u", uc, want);
+        break;
+    }
+    case 2: { /* address */
+        kvb_block_addr a;
+        bool null_out = what & 4;
+        int rc = kvb_block_address(&TB[i], null_out ? NULL : &a);
+        g_rc = rc;
+        int want = 0;
+        if (null_out)
+            want = -EINVAL;
+        else if (!mp)
+            want = -ESTALE;
+        else if (!(before.id < mp->n && mp->s[before.id].gen == before.gen &&
+                   mp->s[before.id].rc)) {
+            want = -ESTALE;
+            mp->c.misuse++;
+        }
+        CHECK(rc == want, "address: %d, model %d", rc, want);
+        if (rc == 0)
+            CHECK(a.pool_id == kvb_pool_id(mp->real) && a.block_id == before.id &&
+                      heq(a.hash, before.hash),
+                  "address: wrong address");
+        break;
+    }
+    case 3: /* downgrade */
+        kvb_block_downgrade(&TB[i], &TW[cur_w++ % NW]);
+        break;
+    }
+    CHECK(!memcmp(&TB[i], &before, sizeof before), "a non-consuming call changed the handle");
+}
+
+static void op_upgrade(struct rd *r)
+{
+    int i = u8(r) % NW;
+    kvb_weak w = TW[i];
+    kvb_block out;
+    int rc = kvb_weak_upgrade(&TW[i], &out);
+    g_rc = rc;
+    CHECK(!memcmp(&TW[i], &w, sizeof w), "upgrade changed the weak handle");
+    if (!w.pool) {
+        CHECK(rc == -EINVAL, "upgrade of a cleared weak handle: %d", rc);
+        return;
+    }
+    struct mpool *mp = mp_of(w.pool);
+    if (w.id < mp->n && mp->s[w.id].gen == w.gen && mp->s[w.id].rc > 0 &&
+        mp->s[w.id].rc < RC_MAX) { /* the same life is referenced: lock-free path */
+        CHECK(rc == 0, "upgrade of a live block: %d", rc);
+        mp->s[w.id].rc++;
+        CHECK(out.pool == w.pool && out.id == w.id && out.gen == w.gen && heq(out.hash, w.hash),
+              "upgrade (same life): wrong block");
+        put_b(out);
+        return;
+    }
+    uint32_t gen = 0;
+    int id = m_acquire(mp, w.hash, &gen);
+    CHECK(rc == (id >= 0 ? 0 : -ENOENT), "upgrade: %d, model %s", rc,
+          id >= 0 ? "found" : "-ENOENT");
+    if (id >= 0) {
+        fill_block_check(&out, mp, (uint32_t)id, gen, "upgrade (lookup)");
+        put_b(out);
+    }
+}
+
+static void op_reset_inactive(struct rd *r)
+{
+    struct mpool *mp = &M.P[u8(r) & 1];
+    int rc = kvb_pool_reset_inactive(mp->real);
+    g_rc = rc;
+    if (rc == -ENOMEM && FA.consumed) {
+        g_enomem = true;
+        return;
+    }
+    if (held(mp)) {
+        CHECK(rc == -EBUSY, "reset_inactive with blocks held: %d", rc);
+        return;
+    }
+    uint32_t drained = 0, order[MAXB], total = mp->count[S_INACTIVE];
+    if (mp->policy == POL_OTHER) { /* order unknown to the model: follow the callbacks */
+        uint32_t k = 0;
+        for (uint32_t j = 0; j < got_cb.n && k < total; j++)
+            if (got_cb.r[j].kind == CB_EVICT)
+                order[k++] = got_cb.r[j].id;
+        CHECK(k == total, "reset_inactive: %u on_evict for %u cached blocks", k, total);
+    } else {
+        m_victims(mp, total, order);
+    }
+    for (uint32_t j = 0; j < total; j++) {
+        uint32_t id = order[j];
+        CHECK(id < mp->n && mp->s[id].state == S_INACTIVE, "drained a block not cached");
+        kvb_hash h = mp->s[id].hash;
+        m_trans(mp, id, S_RESET, 0);
+        m_cb(mp, CB_EVICT, id, h);
+        m_cb(mp, CB_RESET, id, h);
+        mp->c.evictions++;
+        drained++;
+    }
+    if (drained)
+        m_ev(mp, EV_CLEARED, (kvb_hash){0, 0});
+    CHECK(rc == (int)drained, "reset_inactive: %d, model %u", rc, drained);
+}
+
+/* the {pool, id, gen} prefix every handle type starts with, accessed per type */
+struct prefix {
+    kvb_pool **pool;
+    uint32_t *id, *gen;
+    kvb_hash *hash; /* NULL for mutable handles */
+};
+
+static struct prefix handle_at(int kind, uint8_t i)
+{
+    switch (kind) {
+    case 0:
+        return (struct prefix){&TM[i % NM].pool, &TM[i % NM].id, &TM[i % NM].gen, NULL};
+    case 1:
+        return (struct prefix){&TC[i % NC].pool, &TC[i % NC].id, &TC[i % NC].gen,
+                               &TC[i % NC].hash};
+    case 2:
+        return (struct prefix){&TB[i % NB].pool, &TB[i % NB].id, &TB[i % NB].gen,
+                               &TB[i % NB].hash};
+    default:
+        return (struct prefix){&TW[i % NW].pool, &TW[i % NW].id, &TW[i % NW].gen,
+                               &TW[i % NW].hash};
+    }
+}
+
+static void op_forge(struct rd *r)
+{
+    uint8_t kind = u8(r), i = u8(r), arg = u8(r);
+    int t = kind % 4;
+    struct prefix h = handle_at(t, i);
+    switch ((kind >> 2) % 6) {
+    case 0: { /* copy another entry of the same table over this one */
+        struct prefix o = handle_at(t, arg);
+        *h.pool = *o.pool;
+        *h.id = *o.id;
+        *h.gen = *o.gen;
+        if (h.hash)
+            *h.hash = *o.hash;
+        break;
+    }
+    case 1: /* zero it */
+        *h.pool = NULL;
+        *h.id = *h.gen = 0;
+        if (h.hash)
+            *h.hash = (kvb_hash){0, 0};
+        break;
+    case 2: /* the other pool: a foreign handle */
+        if (*h.pool)
+            *h.pool = *h.pool == M.P[0].real ? M.P[1].real : M.P[0].real;
+        else
+            *h.pool = pick_pool(arg);
+        break;
+    case 3: /* another generation */
+        *h.gen += (uint32_t)(int32_t)(int8_t)arg;
+        break;
+    case 4: /* another id, maybe far out of range */
+        *h.id = arg < 0xf0 ? arg % 64u : UINT32_MAX - (arg & 0xfu);
+        break;
+    default: /* another hash */
+        if (h.hash)
+            *h.hash = U[arg % NU];
+        break;
+    }
+}
+
+/* saturate a referenced block's count (the test hook), or give the phantoms back */
+static void op_saturate(struct rd *r)
+{
+    uint8_t a = u8(r), b = u8(r);
+    struct mpool *mp = &M.P[a & 1];
+    if (a & 2) { /* restore every saturated block */
+        for (uint32_t id = 0; id < mp->n; id++) {
+            struct mslot *s = &mp->s[id];
+            if (!s->phantom)
+                continue;
+            uint32_t real_refs = s->rc - s->phantom;
+            s->phantom = 0;
+            if (real_refs == 0) { /* every real handle went: keep one, rebuilt, to release */
+                real_refs = 1;
+                put_b((kvb_block){.pool = mp->real, .id = id, .gen = s->gen, .hash = s->hash});
+            }
+            s->rc = real_refs;
+            kvb__test_set_refcount(mp->real, id, real_refs);
+        }
+        return;
+    }
+    uint32_t id = b % MAXB;
+    if (id >= mp->n)
+        return;
+    struct mslot *s = &mp->s[id];
+    if ((s->state != S_PRIMARY && s->state != S_DUPLICATE) || s->rc == 0)
+        return;
+    uint32_t target = RC_MAX - (b >> 6); /* RC_MAX - 0..3 */
+    if (target <= s->rc)
+        return;
+    s->phantom += target - s->rc;
+    s->rc = target;
+    kvb__test_set_refcount(mp->real, id, target);
+}
+
+/* one field of a valid configuration made wrong (or right): the expected error */
+static void op_config(struct rd *r)
+{
+    uint8_t what = u8(r), v = u8(r);
+    kvb_pool_config cfg;
+    kvb_pool_config_init(&cfg);
+    cfg.block_count = 1 + v % 8;
+    cfg.allocator = FA_ALLOC;
+    kvb_event_config ev;
+    kvb_event_config_init(&ev);
+    ev.sink = sink_noop;
+    kvb_inactive_ops ops;
+    int want = 0;
+    switch (what % 10) {
+    case 0:
+        cfg.block_count = v & 1 ? 0 : KVB_MAX_BLOCKS + 1 + v;
+        want = -EINVAL;
+        break;
+    case 1:
+        cfg.block_size = v < 200 ? v : 1u << (v % 12);
+        want = (cfg.block_size == 0 ||
+                (cfg.block_size <= 1024 && !(cfg.block_size & (cfg.block_size - 1))))
+                   ? 0
+                   : -EINVAL;
+        break;
+    case 2:
+        cfg.dup_policy = (kvb_dup_policy)(2 + v);
+        want = -EINVAL;
+        break;
+    case 3:
+        cfg.evict = (kvb_evict_policy)(v % 9);
+        want = v % 9 > KVB_EVICT_LINEAGE     ? -EINVAL
+               : kvb_inactive_builtin(cfg.evict) ? 0
+                                                 : -ENOTSUP;
+        break;
+    case 4: {
+        uint8_t t0 = v & 15, t1 = (uint8_t)(u8(r) & 15), t2 = (uint8_t)(u8(r) % 17);
+        cfg.multi_lru_thresholds[0] = t0;
+        cfg.multi_lru_thresholds[1] = t1;
+        cfg.multi_lru_thresholds[2] = t2;
+        bool zero = !t0 && !t1 && !t2;
+        want = zero || (t0 >= 1 && t0 < t1 && t1 < t2 && t2 <= 15) ? 0 : -EINVAL;
+        break;
+    }
+    case 5:
+        cfg.allocator.alloc = v & 1 ? fa_alloc : NULL;
+        cfg.allocator.free = v & 1 ? NULL : fa_free;
+        want = -EINVAL;
+        break;
+    case 6:
+        ev.sink = NULL;
+        cfg.events = &ev;
+        want = -EINVAL;
+        break;
+    case 7:
+        ev.emit = (kvb_event_emit)(2 + v);
+        cfg.events = &ev;
+        want = -EINVAL;
+        break;
+    case 8:
+        ops = kvb_inactive_lru;
+        if (v & 1)
+            ops.version = 0;
+        else
+            ops.evict = NULL;
+        cfg.evict_ops = &ops;
+        want = -EINVAL;
+        break;
+    default:
+        cfg.name = "a pool name that is much longer than the sixty-four bytes kept for it";
+        cfg.events = v & 1 ? &ev : NULL;
+        want = 0;
+        break;
+    }
+    kvb_pool *p = (kvb_pool *)&FA;
+    int rc = kvb_pool_create(&cfg, &p);
+    g_rc = rc;
+    if (rc == -ENOMEM && FA.consumed) /* validation may come after some allocations */
+        want = -ENOMEM;
+    CHECK(rc == want, "pool_create (config case %d, value %u): %d, model %d", what % 10, v, rc,
+          want);
+    if (rc == 0) {
+        CHECK(kvb_pool_check(p) == 0 && kvb_pool_available(p) == cfg.block_count,
+              "a fresh pool");
+        CHECK(kvb_pool_destroy(p) == 0, "destroy of a fresh pool");
+    } else {
+        CHECK(p == (kvb_pool *)&FA, "failed create wrote its out-parameter");
+    }
+}
+
+static void op_destroy(struct rd *r)
+{
+    int pi = u8(r) & 1;
+    struct mpool *mp = &M.P[pi];
+    kvb_pool *old = mp->real;
+    int rc = kvb_pool_destroy(old);
+    g_rc = rc;
+    if (held(mp)) {
+        CHECK(rc == -EBUSY, "destroy with blocks held: %d", rc);
+        return;
+    }
+    CHECK(rc == 0, "destroy of an idle pool: %d", rc);
+    if (mp->count[S_INACTIVE])
+        m_ev(mp, EV_CLEARED, (kvb_hash){0, 0});
+    compare_logs("destroy");
+    purge(old);
+    FA.armed = false;
+    pool_create_or_die(pi);
+    if (M.P[1 - pi].real == old)
+        fail("pool address reused while the other pool lives?");
+}
+
+static void op_metrics(struct rd *r)
+{
+    struct mpool *mp = &M.P[u8(r) & 1];
+    uint8_t cap = u8(r);
+    char big[8192], small[256];
+    /* the text includes the lock counters, which every call moves: compare each
+     * call with itself only */
+    int need = kvb_pool_metrics_text(mp->real, NULL, 0);
+    CHECK(need > 0 && need < (int)sizeof big, "metrics_text size %d", need);
+    int rc = kvb_pool_metrics_text(mp->real, big, sizeof big);
+    CHECK(rc > 0 && strlen(big) == (size_t)rc, "metrics_text: %d, strlen %zu", rc, strlen(big));
+    CHECK(strstr(big, kvb_pool_name(mp->real)) != NULL, "metrics_text without the pool label");
+    memset(small, 'x', sizeof small);
+    rc = kvb_pool_metrics_text(mp->real, small, cap);
+    CHECK(rc > 0, "metrics_text(cap %u) = %d", cap, rc);
+    if (cap) {
+        size_t want = (size_t)rc < (size_t)cap - 1 ? (size_t)rc : (size_t)cap - 1;
+        CHECK(memchr(small, 0, cap) != NULL && strlen(small) == want,
+              "metrics_text(cap %u): %zu characters, expected %zu", cap, strlen(small), want);
+    }
+    CHECK(small[cap] == 'x' || cap == 0, "metrics_text wrote past cap"); /* cap <= 255 */
+}
+
+/* ------------------------------------------------------------------------ */
+/* setup and teardown                                                       */
+/* ------------------------------------------------------------------------ */
+
+static void setup(struct rd *r)
+{
+    uint8_t c = u8(r), na = u8(r), nb = u8(r);
+    universe_init();
+    memset(&M, 0, sizeof M);
+    memset(TM, 0, sizeof TM);
+    memset(TC, 0, sizeof TC);
+    memset(TB, 0, sizeof TB);
+    memset(TW, 0, sizeof TW);
+    cur_m = cur_c = cur_b = cur_w = 0;
+    memset(&FA, 0, sizeof FA);
+    REG = NULL;
+    if (c & 0x80)
+        CHECK(kvb_registry_create(NULL, &REG) == 0, "registry_create");
+    kvb_event_config_init(&EVCFG);
+    EVCFG.sink = sink;
+    for (int i = 0; i < 2; i++) {
+        kvb_pool_config *cfg = &CFG[i];
+        kvb_pool_config_init(cfg);
+        uint8_t nn = i == 0 ? na : nb;
+        cfg->block_count = 1 + (i == 0 ? nn % MAXB : nn % 12);
+        cfg->dup_policy = (c >> i) & 1 ? KVB_DUP_REJECT : KVB_DUP_ALLOW;
+        cfg->evict = (c >> (2 + i)) & 1 ? KVB_EVICT_FIFO : KVB_EVICT_LRU;
+        cfg->reset_on_release = i == 0 && (c & 0x10);
+        cfg->allocator = FA_ALLOC;
+        cfg->registry = REG;
+        if ((c & 0x20) || i == 1)
+            cfg->callbacks = (kvb_callbacks){.user = &pool_user[i], .on_reset = on_reset,
+                                             .on_evict = on_evict};
+        if (i == 0 && (c & 0x40))
+            cfg->events = &EVCFG;
+        pool_create_or_die(i);
+    }
+}
+
+/* release everything still held (rebuilding lost handles from the model), destroy */
+static void teardown(void)
+{
+    FA.armed = false;
+    for (int pi = 0; pi < 2; pi++) {
+        struct mpool *mp = &M.P[pi];
+        for (uint32_t id = 0; id < mp->n; id++) { /* saturation phantoms first */
+            struct mslot *s = &mp->s[id];
+            if (s->phantom) {
+                s->rc -= s->phantom;
+                s->phantom = 0;
+                if (s->rc == 0)
+                    s->rc = 1; /* every real handle went: one rebuilt below releases it */
+                kvb__test_set_refcount(mp->real, id, s->rc);
+            }
+        }
+    }
+    for (int pi = 0; pi < 2; pi++) {
+        struct mpool *mp = &M.P[pi];
+        /* duplicates first: each release of the last reference frees its primary's */
+        for (int pass = 0; pass < 2; pass++)
+            for (uint32_t id = 0; id < mp->n; id++) {
+                struct mslot *s = &mp->s[id];
+                int st = pass == 0 ? S_DUPLICATE : S_PRIMARY;
+                while (s->state == st && s->rc > 0) {
+                    begin_call();
+                    kvb_block b = {.pool = mp->real, .id = id, .gen = s->gen, .hash = s->hash};
+                    CHECK(kvb_block_release(&b) == 0, "teardown release of block %u", id);
+                    if (--s->rc == 0)
+                        m_last_release(mp, id);
+                    compare_logs("teardown");
+                }
+            }
+        for (uint32_t id = 0; id < mp->n; id++) {
+            struct mslot *s = &mp->s[id];
+            begin_call();
+            if (s->state == S_MUTABLE) {
+                kvb_mutable m = {.pool = mp->real, .id = id, .gen = s->gen};
+                CHECK(kvb_mutable_release(&m) == 0, "teardown mutable release");
+            } else if (s->state == S_STAGED) {
+                kvb_complete c = {.pool = mp->real, .id = id, .gen = s->gen, .hash = s->hash};
+                CHECK(kvb_complete_release(&c) == 0, "teardown staged release");
+            } else {
+                continue;
+            }
+            m_trans(mp, id, S_RESET, 0);
+            m_cb(mp, CB_RESET, id, s->hash);
+            compare_logs("teardown");
+        }
+        compare_pool(mp, "teardown");
+        CHECK(held(mp) == 0, "teardown: blocks still held");
+        begin_call();
+        if (mp->count[S_INACTIVE])
+            m_ev(mp, EV_CLEARED, (kvb_hash){0, 0});
+        CHECK(kvb_pool_destroy(mp->real) == 0, "teardown: destroy");
+        compare_logs("destroy");
+    }
+    if (REG)
+        CHECK(kvb_registry_destroy(REG) == 0, "registry_destroy");
+    CHECK(FA.n_alloc == FA.n_free && FA.bytes_alloc == FA.bytes_free,
+          "allocator: %ld allocations / %ld frees, %zu / %zu bytes", FA.n_alloc, FA.n_free,
+          FA.bytes_alloc, FA.bytes_free);
+    CHECK(FA.mismatch == 0, "allocator: free called with another size");
+}
+
+#define MAX_STEPS 4096
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    struct rd r = {data, size, 0};
+    g_step = 0;
+    g_trace = getenv("FUZZ_TRACE") != NULL;
+    setup(&r);
+    static struct model saved;
+    while (r.i < r.n && g_step < MAX_STEPS) {
+        g_step++;
+        size_t start = r.i;
+        uint8_t op = u8(&r);
+        bool inject = op & 0x80; /* fail the next allocation this call makes */
+        op &= 0x7f;
+        begin_call();
+        saved = M;
+        g_rc = 0;
+        g_enomem = false;
+        FA.consumed = false;
+        FA.armed = inject;
+        const char *name = "?";
+        switch (op % 16) {
+        case 0:
+        case 1:
+            name = "allocate";
+            op_allocate(&r);
+            break;
+        case 2:
+            name = "stage";
+            op_stage(&r);
+            break;
+        case 3:
+            name = "mutable_release";
+            op_mutable_release(&r);
+            break;
+        case 4:
+            name = "complete";
+            op_complete(&r);
+            break;
+        case 5:
+            name = "register";
+            op_register(&r);
+            break;
+        case 6:
+            name = "lookup";
+            op_lookup(&r);
+            break;
+        case 7:
+            name = "clone";
+            op_clone(&r);
+            break;
+        case 8:
+            name = "release";
+            op_release(&r);
+            break;
+        case 9:
+            name = "release_n";
+            op_release_n(&r);
+            break;
+        case 10:
+            name = "block";
+            op_block_misc(&r);
+            break;
+        case 11:
+            name = "upgrade";
+            op_upgrade(&r);
+            break;
+        case 12:
+            name = "reset_inactive";
+            op_reset_inactive(&r);
+            break;
+        case 13:
+            name = (op & 0x10) ? "saturate" : "forge";
+            if (op & 0x10)
+                op_saturate(&r);
+            else
+                op_forge(&r);
+            break;
+        case 14:
+            name = (op & 0x10) ? "config" : "metrics";
+            if (op & 0x10)
+                op_config(&r);
+            else
+                op_metrics(&r);
+            break;
+        case 15:
+            name = "destroy";
+            op_destroy(&r);
+            break;
+        }
+        FA.armed = false;
+        if (g_trace) {
+            fprintf(stderr, "step %zu: %s%s [", g_step, name, inject ? " (fail next alloc)" : "");
+            for (size_t b = start; b < r.i; b++)
+                fprintf(stderr, " %02x", data[b]);
+            fprintf(stderr, " ] -> %d (%s), %u callbacks, %u event records\n", g_rc, kvb_err_name(g_rc), got_cb.n, got_ev.n);
+        }
+        if (g_enomem) { /* failed whole: nothing may have happened */
+            CHECK(got_cb.n == 0 && got_ev.n == 0, "%s: -ENOMEM, yet callbacks or events fired",
+                  name);
+            M = saved;
+            g_enomem = false;
+        }
+        compare_all(name);
+    }
+    teardown();
+    return 0;
+}
+
+#ifdef KVB_FUZZ_MAIN
+/* replay: fuzz_pool FILE... (no libFuzzer needed) */
+int main(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        FILE *f = fopen(argv[i], "rb");
+        if (!f) {
+            perror(argv[i]);
+            return 2;
+        }
+        static uint8_t buf[1 << 20];
+        size_t n = fread(buf, 1, sizeof buf, f);
+        fclose(f);
+        LLVMFuzzerTestOneInput(buf, n);
+    }
+    printf("fuzz_pool: %d inputs replayed, no mismatch\n", argc - 1);
+    return 0;
+}
+#endif

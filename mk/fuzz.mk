@@ -1,0 +1,95 @@
+# mk/fuzz.mk - libFuzzer targets (fuzz/fuzz_*.c) with a reference-model check.
+#
+#   make fuzz            build, then run each target for FUZZ_SECONDS (default 60) on
+#                        its committed corpus (fuzz/corpus/<target>/, read-only) plus a
+#                        scratch corpus in $(FUZZ_BUILD)/corpus-<target>/ where new
+#                        inputs go; prints libFuzzer's final stats (executions).
+#   make fuzz-regress    run every committed corpus input once (CI; a few seconds).
+#   make fuzz-replay     the same inputs through a plain build (FUZZ_REPLAY_CC, default
+#                        cc; -DKVB_FUZZ_MAIN, no libFuzzer) with ASan+UBSan: for a
+#                        machine without clang's fuzzer runtime.
+#   make fuzz-merge      minimise the scratch corpus into the committed one
+#                        (libFuzzer -merge=1; review and commit the result).
+#
+# FUZZ_CC (default clang) needs libFuzzer (Debian: libclang-rt-14-dev). The library
+# is compiled again, with -DKVB_TESTING (test hooks, debug assertions) and
+# -fsanitize=fuzzer-no-link,address,undefined, into $(FUZZ_BUILD) (default
+# build-fuzz). A crash, a sanitizer report or a model mismatch stops the run and
+# leaves the input in $(FUZZ_BUILD)/crash-*; replay it with
+#   $(FUZZ_BUILD)/fuzz_pool $(FUZZ_BUILD)/crash-<sha1>
+# and keep it in fuzz/corpus/<target>/ once fixed.
+
+FUZZ_CC       ?= clang
+FUZZ_BUILD    ?= build-fuzz
+FUZZ_SECONDS  ?= 60
+FUZZ_ARGS     ?=
+FUZZ_REPLAY_CC ?= cc
+FUZZ_SAN      := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_CFLAGS   := -std=c11 -g -O1 $(WARN) $(FUZZ_SAN)
+
+FUZZ_SRCS     := $(wildcard fuzz/fuzz_*.c)
+FUZZ_NAMES    := $(FUZZ_SRCS:fuzz/%.c=%)
+FUZZ_BINS     := $(FUZZ_NAMES:%=$(FUZZ_BUILD)/%)
+FUZZ_REPLAYS  := $(FUZZ_NAMES:%=$(FUZZ_BUILD)/replay/%)
+# the pool core only: what the targets link (no device backends, no Vulkan)
+FUZZ_LIB_SRCS := $(wildcard lib/*.c backends/inactive/*.c)
+FUZZ_OBJS     := $(FUZZ_LIB_SRCS:%.c=$(FUZZ_BUILD)/obj/%.o)
+FUZZ_ROBJS    := $(FUZZ_LIB_SRCS:%.c=$(FUZZ_BUILD)/robj/%.o)
+FUZZ_LIBS     := -lxxhash -lpthread -lm
+
+.PHONY: fuzz fuzz-regress fuzz-replay fuzz-merge fuzz-bins
+
+$(FUZZ_BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(CPPFLAGS) -DKVB_TESTING $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link \
+	    -MMD -MP -c $< -o $@
+
+$(FUZZ_BUILD)/libkvblock_fuzz.a: $(FUZZ_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(FUZZ_BUILD)/fuzz_%: fuzz/fuzz_%.c $(FUZZ_BUILD)/libkvblock_fuzz.a
+	$(FUZZ_CC) $(CPPFLAGS) -DKVB_TESTING $(FUZZ_CFLAGS) -fsanitize=fuzzer $< -o $@ \
+	    $(FUZZ_BUILD)/libkvblock_fuzz.a $(FUZZ_LIBS)
+
+$(FUZZ_BUILD)/robj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_REPLAY_CC) $(CPPFLAGS) -DKVB_TESTING $(FUZZ_CFLAGS) -MMD -MP -c $< -o $@
+
+$(FUZZ_BUILD)/libkvblock_replay.a: $(FUZZ_ROBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(FUZZ_BUILD)/replay/fuzz_%: fuzz/fuzz_%.c $(FUZZ_BUILD)/libkvblock_replay.a
+	@mkdir -p $(dir $@)
+	$(FUZZ_REPLAY_CC) $(CPPFLAGS) -DKVB_TESTING -DKVB_FUZZ_MAIN $(FUZZ_CFLAGS) $< -o $@ \
+	    $(FUZZ_BUILD)/libkvblock_replay.a $(FUZZ_LIBS)
+
+fuzz-bins: $(FUZZ_BINS)
+
+fuzz: $(FUZZ_BINS)
+	@for t in $(FUZZ_NAMES); do \
+	    mkdir -p $(FUZZ_BUILD)/corpus-$$t; \
+	    echo "== fuzz $$t for $(FUZZ_SECONDS) s"; \
+	    (cd $(FUZZ_BUILD) && ./$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	        -timeout=10 -rss_limit_mb=2048 $(FUZZ_ARGS) \
+	        corpus-$$t $(CURDIR)/fuzz/corpus/$$t) || exit 1; \
+	done
+
+fuzz-regress: $(FUZZ_BINS)
+	@for t in $(FUZZ_NAMES); do \
+	    echo "== fuzz-regress $$t: $$(ls fuzz/corpus/$$t | wc -l) inputs"; \
+	    $(FUZZ_BUILD)/$$t -runs=0 -timeout=10 fuzz/corpus/$$t || exit 1; \
+	done
+
+fuzz-replay: $(FUZZ_REPLAYS)
+	@for t in $(FUZZ_NAMES); do \
+	    $(FUZZ_BUILD)/replay/$$t fuzz/corpus/$$t/* || exit 1; \
+	done
+
+fuzz-merge: $(FUZZ_BINS)
+	@for t in $(FUZZ_NAMES); do \
+	    $(FUZZ_BUILD)/$$t -merge=1 fuzz/corpus/$$t $(FUZZ_BUILD)/corpus-$$t || exit 1; \
+	done
+
+-include $(shell find $(FUZZ_BUILD) -name '*.d' 2>/dev/null)
