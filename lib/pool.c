@@ -714,7 +714,7 @@ int kvb_pool_create(const kvb_pool_config *cfg, kvb_pool **out)
 
     if (cfg->registry) {
         p->sketch = kvb__registry_sketch(cfg->registry);
-    } else if (!cfg->evict_ops && cfg->evict != KVB_EVICT_LRU && cfg->evict != KVB_EVICT_FIFO) {
+    } else if (ops->flags & KVB_INACTIVE_F_FREQUENCY) {
         /* frequency-aware policies without a registry get a private sketch */
         rc = kvb__sketch_create(cfg->block_count, &a, &p->sketch);
         if (rc) {

@@ -252,4 +252,5 @@ const kvb_inactive_ops kvb_inactive_multi_lru = {
     .drain = kvb_mlru_drain,
     .unevict = kvb_mlru_unevict,
     .memory = kvb_mlru_memory,
+    .flags = KVB_INACTIVE_F_FREQUENCY,
 };

@@ -407,4 +407,5 @@ const kvb_inactive_ops kvb_inactive_tinylfu = {
     .drain = kvb_tlfu_drain,
     .unevict = kvb_tlfu_unevict,
     .memory = kvb_tlfu_memory,
+    .flags = KVB_INACTIVE_F_FREQUENCY,
 };

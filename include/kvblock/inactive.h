@@ -80,7 +80,13 @@ typedef struct kvb_inactive_ops {
                     const uint32_t *arrivals, uint32_t n);
     /** Optional: bytes of bookkeeping this instance holds. */
     size_t (*memory)(const void *self);
+    /** KVB_INACTIVE_F_* bits (0 when none). */
+    uint32_t flags;
 } kvb_inactive_ops;
+
+/** The backend reads kvb_inactive_params.frequency: a pool without a registry keeps a
+ * private TinyLFU sketch for it (and counts touches) only when this is set. */
+#define KVB_INACTIVE_F_FREQUENCY 0x1u
 
 /** Built-in backends (the pool picks one from kvb_pool_config.evict). */
 KVB_API extern const kvb_inactive_ops kvb_inactive_lru;
