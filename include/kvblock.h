@@ -545,8 +545,9 @@ KVB_API int kvb_block_set_reset_on_release(kvb_block *b, bool on);
 
 /**
  * @brief Number of references held on the block, including one per live duplicate of
- * a primary; 0 when b is not a live reference.
- * Thread safety: lock-free snapshot, safe from any thread.
+ * a primary; 0 when b names another life of the slot (released and reused).
+ * Thread safety: safe from any thread; takes the pool lock briefly (duplicates' holds
+ * are counted under it).
  * Ownership: none. Callbacks: none.
  */
 KVB_API uint32_t kvb_block_use_count(const kvb_block *b);

@@ -461,6 +461,7 @@ kvb_transition_locked(kvb_pool *p, uint32_t id, enum kvb_state from, enum kvb_st
     kvb_assert(s->state == from);
     kvb_assert(kvb_allowed[from] & (1u << to));
     kvb_assert(kvb__word_rc(atomic_load_explicit(&s->word, memory_order_relaxed)) == 0);
+    kvb_assert(s->dups == 0);
 
     if ((from == KVB_S_PRIMARY || from == KVB_S_INACTIVE) &&
         (to == KVB_S_RESET || to == KVB_S_MUTABLE))
@@ -531,6 +532,8 @@ static void kvb_last_release_locked(kvb_pool *p, uint32_t id, uint32_t gen, stru
             return;
         }
         if (s->state == KVB_S_PRIMARY) {
+            if (s->dups)
+                return; /* still held by its duplicates: their last one moves it */
             if (s->flags & KVB_F_RESET_ON_RELEASE) {
                 kvb_transition_locked(p, id, KVB_S_PRIMARY, KVB_S_RESET, 0);
                 kvb_cbq_push(q, KVB_CB_RESET, id, s->hash);
@@ -548,20 +551,17 @@ static void kvb_last_release_locked(kvb_pool *p, uint32_t id, uint32_t gen, stru
         kvb_transition_locked(p, id, KVB_S_DUPLICATE, KVB_S_RESET, 0);
         kvb_cbq_push(q, KVB_CB_RESET, id, s->hash);
         kvb_present(q, p, s->hash, false);
-        /* drop the duplicate's reference on its primary */
+        /* drop the duplicate's hold on its primary */
         struct kvb_slot *ps = &p->slots[pid];
-        uint64_t pw = atomic_load_explicit(&ps->word, memory_order_relaxed);
-        for (;;) {
-            kvb_assert(kvb__word_rc(pw) > 0);
-            KVB_HB_BEFORE(&ps->word);
-            if (atomic_compare_exchange_weak_explicit(&ps->word, &pw, pw - 1,
-                                                      memory_order_acq_rel,
-                                                      memory_order_relaxed))
-                break;
-        }
-        if (kvb__word_rc(pw) != 1)
+        kvb_assert(ps->state == KVB_S_PRIMARY && ps->dups > 0);
+        ps->dups--;
+        uint64_t pw = atomic_load_explicit(&ps->word, memory_order_acquire);
+        KVB_HB_AFTER(&ps->word);
+        if (ps->dups || kvb__word_rc(pw) != 0)
             return;
-        id = pid; /* we dropped the primary's last reference: its transition is ours */
+        /* No handle and no duplicate left: the primary's transition is ours (a handle
+         * release still on its way to the lock will find the generation moved on). */
+        id = pid;
         gen = kvb__word_gen(pw);
     }
 }
@@ -594,8 +594,16 @@ static uint32_t kvb_acquire_locked(kvb_pool *p, kvb_hash h, uint32_t home, struc
                 return id;
             }
         }
-        /* Count already 0: a last release is on its way to the lock. Do its work. */
         KVB_HB_AFTER(&s->word);
+        if (s->dups) {
+            /* held by duplicates only: no release is pending, just take a handle.
+             * Nothing else moves a zero count (lock-free increments need it > 0). */
+            KVB_HB_BEFORE(&s->word);
+            atomic_store_explicit(&s->word, w + 1, memory_order_release);
+            *gen = kvb__word_gen(w);
+            return id;
+        }
+        /* Count already 0: a last release is on its way to the lock. Do its work. */
         p->c.eager_transitions++;
         if (s->flags & KVB_F_RESET_ON_RELEASE) {
             kvb_transition_locked(p, id, KVB_S_PRIMARY, KVB_S_RESET, 0);
@@ -1175,7 +1183,8 @@ int kvb_pool_register(kvb_pool *p, kvb_complete *in, uint32_t n, kvb_block *out)
         p->c.registrations++;
         if (p->sketch)
             kvb__sketch_touch(p->sketch, h);
-        if (pid != KVB_NONE && p->dup_policy == KVB_DUP_REJECT) {
+        if (pid != KVB_NONE &&
+            (p->dup_policy == KVB_DUP_REJECT || p->slots[pid].dups == KVB_DUPS_MAX)) {
             kvb_transition_locked(p, id, KVB_S_STAGED, KVB_S_RESET, 0);
             kvb_cbq_push(&q, KVB_CB_RESET, id, h);
             kvb_fill_block(&out[i], p, pid, pgen);
@@ -1188,7 +1197,13 @@ int kvb_pool_register(kvb_pool *p, kvb_complete *in, uint32_t n, kvb_block *out)
             kvb_present(&q, p, h, true);
             kvb_event_rec(&q, p, KVB_CB_STORED, id, h);
         } else {
-            /* ALLOW: the reference just taken on the primary belongs to the duplicate */
+            /* ALLOW: turn the reference just taken on the primary into the duplicate's
+             * hold (dups, under the lock; the word counts handles only). The count may
+             * reach 0 here: the primary stays PRIMARY while it has duplicates. */
+            struct kvb_slot *ps = &p->slots[pid];
+            ps->dups++;
+            KVB_HB_BEFORE(&ps->word);
+            atomic_fetch_sub_explicit(&ps->word, 1, memory_order_acq_rel);
             s->aux = pid;
             uint32_t gen = kvb_transition_locked(p, id, KVB_S_STAGED, KVB_S_DUPLICATE, 1);
             kvb_fill_block(&out[i], p, id, gen);
@@ -1466,17 +1481,33 @@ uint32_t kvb_block_use_count(const kvb_block *b)
 {
     if (!b || !b->pool || b->id >= b->pool->block_count)
         return 0;
-    uint64_t w = atomic_load_explicit(&b->pool->slots[b->id].word, memory_order_acquire);
-    KVB_HB_AFTER(&b->pool->slots[b->id].word);
-    return kvb__word_gen(w) == b->gen ? kvb__word_rc(w) : 0;
+    kvb_pool *p = b->pool;
+    const struct kvb_slot *s = &p->slots[b->id];
+    uint64_t w = atomic_load_explicit(&s->word, memory_order_acquire);
+    KVB_HB_AFTER(&s->word);
+    if (kvb__word_gen(w) != b->gen)
+        return 0; /* another life of the slot */
+    kvb__pool_lock(p);
+    uint32_t n = 0;
+    w = atomic_load_explicit(&s->word, memory_order_relaxed);
+    if (kvb__word_gen(w) == b->gen) /* handles + duplicates holding a primary */
+        n = kvb__word_rc(w) + (s->state == KVB_S_PRIMARY ? s->dups : 0);
+    kvb__pool_unlock(p);
+    return n;
 }
 
 int kvb_block_address(const kvb_block *b, kvb_block_addr *out)
 {
     if (!b || !out)
         return -EINVAL;
-    if (kvb_block_use_count(b) == 0)
-        return b->pool ? kvb_misuse(b->pool, "kvb_block_address") : -ESTALE;
+    if (!b->pool)
+        return -ESTALE;
+    if (b->id >= b->pool->block_count)
+        return kvb_misuse(b->pool, "kvb_block_address");
+    uint64_t w = atomic_load_explicit(&b->pool->slots[b->id].word, memory_order_acquire);
+    KVB_HB_AFTER(&b->pool->slots[b->id].word);
+    if (kvb__word_gen(w) != b->gen || kvb__word_rc(w) == 0) /* not a live reference */
+        return kvb_misuse(b->pool, "kvb_block_address");
     *out = (kvb_block_addr){.pool_id = b->pool->id, .block_id = b->id, .hash = b->hash};
     return 0;
 }
@@ -1714,11 +1745,9 @@ static int kvb_check_locked(kvb_pool *p, uint32_t *dups)
     if (nfree != cnt[KVB_S_RESET] || last != p->free_tail)
         return KVB_CHECK_FAIL("free list holds %u, RESET slots %u\n", nfree, cnt[KVB_S_RESET]);
     for (uint32_t i = 0; i < p->block_count; i++) {
-        if (!dups[i])
-            continue;
-        uint32_t rc = kvb__word_rc(atomic_load_explicit(&p->slots[i].word, memory_order_relaxed));
-        if (rc < dups[i])
-            return KVB_CHECK_FAIL("primary %u: refcount %u < %u duplicates\n", i, rc, dups[i]);
+        if (p->slots[i].dups != dups[i])
+            return KVB_CHECK_FAIL("block %u: %u duplicates recorded, %u found\n", i,
+                                  (unsigned)p->slots[i].dups, dups[i]);
     }
     return 0;
 }

@@ -27,6 +27,7 @@ enum kvb_state {
 };
 
 #define KVB_NONE UINT32_MAX /* "no block id" in links and map cells */
+#define KVB_DUPS_MAX ((1u << 26) - 1) /* duplicates one primary can hold */
 
 /* slot flags (lock) */
 #define KVB_F_RESET_ON_RELEASE 0x01u /* PRIMARY/INACTIVE: go to RESET at last release */
@@ -40,7 +41,11 @@ enum kvb_state {
  * (which carries the generation it was issued under) names exactly one "life"
  * of the slot; a single CAS on the word both validates a handle and moves its
  * count, which is what makes clone and non-last release lock-free and immune
- * to ABA on slot reuse. The count is non-zero only in PRIMARY and DUPLICATE.
+ * to ABA on slot reuse. The count is non-zero only in PRIMARY and DUPLICATE, and
+ * counts handles only: the hold each live duplicate has on its primary is the
+ * primary's `dups` field, under the lock, so a stale or double release of a
+ * primary's handle can never consume a duplicate's hold. A primary stays PRIMARY
+ * while count + dups > 0.
  * Writers: lock-free CAS (clone, release, weak upgrade) and, under the lock,
  * transitions (which only happen while the count is 0) and lookups (CAS).
  */
@@ -49,9 +54,9 @@ struct kvb_slot {
     _Atomic uint64_t word;    /* gen << 32 | refcount; see above */
     uint32_t aux;             /* (lock) RESET: free-list next; PRIMARY/INACTIVE: arrival;
                                  DUPLICATE: id of its primary */
-    uint8_t state;            /* (lock) enum kvb_state */
-    uint8_t flags;            /* (lock) KVB_F_* */
-    uint16_t pad_;
+    uint32_t state : 3;       /* (lock) enum kvb_state */
+    uint32_t flags : 3;       /* (lock) KVB_F_* */
+    uint32_t dups : 26;       /* (lock) PRIMARY: live duplicates holding it (not in `word`) */
 };
 
 static inline uint32_t kvb__word_gen(uint64_t w)

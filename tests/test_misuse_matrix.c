@@ -550,7 +550,7 @@ ParameterizedTest(struct row *r, misuse_matrix, row)
  * per-primary duplicate count under the pool lock, the word counting handles only,
  * the last-release transition when both reach 0).
  */
-Test(misuse_matrix, double_release_cannot_steal_a_duplicates_reference, .disabled = true)
+Test(misuse_matrix, double_release_cannot_steal_a_duplicates_reference)
 {
     kvb_pool *p = tu_pool(4, KVB_EVICT_LRU);
     kvb_hash h = tu_hash(42);
