@@ -91,7 +91,7 @@ struct kvb_larc {
     uint32_t *fp;          /* per block: fingerprint of its content */
     uint32_t *arrival;     /* per block: arrival at its last insert */
     uint8_t *where;        /* per block: KVB_LARC_ABSENT, T1 or T2 (kept while logged) */
-    uint8_t *flags;        /* per block: PARKED, HIT */
+    uint8_t *flags;        /* per block: PARKED, HIT, LOGGED */
     uint32_t *log;         /* evicted ids, ghosts not recorded yet; KVB_LARC_SEG marks the
                               first id of an evict call */
     uint32_t nlog;
@@ -104,6 +104,7 @@ struct kvb_larc {
 
 #define KVB_LARC_PARKED 1
 #define KVB_LARC_HIT 2
+#define KVB_LARC_LOGGED 4 /* evicted, in the log: where[] still names its list */
 #define KVB_LARC_SEG 0x80000000u /* log flag; block ids are < 2^30 */
 
 /* ------------------------------------------------------------------------ */
@@ -354,6 +355,7 @@ static inline void kvb_larc_commit(struct kvb_larc *a)
         uint32_t id = a->log[i] & ~KVB_LARC_SEG;
         kvb_larc_gadd(&a->g, a->fp[id], a->where[id]);
         a->where[id] = KVB_LARC_ABSENT;
+        a->flags[id] &= (uint8_t)~KVB_LARC_LOGGED;
     }
     a->nlog = 0;
 }
@@ -448,12 +450,7 @@ static bool kvb_larc_remove(void *self, kvb_hash hash, uint32_t id)
 static bool kvb_larc_contains(const void *self, uint32_t id)
 {
     const struct kvb_larc *a = self;
-    if (id >= a->bc || a->where[id] == KVB_LARC_ABSENT)
-        return false;
-    for (uint32_t i = 0; i < a->nlog; i++) /* evicted, ghost not recorded yet */
-        if ((a->log[i] & ~KVB_LARC_SEG) == id)
-            return false;
-    return true;
+    return id < a->bc && a->where[id] != KVB_LARC_ABSENT && !(a->flags[id] & KVB_LARC_LOGGED);
 }
 
 /* The oldest leaf of list l, taken off it (non-leaves met first are parked);
@@ -493,6 +490,7 @@ static uint32_t kvb_larc_evict(void *self, uint32_t n, uint32_t *out)
         if (id == KVB_LARC_NONE)
             break;
         kvb_larc_gone(a, id);
+        a->flags[id] |= KVB_LARC_LOGGED;
         a->log[a->nlog++] = id | seg; /* where[id] kept: the ghost list, and unevict */
         seg = 0;
         out[k++] = id;
