@@ -35,7 +35,7 @@ CHECKS += check-zmq
 .PHONY: check-zmq
 
 ifeq ($(ZMQ),1)
-check-zmq: $(BUILD)/tools/kvb-offload-demo
+check-zmq: $(BUILD)/tools/kvb-offload-demo $(BUILD)/tools/kvb-replay
 	@if ! $(ZMQ_PYTHON) -c 'import zmq, msgpack' 2>/dev/null; then \
 	    echo "check-zmq: SKIPPED ($(ZMQ_PYTHON) with the zmq and msgpack modules not found;" \
 	         "apt-get install python3-zmq python3-msgpack)"; \
@@ -43,7 +43,8 @@ check-zmq: $(BUILD)/tools/kvb-offload-demo
 	    timeout 300 $(ZMQ_PYTHON) tests/test_publisher_consumer.py --transport ipc \
 	        --demo $(BUILD)/tools/kvb-offload-demo && \
 	    timeout 300 $(ZMQ_PYTHON) tests/test_publisher_consumer.py --transport tcp \
-	        --demo $(BUILD)/tools/kvb-offload-demo; \
+	        --demo $(BUILD)/tools/kvb-offload-demo && \
+	    timeout 200 $(ZMQ_PYTHON) tests/test_replay_publish.py $(BUILD)/tools/kvb-replay; \
 	fi
 else
 check-zmq:

@@ -53,6 +53,7 @@
  * replayed, so that the tool runs anywhere.
  */
 #include "kvblock.h"
+#include "kvblock/publisher.h"
 
 #include "common/optimal.h"
 #include "common/plot.h"
@@ -121,6 +122,10 @@ typedef struct replay_catalog {
     unsigned n_unsupported;
 } replay_catalog;
 
+/* --publish: the replay's KV events go out on the vLLM wire (ZeroMQ PUB). */
+static kvb_publisher *replay_pub;
+static kvb_event_config replay_events;
+
 static void replay_pool_config(kvb_pool_config *cfg, const replay_policy *pol, uint32_t capacity)
 {
     kvb_pool_config_init(cfg);
@@ -128,6 +133,8 @@ static void replay_pool_config(kvb_pool_config *cfg, const replay_policy *pol, u
     cfg->evict = pol->evict;
     cfg->evict_ops = pol->ops;
     cfg->name = "replay";
+    if (replay_pub)
+        cfg->events = &replay_events;
 }
 
 /* 0 when a pool of this policy can be created, else kvb_pool_create's error. */
@@ -232,6 +239,7 @@ typedef struct replay_opts {
     bool capacities_set; /* --capacity or --capacities given */
     uint32_t window;
     const char *plot;
+    const char *publish, *publish_replay, *topic;
     bool csv, quiet;
     uint64_t repeat;
     kvbt_synth_params synth;
@@ -255,6 +263,11 @@ static void replay_usage(FILE *f)
             "                      lineage, ... as built), exported ops tables by name, and\n"
             "                      optimal (offline Belady reference for a pool) and\n"
             "                      belady_flat (Belady on the flat block stream, an upper bound)\n"
+            "  --publish ENDPOINT  publish the pools' KV events on the vLLM wire format\n"
+            "                      (ZeroMQ PUB; \"tcp://*:5557\" binds, \"tcp://host:5557\"\n"
+            "                      connects); timings then include the events' cost\n"
+            "  --publish-replay EP ROUTER endpoint answering replay requests (with --publish)\n"
+            "  --topic TOPIC       topic of the published batches (default \"kv\")\n"
             "  --capacity BLOCKS   pool capacity in blocks (default 8000)\n"
             "  --capacities LIST   comma-separated capacities, one run each (default with\n"
             "                      --policy all: 1000,2000,4000,8000,16000,32000)\n"
@@ -331,6 +344,9 @@ static void replay_parse_args(int argc, char **argv, replay_opts *o)
         O_SEED,
         O_REQUESTS,
         O_QUIET,
+        O_PUBLISH,
+        O_PUBLISH_REPLAY,
+        O_TOPIC,
         O_HELP
     };
     static const struct option longopts[] = {
@@ -346,6 +362,9 @@ static void replay_parse_args(int argc, char **argv, replay_opts *o)
         {"seed", required_argument, NULL, O_SEED},
         {"requests", required_argument, NULL, O_REQUESTS},
         {"quiet", no_argument, NULL, O_QUIET},
+        {"publish", required_argument, NULL, O_PUBLISH},
+        {"publish-replay", required_argument, NULL, O_PUBLISH_REPLAY},
+        {"topic", required_argument, NULL, O_TOPIC},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -415,6 +434,15 @@ static void replay_parse_args(int argc, char **argv, replay_opts *o)
             break;
         case O_QUIET:
             o->quiet = true;
+            break;
+        case O_PUBLISH:
+            o->publish = optarg;
+            break;
+        case O_PUBLISH_REPLAY:
+            o->publish_replay = optarg;
+            break;
+        case O_TOPIC:
+            o->topic = optarg;
             break;
         case 'h':
         case O_HELP:
@@ -615,6 +643,11 @@ static int replay_run_pool(const kvbt_trace *t, const kvb_hash *hashes, const re
         free(slot_req);
     }
     uint64_t t1 = kvbt_now_ns();
+    if (replay_pub) {
+        rc = kvb_pool_events_flush(pool);
+        if (rc < 0)
+            kvbt_die(prog, "kvb_pool_events_flush: %s", kvb_strerror(rc));
+    }
 
     rc = kvb_pool_stats(pool, &st);
     if (rc < 0)
@@ -945,8 +978,27 @@ int main(int argc, char **argv)
     replay_opts o;
     kvbt_trace t;
     char err[1024];
+    int rc;
 
     replay_parse_args(argc, argv, &o);
+    if (o.publish) {
+        kvb_publisher_config pc;
+        kvb_publisher_config_init(&pc);
+        pc.endpoint = o.publish;
+        pc.replay_endpoint = o.publish_replay;
+        pc.topic = o.topic ? o.topic : "kv";
+        rc = kvb_publisher_create(&pc, &replay_pub);
+        if (rc < 0)
+            kvbt_die(prog, "--publish %s: %s%s", o.publish, kvb_strerror(rc),
+                     rc == -ENOTSUP ? " (built without ZeroMQ)" : "");
+        kvb_event_config_init(&replay_events);
+        kvb_publisher_event_config(replay_pub, &replay_events);
+        replay_events.medium = "GPU";
+        replay_events.batch_max = 64;
+        replay_events.batch_delay_ms = 10;
+    } else if (o.publish_replay || o.topic) {
+        kvbt_die(prog, "--publish-replay and --topic need --publish");
+    }
 
     bool synthetic = o.trace == NULL;
     if (synthetic) {
@@ -963,7 +1015,7 @@ int main(int argc, char **argv)
     }
 
     kvb_hash *hashes = kvbt_xmalloc_array((size_t)t.n_refs, sizeof *hashes);
-    int rc = kvbt_trace_lineage_hashes(&t, hashes);
+    rc = kvbt_trace_lineage_hashes(&t, hashes);
     if (rc < 0)
         kvbt_die(prog, "%s: cannot hash the trace: %s (a request longer than %u blocks?)", t.name,
                  kvb_strerror(rc), KVB_HASH_MAX_POSITION + 1);
@@ -1110,5 +1162,15 @@ int main(int argc, char **argv)
     free(s.slot_n);
     free(hashes);
     kvbt_trace_free(&t);
+    if (replay_pub) {
+        kvb_publisher_stats ps;
+        if (kvb_publisher_flush(replay_pub, 10000) < 0)
+            fprintf(stderr, "%s: note: the publisher did not drain within 10 s\n", prog);
+        if (kvb_publisher_stats_get(replay_pub, &ps) == 0 && !o.quiet)
+            fprintf(stderr, "%s: published %llu batches (%llu events), dropped %llu\n", prog,
+                    (unsigned long long)ps.published, (unsigned long long)ps.events,
+                    (unsigned long long)ps.dropped);
+        kvb_publisher_destroy(replay_pub);
+    }
     return 0;
 }
