@@ -287,7 +287,8 @@ KVB_API int kvb_pool_create(const kvb_pool_config *cfg, kvb_pool **out);
  * @return 0; -EBUSY (pool unchanged and still usable); -EINVAL for NULL.
  * Thread safety: no other thread may use the pool during or after a successful call.
  * Ownership: weak handles of the pool become dangling: never use them afterwards.
- * Callbacks: none (cached blocks are dropped silently).
+ * Callbacks: with an event sink, a CLEARED event when the cache was not empty (and any
+ *            batched events are flushed); no on_reset/on_evict for the cached blocks.
  */
 KVB_API int kvb_pool_destroy(kvb_pool *pool);
 
@@ -334,7 +335,8 @@ KVB_API uint32_t kvb_pool_available(kvb_pool *pool);
  *         (mutable, staged, primary or duplicate); -ENOMEM.
  * Thread safety: takes the pool lock once.
  * Ownership: none.
- * Callbacks: on_evict then on_reset for each drained block, after the lock is dropped.
+ * Callbacks: on_evict then on_reset for each drained block, after the lock is dropped;
+ *            one CLEARED event; registry presence updates.
  */
 KVB_API int kvb_pool_reset_inactive(kvb_pool *pool);
 
@@ -395,7 +397,8 @@ typedef struct kvb_block_addr {
  * @return 0; -ENOSPC (nothing taken); -EINVAL (NULL pool or out with n > 0); -ENOMEM.
  * Thread safety: takes the pool lock once.
  * Ownership: produces n kvb_mutable handles; each must be staged or released.
- * Callbacks: on_evict for each evicted block, after the lock is dropped.
+ * Callbacks: on_evict for each evicted block, after the lock is dropped; a REMOVED event
+ *            per evicted block; registry presence updates.
  */
 KVB_API int kvb_pool_allocate(kvb_pool *pool, uint32_t n, kvb_mutable *out, kvb_hash *evicted,
                               uint32_t *n_evicted);
@@ -459,7 +462,8 @@ KVB_API int kvb_complete_release(kvb_complete *c);
  *         twice): nothing is registered; -EINVAL for NULL arrays with n > 0; -ENOMEM.
  * Thread safety: takes the pool lock once.
  * Ownership: consumes in[0..n) (cleared), produces out[0..n) kvb_block references.
- * Callbacks: on_reset for blocks dropped under REJECT.
+ * Callbacks: on_reset for blocks dropped under REJECT; a STORED event per new primary
+ *            (duplicates never emit); registry presence updates.
  */
 KVB_API int kvb_pool_register(kvb_pool *pool, kvb_complete *in, uint32_t n, kvb_block *out);
 
@@ -469,8 +473,8 @@ KVB_API int kvb_pool_register(kvb_pool *pool, kvb_complete *in, uint32_t n, kvb_
  * @return k >= 0, the number of leading hashes found; out[0..k) filled; -EINVAL.
  * Thread safety: takes the pool lock once.
  * Ownership: produces k kvb_block references.
- * Callbacks: on_reset when a block released with reset-on-release is met in its last
- *            release window (it is reset, and counts as a miss).
+ * Callbacks: on_reset (and a REMOVED event) when a block released with reset-on-release
+ *            is met in its last release window (it is reset, and counts as a miss).
  */
 KVB_API int kvb_pool_match(kvb_pool *pool, const kvb_hash *hashes, uint32_t n, kvb_block *out);
 
@@ -516,7 +520,8 @@ KVB_API int kvb_block_clone(const kvb_block *b, kvb_block *out);
  * @return 0; -ESTALE (misuse counted, nothing changed).
  * Thread safety: safe from any thread.
  * Ownership: consumes *b.
- * Callbacks: on_reset when the block (or a primary it kept alive) goes to RESET.
+ * Callbacks: on_reset when the block (or a primary it kept alive) goes to RESET; a
+ *            REMOVED event when a primary is reset (reset-on-release); presence updates.
  */
 KVB_API int kvb_block_release(kvb_block *b);
 
