@@ -207,7 +207,7 @@ static void kvb_lin_gone(struct kvb_lineage *l, uint32_t id)
     l->state[id] = KVB_LIN_ABSENT;
     l->len--;
     for (uint32_t f = kvb_lx_del(&l->lx, id); f != KVB_LX_NONE;) {
-        uint32_t nx = l->lx.pnext[f];
+        uint32_t nx = kvb_lx_next_freed(&l->lx, f);
         kvb_lin_hpush(l, f);
         f = nx;
     }

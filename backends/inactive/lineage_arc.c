@@ -44,12 +44,14 @@
  * Cost: insert, remove, contains, len O(1) expected (ghost table probes);
  * evict O(1) amortized per block (see lineage_index.h on parking); drain
  * O(block_count); create O(block_count). Memory, all at create: about 70 bytes
- * per block for the tree, 30 for the lists and per-block state, and 8 ghosts
- * per block at about 25-33 bytes each (fingerprint, links, age, list, table):
- * roughly 300-370 bytes per block. Bad calls return an error or false and
+ * per block for the tree, 21 for the lists and per-block state, and 8 ghosts
+ * per block at 16 bytes each (fingerprint, links, age and list in one struct)
+ * plus 8-16 bytes of table: about 280 bytes per block. Per-block and per-ghost
+ * state are packed in 16-byte structs so that an operation touches one cache
+ * line per block or ghost it visits. Bad calls return an error or false and
  * change nothing.
  *
- * Invariants: where[id] is ABSENT or the list (T1/T2) of a present block; a
+ * Invariants: the where bits of st[id] are ABSENT or the list (T1/T2) of a present block; a
  * present block is on that list or parked; cnt[l] counts present blocks of
  * list l (parked included); len = cnt[T1] + cnt[T2]; a ghost slot is on
  * exactly one of B1, B2 or the free list, and in the table iff on B1 or B2.
@@ -69,31 +71,44 @@
 
 enum { KVB_LARC_ABSENT = 0, KVB_LARC_T1 = 1, KVB_LARC_T2 = 2 };
 
-/* Ghost lists B1 (list 1) and B2 (list 2): slots in arrays of `cap`, FIFO
- * lists with sentinels at cap + 0 (B1) and cap + 1 (B2), a free list through
- * next[], and an open-addressing table of slot indices keyed by fingerprint
- * (linear probing, backward-shift deletion, load <= 1/2). */
+/* st[] bits: the list (2 bits) and flags */
+#define KVB_LARC_WHERE 3
+#define KVB_LARC_PARKED 4
+#define KVB_LARC_HIT 8
+#define KVB_LARC_LOGGED 16 /* evicted, in the log: the where bits still name its list */
+#define KVB_LARC_SEG 0x80000000u /* log flag; block ids are < 2^30 */
+
+/* A ghost: fingerprint, list links, and seql = its list's insertion counter
+ * when added (30 bits, wrapping) | list << 30 (0 free, 1 B1, 2 B2). */
+struct kvb_larc_gslot {
+    uint32_t fp, prev, next, seql;
+};
+#define KVB_LARC_SEQ_MASK 0x3fffffffu
+
+/* Ghost lists B1 (list 1) and B2 (list 2): `cap` slots in FIFO lists with
+ * sentinels at cap + 0 (B1) and cap + 1 (B2), a free list through next, and an
+ * open-addressing table of slot indices keyed by fingerprint (linear probing,
+ * backward-shift deletion, load <= 1/2). */
 struct kvb_larc_ghosts {
-    uint32_t *fp;          /* per slot: 32-bit fingerprint of the hash (never 0) */
-    uint32_t *prev, *next; /* cap + 2 entries */
-    uint32_t *seq;         /* per slot: its list's insertion counter when added */
-    uint8_t *list;         /* per slot: 0 free, 1 B1, 2 B2 */
-    uint32_t *tab;         /* KVB_LARC_NONE: empty */
+    struct kvb_larc_gslot *slot; /* cap + 2 entries */
+    uint32_t *tab;               /* KVB_LARC_NONE: empty */
     uint32_t cap, tmask, tshift, free_head;
-    uint32_t size[3];      /* live ghosts per list ([1], [2]) */
-    uint32_t lseq[3];      /* insertions per list (wrapping) */
+    uint32_t size[3]; /* live ghosts per list ([1], [2]) */
+    uint32_t lseq[3]; /* insertions per list (wrapping, 30 bits used) */
+};
+
+/* A block: list links, fingerprint of its content, arrival at its last insert. */
+struct kvb_larc_blk {
+    uint32_t prev, next, fp, arrival;
 };
 
 /* Every field is protected by the owning pool's mutex. */
 struct kvb_larc {
     struct kvb_lx lx;
-    uint32_t *prev, *next; /* block_count + 2: sentinels at bc + 0 (T1), bc + 1 (T2) */
-    uint32_t *fp;          /* per block: fingerprint of its content */
-    uint32_t *arrival;     /* per block: arrival at its last insert */
-    uint8_t *where;        /* per block: KVB_LARC_ABSENT, T1 or T2 (kept while logged) */
-    uint8_t *flags;        /* per block: PARKED, HIT, LOGGED */
-    uint32_t *log;         /* evicted ids, ghosts not recorded yet; KVB_LARC_SEG marks the
-                              first id of an evict call */
+    struct kvb_larc_blk *blk; /* block_count + 2: sentinels at bc + 0 (T1), bc + 1 (T2) */
+    uint8_t *st;              /* per block: where bits and flags */
+    uint32_t *log;            /* evicted ids, ghosts not recorded yet; KVB_LARC_SEG marks
+                                 the first id of an evict call */
     uint32_t nlog;
     uint32_t bc, len;
     uint32_t cnt[3];
@@ -102,10 +117,10 @@ struct kvb_larc {
     kvb_allocator allocator;
 };
 
-#define KVB_LARC_PARKED 1
-#define KVB_LARC_HIT 2
-#define KVB_LARC_LOGGED 4 /* evicted, in the log: where[] still names its list */
-#define KVB_LARC_SEG 0x80000000u /* log flag; block ids are < 2^30 */
+static inline uint32_t kvb_larc_where(const struct kvb_larc *a, uint32_t id)
+{
+    return a->st[id] & KVB_LARC_WHERE;
+}
 
 /* ------------------------------------------------------------------------ */
 /* ghosts                                                                   */
@@ -118,9 +133,14 @@ static uint32_t kvb_larc_fp(kvb_hash h)
     return f ? f : 1;
 }
 
-static uint32_t kvb_larc_ghome(const struct kvb_larc_ghosts *g, uint32_t fp)
+static inline uint32_t kvb_larc_ghome(const struct kvb_larc_ghosts *g, uint32_t fp)
 {
     return (uint32_t)(((uint64_t)fp * 0x9E3779B97F4A7C15ull) >> g->tshift);
+}
+
+static inline uint32_t kvb_larc_glist(const struct kvb_larc_gslot *s)
+{
+    return s->seql >> 30;
 }
 
 /* The slot of a ghost with fingerprint fp (its table index in *tpos), or NONE. */
@@ -130,7 +150,7 @@ static uint32_t kvb_larc_gfind(const struct kvb_larc_ghosts *g, uint32_t fp, uin
         uint32_t s = g->tab[i];
         if (s == KVB_LARC_NONE)
             return KVB_LARC_NONE;
-        if (g->fp[s] == fp) {
+        if (g->slot[s].fp == fp) {
             *tpos = i;
             return s;
         }
@@ -145,7 +165,7 @@ static void kvb_larc_gtab_erase(struct kvb_larc_ghosts *g, uint32_t i)
         uint32_t s = g->tab[j];
         if (s == KVB_LARC_NONE)
             break;
-        uint32_t home = kvb_larc_ghome(g, g->fp[s]);
+        uint32_t home = kvb_larc_ghome(g, g->slot[s].fp);
         if (((j - home) & g->tmask) >= ((j - i) & g->tmask)) {
             g->tab[i] = s;
             i = j;
@@ -154,16 +174,21 @@ static void kvb_larc_gtab_erase(struct kvb_larc_ghosts *g, uint32_t i)
     g->tab[i] = KVB_LARC_NONE;
 }
 
+static void kvb_larc_gunlink(struct kvb_larc_ghosts *g, uint32_t s)
+{
+    struct kvb_larc_gslot *gs = &g->slot[s];
+    g->slot[gs->prev].next = gs->next;
+    g->slot[gs->next].prev = gs->prev;
+    g->size[kvb_larc_glist(gs)]--;
+}
+
 /* Take ghost slot s (table position tpos) off its list and free it. */
 static void kvb_larc_gdrop(struct kvb_larc_ghosts *g, uint32_t s, uint32_t tpos)
 {
     kvb_larc_gtab_erase(g, tpos);
-    uint32_t p = g->prev[s], n = g->next[s];
-    g->next[p] = n;
-    g->prev[n] = p;
-    g->size[g->list[s]]--;
-    g->list[s] = 0;
-    g->next[s] = g->free_head;
+    kvb_larc_gunlink(g, s);
+    g->slot[s].seql = 0;
+    g->slot[s].next = g->free_head;
     g->free_head = s;
 }
 
@@ -176,33 +201,30 @@ static void kvb_larc_gadd(struct kvb_larc_ghosts *g, uint32_t fp, uint32_t l)
         uint32_t victim = g->size[1] > g->size[2] ? 1 : 2;
         if (g->size[victim] == 0)
             victim = 3 - victim;
-        s = g->next[g->cap + victim - 1];
-        (void)kvb_larc_gfind(g, g->fp[s], &tpos);
+        s = g->slot[g->cap + victim - 1].next;
+        (void)kvb_larc_gfind(g, g->slot[s].fp, &tpos);
         kvb_larc_gdrop(g, s, tpos);
     }
     /* one probe: the same fingerprint (a ghost already: it is renewed in place)
      * or the empty table slot where the new ghost goes */
     uint32_t i = kvb_larc_ghome(g, fp);
-    while ((s = g->tab[i]) != KVB_LARC_NONE && g->fp[s] != fp)
+    while ((s = g->tab[i]) != KVB_LARC_NONE && g->slot[s].fp != fp)
         i = (i + 1) & g->tmask;
     if (s != KVB_LARC_NONE) {
-        uint32_t p = g->prev[s], n = g->next[s];
-        g->next[p] = n;
-        g->prev[n] = p;
-        g->size[g->list[s]]--;
+        kvb_larc_gunlink(g, s);
     } else {
         s = g->free_head;
-        g->free_head = g->next[s];
+        g->free_head = g->slot[s].next;
         g->tab[i] = s;
-        g->fp[s] = fp;
+        g->slot[s].fp = fp;
     }
-    g->list[s] = (uint8_t)l;
-    g->seq[s] = ++g->lseq[l];
-    uint32_t head = g->cap + l - 1, p = g->prev[head];
-    g->prev[s] = p;
-    g->next[s] = head;
-    g->next[p] = s;
-    g->prev[head] = s;
+    struct kvb_larc_gslot *gs = &g->slot[s];
+    gs->seql = (++g->lseq[l] & KVB_LARC_SEQ_MASK) | l << 30;
+    uint32_t head = g->cap + l - 1, p = g->slot[head].prev;
+    gs->prev = p;
+    gs->next = head;
+    g->slot[p].next = s;
+    g->slot[head].prev = s;
     g->size[l]++;
 }
 
@@ -213,8 +235,7 @@ static size_t kvb_larc_gtab_cap(uint32_t cap)
 
 static size_t kvb_larc_gbytes(uint32_t cap)
 {
-    size_t c = cap;
-    return c * sizeof(uint32_t) * 2 + (c + 2) * sizeof(uint32_t) * 2 + c +
+    return ((size_t)cap + 2) * sizeof(struct kvb_larc_gslot) +
            kvb_larc_gtab_cap(cap) * sizeof(uint32_t);
 }
 
@@ -223,22 +244,22 @@ static size_t kvb_larc_gbytes(uint32_t cap)
 /* ------------------------------------------------------------------------ */
 
 /* Link id into list l (T1 or T2): at the MRU end, or the LRU end. */
-static void kvb_larc_link(struct kvb_larc *a, uint32_t l, uint32_t id, bool lru_end)
+static inline void kvb_larc_link(struct kvb_larc *a, uint32_t l, uint32_t id, bool lru_end)
 {
     uint32_t head = a->bc + l - 1;
-    uint32_t at = lru_end ? head : a->prev[head]; /* link after `at` */
-    uint32_t n = a->next[at];
-    a->prev[id] = at;
-    a->next[id] = n;
-    a->prev[n] = id;
-    a->next[at] = id;
+    uint32_t at = lru_end ? head : a->blk[head].prev; /* link after `at` */
+    uint32_t n = a->blk[at].next;
+    a->blk[id].prev = at;
+    a->blk[id].next = n;
+    a->blk[n].prev = id;
+    a->blk[at].next = id;
 }
 
-static void kvb_larc_unlink(struct kvb_larc *a, uint32_t id)
+static inline void kvb_larc_unlink(struct kvb_larc *a, uint32_t id)
 {
-    uint32_t p = a->prev[id], n = a->next[id];
-    a->next[p] = n;
-    a->prev[n] = p;
+    uint32_t p = a->blk[id].prev, n = a->blk[id].next;
+    a->blk[p].next = n;
+    a->blk[n].prev = p;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -248,7 +269,7 @@ static void kvb_larc_unlink(struct kvb_larc *a, uint32_t id)
 static size_t kvb_larc_block_bytes(uint32_t bc)
 {
     size_t n = bc;
-    return (n + 2) * sizeof(uint32_t) * 2 + n * (3 * sizeof(uint32_t) + 2);
+    return (n + 2) * sizeof(struct kvb_larc_blk) + n * (sizeof(uint32_t) + 1);
 }
 
 static void kvb_larc_free(struct kvb_larc *a)
@@ -257,18 +278,10 @@ static void kvb_larc_free(struct kvb_larc *a)
     size_t n = a->bc;
     struct kvb_larc_ghosts *g = &a->g;
     kvb_lx_fini(&a->lx, &al);
-    kvb__free(&al, a->prev, (n + 2) * sizeof *a->prev);
-    kvb__free(&al, a->next, (n + 2) * sizeof *a->next);
-    kvb__free(&al, a->fp, n * sizeof *a->fp);
-    kvb__free(&al, a->arrival, n * sizeof *a->arrival);
+    kvb__free(&al, a->blk, (n + 2) * sizeof *a->blk);
     kvb__free(&al, a->log, n * sizeof *a->log);
-    kvb__free(&al, a->where, n);
-    kvb__free(&al, a->flags, n);
-    kvb__free(&al, g->fp, (size_t)g->cap * sizeof *g->fp);
-    kvb__free(&al, g->seq, (size_t)g->cap * sizeof *g->seq);
-    kvb__free(&al, g->prev, ((size_t)g->cap + 2) * sizeof *g->prev);
-    kvb__free(&al, g->next, ((size_t)g->cap + 2) * sizeof *g->next);
-    kvb__free(&al, g->list, g->cap);
+    kvb__free(&al, a->st, n);
+    kvb__free(&al, g->slot, ((size_t)g->cap + 2) * sizeof *g->slot);
     kvb__free(&al, g->tab, kvb_larc_gtab_cap(g->cap) * sizeof *g->tab);
     kvb__free(&al, a, sizeof *a);
 }
@@ -276,11 +289,13 @@ static void kvb_larc_free(struct kvb_larc *a)
 static void kvb_larc_reset_ghosts(struct kvb_larc_ghosts *g)
 {
     memset(g->tab, 0xff, kvb_larc_gtab_cap(g->cap) * sizeof *g->tab);
-    memset(g->list, 0, g->cap);
-    for (uint32_t i = 0; i < 2; i++)
-        g->prev[g->cap + i] = g->next[g->cap + i] = g->cap + i;
+    for (uint32_t i = 0; i < 2; i++) {
+        uint32_t h = g->cap + i;
+        g->slot[h] = (struct kvb_larc_gslot){.fp = 0, .prev = h, .next = h, .seql = 0};
+    }
     for (uint32_t s = 0; s < g->cap; s++)
-        g->next[s] = s + 1 < g->cap ? s + 1 : KVB_LARC_NONE;
+        g->slot[s] = (struct kvb_larc_gslot){
+            .fp = 0, .prev = 0, .next = s + 1 < g->cap ? s + 1 : KVB_LARC_NONE, .seql = 0};
     g->free_head = 0;
     g->size[1] = g->size[2] = 0;
 }
@@ -307,26 +322,17 @@ static int kvb_larc_create(const kvb_inactive_params *params, void **out)
     g->tmask = (uint32_t)(tc - 1);
     g->tshift = 64 - (uint32_t)__builtin_ctzll(tc);
     int rc = kvb_lx_init(&a->lx, a->bc, &al);
-    a->prev = kvb__alloc(&al, (n + 2) * sizeof *a->prev);
-    a->next = kvb__alloc(&al, (n + 2) * sizeof *a->next);
-    a->fp = kvb__calloc(&al, n, sizeof *a->fp);
-    a->arrival = kvb__calloc(&al, n, sizeof *a->arrival);
+    a->blk = kvb__calloc(&al, n + 2, sizeof *a->blk);
     a->log = kvb__alloc(&al, n * sizeof *a->log);
-    a->where = kvb__calloc(&al, n, 1);
-    a->flags = kvb__calloc(&al, n, 1);
-    g->fp = kvb__alloc(&al, (size_t)g->cap * sizeof *g->fp);
-    g->seq = kvb__alloc(&al, (size_t)g->cap * sizeof *g->seq);
-    g->prev = kvb__alloc(&al, ((size_t)g->cap + 2) * sizeof *g->prev);
-    g->next = kvb__alloc(&al, ((size_t)g->cap + 2) * sizeof *g->next);
-    g->list = kvb__alloc(&al, g->cap);
+    a->st = kvb__calloc(&al, n, 1);
+    g->slot = kvb__alloc(&al, ((size_t)g->cap + 2) * sizeof *g->slot);
     g->tab = kvb__alloc(&al, tc * sizeof *g->tab);
-    if (rc || !a->prev || !a->next || !a->fp || !a->arrival || !a->log || !a->where ||
-        !a->flags || !g->fp || !g->seq || !g->prev || !g->next || !g->list || !g->tab) {
+    if (rc || !a->blk || !a->log || !a->st || !g->slot || !g->tab) {
         kvb_larc_free(a);
         return -ENOMEM;
     }
     for (uint32_t i = 0; i < 2; i++)
-        a->prev[n + i] = a->next[n + i] = (uint32_t)n + i;
+        a->blk[n + i].prev = a->blk[n + i].next = (uint32_t)n + i;
     kvb_larc_reset_ghosts(g);
     a->p = KVB_LARC_P0 * (double)n;
     a->step = sqrt((double)n / 1024.0);
@@ -353,9 +359,8 @@ static inline void kvb_larc_commit(struct kvb_larc *a)
         return;
     for (uint32_t i = 0; i < a->nlog; i++) {
         uint32_t id = a->log[i] & ~KVB_LARC_SEG;
-        kvb_larc_gadd(&a->g, a->fp[id], a->where[id]);
-        a->where[id] = KVB_LARC_ABSENT;
-        a->flags[id] &= (uint8_t)~KVB_LARC_LOGGED;
+        kvb_larc_gadd(&a->g, a->blk[id].fp, kvb_larc_where(a, id));
+        a->st[id] = KVB_LARC_ABSENT;
     }
     a->nlog = 0;
 }
@@ -364,12 +369,12 @@ static inline void kvb_larc_commit(struct kvb_larc *a)
  * send the blocks that became leaves back to the LRU end of their lists. */
 static void kvb_larc_gone(struct kvb_larc *a, uint32_t id)
 {
-    a->cnt[a->where[id]]--;
+    a->cnt[kvb_larc_where(a, id)]--;
     a->len--;
     for (uint32_t f = kvb_lx_del(&a->lx, id); f != KVB_LX_NONE;) {
-        uint32_t nx = a->lx.pnext[f];
-        a->flags[f] &= (uint8_t)~KVB_LARC_PARKED;
-        kvb_larc_link(a, a->where[f], f, true);
+        uint32_t nx = kvb_lx_next_freed(&a->lx, f);
+        a->st[f] &= (uint8_t)~KVB_LARC_PARKED;
+        kvb_larc_link(a, kvb_larc_where(a, f), f, true);
         f = nx;
     }
 }
@@ -378,8 +383,10 @@ static void kvb_larc_gone(struct kvb_larc *a, uint32_t id)
 static void kvb_larc_adapt(struct kvb_larc *a, uint32_t s)
 {
     struct kvb_larc_ghosts *g = &a->g;
-    uint32_t l = g->list[s];
-    uint32_t age = g->lseq[l] - g->seq[s]; /* insertions into its list since */
+    const struct kvb_larc_gslot *gs = &g->slot[s];
+    uint32_t l = kvb_larc_glist(gs);
+    /* insertions into its list since it was added */
+    uint32_t age = (g->lseq[l] - gs->seql) & KVB_LARC_SEQ_MASK;
     if ((double)age >= KVB_LARC_NEAR * (double)a->bc)
         return;
     double b1 = g->size[1], b2 = g->size[2];
@@ -402,11 +409,12 @@ static int kvb_larc_insert(void *self, kvb_hash hash, uint32_t id, uint32_t arri
     if (id >= a->bc)
         return -EINVAL;
     kvb_larc_commit(a);
-    if (a->where[id] != KVB_LARC_ABSENT)
+    if (kvb_larc_where(a, id) != KVB_LARC_ABSENT)
         return -EEXIST;
+    struct kvb_larc_blk *b = &a->blk[id];
     uint32_t fp = kvb_larc_fp(hash);
     uint32_t l = KVB_LARC_T1;
-    if ((a->flags[id] & KVB_LARC_HIT) && a->arrival[id] == arrival && a->fp[id] == fp) {
+    if ((a->st[id] & KVB_LARC_HIT) && b->arrival == arrival && b->fp == fp) {
         l = KVB_LARC_T2; /* released again after a hit: referenced twice */
     } else {
         uint32_t tpos = 0;
@@ -417,10 +425,9 @@ static int kvb_larc_insert(void *self, kvb_hash hash, uint32_t id, uint32_t arri
             l = KVB_LARC_T2;
         }
     }
-    a->fp[id] = fp;
-    a->arrival[id] = arrival;
-    a->where[id] = (uint8_t)l;
-    a->flags[id] = 0;
+    b->fp = fp;
+    b->arrival = arrival;
+    a->st[id] = (uint8_t)l;
     kvb_lx_add(&a->lx, id, hash);
     kvb_larc_link(a, l, id, false);
     a->cnt[l]++;
@@ -435,22 +442,22 @@ static bool kvb_larc_remove(void *self, kvb_hash hash, uint32_t id)
     if (id >= a->bc)
         return false;
     kvb_larc_commit(a);
-    if (a->where[id] == KVB_LARC_ABSENT)
+    if (kvb_larc_where(a, id) == KVB_LARC_ABSENT)
         return false;
-    if (a->flags[id] & KVB_LARC_PARKED)
+    if (a->st[id] & KVB_LARC_PARKED)
         kvb_lx_unpark(&a->lx, id);
     else
         kvb_larc_unlink(a, id);
     kvb_larc_gone(a, id);
-    a->where[id] = KVB_LARC_ABSENT;
-    a->flags[id] = KVB_LARC_HIT;
+    a->st[id] = KVB_LARC_HIT;
     return true;
 }
 
 static bool kvb_larc_contains(const void *self, uint32_t id)
 {
     const struct kvb_larc *a = self;
-    return id < a->bc && a->where[id] != KVB_LARC_ABSENT && !(a->flags[id] & KVB_LARC_LOGGED);
+    return id < a->bc && kvb_larc_where(a, id) != KVB_LARC_ABSENT &&
+           !(a->st[id] & KVB_LARC_LOGGED);
 }
 
 /* The oldest leaf of list l, taken off it (non-leaves met first are parked);
@@ -459,14 +466,14 @@ static uint32_t kvb_larc_pop(struct kvb_larc *a, uint32_t l)
 {
     uint32_t head = a->bc + l - 1;
     for (;;) {
-        uint32_t id = a->next[head];
+        uint32_t id = a->blk[head].next;
         if (id == head)
             return KVB_LARC_NONE;
         kvb_larc_unlink(a, id);
         if (kvb_lx_is_leaf(&a->lx, id))
             return id;
         kvb_lx_park(&a->lx, id);
-        a->flags[id] |= KVB_LARC_PARKED;
+        a->st[id] |= KVB_LARC_PARKED;
     }
 }
 
@@ -490,8 +497,8 @@ static uint32_t kvb_larc_evict(void *self, uint32_t n, uint32_t *out)
         if (id == KVB_LARC_NONE)
             break;
         kvb_larc_gone(a, id);
-        a->flags[id] |= KVB_LARC_LOGGED;
-        a->log[a->nlog++] = id | seg; /* where[id] kept: the ghost list, and unevict */
+        a->st[id] |= KVB_LARC_LOGGED; /* the where bits stay: the ghost list, and unevict */
+        a->log[a->nlog++] = id | seg;
         seg = 0;
         out[k++] = id;
     }
@@ -509,11 +516,10 @@ static void kvb_larc_drain(void *self)
 {
     struct kvb_larc *a = self;
     kvb_larc_commit(a);
-    memset(a->where, 0, a->bc);
-    memset(a->flags, 0, a->bc);
+    memset(a->st, 0, a->bc);
     kvb_lx_clear(&a->lx);
     for (uint32_t i = 0; i < 2; i++)
-        a->prev[a->bc + i] = a->next[a->bc + i] = a->bc + i;
+        a->blk[a->bc + i].prev = a->blk[a->bc + i].next = a->bc + i;
     a->cnt[KVB_LARC_T1] = a->cnt[KVB_LARC_T2] = 0;
     a->len = 0;
 }
@@ -539,10 +545,10 @@ static void kvb_larc_unevict(void *self, const uint32_t *ids, const kvb_hash *ha
     uint32_t start = i - 1;
     while (a->nlog > start) {
         uint32_t id = a->log[--a->nlog] & ~KVB_LARC_SEG;
-        uint32_t l = a->where[id];
+        uint32_t l = kvb_larc_where(a, id);
         kvb_lx_readd(&a->lx, id);
         kvb_larc_link(a, l, id, true);
-        a->flags[id] = 0;
+        a->st[id] = (uint8_t)l;
         a->cnt[l]++;
         a->len++;
     }

@@ -41,8 +41,9 @@
  * create. Probing uses the top bits of key * 0x9E3779B97F4A7C15 (keys built
  * from small trace ids are structured: DESIGN.md section 4).
  *
- * Memory per block: two keys (16 B), parked links (8 B), plus 32 B of table
- * (16 B at 1/2 load ... 32 B for the power-of-two rounding): 56-88 B.
+ * Memory per block: a 24-byte node (two keys, parked links: one cache line
+ * holds what an operation on a block needs), plus 32 B of table (16 B at 1/2
+ * load ... 32 B for the power-of-two rounding): 56-88 B.
  *
  * Locking: none; the owning backend runs under its pool's mutex.
  */
@@ -61,12 +62,17 @@ struct kvb_lx_ent {
     uint32_t parked; /* first block parked on `key` (its down key), or KVB_LX_NONE */
 };
 
+/* Per block id. */
+struct kvb_lx_node {
+    uint64_t up, down;     /* keys; 0: none */
+    uint32_t pnext, pprev; /* parked list links */
+};
+
 struct kvb_lx {
     struct kvb_lx_ent *tab;
-    uint64_t *up, *down;         /* per block id; 0: none */
-    uint32_t *pnext, *pprev;     /* parked list links per block id */
+    struct kvb_lx_node *node; /* block_count entries */
     uint32_t block_count;
-    uint32_t mask, shift;        /* table capacity - 1; 64 - log2(capacity) */
+    uint32_t mask, shift; /* table capacity - 1; 64 - log2(capacity) */
 };
 
 static inline size_t kvb_lx_table_cap(uint32_t block_count)
@@ -77,17 +83,14 @@ static inline size_t kvb_lx_table_cap(uint32_t block_count)
 static inline size_t kvb_lx_bytes(uint32_t block_count)
 {
     return kvb_lx_table_cap(block_count) * sizeof(struct kvb_lx_ent) +
-           (size_t)block_count * (2 * sizeof(uint64_t) + 2 * sizeof(uint32_t));
+           (size_t)block_count * sizeof(struct kvb_lx_node);
 }
 
 static inline void kvb_lx_fini(struct kvb_lx *x, const kvb_allocator *a)
 {
     size_t n = x->block_count;
     kvb__free(a, x->tab, kvb_lx_table_cap(x->block_count) * sizeof *x->tab);
-    kvb__free(a, x->up, n * sizeof *x->up);
-    kvb__free(a, x->down, n * sizeof *x->down);
-    kvb__free(a, x->pnext, n * sizeof *x->pnext);
-    kvb__free(a, x->pprev, n * sizeof *x->pprev);
+    kvb__free(a, x->node, n * sizeof *x->node);
     memset(x, 0, sizeof *x);
 }
 
@@ -108,11 +111,8 @@ static inline int kvb_lx_init(struct kvb_lx *x, uint32_t block_count, const kvb_
     x->mask = (uint32_t)(cap - 1);
     x->shift = 64 - (uint32_t)__builtin_ctzll(cap);
     x->tab = kvb__alloc(a, cap * sizeof *x->tab);
-    x->up = kvb__alloc(a, n * sizeof *x->up);
-    x->down = kvb__alloc(a, n * sizeof *x->down);
-    x->pnext = kvb__alloc(a, n * sizeof *x->pnext);
-    x->pprev = kvb__alloc(a, n * sizeof *x->pprev);
-    if (!x->tab || !x->up || !x->down || !x->pnext || !x->pprev) {
+    x->node = kvb__alloc(a, n * sizeof *x->node);
+    if (!x->tab || !x->node) {
         kvb_lx_fini(x, a);
         return -ENOMEM;
     }
@@ -195,70 +195,75 @@ static inline void kvb_lx_erase(struct kvb_lx *x, uint32_t i)
  * child of its up key. */
 static inline void kvb_lx_add(struct kvb_lx *x, uint32_t id, kvb_hash h)
 {
-    kvb_lx_keys(h, &x->up[id], &x->down[id]);
-    x->pnext[id] = x->pprev[id] = KVB_LX_NONE;
-    if (x->up[id])
-        x->tab[kvb_lx_get(x, x->up[id])].kids++;
+    struct kvb_lx_node *nd = &x->node[id];
+    kvb_lx_keys(h, &nd->up, &nd->down);
+    nd->pnext = nd->pprev = KVB_LX_NONE;
+    if (nd->up)
+        x->tab[kvb_lx_get(x, nd->up)].kids++;
 }
 
 /* Block id comes back with the keys it had when it left (kvb_lx_del keeps
  * them): the undo of an eviction. */
 static inline void kvb_lx_readd(struct kvb_lx *x, uint32_t id)
 {
-    x->pnext[id] = x->pprev[id] = KVB_LX_NONE;
-    if (x->up[id])
-        x->tab[kvb_lx_get(x, x->up[id])].kids++;
+    struct kvb_lx_node *nd = &x->node[id];
+    nd->pnext = nd->pprev = KVB_LX_NONE;
+    if (nd->up)
+        x->tab[kvb_lx_get(x, nd->up)].kids++;
 }
 
 /* Whether a cached block has no cached child. */
 static inline bool kvb_lx_is_leaf(const struct kvb_lx *x, uint32_t id)
 {
-    if (!x->down[id])
+    uint64_t down = x->node[id].down;
+    if (!down)
         return true;
-    uint32_t i = kvb_lx_find(x, x->down[id]);
+    uint32_t i = kvb_lx_find(x, down);
     return i == KVB_LX_NONE || x->tab[i].kids == 0;
 }
 
 /* Park a cached non-leaf on its down key (it must have children). */
 static inline void kvb_lx_park(struct kvb_lx *x, uint32_t id)
 {
-    uint32_t i = kvb_lx_find(x, x->down[id]);
+    struct kvb_lx_node *nd = &x->node[id];
+    uint32_t i = kvb_lx_find(x, nd->down);
     kvb_assert(i != KVB_LX_NONE && x->tab[i].kids > 0);
     if (i == KVB_LX_NONE)
-        i = kvb_lx_get(x, x->down[id]); /* cannot happen; stay consistent anyway */
+        i = kvb_lx_get(x, nd->down); /* cannot happen; stay consistent anyway */
     uint32_t head = x->tab[i].parked;
-    x->pprev[id] = KVB_LX_NONE;
-    x->pnext[id] = head;
+    nd->pprev = KVB_LX_NONE;
+    nd->pnext = head;
     if (head != KVB_LX_NONE)
-        x->pprev[head] = id;
+        x->node[head].pprev = id;
     x->tab[i].parked = id;
 }
 
 /* Take a parked block off its parked list (it is being removed). */
 static inline void kvb_lx_unpark(struct kvb_lx *x, uint32_t id)
 {
-    uint32_t p = x->pprev[id], n = x->pnext[id];
+    struct kvb_lx_node *nd = &x->node[id];
+    uint32_t p = nd->pprev, n = nd->pnext;
     if (p != KVB_LX_NONE) {
-        x->pnext[p] = n;
+        x->node[p].pnext = n;
     } else {
-        uint32_t i = kvb_lx_find(x, x->down[id]);
+        uint32_t i = kvb_lx_find(x, nd->down);
         kvb_assert(i != KVB_LX_NONE && x->tab[i].parked == id);
         if (i != KVB_LX_NONE)
             x->tab[i].parked = n;
     }
     if (n != KVB_LX_NONE)
-        x->pprev[n] = p;
-    x->pnext[id] = x->pprev[id] = KVB_LX_NONE;
+        x->node[n].pprev = p;
+    nd->pnext = nd->pprev = KVB_LX_NONE;
 }
 
 /* Block id leaves the cache (it must not be parked: unpark it first; its keys
  * stay recorded for kvb_lx_readd). Returns
  * the first of the blocks that were parked on its up key and are leaves now
- * (follow pnext; the list is detached and its links are stale), or
+ * (follow kvb_lx_next_freed(); the list is detached, its links stale), or
  * KVB_LX_NONE. */
 static inline uint32_t kvb_lx_del(struct kvb_lx *x, uint32_t id)
 {
-    uint64_t up = x->up[id];
+    uint64_t up = x->node[id].up;
     if (!up)
         return KVB_LX_NONE;
     uint32_t i = kvb_lx_find(x, up);
@@ -270,6 +275,12 @@ static inline uint32_t kvb_lx_del(struct kvb_lx *x, uint32_t id)
     uint32_t freed = x->tab[i].parked;
     kvb_lx_erase(x, i);
     return freed;
+}
+
+/* The block after f in a list returned by kvb_lx_del(). */
+static inline uint32_t kvb_lx_next_freed(const struct kvb_lx *x, uint32_t f)
+{
+    return x->node[f].pnext;
 }
 
 #endif /* KVB_LINEAGE_INDEX_H */
