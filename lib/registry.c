@@ -47,11 +47,11 @@ struct kvb_reg_rec {
 struct kvb_registry {
     pthread_mutex_t mu;
     kvb_allocator alloc;
-    struct kvb_sketch *sketch;             /* (const pointer) lock-free */
+    struct kvb_sketch *sketch;                     /* (const pointer) lock-free */
     const kvb_pool *pools[KVB_REGISTRY_MAX_POOLS]; /* (lock) attached pools by index */
-    uint32_t npools;                       /* (lock) */
-    struct kvb_reg_rec *tab;               /* (lock) */
-    uint32_t cap, len;                     /* (lock) */
+    uint32_t npools;                               /* (lock) */
+    struct kvb_reg_rec *tab;                       /* (lock) */
+    uint32_t cap, len;                             /* (lock) */
 };
 
 static void kvb_reg_lock(kvb_registry *r)
@@ -275,8 +275,8 @@ void kvb__registry_presence(kvb_registry *r, uint32_t index, const kvb_hash *has
     kvb_reg_unlock(r);
 }
 
-int kvb_registry_present(kvb_registry *r, const kvb_hash *hashes, uint32_t n,
-                         const kvb_pool *pool, bool *out)
+int kvb_registry_present(kvb_registry *r, const kvb_hash *hashes, uint32_t n, const kvb_pool *pool,
+                         bool *out)
 {
     if (!r || !pool || (n && !hashes))
         return -EINVAL;
@@ -426,8 +426,8 @@ int kvb_registry_get(kvb_registry *r, kvb_hash h, const void *key, void **out, u
 /* Unlink the attachments of rec under key (all of them, or the first whose value is
  * `value` when one is true) onto *gone, in order; erase rec if it became idle. Lock held.
  * Returns how many were unlinked. */
-static uint32_t kvb_reg_unlink(kvb_registry *r, struct kvb_reg_rec *rec, const void *key,
-                               bool one, const void *value, struct kvb_reg_att **gone)
+static uint32_t kvb_reg_unlink(kvb_registry *r, struct kvb_reg_rec *rec, const void *key, bool one,
+                               const void *value, struct kvb_reg_att **gone)
 {
     uint32_t n = 0;
     struct kvb_reg_att **gtail = gone;

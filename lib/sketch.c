@@ -40,9 +40,9 @@
 #include "annotate.h"
 #include <stdatomic.h>
 
-#define KVB_SKETCH_DEPTH 4
+#define KVB_SKETCH_DEPTH         4
 #define KVB_SKETCH_WIDTH_PER_KEY 16u /* counters per row per unit of capacity */
-#define KVB_SKETCH_MAX_WIDTH (1u << 26)
+#define KVB_SKETCH_MAX_WIDTH     (1u << 26)
 
 struct kvb_sketch {
     kvb_allocator alloc;
@@ -124,8 +124,7 @@ static inline uint32_t kvb_sketch_get(const struct kvb_sketch *s, uint32_t row, 
 }
 
 /* Increment a counter if it still equals `expect` (conservative update). */
-static inline void kvb_sketch_inc(struct kvb_sketch *s, uint32_t row, uint32_t idx,
-                                  uint32_t expect)
+static inline void kvb_sketch_inc(struct kvb_sketch *s, uint32_t row, uint32_t idx, uint32_t expect)
 {
     _Atomic uint64_t *w = &s->table[(size_t)row * (s->width / 16) + (idx >> 4)];
     uint32_t sh = (idx & 15) * 4;

@@ -114,8 +114,7 @@ static void rem(struct inst *in, kvb_hash h, uint32_t id)
 static uint32_t ev1(struct inst *in)
 {
     uint32_t id;
-    cr_assert_eq(in->ops->evict(in->self, 1, &id), 1, "%s: evict(1) gave nothing",
-                 in->ops->name);
+    cr_assert_eq(in->ops->evict(in->self, 1, &id), 1, "%s: evict(1) gave nothing", in->ops->name);
     return id;
 }
 

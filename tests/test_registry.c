@@ -435,8 +435,8 @@ Test(attach, many_hashes_survive_table_growth)
     enum { N = 5000 };
     dtor_calls = 0;
     for (uint64_t i = 0; i < N; i++)
-        cr_assert_eq(kvb_registry_attach_unique(r, tu_hash(i), &key_meta, (void *)(uintptr_t)(i + 1),
-                                                count_dtor),
+        cr_assert_eq(kvb_registry_attach_unique(r, tu_hash(i), &key_meta,
+                                                (void *)(uintptr_t)(i + 1), count_dtor),
                      0);
     cr_expect_eq(kvb_registry_record_count(r), N);
     for (uint64_t i = 0; i < N; i += 2)

@@ -117,8 +117,8 @@ Test(sketch, first_touch_only_sets_the_doorkeeper)
     cr_expect_eq(kvb__sketch_estimate(s, h), 1, "estimate = counters + doorkeeper bit");
     kvb__sketch_touch(s, h);
     for (int r = 0; r < DEPTH; r++)
-        cr_expect_eq(kvb__sketch_counter(s, (uint32_t)r, idx[r]), 1,
-                     "second touch counts (row %d)", r);
+        cr_expect_eq(kvb__sketch_counter(s, (uint32_t)r, idx[r]), 1, "second touch counts (row %d)",
+                     r);
     cr_expect_eq(kvb__sketch_estimate(s, h), 2);
     /* one-hit wonders: keys touched once stay out of the counters, unless their
      * doorkeeper bit was already set by another key (the filter has one hash) */

@@ -43,8 +43,8 @@
  *    hpos[heap[i]] == i; len counts every present block.
  *
  * Memory: about 80 bytes per block (lineage_index.h plus list links, heap
- * slot and position, stamp and state), allocated at create; nothing after. Bad calls return an error or
- * false and change nothing.
+ * slot and position, stamp and state), allocated at create; nothing after. Bad calls return an
+ * error or false and change nothing.
  *
  * Locking: none of its own; every method runs under the owning pool's mutex.
  */

@@ -64,19 +64,19 @@
 #include <math.h>
 #include <string.h>
 
-#define KVB_LARC_NONE UINT32_MAX
+#define KVB_LARC_NONE             UINT32_MAX
 #define KVB_LARC_GHOSTS_PER_BLOCK 8
-#define KVB_LARC_NEAR 0.75 /* ghost hits younger than this x block_count adapt p */
-#define KVB_LARC_P0 0.1    /* initial p, x block_count */
+#define KVB_LARC_NEAR             0.75 /* ghost hits younger than this x block_count adapt p */
+#define KVB_LARC_P0               0.1  /* initial p, x block_count */
 
 enum { KVB_LARC_ABSENT = 0, KVB_LARC_T1 = 1, KVB_LARC_T2 = 2 };
 
 /* st[] bits: the list (2 bits) and flags */
-#define KVB_LARC_WHERE 3
+#define KVB_LARC_WHERE  3
 #define KVB_LARC_PARKED 4
-#define KVB_LARC_HIT 8
-#define KVB_LARC_LOGGED 16 /* evicted, in the log: the where bits still name its list */
-#define KVB_LARC_SEG 0x80000000u /* log flag; block ids are < 2^30 */
+#define KVB_LARC_HIT    8
+#define KVB_LARC_LOGGED 16          /* evicted, in the log: the where bits still name its list */
+#define KVB_LARC_SEG    0x80000000u /* log flag; block ids are < 2^30 */
 
 /* A ghost: fingerprint, list links, and seql = its list's insertion counter
  * when added (30 bits, wrapping) | list << 30 (0 free, 1 B1, 2 B2). */
@@ -456,8 +456,7 @@ static bool kvb_larc_remove(void *self, kvb_hash hash, uint32_t id)
 static bool kvb_larc_contains(const void *self, uint32_t id)
 {
     const struct kvb_larc *a = self;
-    return id < a->bc && kvb_larc_where(a, id) != KVB_LARC_ABSENT &&
-           !(a->st[id] & KVB_LARC_LOGGED);
+    return id < a->bc && kvb_larc_where(a, id) != KVB_LARC_ABSENT && !(a->st[id] & KVB_LARC_LOGGED);
 }
 
 /* The oldest leaf of list l, taken off it (non-leaves met first are parked);
@@ -484,8 +483,8 @@ static uint32_t kvb_larc_evict(void *self, uint32_t n, uint32_t *out)
         return 0;
     uint32_t k = 0, seg = KVB_LARC_SEG;
     while (k < n && a->len > 0) {
-        uint32_t first = a->cnt[KVB_LARC_T1] > 0 && ((double)a->cnt[KVB_LARC_T1] > a->p ||
-                                                      a->cnt[KVB_LARC_T2] == 0)
+        uint32_t first = a->cnt[KVB_LARC_T1] > 0 &&
+                                 ((double)a->cnt[KVB_LARC_T1] > a->p || a->cnt[KVB_LARC_T2] == 0)
                              ? KVB_LARC_T1
                              : KVB_LARC_T2;
         uint32_t id = kvb_larc_pop(a, first);

@@ -63,20 +63,20 @@
 
 #include <string.h>
 
-#define KVB_TLFU_WINDOW0 0.01       /* initial window target, x block_count */
-#define KVB_TLFU_SAMPLE 1.0         /* hill-climber sample, x block_count events */
-#define KVB_TLFU_STEP 0.0625        /* initial and restart step, x block_count */
-#define KVB_TLFU_STEP_DECAY 0.98
-#define KVB_TLFU_RESTART 0.05       /* hit-rate change that restarts the step */
-#define KVB_TLFU_PROTECTED_SHARE 0.8 /* of the main area */
+#define KVB_TLFU_WINDOW0         0.01   /* initial window target, x block_count */
+#define KVB_TLFU_SAMPLE          1.0    /* hill-climber sample, x block_count events */
+#define KVB_TLFU_STEP            0.0625 /* initial and restart step, x block_count */
+#define KVB_TLFU_STEP_DECAY      0.98
+#define KVB_TLFU_RESTART         0.05 /* hit-rate change that restarts the step */
+#define KVB_TLFU_PROTECTED_SHARE 0.8  /* of the main area */
 
 enum { KVB_TLFU_WINDOW = 0, KVB_TLFU_PROBATION, KVB_TLFU_PROTECTED, KVB_TLFU_NSEG };
 
-#define KVB_TLFU_ABSENT 0x80 /* seg flag: not cached; low bits keep the last segment */
-#define KVB_TLFU_HIT 0x40    /* seg flag (absent blocks): taken out by a hit */
-#define KVB_TLFU_MOVED 0x80000000u /* log flag: window -> probation move */
-#define KVB_TLFU_SEG 0x40000000u   /* log flag: first entry of an evict call (ids < 2^30) */
-#define KVB_TLFU_ID(e) ((e) & ~(KVB_TLFU_MOVED | KVB_TLFU_SEG))
+#define KVB_TLFU_ABSENT 0x80        /* seg flag: not cached; low bits keep the last segment */
+#define KVB_TLFU_HIT    0x40        /* seg flag (absent blocks): taken out by a hit */
+#define KVB_TLFU_MOVED  0x80000000u /* log flag: window -> probation move */
+#define KVB_TLFU_SEG    0x40000000u /* log flag: first entry of an evict call (ids < 2^30) */
+#define KVB_TLFU_ID(e)  ((e) & ~(KVB_TLFU_MOVED | KVB_TLFU_SEG))
 
 struct kvb_tlfu_link {
     uint32_t prev, next;

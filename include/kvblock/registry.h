@@ -121,8 +121,8 @@ typedef void (*kvb_attach_dtor)(void *value);
  * Ownership: on success the registry owns value until it is detached or taken back.
  * Callbacks: none.
  */
-KVB_API int kvb_registry_attach_unique(kvb_registry *reg, kvb_hash h, const void *key,
-                                       void *value, kvb_attach_dtor dtor);
+KVB_API int kvb_registry_attach_unique(kvb_registry *reg, kvb_hash h, const void *key, void *value,
+                                       kvb_attach_dtor dtor);
 
 /**
  * @brief Attach one more value under key to hash h: a key used this way holds a list of
@@ -181,8 +181,7 @@ KVB_API int kvb_registry_detach(kvb_registry *reg, kvb_hash h, const void *key);
  * Ownership: the value is gone when it returns.
  * Callbacks: its destructor, once, after the registry lock is dropped.
  */
-KVB_API int kvb_registry_detach_value(kvb_registry *reg, kvb_hash h, const void *key,
-                                      void *value);
+KVB_API int kvb_registry_detach_value(kvb_registry *reg, kvb_hash h, const void *key, void *value);
 
 /**
  * @brief Take back the unique value attached to h under key without destroying it.
