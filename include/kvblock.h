@@ -78,7 +78,7 @@ KVB_API const char *kvb_err_name(int err);
  * A 128-bit positional lineage hash. Bit layout, most significant first:
  * [mode:2][position:P][current sequence hash:64][parent fragment:R] with
  * (mode, P, R) = (0, 8, 54) for position < 256, (1, 16, 46) below 65536 and
- * (2, 24, 38) below 2^24. The parent fragment is the top R bits of the parent's
+ * (2, 24, 38) below 2^24. The parent fragment is the low R bits of the parent's
  * 64-bit sequence hash (0 for the first block). Mode 3 is invalid.
  * Compare with kvb_hash_equal(); the struct has no padding.
  */
@@ -123,6 +123,15 @@ KVB_API uint64_t kvb_hash_current(kvb_hash h);
 KVB_API uint64_t kvb_hash_parent_fragment(kvb_hash h);
 
 /**
+ * @brief The parent fragment a child at child_position keeps of its parent's sequence
+ * hash: its low 54, 46 or 38 bits (by the child's position); 0 past the maximum position.
+ * kvb_hash_is_parent(p, c) is kvb_hash_parent_fragment(c) ==
+ * kvb_hash_child_fragment(kvb_hash_current(p), kvb_hash_position(c)) plus the positions.
+ * Thread safety: pure. Ownership: none. Callbacks: none.
+ */
+KVB_API uint64_t kvb_hash_child_fragment(uint64_t parent_seq, uint32_t child_position);
+
+/**
  * @brief Number of parent-fragment bits (54, 46 or 38) for a hash's position.
  * Thread safety: pure. Ownership: none. Callbacks: none.
  */
@@ -136,7 +145,7 @@ KVB_API bool kvb_hash_equal(kvb_hash a, kvb_hash b);
 
 /**
  * @brief Whether @p parent is a possible parent of @p child: position one less
- * and parent fragment equal to the top bits of parent's sequence hash.
+ * and parent fragment equal to the low bits of parent's sequence hash.
  * Thread safety: pure. Ownership: none. Callbacks: none.
  */
 KVB_API bool kvb_hash_is_parent(kvb_hash parent, kvb_hash child);

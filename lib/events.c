@@ -95,7 +95,7 @@
 #define EV_TOKENS_MAX     65536u /* token ids one delivery holds */
 
 struct kvb_ev_cell {
-    uint64_t frag; /* key: top bits of the sequence hash, as a child keeps them */
+    uint64_t frag; /* key: the bits of the sequence hash a child keeps */
     uint32_t pos;  /* key: position */
     uint32_t count; /* stored hashes with this key; 0 = empty cell */
     kvb_hash x;     /* XOR of those hashes: the hash itself when count == 1 */
@@ -193,14 +193,8 @@ KVB_API void kvb_event_config_init(kvb_event_config *cfg)
 /* parent index (drainer)                                                   */
 /* ------------------------------------------------------------------------ */
 
-/* Parent-fragment width a child at `position` keeps (hash.c: 54, 46, 38). */
-static uint32_t kvb_ev_rbits(uint32_t position)
-{
-    return position < (1u << 8) ? 54 : position < (1u << 16) ? 46 : 38;
-}
-
 /*
- * The index maps a parent key, (position, the top R bits of the sequence hash
+ * The index maps a parent key, (position, the low R bits of the sequence hash
  * that a child at position + 1 keeps), to the number of stored hashes with that
  * key and the XOR of those hashes. A child finds its parent by its own position
  * and parent fragment: the parent is known exactly when the count is 1 (the XOR
@@ -213,8 +207,7 @@ static uint32_t kvb_ev_rbits(uint32_t position)
  */
 static uint64_t kvb_ev_key_frag(kvb_hash h)
 {
-    uint32_t pos = kvb_hash_position(h);
-    return kvb_hash_current(h) >> (64 - kvb_ev_rbits(pos + 1));
+    return kvb_hash_child_fragment(kvb_hash_current(h), kvb_hash_position(h) + 1);
 }
 
 static uint32_t kvb_ev_idx_home(const struct kvb_events *ev, uint32_t pos, uint64_t frag)

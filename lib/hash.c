@@ -17,8 +17,8 @@
  *     lo = fragment | current << R                   (fragment in bits [0, R))
  *     hi = current >> (64 - R) | position << R | mode << 62
  *
- * Every shift is in 10..62, never 0 or 64. The parent fragment is the top R bits
- * of the parent's 64-bit sequence hash (parent >> (64 - R)), 0 for a first block.
+ * Every shift is in 10..62, never 0 or 64. The parent fragment is the low R bits
+ * of the parent's 64-bit sequence hash (parent & (2^R - 1)), 0 for a first block.
  *
  * Invariants of every hash this file produces:
  *  - mode is the smallest mode whose position field holds the position; mode 3
@@ -111,10 +111,21 @@ static inline uint32_t kvb_hash_p_bits(uint32_t mode)
     return 8 * (mode + 1);
 }
 
-/* Top R bits of a 64-bit sequence hash: the fragment a child stores. */
+/* Low R bits of a 64-bit sequence hash: the fragment a child stores. Low, not
+ * top: real sequence hashes are uniform in every bit, but hashes built from
+ * small integers (trace ids) differ only in their low bits, and with the top
+ * bits every such block would look like the child of every block one position
+ * up (prefix-aware eviction and event parents could not tell them apart). */
 static inline uint64_t kvb_hash_fragment_of(uint64_t seq, uint32_t r)
 {
-    return seq >> (64 - r);
+    return seq & kvb_hash_mask(r);
+}
+
+KVB_API uint64_t kvb_hash_child_fragment(uint64_t parent_seq, uint32_t child_position)
+{
+    if (child_position > KVB_HASH_MAX_POSITION)
+        return 0;
+    return kvb_hash_fragment_of(parent_seq, kvb_hash_r_bits(kvb_hash_mode_for(child_position)));
 }
 
 /* Produced by kvb_hash_make(): mode not 3 and minimal for the position. */

@@ -823,10 +823,10 @@ Test(events, ambiguous_parents_are_reported_unknown_not_guessed)
     evlog l;
     log_init(&l);
     kvb_pool *p = ev_pool(8, &l, NULL, KVB_DUP_ALLOW);
-    /* two stored hashes at position 0 whose top 54 bits agree (small integers) */
+    /* two stored hashes at position 0 whose low 54 bits agree */
     kvb_hash a, b, c1, c2;
     kvb_hash_make(5, 0, false, 0, &a);
-    kvb_hash_make(6, 0, false, 0, &b);
+    kvb_hash_make(5 | (1ull << 60), 0, false, 0, &b);
     kvb_hash_make(7, 5, true, 1, &c1); /* child of a, but b fits its fragment too */
     kvb_hash_make(8, 5, true, 1, &c2);
     kvb_block ba, bb, bc1, bc2;

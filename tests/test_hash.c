@@ -295,7 +295,7 @@ Test(hash, make_roundtrip_at_boundaries)
             cr_assert_eq(kvb_hash_position(h), pos[i]);
             cr_assert_eq(kvb_hash_current(h), cur);
             cr_assert_eq(kvb_hash_fragment_bits(h), bits[i]);
-            cr_assert_eq(kvb_hash_parent_fragment(h), par >> (64 - bits[i]));
+            cr_assert_eq(kvb_hash_parent_fragment(h), par & ((1ull << bits[i]) - 1));
             cr_assert_eq(h.hi >> 62, mode[i], "mode at position %u", pos[i]);
             kvb_hash r = mk(cur, par, false, pos[i]);
             cr_assert_eq(kvb_hash_parent_fragment(r), 0);
@@ -334,8 +334,8 @@ Test(hash, equal)
     cr_assert(!kvb_hash_equal(a, b));
     /* The same content at another position is another hash. */
     cr_assert(!kvb_hash_equal(mk(1, 2, true, 3), mk(1, 2, true, 4)));
-    /* Same content and position, a parent differing in its top bits: another hash. */
-    cr_assert(!kvb_hash_equal(mk(1, 2, true, 3), mk(1, 2 | 1ull << 63, true, 3)));
+    /* Same content and position, a parent differing in its low bits: another hash. */
+    cr_assert(!kvb_hash_equal(mk(1, 2, true, 3), mk(1, 2 | 1ull, true, 3)));
 }
 
 /* ---- is_parent / extend ---------------------------------------------------- */
@@ -355,19 +355,20 @@ Test(hash, is_parent_across_mode_boundaries)
             kvb_hash c2 = mk(cseq, pseq, true, pp + 2);
             cr_assert(!kvb_hash_is_parent(p, c2), "skip a position at %u", pp);
         }
-        /* A child recorded as a root (no parent) matches no parent with a
-         * non-zero top. */
+        /* A child recorded as a root (no parent) matches no parent with non-zero
+         * low bits. */
         cr_assert(!kvb_hash_is_parent(p, mk(cseq, 0, false, pp + 1)));
 
         uint32_t r = kvb_hash_fragment_bits(c);
+        cr_assert_eq(kvb_hash_parent_fragment(c), kvb_hash_child_fragment(pseq, pp + 1));
         /* A parent differing in the bits the child kept is not the parent. */
-        kvb_hash q = mk(pseq ^ (1ull << (64 - r)), 0x1111, pp > 0, pp);
+        kvb_hash q = mk(pseq ^ 1ull, 0x1111, pp > 0, pp);
         cr_assert(!kvb_hash_is_parent(q, c), "fragment low bit at %u", pp);
-        q = mk(pseq ^ (1ull << 63), 0x1111, pp > 0, pp);
+        q = mk(pseq ^ (1ull << (r - 1)), 0x1111, pp > 0, pp);
         cr_assert(!kvb_hash_is_parent(q, c), "fragment top bit at %u", pp);
-        /* ... but one differing only below them is indistinguishable ("possible"). */
-        q = mk(pseq ^ (1ull << (63 - r)), 0x1111, pp > 0, pp);
-        cr_assert(kvb_hash_is_parent(q, c), "below the fragment at %u", pp);
+        /* ... but one differing only above them is indistinguishable ("possible"). */
+        q = mk(pseq ^ (1ull << r), 0x1111, pp > 0, pp);
+        cr_assert(kvb_hash_is_parent(q, c), "above the fragment at %u", pp);
     }
 }
 
@@ -377,12 +378,12 @@ Test(hash, is_parent_mode_boundary_uses_child_fragment_width)
     uint64_t pseq = 0xFEDCBA9876543210ull;
     kvb_hash p = mk(pseq, 5, true, 255);
     kvb_hash c = mk(77, pseq, true, 256);
-    cr_assert_eq(kvb_hash_parent_fragment(c), pseq >> 18);
+    cr_assert_eq(kvb_hash_parent_fragment(c), pseq & ((1ull << 46) - 1));
     cr_assert(kvb_hash_is_parent(p, c));
     /* 65535 (mode 1) -> 65536 (mode 2, R 38). */
     p = mk(pseq, 5, true, 65535);
     c = mk(77, pseq, true, 65536);
-    cr_assert_eq(kvb_hash_parent_fragment(c), pseq >> 26);
+    cr_assert_eq(kvb_hash_parent_fragment(c), pseq & ((1ull << 38) - 1));
     cr_assert(kvb_hash_is_parent(p, c));
 }
 
@@ -458,7 +459,7 @@ Test(hash, format_text)
     char buf[64];
     kvb_hash h = mk(0x0123456789ABCDEFull, 0xFEDCBA9876543210ull, true, 3);
     cr_assert_eq(kvb_hash_format(h, buf, sizeof buf), 33);
-    cr_assert_str_eq(buf, "3:0123456789abcdef:3fb72ea61d950c");
+    cr_assert_str_eq(buf, "3:0123456789abcdef:1cba9876543210");
 
     h = mk(0, 0, false, 0);
     cr_assert_eq(kvb_hash_format(h, buf, sizeof buf), 20);
@@ -470,7 +471,7 @@ Test(hash, format_text)
 
     h = mk(0xDEADBEEF, 0x8000000000000000ull, true, MAXPOS);
     kvb_hash_format(h, buf, sizeof buf);
-    cr_assert_str_eq(buf, "ffffff:00000000deadbeef:2000000000");
+    cr_assert_str_eq(buf, "ffffff:00000000deadbeef:0");
 
     h = mk(1, UINT64_MAX, true, 256);
     kvb_hash_format(h, buf, sizeof buf);
@@ -480,7 +481,7 @@ Test(hash, format_text)
 Test(hash, format_truncation)
 {
     kvb_hash h = mk(0x0123456789ABCDEFull, 0xFEDCBA9876543210ull, true, 3);
-    const char *full = "3:0123456789abcdef:3fb72ea61d950c";
+    const char *full = "3:0123456789abcdef:1cba9876543210";
     int len = (int)strlen(full);
     char buf[64];
 
@@ -505,4 +506,16 @@ Test(hash, format_truncation)
     cr_assert_str_eq(buf, full);
 
     cr_assert_eq(kvb_hash_format(h, NULL, 8), -EINVAL);
+}
+
+Test(hash, child_fragment_keeps_low_bits_by_child_position)
+{
+    uint64_t seq = 0xFEDCBA9876543210ull;
+    cr_assert_eq(kvb_hash_child_fragment(seq, 1), seq & ((1ull << 54) - 1));
+    cr_assert_eq(kvb_hash_child_fragment(seq, 255), seq & ((1ull << 54) - 1));
+    cr_assert_eq(kvb_hash_child_fragment(seq, 256), seq & ((1ull << 46) - 1));
+    cr_assert_eq(kvb_hash_child_fragment(seq, 65536), seq & ((1ull << 38) - 1));
+    cr_assert_eq(kvb_hash_child_fragment(seq, MAXPOS + 1), 0);
+    /* small integers (trace ids) keep distinct fragments */
+    cr_assert_neq(kvb_hash_child_fragment(7, 1), kvb_hash_child_fragment(8, 1));
 }

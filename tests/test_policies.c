@@ -400,10 +400,10 @@ Test(lineage, constructed_collisions_degrade_to_separate_trees)
     for (size_t o = 0; o < 2; o++) {
         struct inst in = mk(tree_ops[o], 32);
         /* two different blocks at position 1 under one root whose sequence
-         * hashes share their top 54 bits: their children carry the same
+         * hashes share their low 54 bits: their children carry the same
          * (position, parent fragment). kvb_hash_make builds them directly. */
         uint64_t root = seqh(9, 0);
-        uint64_t p1 = 0xABCDEF0123456000ull, p2 = 0xABCDEF01234563FFull; /* low 10 bits */
+        uint64_t p1 = 0x0023456789ABCDEFull, p2 = 0xFFE3456789ABCDEFull; /* top 10 bits */
         kvb_hash hp1 = child_of(root, p1, 1), hp2 = child_of(root, p2, 1);
         kvb_hash c1 = child_of(p1, 0x1111111111111111ull, 2); /* child of p1 */
         kvb_hash c2 = child_of(p2, 0x2222222222222222ull, 2); /* of p2: same key */
@@ -424,10 +424,10 @@ Test(lineage, constructed_collisions_degrade_to_separate_trees)
         /* many blocks sharing one up key, both colliding parents, removes and
          * evictions in any order: never a crash, never a parent before a child */
         for (uint32_t i = 0; i < 8; i++)
-            ins(&in, child_of(p1 ^ i, 0x3000 + i, 2), i, i);
+            ins(&in, child_of(p1 ^ ((uint64_t)i << 58), 0x3000 + i, 2), i, i);
         ins(&in, hp1, 8, 8);
         ins(&in, hp2, 9, 9);
-        rem(&in, child_of(p1 ^ 3, 0x3003, 2), 3);
+        rem(&in, child_of(p1 ^ (3ull << 58), 0x3003, 2), 3);
         uint32_t out[32], seen = 0;
         uint32_t k = in.ops->evict(in.self, 32, out);
         cr_expect_eq(k, 9);

@@ -30,8 +30,8 @@
  * ever parked then: a parent is released after its children and reaches the
  * head after them); otherwise each parking is paid by the child insertion
  * that caused it, and a returning block costs O(log h). With massive key
- * collisions (hashes whose sequence hashes have constant top bits, e.g. raw
- * small integers) one child can keep many blocks parked; the cost per
+ * collisions (hashes whose sequence hashes differ only above the fragment,
+ * e.g. constructed ones) one child can keep many blocks parked; the cost per
  * operation then grows with the colliding group, never beyond O(n log n) for
  * a group of n. drain and create O(block_count). See lineage_index.h for the
  * keys, collisions and the table sized at create.

@@ -4,7 +4,7 @@
  *
  * A cached block P is the parent of a cached block C when
  * kvb_hash_is_parent(P.hash, C.hash): C sits at P's position + 1 and C's parent
- * fragment is the top R bits of P's sequence hash. Both sides of that relation
+ * fragment is the low R bits of P's sequence hash (kvb_hash_child_fragment). Both sides of that relation
  * pack into one exact 64-bit key, [mode:2][position:P][fragment:R] with
  * P + R = 62 (the layout of kvb_hash, DESIGN.md section 4):
  *   - up key of C: C's own (mode, position, parent fragment);
@@ -140,7 +140,7 @@ static inline void kvb_lx_keys(kvb_hash h, uint64_t *up, uint64_t *down)
     }
     uint32_t cmode = cpos < 256 ? 0 : cpos < 65536 ? 1 : 2;
     uint32_t cr = 54 - 8 * cmode;
-    *down = ((uint64_t)cmode << 62) | (cpos << cr) | (cur >> (64 - cr));
+    *down = ((uint64_t)cmode << 62) | (cpos << cr) | kvb_hash_child_fragment(cur, (uint32_t)cpos);
 }
 
 static inline uint32_t kvb_lx_home(const struct kvb_lx *x, uint64_t key)

@@ -22,7 +22,7 @@ def test_hash_make_and_accessors():
     h = Hash.make(0x1234, parent=0xABCD << 48, position=3)
     assert h.position == 3
     assert h.current == 0x1234
-    assert h.parent_fragment == (0xABCD << 48) >> (64 - 54)
+    assert h.parent_fragment == (0xABCD << 48) & ((1 << 54) - 1)
     c = h.extend(0x99)
     assert c.position == 4 and h.is_parent_of(c) and not c.is_parent_of(h)
     assert Hash.make(5) == Hash.make(5) and Hash.make(5) != Hash.make(6)

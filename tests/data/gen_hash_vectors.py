@@ -66,7 +66,7 @@ def layout(position):
 def pack(current, parent, has_parent, position):
     """The 128-bit lineage hash as an integer, then split into (hi, lo)."""
     mode, p, r = layout(position)
-    fragment = (parent >> (64 - r)) if has_parent else 0
+    fragment = (parent & ((1 << r) - 1)) if has_parent else 0
     v = mode
     v = (v << p) | position
     v = (v << 64) | current
@@ -264,7 +264,7 @@ for pos in positions:
                 continue
             hi, lo = pack(cur, par, hp, pos)
             _, _, r = layout(pos)
-            frag = (par >> (64 - r)) if hp else 0
+            frag = (par & ((1 << r) - 1)) if hp else 0
             emit("    {%s, %s, %s, %d, %d, %s, %s, %s}," % (
                 u64(cur), u64(par), "true" if hp else "false", pos, r, u64(frag),
                 u64(hi), u64(lo)))
