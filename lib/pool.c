@@ -862,13 +862,15 @@ uint32_t kvb_pool_available(kvb_pool *p)
 static void kvb_alloc_rollback_locked(kvb_pool *p, kvb_mutable *out, uint32_t taken,
                                       uint32_t evicted)
 {
+    /* Chunks of 64 (the stack buffers), last chunk first: each unevict puts its
+     * entries back at the eviction end, so the earliest evicted must go back last. */
     const uint32_t chunk = 64;
-    for (uint32_t done = 0; done < evicted;) {
-        uint32_t k = evicted - done < chunk ? evicted - done : chunk;
+    for (uint32_t end = evicted; end > 0;) {
+        uint32_t start = (end - 1) / chunk * chunk, k = end - start; /* as evict returned them */
         uint32_t ids[64], arr[64];
         kvb_hash hs[64];
         for (uint32_t j = 0; j < k; j++) {
-            ids[j] = out[taken + done + j].id;
+            ids[j] = out[taken + start + j].id;
             hs[j] = p->slots[ids[j]].hash;
             arr[j] = p->slots[ids[j]].aux;
         }
@@ -878,7 +880,7 @@ static void kvb_alloc_rollback_locked(kvb_pool *p, kvb_mutable *out, uint32_t ta
             for (uint32_t j = k; j-- > 0;)
                 (void)p->ops->insert(p->backend, hs[j], ids[j], arr[j]);
         }
-        done += k;
+        end = start;
     }
     for (uint32_t j = taken; j-- > 0;)
         kvb_free_push_head(p, out[j].id);

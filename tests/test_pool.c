@@ -412,12 +412,12 @@ Test(dup, same_hash_twice_in_one_batch)
 /* ---- rollback with a backend that under-delivers ------------------------------ */
 
 static bool short_mode;
-static int short_evict_calls;
+static int short_evict_calls, short_after; /* under-deliver from call number short_after on */
 static uint32_t short_evict(void *self, uint32_t n, uint32_t *out)
 {
     short_evict_calls++;
     uint32_t k = kvb_inactive_lru.evict(self, n, out);
-    if (short_mode && k > 0) {
+    if (short_mode && k > 0 && short_evict_calls > short_after) {
         kvb_hash dummy = {0, 0};
         /* give the last one back and report one fewer */
         kvb_inactive_lru.unevict(self, &out[k - 1], &dummy, (uint32_t[]){0}, 1);
@@ -952,4 +952,46 @@ Test(hash_index, robin_hood_churn_with_saturated_displacements)
         cr_expect_gt(s.resurrections, 100, "the churn hit the cache");
         tu_finish(p);
     }
+}
+
+Test(allocate, rollback_of_more_than_one_chunk_is_exact)
+{
+    kvb_inactive_ops ops = kvb_inactive_lru;
+    ops.name = "short-lru";
+    ops.evict = short_evict;
+    kvb_pool_config cfg;
+    kvb_pool_config_init(&cfg);
+    cfg.block_count = 300;
+    cfg.evict_ops = &ops;
+    kvb_pool *p = tu_pool_cfg(&cfg);
+    /* cache 300 blocks, released in id order */
+    static kvb_mutable m[300];
+    static kvb_complete c[300];
+    static kvb_block b[300];
+    static kvb_hash h[300];
+    for (int i = 0; i < 300; i++)
+        h[i] = tu_hash((uint64_t)(1000 + i));
+    cr_assert_eq(kvb_pool_allocate(p, 300, m, NULL, NULL), 0);
+    cr_assert_eq(kvb_pool_stage(p, m, h, 300, c), 0);
+    cr_assert_eq(kvb_pool_register(p, c, 300, b), 0);
+    cr_assert_eq(kvb_block_release_n(b, 300), 0);
+    /* the 4th evict call (chunks of 64) comes back one short: 255 evicted, rolled back */
+    short_mode = true;
+    short_evict_calls = 0;
+    short_after = 3;
+    cr_expect_eq(kvb_pool_allocate(p, 300, m, NULL, NULL), -ENOSPC);
+    cr_expect_eq(short_evict_calls, 4);
+    short_mode = false;
+    kvb_stats s = stats(p);
+    cr_expect_eq(s.allocate_rollbacks, 1);
+    cr_expect_eq(s.inactive, 300);
+    static kvb_hash ev[300];
+    uint32_t nev;
+    cr_assert_eq(kvb_pool_allocate(p, 300, m, ev, &nev), 0);
+    cr_assert_eq(nev, 300);
+    for (int i = 0; i < 300; i++)
+        cr_expect(kvb_hash_equal(ev[i], h[i]), "eviction order position %d", i);
+    for (int i = 0; i < 300; i++)
+        kvb_mutable_release(&m[i]);
+    tu_finish(p);
 }
