@@ -214,13 +214,18 @@ typedef enum { KVB_DUP_ALLOW = 0, KVB_DUP_REJECT } kvb_dup_policy;
 
 /** Built-in inactive-index (eviction) policies. LRU: least recently released
  * first. FIFO: ordered by when the content was first registered in this pool;
- * a resurrection does not refresh its place. */
+ * a resurrection does not refresh its place. MULTI_LRU: four LRU levels by TinyLFU
+ * frequency. TINYLFU: W-TinyLFU. LINEAGE: leaves of the cached prefix tree only,
+ * least recently released first. LINEAGE_ARC: ARC over the leaves of the prefix
+ * tree with a long ghost history: the best prefix hit ratio measured on the
+ * Mooncake traces (README, docs/eviction.md). */
 typedef enum {
     KVB_EVICT_LRU = 0,
     KVB_EVICT_FIFO,
     KVB_EVICT_MULTI_LRU,
     KVB_EVICT_TINYLFU,
-    KVB_EVICT_LINEAGE
+    KVB_EVICT_LINEAGE,
+    KVB_EVICT_LINEAGE_ARC /* addition beyond API.md v1 */
 } kvb_evict_policy;
 
 /** Release callbacks; all optional; never called under the pool lock. */

@@ -1225,8 +1225,9 @@ Test(builtin, lookup)
     cr_assert_eq(kvb_inactive_builtin(KVB_EVICT_MULTI_LRU), &kvb_inactive_multi_lru);
     cr_assert_eq(kvb_inactive_builtin(KVB_EVICT_TINYLFU), &kvb_inactive_tinylfu);
     cr_assert_eq(kvb_inactive_builtin(KVB_EVICT_LINEAGE), &kvb_inactive_lineage);
+    cr_assert_eq(kvb_inactive_builtin(KVB_EVICT_LINEAGE_ARC), &kvb_inactive_lineage_arc);
     /* out of range */
-    cr_assert_null(kvb_inactive_builtin((kvb_evict_policy)(KVB_EVICT_LINEAGE + 1)));
+    cr_assert_null(kvb_inactive_builtin((kvb_evict_policy)(KVB_EVICT_LINEAGE_ARC + 1)));
     cr_assert_null(kvb_inactive_builtin((kvb_evict_policy)99));
     cr_assert_null(kvb_inactive_builtin((kvb_evict_policy)-1));
 }

@@ -98,9 +98,8 @@ KVB_API extern const kvb_inactive_ops kvb_inactive_tinylfu;
 /** Leaf-first LRU over the prefix tree of cached blocks (KVB_EVICT_LINEAGE). */
 KVB_API extern const kvb_inactive_ops kvb_inactive_lineage;
 /** ARC over the leaves of the prefix tree, with a long ghost history: the best
- * hit ratios on prefix-sharing workloads (docs/eviction.md). No enum value:
- * select it with kvb_pool_config.evict_ops = &kvb_inactive_lineage_arc. It
- * needs no frequency sketch. */
+ * hit ratios on prefix-sharing workloads (docs/eviction.md). KVB_EVICT_LINEAGE_ARC.
+ * It needs no frequency sketch. */
 KVB_API extern const kvb_inactive_ops kvb_inactive_lineage_arc;
 
 /**
