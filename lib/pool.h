@@ -27,7 +27,10 @@ enum kvb_state {
 };
 
 #define KVB_NONE UINT32_MAX /* "no block id" in links and map cells */
-#define KVB_DUPS_MAX ((1u << 26) - 1) /* duplicates one primary can hold */
+/* Duplicates one primary can hold; registering one more copy under ALLOW then
+ * behaves as REJECT (the caller gets the primary). Plain bytes rather than
+ * bitfields keep the hot state reads and writes single instructions. */
+#define KVB_DUPS_MAX UINT16_MAX
 
 /* slot flags (lock) */
 #define KVB_F_RESET_ON_RELEASE 0x01u /* PRIMARY/INACTIVE: go to RESET at last release */
@@ -54,9 +57,9 @@ struct kvb_slot {
     _Atomic uint64_t word;    /* gen << 32 | refcount; see above */
     uint32_t aux;             /* (lock) RESET: free-list next; PRIMARY/INACTIVE: arrival;
                                  DUPLICATE: id of its primary */
-    uint32_t state : 3;       /* (lock) enum kvb_state */
-    uint32_t flags : 3;       /* (lock) KVB_F_* */
-    uint32_t dups : 26;       /* (lock) PRIMARY: live duplicates holding it (not in `word`) */
+    uint8_t state;            /* (lock) enum kvb_state */
+    uint8_t flags;            /* (lock) KVB_F_* */
+    uint16_t dups;            /* (lock) PRIMARY: live duplicates holding it (not in `word`) */
 };
 
 static inline uint32_t kvb__word_gen(uint64_t w)
