@@ -471,7 +471,8 @@ KVB_API int kvb_complete_release(kvb_complete *c);
  * no block holds h -> STAGED -> PRIMARY; h cached -> the cached block is resurrected
  * first; a primary exists -> under KVB_DUP_ALLOW the staged block becomes a DUPLICATE
  * (holding one reference on the primary), under KVB_DUP_REJECT it goes back to RESET and
- * out[i] is a new reference to the existing primary.
+ * out[i] is a new reference to the existing primary. A primary holds at most 65535
+ * duplicates; past that, ALLOW answers as REJECT for that hash.
  * @return 0; -ESTALE if any in[i] is not a live staged handle of this pool (or appears
  *         twice): nothing is registered; -EINVAL for NULL arrays with n > 0; -ENOMEM.
  * Thread safety: takes the pool lock once.
