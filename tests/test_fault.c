@@ -264,17 +264,19 @@ static void registry_teardown(void)
 
 Test(fault, pool_create_every_policy_every_k)
 {
-    for (int pol = KVB_EVICT_LRU; pol <= KVB_EVICT_LINEAGE; pol++) {
+    for (int pol = 0; pol < 16; pol++) { /* every built-in policy, and values that are none */
         struct path pp = {"pool_create", mk_pool, rm_pool, (kvb_evict_policy)pol};
         if (!kvb_inactive_builtin(pp.policy)) {
             fa_reset();
             kvb_pool *p = NULL;
             kvb_pool_config cfg;
             base_cfg(&cfg, pp.policy);
-            cr_expect_eq(kvb_pool_create(&cfg, &p), -ENOTSUP, "policy %d", pol);
+            int rc = kvb_pool_create(&cfg, &p);
+            cr_expect(rc == -ENOTSUP || rc == -EINVAL, "policy %d: %d", pol, rc);
             cr_expect_eq(FA.count, 0, "policy %d: refused after allocating", pol);
             continue;
         }
+        cr_log_info("policy %s:", kvb_inactive_builtin(pp.policy)->name);
         every_k(&pp);
     }
 }
@@ -287,7 +289,7 @@ Test(fault, registry_create_every_k)
 
 Test(fault, pool_on_registry_every_k, .init = registry_setup, .fini = registry_teardown)
 {
-    for (int pol = KVB_EVICT_LRU; pol <= KVB_EVICT_LINEAGE; pol++) {
+    for (int pol = 0; pol < 16; pol++) {
         struct path pp = {"pool_create(registry)", mk_pool_on_registry, rm_pool,
                           (kvb_evict_policy)pol};
         if (kvb_inactive_builtin(pp.policy))
