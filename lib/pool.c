@@ -330,18 +330,15 @@ static inline uint32_t kvb_map_find(const kvb_pool *p, kvb_hash h)
  * hashes, prefetch those cells, then read them and prefetch the slots they name,
  * so the two dependent cache misses of each lookup (index cell, then slot hash)
  * overlap across the batch instead of being taken one after another. Pools that
- * fit in cache skip the prefetches (p->prefetch) and only get the homes.
+ * fit in cache (!p->prefetch) do not call it: their lookups compute the home.
  */
 #define KVB_PREFETCH 32
 static void kvb_lookup_prepare(const kvb_pool *p, const kvb_hash *h, uint32_t m, uint32_t *home)
 {
     for (uint32_t i = 0; i < m; i++) {
         home[i] = kvb_map_home(p, h[i]);
-        if (p->prefetch)
-            __builtin_prefetch(&p->map[home[i]]);
+        __builtin_prefetch(&p->map[home[i]]);
     }
-    if (!p->prefetch)
-        return;
     for (uint32_t i = 0; i < m; i++) {
         uint32_t cell = p->map[home[i]];
         if (cell != KVB_NONE)
@@ -1237,9 +1234,10 @@ int kvb_pool_match(kvb_pool *p, const kvb_hash *hashes, uint32_t n, kvb_block *o
     uint32_t k = 0, home[KVB_PREFETCH];
     for (; k < n; k++) {
         uint32_t gen, j = k % KVB_PREFETCH;
-        if (j == 0)
+        if (p->prefetch && j == 0)
             kvb_lookup_prepare(p, hashes + k, n - k < KVB_PREFETCH ? n - k : KVB_PREFETCH, home);
-        uint32_t id = kvb_acquire_locked(p, hashes[k], home[j], &q, &gen);
+        uint32_t hm = p->prefetch ? home[j] : kvb_map_home(p, hashes[k]);
+        uint32_t id = kvb_acquire_locked(p, hashes[k], hm, &q, &gen);
         if (id == KVB_NONE)
             break;
         kvb_fill_block(&out[k], p, id, gen);
@@ -1270,9 +1268,10 @@ static int kvb_lookup_each(kvb_pool *p, const kvb_hash *hashes, uint32_t n, kvb_
     uint32_t k = 0, home[KVB_PREFETCH];
     for (uint32_t i = 0; i < n; i++) {
         uint32_t gen, j = i % KVB_PREFETCH;
-        if (j == 0)
+        if (p->prefetch && j == 0)
             kvb_lookup_prepare(p, hashes + i, n - i < KVB_PREFETCH ? n - i : KVB_PREFETCH, home);
-        uint32_t id = kvb_acquire_locked(p, hashes[i], home[j], &q, &gen);
+        uint32_t hm = p->prefetch ? home[j] : kvb_map_home(p, hashes[i]);
+        uint32_t id = kvb_acquire_locked(p, hashes[i], hm, &q, &gen);
         hit[i] = id != KVB_NONE;
         if (hit[i]) {
             kvb_fill_block(&out[i], p, id, gen);
