@@ -250,6 +250,17 @@ static void kvb_unlock_fire(kvb_pool *p, struct kvb_cbq *q)
     kvb_cbq_fini(q, p);
 }
 
+/* Start of a batch call: room for `bound` queued records (reserved before the
+ * lock, so the call cannot fail half-way), then the lock. */
+static int kvb_batch_lock(kvb_pool *p, struct kvb_cbq *q, uint64_t bound)
+{
+    kvb_cbq_init(q, p);
+    int rc = kvb_cbq_reserve(q, p, bound);
+    if (rc == 0)
+        kvb__pool_lock(p);
+    return rc;
+}
+
 /* ------------------------------------------------------------------------ */
 /* hash index                                                               */
 /* ------------------------------------------------------------------------ */
@@ -896,12 +907,9 @@ int kvb_pool_allocate(kvb_pool *p, uint32_t n, kvb_mutable *out, kvb_hash *evict
     if (n > p->block_count)
         return -ENOSPC;
     struct kvb_cbq q;
-    kvb_cbq_init(&q, p);
-    int rc = kvb_cbq_reserve(&q, p, 3ull * n);
+    int rc = kvb_batch_lock(p, &q, 3ull * n);
     if (rc)
         return rc;
-
-    kvb__pool_lock(p);
     uint32_t nfree = p->count[KVB_S_RESET];
     if (nfree + p->ops->len(p->backend) < n || nfree + p->count[KVB_S_INACTIVE] < n) {
         kvb__pool_unlock(p);
@@ -1128,12 +1136,9 @@ int kvb_pool_register(kvb_pool *p, kvb_complete *in, uint32_t n, kvb_block *out)
     if (n == 0)
         return 0;
     struct kvb_cbq q;
-    kvb_cbq_init(&q, p);
-    int rc = kvb_cbq_reserve(&q, p, 4ull * n);
+    int rc = kvb_batch_lock(p, &q, 4ull * n);
     if (rc)
         return rc;
-
-    kvb__pool_lock(p);
     /* Validate the whole batch first (a failed call changes nothing); MARK catches
      * the same slot passed twice. */
     uint32_t bad = n;
@@ -1226,11 +1231,9 @@ int kvb_pool_match(kvb_pool *p, const kvb_hash *hashes, uint32_t n, kvb_block *o
     if (n == 0)
         return 0;
     struct kvb_cbq q;
-    kvb_cbq_init(&q, p);
-    int rc = kvb_cbq_reserve(&q, p, 3ull * n);
+    int rc = kvb_batch_lock(p, &q, 3ull * n);
     if (rc)
         return rc;
-    kvb__pool_lock(p);
     uint32_t k = 0, home[KVB_PREFETCH];
     for (; k < n; k++) {
         uint32_t gen, j = k % KVB_PREFETCH;
@@ -1260,11 +1263,9 @@ static int kvb_lookup_each(kvb_pool *p, const kvb_hash *hashes, uint32_t n, kvb_
     if (n == 0)
         return 0;
     struct kvb_cbq q;
-    kvb_cbq_init(&q, p);
-    int rc = kvb_cbq_reserve(&q, p, 3ull * n);
+    int rc = kvb_batch_lock(p, &q, 3ull * n);
     if (rc)
         return rc;
-    kvb__pool_lock(p);
     uint32_t k = 0, home[KVB_PREFETCH];
     for (uint32_t i = 0; i < n; i++) {
         uint32_t gen, j = i % KVB_PREFETCH;
