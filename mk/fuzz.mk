@@ -9,7 +9,8 @@
 #                        cc; -DKVB_FUZZ_MAIN, no libFuzzer) with ASan+UBSan: for a
 #                        machine without clang's fuzzer runtime.
 #   make fuzz-merge      minimise the scratch corpus into the committed one
-#                        (libFuzzer -merge=1; review and commit the result).
+#                        (libFuzzer -merge=1 -use_counters=0: one input per new edge,
+#                        so the committed corpus stays small; review and commit it).
 #
 # FUZZ_CC (default clang) needs libFuzzer (Debian: libclang-rt-14-dev). The library
 # is compiled again, with -DKVB_TESTING (test hooks, debug assertions) and
@@ -89,7 +90,8 @@ fuzz-replay: $(FUZZ_REPLAYS)
 
 fuzz-merge: $(FUZZ_BINS)
 	@for t in $(FUZZ_NAMES); do \
-	    $(FUZZ_BUILD)/$$t -merge=1 fuzz/corpus/$$t $(FUZZ_BUILD)/corpus-$$t || exit 1; \
+	    $(FUZZ_BUILD)/$$t -merge=1 -use_counters=0 fuzz/corpus/$$t $(FUZZ_BUILD)/corpus-$$t \
+	        || exit 1; \
 	done
 
 -include $(shell find $(FUZZ_BUILD) -name '*.d' 2>/dev/null)
