@@ -938,6 +938,8 @@ int kvb_pool_allocate(kvb_pool *p, uint32_t n, kvb_mutable *out, kvb_hash *evict
                 continue;
             }
             p->slots[id].flags |= KVB_F_MARK;
+            /* the eviction below erases its index cell: a cold line, start loading it */
+            __builtin_prefetch(&p->map[kvb_map_home(p, p->slots[id].hash)]);
             out[take + got++].id = id;
         }
         if (k < want)
@@ -1149,8 +1151,9 @@ int kvb_pool_register(kvb_pool *p, kvb_complete *in, uint32_t n, kvb_block *out)
             break;
         }
         p->slots[in[i].id].flags |= KVB_F_MARK;
-        if (p->prefetch) /* the lookup below misses the cache otherwise */
-            __builtin_prefetch(&p->map[kvb_map_home(p, p->slots[in[i].id].hash)]);
+        /* start loading the index cell the lookup below needs (a cold line for new
+         * content, whatever the pool size) */
+        __builtin_prefetch(&p->map[kvb_map_home(p, p->slots[in[i].id].hash)]);
     }
     /* A primary that could not take n more references would make registration
      * fail half-way: refuse the batch up front instead. Only looked at once some
