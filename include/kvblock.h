@@ -629,9 +629,11 @@ static inline void kvb_weak_cleanup_(kvb_weak *h)
 
 #ifndef __cplusplus
 /** kvb_release(&h): release any releasable handle type. */
-#define kvb_release(h)                                                                        \
-    _Generic((h), kvb_mutable *: kvb_mutable_release, kvb_complete *: kvb_complete_release,     \
-             kvb_block *: kvb_block_release)(h)
+#define kvb_release(h)                                                                             \
+    _Generic((h), kvb_mutable *                                                                    \
+             : kvb_mutable_release, kvb_complete *                                                 \
+             : kvb_complete_release, kvb_block *                                                   \
+             : kvb_block_release)(h)
 #endif
 
 /* ------------------------------------------------------------------------ */
@@ -691,9 +693,18 @@ KVB_API int kvb_pool_metrics_text(kvb_pool *pool, char *buf, size_t cap);
 } /* extern "C" */
 
 /* C++ has no _Generic: overloads give the same kvb_release(&h). */
-static inline int kvb_release(kvb_mutable *h) { return kvb_mutable_release(h); }
-static inline int kvb_release(kvb_complete *h) { return kvb_complete_release(h); }
-static inline int kvb_release(kvb_block *h) { return kvb_block_release(h); }
+static inline int kvb_release(kvb_mutable *h)
+{
+    return kvb_mutable_release(h);
+}
+static inline int kvb_release(kvb_complete *h)
+{
+    return kvb_complete_release(h);
+}
+static inline int kvb_release(kvb_block *h)
+{
+    return kvb_block_release(h);
+}
 #endif
 
 #include "kvblock/events.h"

@@ -21,23 +21,23 @@
 
 #if defined(KVB_ANNOTATE_VALGRIND)
 #include <valgrind/helgrind.h>
-#define KVB_HB_BEFORE(p) ANNOTATE_HAPPENS_BEFORE(p)
-#define KVB_HB_AFTER(p)  ANNOTATE_HAPPENS_AFTER(p)
-#define KVB_HB_FORGET(p) ANNOTATE_HAPPENS_BEFORE_FORGET_ALL(p)
+#define KVB_HB_BEFORE(p)            ANNOTATE_HAPPENS_BEFORE(p)
+#define KVB_HB_AFTER(p)             ANNOTATE_HAPPENS_AFTER(p)
+#define KVB_HB_FORGET(p)            ANNOTATE_HAPPENS_BEFORE_FORGET_ALL(p)
 #define KVB_ATOMIC_VAR(p, size)     VALGRIND_HG_DISABLE_CHECKING((p), (size))
 #define KVB_ATOMIC_VAR_END(p, size) VALGRIND_HG_ENABLE_CHECKING((p), (size))
 #elif defined(KVB_ANNOTATE_TSAN)
 #include <sanitizer/tsan_interface.h>
-#define KVB_HB_BEFORE(p) __tsan_release((void *)(p))
-#define KVB_HB_AFTER(p)  __tsan_acquire((void *)(p))
-#define KVB_HB_FORGET(p) ((void)(p))
-#define KVB_ATOMIC_VAR(p, size) ((void)(p))
+#define KVB_HB_BEFORE(p)            __tsan_release((void *)(p))
+#define KVB_HB_AFTER(p)             __tsan_acquire((void *)(p))
+#define KVB_HB_FORGET(p)            ((void)(p))
+#define KVB_ATOMIC_VAR(p, size)     ((void)(p))
 #define KVB_ATOMIC_VAR_END(p, size) ((void)(p))
 #else
-#define KVB_HB_BEFORE(p) ((void)(p))
-#define KVB_HB_AFTER(p)  ((void)(p))
-#define KVB_HB_FORGET(p) ((void)(p))
-#define KVB_ATOMIC_VAR(p, size) ((void)(p))
+#define KVB_HB_BEFORE(p)            ((void)(p))
+#define KVB_HB_AFTER(p)             ((void)(p))
+#define KVB_HB_FORGET(p)            ((void)(p))
+#define KVB_ATOMIC_VAR(p, size)     ((void)(p))
 #define KVB_ATOMIC_VAR_END(p, size) ((void)(p))
 #endif
 

@@ -68,8 +68,8 @@
  * stream reported as stored and not removed, keyed by (position, those bits),
  * holding per key the count and the XOR of the stored hashes: the parent is
  * reported when exactly one stored hash has the key (and kvb_hash_is_parent
- * accepts it), never guessed among several. With EMIT_POW2 the index holds sampled positions only, so parents are
- * unknown (the sampling consumer does not link blocks anyway).
+ * accepts it), never guessed among several. With EMIT_POW2 the index holds sampled positions only,
+ * so parents are unknown (the sampling consumer does not link blocks anyway).
  *
  * Batching. batch_max = 0: deliver each drain round at once. Otherwise deliver
  * when batch_max events wait, when the oldest waiting event is batch_delay_ms
@@ -91,12 +91,12 @@
 #define EV_RING_INIT      1024u /* records; grows by doubling */
 #define EV_STAGE          256u  /* records the drainer takes out of the ring per round */
 #define EV_HASHES_DEFAULT 4096u
-#define EV_EVENTS_AT_ONCE 256u /* events per delivery when batch_max is 0 */
+#define EV_EVENTS_AT_ONCE 256u   /* events per delivery when batch_max is 0 */
 #define EV_TOKENS_MAX     65536u /* token ids one delivery holds */
 
 struct kvb_ev_cell {
-    uint64_t frag; /* key: the bits of the sequence hash a child keeps */
-    uint32_t pos;  /* key: position */
+    uint64_t frag;  /* key: the bits of the sequence hash a child keeps */
+    uint32_t pos;   /* key: position */
     uint32_t count; /* stored hashes with this key; 0 = empty cell */
     kvb_hash x;     /* XOR of those hashes: the hash itself when count == 1 */
 };
@@ -111,14 +111,14 @@ struct kvb_events {
     uint64_t delay_ns;
 
     pthread_mutex_t mu;
-    pthread_cond_t cv;       /* (mu) base moved, ring space, drainer role released */
-    int timer_fd; /* eventfd: wakes the timer thread (a batch started waiting, or stop) */
+    pthread_cond_t cv; /* (mu) base moved, ring space, drainer role released */
+    int timer_fd;      /* eventfd: wakes the timer thread (a batch started waiting, or stop) */
 
     /* ---- (mu) ---- */
     struct kvb_cb_ev *ring;
-    uint32_t ring_cap; /* power of two */
-    uint32_t ring_n;   /* records in the ring */
-    uint64_t base;     /* next record seq to deliver */
+    uint32_t ring_cap;         /* power of two */
+    uint32_t ring_n;           /* records in the ring */
+    uint64_t base;             /* next record seq to deliver */
     uint64_t lost_lo, lost_hi; /* seqs to skip (dropped); empty when lost_lo > lost_hi */
     bool draining;
     pthread_t drainer;
@@ -141,8 +141,8 @@ struct kvb_events {
     uint32_t *toks; /* NULL until the first delivery (or without a tokens callback) */
     uint32_t tok_cap, ntok;
     bool tok_tried;
-    bool open;        /* evs[nev - 1] may still grow */
-    bool open_tokens; /* ... and it carries tokens */
+    bool open;         /* evs[nev - 1] may still grow */
+    bool open_tokens;  /* ... and it carries tokens */
     uint64_t next_seq; /* seq of the next event formed */
     bool gap;          /* records were lost since the last event formed */
     uint64_t batch_t0; /* when evs[0] was formed */
@@ -325,8 +325,7 @@ static void kvb_ev_kick(struct kvb_events *ev)
     (void)w;
 }
 
-int kvb__events_create(const kvb_event_config *cfg, const kvb_allocator *a,
-                       struct kvb_events **out)
+int kvb__events_create(const kvb_event_config *cfg, const kvb_allocator *a, struct kvb_events **out)
 {
     if (!cfg->sink)
         return -EINVAL;
@@ -530,8 +529,8 @@ static void kvb_ev_process(struct kvb_events *ev, kvb_pool *p, const struct kvb_
             kvb_ev_room(ev, p, want_tok); /* may deliver, closing the open event */
             if (!ev->open)
                 last = NULL;
-            bool have = want_tok &&
-                        ev->cfg.tokens(ev->cfg.user, p, r->hash, r->id, ev->toks + ev->ntok);
+            bool have =
+                want_tok && ev->cfg.tokens(ev->cfg.user, p, r->hash, r->id, ev->toks + ev->ntok);
             if (!last || last->type != KVB_EVENT_STORED || ev->open_tokens != have ||
                 !kvb_hash_is_parent(ev->hs[ev->nh - 1], r->hash)) {
                 kvb_hash parent = {0, 0};

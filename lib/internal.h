@@ -25,10 +25,10 @@ static const int kvb__config_debug = 0;
 
 void kvb__assert_fail(const char *expr, const char *file, int line);
 /* Internal invariant (a library bug, never caller input). */
-#define kvb_assert(e)                                                                          \
-    do {                                                                                       \
-        if (kvb__config_debug && !(e))                                                         \
-            kvb__assert_fail(#e, __FILE__, __LINE__);                                          \
+#define kvb_assert(e)                                                                              \
+    do {                                                                                           \
+        if (kvb__config_debug && !(e))                                                             \
+            kvb__assert_fail(#e, __FILE__, __LINE__);                                              \
     } while (0)
 
 /* Allocator hook: fills NULL members of *a with malloc/free wrappers. */

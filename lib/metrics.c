@@ -63,8 +63,8 @@ int kvb_pool_metrics_text(kvb_pool *p, char *buf, size_t cap)
     const struct {
         const char *state;
         uint32_t v;
-    } g[] = {{"reset", s.reset},         {"mutable", s.mutable_},   {"staged", s.staged},
-             {"primary", s.primary},     {"duplicate", s.duplicate}, {"inactive", s.inactive}};
+    } g[] = {{"reset", s.reset},     {"mutable", s.mutable_},    {"staged", s.staged},
+             {"primary", s.primary}, {"duplicate", s.duplicate}, {"inactive", s.inactive}};
     for (size_t i = 0; i < sizeof g / sizeof g[0]; i++)
         kvb_out_printf(&o, "kvblock_blocks{pool=\"%s\",state=\"%s\"} %u\n", name, g[i].state,
                        g[i].v);
@@ -122,8 +122,9 @@ int kvb_pool_metrics_text(kvb_pool *p, char *buf, size_t cap)
         const struct {
             const char *component;
             size_t v;
-        } b[] = {{"slots", m.slots},   {"hash_index", m.hash_index}, {"backend", m.backend},
-                 {"sketch", m.sketch}, {"pool", m.pool},             {"total", m.total}};
+        } b[] = {{"slots", m.slots},     {"hash_index", m.hash_index},
+                 {"backend", m.backend}, {"sketch", m.sketch},
+                 {"pool", m.pool},       {"total", m.total}};
         for (size_t i = 0; i < sizeof b / sizeof b[0]; i++)
             kvb_out_printf(&o, "kvblock_bookkeeping_bytes{pool=\"%s\",component=\"%s\"} %zu\n",
                            name, b[i].component, b[i].v);

@@ -15,8 +15,8 @@
  *  - the inactive index holds exactly the INACTIVE slots;
  *  - the hash index holds exactly the PRIMARY and INACTIVE slots, each under its
  *    own hash, and no hash twice;
- *  - reference counts are zero outside PRIMARY/DUPLICATE; a primary's count is at
- *    least the number of its live duplicates (each holds one reference on it).
+ *  - reference counts are zero outside PRIMARY/DUPLICATE; a primary's `dups` equals
+ *    the number of live duplicates holding it (kept apart from the handles' count).
  *
  * Reference counting. A slot's `word` packs (generation, count). The
  * generation changes on every transition, so one CAS validates a handle and
@@ -70,10 +70,10 @@ void kvb__test_set_last_release_hook(kvb_test_hook_fn fn, void *arg)
     kvb_test_last_release_arg = arg;
     kvb_test_last_release_hook = fn;
 }
-#define KVB_TEST_LAST_RELEASE(p, id)                                                           \
-    do {                                                                                       \
-        if (kvb_test_last_release_hook)                                                        \
-            kvb_test_last_release_hook(kvb_test_last_release_arg, (p), (id));                  \
+#define KVB_TEST_LAST_RELEASE(p, id)                                                               \
+    do {                                                                                           \
+        if (kvb_test_last_release_hook)                                                            \
+            kvb_test_last_release_hook(kvb_test_last_release_arg, (p), (id));                      \
     } while (0)
 #else
 #define KVB_TEST_LAST_RELEASE(p, id) ((void)0)
@@ -462,8 +462,7 @@ static const uint8_t kvb_allowed[KVB_S_COUNT] = {
  * fold away, which matters on the hot path (3-4 transitions per block).
  */
 static inline __attribute__((always_inline)) uint32_t
-kvb_transition_locked(kvb_pool *p, uint32_t id, enum kvb_state from, enum kvb_state to,
-                      uint32_t rc)
+kvb_transition_locked(kvb_pool *p, uint32_t id, enum kvb_state from, enum kvb_state to, uint32_t rc)
 {
     struct kvb_slot *s = &p->slots[id];
     kvb_assert(s->state == from);
@@ -695,7 +694,8 @@ int kvb_pool_create(const kvb_pool_config *cfg, kvb_pool **out)
     int rc = kvb_config_validate(cfg, &bs, th);
     if (rc)
         return rc;
-    const kvb_inactive_ops *ops = cfg->evict_ops ? cfg->evict_ops : kvb_inactive_builtin(cfg->evict);
+    const kvb_inactive_ops *ops =
+        cfg->evict_ops ? cfg->evict_ops : kvb_inactive_builtin(cfg->evict);
     if (!ops)
         return -ENOTSUP;
 
@@ -1159,8 +1159,8 @@ int kvb_pool_register(kvb_pool *p, kvb_complete *in, uint32_t n, kvb_block *out)
      * fail half-way: refuse the batch up front instead. Only looked at once some
      * count in the pool ever passed half the range (never, in practice). */
     bool full = false;
-    for (uint32_t i = 0; i < n && bad == n && !full &&
-                         atomic_load_explicit(&p->rc_high, memory_order_relaxed);
+    for (uint32_t i = 0;
+         i < n && bad == n && !full && atomic_load_explicit(&p->rc_high, memory_order_relaxed);
          i++) {
         uint32_t pid = kvb_map_find(p, p->slots[in[i].id].hash);
         if (pid != KVB_NONE && p->slots[pid].state == KVB_S_PRIMARY &&
@@ -1559,8 +1559,8 @@ int kvb_pool_reset_inactive(kvb_pool *p)
         return -EINVAL;
     for (;;) {
         kvb__pool_lock(p);
-        uint32_t held = p->count[KVB_S_MUTABLE] + p->count[KVB_S_STAGED] +
-                        p->count[KVB_S_PRIMARY] + p->count[KVB_S_DUPLICATE];
+        uint32_t held = p->count[KVB_S_MUTABLE] + p->count[KVB_S_STAGED] + p->count[KVB_S_PRIMARY] +
+                        p->count[KVB_S_DUPLICATE];
         uint32_t len = p->count[KVB_S_INACTIVE];
         kvb__pool_unlock(p);
         if (held)
@@ -1729,11 +1729,10 @@ static int kvb_check_locked(kvb_pool *p, uint32_t *dups)
         uint32_t id = kvb_map_id(p, cell);
         mapped++;
         if (id < p->block_count &&
-            kvb_map_disp(p, i, cell) !=
-                kvb_map_dist(p, kvb_map_home(p, p->slots[id].hash), i))
+            kvb_map_disp(p, i, cell) != kvb_map_dist(p, kvb_map_home(p, p->slots[id].hash), i))
             return KVB_CHECK_FAIL("hash index cell %u: wrong displacement\n", i);
-        if (id >= p->block_count || (p->slots[id].state != KVB_S_PRIMARY &&
-                                     p->slots[id].state != KVB_S_INACTIVE))
+        if (id >= p->block_count ||
+            (p->slots[id].state != KVB_S_PRIMARY && p->slots[id].state != KVB_S_INACTIVE))
             return KVB_CHECK_FAIL("hash index cell %u names block %u in a wrong state\n", i, id);
     }
     if (mapped != cnt[KVB_S_PRIMARY] + cnt[KVB_S_INACTIVE])
@@ -1741,8 +1740,7 @@ static int kvb_check_locked(kvb_pool *p, uint32_t *dups)
                               cnt[KVB_S_PRIMARY] + cnt[KVB_S_INACTIVE]);
     uint32_t nfree = 0, last = KVB_NONE;
     for (uint32_t id = p->free_head; id != KVB_NONE; id = p->slots[id].aux) {
-        if (id >= p->block_count || p->slots[id].state != KVB_S_RESET ||
-            nfree > cnt[KVB_S_RESET])
+        if (id >= p->block_count || p->slots[id].state != KVB_S_RESET || nfree > cnt[KVB_S_RESET])
             return KVB_CHECK_FAIL("free list broken at block %u\n", id);
         nfree++;
         last = id;

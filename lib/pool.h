@@ -53,13 +53,13 @@ enum kvb_state {
  * transitions (which only happen while the count is 0) and lookups (CAS).
  */
 struct kvb_slot {
-    kvb_hash hash;            /* (lock) STAGED, PRIMARY, DUPLICATE, INACTIVE */
-    _Atomic uint64_t word;    /* gen << 32 | refcount; see above */
-    uint32_t aux;             /* (lock) RESET: free-list next; PRIMARY/INACTIVE: arrival;
-                                 DUPLICATE: id of its primary */
-    uint8_t state;            /* (lock) enum kvb_state */
-    uint8_t flags;            /* (lock) KVB_F_* */
-    uint16_t dups;            /* (lock) PRIMARY: live duplicates holding it (not in `word`) */
+    kvb_hash hash;         /* (lock) STAGED, PRIMARY, DUPLICATE, INACTIVE */
+    _Atomic uint64_t word; /* gen << 32 | refcount; see above */
+    uint32_t aux;          /* (lock) RESET: free-list next; PRIMARY/INACTIVE: arrival;
+                              DUPLICATE: id of its primary */
+    uint8_t state;         /* (lock) enum kvb_state */
+    uint8_t flags;         /* (lock) KVB_F_* */
+    uint16_t dups;         /* (lock) PRIMARY: live duplicates holding it (not in `word`) */
 };
 
 static inline uint32_t kvb__word_gen(uint64_t w)
@@ -97,12 +97,12 @@ struct kvb_pool {
      * Keys are not stored: a probe compares the slot's hash. Hand-written rather
      * than ck_hs: under the pool mutex that already serialises access, a plain
      * probe loop is 3-4x faster (TOOLING.md). */
-    uint32_t *map;          /* (lock) */
-    uint32_t map_cap;       /* (const) number of cells */
-    uint32_t map_id_bits;   /* (const) 2^bits > block_count: an all-ones cell is never an id */
-    uint32_t map_id_mask;   /* (const) */
-    uint32_t map_disp_max;  /* (const) displacement field value meaning "look it up" */
-    bool prefetch;          /* (const) large pool: batch lookups prefetch cells and slots */
+    uint32_t *map;         /* (lock) */
+    uint32_t map_cap;      /* (const) number of cells */
+    uint32_t map_id_bits;  /* (const) 2^bits > block_count: an all-ones cell is never an id */
+    uint32_t map_id_mask;  /* (const) */
+    uint32_t map_disp_max; /* (const) displacement field value meaning "look it up" */
+    bool prefetch;         /* (const) large pool: batch lookups prefetch cells and slots */
 
     uint32_t free_head, free_tail; /* (lock) FIFO free list through slot.aux */
 

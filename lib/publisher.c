@@ -256,8 +256,7 @@ static void kvb_pub_str(msgpack_packer *pk, const char *s)
     msgpack_pack_str_body(pk, s, n);
 }
 
-static void kvb_pub_encode(const kvb_publisher *pub, const struct pub_batch *b,
-                           msgpack_sbuffer *sb)
+static void kvb_pub_encode(const kvb_publisher *pub, const struct pub_batch *b, msgpack_sbuffer *sb)
 {
     msgpack_packer pk;
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
@@ -567,8 +566,7 @@ KVB_API int kvb_publisher_create(const kvb_publisher_config *cfg, kvb_publisher 
     zmq_setsockopt(pub->pub_sock, ZMQ_LINGER, &linger, sizeof linger);
     bool bind = cfg->attach == KVB_PUBLISHER_BIND ||
                 (cfg->attach == KVB_PUBLISHER_AUTO && kvb_pub_binds(cfg->endpoint));
-    rc = bind ? zmq_bind(pub->pub_sock, cfg->endpoint)
-                                      : zmq_connect(pub->pub_sock, cfg->endpoint);
+    rc = bind ? zmq_bind(pub->pub_sock, cfg->endpoint) : zmq_connect(pub->pub_sock, cfg->endpoint);
     if (rc != 0)
         goto zfail;
     if (cfg->replay_endpoint) {

@@ -4,9 +4,9 @@
  *
  * A cached block P is the parent of a cached block C when
  * kvb_hash_is_parent(P.hash, C.hash): C sits at P's position + 1 and C's parent
- * fragment is the low R bits of P's sequence hash (kvb_hash_child_fragment). Both sides of that relation
- * pack into one exact 64-bit key, [mode:2][position:P][fragment:R] with
- * P + R = 62 (the layout of kvb_hash, DESIGN.md section 4):
+ * fragment is the low R bits of P's sequence hash (kvb_hash_child_fragment). Both sides of that
+ * relation pack into one exact 64-bit key, [mode:2][position:P][fragment:R] with P + R = 62 (the
+ * layout of kvb_hash, DESIGN.md section 4):
  *   - up key of C: C's own (mode, position, parent fragment);
  *   - down key of P: what a child of P would carry as its up key, i.e. the
  *     mode and position of P's position + 1 and the top R' bits of P's

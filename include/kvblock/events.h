@@ -103,13 +103,13 @@ typedef struct kvb_event_config {
 
 /** Counters of a pool's event module (kvb_pool_events_stats). */
 typedef struct kvb_event_stats {
-    uint64_t records;    /**< block-level records received from the pool */
-    uint64_t filtered;   /**< records the emission policy left out */
-    uint64_t lost;       /**< records dropped for lack of memory (a seq jump follows) */
-    uint64_t events;     /**< events delivered */
-    uint64_t deliveries; /**< sink calls */
-    uint64_t last_seq;   /**< seq of the last event delivered (0 before the first) */
-    uint32_t waiting;    /**< events formed but held back by batching */
+    uint64_t records;            /**< block-level records received from the pool */
+    uint64_t filtered;           /**< records the emission policy left out */
+    uint64_t lost;               /**< records dropped for lack of memory (a seq jump follows) */
+    uint64_t events;             /**< events delivered */
+    uint64_t deliveries;         /**< sink calls */
+    uint64_t last_seq;           /**< seq of the last event delivered (0 before the first) */
+    uint32_t waiting;            /**< events formed but held back by batching */
     uint32_t unresolved_parents; /**< STORED events at position > 0 sent without a parent */
 } kvb_event_stats;
 

@@ -35,8 +35,8 @@ extern "C" {
 
 /** What a backend's create() receives. */
 typedef struct kvb_inactive_params {
-    uint32_t block_count;   /**< ids are in [0, block_count) */
-    uint8_t thresholds[3];  /**< multi-level LRU frequency thresholds (validated) */
+    uint32_t block_count;  /**< ids are in [0, block_count) */
+    uint8_t thresholds[3]; /**< multi-level LRU frequency thresholds (validated) */
     /** Frequency estimate (0..15) of a hash from the pool's TinyLFU tracker; NULL when
      * the pool has none. Pure read: calling it does not count a touch. */
     uint32_t (*frequency)(void *ctx, kvb_hash hash);

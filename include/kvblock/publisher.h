@@ -63,7 +63,7 @@ typedef struct kvb_publisher_config {
     kvb_publisher_attach attach; /**< default KVB_PUBLISHER_AUTO */
     /** ROUTER endpoint for replay requests (always bound); NULL for none. */
     const char *replay_endpoint;
-    const char *topic;          /**< first frame of every message; default "" */
+    const char *topic; /**< first frame of every message; default "" */
     /** Medium for events whose pool set none ("GPU", "CPU"); NULL: nil. */
     const char *medium;
     int64_t data_parallel_rank; /**< default KVB_PUBLISHER_NO_RANK (nil) */
