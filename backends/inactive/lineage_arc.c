@@ -46,7 +46,8 @@
  * O(block_count); create O(block_count). Memory, all at create: about 70 bytes
  * per block for the tree, 21 for the lists and per-block state, and 8 ghosts
  * per block at 16 bytes each (fingerprint, links, age and list in one struct)
- * plus 8-16 bytes of table: about 280 bytes per block. Per-block and per-ghost
+ * plus 10-20 bytes of table (2-4 cells of a 4-byte slot index and a control
+ * byte): about 290 bytes per block. Per-block and per-ghost
  * state are packed in 16-byte structs so that an operation touches one cache
  * line per block or ghost it visits. Bad calls return an error or false and
  * change nothing.
@@ -88,10 +89,14 @@ struct kvb_larc_gslot {
 /* Ghost lists B1 (list 1) and B2 (list 2): `cap` slots in FIFO lists with
  * sentinels at cap + 0 (B1) and cap + 1 (B2), a free list through next, and an
  * open-addressing table of slot indices keyed by fingerprint (linear probing,
- * backward-shift deletion, load <= 1/2). */
+ * backward-shift deletion, load <= 1/2), with a control byte per cell (see
+ * kvb_larc_gctl) so that probes and erase rarely load a slot. Ghost
+ * operations are bound by cache misses: the code prefetches what the next
+ * step will need (table cells, the next ghost to drop, tree cells). */
 struct kvb_larc_ghosts {
     struct kvb_larc_gslot *slot; /* cap + 2 entries */
     uint32_t *tab;               /* KVB_LARC_NONE: empty */
+    uint8_t *ctl;                /* per table cell: 0 empty, else tag | dcode << 4 */
     uint32_t cap, tmask, tshift, free_head;
     uint32_t size[3]; /* live ghosts per list ([1], [2]) */
     uint32_t lseq[3]; /* insertions per list (wrapping, 30 bits used) */
@@ -143,16 +148,38 @@ static inline uint32_t kvb_larc_glist(const struct kvb_larc_gslot *s)
     return s->seql >> 30;
 }
 
+/* The control byte of a table cell: a 4-bit tag of the fingerprint (1..15)
+ * and the cell's distance from its home (dcode, 15 meaning >= 15), so that
+ * probes skip cells without loading their slot, and erase finds homes
+ * without loading the slot (but when dcode is 15). The bytes are 1/4 of the
+ * table's size and mostly stay in cache where the table and slots do not. */
+#define KVB_LARC_DFAR 15u
+
+static inline uint32_t kvb_larc_gtag(uint32_t fp)
+{
+    return (uint32_t)(((uint64_t)fp * 15) >> 32) + 1;
+}
+
+static inline uint8_t kvb_larc_gctl(uint32_t tag, uint32_t d)
+{
+    return (uint8_t)(tag | (d < KVB_LARC_DFAR ? d : KVB_LARC_DFAR) << 4);
+}
+
 /* The slot of a ghost with fingerprint fp (its table index in *tpos), or NONE. */
 static uint32_t kvb_larc_gfind(const struct kvb_larc_ghosts *g, uint32_t fp, uint32_t *tpos)
 {
-    for (uint32_t i = kvb_larc_ghome(g, fp);; i = (i + 1) & g->tmask) {
-        uint32_t s = g->tab[i];
-        if (s == KVB_LARC_NONE)
+    uint32_t tag = kvb_larc_gtag(fp);
+    uint32_t i = kvb_larc_ghome(g, fp);
+    for (uint32_t d = 0;; d++, i = (i + 1) & g->tmask) {
+        uint32_t c = g->ctl[i];
+        if (c == 0)
             return KVB_LARC_NONE;
-        if (g->slot[s].fp == fp) {
-            *tpos = i;
-            return s;
+        if (c == kvb_larc_gctl(tag, d)) {
+            uint32_t s = g->tab[i];
+            if (g->slot[s].fp == fp) {
+                *tpos = i;
+                return s;
+            }
         }
     }
 }
@@ -162,16 +189,21 @@ static void kvb_larc_gtab_erase(struct kvb_larc_ghosts *g, uint32_t i)
     uint32_t j = i;
     for (;;) {
         j = (j + 1) & g->tmask;
-        uint32_t s = g->tab[j];
-        if (s == KVB_LARC_NONE)
+        uint32_t c = g->ctl[j];
+        if (c == 0)
             break;
-        uint32_t home = kvb_larc_ghome(g, g->slot[s].fp);
-        if (((j - home) & g->tmask) >= ((j - i) & g->tmask)) {
-            g->tab[i] = s;
+        uint32_t dj = c >> 4; /* distance of j from its home */
+        if (dj == KVB_LARC_DFAR)
+            dj = (j - kvb_larc_ghome(g, g->slot[g->tab[j]].fp)) & g->tmask;
+        uint32_t gap = (j - i) & g->tmask;
+        if (dj >= gap) {
+            g->tab[i] = g->tab[j];
+            g->ctl[i] = kvb_larc_gctl(c & 15, dj - gap);
             i = j;
         }
     }
     g->tab[i] = KVB_LARC_NONE;
+    g->ctl[i] = 0;
 }
 
 static void kvb_larc_gunlink(struct kvb_larc_ghosts *g, uint32_t s)
@@ -195,27 +227,36 @@ static void kvb_larc_gdrop(struct kvb_larc_ghosts *g, uint32_t s, uint32_t tpos)
 /* Record an evicted hash as the newest ghost of list l (1 = B1, 2 = B2). */
 static void kvb_larc_gadd(struct kvb_larc_ghosts *g, uint32_t fp, uint32_t l)
 {
-    uint32_t tpos = 0, s;
+    uint32_t tpos = 0, s, i = kvb_larc_ghome(g, fp);
+    __builtin_prefetch(&g->ctl[i]); /* while the oldest ghost is dropped */
     if (g->free_head == KVB_LARC_NONE) {
         /* full: drop the oldest ghost of the longer list (ARC's rule) */
         uint32_t victim = g->size[1] > g->size[2] ? 1 : 2;
         if (g->size[victim] == 0)
             victim = 3 - victim;
         s = g->slot[g->cap + victim - 1].next;
+        __builtin_prefetch(&g->slot[g->slot[s].next]); /* the next victim */
         (void)kvb_larc_gfind(g, g->slot[s].fp, &tpos);
         kvb_larc_gdrop(g, s, tpos);
     }
     /* one probe: the same fingerprint (a ghost already: it is renewed in place)
      * or the empty table slot where the new ghost goes */
-    uint32_t i = kvb_larc_ghome(g, fp);
-    while ((s = g->tab[i]) != KVB_LARC_NONE && g->slot[s].fp != fp)
-        i = (i + 1) & g->tmask;
+    uint32_t tag = kvb_larc_gtag(fp);
+    uint32_t d = 0, c;
+    s = KVB_LARC_NONE;
+    for (; (c = g->ctl[i]) != 0; d++, i = (i + 1) & g->tmask) {
+        if (c == kvb_larc_gctl(tag, d) && g->slot[g->tab[i]].fp == fp) {
+            s = g->tab[i];
+            break;
+        }
+    }
     if (s != KVB_LARC_NONE) {
         kvb_larc_gunlink(g, s);
     } else {
         s = g->free_head;
         g->free_head = g->slot[s].next;
         g->tab[i] = s;
+        g->ctl[i] = kvb_larc_gctl(tag, d);
         g->slot[s].fp = fp;
     }
     struct kvb_larc_gslot *gs = &g->slot[s];
@@ -236,7 +277,7 @@ static size_t kvb_larc_gtab_cap(uint32_t cap)
 static size_t kvb_larc_gbytes(uint32_t cap)
 {
     return ((size_t)cap + 2) * sizeof(struct kvb_larc_gslot) +
-           kvb_larc_gtab_cap(cap) * sizeof(uint32_t);
+           kvb_larc_gtab_cap(cap) * (sizeof(uint32_t) + 1);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -283,12 +324,14 @@ static void kvb_larc_free(struct kvb_larc *a)
     kvb__free(&al, a->st, n);
     kvb__free(&al, g->slot, ((size_t)g->cap + 2) * sizeof *g->slot);
     kvb__free(&al, g->tab, kvb_larc_gtab_cap(g->cap) * sizeof *g->tab);
+    kvb__free(&al, g->ctl, kvb_larc_gtab_cap(g->cap));
     kvb__free(&al, a, sizeof *a);
 }
 
 static void kvb_larc_reset_ghosts(struct kvb_larc_ghosts *g)
 {
     memset(g->tab, 0xff, kvb_larc_gtab_cap(g->cap) * sizeof *g->tab);
+    memset(g->ctl, 0, kvb_larc_gtab_cap(g->cap));
     for (uint32_t i = 0; i < 2; i++) {
         uint32_t h = g->cap + i;
         g->slot[h] = (struct kvb_larc_gslot){.fp = 0, .prev = h, .next = h, .seql = 0};
@@ -327,7 +370,8 @@ static int kvb_larc_create(const kvb_inactive_params *params, void **out)
     a->st = kvb__calloc(&al, n, 1);
     g->slot = kvb__alloc(&al, ((size_t)g->cap + 2) * sizeof *g->slot);
     g->tab = kvb__alloc(&al, tc * sizeof *g->tab);
-    if (rc || !a->blk || !a->log || !a->st || !g->slot || !g->tab) {
+    g->ctl = kvb__alloc(&al, tc);
+    if (rc || !a->blk || !a->log || !a->st || !g->slot || !g->tab || !g->ctl) {
         kvb_larc_free(a);
         return -ENOMEM;
     }
@@ -408,11 +452,12 @@ static int kvb_larc_insert(void *self, kvb_hash hash, uint32_t id, uint32_t arri
     struct kvb_larc *a = self;
     if (id >= a->bc)
         return -EINVAL;
+    uint32_t fp = kvb_larc_fp(hash);
+    __builtin_prefetch(&a->g.ctl[kvb_larc_ghome(&a->g, fp)]); /* while the log commits */
     kvb_larc_commit(a);
     if (kvb_larc_where(a, id) != KVB_LARC_ABSENT)
         return -EEXIST;
     struct kvb_larc_blk *b = &a->blk[id];
-    uint32_t fp = kvb_larc_fp(hash);
     uint32_t l = KVB_LARC_T1;
     if ((a->st[id] & KVB_LARC_HIT) && b->arrival == arrival && b->fp == fp) {
         l = KVB_LARC_T2; /* released again after a hit: referenced twice */
@@ -468,7 +513,12 @@ static uint32_t kvb_larc_pop(struct kvb_larc *a, uint32_t l)
         uint32_t id = a->blk[head].next;
         if (id == head)
             return KVB_LARC_NONE;
+        /* its up key's tree cell (kvb_lx_del, when it goes) while is_leaf
+         * looks up its down key */
+        uint64_t up = a->lx.node[id].up;
+        __builtin_prefetch(&a->lx.tab[kvb_lx_home(&a->lx, up)]);
         kvb_larc_unlink(a, id);
+        __builtin_prefetch(&a->lx.node[a->blk[head].next]); /* the next candidate */
         if (kvb_lx_is_leaf(&a->lx, id))
             return id;
         kvb_lx_park(&a->lx, id);
