@@ -861,6 +861,7 @@ static void op_register(struct rd *r)
     int idx[16];
     kvb_complete batch[16], before[16];
     kvb_block out[16];
+    memset(batch, 0, sizeof batch);
     for (uint32_t k = 0; k < n; k++) {
         idx[k] = u8(r) % NC;
         batch[k] = TC[idx[k]];
@@ -1066,6 +1067,7 @@ static void op_release_n(struct rd *r)
     bool null_arg = (nb & 0xf0) == 0xf0;
     int idx[16];
     kvb_block batch[16], before[16];
+    memset(batch, 0, sizeof batch);
     for (uint32_t k = 0; k < n; k++) {
         idx[k] = u8(r) % NB;
         batch[k] = TB[idx[k]];
