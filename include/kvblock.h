@@ -239,10 +239,11 @@ typedef struct kvb_callbacks {
     void (*on_evict)(void *user, kvb_hash hash, uint32_t block_id);
 } kvb_callbacks;
 
-/** Memory allocator used for every allocation a pool makes (at create time
- * only, plus the transient callback buffers of very large batches). Leave
- * alloc and free NULL for the C library's malloc/free (jemalloc's when the host
- * process links it). */
+/** Memory allocator used for every allocation a pool makes: its tables at create
+ * time, and afterwards only transient buffers (callback queues of very large
+ * batches, kvb_pool_check's scratch) and the event module's buffers. Leave alloc and
+ * free NULL for the C library's malloc/free (jemalloc's when the host process links
+ * it). */
 typedef struct kvb_allocator {
     void *ctx;
     void *(*alloc)(void *ctx, size_t size);
@@ -288,7 +289,8 @@ KVB_API void kvb_pool_config_init(kvb_pool_config *cfg);
  * @brief Create a pool of cfg->block_count blocks, all RESET, free list in id order.
  * @return 0; -EINVAL on a bad configuration (zero or too many blocks, block size
  *         not a power of two in 1..1024, thresholds not ascending in 1..15, bad
- *         ops table); -ENOTSUP for a policy not built in; -ENOMEM.
+ *         ops table); -ENOTSUP for a policy not built in; -ENOSPC when the registry
+ *         already serves KVB_REGISTRY_MAX_POOLS pools; -ENOMEM.
  * Thread safety: safe from any thread; the registry, if any, is locked briefly.
  * Ownership: *out is owned by the caller until kvb_pool_destroy succeeds.
  * Callbacks: none.
