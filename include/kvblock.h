@@ -594,7 +594,8 @@ KVB_API void kvb_block_downgrade(const kvb_block *b, kvb_weak *out);
  * @brief Get a live reference from a weak one: the same block while it is referenced
  * (lock-free), else the block holding the hash in the pool (active or cached:
  * resurrected), else -ENOENT.
- * @return 0; -ENOENT; -EINVAL for NULL or a cleared weak handle.
+ * @return 0; -ENOENT (also when the block's reference count is saturated); -EINVAL for
+ *         NULL or a cleared weak handle.
  * Thread safety: safe from any thread; may take the pool lock.
  * Ownership: produces *out; w is unchanged.
  * Callbacks: on_reset as in kvb_pool_match.

@@ -79,7 +79,10 @@ KVB_API int kvb_registry_destroy(kvb_registry *reg);
  *         attached to this registry).
  * Thread safety: takes the registry lock once for the batch; safe from any thread.
  *                Answers reflect presence updates delivered so far (a pool delivers its
- *                updates right after the call that caused them returns the lock).
+ *                updates right after the call that caused them returns the lock). If the
+ *                registry's table cannot grow (out of memory), an update that would add a
+ *                record is dropped: a hash may then read absent while present, never the
+ *                reverse.
  * Ownership: none. Callbacks: none.
  */
 KVB_API int kvb_registry_present(kvb_registry *reg, const kvb_hash *hashes, uint32_t n,
