@@ -116,7 +116,7 @@ $(BUILD)/tests/%: tests/%.c $(TSTATIC) tests/testutil.h
 	$(CC) $(CPPFLAGS) -DKVB_TESTING -Itests $(CFLAGS) $(LDFLAGS) $< -o $@ $(TSTATIC) \
 	    $(CRITERION_LIBS) $(LDLIBS_LIB)
 
-$(BUILD)/stress/%: stress/%.c $(TSTATIC)
+$(BUILD)/stress/%: stress/%.c stress/stress.h $(TSTATIC)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) -DKVB_TESTING $(CFLAGS) $(LDFLAGS) $< -o $@ $(TSTATIC) $(LDLIBS_LIB)
 

@@ -30,12 +30,8 @@
 #define DEPTH  6
 #define NU     (CHAINS * DEPTH)
 
-#define FAIL(...)                                                                               \
-    do {                                                                                       \
-        fprintf(stderr, "torture_events: FAIL: " __VA_ARGS__);                                 \
-        fprintf(stderr, "\n");                                                                 \
-        exit(1);                                                                               \
-    } while (0)
+#define STRESS_NAME "torture_events"
+#include "stress.h"
 
 static kvb_hash universe[NU];
 static kvb_pool *pools[NPOOLS];
@@ -100,14 +96,6 @@ static void sink(void *user, const kvb_pool *pool, const kvb_event *e, uint32_t 
             kvb_block_release(&b);
         kvb_pool_events_flush((kvb_pool *)pool); /* only asks, from inside the sink */
     }
-}
-
-static uint64_t rng_next(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
 }
 
 struct worker {

@@ -61,25 +61,8 @@ static kvb_hash content[NPOOLS][BLOCKS];
 static atomic_ulong cb_evicts[NPOOLS], cb_resets[NPOOLS];
 static int pool_idx[NPOOLS] = {0, 1};
 
-#define FAIL(...)                                                                              \
-    do {                                                                                       \
-        fprintf(stderr, "torture_reentrant: FAIL: " __VA_ARGS__);                              \
-        fprintf(stderr, "\n");                                                                 \
-        exit(1);                                                                               \
-    } while (0)
-
-static uint64_t rng_next(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static uint32_t rnd(uint64_t *s, uint32_t n)
-{
-    return (uint32_t)(rng_next(s) % n);
-}
+#define STRESS_NAME "torture_reentrant"
+#include "stress.h"
 
 struct worker {
     uint64_t seed, ops, nseed;
