@@ -245,7 +245,7 @@ static const struct backend_case backends[] = {
     {&kvb_inactive_fifo, MODEL_FIFO, 12},
     {&kvb_inactive_multi_lru, MODEL_SET, 10},
     {&kvb_inactive_tinylfu, MODEL_SET, 40},
-    {&kvb_inactive_lineage, MODEL_LRU, 90},
+    {&kvb_inactive_lineage, MODEL_LRU, 100},
     {&kvb_inactive_lineage_arc, MODEL_SET, 400},
     {&test_lifo_ops, MODEL_LIFO, 0},
 };

@@ -42,7 +42,7 @@
  *  - the list is sorted by stamp; heap[0] has the oldest stamp of the heap;
  *    hpos[heap[i]] == i; len counts every present block.
  *
- * Memory: about 80 bytes per block (lineage_index.h plus list links, heap
+ * Memory: 93 bytes per block (lineage_index.h plus list links, heap
  * slot and position, stamp and state), allocated at create; nothing after. Bad calls return an
  * error or false and change nothing.
  *

@@ -43,11 +43,11 @@
  *
  * Cost: insert, remove, contains, len O(1) expected (ghost table probes);
  * evict O(1) amortized per block (see lineage_index.h on parking); drain
- * O(block_count); create O(block_count). Memory, all at create: about 70 bytes
- * per block for the tree, 21 for the lists and per-block state, and 8 ghosts
- * per block at 16 bytes each (fingerprint, links, age and list in one struct)
- * plus 10-20 bytes of table (2-4 cells of a 4-byte slot index and a control
- * byte): about 290 bytes per block. Per-block and per-ghost
+ * O(block_count); create O(block_count). Memory, all at create: 72 bytes per
+ * block for the tree, 21 for the lists and per-block state, and 8 ghosts per
+ * block at 16 bytes each (fingerprint, links, age and list in one struct)
+ * plus 15 bytes of table each (3 cells of a 4-byte slot index and a control
+ * byte): 341 bytes per block. Per-block and per-ghost
  * state are packed in 16-byte structs so that an operation touches one cache
  * line per block or ghost it visits. Bad calls return an error or false and
  * change nothing.
@@ -89,17 +89,18 @@ struct kvb_larc_gslot {
 /* Ghost lists B1 (list 1) and B2 (list 2): `cap` slots in FIFO lists with
  * sentinels at cap + 0 (B1) and cap + 1 (B2), a free list through next, and an
  * open-addressing table of slot indices keyed by fingerprint (linear probing,
- * backward-shift deletion, load <= 1/2), with a control byte per cell (see
+ * backward-shift deletion, KVB_LARC_GCELLS cells per ghost: load <= 1/3), with
+ * a control byte per cell (see
  * kvb_larc_gctl) so that probes and erase rarely load a slot. Ghost
  * operations are bound by cache misses: the code prefetches what the next
  * step will need (table cells, the next ghost to drop, tree cells). */
 struct kvb_larc_ghosts {
-    struct kvb_larc_gslot *slot; /* cap + 2 entries */
-    uint32_t *tab;               /* KVB_LARC_NONE: empty */
-    uint8_t *ctl;                /* per table cell: 0 empty, else tag | dcode << 4 */
-    uint32_t cap, tmask, tshift, free_head;
-    uint32_t size[3]; /* live ghosts per list ([1], [2]) */
-    uint32_t lseq[3]; /* insertions per list (wrapping, 30 bits used) */
+    struct kvb_larc_gslot *slot;   /* cap + 2 entries */
+    uint32_t *tab;                 /* KVB_LARC_NONE: empty */
+    uint8_t *ctl;                  /* per table cell: 0 empty, else tag | dcode << 4 */
+    uint32_t cap, tcap, free_head; /* ghost slots, table cells */
+    uint32_t size[3];              /* live ghosts per list ([1], [2]) */
+    uint32_t lseq[3];              /* insertions per list (wrapping, 30 bits used) */
 };
 
 /* A block: list links, fingerprint of its content, arrival at its last insert. */
@@ -138,9 +139,28 @@ static uint32_t kvb_larc_fp(kvb_hash h)
     return f ? f : 1;
 }
 
+/* Table cells per ghost. At load 1/2 (2 cells per ghost) probes and the
+ * backward-shift erase walked runs long enough to cost lineage_arc's replay
+ * 10%; 3 keeps them short for 5 bytes per cell. */
+#define KVB_LARC_GCELLS 3u
+/* Most ghosts: the table's cells must stay below 2^32. */
+#define KVB_LARC_GMAX ((UINT32_MAX - 3u) / KVB_LARC_GCELLS)
+
+/* Home cell: multiply-shift of the fingerprint, scaled to the table. */
 static inline uint32_t kvb_larc_ghome(const struct kvb_larc_ghosts *g, uint32_t fp)
 {
-    return (uint32_t)(((uint64_t)fp * 0x9E3779B97F4A7C15ull) >> g->tshift);
+    return (uint32_t)((((uint64_t)fp * 0x9E3779B97F4A7C15ull) >> 32) * g->tcap >> 32);
+}
+
+static inline uint32_t kvb_larc_gnext(const struct kvb_larc_ghosts *g, uint32_t i)
+{
+    return i + 1 == g->tcap ? 0 : i + 1;
+}
+
+/* Cells from a forward to b, wrapping. */
+static inline uint32_t kvb_larc_gdist(const struct kvb_larc_ghosts *g, uint32_t a, uint32_t b)
+{
+    return b >= a ? b - a : b + g->tcap - a;
 }
 
 static inline uint32_t kvb_larc_glist(const struct kvb_larc_gslot *s)
@@ -170,7 +190,7 @@ static uint32_t kvb_larc_gfind(const struct kvb_larc_ghosts *g, uint32_t fp, uin
 {
     uint32_t tag = kvb_larc_gtag(fp);
     uint32_t i = kvb_larc_ghome(g, fp);
-    for (uint32_t d = 0;; d++, i = (i + 1) & g->tmask) {
+    for (uint32_t d = 0;; d++, i = kvb_larc_gnext(g, i)) {
         uint32_t c = g->ctl[i];
         if (c == 0)
             return KVB_LARC_NONE;
@@ -188,14 +208,14 @@ static void kvb_larc_gtab_erase(struct kvb_larc_ghosts *g, uint32_t i)
 {
     uint32_t j = i;
     for (;;) {
-        j = (j + 1) & g->tmask;
+        j = kvb_larc_gnext(g, j);
         uint32_t c = g->ctl[j];
         if (c == 0)
             break;
         uint32_t dj = c >> 4; /* distance of j from its home */
         if (dj == KVB_LARC_DFAR)
-            dj = (j - kvb_larc_ghome(g, g->slot[g->tab[j]].fp)) & g->tmask;
-        uint32_t gap = (j - i) & g->tmask;
+            dj = kvb_larc_gdist(g, kvb_larc_ghome(g, g->slot[g->tab[j]].fp), j);
+        uint32_t gap = kvb_larc_gdist(g, i, j);
         if (dj >= gap) {
             g->tab[i] = g->tab[j];
             g->ctl[i] = kvb_larc_gctl(c & 15, dj - gap);
@@ -235,7 +255,15 @@ static void kvb_larc_gadd(struct kvb_larc_ghosts *g, uint32_t fp, uint32_t l)
         if (g->size[victim] == 0)
             victim = 3 - victim;
         s = g->slot[g->cap + victim - 1].next;
-        __builtin_prefetch(&g->slot[g->slot[s].next]); /* the next victim */
+        /* the next victim of this list: its slot was prefetched by the last
+         * drop, so its table cells can be asked for now, and the slot after it */
+        uint32_t s2 = g->slot[s].next;
+        if (s2 < g->cap) {
+            uint32_t h2 = kvb_larc_ghome(g, g->slot[s2].fp);
+            __builtin_prefetch(&g->ctl[h2]);
+            __builtin_prefetch(&g->tab[h2]);
+            __builtin_prefetch(&g->slot[g->slot[s2].next]);
+        }
         (void)kvb_larc_gfind(g, g->slot[s].fp, &tpos);
         kvb_larc_gdrop(g, s, tpos);
     }
@@ -244,7 +272,7 @@ static void kvb_larc_gadd(struct kvb_larc_ghosts *g, uint32_t fp, uint32_t l)
     uint32_t tag = kvb_larc_gtag(fp);
     uint32_t d = 0, c;
     s = KVB_LARC_NONE;
-    for (; (c = g->ctl[i]) != 0; d++, i = (i + 1) & g->tmask) {
+    for (; (c = g->ctl[i]) != 0; d++, i = kvb_larc_gnext(g, i)) {
         if (c == kvb_larc_gctl(tag, d) && g->slot[g->tab[i]].fp == fp) {
             s = g->tab[i];
             break;
@@ -271,7 +299,7 @@ static void kvb_larc_gadd(struct kvb_larc_ghosts *g, uint32_t fp, uint32_t l)
 
 static size_t kvb_larc_gtab_cap(uint32_t cap)
 {
-    return (size_t)kvb__next_pow2(cap) * 2;
+    return (size_t)cap * KVB_LARC_GCELLS;
 }
 
 static size_t kvb_larc_gbytes(uint32_t cap)
@@ -350,10 +378,10 @@ static int kvb_larc_create(const kvb_inactive_params *params, void **out)
     kvb_allocator al = params->allocator;
     kvb__allocator_fill(&al);
     size_t n = params->block_count;
-    /* ghost slots: 8 per block, within uint32_t ids (two sentinels + NONE) */
+    /* ghost slots: 8 per block, within uint32_t table cells */
     uint64_t gcap = (uint64_t)KVB_LARC_GHOSTS_PER_BLOCK * n;
-    if (gcap > (1ull << 31))
-        gcap = 1ull << 31;
+    if (gcap > KVB_LARC_GMAX)
+        gcap = KVB_LARC_GMAX;
     struct kvb_larc *a = kvb__calloc(&al, 1, sizeof *a);
     if (!a)
         return -ENOMEM;
@@ -362,8 +390,7 @@ static int kvb_larc_create(const kvb_inactive_params *params, void **out)
     struct kvb_larc_ghosts *g = &a->g;
     g->cap = (uint32_t)gcap;
     size_t tc = kvb_larc_gtab_cap(g->cap);
-    g->tmask = (uint32_t)(tc - 1);
-    g->tshift = 64 - (uint32_t)__builtin_ctzll(tc);
+    g->tcap = (uint32_t)tc;
     int rc = kvb_lx_init(&a->lx, a->bc, &al);
     a->blk = kvb__calloc(&al, n + 2, sizeof *a->blk);
     a->log = kvb__alloc(&al, n * sizeof *a->log);
@@ -401,6 +428,8 @@ static inline void kvb_larc_commit(struct kvb_larc *a)
 {
     if (a->nlog == 0)
         return;
+    for (uint32_t i = 0; i < a->nlog; i++) /* every new ghost's first table cell */
+        __builtin_prefetch(&a->g.ctl[kvb_larc_ghome(&a->g, a->blk[a->log[i] & ~KVB_LARC_SEG].fp)]);
     for (uint32_t i = 0; i < a->nlog; i++) {
         uint32_t id = a->log[i] & ~KVB_LARC_SEG;
         kvb_larc_gadd(&a->g, a->blk[id].fp, kvb_larc_where(a, id));
@@ -453,7 +482,11 @@ static int kvb_larc_insert(void *self, kvb_hash hash, uint32_t id, uint32_t arri
     if (id >= a->bc)
         return -EINVAL;
     uint32_t fp = kvb_larc_fp(hash);
-    __builtin_prefetch(&a->g.ctl[kvb_larc_ghome(&a->g, fp)]); /* while the log commits */
+    uint64_t up, down;
+    kvb_lx_keys(hash, &up, &down);
+    /* the ghost probe's and the tree count's first cells load while the log commits */
+    __builtin_prefetch(&a->g.ctl[kvb_larc_ghome(&a->g, fp)]);
+    kvb_lx_prefetch(&a->lx, up);
     kvb_larc_commit(a);
     if (kvb_larc_where(a, id) != KVB_LARC_ABSENT)
         return -EEXIST;
@@ -473,7 +506,7 @@ static int kvb_larc_insert(void *self, kvb_hash hash, uint32_t id, uint32_t arri
     b->fp = fp;
     b->arrival = arrival;
     a->st[id] = (uint8_t)l;
-    kvb_lx_add(&a->lx, id, hash);
+    kvb_lx_add_keys(&a->lx, id, up, down);
     kvb_larc_link(a, l, id, false);
     a->cnt[l]++;
     a->len++;

@@ -35,15 +35,14 @@
  * drops for a block that raised it).
  *
  * Table: open addressing, linear probing, backward-shift deletion, capacity
- * 2 * next_pow2(block_count) entries of 16 bytes. Live keys are at most one
- * per cached block with a parent (a key lives while it has children; parked
- * blocks imply children), so the load stays <= 1/2 and nothing grows after
- * create. Probing uses the top bits of key * 0x9E3779B97F4A7C15 (keys built
- * from small trace ids are structured: DESIGN.md section 4).
+ * 3 * block_count entries of 16 bytes. Live keys are at most one per cached
+ * block with a parent (a key lives while it has children; parked blocks imply
+ * children), so the load stays <= 1/3 and nothing grows after create. The home
+ * cell comes from the top bits of key * 0x9E3779B97F4A7C15 (keys built from
+ * small trace ids are structured: DESIGN.md section 4), scaled to the table.
  *
  * Memory per block: a 24-byte node (two keys, parked links: one cache line
- * holds what an operation on a block needs), plus 32 B of table (16 B at 1/2
- * load ... 32 B for the power-of-two rounding): 56-88 B.
+ * holds what an operation on a block needs), plus 48 B of table: 72 B.
  *
  * Locking: none; the owning backend runs under its pool's mutex.
  */
@@ -72,12 +71,17 @@ struct kvb_lx {
     struct kvb_lx_ent *tab;
     struct kvb_lx_node *node; /* block_count entries */
     uint32_t block_count;
-    uint32_t mask, shift; /* table capacity - 1; 64 - log2(capacity) */
+    uint32_t cap; /* table cells: KVB_LX_CELLS x block_count */
 };
+
+/* Table cells per block. Load <= 1/3 keeps probe runs short: at load 1/2 the
+ * backward-shift erase walked about 5 cells per deletion, and lineage_arc's
+ * replay ran 8% slower (docs/performance.md has the measurement). */
+#define KVB_LX_CELLS 3u
 
 static inline size_t kvb_lx_table_cap(uint32_t block_count)
 {
-    return (size_t)kvb__next_pow2(block_count) * 2;
+    return (size_t)block_count * KVB_LX_CELLS; /* < 2^32 for KVB_MAX_BLOCKS */
 }
 
 static inline size_t kvb_lx_bytes(uint32_t block_count)
@@ -108,8 +112,7 @@ static inline int kvb_lx_init(struct kvb_lx *x, uint32_t block_count, const kvb_
     size_t n = block_count, cap = kvb_lx_table_cap(block_count);
     memset(x, 0, sizeof *x);
     x->block_count = block_count;
-    x->mask = (uint32_t)(cap - 1);
-    x->shift = 64 - (uint32_t)__builtin_ctzll(cap);
+    x->cap = (uint32_t)cap;
     x->tab = kvb__alloc(a, cap * sizeof *x->tab);
     x->node = kvb__alloc(a, n * sizeof *x->node);
     if (!x->tab || !x->node) {
@@ -140,18 +143,40 @@ static inline void kvb_lx_keys(kvb_hash h, uint64_t *up, uint64_t *down)
     }
     uint32_t cmode = cpos < 256 ? 0 : cpos < 65536 ? 1 : 2;
     uint32_t cr = 54 - 8 * cmode;
-    *down = ((uint64_t)cmode << 62) | (cpos << cr) | kvb_hash_child_fragment(cur, (uint32_t)cpos);
+    /* the child's parent fragment: the low cr bits of our sequence hash, as
+     * kvb_hash_child_fragment() computes it (inline: this runs on every insert) */
+    *down = ((uint64_t)cmode << 62) | (cpos << cr) | (cur & ((1ull << cr) - 1));
 }
 
+/* Home cell: the top 32 bits of a multiplicative hash of the key, scaled to
+ * the table (multiply-shift, so the table needs no power-of-two size). */
 static inline uint32_t kvb_lx_home(const struct kvb_lx *x, uint64_t key)
 {
-    return (uint32_t)((key * 0x9E3779B97F4A7C15ull) >> x->shift);
+    return (uint32_t)((((key * 0x9E3779B97F4A7C15ull) >> 32) * x->cap) >> 32);
+}
+
+static inline uint32_t kvb_lx_next(const struct kvb_lx *x, uint32_t i)
+{
+    return i + 1 == x->cap ? 0 : i + 1;
+}
+
+/* Cells from a forward to b, wrapping. */
+static inline uint32_t kvb_lx_dist(const struct kvb_lx *x, uint32_t a, uint32_t b)
+{
+    return b >= a ? b - a : b + x->cap - a;
+}
+
+/* Start loading the table cell where a lookup of key begins (0: nothing). */
+static inline void kvb_lx_prefetch(const struct kvb_lx *x, uint64_t key)
+{
+    if (key)
+        __builtin_prefetch(&x->tab[kvb_lx_home(x, key)]);
 }
 
 /* Table slot of key, or KVB_LX_NONE. */
 static inline uint32_t kvb_lx_find(const struct kvb_lx *x, uint64_t key)
 {
-    for (uint32_t i = kvb_lx_home(x, key);; i = (i + 1) & x->mask) {
+    for (uint32_t i = kvb_lx_home(x, key);; i = kvb_lx_next(x, i)) {
         if (x->tab[i].key == key)
             return i;
         if (x->tab[i].key == 0)
@@ -164,7 +189,7 @@ static inline uint32_t kvb_lx_find(const struct kvb_lx *x, uint64_t key)
 static inline uint32_t kvb_lx_get(struct kvb_lx *x, uint64_t key)
 {
     uint32_t i = kvb_lx_home(x, key);
-    for (;; i = (i + 1) & x->mask) {
+    for (;; i = kvb_lx_next(x, i)) {
         if (x->tab[i].key == key)
             return i;
         if (x->tab[i].key == 0)
@@ -179,11 +204,11 @@ static inline void kvb_lx_erase(struct kvb_lx *x, uint32_t i)
 {
     uint32_t j = i;
     for (;;) {
-        j = (j + 1) & x->mask;
+        j = kvb_lx_next(x, j);
         if (x->tab[j].key == 0)
             break;
         uint32_t home = kvb_lx_home(x, x->tab[j].key);
-        if (((j - home) & x->mask) >= ((j - i) & x->mask)) {
+        if (kvb_lx_dist(x, home, j) >= kvb_lx_dist(x, i, j)) {
             x->tab[i] = x->tab[j];
             i = j;
         }
@@ -191,15 +216,25 @@ static inline void kvb_lx_erase(struct kvb_lx *x, uint32_t i)
     x->tab[i] = (struct kvb_lx_ent){.key = 0, .kids = 0, .parked = KVB_LX_NONE};
 }
 
-/* Block id enters the cache with hash h: record its keys and count it as a
+/* Block id enters the cache with keys up, down (kvb_lx_keys() of its hash,
+ * computed early by a caller that prefetches): record them and count it as a
  * child of its up key. */
-static inline void kvb_lx_add(struct kvb_lx *x, uint32_t id, kvb_hash h)
+static inline void kvb_lx_add_keys(struct kvb_lx *x, uint32_t id, uint64_t up, uint64_t down)
 {
     struct kvb_lx_node *nd = &x->node[id];
-    kvb_lx_keys(h, &nd->up, &nd->down);
+    nd->up = up;
+    nd->down = down;
     nd->pnext = nd->pprev = KVB_LX_NONE;
-    if (nd->up)
-        x->tab[kvb_lx_get(x, nd->up)].kids++;
+    if (up)
+        x->tab[kvb_lx_get(x, up)].kids++;
+}
+
+/* Block id enters the cache with hash h. */
+static inline void kvb_lx_add(struct kvb_lx *x, uint32_t id, kvb_hash h)
+{
+    uint64_t up, down;
+    kvb_lx_keys(h, &up, &down);
+    kvb_lx_add_keys(x, id, up, down);
 }
 
 /* Block id comes back with the keys it had when it left (kvb_lx_del keeps
