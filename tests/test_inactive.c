@@ -242,7 +242,7 @@ struct backend_case {
  *   {&kvb_inactive_lineage, MODEL_SET, 40}, */
 static const struct backend_case backends[] = {
     {&kvb_inactive_lru, MODEL_LRU, 8},
-    {&kvb_inactive_fifo, MODEL_FIFO, 12},
+    {&kvb_inactive_fifo, MODEL_FIFO, 26},
     {&kvb_inactive_multi_lru, MODEL_SET, 10},
     {&kvb_inactive_tinylfu, MODEL_SET, 40},
     {&kvb_inactive_lineage, MODEL_LRU, 100},
@@ -1107,6 +1107,35 @@ Test(fifo, reinsert_with_old_arrival_keeps_place)
     cr_assert_eq(ins(&in, 0, 100), 0);
     uint32_t want[] = {0, 1, 2, 3, 4, 5};
     expect_order(&in, want, 6);
+    done(&in, &ca);
+}
+
+Test(fifo, pool_release_patterns)
+{
+    /* The shapes a pool produces: requests released last block first
+     * (descending arrivals), hits that keep their place, a held block that
+     * reaches the head while in use and comes back later, and a slot whose
+     * content changed while it was out. */
+    struct counting_alloc ca;
+    ca_init(&ca);
+    struct inst in = mk(&kvb_inactive_fifo, 32, &ca);
+    for (uint32_t r = 0; r < 3; r++) /* requests of 4 blocks, ids = arrivals */
+        for (uint32_t b = 4; b-- > 0;)
+            cr_assert_eq(ins(&in, 4 * r + b, 4 * r + b), 0);
+    cr_assert(rem(&in, 0)); /* held: in use when it reaches the head */
+    cr_assert(rem(&in, 5)); /* hit, released again before the eviction reaches it */
+    cr_assert(rem(&in, 9)); /* hit, then its slot gets other content */
+    cr_assert_eq(ins(&in, 5, 5), 0);
+    uint32_t out[2];
+    cr_assert_eq(ev(&in, 2, out), 2);
+    cr_assert_eq(out[0], 1); /* 0 is in use: skipped */
+    cr_assert_eq(out[1], 2);
+    cr_assert_eq(ins(&in, 0, 0), 0);  /* back: oldest of all again */
+    cr_assert_eq(ins(&in, 9, 40), 0); /* new content in slot 9: newest */
+    for (uint32_t b = 4; b-- > 0;)   /* one more request, last first */
+        cr_assert_eq(ins(&in, 12 + b, 20 + b), 0);
+    uint32_t want[] = {0, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 14, 15, 9};
+    expect_order(&in, want, 14);
     done(&in, &ca);
 }
 
