@@ -732,7 +732,7 @@ int kvb_pool_create(const kvb_pool_config *cfg, kvb_pool **out)
         p->sketch = kvb__registry_sketch(cfg->registry);
     } else if (ops->flags & KVB_INACTIVE_F_FREQUENCY) {
         /* frequency-aware policies without a registry get a private sketch */
-        rc = kvb__sketch_create(cfg->block_count, &a, &p->sketch);
+        rc = kvb__sketch_create(cfg->block_count, false, &a, &p->sketch);
         if (rc) {
             kvb_pool_free_mem(p);
             return rc;

@@ -94,8 +94,9 @@ int kvb_registry_create(const kvb_registry_config *cfg, kvb_registry **out)
     r->alloc = a;
     r->cap = 64;
     r->tab = kvb__calloc(&a, r->cap, sizeof *r->tab);
-    int rc = r->tab ? kvb__sketch_create(cfg->capacity ? cfg->capacity : 65536, &a, &r->sketch)
-                    : -ENOMEM;
+    int rc = r->tab
+                 ? kvb__sketch_create(cfg->capacity ? cfg->capacity : 65536, true, &a, &r->sketch)
+                 : -ENOMEM;
     if (rc == 0 && pthread_mutex_init(&r->mu, NULL) != 0)
         rc = -ENOMEM;
     if (rc) {

@@ -15,8 +15,14 @@ struct kvb_sketch;
 
 /* A sketch sized for `capacity` (usually block_count): width
  * 16 x next_pow2(max(capacity, 64)) counters per row (at most 2^26; sketch.c
- * says why 16), halving after 10 x width touches. 0, -EINVAL or -ENOMEM. */
-int kvb__sketch_create(uint32_t capacity, const kvb_allocator *a, struct kvb_sketch **out);
+ * says why 16), halving after 10 x width touches. 0, -EINVAL or -ENOMEM.
+ * shared: touches may run concurrently (a registry's sketch, touched by
+ * several pools): they use atomic read-modify-writes. Not shared: every touch
+ * runs under one lock (a pool's private sketch, touched under the pool
+ * mutex): plain relaxed loads and stores, no locked instructions; estimates
+ * are the same. */
+int kvb__sketch_create(uint32_t capacity, bool shared, const kvb_allocator *a,
+                       struct kvb_sketch **out);
 void kvb__sketch_destroy(struct kvb_sketch *s);
 /* Count one occurrence of h. Lock-free. */
 void kvb__sketch_touch(struct kvb_sketch *s, kvb_hash h);

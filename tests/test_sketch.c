@@ -26,7 +26,7 @@ static struct kvb_sketch *mk(uint32_t capacity)
 {
     kvb_allocator a = alloc_default();
     struct kvb_sketch *s = NULL;
-    cr_assert_eq(kvb__sketch_create(capacity, &a, &s), 0);
+    cr_assert_eq(kvb__sketch_create(capacity, true, &a, &s), 0);
     cr_assert_not_null(s);
     return s;
 }
@@ -80,8 +80,8 @@ Test(sketch, sizing)
     cr_expect_eq(kvb__sketch_width(s), 16u * 64);
     kvb__sketch_destroy(s);
     kvb_allocator a = alloc_default();
-    cr_expect_eq(kvb__sketch_create(10, NULL, &s), -EINVAL);
-    cr_expect_eq(kvb__sketch_create(10, &a, NULL), -EINVAL);
+    cr_expect_eq(kvb__sketch_create(10, true, NULL, &s), -EINVAL);
+    cr_expect_eq(kvb__sketch_create(10, true, &a, NULL), -EINVAL);
 }
 
 Test(sketch, estimate_is_monotonic_up_to_15_then_stays)
@@ -352,4 +352,34 @@ Test(sketch, frequency_callback_is_the_estimate)
     cr_expect_eq(kvb__sketch_frequency_cb(s, h), 4);
     kvb__sketch_destroy(s);
     kvb__sketch_destroy(NULL); /* no-op */
+}
+
+Test(sketch, private_sketch_counts_like_a_shared_one)
+{
+    /* A pool's private sketch takes plain loads and stores where a shared
+     * one takes atomic read-modify-writes: single-threaded, both must count,
+     * age and estimate identically. */
+    kvb_allocator a = alloc_default();
+    struct kvb_sketch *sh = NULL, *pv = NULL;
+    cr_assert_eq(kvb__sketch_create(64, true, &a, &sh), 0);
+    cr_assert_eq(kvb__sketch_create(64, false, &a, &pv), 0);
+    uint64_t seed = 7;
+    for (uint32_t i = 0; i < 40000; i++) {
+        uint64_t r = rnd(&seed);
+        kvb_hash h = ikey(r % 16 < 12 ? r % 300 : r % 20000); /* skewed: hot and cold keys */
+        kvb__sketch_touch(sh, h);
+        kvb__sketch_touch(pv, h);
+        if (i % 997 == 0)
+            for (uint64_t k = 0; k < 400; k++)
+                cr_assert_eq(kvb__sketch_estimate(pv, ikey(k)), kvb__sketch_estimate(sh, ikey(k)),
+                             "touch %u, key %llu", i, (unsigned long long)k);
+    }
+    cr_assert_geq(kvb__sketch_agings(sh), 3, "the run must cross several halvings");
+    cr_assert_eq(kvb__sketch_agings(pv), kvb__sketch_agings(sh));
+    uint32_t hot = 0;
+    for (uint64_t k = 0; k < 300; k++)
+        hot += kvb__sketch_estimate(pv, ikey(k)) >= 2;
+    cr_assert_gt(hot, 200, "hot keys are counted (%u of 300)", hot);
+    kvb__sketch_destroy(sh);
+    kvb__sketch_destroy(pv);
 }
