@@ -17,11 +17,35 @@
  */
 #include "internal.h"
 #include "kvblock/seq.h"
+#include "pool.h"
 #include <string.h>
 
 static bool kvb_seq_ok(const kvb_seq *s)
 {
     return s && s->pool && s->blocks;
+}
+
+/* Every array of a sequence comes from its pool's allocator hook
+ * (kvb_pool_config.allocator), sized by max_blocks or block_size. */
+#define KVB_SEQ_ARRAYS(X)                                                                          \
+    X(blocks, max_blocks)                                                                          \
+    X(muts, max_blocks)                                                                            \
+    X(ids, max_blocks)                                                                             \
+    X(hashes, max_blocks)                                                                          \
+    X(staged, max_blocks)                                                                          \
+    X(tail, block_size)                                                                            \
+    X(scratch, block_size)
+
+/* Free the arrays (NULL ones too) and zero seq; a zeroed seq is a no-op. */
+static void kvb_seq_free(kvb_seq *seq)
+{
+    if (seq->pool) {
+        const kvb_allocator *a = &seq->pool->alloc;
+#define KVB_SEQ_FREE(f, n) kvb__free(a, seq->f, (size_t)seq->n * sizeof *seq->f);
+        KVB_SEQ_ARRAYS(KVB_SEQ_FREE)
+#undef KVB_SEQ_FREE
+    }
+    memset(seq, 0, sizeof *seq);
 }
 
 int kvb_seq_init(kvb_seq *seq, kvb_pool *pool, uint32_t max_blocks)
@@ -32,21 +56,21 @@ int kvb_seq_init(kvb_seq *seq, kvb_pool *pool, uint32_t max_blocks)
     uint32_t bs = kvb_pool_block_size(pool);
     if (bs == 0)
         return -EINVAL;
-    seq->blocks = calloc(max_blocks, sizeof *seq->blocks);
-    seq->muts = calloc(max_blocks, sizeof *seq->muts);
-    seq->ids = calloc(max_blocks, sizeof *seq->ids);
-    seq->hashes = calloc(max_blocks, sizeof *seq->hashes);
-    seq->staged = calloc(max_blocks, sizeof *seq->staged);
-    seq->tail = calloc(bs, sizeof *seq->tail);
-    seq->scratch = calloc(bs, sizeof *seq->scratch);
-    if (!seq->blocks || !seq->muts || !seq->ids || !seq->hashes || !seq->staged || !seq->tail ||
-        !seq->scratch) {
-        kvb_seq_fini(seq);
-        return -ENOMEM;
-    }
+    /* pool and sizes first: kvb_seq_fini frees through them if an allocation fails */
     seq->pool = pool;
     seq->max_blocks = max_blocks;
     seq->block_size = bs;
+    const kvb_allocator *a = &pool->alloc;
+    bool ok = true;
+#define KVB_SEQ_ALLOC(f, n)                                                                        \
+    seq->f = ok ? kvb__calloc(a, seq->n, sizeof *seq->f) : NULL;                                   \
+    ok = ok && seq->f;
+    KVB_SEQ_ARRAYS(KVB_SEQ_ALLOC)
+#undef KVB_SEQ_ALLOC
+    if (!ok) {
+        kvb_seq_free(seq); /* holds nothing yet: no release */
+        return -ENOMEM;
+    }
     return 0;
 }
 
@@ -56,14 +80,7 @@ void kvb_seq_fini(kvb_seq *seq)
         return;
     if (kvb_seq_ok(seq))
         (void)kvb_seq_release(seq);
-    free(seq->blocks);
-    free(seq->muts);
-    free(seq->ids);
-    free(seq->hashes);
-    free(seq->staged);
-    free(seq->tail);
-    free(seq->scratch);
-    memset(seq, 0, sizeof *seq);
+    kvb_seq_free(seq);
 }
 
 int kvb_seq_release(kvb_seq *seq)

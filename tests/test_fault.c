@@ -19,6 +19,7 @@
  * Small batches and every handle operation never allocate.
  */
 #include "testutil.h"
+#include "kvblock/seq.h"
 #include <pthread.h>
 #include <stdlib.h>
 
@@ -514,4 +515,38 @@ Test(fault, registry_growth_failure_degrades_presence_only)
     tu_finish(p);
     cr_expect_eq(kvb_registry_destroy(r), 0);
     expect_balanced("registry growth", 0);
+}
+
+/* ---- sequences: their arrays come from the pool's allocator ------------------- */
+
+Test(fault, seq_init_every_k_uses_the_pool_allocator)
+{
+    fa_reset();
+    kvb_pool_config cfg;
+    base_cfg(&cfg, KVB_EVICT_LRU);
+    kvb_pool *p = NULL;
+    cr_assert_eq(kvb_pool_create(&cfg, &p), 0);
+    long pool_allocs = FA.n_alloc;
+    kvb_seq s;
+    fa_arm(0);
+    cr_assert_eq(kvb_seq_init(&s, p, 64), 0);
+    long need = FA.count;
+    cr_assert_geq(need, 7, "the sequence's arrays go through the hook (%ld calls)", need);
+    kvb_seq_fini(&s);
+    cr_expect_eq(FA.n_free, FA.n_alloc - pool_allocs, "fini frees every array");
+    for (long k = 1; k <= need; k++) {
+        fa_arm(k);
+        long frees = FA.n_free;
+        size_t freed = FA.bytes_free;
+        size_t before = FA.bytes_alloc;
+        cr_assert_eq(kvb_seq_init(&s, p, 64), -ENOMEM, "k=%ld", k);
+        cr_expect_eq(FA.bytes_alloc - before, FA.bytes_free - freed,
+                     "k=%ld: a failed init frees what it took", k);
+        cr_expect_geq(FA.n_free, frees);
+    }
+    fa_arm(0);
+    cr_assert_eq(kvb_seq_init(&s, p, 64), 0, "works again after the failures");
+    kvb_seq_fini(&s);
+    cr_assert_eq(kvb_pool_destroy(p), 0);
+    expect_balanced("pool + sequences", 0);
 }

@@ -19,11 +19,12 @@
  * are the hashes kvb_hash_tokens computes, so a later request with the same
  * salt and prefix finds the blocks with kvb_seq_match_prefix.
  *
- * Memory. kvb_seq_init allocates (malloc) every array the sequence needs for
- * max_blocks blocks (block handles, ids, hashes, a block_size token tail);
- * kvb_seq_fini frees them. No other call allocates, so a sequence never fails
- * with -ENOMEM after init (the pool itself may still need memory for large
- * callback batches).
+ * Memory. kvb_seq_init allocates every array the sequence needs for
+ * max_blocks blocks (block handles, ids, hashes, a block_size token tail)
+ * through the pool's allocator hook (kvb_pool_config.allocator; malloc by
+ * default); kvb_seq_fini frees them the same way, so the pool must outlive its
+ * sequences (kvb_seq_fini before kvb_pool_destroy). No other call allocates, so a sequence never
+ * fails with -ENOMEM after init (the pool itself may still need memory for large callback batches).
  *
  * Handles. A sequence never leaks a handle: every call that fails changes
  * nothing (allocations made by the call are released again), and
