@@ -30,6 +30,7 @@
  */
 #include "internal.h"
 #include "kvblock/publisher.h"
+#include <stdio.h>
 #include <string.h>
 
 KVB_API void kvb_publisher_config_init(kvb_publisher_config *cfg)
@@ -43,6 +44,42 @@ KVB_API void kvb_publisher_config_init(kvb_publisher_config *cfg)
     cfg->buffer_batches = 10000;
     cfg->hwm = 100000;
     cfg->linger_ms = 1000;
+}
+
+KVB_API int kvb_publisher_offset_endpoint(const char *endpoint, int64_t rank, char *out,
+                                          size_t out_size)
+{
+    if (!endpoint || !out || rank < 0)
+        return -EINVAL;
+    char suffix[32] = "";
+    size_t keep = strlen(endpoint); /* bytes of endpoint kept before the suffix */
+    if (rank == 0) {
+        /* unchanged, whatever the scheme (as vLLM does) */
+    } else if (!strncmp(endpoint, "inproc://", 9) || !strncmp(endpoint, "ipc://", 6)) {
+        snprintf(suffix, sizeof suffix, "_dp%lld", (long long)rank);
+    } else if (!strncmp(endpoint, "tcp://", 6)) {
+        const char *colon = strrchr(endpoint + 6, ':');
+        if (!colon || !colon[1] || strlen(colon + 1) > 5)
+            return -EINVAL;
+        long port = 0;
+        for (const char *c = colon + 1; *c; c++) {
+            if (*c < '0' || *c > '9')
+                return -EINVAL;
+            port = port * 10 + (*c - '0');
+        }
+        if (port > 65535 || rank > 65535 - port)
+            return -EINVAL;
+        keep = (size_t)(colon + 1 - endpoint);
+        snprintf(suffix, sizeof suffix, "%ld", port + (long)rank);
+    } else {
+        return -EINVAL;
+    }
+    size_t n = keep + strlen(suffix);
+    if (n >= out_size || n > INT32_MAX)
+        return -ENOSPC;
+    memmove(out, endpoint, keep); /* out may be endpoint itself */
+    memcpy(out + keep, suffix, strlen(suffix) + 1);
+    return (int)n;
 }
 
 KVB_API void kvb_publisher_event_config(kvb_publisher *pub, kvb_event_config *cfg)
@@ -523,6 +560,23 @@ KVB_API int kvb_publisher_create(const kvb_publisher_config *cfg, kvb_publisher 
          cfg->attach != KVB_PUBLISHER_CONNECT) ||
         cfg->hwm < 0 || (cfg->medium && strlen(cfg->medium) > KVB_EVENT_MEDIUM_MAX))
         return -EINVAL;
+    /* vLLM's per-rank endpoints (kvb_publisher_offset_endpoint), checked before
+     * anything is allocated */
+    char ep[512], rep[512];
+    const char *endpoint = cfg->endpoint, *replay_endpoint = cfg->replay_endpoint;
+    if (cfg->offset_by_rank && cfg->data_parallel_rank > 0) {
+        int n = kvb_publisher_offset_endpoint(endpoint, cfg->data_parallel_rank, ep, sizeof ep);
+        if (n < 0)
+            return n == -ENOSPC ? -EINVAL : n;
+        endpoint = ep;
+        if (replay_endpoint) {
+            n = kvb_publisher_offset_endpoint(replay_endpoint, cfg->data_parallel_rank, rep,
+                                              sizeof rep);
+            if (n < 0)
+                return n == -ENOSPC ? -EINVAL : n;
+            replay_endpoint = rep;
+        }
+    }
     kvb_publisher *pub = calloc(1, sizeof *pub);
     if (!pub)
         return -ENOMEM;
@@ -565,11 +619,11 @@ KVB_API int kvb_publisher_create(const kvb_publisher_config *cfg, kvb_publisher 
     zmq_setsockopt(pub->pub_sock, ZMQ_SNDHWM, &cfg->hwm, sizeof cfg->hwm);
     zmq_setsockopt(pub->pub_sock, ZMQ_LINGER, &linger, sizeof linger);
     bool bind = cfg->attach == KVB_PUBLISHER_BIND ||
-                (cfg->attach == KVB_PUBLISHER_AUTO && kvb_pub_binds(cfg->endpoint));
-    rc = bind ? zmq_bind(pub->pub_sock, cfg->endpoint) : zmq_connect(pub->pub_sock, cfg->endpoint);
+                (cfg->attach == KVB_PUBLISHER_AUTO && kvb_pub_binds(endpoint));
+    rc = bind ? zmq_bind(pub->pub_sock, endpoint) : zmq_connect(pub->pub_sock, endpoint);
     if (rc != 0)
         goto zfail;
-    if (cfg->replay_endpoint) {
+    if (replay_endpoint) {
         pub->replay_sock = zmq_socket(pub->ctx, ZMQ_ROUTER);
         if (!pub->replay_sock)
             goto zfail;
@@ -580,7 +634,7 @@ KVB_API int kvb_publisher_create(const kvb_publisher_config *cfg, kvb_publisher 
         int hwm = 0;
         zmq_setsockopt(pub->replay_sock, ZMQ_SNDHWM, &hwm, sizeof hwm);
         zmq_setsockopt(pub->replay_sock, ZMQ_LINGER, &linger, sizeof linger);
-        if (zmq_bind(pub->replay_sock, cfg->replay_endpoint) != 0)
+        if (zmq_bind(pub->replay_sock, replay_endpoint) != 0)
             goto zfail;
     }
     if (pthread_mutex_init(&pub->mu, NULL) != 0) {

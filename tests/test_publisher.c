@@ -515,4 +515,97 @@ Test(publisher, create_errors)
     (void)pub2;
 }
 
+
+Test(publisher, offset_by_rank_gives_each_rank_its_endpoints)
+{
+    /* vLLM's data-parallel convention: one configuration, one publisher per
+     * rank, each on its own endpoints; a router finds rank 2's with
+     * kvb_publisher_offset_endpoint. */
+    ends e;
+    make_ends(&e, "dp");
+    kvb_publisher_config cfg;
+    kvb_publisher_config_init(&cfg);
+    cfg.endpoint = e.pub;
+    cfg.replay_endpoint = e.replay;
+    cfg.topic = "kv";
+    cfg.offset_by_rank = true;
+    kvb_publisher *r[3] = {NULL, NULL, NULL};
+    for (int64_t k = 0; k < 3; k++) {
+        cfg.data_parallel_rank = k;
+        int rc = kvb_publisher_create(&cfg, &r[k]);
+        cr_assert_eq(rc, 0, "rank %lld: %s", (long long)k, kvb_strerror(rc));
+    }
+    kvb_pool *p = mk_pool(r[2], NULL, 8);
+    kvb_hash h = tu_hash(77);
+    kvb_block b;
+    put(p, &h, 1, &b);
+    cr_assert_eq(kvb_block_release(&b), 0);
+    cr_assert_eq(kvb_publisher_flush(r[2], 10000), 0);
+    char rep2[160];
+    cr_assert_gt(kvb_publisher_offset_endpoint(e.replay, 2, rep2, sizeof rep2), 0);
+    void *ctx = zmq_ctx_new();
+    void *dealer = sock(ctx, ZMQ_DEALER, rep2);
+    uint64_t seqs[4];
+    frame pl[4];
+    int n = replay(dealer, 0, true, seqs, pl, 4);
+    cr_assert_eq(n, 1, "rank 2's batch, from rank 2's replay endpoint");
+    dbatch d;
+    decode(&pl[0], &d);
+    cr_expect_not(d.rank_nil);
+    cr_expect_eq(d.rank, 2);
+    cr_expect_eq(d.ev[0].hashes[0], kvb_hash_current(h));
+    free(pl[0].p);
+    void *dealer0 = sock(ctx, ZMQ_DEALER, e.replay);
+    cr_expect_eq(replay(dealer0, 0, true, seqs, pl, 4), 0, "rank 0 published nothing");
+    zmq_close(dealer0);
+    zmq_close(dealer);
+    zmq_ctx_term(ctx);
+    tu_finish(p);
+    for (int k = 0; k < 3; k++)
+        cr_assert_eq(kvb_publisher_destroy(r[k]), 0);
+    unlink_ends(&e);
+    for (int k = 1; k < 3; k++) {
+        char buf[160];
+        snprintf(buf, sizeof buf, "%s_dp%d", e.pub + 6, k);
+        unlink(buf);
+        snprintf(buf, sizeof buf, "%s_dp%d", e.replay + 6, k);
+        unlink(buf);
+    }
+}
+
 #endif
+
+/* Available with or without ZeroMQ. */
+Test(publisher, offset_endpoint_follows_vllm)
+{
+    char out[64];
+    cr_expect_eq(kvb_publisher_offset_endpoint("tcp://*:5557", 0, out, sizeof out), 12);
+    cr_expect_str_eq(out, "tcp://*:5557", "rank 0 keeps the endpoint");
+    cr_expect_eq(kvb_publisher_offset_endpoint("tcp://*:5557", 3, out, sizeof out), 12);
+    cr_expect_str_eq(out, "tcp://*:5560");
+    cr_expect_gt(kvb_publisher_offset_endpoint("tcp://[::1]:9", 991, out, sizeof out), 0);
+    cr_expect_str_eq(out, "tcp://[::1]:1000", "the last colon is the port's");
+    cr_expect_gt(kvb_publisher_offset_endpoint("inproc://cache", 2, out, sizeof out), 0);
+    cr_expect_str_eq(out, "inproc://cache_dp2");
+    cr_expect_gt(kvb_publisher_offset_endpoint("ipc:///tmp/kv", 11, out, sizeof out), 0);
+    cr_expect_str_eq(out, "ipc:///tmp/kv_dp11");
+    cr_expect_gt(kvb_publisher_offset_endpoint("weird://x", 0, out, sizeof out), 0,
+                 "rank 0: any scheme, unchanged");
+    strcpy(out, "tcp://h:65535");
+    cr_expect_eq(kvb_publisher_offset_endpoint("tcp://h:65535", 1, out, sizeof out), -EINVAL);
+    cr_expect_str_eq(out, "tcp://h:65535", "errors leave out untouched");
+    cr_expect_eq(kvb_publisher_offset_endpoint("tcp://h:*", 1, out, sizeof out), -EINVAL);
+    cr_expect_eq(kvb_publisher_offset_endpoint("tcp://h", 1, out, sizeof out), -EINVAL);
+    cr_expect_eq(kvb_publisher_offset_endpoint("tcp://h:", 1, out, sizeof out), -EINVAL);
+    cr_expect_eq(kvb_publisher_offset_endpoint("tcp://h:123456", 1, out, sizeof out), -EINVAL);
+    cr_expect_eq(kvb_publisher_offset_endpoint("udp://h:1", 1, out, sizeof out), -EINVAL);
+    cr_expect_eq(kvb_publisher_offset_endpoint("tcp://h:1", -1, out, sizeof out), -EINVAL);
+    cr_expect_eq(kvb_publisher_offset_endpoint(NULL, 1, out, sizeof out), -EINVAL);
+    cr_expect_eq(kvb_publisher_offset_endpoint("tcp://h:1", 1, NULL, 8), -EINVAL);
+    cr_expect_eq(kvb_publisher_offset_endpoint("tcp://h:9", 1, out, 10), -ENOSPC, "needs 11");
+    cr_expect_eq(kvb_publisher_offset_endpoint("tcp://h:9", 1, out, 11), 10);
+    cr_expect_str_eq(out, "tcp://h:10");
+    strcpy(out, "ipc://a");
+    cr_expect_eq(kvb_publisher_offset_endpoint(out, 4, out, sizeof out), 11, "in place");
+    cr_expect_str_eq(out, "ipc://a_dp4");
+}

@@ -72,6 +72,10 @@ typedef struct kvb_publisher_config {
     uint32_t buffer_batches;    /**< replay buffer, in batches; default 10000 */
     int hwm;                    /**< PUB send high-water mark; default 100000 */
     int linger_ms;              /**< how long destroy lets queued messages leave; default 1000 */
+    /** vLLM's data-parallel convention: when true and data_parallel_rank > 0, both
+     * endpoints are offset by the rank as kvb_publisher_offset_endpoint() does, so one
+     * configuration serves every rank (each binds its own port). Default false. */
+    bool offset_by_rank;
 } kvb_publisher_config;
 
 typedef struct kvb_publisher_stats {
@@ -152,6 +156,21 @@ KVB_API int kvb_publisher_flush(kvb_publisher *pub, uint32_t timeout_ms);
  * Callbacks: none.
  */
 KVB_API int kvb_publisher_stats_get(kvb_publisher *pub, kvb_publisher_stats *out);
+
+/**
+ * @brief The endpoint a data-parallel rank uses, by vLLM's convention (its
+ * ZmqEventPublisher.offset_endpoint_port): rank 0 keeps the endpoint;
+ * "tcp://host:PORT" becomes "tcp://host:PORT+rank"; "inproc://name" and
+ * "ipc://path" get "_dp<rank>" appended. A router computes the endpoints of the
+ * ranks it subscribes to with the same call.
+ * @return the length of the result written to out (NUL-terminated, out_size
+ *         bytes at most); -EINVAL (NULL endpoint or out, negative rank, another
+ *         scheme, a tcp endpoint without a numeric port, or PORT+rank > 65535);
+ *         -ENOSPC when out_size is too small (out untouched).
+ * Thread safety: pure. Ownership: none. Callbacks: none. Available without ZeroMQ.
+ */
+KVB_API int kvb_publisher_offset_endpoint(const char *endpoint, int64_t rank, char *out,
+                                          size_t out_size);
 
 /**
  * @brief Whether this build of kvblock has the ZeroMQ publisher.
