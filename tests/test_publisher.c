@@ -565,7 +565,7 @@ Test(publisher, offset_by_rank_gives_each_rank_its_endpoints)
         cr_assert_eq(kvb_publisher_destroy(r[k]), 0);
     unlink_ends(&e);
     for (int k = 1; k < 3; k++) {
-        char buf[160];
+        char buf[320];
         snprintf(buf, sizeof buf, "%s_dp%d", e.pub + 6, k);
         unlink(buf);
         snprintf(buf, sizeof buf, "%s_dp%d", e.replay + 6, k);
