@@ -61,6 +61,26 @@ static inline uint64_t kvb__hash_mix(kvb_hash h)
     return x * 0x9E3779B97F4A7C15ull;
 }
 
+/* Open-addressing tables of any size n (not only powers of two), shared by the
+ * pool's hash index and the lineage backends' tables: */
+/* a uniform 32-bit value scaled to a cell in [0, n) (Lemire's multiply-shift) */
+static inline uint32_t kvb__cell_of(uint32_t x, uint32_t n)
+{
+    return (uint32_t)(((uint64_t)x * n) >> 32);
+}
+
+/* the cell after i, wrapping */
+static inline uint32_t kvb__cell_next(uint32_t i, uint32_t n)
+{
+    return i + 1 == n ? 0 : i + 1;
+}
+
+/* cells from a forward to b, wrapping */
+static inline uint32_t kvb__cell_dist(uint32_t a, uint32_t b, uint32_t n)
+{
+    return b >= a ? b - a : b + n - a;
+}
+
 static inline uint32_t kvb__next_pow2(uint32_t x)
 {
     if (x <= 1)

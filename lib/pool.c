@@ -265,21 +265,10 @@ static int kvb_batch_lock(kvb_pool *p, struct kvb_cbq *q, uint64_t bound)
 /* hash index                                                               */
 /* ------------------------------------------------------------------------ */
 
+/* the top 32 bits of the mix, scaled to the table */
 static inline uint32_t kvb_map_home(const kvb_pool *p, kvb_hash h)
 {
-    /* Lemire's multiply-shift range reduction of the mix's top 32 bits */
-    return (uint32_t)(((kvb__hash_mix(h) >> 32) * (uint64_t)p->map_cap) >> 32);
-}
-
-static inline uint32_t kvb_map_next(const kvb_pool *p, uint32_t i)
-{
-    return i + 1 == p->map_cap ? 0 : i + 1;
-}
-
-/* Cyclic distance from cell a forward to cell b. */
-static inline uint32_t kvb_map_dist(const kvb_pool *p, uint32_t a, uint32_t b)
-{
-    return b >= a ? b - a : b + p->map_cap - a;
+    return kvb__cell_of((uint32_t)(kvb__hash_mix(h) >> 32), p->map_cap);
 }
 
 static inline uint32_t kvb_map_id(const kvb_pool *p, uint32_t cell)
@@ -293,7 +282,7 @@ static inline uint32_t kvb_map_disp(const kvb_pool *p, uint32_t i, uint32_t cell
 {
     uint32_t d = cell >> p->map_id_bits;
     if (kvb_unlikely(d == p->map_disp_max))
-        d = kvb_map_dist(p, kvb_map_home(p, p->slots[kvb_map_id(p, cell)].hash), i);
+        d = kvb__cell_dist(kvb_map_home(p, p->slots[kvb_map_id(p, cell)].hash), i, p->map_cap);
     return d;
 }
 
@@ -327,7 +316,7 @@ static inline uint32_t kvb_map_find_from(const kvb_pool *p, kvb_hash h, uint32_t
             if (s->lo == h.lo && s->hi == h.hi)
                 return id;
         }
-        i = kvb_map_next(p, i);
+        i = kvb__cell_next(i, p->map_cap);
     }
 }
 
@@ -372,7 +361,7 @@ static void kvb_map_insert(kvb_pool *p, uint32_t id)
             id = kvb_map_id(p, cell);
             d = cd;
         }
-        i = kvb_map_next(p, i);
+        i = kvb__cell_next(i, p->map_cap);
     }
 }
 
@@ -383,10 +372,10 @@ static void kvb_map_erase(kvb_pool *p, uint32_t id)
         kvb_assert(p->map[i] != KVB_NONE);
         if (p->map[i] == KVB_NONE)
             return;
-        i = kvb_map_next(p, i);
+        i = kvb__cell_next(i, p->map_cap);
     }
     for (;;) {
-        uint32_t j = kvb_map_next(p, i);
+        uint32_t j = kvb__cell_next(i, p->map_cap);
         uint32_t cell = p->map[j];
         uint32_t d;
         if (cell == KVB_NONE || (d = kvb_map_disp(p, j, cell)) == 0)
@@ -1729,7 +1718,8 @@ static int kvb_check_locked(kvb_pool *p, uint32_t *dups)
         uint32_t id = kvb_map_id(p, cell);
         mapped++;
         if (id < p->block_count &&
-            kvb_map_disp(p, i, cell) != kvb_map_dist(p, kvb_map_home(p, p->slots[id].hash), i))
+            kvb_map_disp(p, i, cell) !=
+                kvb__cell_dist(kvb_map_home(p, p->slots[id].hash), i, p->map_cap))
             return KVB_CHECK_FAIL("hash index cell %u: wrong displacement\n", i);
         if (id >= p->block_count ||
             (p->slots[id].state != KVB_S_PRIMARY && p->slots[id].state != KVB_S_INACTIVE))

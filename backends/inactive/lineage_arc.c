@@ -141,7 +141,7 @@ static uint32_t kvb_larc_fp(kvb_hash h)
 
 /* Table cells per ghost. At load 1/2 (2 cells per ghost) probes and the
  * backward-shift erase walked runs long enough to cost lineage_arc's replay
- * 10%; 3 keeps them short for 5 bytes per cell. */
+ * about 10% (docs/eviction.md, Cost); 3 keeps them short for 5 bytes per cell. */
 #define KVB_LARC_GCELLS 3u
 /* Most ghosts: the table's cells must stay below 2^32. */
 #define KVB_LARC_GMAX ((UINT32_MAX - 3u) / KVB_LARC_GCELLS)
@@ -149,18 +149,7 @@ static uint32_t kvb_larc_fp(kvb_hash h)
 /* Home cell: multiply-shift of the fingerprint, scaled to the table. */
 static inline uint32_t kvb_larc_ghome(const struct kvb_larc_ghosts *g, uint32_t fp)
 {
-    return (uint32_t)((((uint64_t)fp * 0x9E3779B97F4A7C15ull) >> 32) * g->tcap >> 32);
-}
-
-static inline uint32_t kvb_larc_gnext(const struct kvb_larc_ghosts *g, uint32_t i)
-{
-    return i + 1 == g->tcap ? 0 : i + 1;
-}
-
-/* Cells from a forward to b, wrapping. */
-static inline uint32_t kvb_larc_gdist(const struct kvb_larc_ghosts *g, uint32_t a, uint32_t b)
-{
-    return b >= a ? b - a : b + g->tcap - a;
+    return kvb__cell_of((uint32_t)(((uint64_t)fp * 0x9E3779B97F4A7C15ull) >> 32), g->tcap);
 }
 
 static inline uint32_t kvb_larc_glist(const struct kvb_larc_gslot *s)
@@ -190,7 +179,7 @@ static uint32_t kvb_larc_gfind(const struct kvb_larc_ghosts *g, uint32_t fp, uin
 {
     uint32_t tag = kvb_larc_gtag(fp);
     uint32_t i = kvb_larc_ghome(g, fp);
-    for (uint32_t d = 0;; d++, i = kvb_larc_gnext(g, i)) {
+    for (uint32_t d = 0;; d++, i = kvb__cell_next(i, g->tcap)) {
         uint32_t c = g->ctl[i];
         if (c == 0)
             return KVB_LARC_NONE;
@@ -208,14 +197,14 @@ static void kvb_larc_gtab_erase(struct kvb_larc_ghosts *g, uint32_t i)
 {
     uint32_t j = i;
     for (;;) {
-        j = kvb_larc_gnext(g, j);
+        j = kvb__cell_next(j, g->tcap);
         uint32_t c = g->ctl[j];
         if (c == 0)
             break;
         uint32_t dj = c >> 4; /* distance of j from its home */
         if (dj == KVB_LARC_DFAR)
-            dj = kvb_larc_gdist(g, kvb_larc_ghome(g, g->slot[g->tab[j]].fp), j);
-        uint32_t gap = kvb_larc_gdist(g, i, j);
+            dj = kvb__cell_dist(kvb_larc_ghome(g, g->slot[g->tab[j]].fp), j, g->tcap);
+        uint32_t gap = kvb__cell_dist(i, j, g->tcap);
         if (dj >= gap) {
             g->tab[i] = g->tab[j];
             g->ctl[i] = kvb_larc_gctl(c & 15, dj - gap);
@@ -247,8 +236,7 @@ static void kvb_larc_gdrop(struct kvb_larc_ghosts *g, uint32_t s, uint32_t tpos)
 /* Record an evicted hash as the newest ghost of list l (1 = B1, 2 = B2). */
 static void kvb_larc_gadd(struct kvb_larc_ghosts *g, uint32_t fp, uint32_t l)
 {
-    uint32_t tpos = 0, s, i = kvb_larc_ghome(g, fp);
-    __builtin_prefetch(&g->ctl[i]); /* while the oldest ghost is dropped */
+    uint32_t tpos = 0, s, i = kvb_larc_ghome(g, fp); /* ctl[i]: prefetched by the commit */
     if (g->free_head == KVB_LARC_NONE) {
         /* full: drop the oldest ghost of the longer list (ARC's rule) */
         uint32_t victim = g->size[1] > g->size[2] ? 1 : 2;
@@ -272,7 +260,7 @@ static void kvb_larc_gadd(struct kvb_larc_ghosts *g, uint32_t fp, uint32_t l)
     uint32_t tag = kvb_larc_gtag(fp);
     uint32_t d = 0, c;
     s = KVB_LARC_NONE;
-    for (; (c = g->ctl[i]) != 0; d++, i = kvb_larc_gnext(g, i)) {
+    for (; (c = g->ctl[i]) != 0; d++, i = kvb__cell_next(i, g->tcap)) {
         if (c == kvb_larc_gctl(tag, d) && g->slot[g->tab[i]].fp == fp) {
             s = g->tab[i];
             break;

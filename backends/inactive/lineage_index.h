@@ -76,7 +76,7 @@ struct kvb_lx {
 
 /* Table cells per block. Load <= 1/3 keeps probe runs short: at load 1/2 the
  * backward-shift erase walked about 5 cells per deletion, and lineage_arc's
- * replay ran 8% slower (docs/performance.md has the measurement). */
+ * replay ran about 8% slower (docs/eviction.md, Cost). */
 #define KVB_LX_CELLS 3u
 
 static inline size_t kvb_lx_table_cap(uint32_t block_count)
@@ -149,21 +149,10 @@ static inline void kvb_lx_keys(kvb_hash h, uint64_t *up, uint64_t *down)
 }
 
 /* Home cell: the top 32 bits of a multiplicative hash of the key, scaled to
- * the table (multiply-shift, so the table needs no power-of-two size). */
+ * the table (kvb__cell_of: the table needs no power-of-two size). */
 static inline uint32_t kvb_lx_home(const struct kvb_lx *x, uint64_t key)
 {
-    return (uint32_t)((((key * 0x9E3779B97F4A7C15ull) >> 32) * x->cap) >> 32);
-}
-
-static inline uint32_t kvb_lx_next(const struct kvb_lx *x, uint32_t i)
-{
-    return i + 1 == x->cap ? 0 : i + 1;
-}
-
-/* Cells from a forward to b, wrapping. */
-static inline uint32_t kvb_lx_dist(const struct kvb_lx *x, uint32_t a, uint32_t b)
-{
-    return b >= a ? b - a : b + x->cap - a;
+    return kvb__cell_of((uint32_t)((key * 0x9E3779B97F4A7C15ull) >> 32), x->cap);
 }
 
 /* Start loading the table cell where a lookup of key begins (0: nothing). */
@@ -176,7 +165,7 @@ static inline void kvb_lx_prefetch(const struct kvb_lx *x, uint64_t key)
 /* Table slot of key, or KVB_LX_NONE. */
 static inline uint32_t kvb_lx_find(const struct kvb_lx *x, uint64_t key)
 {
-    for (uint32_t i = kvb_lx_home(x, key);; i = kvb_lx_next(x, i)) {
+    for (uint32_t i = kvb_lx_home(x, key);; i = kvb__cell_next(i, x->cap)) {
         if (x->tab[i].key == key)
             return i;
         if (x->tab[i].key == 0)
@@ -189,7 +178,7 @@ static inline uint32_t kvb_lx_find(const struct kvb_lx *x, uint64_t key)
 static inline uint32_t kvb_lx_get(struct kvb_lx *x, uint64_t key)
 {
     uint32_t i = kvb_lx_home(x, key);
-    for (;; i = kvb_lx_next(x, i)) {
+    for (;; i = kvb__cell_next(i, x->cap)) {
         if (x->tab[i].key == key)
             return i;
         if (x->tab[i].key == 0)
@@ -204,11 +193,11 @@ static inline void kvb_lx_erase(struct kvb_lx *x, uint32_t i)
 {
     uint32_t j = i;
     for (;;) {
-        j = kvb_lx_next(x, j);
+        j = kvb__cell_next(j, x->cap);
         if (x->tab[j].key == 0)
             break;
         uint32_t home = kvb_lx_home(x, x->tab[j].key);
-        if (kvb_lx_dist(x, home, j) >= kvb_lx_dist(x, i, j)) {
+        if (kvb__cell_dist(home, j, x->cap) >= kvb__cell_dist(i, j, x->cap)) {
             x->tab[i] = x->tab[j];
             i = j;
         }
