@@ -553,6 +553,19 @@ static void kvb_pub_free(kvb_publisher *pub)
     free(pub);
 }
 
+/* *ep shifted for cfg's rank when cfg->offset_by_rank asks for it (into
+ * buf[512]); NULL stays NULL. 0 or -EINVAL. */
+static int kvb_pub_rank_endpoint(const kvb_publisher_config *cfg, const char **ep, char *buf)
+{
+    if (!*ep || !cfg->offset_by_rank || cfg->data_parallel_rank <= 0)
+        return 0;
+    int n = kvb_publisher_offset_endpoint(*ep, cfg->data_parallel_rank, buf, 512);
+    if (n < 0)
+        return -EINVAL; /* -ENOSPC too: the endpoint is too long to be real */
+    *ep = buf;
+    return 0;
+}
+
 KVB_API int kvb_publisher_create(const kvb_publisher_config *cfg, kvb_publisher **out)
 {
     if (!cfg || !out || !cfg->endpoint || !cfg->endpoint[0] || cfg->queue_batches == 0 ||
@@ -560,23 +573,14 @@ KVB_API int kvb_publisher_create(const kvb_publisher_config *cfg, kvb_publisher 
          cfg->attach != KVB_PUBLISHER_CONNECT) ||
         cfg->hwm < 0 || (cfg->medium && strlen(cfg->medium) > KVB_EVENT_MEDIUM_MAX))
         return -EINVAL;
-    /* vLLM's per-rank endpoints (kvb_publisher_offset_endpoint), checked before
-     * anything is allocated */
+    /* vLLM's per-rank endpoints, checked before anything is allocated */
     char ep[512], rep[512];
     const char *endpoint = cfg->endpoint, *replay_endpoint = cfg->replay_endpoint;
-    if (cfg->offset_by_rank && cfg->data_parallel_rank > 0) {
-        int n = kvb_publisher_offset_endpoint(endpoint, cfg->data_parallel_rank, ep, sizeof ep);
-        if (n < 0)
-            return n == -ENOSPC ? -EINVAL : n;
-        endpoint = ep;
-        if (replay_endpoint) {
-            n = kvb_publisher_offset_endpoint(replay_endpoint, cfg->data_parallel_rank, rep,
-                                              sizeof rep);
-            if (n < 0)
-                return n == -ENOSPC ? -EINVAL : n;
-            replay_endpoint = rep;
-        }
-    }
+    int rc = kvb_pub_rank_endpoint(cfg, &endpoint, ep);
+    if (rc == 0)
+        rc = kvb_pub_rank_endpoint(cfg, &replay_endpoint, rep);
+    if (rc < 0)
+        return rc;
     kvb_publisher *pub = calloc(1, sizeof *pub);
     if (!pub)
         return -ENOMEM;
@@ -606,7 +610,7 @@ KVB_API int kvb_publisher_create(const kvb_publisher_config *cfg, kvb_publisher 
         kvb_pub_free(pub);
         return e;
     }
-    int rc = 0;
+    rc = 0;
     int linger = cfg->linger_ms;
     pub->ctx = zmq_ctx_new();
     if (!pub->ctx) {

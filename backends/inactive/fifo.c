@@ -16,16 +16,19 @@
  * cannot go on the list. In a pool almost every insert is either new content
  * (the newest arrival: appended to the list's tail, or, when a request's
  * blocks are released last first, linked just before the block linked by the
- * previous insert) or a block released again after a hit (its old arrival). A hit does not take a
- * block off the list: it stays linked, marked absent, so its release only marks it present again,
- * in place. An absent block that reaches the head when evict looks there is unlinked then (it is
- * still in use); when it comes back, and for any other insert that is not the newest (unevict, a
- * caller's own arrivals), the entry goes on the heap (the textbook indexed priority queue, e.g.
- * Sedgewick's IndexMinPQ, with a position array by block id). evict takes the smaller of the heap's
- * top and the list's first present block: both structures are ordered, so that is the global
- * minimum, the same sequence a single heap gives. The heap alone (its first version) spent 43% of
- * the replay in the 13-level sift-down of every eviction (183 ns per block reference against lru's
- * 98); the list makes the common eviction O(1).
+ * previous insert) or a block released again after a hit (its old arrival).
+ * A hit does not take a block off the list: it stays linked, marked absent,
+ * so its release only marks it present again, in place. An absent block that
+ * reaches the head when evict looks there is unlinked then (it is still in
+ * use); when it comes back, and for any other insert that is not the newest
+ * (unevict, a caller's own arrivals), the entry goes on the heap (the
+ * textbook indexed priority queue, e.g. Sedgewick's IndexMinPQ, with a
+ * position array by block id). evict takes the smaller of the heap's top and
+ * the list's first present block: both structures are ordered, so that is the
+ * global minimum, the same sequence a single heap gives. The heap alone (its
+ * first version) spent 43% of the replay in the 13-level sift-down of every
+ * eviction (183 ns per block reference against lru's 98); the list makes the
+ * common eviction O(1).
  *
  * Cost: insert, remove O(1) on the list, O(log h) for the h entries on the
  * heap; evict O(1) amortized (an absent block is unlinked at most once per
@@ -290,10 +293,12 @@ static bool kvb_fifo_remove(void *self, kvb_hash hash, uint32_t id)
     (void)hash;
     if (!kvb_fifo_present(f, id))
         return false;
-    if (f->st[id] & KVB_FIFO_LINKED)
+    if (f->st[id] & KVB_FIFO_LINKED) {
         f->st[id] &= (uint8_t)~KVB_FIFO_PRESENT; /* keeps its place for its release */
-    else
-        kvb_fifo_heap_delete(f, f->pos[id]), f->st[id] = 0;
+    } else {
+        kvb_fifo_heap_delete(f, f->pos[id]);
+        f->st[id] = 0;
+    }
     f->len--;
     return true;
 }
