@@ -196,7 +196,7 @@ typedef struct kvb_index_batch {
 } kvb_index_batch;
 
 /** One worker's answer to a match (FLEET.md section 5). */
-typedef struct kvb_index_match {
+typedef struct kvb_index_result {
     uint32_t stream; /**< stream id */
     int64_t dp_rank;
     uint32_t device; /**< longest prefix held entirely on device */
@@ -206,7 +206,7 @@ typedef struct kvb_index_match {
     uint64_t entries; /**< the stream's entries (tie-break: least loaded cache first) */
     kvb_stream_state state;
     char worker[KVB_INDEX_NAME_MAX];
-} kvb_index_match;
+} kvb_index_result;
 
 typedef struct kvb_index_stream_info {
     uint32_t stream;
@@ -458,7 +458,7 @@ KVB_API void kvb_index_batch_fini(kvb_index_batch *b);
  * Ownership: none. Callbacks: none.
  */
 KVB_API int kvb_index_match(kvb_index *idx, const uint64_t *hashes, uint32_t n,
-                            kvb_index_match *out, uint32_t k);
+                            kvb_index_result *out, uint32_t k);
 
 /**
  * @brief kvb_index_hashes() then kvb_index_match(). *blocks (optional) receives the
@@ -469,7 +469,7 @@ KVB_API int kvb_index_match(kvb_index *idx, const uint64_t *hashes, uint32_t n,
  */
 KVB_API int kvb_index_match_tokens(kvb_index *idx, const uint32_t *tokens, size_t n_tokens,
                                    const char *lora_name, const char *cache_salt,
-                                   kvb_index_match *out, uint32_t k, uint32_t *blocks);
+                                   kvb_index_result *out, uint32_t k, uint32_t *blocks);
 
 /* ---- snapshots (FLEET.md section 6) --------------------------------------- */
 
