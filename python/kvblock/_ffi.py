@@ -205,8 +205,13 @@ LAYOUT = {
     "kvb_registry_config": ["capacity", "allocator"],
 }
 
+from . import _ffi_index  # noqa: E402  (the fleet index, subscriber, publisher)
+
+LAYOUT.update(_ffi_index.LAYOUT)
+
 ffi = cffi.FFI()
 ffi.cdef(CDEF)
+ffi.cdef(_ffi_index.CDEF)
 
 
 def _candidates():

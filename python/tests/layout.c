@@ -5,6 +5,9 @@
  * Built by mk/python.mk as $(BUILD)/python/layout.
  */
 #include "kvblock.h"
+#include "kvblock/index.h"
+#include "kvblock/publisher.h"
+#include "kvblock/subscriber.h"
 #include <stddef.h>
 #include <stdio.h>
 
@@ -54,6 +57,69 @@ int main(void)
     F(kvb_event_stats, last_seq); F(kvb_event_stats, waiting);
     F(kvb_event_stats, unresolved_parents); E();
     S(kvb_registry_config); F(kvb_registry_config, capacity); F(kvb_registry_config, allocator); E();
+    /* the fleet index, its subscriber and the publisher (python/kvblock/_ffi_index.py) */
+    S(kvb_index_config); F(kvb_index_config, block_size); F(kvb_index_config, seed);
+    F(kvb_index_config, tier_weight); F(kvb_index_config, stale_after_s);
+    F(kvb_index_config, drop_after_s); F(kvb_index_config, max_streams);
+    F(kvb_index_config, max_entries_per_stream); F(kvb_index_config, shards);
+    F(kvb_index_config, allocator); E();
+    S(kvb_index_stream_config); F(kvb_index_stream_config, name);
+    F(kvb_index_stream_config, dp_rank); F(kvb_index_stream_config, hashes);
+    F(kvb_index_stream_config, block_size); E();
+    S(kvb_index_event); F(kvb_index_event, type); F(kvb_index_event, tier);
+    F(kvb_index_event, n_hashes); F(kvb_index_event, hashes); F(kvb_index_event, has_parent);
+    F(kvb_index_event, parent); F(kvb_index_event, tokens); F(kvb_index_event, n_tokens);
+    F(kvb_index_event, block_size); F(kvb_index_event, salt_key); E();
+    S(kvb_index_batch); F(kvb_index_batch, ts); F(kvb_index_batch, dp_rank);
+    F(kvb_index_batch, n_events); F(kvb_index_batch, events); F(kvb_index_batch, dropped);
+    F(kvb_index_batch, priv_); E();
+    S(kvb_index_result); F(kvb_index_result, stream); F(kvb_index_result, dp_rank);
+    F(kvb_index_result, device); F(kvb_index_result, host); F(kvb_index_result, disk);
+    F(kvb_index_result, score); F(kvb_index_result, entries); F(kvb_index_result, state);
+    F(kvb_index_result, worker); E();
+    S(kvb_index_stream_info); F(kvb_index_stream_info, stream); F(kvb_index_stream_info, worker);
+    F(kvb_index_stream_info, dp_rank); F(kvb_index_stream_info, hashes);
+    F(kvb_index_stream_info, block_size); F(kvb_index_stream_info, state);
+    F(kvb_index_stream_info, last_seq); F(kvb_index_stream_info, batches);
+    F(kvb_index_stream_info, events); F(kvb_index_stream_info, counters);
+    F(kvb_index_stream_info, dropped); F(kvb_index_stream_info, entries);
+    F(kvb_index_stream_info, engine_map); F(kvb_index_stream_info, last_heard_ns); E();
+    S(kvb_index_stats); F(kvb_index_stats, streams); F(kvb_index_stats, keys);
+    F(kvb_index_stats, entries); F(kvb_index_stats, memory_bytes); F(kvb_index_stats, batches);
+    F(kvb_index_stats, events); F(kvb_index_stats, block_ops); F(kvb_index_stats, matches);
+    F(kvb_index_stats, matched_blocks); E();
+    S(kvb_subscriber_worker); F(kvb_subscriber_worker, name); F(kvb_subscriber_worker, endpoint);
+    F(kvb_subscriber_worker, replay_endpoint); F(kvb_subscriber_worker, kind);
+    F(kvb_subscriber_worker, block_size); F(kvb_subscriber_worker, topic); E();
+    S(kvb_subscriber_config); F(kvb_subscriber_config, index);
+    F(kvb_subscriber_config, replay_timeout_ms); F(kvb_subscriber_config, heartbeat_ivl_ms);
+    F(kvb_subscriber_config, tick_ms); F(kvb_subscriber_config, max_message_bytes);
+    F(kvb_subscriber_config, max_replay_batches); F(kvb_subscriber_config, reconnect_ivl_ms);
+    F(kvb_subscriber_config, reconnect_ivl_max_ms); F(kvb_subscriber_config, callback);
+    F(kvb_subscriber_config, user); E();
+    S(kvb_subscriber_worker_info); F(kvb_subscriber_worker_info, name);
+    F(kvb_subscriber_worker_info, connected); F(kvb_subscriber_worker_info, heard);
+    F(kvb_subscriber_worker_info, expected_seq); F(kvb_subscriber_worker_info, messages);
+    F(kvb_subscriber_worker_info, bad_messages); F(kvb_subscriber_worker_info, gaps);
+    F(kvb_subscriber_worker_info, replays); F(kvb_subscriber_worker_info, replay_failures);
+    F(kvb_subscriber_worker_info, restarts); E();
+    S(kvb_publisher_config); F(kvb_publisher_config, endpoint); F(kvb_publisher_config, attach);
+    F(kvb_publisher_config, replay_endpoint); F(kvb_publisher_config, topic);
+    F(kvb_publisher_config, medium); F(kvb_publisher_config, data_parallel_rank);
+    F(kvb_publisher_config, lora_id); F(kvb_publisher_config, queue_batches);
+    F(kvb_publisher_config, buffer_batches); F(kvb_publisher_config, hwm);
+    F(kvb_publisher_config, linger_ms); F(kvb_publisher_config, offset_by_rank); E();
+    S(kvb_publisher_stats); F(kvb_publisher_stats, enqueued); F(kvb_publisher_stats, dropped);
+    F(kvb_publisher_stats, published); F(kvb_publisher_stats, events);
+    F(kvb_publisher_stats, replay_requests); F(kvb_publisher_stats, replayed);
+    F(kvb_publisher_stats, bad_requests); F(kvb_publisher_stats, last_seq); E();
+    /* constants written as numbers in the cffi declarations */
+    printf(",\n\"constants\": {\"KVB_TIER_COUNT\": %d, \"KVB_DROP_COUNT\": %d, "
+           "\"KVB_COUNT_COUNT\": %d, \"KVB_INDEX_NAME_MAX\": %d, \"KVB_INDEX_NO_RANK\": %d, "
+           "\"KVB_INDEX_NO_STREAM\": %llu, \"KVB_HASH_DYNAMO_SEED\": %llu}",
+           (int)KVB_TIER_COUNT, (int)KVB_DROP_COUNT, (int)KVB_COUNT_COUNT,
+           (int)KVB_INDEX_NAME_MAX, (int)KVB_INDEX_NO_RANK,
+           (unsigned long long)KVB_INDEX_NO_STREAM, (unsigned long long)KVB_HASH_DYNAMO_SEED);
     printf("\n}\n");
     return 0;
 }

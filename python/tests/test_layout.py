@@ -29,3 +29,33 @@ def test_library_loaded_is_the_one_asked_for():
     want = os.environ.get("KVBLOCK_LIBRARY")
     if want:
         assert os.path.samefile(kvblock.LIBRARY_PATH, want)
+
+
+def test_constants_written_as_numbers_in_the_fleet_declarations():
+    from kvblock._ffi_index import CONSTANTS
+    c = c_layout()
+    assert c["constants"] == CONSTANTS
+    # the enum values the binding passes to C as numbers
+    import kvblock.index as ki
+    assert len(ki.TIERS) == CONSTANTS["KVB_TIER_COUNT"]
+    assert len(ki.DROP_REASONS) == CONSTANTS["KVB_DROP_COUNT"]
+    assert len(ki.COUNTERS) == CONSTANTS["KVB_COUNT_COUNT"]
+    assert ki.NAME_MAX == CONSTANTS["KVB_INDEX_NAME_MAX"]
+    assert ki.NO_RANK == CONSTANTS["KVB_INDEX_NO_RANK"]
+    assert ki.DYNAMO_SEED == CONSTANTS["KVB_HASH_DYNAMO_SEED"]
+    for name, arr in (("kvb_index_stream_info", "dropped"), ("kvb_index_batch", "dropped")):
+        fld = dict(ffi.typeof(name).fields)[arr]
+        assert fld.type.length == CONSTANTS["KVB_DROP_COUNT"]
+
+
+def test_fleet_enum_names_agree_with_the_library():
+    import kvblock.index as ki
+    if not ki.available():
+        pytest.skip("this libkvblock has no fleet index (lib/index.c not built)")
+    from kvblock._ffi import lib
+    for i, s in enumerate(ki.STATES):
+        assert ffi.string(lib.kvb_stream_state_name(i)).decode() == s
+    for i, r in enumerate(ki.DROP_REASONS):
+        assert ffi.string(lib.kvb_drop_reason_name(i)).decode() == r
+    for i, t in enumerate(ki.TIERS):
+        assert ffi.string(lib.kvb_tier_name(i)).decode() == t

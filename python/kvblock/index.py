@@ -1,0 +1,989 @@
+"""The fleet index (kvblock/index.h) and its ZeroMQ subscriber (kvblock/subscriber.h).
+
+    import kvblock
+    with kvblock.Index(block_size=16) as idx:
+        s = idx.add_stream("w1", hashes="engine")          # a vLLM engine
+        idx.apply(s, [{"type": "stored", "hashes": [0xE1], "tokens": tokens[:16]}], seq=0)
+        for r in idx.match_tokens(tokens, k=4):            # best workers first
+            print(r.worker, r.dp_rank, r.device, r.host, r.disk, r.score)
+
+    with kvblock.Index() as idx, kvblock.Subscriber(idx) as sub:
+        sub.add_worker("w1", "tcp://10.0.0.1:5557", replay="tcp://10.0.0.1:5558")
+        ...                                                 # C threads apply events
+        best = idx.match_tokens(tokens, k=1)                # concurrent with them
+
+Model (FLEET.md). A *stream* is one engine's cache: a worker name and a
+data-parallel rank (None when the engine sends none). A stream either sends
+router hashes directly ("router": kvblock publishers) or its own hashes plus
+token ids ("engine": vLLM, SGLang), from which the index recomputes router hashes
+(kvb_hash_current of kvblock's Dynamo-compatible chain at the index's block size
+and seed; Index.hashes() computes a request's). match() returns, per stream that
+holds a prefix, the longest prefix on device, the extra prefix on host, the extra
+prefix on disk and a weighted score, best first.
+
+Values. Hashes are Python ints in [0, 2**64) (negative ints down to -2**63, as
+SGLang sends them, are taken as their two's-complement u64). Anything taking a
+sequence of hashes or tokens also takes a buffer of u64 (array('Q')) or u32
+(array('I')) used in place, which is the cheap way to pass long requests. Tiers
+are "device", "host", "disk" (media "GPU", "CPU", "DISK", "STORAGE" accepted);
+stream states "live", "resyncing", "lagging", "stale".
+
+Errors raise KvbError (an OSError, see kvblock.core) whose .name is the errno
+name of the C call: EEXIST, ENOENT, EINVAL, EBADMSG, ETIMEDOUT, ENOTSUP...;
+closing an Index while a Subscriber on it is open raises EBUSY.
+
+Threads. Every C call releases the GIL. Index methods may be called from any
+thread, concurrently (matches run in parallel with the subscriber's C thread
+and with apply() from other Python threads), except close(), which must not
+race other calls on the same Index (as kvb_index_destroy). A Subscriber keeps
+its Index alive; the Index refuses to close while one is open. An Index or
+Subscriber dropped without close() is closed by the garbage collector, except
+an Index that a Subscriber still uses: that one is leaked rather than freed
+under a running thread.
+"""
+import collections
+import errno
+import threading
+
+from ._ffi import _Padded, ffi, lib
+from .core import KvbError, _check
+
+DYNAMO_SEED = 1337  # KVB_HASH_DYNAMO_SEED: the default seed of unsalted blocks
+NO_RANK = -1        # KVB_INDEX_NO_RANK
+NAME_MAX = 64       # KVB_INDEX_NAME_MAX, terminating NUL included
+
+TIERS = ("device", "host", "disk")
+STATES = ("live", "resyncing", "lagging", "stale")
+DROP_REASONS = ("malformed", "unknown_type", "group", "medium", "multimodal",
+                "unknown_parent", "no_tokens", "block_size", "capacity", "unknown_block",
+                "duplicate")
+COUNTERS = ("gaps", "replays", "restarts", "clears")
+EVENT_TYPES = ("stored", "removed", "cleared")
+WIRE_KINDS = ("vllm", "sglang", "kvblock")
+HASH_KINDS = ("router", "engine")
+NOTES = ("batch", "clear", "stale", "live")
+
+_U64 = (1 << 64) - 1
+_TIER = {"device": 0, "host": 1, "disk": 2, "gpu": 0, "cpu": 1, "storage": 2}
+_STATE = {s: i for i, s in enumerate(STATES)}
+_EVTYPE = {"stored": 1, "removed": 2, "cleared": 3, "blockstored": 1, "blockremoved": 2,
+           "allblockscleared": 3}
+_EVNAME = {1: "stored", 2: "removed", 3: "cleared"}
+_WIRE = {k: i for i, k in enumerate(WIRE_KINDS)}
+_HASHKIND = {k: i for i, k in enumerate(HASH_KINDS)}
+_COUNTER = {c: i for i, c in enumerate(COUNTERS)}
+_DROP = {r: i for i, r in enumerate(DROP_REASONS)}
+
+
+def available():
+    """Whether the loaded libkvblock has the fleet index (kvb_index_*)."""
+    try:
+        lib.kvb_index_create
+        return True
+    except AttributeError:
+        return False
+
+
+def subscriber_available():
+    """Whether the loaded libkvblock has the ZeroMQ subscriber (built with libzmq
+    and msgpack-c); Subscriber() raises KvbError ENOTSUP otherwise."""
+    try:
+        return bool(lib.kvb_subscriber_available())
+    except AttributeError:
+        return False
+
+
+# ---- value conversion -------------------------------------------------------------
+
+
+def _u64(hashes):
+    """(uint64_t pointer, count, keepalive) for a list of ints or a u64 buffer."""
+    if type(hashes) is not list:
+        try:
+            mv = memoryview(hashes)
+        except TypeError:
+            mv = None
+        if mv is not None:
+            if mv.itemsize != 8 or mv.format not in ("Q", "=Q", "<Q", "@Q", "L", "@L"):
+                raise TypeError("a hash buffer must hold unsigned 64-bit integers "
+                                "(array('Q'))")
+            mv = mv.cast("B").cast("Q")
+            return ffi.from_buffer("uint64_t[]", mv, require_writable=False), len(mv), mv
+        hashes = list(hashes)
+    try:
+        arr = ffi.new("uint64_t[]", hashes) if hashes else ffi.new("uint64_t[1]")
+    except OverflowError:
+        arr = ffi.new("uint64_t[]", [_hash_int(h) for h in hashes])
+    return arr, len(hashes), arr
+
+
+def _hash_int(h):
+    h = int(h)
+    if -(1 << 63) <= h < 0:
+        return h & _U64
+    if not 0 <= h <= _U64:
+        raise ValueError(f"hash {h} does not fit in 64 bits")
+    return h
+
+
+def _u32(tokens):
+    """(uint32_t pointer, count, keepalive) for a list of ints or a u32 buffer."""
+    if type(tokens) is not list:
+        try:
+            mv = memoryview(tokens)
+        except TypeError:
+            mv = None
+        if mv is not None:
+            if mv.itemsize != 4 or mv.format not in ("I", "=I", "<I", "@I"):
+                raise TypeError("a token buffer must hold unsigned 32-bit integers "
+                                "(array('I'))")
+            mv = mv.cast("B").cast("I")
+            return ffi.from_buffer("uint32_t[]", mv, require_writable=False), len(mv), mv
+        tokens = list(tokens)
+    arr = ffi.new("uint32_t[]", tokens) if tokens else ffi.new("uint32_t[1]")
+    return arr, len(tokens), arr
+
+
+def _cstr(s):
+    """NULL for None, else NUL-terminated bytes (cffi passes bytes as char *)."""
+    if s is None:
+        return ffi.NULL
+    return s.encode() if isinstance(s, str) else bytes(s)
+
+
+def _rank(dp_rank):
+    return NO_RANK if dp_rank is None else int(dp_rank)
+
+
+def _tier(t):
+    if isinstance(t, int):
+        if not 0 <= t < 3:
+            raise ValueError(f"tier {t}")
+        return t
+    try:
+        return _TIER[t.lower()]
+    except (KeyError, AttributeError):
+        raise ValueError(f"unknown tier {t!r}: one of {TIERS} (or GPU, CPU, DISK, "
+                         f"STORAGE)") from None
+
+
+def _state(s):
+    if isinstance(s, int):
+        return s
+    try:
+        return _STATE[s]
+    except KeyError:
+        raise ValueError(f"unknown state {s!r}: one of {STATES}") from None
+
+
+def _lookup(table, key, what):
+    if isinstance(key, int):
+        return key
+    try:
+        return table[key.lower()]
+    except (KeyError, AttributeError):
+        raise ValueError(f"unknown {what} {key!r}: one of {tuple(table)}") from None
+
+
+def _name(v, table):
+    return table[v] if 0 <= v < len(table) else f"unknown({v})"
+
+
+def salt_key(lora_name=None, cache_salt=None):
+    """kvb_index_salt_key: the salt key of a LoRA adapter (a name, or a numeric id,
+    named by its decimal text) and a cache salt; 0 for plain text (both absent or
+    empty), otherwise kvb_hash_chain(kvb_hash_salt(lora), kvb_hash_salt(salt)) | 1."""
+    if isinstance(lora_name, int):
+        lora_name = str(lora_name)
+    lo = b"" if lora_name is None else _cstr(lora_name)
+    sa = b"" if cache_salt is None else _cstr(cache_salt)
+    return lib.kvb_index_salt_key(lo, len(lo), sa, len(sa))
+
+
+# ---- events and batches -----------------------------------------------------------
+
+
+class IndexEvent(collections.namedtuple(
+        "IndexEvent", "type tier hashes parent tokens block_size salt_key",
+        defaults=("device", (), None, None, 0, 0))):
+    """One normalized event (kvb_index_event).
+
+    type      "stored", "removed" or "cleared"
+    tier      "device", "host" or "disk"
+    hashes    block hashes (engine hashes on "engine" streams, router hashes on
+              "router" streams)
+    parent    STORED: engine hash of the first block's parent, or None
+    tokens    STORED on engine streams: len(hashes) * block_size token ids
+    block_size  the event's block size (0: the stream's)
+    salt_key  salt_key(lora_name, cache_salt) of the blocks; 0 for plain text
+
+    apply() also takes dicts with these keys, or vLLM's own names
+    ("BlockStored", "block_hashes", "parent_block_hash", "token_ids", "medium"),
+    plus "lora_name" / "cache_salt" in place of salt_key.
+    """
+
+    __slots__ = ()
+
+    @classmethod
+    def stored(cls, hashes, parent=None, tokens=None, tier="device", block_size=0,
+               salt_key=0):
+        return cls("stored", tier, hashes, parent, tokens, block_size, salt_key)
+
+    @classmethod
+    def removed(cls, hashes, tier="device"):
+        return cls("removed", tier, hashes)
+
+    @classmethod
+    def cleared(cls):
+        return cls("cleared")
+
+
+Batch = collections.namedtuple("Batch", "ts dp_rank events dropped")
+Batch.__doc__ = """A decoded batch (decode()): ts (seconds), dp_rank (None when absent),
+events (a list of IndexEvent), dropped (dict reason -> count of what the decoder
+skipped, only non-zero reasons). apply(stream, batch) applies the events and adds
+the drops to the stream's counters."""
+
+
+def _event_from_dict(d):
+    g = d.get
+    t = g("type")
+    if t is None:
+        raise ValueError(f"event without a type: {d!r}")
+    tier = g("tier")
+    if tier is None:
+        tier = g("medium") or "device"
+    hashes = g("hashes")
+    if hashes is None:
+        hashes = g("block_hashes", ())
+    parent = g("parent", g("parent_block_hash"))
+    tokens = g("tokens")
+    if tokens is None:
+        tokens = g("token_ids")
+    sk = g("salt_key")
+    if sk is None:
+        lora = g("lora_name")
+        if lora is None and g("lora_id") is not None:
+            lora = str(g("lora_id"))
+        sk = salt_key(lora, g("cache_salt"))
+    return IndexEvent(t, tier, hashes, parent, tokens, g("block_size") or 0, sk)
+
+
+def _c_events(events):
+    """A kvb_index_event[] for a list of IndexEvent / dicts, and what keeps it alive."""
+    n = len(events)
+    arr = ffi.new("kvb_index_event[]", max(n, 1))
+    keep = [arr]
+    for i, e in enumerate(events):
+        if isinstance(e, dict):
+            e = _event_from_dict(e)
+        elif not isinstance(e, IndexEvent):
+            e = IndexEvent(*e)
+        c = arr[i]
+        c.type = _lookup(_EVTYPE, e.type, "event type")
+        c.tier = _tier(e.tier if e.tier is not None else 0)
+        if e.hashes is not None and len(e.hashes):
+            hp, hn, hk = _u64(e.hashes)
+            keep.append(hk)
+            c.hashes = hp
+            c.n_hashes = hn
+        if e.parent is not None:
+            c.has_parent = True
+            c.parent = _hash_int(e.parent)
+        if e.tokens is not None and len(e.tokens):
+            tp, tn, tk = _u32(e.tokens)
+            keep.append(tk)
+            c.tokens = tp
+            c.n_tokens = tn
+        c.block_size = e.block_size or 0
+        c.salt_key = e.salt_key or 0
+    return arr, n, keep
+
+
+def _py_event(e):
+    n = e.n_hashes
+    hashes = list(ffi.unpack(e.hashes, n)) if n and e.hashes != ffi.NULL else []
+    tokens = None
+    if e.tokens != ffi.NULL and e.n_tokens:
+        tokens = list(ffi.unpack(e.tokens, e.n_tokens))
+    return IndexEvent(_EVNAME.get(e.type, str(e.type)), _name(e.tier, TIERS), hashes,
+                      e.parent if e.has_parent else None, tokens, e.block_size, e.salt_key)
+
+
+def _py_batch(b):
+    dropped = {DROP_REASONS[i]: b.dropped[i] for i in range(len(DROP_REASONS))
+               if b.dropped[i]}
+    return Batch(b.ts, None if b.dp_rank == NO_RANK else b.dp_rank,
+                 [_py_event(b.events[i]) for i in range(b.n_events)], dropped)
+
+
+def decode(payload, kind="vllm"):
+    """kvb_index_decode: one raw KV-event payload (the msgpack frame) as a Batch.
+    kind: "vllm" (map or legacy array layout), "sglang" or "kvblock".
+    KvbError EBADMSG when it is not a batch of any known layout."""
+    k = _lookup(_WIRE, kind, "wire kind")
+    buf = ffi.from_buffer(payload)
+    b = _Padded("kvb_index_batch")
+    _check(lib.kvb_index_decode(buf, len(buf), k, b.ptr), "kvb_index_decode")
+    try:
+        return _py_batch(b.ptr)
+    finally:
+        lib.kvb_index_batch_fini(b.ptr)
+
+
+# ---- results ----------------------------------------------------------------------
+
+
+class MatchResult(collections.namedtuple(
+        "MatchResult", "worker dp_rank device host disk score entries state stream")):
+    """One stream's answer to a match (kvb_index_result): device = blocks of the
+    longest prefix held on device; host = the longest prefix on device or host minus
+    device; disk = the longest prefix on any tier minus device + host; score = the
+    tier-weighted sum; entries = the stream's entries (the tie-break); state its
+    state name; stream its id. dp_rank is None for a stream without a rank."""
+
+    __slots__ = ()
+
+    @property
+    def blocks(self):
+        """The length of the stream's matched prefix, any tier."""
+        return self.device + self.host + self.disk
+
+
+class Matches(list):
+    """The list of MatchResult of a match, best first, with two attributes: total,
+    the number of streams holding a non-empty prefix (may exceed len(self) when k
+    cut it), and blocks, the number of full blocks of the request."""
+
+    __slots__ = ("total", "blocks")
+
+
+def _results(arr, n, total, blocks):
+    out = Matches()
+    out.total = total
+    out.blocks = blocks
+    string = ffi.string
+    for i in range(n):
+        r = arr[i]
+        out.append(MatchResult(string(r.worker).decode(),
+                               None if r.dp_rank == NO_RANK else r.dp_rank,
+                               r.device, r.host, r.disk, r.score, r.entries,
+                               STATES[r.state] if 0 <= r.state < 4 else str(r.state),
+                               r.stream))
+    return out
+
+
+def _info_dict(s):
+    return {
+        "stream": s.stream,
+        "worker": ffi.string(s.worker).decode(),
+        "dp_rank": None if s.dp_rank == NO_RANK else s.dp_rank,
+        "hashes": _name(s.hashes, HASH_KINDS),
+        "block_size": s.block_size,
+        "state": _name(s.state, STATES),
+        "last_seq": s.last_seq,
+        "batches": s.batches,
+        "events": s.events,
+        **{c: s.counters[i] for i, c in enumerate(COUNTERS)},
+        "dropped": {r: s.dropped[i] for i, r in enumerate(DROP_REASONS)},
+        "entries": s.entries,
+        "engine_map": s.engine_map,
+        "last_heard_ns": s.last_heard_ns,
+    }
+
+
+# ---- the index ----------------------------------------------------------------------
+
+
+def _config(block_size, seed, tier_weights, stale_after, drop_after, max_streams,
+            max_entries_per_stream, shards):
+    cfg = _Padded("kvb_index_config")
+    c = cfg.ptr
+    lib.kvb_index_config_init(c)
+    if block_size is not None:
+        c.block_size = block_size
+    if seed is not None:
+        c.seed = seed
+    if tier_weights is not None:
+        w = list(tier_weights)
+        if len(w) != 3:
+            raise ValueError("tier_weights: three weights (device, host, disk)")
+        for i in range(3):
+            c.tier_weight[i] = w[i]
+    if stale_after is not None:
+        c.stale_after_s = stale_after
+    if drop_after is not None:
+        c.drop_after_s = drop_after
+    if max_streams is not None:
+        c.max_streams = max_streams
+    if max_entries_per_stream is not None:
+        c.max_entries_per_stream = max_entries_per_stream
+    if shards is not None:
+        c.shards = shards
+    return cfg
+
+
+class Index:
+    """The in-process fleet index (kvb_index).
+
+    Index(block_size=16, seed=DYNAMO_SEED, tier_weights=(1.0, 0.8, 0.5),
+          stale_after=30.0, drop_after=300.0, max_streams=4096,
+          max_entries_per_stream=1 << 24, shards=0)
+
+    Arguments left as None take the C defaults (kvb_index_config_init). Close it
+    (or use it as a context manager); KvbError EINVAL for a bad configuration.
+    """
+
+    _KW = ("block_size", "seed", "tier_weights", "stale_after", "drop_after", "max_streams",
+           "max_entries_per_stream", "shards")
+
+    def __init__(self, block_size=None, seed=None, tier_weights=None, stale_after=None,
+                 drop_after=None, max_streams=None, max_entries_per_stream=None,
+                 shards=None):
+        self._p = None
+        self._subs = 0
+        self._tls = threading.local()
+        cfg = _config(block_size, seed, tier_weights, stale_after, drop_after, max_streams,
+                      max_entries_per_stream, shards)
+        out = ffi.new("kvb_index **")
+        _check(lib.kvb_index_create(cfg.ptr, out), "kvb_index_create")
+        self._p = out[0]
+        self._cache_config()
+
+    def _cache_config(self):
+        c = self.config()
+        self.block_size = c["block_size"]
+        self.seed = c["seed"]
+
+    @classmethod
+    def _adopt(cls, p):
+        self = cls.__new__(cls)
+        self._p = p
+        self._subs = 0
+        self._tls = threading.local()
+        self._cache_config()
+        return self
+
+    # -- lifetime --
+
+    def _h(self):
+        p = self._p
+        if p is None:
+            raise ValueError("the Index is closed")
+        return p
+
+    @property
+    def closed(self):
+        return self._p is None
+
+    def close(self):
+        """kvb_index_destroy. KvbError EBUSY (nothing freed) while a Subscriber on this
+        index is open. Must not race other calls on this Index."""
+        if self._p is None:
+            return
+        if self._subs:
+            raise KvbError(-errno.EBUSY, f"Index.close: {self._subs} Subscriber(s) on this "
+                                         f"index still open (close them first)")
+        p, self._p = self._p, None
+        _check(lib.kvb_index_destroy(p), "kvb_index_destroy")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def __del__(self):
+        p = getattr(self, "_p", None)
+        if p is not None and not getattr(self, "_subs", 0):
+            self._p = None
+            try:
+                lib.kvb_index_destroy(p)
+            except Exception:
+                pass
+
+    def __repr__(self):
+        if self._p is None:
+            return "Index(closed)"
+        return f"Index(block_size={self.block_size}, {len(self.streams())} streams)"
+
+    def config(self):
+        """The configuration the index runs with, defaults filled in, as a dict."""
+        cfg = _Padded("kvb_index_config")
+        _check(lib.kvb_index_config_get(self._h(), cfg.ptr), "kvb_index_config_get")
+        c = cfg.ptr
+        return {"block_size": c.block_size, "seed": c.seed,
+                "tier_weights": tuple(c.tier_weight[i] for i in range(3)),
+                "stale_after": c.stale_after_s, "drop_after": c.drop_after_s,
+                "max_streams": c.max_streams,
+                "max_entries_per_stream": c.max_entries_per_stream, "shards": c.shards}
+
+    # -- keys --
+
+    def hashes(self, tokens, lora_name=None, cache_salt=None):
+        """Router hashes of a request's full blocks (kvb_index_hashes), a list of int."""
+        tp, n, keep = _u32(tokens)
+        cap = n // self.block_size
+        out = ffi.new("uint64_t[]", max(cap, 1))
+        if isinstance(lora_name, int):
+            lora_name = str(lora_name)
+        k = _check(lib.kvb_index_hashes(self._h(), tp, n, _cstr(lora_name), _cstr(cache_salt),
+                                        out, cap), "kvb_index_hashes")
+        return list(ffi.unpack(out, k))
+
+    def block_seed(self, salt_key=0):
+        """The chain seed of blocks with this salt key (kvb_index_block_seed)."""
+        return lib.kvb_index_block_seed(self._h(), salt_key)
+
+    salt_key = staticmethod(salt_key)
+    decode = staticmethod(decode)
+
+    # -- streams --
+
+    def add_stream(self, worker, dp_rank=None, hashes="router", block_size=0,
+                   exist_ok=False):
+        """Add a stream (worker, dp_rank); hashes: "router" (kvblock publishers) or
+        "engine" (vLLM, SGLang: router hashes recomputed from token ids). Returns its
+        id. KvbError EEXIST unless exist_ok (then the existing id is returned),
+        EINVAL (bad name), ENOSPC (max_streams)."""
+        sc = _Padded("kvb_index_stream_config")
+        nm = ffi.new("char[]", worker.encode())
+        sc.ptr.name = nm
+        sc.ptr.dp_rank = _rank(dp_rank)
+        sc.ptr.hashes = _lookup(_HASHKIND, hashes, "hash kind")
+        sc.ptr.block_size = block_size
+        out = ffi.new("uint32_t *")
+        rc = lib.kvb_index_stream_add(self._h(), sc.ptr, out)
+        if rc == -errno.EEXIST and exist_ok:
+            return out[0]
+        _check(rc, "kvb_index_stream_add")
+        return out[0]
+
+    def find_stream(self, worker, dp_rank=None):
+        """The id of stream (worker, dp_rank), or None."""
+        out = ffi.new("uint32_t *")
+        rc = lib.kvb_index_stream_find(self._h(), worker.encode(), _rank(dp_rank), out)
+        if rc == -errno.ENOENT:
+            return None
+        _check(rc, "kvb_index_stream_find")
+        return out[0]
+
+    def _sid(self, stream):
+        """A stream id from an id, a worker name (no rank) or (worker, dp_rank)."""
+        if isinstance(stream, int):
+            return stream
+        if isinstance(stream, str):
+            name, rank = stream, None
+        else:
+            name, rank = stream
+        out = ffi.new("uint32_t *")
+        _check(lib.kvb_index_stream_find(self._h(), name.encode(), _rank(rank), out),
+               f"kvb_index_stream_find({name!r}, {rank})")
+        return out[0]
+
+    def remove_stream(self, stream):
+        """Remove a stream and free its entries. KvbError ENOENT."""
+        _check(lib.kvb_index_stream_remove(self._h(), self._sid(stream)),
+               "kvb_index_stream_remove")
+
+    def remove_worker(self, worker):
+        """Remove every stream (rank) of a worker; returns how many."""
+        return _check(lib.kvb_index_worker_remove(self._h(), worker.encode()),
+                      "kvb_index_worker_remove")
+
+    def clear_stream(self, stream, state="live"):
+        """Drop what the stream holds, count a clear, set its state."""
+        _check(lib.kvb_index_stream_clear(self._h(), self._sid(stream), _state(state)),
+               "kvb_index_stream_clear")
+
+    def set_state(self, stream, state):
+        _check(lib.kvb_index_stream_set_state(self._h(), self._sid(stream), _state(state)),
+               "kvb_index_stream_set_state")
+
+    def set_seq(self, stream, last_seq):
+        _check(lib.kvb_index_stream_set_seq(self._h(), self._sid(stream), last_seq),
+               "kvb_index_stream_set_seq")
+
+    def count(self, stream, counter, delta=1):
+        """Advance a caller-kept counter: "gaps", "replays", "restarts", "clears"."""
+        _check(lib.kvb_index_stream_count(self._h(), self._sid(stream),
+                                          _lookup(_COUNTER, counter, "counter"), delta),
+               "kvb_index_stream_count")
+
+    def drop(self, stream, dropped):
+        """Count drops: a dict reason -> count (reasons of DROP_REASONS)."""
+        arr = ffi.new("uint32_t[11]")
+        for r, v in dropped.items():
+            arr[_lookup(_DROP, r, "drop reason")] += v
+        _check(lib.kvb_index_stream_drop(self._h(), self._sid(stream), arr),
+               "kvb_index_stream_drop")
+
+    def heard(self, stream, connected=True, now_ns=None):
+        """Liveness input: the stream's transport is up (True) or down (False)."""
+        if now_ns is None:
+            now_ns = lib.kvb_index_now_ns()
+        _check(lib.kvb_index_stream_heard(self._h(), self._sid(stream), bool(connected),
+                                          now_ns), "kvb_index_stream_heard")
+
+    def tick(self, now_ns=None):
+        """Apply the liveness timeouts; returns how many streams changed state."""
+        if now_ns is None:
+            now_ns = lib.kvb_index_now_ns()
+        return _check(lib.kvb_index_tick(self._h(), now_ns), "kvb_index_tick")
+
+    @staticmethod
+    def now_ns():
+        """The monotonic clock liveness uses (kvb_index_now_ns)."""
+        return lib.kvb_index_now_ns()
+
+    def streams(self):
+        """Ids of the current streams, ascending."""
+        p = self._h()
+        cap = 64
+        while True:
+            ids = ffi.new("uint32_t[]", cap)
+            n = _check(lib.kvb_index_streams(p, ids, cap), "kvb_index_streams")
+            if n <= cap:
+                return list(ffi.unpack(ids, n))
+            cap = n + 16
+
+    def stream_info(self, stream=None):
+        """One stream's information and counters as a dict (worker, dp_rank, hashes,
+        block_size, state, last_seq, batches, events, gaps, replays, restarts,
+        clears, dropped {reason: n}, entries, engine_map, last_heard_ns); with no
+        argument, a list of them for every stream."""
+        if stream is None:
+            out = []
+            for s in self.streams():
+                try:
+                    out.append(self.stream_info(s))
+                except KvbError as e:  # removed meanwhile
+                    if e.name != "ENOENT":
+                        raise
+            return out
+        info = _Padded("kvb_index_stream_info")
+        _check(lib.kvb_index_stream_info_get(self._h(), self._sid(stream), info.ptr),
+               "kvb_index_stream_info_get")
+        return _info_dict(info.ptr)
+
+    # -- events --
+
+    def apply(self, stream, events, seq=-1):
+        """Apply events (IndexEvent, dicts, or a Batch from decode()) to a stream, in
+        order, recording seq as its last applied sequence number (seq < 0: keep it).
+        A Batch's decoder drops are added to the stream's counters. Events or blocks
+        the index cannot use are counted per reason (stream_info()["dropped"]), not
+        raised. KvbError ENOENT (no such stream), EINVAL, ENOMEM (nothing applied)."""
+        sid = self._sid(stream)
+        dropped = None
+        if isinstance(events, Batch):
+            dropped = events.dropped
+            events = events.events
+        elif isinstance(events, (IndexEvent, dict)):
+            events = [events]
+        elif not isinstance(events, (list, tuple)):
+            events = list(events)
+        arr, n, keep = _c_events(events)
+        _check(lib.kvb_index_apply(self._h(), sid, arr, n, seq), "kvb_index_apply")
+        if dropped:
+            self.drop(sid, dropped)
+
+    def apply_payload(self, stream, payload, kind="vllm", seq=-1):
+        """Decode a raw payload and apply it in C (no Python objects per event), adding
+        the decoder's drops to the stream. Returns the number of events applied.
+        KvbError EBADMSG (nothing applied) when the payload is not a batch."""
+        sid = self._sid(stream)
+        p = self._h()
+        k = _lookup(_WIRE, kind, "wire kind")
+        buf = ffi.from_buffer(payload)
+        b = _Padded("kvb_index_batch")
+        _check(lib.kvb_index_decode(buf, len(buf), k, b.ptr), "kvb_index_decode")
+        try:
+            _check(lib.kvb_index_apply(p, sid, b.ptr.events, b.ptr.n_events, seq),
+                   "kvb_index_apply")
+            if any(b.ptr.dropped[i] for i in range(11)):
+                _check(lib.kvb_index_stream_drop(p, sid, b.ptr.dropped),
+                       "kvb_index_stream_drop")
+            return b.ptr.n_events
+        finally:
+            lib.kvb_index_batch_fini(b.ptr)
+
+    # -- queries --
+
+    def _buf(self, k):
+        tls = self._tls
+        buf = getattr(tls, "buf", None)
+        if buf is None or len(buf) < k:
+            buf = ffi.new("kvb_index_result[]", max(k, 64))
+            tls.buf = buf
+        return buf
+
+    def match(self, hashes, k=None):
+        """Prefix match of a request's router hashes (a list of int or array('Q')):
+        a Matches list of MatchResult, best first (score, then fewest entries, then
+        name), streams with no prefix left out; at most k when k is given (.total
+        says how many streams matched)."""
+        hp, n, keep = _u64(hashes)
+        p = self._h()
+        if k is not None:
+            buf = self._buf(k)
+            total = _check(lib.kvb_index_match(p, hp, n, buf, k), "kvb_index_match")
+            return _results(buf, min(total, k), total, n)
+        while True:
+            buf = self._buf(0)
+            cap = len(buf)
+            total = _check(lib.kvb_index_match(p, hp, n, buf, cap), "kvb_index_match")
+            if total <= cap:
+                return _results(buf, total, total, n)
+            self._buf(total + 16)
+
+    def match_tokens(self, tokens, lora_name=None, cache_salt=None, k=None):
+        """kvb_index_match_tokens: hash a request (tokens as a list or array('I'),
+        its LoRA name or id and cache salt) and match it. Returns Matches like
+        match(); .blocks is the request's number of full blocks."""
+        tp, n, keep = _u32(tokens)
+        if isinstance(lora_name, int):
+            lora_name = str(lora_name)
+        lo, sa = _cstr(lora_name), _cstr(cache_salt)
+        p = self._h()
+        blocks = ffi.new("uint32_t *")
+        if k is not None:
+            buf = self._buf(k)
+            total = _check(lib.kvb_index_match_tokens(p, tp, n, lo, sa, buf, k, blocks),
+                           "kvb_index_match_tokens")
+            return _results(buf, min(total, k), total, blocks[0])
+        while True:
+            buf = self._buf(0)
+            cap = len(buf)
+            total = _check(lib.kvb_index_match_tokens(p, tp, n, lo, sa, buf, cap, blocks),
+                           "kvb_index_match_tokens")
+            if total <= cap:
+                return _results(buf, total, total, blocks[0])
+            self._buf(total + 16)
+
+    # -- snapshots --
+
+    def save(self, path):
+        """Write a snapshot atomically (write, fsync, rename); returns its size."""
+        import os
+        out = ffi.new("size_t *")
+        _check(lib.kvb_index_save(self._h(), os.fsencode(path), out), "kvb_index_save")
+        return out[0]
+
+    def dumps(self):
+        """The same snapshot as bytes (kvb_index_save_mem)."""
+        buf = ffi.new("void **")
+        n = ffi.new("size_t *")
+        _check(lib.kvb_index_save_mem(self._h(), buf, n), "kvb_index_save_mem")
+        try:
+            return ffi.buffer(buf[0], n[0])[:]
+        finally:
+            lib.free(buf[0])
+
+    @classmethod
+    def load(cls, path, **config):
+        """An Index from a snapshot file. Keyword arguments as the constructor's; when
+        given, block_size and seed must be the snapshot's (KvbError EINVAL otherwise).
+        KvbError ENOENT (no file), EBADMSG (corrupt, truncated: nothing loaded)."""
+        import os
+        cfg = cls._load_config(config)
+        out = ffi.new("kvb_index **")
+        _check(lib.kvb_index_load(os.fsencode(path), cfg.ptr if cfg else ffi.NULL, out),
+               "kvb_index_load")
+        return cls._adopt(out[0])
+
+    @classmethod
+    def loads(cls, data, **config):
+        """An Index from snapshot bytes (dumps())."""
+        cfg = cls._load_config(config)
+        buf = ffi.from_buffer(data)
+        out = ffi.new("kvb_index **")
+        _check(lib.kvb_index_load_mem(buf, len(buf), cfg.ptr if cfg else ffi.NULL, out),
+               "kvb_index_load_mem")
+        return cls._adopt(out[0])
+
+    @classmethod
+    def _load_config(cls, config):
+        if not config:
+            return None
+        bad = set(config) - set(cls._KW)
+        if bad:
+            raise TypeError(f"unknown configuration {sorted(bad)}")
+        return _config(*(config.get(k) for k in cls._KW))
+
+    # -- stats --
+
+    def stats(self):
+        """Counters of the whole index (kvb_index_stats) as a dict."""
+        s = _Padded("kvb_index_stats")
+        _check(lib.kvb_index_stats_get(self._h(), s.ptr), "kvb_index_stats_get")
+        return {f: getattr(s.ptr, f) for f in _STATS_FIELDS}
+
+    def metrics_text(self):
+        """Prometheus text exposition of the index and of every stream."""
+        p = self._h()
+        cap = 1 << 14
+        while True:
+            buf = ffi.new("char[]", cap)
+            need = _check(lib.kvb_index_metrics_text(p, buf, cap), "kvb_index_metrics_text")
+            if need < cap:
+                return ffi.string(buf, need).decode()
+            cap = need + 4096  # streams may be added between the two calls
+
+
+_STATS_FIELDS = ("streams", "keys", "entries", "memory_bytes", "batches", "events",
+                 "block_ops", "matches", "matched_blocks")
+
+
+# ---- the subscriber ---------------------------------------------------------------
+
+
+class Subscriber:
+    """ZeroMQ subscriber feeding an Index (kvb_subscriber): one C thread owns every
+    socket, tracks sequences, replays gaps and applies batches; Python threads keep
+    matching meanwhile.
+
+    Subscriber(index, replay_timeout_ms=2000, heartbeat_ivl_ms=1000, tick_ms=100,
+               max_message_bytes=64 MiB, max_replay_batches=100000,
+               reconnect_ivl_ms=100, reconnect_ivl_max_ms=5000, callback=None)
+
+    callback(note, worker, seq, batch, state), optional, runs on the subscriber's
+    thread (with the GIL) after every applied batch (note "batch", batch a Batch),
+    every clear it decided ("clear"; state "live" for a restart, "resyncing" for a
+    gap it could not replay), and liveness changes ("stale", "live"); batch is None
+    for notes other than "batch". It must not call this Subscriber's methods.
+    KvbError ENOTSUP when libkvblock was built without ZeroMQ.
+    """
+
+    def __init__(self, index, replay_timeout_ms=None, heartbeat_ivl_ms=None, tick_ms=None,
+                 max_message_bytes=None, max_replay_batches=None, reconnect_ivl_ms=None,
+                 reconnect_ivl_max_ms=None, callback=None):
+        self._s = None
+        self._index = None
+        self._workers = []
+        cfg = _Padded("kvb_subscriber_config")
+        c = cfg.ptr
+        lib.kvb_subscriber_config_init(c)
+        c.index = index._h()
+        for name, v in (("replay_timeout_ms", replay_timeout_ms),
+                        ("heartbeat_ivl_ms", heartbeat_ivl_ms), ("tick_ms", tick_ms),
+                        ("max_message_bytes", max_message_bytes),
+                        ("max_replay_batches", max_replay_batches),
+                        ("reconnect_ivl_ms", reconnect_ivl_ms),
+                        ("reconnect_ivl_max_ms", reconnect_ivl_max_ms)):
+            if v is not None:
+                setattr(c, name, v)
+        self._cb = None
+        if callback is not None:
+            def _note(user, note, worker, seq, batch, state, f=callback):
+                f(_name(note, NOTES), ffi.string(worker).decode() if worker else None, seq,
+                  _py_batch(batch) if batch != ffi.NULL else None, _name(state, STATES))
+
+            # kept alive until the C subscriber is destroyed (close() or __del__)
+            self._cb = ffi.callback("kvb_subscriber_cb", _note)
+            c.callback = self._cb
+        out = ffi.new("kvb_subscriber **")
+        _check(lib.kvb_subscriber_create(c, out), "kvb_subscriber_create")
+        self._s = out[0]
+        self._index = index  # the C subscriber points at index's kvb_index: keep it
+        index._subs += 1
+
+    @property
+    def index(self):
+        return self._index
+
+    def _h(self):
+        s = self._s
+        if s is None:
+            raise ValueError("the Subscriber is closed")
+        return s
+
+    def add_worker(self, name, endpoint, replay=None, kind="vllm", block_size=0, topic=""):
+        """Subscribe to a worker's PUB endpoint (replay: its ROUTER endpoint for gaps).
+        kind: "vllm" (events carry token ids: engine hashes), "sglang", or "kvblock"
+        (block hashes are router hashes). KvbError EEXIST, EINVAL, or a connect error."""
+        w = _Padded("kvb_subscriber_worker")
+        strs = [ffi.new("char[]", name.encode()), ffi.new("char[]", endpoint.encode())]
+        w.ptr.name, w.ptr.endpoint = strs
+        if replay:
+            strs.append(ffi.new("char[]", replay.encode()))
+            w.ptr.replay_endpoint = strs[-1]
+        if topic:
+            strs.append(ffi.new("char[]", topic.encode()))
+            w.ptr.topic = strs[-1]
+        w.ptr.kind = _lookup(_WIRE, kind, "wire kind")
+        w.ptr.block_size = block_size
+        _check(lib.kvb_subscriber_add_worker(self._h(), w.ptr), "kvb_subscriber_add_worker")
+        self._workers.append(name)
+
+    def remove_worker(self, name, drop=False):
+        """Unsubscribe; drop=True also removes the worker's streams from the index."""
+        _check(lib.kvb_subscriber_remove_worker(self._h(), name.encode(), bool(drop)),
+               "kvb_subscriber_remove_worker")
+        if name in self._workers:
+            self._workers.remove(name)
+
+    def workers(self):
+        """Names of the workers subscribed through this object."""
+        return list(self._workers)
+
+    def worker_info(self, name=None):
+        """A worker's subscription state as a dict (connected, heard, expected_seq,
+        messages, bad_messages, gaps, replays, replay_failures, restarts); with no
+        name, a dict name -> that for every worker."""
+        if name is None:
+            return {n: self.worker_info(n) for n in self._workers}
+        info = _Padded("kvb_subscriber_worker_info")
+        _check(lib.kvb_subscriber_worker_info_get(self._h(), name.encode(), info.ptr),
+               "kvb_subscriber_worker_info_get")
+        i = info.ptr
+        return {"name": ffi.string(i.name).decode(), "connected": bool(i.connected),
+                "heard": bool(i.heard), "expected_seq": i.expected_seq,
+                "messages": i.messages, "bad_messages": i.bad_messages, "gaps": i.gaps,
+                "replays": i.replays, "replay_failures": i.replay_failures,
+                "restarts": i.restarts}
+
+    def ready(self):
+        """Whether every worker has been heard from or marked stale (/healthz)."""
+        return bool(lib.kvb_subscriber_ready(self._h()))
+
+    def sync(self, timeout=5.0):
+        """Wait until the subscriber thread has processed what had arrived on its
+        sockets when called. KvbError ETIMEDOUT after timeout seconds."""
+        _check(lib.kvb_subscriber_sync(self._h(), int(timeout * 1000)), "kvb_subscriber_sync")
+
+    def close(self):
+        """Stop the thread and close the sockets (the index keeps its streams)."""
+        s = self._s
+        if s is None:
+            return
+        self._s = None
+        try:
+            _check(lib.kvb_subscriber_destroy(s), "kvb_subscriber_destroy")
+        finally:
+            self._index._subs -= 1
+            self._cb = None
+
+    @property
+    def closed(self):
+        return self._s is None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def __del__(self):
+        if getattr(self, "_s", None) is not None:
+            try:
+                self.close()
+            except Exception:
+                pass
+
+    def __repr__(self):
+        if self._s is None:
+            return "Subscriber(closed)"
+        return f"Subscriber({len(self._workers)} workers)"
