@@ -17,7 +17,8 @@
  *    never waits. The publisher thread is woken through an eventfd only when
  *    the queue goes from empty to non-empty (write() outside the mutex).
  *  - publisher thread (owns both sockets: ZeroMQ sockets are not thread safe):
- *    pops batches, encodes them with msgpack-c, sends [topic, seq, payload] on
+ *    pops batches, encodes them with msgpack-c (events as tagged maps, or as
+ *    tagged arrays in the legacy layout), sends [topic, seq, payload] on
  *    the PUB socket (which never blocks: at its high-water mark ZeroMQ drops),
  *    keeps the last buffer_batches payloads in a ring for replay, and serves
  *    ROUTER replay requests between batches. zmq_poll on the eventfd and the
@@ -170,6 +171,7 @@ struct kvb_publisher {
     size_t topic_len;
     char *medium;
     int64_t rank, lora_id;
+    kvb_publisher_layout layout;
     uint32_t qcap, bcap;
     int efd;
     void *ctx, *pub_sock, *replay_sock; /* the sockets belong to the thread */
@@ -293,11 +295,40 @@ static void kvb_pub_str(msgpack_packer *pk, const char *s)
     msgpack_pack_str_body(pk, s, n);
 }
 
+/* A map key, or (array layout) nothing: fields go in declaration order. */
+static void kvb_pub_key(msgpack_packer *pk, bool map, const char *key)
+{
+    if (map)
+        kvb_pub_str(pk, key);
+}
+
+/* The start of an event of nfields fields (the tag not counted): a map with its
+ * "type" key, or an array with the tag first. */
+static void kvb_pub_event(msgpack_packer *pk, bool map, const char *tag, uint32_t nfields)
+{
+    if (map) {
+        msgpack_pack_map(pk, nfields + 1);
+        kvb_pub_str(pk, "type");
+    } else {
+        msgpack_pack_array(pk, nfields + 1);
+    }
+    kvb_pub_str(pk, tag);
+}
+
+static void kvb_pub_medium(msgpack_packer *pk, const char *medium)
+{
+    if (medium)
+        kvb_pub_str(pk, medium);
+    else
+        msgpack_pack_nil(pk);
+}
+
 static void kvb_pub_encode(const kvb_publisher *pub, const struct pub_batch *b, msgpack_sbuffer *sb)
 {
     msgpack_packer pk;
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
     const char *medium = b->has_medium ? b->medium : pub->medium;
+    bool map = pub->layout == KVB_PUBLISHER_LAYOUT_MAP;
     msgpack_pack_array(&pk, 3);
     msgpack_pack_double(&pk, b->ts);
     msgpack_pack_array(&pk, b->nev);
@@ -306,15 +337,18 @@ static void kvb_pub_encode(const kvb_publisher *pub, const struct pub_batch *b, 
         const struct pub_ev *e = &b->ev[i];
         switch (e->type) {
         case KVB_EVENT_STORED:
-            msgpack_pack_array(&pk, 7);
-            kvb_pub_str(&pk, "BlockStored");
+            /* vLLM's BlockStored; the map layout also has lora_name (nil) */
+            kvb_pub_event(&pk, map, "BlockStored", map ? 7 : 6);
+            kvb_pub_key(&pk, map, "block_hashes");
             msgpack_pack_array(&pk, e->n);
             for (uint32_t j = 0; j < e->n; j++)
                 msgpack_pack_uint64(&pk, b->h[hi + j]);
+            kvb_pub_key(&pk, map, "parent_block_hash");
             if (e->has_parent)
                 msgpack_pack_uint64(&pk, e->parent);
             else
                 msgpack_pack_nil(&pk);
+            kvb_pub_key(&pk, map, "token_ids");
             if (e->has_tokens) {
                 uint64_t nt = (uint64_t)e->n * b->block_size;
                 msgpack_pack_array(&pk, (size_t)nt);
@@ -324,30 +358,31 @@ static void kvb_pub_encode(const kvb_publisher *pub, const struct pub_batch *b, 
             } else {
                 msgpack_pack_array(&pk, 0);
             }
+            kvb_pub_key(&pk, map, "block_size");
             msgpack_pack_uint32(&pk, b->block_size);
+            kvb_pub_key(&pk, map, "lora_id");
             if (pub->lora_id >= 0)
                 msgpack_pack_int64(&pk, pub->lora_id);
             else
                 msgpack_pack_nil(&pk);
-            if (medium)
-                kvb_pub_str(&pk, medium);
-            else
+            kvb_pub_key(&pk, map, "medium");
+            kvb_pub_medium(&pk, medium);
+            if (map) {
+                kvb_pub_str(&pk, "lora_name");
                 msgpack_pack_nil(&pk);
+            }
             break;
         case KVB_EVENT_REMOVED:
-            msgpack_pack_array(&pk, 3);
-            kvb_pub_str(&pk, "BlockRemoved");
+            kvb_pub_event(&pk, map, "BlockRemoved", 2);
+            kvb_pub_key(&pk, map, "block_hashes");
             msgpack_pack_array(&pk, e->n);
             for (uint32_t j = 0; j < e->n; j++)
                 msgpack_pack_uint64(&pk, b->h[hi + j]);
-            if (medium)
-                kvb_pub_str(&pk, medium);
-            else
-                msgpack_pack_nil(&pk);
+            kvb_pub_key(&pk, map, "medium");
+            kvb_pub_medium(&pk, medium);
             break;
         default:
-            msgpack_pack_array(&pk, 1);
-            kvb_pub_str(&pk, "AllBlocksCleared");
+            kvb_pub_event(&pk, map, "AllBlocksCleared", 0);
             break;
         }
         hi += e->n;
@@ -571,7 +606,8 @@ KVB_API int kvb_publisher_create(const kvb_publisher_config *cfg, kvb_publisher 
     if (!cfg || !out || !cfg->endpoint || !cfg->endpoint[0] || cfg->queue_batches == 0 ||
         (cfg->attach != KVB_PUBLISHER_AUTO && cfg->attach != KVB_PUBLISHER_BIND &&
          cfg->attach != KVB_PUBLISHER_CONNECT) ||
-        cfg->hwm < 0 || (cfg->medium && strlen(cfg->medium) > KVB_EVENT_MEDIUM_MAX))
+        cfg->hwm < 0 || (cfg->medium && strlen(cfg->medium) > KVB_EVENT_MEDIUM_MAX) ||
+        (cfg->layout != KVB_PUBLISHER_LAYOUT_MAP && cfg->layout != KVB_PUBLISHER_LAYOUT_ARRAY))
         return -EINVAL;
     /* vLLM's per-rank endpoints, checked before anything is allocated */
     char ep[512], rep[512];
@@ -587,6 +623,7 @@ KVB_API int kvb_publisher_create(const kvb_publisher_config *cfg, kvb_publisher 
     pub->efd = -1;
     pub->rank = cfg->data_parallel_rank >= 0 ? cfg->data_parallel_rank : -1;
     pub->lora_id = cfg->lora_id;
+    pub->layout = cfg->layout;
     pub->qcap = cfg->queue_batches;
     pub->bcap = cfg->buffer_batches;
     pub->st.last_seq = -1;

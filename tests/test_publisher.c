@@ -1,7 +1,8 @@
 /*
  * test_publisher.c - the ZeroMQ publisher (include/kvblock/publisher.h) from a
  * C subscriber's side: the multipart framing, the msgpack payload decoded with
- * msgpack-c field by field against vLLM's KVEventBatch layout, sequence
+ * msgpack-c field by field against vLLM's KVEventBatch layout (events as
+ * tagged maps, the default, and as legacy tagged arrays), sequence
  * numbers, the replay socket (REQ-style and bare DEALER requests, the end
  * marker, malformed requests), accounting under a burst with a tiny queue, and
  * create errors. The end-to-end check with a Python subscriber that rebuilds an
@@ -116,6 +117,7 @@ static void put_be64(uint64_t v, unsigned char *p)
 
 typedef struct dev {
     char tag[32];
+    bool map; /* the event was a tagged map (else a tagged array) */
     uint32_t n;
     uint64_t hashes[64];
     bool has_parent;
@@ -143,6 +145,27 @@ static void obj_str(const msgpack_object *o, char *out, size_t cap)
     out[n] = 0;
 }
 
+static bool obj_is(const msgpack_object *o, const char *s)
+{
+    return o->type == MSGPACK_OBJECT_STR && o->via.str.size == strlen(s) &&
+           !memcmp(o->via.str.ptr, s, o->via.str.size);
+}
+
+/* Field pos (1-based after the tag) of an array event, or key of a map event. */
+static const msgpack_object *field(const msgpack_object *e, uint32_t pos, const char *key)
+{
+    if (e->type == MSGPACK_OBJECT_ARRAY)
+        return &e->via.array.ptr[pos];
+    for (uint32_t i = 0; i < e->via.map.size; i++)
+        if (obj_is(&e->via.map.ptr[i].key, key))
+            return &e->via.map.ptr[i].val;
+    cr_assert_fail("map event without key %s", key);
+    return NULL;
+}
+
+/* Decode one payload against vLLM's layouts: the batch [ts, events, rank],
+ * events as tagged maps (current vLLM) or tagged arrays (legacy), every field
+ * present with vLLM's name or at its declaration position. */
 static void decode(const frame *payload, dbatch *d)
 {
     memset(d, 0, sizeof *d);
@@ -164,41 +187,57 @@ static void decode(const frame *payload, dbatch *d)
     for (uint32_t i = 0; i < d->nev; i++) {
         const msgpack_object *e = &a[1].via.array.ptr[i];
         dev *v = &d->ev[i];
-        cr_assert_eq(e->type, MSGPACK_OBJECT_ARRAY, "events are tagged arrays");
-        const msgpack_object *f = e->via.array.ptr;
-        obj_str(&f[0], v->tag, sizeof v->tag);
-        uint32_t want = !strcmp(v->tag, "BlockStored")    ? 7
-                        : !strcmp(v->tag, "BlockRemoved") ? 3
+        v->map = e->type == MSGPACK_OBJECT_MAP;
+        cr_assert(v->map || e->type == MSGPACK_OBJECT_ARRAY, "events are tagged maps or arrays");
+        if (v->map) {
+            cr_assert_gt(e->via.map.size, 0);
+            cr_assert(obj_is(&e->via.map.ptr[0].key, "type"), "the tag comes first");
+            obj_str(&e->via.map.ptr[0].val, v->tag, sizeof v->tag);
+        } else {
+            cr_assert_gt(e->via.array.size, 0);
+            obj_str(&e->via.array.ptr[0], v->tag, sizeof v->tag);
+        }
+        /* fields + the tag: the map layout also has lora_name */
+        uint32_t want = !strcmp(v->tag, "BlockStored")        ? (v->map ? 8 : 7)
+                        : !strcmp(v->tag, "BlockRemoved")     ? 3
                         : !strcmp(v->tag, "AllBlocksCleared") ? 1
                                                               : 0;
         cr_assert_neq(want, 0, "unknown tag %s", v->tag);
-        cr_assert_eq(e->via.array.size, want, "%s has %u fields", v->tag, want);
+        cr_assert_eq(v->map ? e->via.map.size : e->via.array.size, want, "%s has %u fields",
+                     v->tag, want);
         if (want == 1)
             continue;
-        cr_assert_eq(f[1].type, MSGPACK_OBJECT_ARRAY);
-        v->n = f[1].via.array.size;
+        const msgpack_object *hs = field(e, 1, "block_hashes");
+        cr_assert_eq(hs->type, MSGPACK_OBJECT_ARRAY);
+        v->n = hs->via.array.size;
         cr_assert_leq(v->n, 64);
         for (uint32_t j = 0; j < v->n; j++) {
-            cr_assert_eq(f[1].via.array.ptr[j].type, MSGPACK_OBJECT_POSITIVE_INTEGER,
+            cr_assert_eq(hs->via.array.ptr[j].type, MSGPACK_OBJECT_POSITIVE_INTEGER,
                          "hashes are unsigned integers");
-            v->hashes[j] = f[1].via.array.ptr[j].via.u64;
+            v->hashes[j] = hs->via.array.ptr[j].via.u64;
         }
-        const msgpack_object *med = want == 7 ? &f[6] : &f[2];
+        bool stored = !strcmp(v->tag, "BlockStored");
+        const msgpack_object *med = field(e, stored ? 6 : 2, "medium");
         v->medium_nil = med->type == MSGPACK_OBJECT_NIL;
         if (!v->medium_nil)
             obj_str(med, v->medium, sizeof v->medium);
-        if (want == 3)
+        if (!stored)
             continue;
-        v->has_parent = f[2].type != MSGPACK_OBJECT_NIL;
+        const msgpack_object *par = field(e, 2, "parent_block_hash");
+        v->has_parent = par->type != MSGPACK_OBJECT_NIL;
         if (v->has_parent) {
-            cr_assert_eq(f[2].type, MSGPACK_OBJECT_POSITIVE_INTEGER);
-            v->parent = f[2].via.u64;
+            cr_assert_eq(par->type, MSGPACK_OBJECT_POSITIVE_INTEGER);
+            v->parent = par->via.u64;
         }
-        cr_assert_eq(f[3].type, MSGPACK_OBJECT_ARRAY, "token_ids is a list");
-        v->ntok = f[3].via.array.size;
-        cr_assert_eq(f[4].type, MSGPACK_OBJECT_POSITIVE_INTEGER);
-        v->block_size = f[4].via.u64;
-        v->lora_nil = f[5].type == MSGPACK_OBJECT_NIL;
+        const msgpack_object *tok = field(e, 3, "token_ids");
+        cr_assert_eq(tok->type, MSGPACK_OBJECT_ARRAY, "token_ids is a list");
+        v->ntok = tok->via.array.size;
+        const msgpack_object *bs = field(e, 4, "block_size");
+        cr_assert_eq(bs->type, MSGPACK_OBJECT_POSITIVE_INTEGER);
+        v->block_size = bs->via.u64;
+        v->lora_nil = field(e, 5, "lora_id")->type == MSGPACK_OBJECT_NIL;
+        if (v->map)
+            cr_expect_eq(field(e, 0, "lora_name")->type, MSGPACK_OBJECT_NIL);
     }
     d->rank_nil = a[2].type == MSGPACK_OBJECT_NIL;
     if (!d->rank_nil)
@@ -208,10 +247,13 @@ static void decode(const frame *payload, dbatch *d)
 
 /* ---- fixtures ---------------------------------------------------------------- */
 
-static kvb_publisher *mk_pub(const ends *e, const char *medium, int64_t rank, uint32_t qcap)
+static kvb_publisher *mk_pub_layout(const ends *e, const char *medium, int64_t rank,
+                                    uint32_t qcap, kvb_publisher_layout layout)
 {
     kvb_publisher_config cfg;
     kvb_publisher_config_init(&cfg);
+    cr_assert_eq(cfg.layout, KVB_PUBLISHER_LAYOUT_MAP, "the map layout is the default");
+    cfg.layout = layout;
     cfg.endpoint = e->pub;
     cfg.replay_endpoint = e->replay;
     cfg.topic = "kv";
@@ -223,6 +265,11 @@ static kvb_publisher *mk_pub(const ends *e, const char *medium, int64_t rank, ui
     int rc = kvb_publisher_create(&cfg, &pub);
     cr_assert_eq(rc, 0, "kvb_publisher_create: %s", kvb_strerror(rc));
     return pub;
+}
+
+static kvb_publisher *mk_pub(const ends *e, const char *medium, int64_t rank, uint32_t qcap)
+{
+    return mk_pub_layout(e, medium, rank, qcap, KVB_PUBLISHER_LAYOUT_MAP);
 }
 
 static kvb_pool *mk_pool(kvb_publisher *pub, const char *medium, uint32_t n)
@@ -284,11 +331,12 @@ static int replay(void *dealer, uint64_t start, bool delim, uint64_t *seqs, fram
 
 /* ---- tests ---------------------------------------------------------------------- */
 
-Test(publisher, wire_format_and_replay)
+static void wire_format_and_replay(kvb_publisher_layout layout)
 {
+    bool map = layout == KVB_PUBLISHER_LAYOUT_MAP;
     ends e;
-    make_ends(&e, "wire");
-    kvb_publisher *pub = mk_pub(&e, "CPU", 3, 0);
+    make_ends(&e, map ? "wire-map" : "wire-array");
+    kvb_publisher *pub = mk_pub_layout(&e, "CPU", 3, 0, layout);
     kvb_pool *gpu = mk_pool(pub, "GPU", 4);
     kvb_pool *cpu = mk_pool(pub, NULL, 4); /* falls back to the publisher's medium */
 
@@ -326,6 +374,7 @@ Test(publisher, wire_format_and_replay)
         cr_expect_eq(seqs[i], (uint64_t)i, "sequence numbers start at 0, +1 per batch");
     decode(&pl[0], &d);
     cr_expect_gt(d.ts, 1.0e9, "wall-clock seconds");
+    cr_expect_eq(d.ev[0].map, map, "events in the configured layout");
     cr_expect_not(d.rank_nil);
     cr_expect_eq(d.rank, 3);
     cr_assert_eq(d.nev, 1);
@@ -378,6 +427,16 @@ Test(publisher, wire_format_and_replay)
     tu_finish(cpu); /* CLEARED: c0 cached */
     cr_assert_eq(kvb_publisher_destroy(pub), 0);
     unlink_ends(&e);
+}
+
+Test(publisher, wire_format_and_replay_map_layout)
+{
+    wire_format_and_replay(KVB_PUBLISHER_LAYOUT_MAP);
+}
+
+Test(publisher, wire_format_and_replay_legacy_array_layout)
+{
+    wire_format_and_replay(KVB_PUBLISHER_LAYOUT_ARRAY);
 }
 
 Test(publisher, subscriber_sees_topic_seq_payload_in_order)
@@ -494,6 +553,9 @@ Test(publisher, create_errors)
     cfg.medium = "a-medium-name-much-longer-than-31-characters";
     cr_expect_eq(kvb_publisher_create(&cfg, &pub), -EINVAL);
     cfg.medium = NULL;
+    cfg.layout = (kvb_publisher_layout)2;
+    cr_expect_eq(kvb_publisher_create(&cfg, &pub), -EINVAL, "no such layout");
+    cfg.layout = KVB_PUBLISHER_LAYOUT_MAP;
     cfg.endpoint = "tcp://127.0.0.1:*";
     cr_assert_eq(kvb_publisher_create(&cfg, &pub), 0, "bind to an ephemeral port");
     cr_assert_eq(kvb_publisher_destroy(pub), 0);

@@ -12,10 +12,15 @@ socket, as it also does for the batches sent before its subscription reached
 the publisher (ZeroMQ's "slow joiner"). At the end the demo dumps each tier's
 content; the rebuilt index must equal it exactly.
 
-The payload is decoded the way vLLM's msgspec structs (array_like, tagged)
-lay it out: [ts, [events...], data_parallel_rank] with
-["BlockStored", hashes, parent, token_ids, block_size, lora_id, medium],
-["BlockRemoved", hashes, medium], ["AllBlocksCleared"].
+The payload is decoded the way vLLM's msgspec structs (tag=True,
+omit_defaults=True) lay it out: [ts, [events...], data_parallel_rank] with each
+event a tagged map, kvblock's default layout and current vLLM's:
+{"type": "BlockStored", "block_hashes", "parent_block_hash", "token_ids",
+"block_size", "lora_id", "medium", "lora_name"}, {"type": "BlockRemoved",
+"block_hashes", "medium"}, {"type": "AllBlocksCleared"}; the legacy tagged
+arrays ["BlockStored", hashes, parent, token_ids, block_size, lora_id, medium],
+["BlockRemoved", hashes, medium], ["AllBlocksCleared"] are read too (the C
+tests, tests/test_publisher.c and tests/test_wire.c, cover that layout).
 
 Every wait is bounded (no timing assertions); exit 0 on success.
 """
@@ -35,6 +40,29 @@ import zmq.utils.monitor
 
 END_SEQ = (-1).to_bytes(8, "big", signed=True)
 
+# vLLM's field names in declaration order (the legacy array layout's order)
+FIELDS = {
+    "BlockStored": ["block_hashes", "parent_block_hash", "token_ids", "block_size",
+                    "lora_id", "medium"],
+    "BlockRemoved": ["block_hashes", "medium"],
+    "AllBlocksCleared": [],
+}
+
+
+def event_fields(ev):
+    """(tag, {field: value}) of a tagged-map or tagged-array event; every field
+    of vLLM's struct must be there (the map layout also has lora_name = nil)."""
+    if isinstance(ev, dict):
+        tag = ev["type"]
+        names = FIELDS[tag] + (["lora_name"] if tag == "BlockStored" else [])
+        assert set(ev) == {"type", *names}, ev
+        assert ev.get("lora_name") is None, ev
+        return tag, ev
+    assert isinstance(ev, list) and ev, ev
+    tag = ev[0]
+    assert len(ev) == 1 + len(FIELDS[tag]), ev
+    return tag, dict(zip(FIELDS[tag], ev[1:]))
+
 
 class Index:
     """Per-medium multiset of 64-bit block hashes, rebuilt from events."""
@@ -42,6 +70,7 @@ class Index:
     def __init__(self):
         self.by_medium = collections.defaultdict(collections.Counter)
         self.events = 0
+        self.layouts = collections.Counter()  # "dict" (map layout) / "list" (array)
         self.applied = -1  # sequence number of the last batch applied
 
     def apply(self, seq, payload):
@@ -52,28 +81,24 @@ class Index:
         assert isinstance(ts, float) and ts > 1e9, ts
         assert rank is None or isinstance(rank, int)
         for ev in events:
-            tag = ev[0]
+            tag, f = event_fields(ev)
+            self.layouts[type(ev).__name__] += 1
             if tag == "BlockStored":
-                assert len(ev) == 7, ev
-                _, hashes, parent, tokens, block_size, lora_id, medium = ev
+                hashes, parent = f["block_hashes"], f["parent_block_hash"]
                 assert all(isinstance(h, int) and 0 <= h < 2**64 for h in hashes)
                 assert parent is None or isinstance(parent, int)
-                assert isinstance(tokens, list) and isinstance(block_size, int)
-                self.by_medium[medium].update(hashes)
+                assert isinstance(f["token_ids"], list) and isinstance(f["block_size"], int)
+                self.by_medium[f["medium"]].update(hashes)
             elif tag == "BlockRemoved":
-                assert len(ev) == 3, ev
-                _, hashes, medium = ev
+                medium = f["medium"]
                 idx = self.by_medium[medium]
-                for h in hashes:
+                for h in f["block_hashes"]:
                     assert idx[h] > 0, f"removed {h} not stored in {medium}"
                     idx[h] -= 1
                     if not idx[h]:
                         del idx[h]
-            elif tag == "AllBlocksCleared":
-                assert len(ev) == 1, ev
-                self.by_medium.clear()
             else:
-                raise AssertionError(f"unknown event tag {tag!r}")
+                self.by_medium.clear()
             self.events += 1
         self.applied = seq
 
@@ -230,7 +255,9 @@ def main():
                                      f"({missing} missing, {extra} extra)")
         if gap_lo is not None and last_seq >= gap_hi:
             assert stats["thrown_away"] > 0 and stats["replayed"] > 0, stats
-        print(f"check-zmq ({args.transport}): {index.applied + 1} batches, {index.events} events; "
+        assert set(index.layouts) == {"dict"}, f"default layout is the map one: {index.layouts}"
+        print(f"check-zmq ({args.transport}): {index.applied + 1} batches, {index.events} events "
+              f"(tagged maps); "
               f"received {stats['received']} live, threw away {stats['thrown_away']}, "
               f"recovered {stats['replayed']} through replay in {stats['gaps']} gap(s); "
               f"index GPU {sum(index.by_medium['GPU'].values())} + "

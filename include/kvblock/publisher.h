@@ -6,18 +6,32 @@
  * (mk/zmq.mk); otherwise every function is present and kvb_publisher_create()
  * returns -ENOTSUP.
  *
- * Wire format (vllm/distributed/kv_events.py, ZmqEventPublisher, msgspec
- * structs with array_like=True and tag=True):
+ * Wire format (vllm/distributed/kv_events.py, ZmqEventPublisher; msgspec
+ * structs with tag=True, omit_defaults=True):
  *   PUB socket, one multipart message per batch:
  *     [topic, 8-byte big-endian sequence number, msgpack payload]
  *   payload  = [timestamp_seconds (float64), [event, ...], data_parallel_rank | nil]
- *   event    = ["BlockStored", [hash, ...], parent_hash | nil, [token_id, ...],
+ *   events in the configured layout (kvb_publisher_config.layout):
+ *   KVB_PUBLISHER_LAYOUT_MAP (default; current vLLM: events are tagged maps):
+ *     event  = {"type": "BlockStored", "block_hashes": [hash, ...],
+ *               "parent_block_hash": hash | nil, "token_ids": [token_id, ...],
+ *               "block_size": n, "lora_id": id | nil, "medium": medium | nil,
+ *               "lora_name": nil}
+ *            | {"type": "BlockRemoved", "block_hashes": [hash, ...], "medium": medium | nil}
+ *            | {"type": "AllBlocksCleared"}
+ *     (vLLM's optional fields extra_keys, group_idx, kv_cache_spec_* are left
+ *     out, as msgspec omits them at their default None.)
+ *   KVB_PUBLISHER_LAYOUT_ARRAY (older vLLM, array_like=True: tag first, then the
+ *     fields in declaration order):
+ *     event  = ["BlockStored", [hash, ...], parent_hash | nil, [token_id, ...],
  *               block_size, lora_id | nil, medium | nil]
  *            | ["BlockRemoved", [hash, ...], medium | nil]
  *            | ["AllBlocksCleared"]
- *   hashes are unsigned 64-bit integers: kvb_hash_current(), the router
- *   projection of DESIGN.md section 4; token_ids is [] when the pool has no
- *   tokens callback.
+ *   The batch stays the array [ts, events, rank] in both layouts, as every
+ *   captured vLLM stream has it. hashes are unsigned 64-bit integers:
+ *   kvb_hash_current(), the router projection of DESIGN.md section 4;
+ *   token_ids is [] when the pool has no tokens callback. kvb_index_decode()
+ *   (kvblock/index.h) reads both layouts.
  * Sequence numbers start at 0 and grow by one per batch (one batch per sink
  * call). A batch the publisher had to drop (queue full, out of memory) still
  * consumes its number, so subscribers see the gap.
@@ -57,6 +71,15 @@ typedef enum {
     KVB_PUBLISHER_CONNECT
 } kvb_publisher_attach;
 
+/** How events are laid out in the payload (see the wire format above). */
+typedef enum {
+    /** Tagged maps with a "type" key and vLLM's field names (current vLLM). */
+    KVB_PUBLISHER_LAYOUT_MAP = 0,
+    /** Tagged arrays, fields in declaration order (vLLM before maps; kvblock's
+     * only layout before the layout option existed). */
+    KVB_PUBLISHER_LAYOUT_ARRAY = 1
+} kvb_publisher_layout;
+
 typedef struct kvb_publisher_config {
     /** PUB endpoint, required (bound or connected: see attach). */
     const char *endpoint;
@@ -76,6 +99,9 @@ typedef struct kvb_publisher_config {
      * endpoints are offset by the rank as kvb_publisher_offset_endpoint() does, so one
      * configuration serves every rank (each binds its own port). Default false. */
     bool offset_by_rank;
+    /* ---- additions ---- */
+    /** Event layout; default KVB_PUBLISHER_LAYOUT_MAP. Another value is -EINVAL. */
+    kvb_publisher_layout layout;
 } kvb_publisher_config;
 
 typedef struct kvb_publisher_stats {
