@@ -1,0 +1,68 @@
+# mk/indexer.mk - kvb-indexer, the fleet index daemon (tools/kvb-indexer.c,
+# FLEET.md section 7), and its end-to-end suite (tests/fleet/).
+#
+# The tool is built by the Makefile's tools/% pattern rule; this file adds
+# libmicrohttpd and jansson to that one target (target-specific, `private` so
+# that the library objects it depends on are not compiled with them). When
+# pkg-config finds no libmicrohttpd or jansson (Debian: libmicrohttpd-dev,
+# libjansson-dev), or the fleet index sources (lib/index*.c, lib/subscriber*.c)
+# are not in the tree, tools/kvb-indexer.c is left out of TOOL_SRCS with a
+# message and everything else still builds.
+#
+#   make check-indexer  tests/fleet/test_indexer.py against $(BUILD): Python
+#                       publishers (vLLM wire format, map and array layouts, ipc and
+#                       tcp) and kvb-offload-demo feeding the daemon; gaps, replays,
+#                       restarts, clears, silence, killed publishers, malformed
+#                       batches, bad HTTP requests, snapshots, SIGTERM, healthz,
+#                       metrics; every answer compared with the truth. Skipped with
+#                       a message when the daemon is not built, kvblock has no
+#                       ZeroMQ, or $(INDEXER_PYTHON) lacks zmq, msgpack or xxhash
+#                       (python3-zmq, python3-msgpack, python3-xxhash). In CHECKS.
+#   make bench-indexer  tests/fleet/http_bench.py: HTTP round trip of /v1/match
+#                       (64-block requests) on loopback, p50/p99
+#                       (INDEXER_BENCH_ARGS="--requests 50000 ...").
+
+INDEXER_PYTHON ?= /usr/bin/python3
+INDEXER_BENCH_ARGS ?=
+INDEXER_PKGS := libmicrohttpd jansson
+INDEXER := $(BUILD)/tools/kvb-indexer
+
+INDEXER_WHY :=
+ifneq ($(shell pkg-config --exists $(INDEXER_PKGS) 2>/dev/null && echo yes),yes)
+INDEXER_WHY := pkg-config finds no libmicrohttpd or jansson (apt-get install libmicrohttpd-dev libjansson-dev)
+else ifeq ($(and $(wildcard lib/index*.c),$(wildcard lib/subscriber*.c)),)
+INDEXER_WHY := the fleet index (lib/index*.c, lib/subscriber*.c) is not in this tree yet
+endif
+
+ifneq ($(INDEXER_WHY),)
+ifneq ($(filter tools/kvb-indexer.c,$(TOOL_SRCS)),)
+$(info kvb-indexer: not built: $(INDEXER_WHY))
+endif
+TOOL_SRCS := $(filter-out tools/kvb-indexer.c,$(TOOL_SRCS))
+else
+INDEXER_CFLAGS := $(shell pkg-config --cflags $(INDEXER_PKGS))
+INDEXER_LIBS := $(shell pkg-config --libs $(INDEXER_PKGS))
+$(INDEXER): private CPPFLAGS += $(INDEXER_CFLAGS)
+$(INDEXER): private LDLIBS_TOOL += $(INDEXER_LIBS)
+endif
+
+CHECKS += check-indexer
+.PHONY: check-indexer bench-indexer
+
+ifeq ($(INDEXER_WHY),)
+check-indexer: $(INDEXER) $(BUILD)/tools/kvb-offload-demo
+	@if ! $(INDEXER_PYTHON) -c 'import zmq, msgpack, xxhash' 2>/dev/null; then \
+	    echo "check-indexer: SKIPPED ($(INDEXER_PYTHON) with the zmq, msgpack and xxhash" \
+	         "modules not found; apt-get install python3-zmq python3-msgpack python3-xxhash)"; \
+	elif [ "$(ZMQ)" != 1 ]; then \
+	    echo "check-indexer: SKIPPED (kvblock built without ZeroMQ: the daemon has no subscriber)"; \
+	else \
+	    timeout 600 $(INDEXER_PYTHON) tests/fleet/test_indexer.py --build $(BUILD); \
+	fi
+
+bench-indexer: $(INDEXER)
+	@$(INDEXER_PYTHON) tests/fleet/http_bench.py --build $(BUILD) $(INDEXER_BENCH_ARGS)
+else
+check-indexer bench-indexer:
+	@echo "$@: SKIPPED (kvb-indexer not built: $(INDEXER_WHY))"
+endif
