@@ -26,13 +26,26 @@
  *    RESYNCING; it becomes LIVE again with the next batch applied in order;
  *  - seq < expected on the live stream (or the first message of a publisher
  *    after a reconnect whose sequence went backwards): a restart: clear the
- *    worker, then apply;
+ *    worker, then apply (read from 0 by replay when there is a replay endpoint,
+ *    so what the new incarnation published before it was noticed is not lost).
+ *    A message below expected whose payload is byte for byte the one applied
+ *    under that number (the last 256 are remembered) is a duplicate instead
+ *    (KVB_DROP_DUPLICATE): a PUB message that a catch-up replay already gave;
  *  - AllBlocksCleared: handled by kvb_index_apply (the rank's stream is cleared);
  *  - a payload that does not decode: dropped and counted (KVB_DROP_MALFORMED);
  *    the sequence still advances (the batch was received, it is just unusable).
  * Liveness: a worker whose connection is down is reported to the index
  * (kvb_index_stream_heard) and kvb_index_tick runs every tick_ms: STALE after
  * stale_after_s, entries freed after drop_after_s (the index's configuration).
+ * Connection up (ZMQ_EVENT_HANDSHAKE_SUCCEEDED): a catch-up replay from the
+ * expected sequence at once, not at the worker's next batch (an idle engine may
+ * send none). On a reconnect it starts at expected - 1 and checks that the
+ * publisher still holds that batch with the payload applied: another payload,
+ * or nothing at or above it, is a restart; a buffer that starts above it proves
+ * nothing: the worker is cleared (RESYNCING). A reconnect without a replay
+ * endpoint, or whose catch-up fails, clears the worker (RESYNCING): its state
+ * is unknown. kvb_subscriber_remove_worker without drop reports the worker's
+ * streams disconnected, so the liveness timeouts retire them.
  */
 #ifndef KVBLOCK_SUBSCRIBER_H
 #define KVBLOCK_SUBSCRIBER_H
@@ -59,16 +72,15 @@ typedef struct kvb_subscriber_worker {
  * it to forward the stream (FLEET.md section 8). Must not call kvb_subscriber_*
  * functions of the same subscriber. */
 typedef enum {
-    KVB_SUB_BATCH = 0,   /**< batch applied: seq, dp_rank, batch */
-    KVB_SUB_CLEAR = 1,   /**< every stream of the worker cleared: state says why
-                              (LIVE for a restart, RESYNCING for an unreplayable gap) */
-    KVB_SUB_STALE = 2,   /**< the worker went stale (transport down past stale_after) */
-    KVB_SUB_LIVE = 3     /**< the worker's transport is up again */
+    KVB_SUB_BATCH = 0, /**< batch applied: seq, dp_rank, batch */
+    KVB_SUB_CLEAR = 1, /**< every stream of the worker cleared: state says why
+                            (LIVE for a restart, RESYNCING for an unreplayable gap) */
+    KVB_SUB_STALE = 2, /**< the worker went stale (transport down past stale_after) */
+    KVB_SUB_LIVE = 3   /**< the worker's transport is up again */
 } kvb_sub_note;
 
-typedef void (*kvb_subscriber_cb)(void *user, kvb_sub_note note, const char *worker,
-                                  int64_t seq, const kvb_index_batch *batch,
-                                  kvb_stream_state state);
+typedef void (*kvb_subscriber_cb)(void *user, kvb_sub_note note, const char *worker, int64_t seq,
+                                  const kvb_index_batch *batch, kvb_stream_state state);
 
 typedef struct kvb_subscriber_config {
     kvb_index *index;            /**< required; must outlive the subscriber */
@@ -85,12 +97,17 @@ typedef struct kvb_subscriber_config {
 
 typedef struct kvb_subscriber_worker_info {
     char name[KVB_INDEX_NAME_MAX];
-    bool connected;       /**< the SUB socket's connection is up */
-    bool heard;           /**< a batch arrived, or the worker was marked (stale) */
-    int64_t expected_seq; /**< next expected sequence number */
-    uint64_t messages;    /**< messages received on the SUB socket */
+    bool connected;        /**< the SUB socket's connection is up */
+    bool heard;            /**< a batch arrived, a catch-up replay was answered, or the
+                                worker was marked (stale) */
+    int64_t expected_seq;  /**< next expected sequence number */
+    uint64_t messages;     /**< messages received on the SUB socket */
     uint64_t bad_messages; /**< messages that were not [topic, 8-byte seq, payload] */
     uint64_t gaps, replays, replay_failures, restarts;
+    /* ---- additions ---- */
+    uint64_t bad_payloads; /**< payloads that did not decode, or whose rank got no stream
+                                (also counted per stream as KVB_DROP_MALFORMED when the
+                                worker has one) */
 } kvb_subscriber_worker_info;
 
 /**
@@ -142,8 +159,8 @@ KVB_API int kvb_subscriber_worker_info_get(kvb_subscriber *sub, const char *name
                                            kvb_subscriber_worker_info *out);
 
 /**
- * @brief Whether every worker has been heard from (a batch applied) or marked
- * (stale): the daemon's /healthz.
+ * @brief Whether every worker has been heard from (a batch applied, a catch-up replay
+ * answered) or marked (stale): the daemon's /healthz.
  * Thread safety: safe from any thread. Ownership: none. Callbacks: none.
  */
 KVB_API bool kvb_subscriber_ready(kvb_subscriber *sub);
