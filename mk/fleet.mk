@@ -57,9 +57,9 @@ bench-index: $(INDEX_BENCH)
 	fi
 
 # Columns of a kvb-fleet line that must not depend on the transport: policy,
-# workers, blocks per worker, hit ratio, load and work balance, mispredictions,
-# early releases (the timing columns 7-9 are left out).
-FLEET_CMP_COLS := { print $$1, $$2, $$3, $$4, $$5, $$6, $$10, $$11 }
+# workers, blocks per worker, hit ratio, load balance, mean load, work balance,
+# mispredictions, early releases (the timing columns 8-10 are left out).
+FLEET_CMP_COLS := { print $$1, $$2, $$3, $$4, $$5, $$6, $$7, $$11, $$12 }
 
 check-fleet: $(FLEET) $(INDEX_BENCH)
 	@echo "== kvb-fleet --quick --verify"

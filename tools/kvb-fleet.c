@@ -189,9 +189,12 @@ static void fleet_usage(FILE *f)
            "    A worker's load is its requests in flight. A request's service time is\n"
            "    the prefill of its uncached tokens (input tokens minus hit blocks x\n"
            "    --block-tokens) at --prefill-tps, plus output tokens x --tpot-ms.\n"
-           "    \"load max/mean\" = sum over decisions of the largest load / sum of the\n"
-           "    mean load, sampled before each decision; \"work max/mean\" = the largest\n"
-           "    worker's tokens (prefilled + decoded) over the mean.\n"
+           "    \"load m/m\" (max/mean) = sum over decisions of the largest load / sum of\n"
+           "    the mean load, sampled before each decision; \"load avg\" = the mean load\n"
+           "    (requests in flight per worker); \"work m/m\" = the largest worker's\n"
+           "    tokens (prefilled + decoded) over the mean. With a few requests in flight\n"
+           "    per worker, integer loads keep even least_loaded above 1: compare with\n"
+           "    its line, or raise the concurrency with --time-scale.\n"
            "\n"
            "OUTPUT COLUMNS\n"
            "    hit ratio       pool prefix hits / block references (fleet-wide)\n"
@@ -654,7 +657,7 @@ struct fleet_sim {
 
 typedef struct fleet_result {
     uint64_t hits, refs, mispred, early, guard, affinity, lowmatch, entry_mismatch;
-    double load_ratio, work_ratio, ev_per_s;
+    double load_ratio, load_avg, work_ratio, ev_per_s;
     uint64_t events, p50, p99;
 } fleet_result;
 
@@ -1185,6 +1188,7 @@ static void fleet_run(fleet_sim *s, kvbt_progress *prog_bar, fleet_result *out)
     out->lowmatch = s->lowmatch;
     out->entry_mismatch = s->entry_mismatch;
     out->load_ratio = s->sum_mean > 0 ? s->sum_max / s->sum_mean : 1.0;
+    out->load_avg = n_req ? s->sum_mean / (double)n_req : 0.0;
     uint64_t wmax = 0, wsum = 0;
     for (uint32_t i = 0; i < s->W; i++) {
         wmax = s->w[i].work_tokens > wmax ? s->w[i].work_tokens : wmax;
@@ -1224,17 +1228,18 @@ static void fleet_one(const fleet_opts *o, const fleet_load *L, fleet_pol pol, u
 
 static void fleet_columns(void)
 {
-    printf("%-14s %7s %8s %9s %9s %9s %10s %9s %9s %7s %6s\n", "policy", "workers", "blk/wkr",
-           "hit ratio", "load m/m", "work m/m", "idx ev/s", "match p50", "match p99", "mispred",
-           "early");
+    printf("%-14s %7s %8s %9s %9s %9s %9s %10s %9s %9s %7s %6s\n", "policy", "workers",
+           "blk/wkr", "hit ratio", "load m/m", "load avg", "work m/m", "idx ev/s", "match p50",
+           "match p99", "mispred", "early");
 }
 
 static void fleet_line(const char *name, uint32_t W, uint32_t C, const fleet_result *r)
 {
-    printf("%-14s %7u %8u %8.2f%% %9.3f %9.3f %9.2fM %7lluns %7lluns %7llu %6llu\n", name, W, C,
-           r->refs ? 100.0 * (double)r->hits / (double)r->refs : 0.0, r->load_ratio, r->work_ratio,
-           r->ev_per_s / 1e6, (unsigned long long)r->p50, (unsigned long long)r->p99,
-           (unsigned long long)r->mispred, (unsigned long long)r->early);
+    printf("%-14s %7u %8u %8.2f%% %9.3f %9.2f %9.3f %9.2fM %7lluns %7lluns %7llu %6llu\n", name,
+           W, C, r->refs ? 100.0 * (double)r->hits / (double)r->refs : 0.0, r->load_ratio,
+           r->load_avg, r->work_ratio, r->ev_per_s / 1e6, (unsigned long long)r->p50,
+           (unsigned long long)r->p99, (unsigned long long)r->mispred,
+           (unsigned long long)r->early);
     fflush(stdout);
 }
 
