@@ -199,6 +199,7 @@ typedef struct kvb_subscriber_worker_info {
     uint64_t messages;
     uint64_t bad_messages;
     uint64_t gaps, replays, replay_failures, restarts;
+    uint64_t bad_payloads;
 } kvb_subscriber_worker_info;
 
 void kvb_subscriber_config_init(kvb_subscriber_config *cfg);
@@ -217,6 +218,8 @@ typedef struct kvb_publisher kvb_publisher;
 typedef enum { KVB_PUBLISHER_AUTO = 0, KVB_PUBLISHER_BIND,
                KVB_PUBLISHER_CONNECT } kvb_publisher_attach;
 
+typedef enum { KVB_PUBLISHER_LAYOUT_MAP = 0, KVB_PUBLISHER_LAYOUT_ARRAY = 1 } kvb_publisher_layout;
+
 typedef struct kvb_publisher_config {
     const char *endpoint;
     kvb_publisher_attach attach;
@@ -230,6 +233,7 @@ typedef struct kvb_publisher_config {
     int hwm;
     int linger_ms;
     bool offset_by_rank;
+    kvb_publisher_layout layout;
 } kvb_publisher_config;
 
 typedef struct kvb_publisher_stats {
@@ -271,10 +275,10 @@ LAYOUT = {
                               "reconnect_ivl_max_ms", "callback", "user"],
     "kvb_subscriber_worker_info": ["name", "connected", "heard", "expected_seq", "messages",
                                    "bad_messages", "gaps", "replays", "replay_failures",
-                                   "restarts"],
+                                   "restarts", "bad_payloads"],
     "kvb_publisher_config": ["endpoint", "attach", "replay_endpoint", "topic", "medium",
                              "data_parallel_rank", "lora_id", "queue_batches",
-                             "buffer_batches", "hwm", "linger_ms", "offset_by_rank"],
+                             "buffer_batches", "hwm", "linger_ms", "offset_by_rank", "layout"],
     "kvb_publisher_stats": ["enqueued", "dropped", "published", "events", "replay_requests",
                             "replayed", "bad_requests", "last_seq"],
 }

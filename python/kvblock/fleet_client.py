@@ -20,6 +20,7 @@ that does not load libkvblock. Each call opens one HTTP connection (urllib);
 a FleetClient may be shared by threads.
 """
 import json
+import operator
 import urllib.error
 import urllib.request
 
@@ -44,8 +45,10 @@ class FleetError(Exception):
 
 
 def _u64(h):
-    if isinstance(h, bool) or not isinstance(h, int):
-        h = int(h)  # numpy integers and the like; floats would lose bits: refuse them
+    if isinstance(h, bool):
+        raise TypeError(f"hash {h!r} is not an integer")
+    if not isinstance(h, int):
+        h = operator.index(h)  # numpy integers and the like; floats (lossy) raise TypeError
     if -(1 << 63) <= h < 0:
         return h & _U64
     if not 0 <= h <= _U64:
@@ -124,12 +127,11 @@ class FleetClient:
         return self._json("POST", "/v1/match", body)
 
     def workers(self):
-        """GET /v1/workers: one dict per stream (worker, dp_rank, state, last_seq,
-        batches, gaps, replays, restarts, dropped, entries)."""
-        ans = self._json("GET", "/v1/workers")
-        if isinstance(ans, dict) and "workers" in ans:
-            return ans["workers"]
-        return ans
+        """GET /v1/workers: {"workers": [per stream: worker, dp_rank, state, last_seq,
+        batches, events, gaps, replays, restarts, clears, dropped {reason: n},
+        entries, ...], "endpoints": [per configured worker: name, endpoint,
+        connected, heard, expected_seq, ...]}."""
+        return self._json("GET", "/v1/workers")
 
     def snapshot(self):
         """POST /v1/snapshot: {"path": ..., "bytes": ...}."""
@@ -141,10 +143,19 @@ class FleetClient:
         return raw.decode()
 
     def healthz(self):
-        """GET /healthz: True once every configured worker has been heard from (200),
-        False while not (503 or another 5xx with the daemon up)."""
-        status, _, _ = self._request("GET", "/healthz", ok=(200, 500, 502, 503, 504))
-        return status == 200
+        """GET /healthz: True once every configured worker has been heard from or
+        marked stale (200), False while not (503: {"status": "waiting", "waiting":
+        [names]}; health() gives that body)."""
+        return self.health()[0]
+
+    def health(self):
+        """GET /healthz as (ready, parsed body)."""
+        status, raw, _ = self._request("GET", "/healthz", ok=(200, 503))
+        try:
+            body = json.loads(raw) if raw else {}
+        except ValueError:
+            body = {"raw": raw.decode(errors="replace")}
+        return status == 200, body
 
 
 def _error_text(raw, fallback):

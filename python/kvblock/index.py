@@ -930,7 +930,8 @@ class Subscriber:
 
     def worker_info(self, name=None):
         """A worker's subscription state as a dict (connected, heard, expected_seq,
-        messages, bad_messages, gaps, replays, replay_failures, restarts); with no
+        messages, bad_messages, gaps, replays, replay_failures, restarts,
+        bad_payloads); with no
         name, a dict name -> that for every worker."""
         if name is None:
             return {n: self.worker_info(n) for n in self._workers}
@@ -942,7 +943,7 @@ class Subscriber:
                 "heard": bool(i.heard), "expected_seq": i.expected_seq,
                 "messages": i.messages, "bad_messages": i.bad_messages, "gaps": i.gaps,
                 "replays": i.replays, "replay_failures": i.replay_failures,
-                "restarts": i.restarts}
+                "restarts": i.restarts, "bad_payloads": i.bad_payloads}
 
     def ready(self):
         """Whether every worker has been heard from or marked stale (/healthz)."""

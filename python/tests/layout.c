@@ -102,13 +102,14 @@ int main(void)
     F(kvb_subscriber_worker_info, expected_seq); F(kvb_subscriber_worker_info, messages);
     F(kvb_subscriber_worker_info, bad_messages); F(kvb_subscriber_worker_info, gaps);
     F(kvb_subscriber_worker_info, replays); F(kvb_subscriber_worker_info, replay_failures);
-    F(kvb_subscriber_worker_info, restarts); E();
+    F(kvb_subscriber_worker_info, restarts); F(kvb_subscriber_worker_info, bad_payloads); E();
     S(kvb_publisher_config); F(kvb_publisher_config, endpoint); F(kvb_publisher_config, attach);
     F(kvb_publisher_config, replay_endpoint); F(kvb_publisher_config, topic);
     F(kvb_publisher_config, medium); F(kvb_publisher_config, data_parallel_rank);
     F(kvb_publisher_config, lora_id); F(kvb_publisher_config, queue_batches);
     F(kvb_publisher_config, buffer_batches); F(kvb_publisher_config, hwm);
-    F(kvb_publisher_config, linger_ms); F(kvb_publisher_config, offset_by_rank); E();
+    F(kvb_publisher_config, linger_ms); F(kvb_publisher_config, offset_by_rank);
+    F(kvb_publisher_config, layout); E();
     S(kvb_publisher_stats); F(kvb_publisher_stats, enqueued); F(kvb_publisher_stats, dropped);
     F(kvb_publisher_stats, published); F(kvb_publisher_stats, events);
     F(kvb_publisher_stats, replay_requests); F(kvb_publisher_stats, replayed);
