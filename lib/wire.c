@@ -320,7 +320,7 @@ static bool kvb_wire_opt_uint(const msgpack_object *o, uint64_t def, uint64_t *v
     return true;
 }
 
-/* An optional string (nil/absent: NULL, 0). false: wrong type. */
+/* An optional string (nil/absent: NULL, 0; "" is not NULL). false: wrong type. */
 static bool kvb_wire_opt_str(const msgpack_object *o, const char **p, size_t *n)
 {
     *p = NULL;
@@ -329,7 +329,7 @@ static bool kvb_wire_opt_str(const msgpack_object *o, const char **p, size_t *n)
         return true;
     if (o->type != MSGPACK_OBJECT_STR)
         return false;
-    *p = o->via.str.ptr;
+    *p = o->via.str.size ? o->via.str.ptr : ""; /* present, even when empty */
     *n = o->via.str.size;
     return true;
 }
@@ -897,8 +897,11 @@ KVB_API int kvb_index_decode(const void *payload, size_t len, kvb_wire_kind kind
         }
     }
     kvb_index_event *ev = mem;
-    kvb_wire_sink sink = {.h = (uint64_t *)(ev + ne),
-                          .t = (uint32_t *)((uint64_t *)(ev + ne) + nh)};
+    kvb_wire_sink sink = {NULL, NULL, 0, 0}; /* no memory: no events to decode */
+    if (mem) {
+        sink.h = (uint64_t *)(ev + ne);
+        sink.t = (uint32_t *)(sink.h + nh);
+    }
     uint32_t n = 0;
     for (uint32_t i = 0; i < ne; i++) {
         uint32_t mm;
