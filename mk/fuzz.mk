@@ -1,4 +1,7 @@
-# mk/fuzz.mk - libFuzzer targets (fuzz/fuzz_*.c) with a reference-model check.
+# mk/fuzz.mk - libFuzzer targets (fuzz/fuzz_*.c): fuzz_pool (pool API programs
+# against a reference model), fuzz_wire (raw KV-event payloads through
+# kvb_index_decode, needs msgpack-c: without it the target only checks -ENOTSUP).
+# FUZZ_NAMES=fuzz_wire on the command line runs one target.
 #
 #   make fuzz            build, then run each target for FUZZ_SECONDS (default 60) on
 #                        its committed corpus (fuzz/corpus/<target>/, read-only) plus a
@@ -36,7 +39,10 @@ FUZZ_REPLAYS  := $(FUZZ_NAMES:%=$(FUZZ_BUILD)/replay/%)
 FUZZ_LIB_SRCS := $(wildcard lib/*.c backends/inactive/*.c)
 FUZZ_OBJS     := $(FUZZ_LIB_SRCS:%.c=$(FUZZ_BUILD)/obj/%.o)
 FUZZ_ROBJS    := $(FUZZ_LIB_SRCS:%.c=$(FUZZ_BUILD)/robj/%.o)
-FUZZ_LIBS     := -lxxhash -lpthread -lm
+# msgpack-c and libzmq when the library is built with them (mk/zmq.mk, included
+# after this file: hence the deferred expansion): fuzz_wire decodes with msgpack-c.
+FUZZ_ZMQ_LIBS  = $(if $(filter 1,$(ZMQ)),-lmsgpackc -lzmq)
+FUZZ_LIBS      = -lxxhash -lpthread -lm $(FUZZ_ZMQ_LIBS)
 
 .PHONY: fuzz fuzz-regress fuzz-replay fuzz-merge fuzz-bins
 
