@@ -428,9 +428,15 @@ KVB_API int kvb_index_apply(kvb_index *idx, uint32_t stream, const kvb_index_eve
 /**
  * @brief Decode one raw KV-event payload (the msgpack frame of a ZeroMQ message).
  * Unknown map keys are ignored; unknown event types, non-main attention groups,
- * unknown media and multimodal blocks are skipped and counted in out->dropped.
+ * unknown media and multimodal blocks are skipped and counted in out->dropped
+ * (KVB_DROP_MULTIMODAL counts blocks, every other reason events; lib/wire.c has
+ * the rules). A payload over 64 MiB, or one whose containers declare more
+ * elements than it has bytes, is -EBADMSG before anything is allocated.
  * @return 0 (out filled; free with kvb_index_batch_fini); -EBADMSG (not a batch of
- *         any known layout: nothing to free); -ENOMEM; -EINVAL (NULL out, bad kind).
+ *         any known layout: nothing to free); -ENOMEM; -EINVAL (NULL out, bad kind,
+ *         NULL payload with len > 0); -ENOTSUP (built without msgpack-c). On every
+ *         failure but a NULL out, *out is zeroed (kvb_index_batch_fini on it is a
+ *         no-op).
  * Thread safety: pure (no index involved): decode on any thread.
  * Ownership: out owns its memory until kvb_index_batch_fini. Callbacks: none.
  */
