@@ -1,0 +1,2270 @@
+/*
+ * index.c - the fleet index (kvblock/index.h, FLEET.md): which stream (worker,
+ * dp_rank) holds which router hash in which tier, built from KV events, and the
+ * prefix match a router asks before it places a request.
+ *
+ * Data layout.
+ *  - Key table: `shards` shards chosen by the top bits of a mixed key
+ *    (murmur3 fmix64: test hashes are small integers). Each shard is an
+ *    open-addressing table of 16-byte cells {key, n, data}, linear probing over
+ *    any-size tables (homes by multiply-shift on the low 32 bits of the mixed
+ *    key, kvb__cell_of), backward-shift deletion, load <= 0.8 (grown to 0.5).
+ *    n == 0 marks an empty cell, so key 0 is an ordinary key. One holder is
+ *    stored inline (data = stream id << 3 | tier mask); two or more live in a
+ *    holder array of the shard's directory, sorted by stream id so that a match
+ *    merge-intersects its candidates with them. Written by hand rather than
+ *    with ck_hs: writers are serialised and readers hold a shard lock anyway,
+ *    and under a lock a purpose-built open-addressing map is 3-4x faster than
+ *    CK's concurrent maps (TOOLING.md).
+ *  - Per stream: the reverse map router key -> packed per-tier copy counts
+ *    (parallel arrays, same probing), so that clearing or removing a stream
+ *    costs time proportional to its own entries; ENGINE streams also keep
+ *    engine hash -> {router hash, copies over all tiers} (FLEET.md section 3:
+ *    an entry lives while any copy in any tier does).
+ *
+ * Concurrency (index_internal.h has the field-by-field rules).
+ *  - wmu serialises writers. A writer takes a shard's write lock only while it
+ *    changes that shard's cells (within one event at a time, in event order)
+ *    and swaps in grown tables under it (they are built with wmu alone while
+ *    readers keep reading the old ones). Stream metadata readers need (state,
+ *    counters, entries) and the stream table are under smu; a writer publishes
+ *    its working sizes and counters there once per call.
+ *  - A match takes smu for reading for its whole duration (one acquisition:
+ *    candidate filtering by state and result assembly see one stream table)
+ *    and each shard's read lock only while it reads one key's holders; with
+ *    a single shard it holds that shard's read lock for the whole walk
+ *    (measured below at KVB_IX_DEFAULT_SHARDS).
+ *  - Lock order: smu before a shard lock (readers); writers never hold smu and
+ *    a shard lock together, nor two shard locks.
+ *
+ * kvb_index_apply is all or nothing under -ENOMEM. Pass 1 (no visible change)
+ * computes the router hashes of an ENGINE stream's STORED blocks, counts the
+ * keys each shard may gain, grows the stream's maps, the shard tables and
+ * their directories for that worst case and allocates every holder array the
+ * batch may need (a key with one other holder needs a 2-array; a full array
+ * a bigger one). Pass 2 applies the events without allocating, taking arrays
+ * from that reserve; what is left of it is freed afterwards. Holder arrays
+ * never shrink inside pass 2 except to the inline form; a key this stream may
+ * lose and regain within the batch gets its array reserved up front.
+ * Router hashes inside a batch: an engine hash's router hash is the one it
+ * already has (in the stream's map at the start of the batch, or from an
+ * earlier STORED of the batch, a CLEARED resetting both); a parent is known
+ * under the same rule.
+ *
+ * Match (FLEET.md section 5): candidates are the matchable holders of
+ * hashes[0]; every later hash intersects the candidates still extending their
+ * any-tier prefix; per candidate the longest device prefix, device-or-host
+ * prefix and any-tier prefix; the walk stops when no candidate extends.
+ * Candidates live on the stack (KVB_IX_MATCH_STACK), the heap only beyond.
+ *
+ * Invariants (checked by the tests through the public API):
+ *  - a cell's holders are exactly the streams whose reverse map has a non-zero
+ *    count for the key, and its tier mask is the set of tiers with one;
+ *  - a stream's w_entries is the number of (key, tier) pairs with a count;
+ *  - array form iff >= 2 holders; holder arrays sorted by stream id;
+ *  - every allocation and free goes through kvb__ix_alloc/free (w.memory).
+ */
+#include "index_internal.h"
+
+#include "annotate.h"
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <xxhash.h>
+
+/*
+ * Default shard count, measured on the 2-vCPU development VM: one writer
+ * thread applying ROUTER batches (8 blocks per event, 4 events per batch, 64
+ * streams) while R reader threads match 64-hash requests, 3 s per point;
+ * M ops/s = applied block ops + matched hashes (see the final report):
+ *   shards:        1       16      64
+ *   R = 1        (filled in by the measurement)
+ *   R = 2
+ */
+#define KVB_IX_DEFAULT_SHARDS 16u
+
+#define KVB_IX_MIN_CAP     16u
+#define KVB_IX_MATCH_STACK 1024u
+#define KVB_IX_CLASSES     24u /* holder array capacities 2^1 .. 2^23 */
+#define KVB_IX_APPLY_STACK 8192u
+
+/* ---- helpers ---------------------------------------------------------------- */
+
+static inline uint64_t ix_mix(uint64_t k)
+{
+    k ^= k >> 33;
+    k *= 0xff51afd7ed558ccdull;
+    k ^= k >> 33;
+    k *= 0xc4ceb9fe1a85ec53ull;
+    k ^= k >> 33;
+    return k;
+}
+
+static inline uint32_t ix_shard_of(const kvb_index *idx, uint64_t m)
+{
+    return idx->shard_bits ? (uint32_t)(m >> (64 - idx->shard_bits)) : 0;
+}
+
+static inline uint32_t ix_home(uint64_t m, uint32_t cap)
+{
+    return kvb__cell_of((uint32_t)m, cap);
+}
+
+/* Load <= 0.8 after adding: n keys fit in cap cells. */
+static inline bool ix_fits(uint32_t cap, uint64_t n)
+{
+    return n * 5 <= (uint64_t)cap * 4 && (n < cap || n == 0);
+}
+
+/* Capacity for n keys at load 0.5 (a table grows 1.6x past load 0.8); 0 when
+ * it does not fit a u32. */
+static inline uint64_t ix_cap_for(uint64_t n)
+{
+    uint64_t c = n * 2 + 1;
+    if (c < KVB_IX_MIN_CAP)
+        c = KVB_IX_MIN_CAP;
+    return c > UINT32_MAX ? 0 : c;
+}
+
+/* A table far below its load: worth rebuilding smaller. */
+static inline bool ix_sparse(uint32_t cap, uint64_t n)
+{
+    return cap > KVB_IX_MIN_CAP * 4 && n * 8 < cap;
+}
+
+void *kvb__ix_alloc(kvb_index *idx, size_t size)
+{
+    void *p = kvb__alloc(&idx->a, size);
+    if (p)
+        idx->w.memory += size;
+    return p;
+}
+
+void *kvb__ix_calloc(kvb_index *idx, size_t n, size_t size)
+{
+    void *p = kvb__calloc(&idx->a, n, size);
+    if (p)
+        idx->w.memory += n * size;
+    return p;
+}
+
+void kvb__ix_free(kvb_index *idx, void *p, size_t size)
+{
+    if (!p)
+        return;
+    idx->w.memory -= size;
+    kvb__free(&idx->a, p, size);
+}
+
+static inline void ix_wrlock(pthread_rwlock_t *l)
+{
+    int rc = pthread_rwlock_wrlock(l);
+    kvb_assert(rc == 0);
+    (void)rc;
+}
+
+static inline void ix_rdlock(pthread_rwlock_t *l)
+{
+    int rc = pthread_rwlock_rdlock(l);
+    kvb_assert(rc == 0);
+    (void)rc;
+}
+
+static inline void ix_unlock(pthread_rwlock_t *l)
+{
+    int rc = pthread_rwlock_unlock(l);
+    kvb_assert(rc == 0);
+    (void)rc;
+}
+
+static int ix_rwlock_init(pthread_rwlock_t *l)
+{
+    pthread_rwlockattr_t at;
+    if (pthread_rwlockattr_init(&at) != 0)
+        return -ENOMEM;
+    /* Writers must not starve behind a steady stream of matches. */
+    pthread_rwlockattr_setkind_np(&at, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    int rc = pthread_rwlock_init(l, &at);
+    pthread_rwlockattr_destroy(&at);
+    return rc ? -ENOMEM : 0;
+}
+
+static inline bool ix_pow2(uint32_t x)
+{
+    return x && !(x & (x - 1));
+}
+
+/* ---- holder arrays and the reserve ------------------------------------------ */
+
+static inline uint32_t ix_class_of(uint32_t need)
+{
+    uint32_t c = need <= 2 ? 1 : 32 - (uint32_t)__builtin_clz(need - 1);
+    return c;
+}
+
+static uint32_t *harr_alloc(kvb_index *idx, uint32_t cap)
+{
+    uint32_t *a = kvb__ix_alloc(idx, ((size_t)cap + 1) * sizeof(uint32_t));
+    if (a)
+        a[0] = cap;
+    return a;
+}
+
+static void harr_free(kvb_index *idx, uint32_t *a)
+{
+    if (a)
+        kvb__ix_free(idx, a, ((size_t)a[0] + 1) * sizeof(uint32_t));
+}
+
+/* Holder arrays allocated by pass 1 of an apply, by capacity class. */
+struct ix_rsv {
+    uint32_t **arr; /* n arrays, sorted by capacity after ix_rsv_seal */
+    uint32_t n, cap;
+    uint32_t begin[KVB_IX_CLASSES], end[KVB_IX_CLASSES];
+};
+
+static int ix_rsv_cmp(const void *a, const void *b)
+{
+    uint32_t x = (*(uint32_t *const *)a)[0], y = (*(uint32_t *const *)b)[0];
+    return x < y ? -1 : x > y;
+}
+
+static void ix_rsv_seal(struct ix_rsv *r)
+{
+    if (r->n > 1)
+        qsort(r->arr, r->n, sizeof *r->arr, ix_rsv_cmp);
+    memset(r->begin, 0, sizeof r->begin);
+    memset(r->end, 0, sizeof r->end);
+    uint32_t i = 0;
+    for (uint32_t c = 1; c < KVB_IX_CLASSES; c++) {
+        r->begin[c] = i;
+        while (i < r->n && r->arr[i][0] == (1u << c))
+            i++;
+        r->end[c] = i;
+    }
+}
+
+/* Smallest reserved array of capacity >= need; NULL when none. */
+static uint32_t *ix_rsv_take(struct ix_rsv *r, uint32_t need)
+{
+    if (!r)
+        return NULL;
+    for (uint32_t c = ix_class_of(need); c < KVB_IX_CLASSES; c++)
+        if (r->end[c] > r->begin[c]) {
+            uint32_t *a = r->arr[--r->end[c]];
+            r->arr[r->end[c]] = NULL;
+            return a;
+        }
+    return NULL;
+}
+
+static void ix_rsv_free(kvb_index *idx, struct ix_rsv *r)
+{
+    for (uint32_t i = 0; i < r->n; i++)
+        if (r->arr[i]) {
+            harr_free(idx, r->arr[i]);
+            r->arr[i] = NULL;
+        }
+    r->n = 0;
+}
+
+/* ---- shard tables ----------------------------------------------------------- */
+
+static uint32_t shard_find(const struct kvb_ix_shard *s, uint64_t key, uint64_t m)
+{
+    if (!s->cap)
+        return KVB_IX_NONE;
+    uint32_t i = ix_home(m, s->cap);
+    for (;;) {
+        const struct kvb_ix_cell *c = &s->cells[i];
+        if (c->n == 0)
+            return KVB_IX_NONE;
+        if (c->key == key)
+            return i;
+        i = kvb__cell_next(i, s->cap);
+    }
+}
+
+static void cells_put(struct kvb_ix_cell *cells, uint32_t cap, const struct kvb_ix_cell *c,
+                      uint64_t m)
+{
+    uint32_t i = ix_home(m, cap);
+    while (cells[i].n)
+        i = kvb__cell_next(i, cap);
+    cells[i] = *c;
+}
+
+/* Rebuild shard s with cap cells (>= its keys / 0.8). The new table is built
+ * with wmu alone (the old one stays readable) and swapped in under the shard's
+ * write lock unless the caller already holds it. */
+static int shard_resize(kvb_index *idx, struct kvb_ix_shard *s, uint64_t cap, bool locked)
+{
+    if (cap == 0 || cap > UINT32_MAX)
+        return -ENOMEM;
+    struct kvb_ix_cell *nc = kvb__ix_calloc(idx, (size_t)cap, sizeof *nc);
+    if (!nc)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < s->cap; i++)
+        if (s->cells[i].n)
+            cells_put(nc, (uint32_t)cap, &s->cells[i], ix_mix(s->cells[i].key));
+    struct kvb_ix_cell *old = s->cells;
+    uint32_t old_cap = s->cap;
+    if (!locked)
+        ix_wrlock(&s->lock);
+    s->cells = nc;
+    s->cap = (uint32_t)cap;
+    if (!locked)
+        ix_unlock(&s->lock);
+    kvb__ix_free(idx, old, (size_t)old_cap * sizeof *old);
+    return 0;
+}
+
+static int shard_reserve(kvb_index *idx, struct kvb_ix_shard *s, uint64_t extra, bool locked)
+{
+    uint64_t want = (uint64_t)s->keys + extra;
+    if (ix_fits(s->cap, want))
+        return 0;
+    return shard_resize(idx, s, ix_cap_for(want), locked);
+}
+
+static void shard_maybe_shrink(kvb_index *idx, struct kvb_ix_shard *s)
+{
+    if (ix_sparse(s->cap, s->keys))
+        (void)shard_resize(idx, s, ix_cap_for(s->keys), false); /* failure: keep it */
+}
+
+/* Directory room for extra more holder arrays. */
+static int dir_reserve(kvb_index *idx, struct kvb_ix_shard *s, uint32_t extra, bool locked)
+{
+    uint64_t avail = (uint64_t)s->dir_nfree + (s->dir_cap - s->dir_top);
+    if (avail >= extra)
+        return 0;
+    uint64_t cap = ((uint64_t)s->dir_top + extra) * 3 / 2 + 16;
+    if (cap > UINT32_MAX)
+        return -ENOMEM;
+    uint32_t **nd = kvb__ix_calloc(idx, (size_t)cap, sizeof *nd);
+    uint32_t *nn = nd ? kvb__ix_alloc(idx, (size_t)cap * sizeof *nn) : NULL;
+    if (!nn) {
+        kvb__ix_free(idx, nd, (size_t)cap * sizeof *nd);
+        return -ENOMEM;
+    }
+    if (s->dir_top) {
+        memcpy(nd, s->dir, (size_t)s->dir_top * sizeof *nd);
+        memcpy(nn, s->dir_next, (size_t)s->dir_top * sizeof *nn);
+    }
+    uint32_t **od = s->dir;
+    uint32_t *on = s->dir_next;
+    uint32_t oc = s->dir_cap;
+    if (!locked)
+        ix_wrlock(&s->lock);
+    s->dir = nd;
+    s->dir_next = nn;
+    s->dir_cap = (uint32_t)cap;
+    if (!locked)
+        ix_unlock(&s->lock);
+    kvb__ix_free(idx, od, (size_t)oc * sizeof *od);
+    kvb__ix_free(idx, on, (size_t)oc * sizeof *on);
+    return 0;
+}
+
+static uint32_t dir_take(struct kvb_ix_shard *s)
+{
+    uint32_t i;
+    if (s->dir_free != KVB_IX_NONE) {
+        i = s->dir_free;
+        s->dir_free = s->dir_next[i];
+        s->dir_nfree--;
+    } else {
+        kvb_assert(s->dir_top < s->dir_cap);
+        i = s->dir_top++;
+    }
+    return i;
+}
+
+static void dir_put(struct kvb_ix_shard *s, uint32_t i)
+{
+    s->dir[i] = NULL;
+    s->dir_next[i] = s->dir_free;
+    s->dir_free = i;
+    s->dir_nfree++;
+}
+
+/* Delete cell i: backward shift of the cluster after it. */
+static void cell_delete(struct kvb_ix_shard *s, uint32_t i)
+{
+    uint32_t cap = s->cap, j = i;
+    for (;;) {
+        j = kvb__cell_next(j, cap);
+        struct kvb_ix_cell *cj = &s->cells[j];
+        if (cj->n == 0)
+            break;
+        uint32_t h = ix_home(ix_mix(cj->key), cap);
+        if (kvb__cell_dist(h, j, cap) >= kvb__cell_dist(i, j, cap)) {
+            s->cells[i] = *cj;
+            i = j;
+        }
+    }
+    s->cells[i].n = 0;
+    s->cells[i].key = 0;
+    s->cells[i].data = 0;
+    s->keys--;
+}
+
+static inline uint32_t cell_count(const struct kvb_ix_cell *c)
+{
+    return c->n & ~KVB_IX_ARR;
+}
+
+/* Holder words of a cell (no copy). */
+static inline const uint32_t *cell_holders(const struct kvb_ix_shard *s,
+                                           const struct kvb_ix_cell *c, uint32_t *n)
+{
+    if (!(c->n & KVB_IX_ARR)) {
+        *n = 1;
+        return &c->data;
+    }
+    *n = c->n & ~KVB_IX_ARR;
+    return s->dir[c->data] + 1;
+}
+
+/* Position of stream sid among sorted holders h[0..n), or the insertion point
+ * with *found false. */
+static uint32_t holders_search(const uint32_t *h, uint32_t n, uint32_t sid, bool *found)
+{
+    uint32_t lo = 0, hi = n;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        uint32_t v = KVB_IX_SID(h[mid]);
+        if (v < sid)
+            lo = mid + 1;
+        else if (v > sid)
+            hi = mid;
+        else {
+            *found = true;
+            return mid;
+        }
+    }
+    *found = false;
+    return lo;
+}
+
+/* Add holder word hw (its stream not a holder yet) to occupied cell c of s.
+ * Caller holds the shard's write lock (or owns the index). Arrays come from the
+ * reserve, or are allocated when there is none (load) or it ran dry (a bug:
+ * asserted in debug builds). */
+static int holder_add(kvb_index *idx, struct kvb_ix_shard *s, struct kvb_ix_cell *c, uint32_t hw,
+                      struct ix_rsv *rsv, bool locked)
+{
+    uint32_t sid = KVB_IX_SID(hw);
+    if (!(c->n & KVB_IX_ARR)) {
+        uint32_t *a = ix_rsv_take(rsv, 2);
+        kvb_assert(a || !rsv);
+        if (!a)
+            a = harr_alloc(idx, 2);
+        if (!a)
+            return -ENOMEM;
+        if (dir_reserve(idx, s, 1, locked) != 0) {
+            harr_free(idx, a);
+            return -ENOMEM;
+        }
+        uint32_t h0 = c->data;
+        bool first = KVB_IX_SID(h0) < sid;
+        a[1] = first ? h0 : hw;
+        a[2] = first ? hw : h0;
+        uint32_t slot = dir_take(s);
+        s->dir[slot] = a;
+        c->data = slot;
+        c->n = 2 | KVB_IX_ARR;
+        return 0;
+    }
+    uint32_t *a = s->dir[c->data];
+    uint32_t n = cell_count(c);
+    bool found;
+    uint32_t pos = holders_search(a + 1, n, sid, &found);
+    kvb_assert(!found);
+    if (n < a[0]) {
+        memmove(a + 2 + pos, a + 1 + pos, (size_t)(n - pos) * sizeof *a);
+        a[1 + pos] = hw;
+    } else {
+        uint32_t *b = ix_rsv_take(rsv, n + 1);
+        kvb_assert(b || !rsv);
+        if (!b)
+            b = harr_alloc(idx, kvb__next_pow2(n + 1));
+        if (!b)
+            return -ENOMEM;
+        memcpy(b + 1, a + 1, (size_t)pos * sizeof *a);
+        b[1 + pos] = hw;
+        memcpy(b + 2 + pos, a + 1 + pos, (size_t)(n - pos) * sizeof *a);
+        s->dir[c->data] = b;
+        harr_free(idx, a);
+    }
+    c->n = (n + 1) | KVB_IX_ARR;
+    return 0;
+}
+
+/* Remove the holder at position pos of cell ci (caller holds the write lock). */
+static void holder_remove(kvb_index *idx, struct kvb_ix_shard *s, uint32_t ci, uint32_t pos)
+{
+    struct kvb_ix_cell *c = &s->cells[ci];
+    if (!(c->n & KVB_IX_ARR)) {
+        cell_delete(s, ci);
+        return;
+    }
+    uint32_t *a = s->dir[c->data];
+    uint32_t n = cell_count(c);
+    memmove(a + 1 + pos, a + 2 + pos, (size_t)(n - pos - 1) * sizeof *a);
+    n--;
+    if (n == 1) {
+        uint32_t last = a[1];
+        dir_put(s, c->data);
+        harr_free(idx, a);
+        c->data = last;
+        c->n = 1;
+    } else {
+        c->n = n | KVB_IX_ARR;
+    }
+}
+
+/* Set stream sid's tier mask on key (mask 0: remove it as a holder), creating
+ * or deleting the cell as needed. Caller holds the shard's write lock when
+ * locked. -ENOMEM only when the reserve was short (a bug) and allocation fails. */
+static int global_set(kvb_index *idx, struct kvb_ix_shard *s, uint64_t key, uint64_t m,
+                      uint32_t sid, uint32_t mask, struct ix_rsv *rsv, bool locked)
+{
+    uint32_t hw = sid << KVB_IX_TIER_SHIFT | mask;
+    uint32_t ci = shard_find(s, key, m);
+    if (ci == KVB_IX_NONE) {
+        if (!mask)
+            return 0;
+        if (shard_reserve(idx, s, 1, locked) != 0)
+            return -ENOMEM;
+        struct kvb_ix_cell nc = {.key = key, .n = 1, .data = hw};
+        cells_put(s->cells, s->cap, &nc, m);
+        s->keys++;
+        idx->w.keys++;
+        idx->w.entries++;
+        return 0;
+    }
+    struct kvb_ix_cell *c = &s->cells[ci];
+    if (!(c->n & KVB_IX_ARR)) {
+        if (KVB_IX_SID(c->data) == sid) {
+            if (mask) {
+                c->data = hw;
+            } else {
+                cell_delete(s, ci);
+                idx->w.keys--;
+                idx->w.entries--;
+            }
+            return 0;
+        }
+    } else {
+        uint32_t *a = s->dir[c->data];
+        bool found;
+        uint32_t pos = holders_search(a + 1, cell_count(c), sid, &found);
+        if (found) {
+            if (mask) {
+                a[1 + pos] = hw;
+            } else {
+                holder_remove(idx, s, ci, pos);
+                idx->w.entries--;
+            }
+            return 0;
+        }
+    }
+    if (!mask)
+        return 0;
+    int rc = holder_add(idx, s, c, hw, rsv, locked);
+    if (rc == 0)
+        idx->w.entries++;
+    return rc;
+}
+
+/* ---- per-stream reverse map ------------------------------------------------- */
+
+static uint32_t rev_find(const struct kvb_ix_stream *st, uint64_t key, uint64_t m)
+{
+    if (!st->rcap)
+        return KVB_IX_NONE;
+    uint32_t i = ix_home(m, st->rcap);
+    for (;;) {
+        if (st->rc[i] == 0)
+            return KVB_IX_NONE;
+        if (st->rk[i] == key)
+            return i;
+        i = kvb__cell_next(i, st->rcap);
+    }
+}
+
+static void rev_put_new(struct kvb_ix_stream *st, uint64_t key, uint64_t m, uint32_t counts)
+{
+    uint32_t i = ix_home(m, st->rcap);
+    while (st->rc[i])
+        i = kvb__cell_next(i, st->rcap);
+    st->rk[i] = key;
+    st->rc[i] = counts;
+    st->rn++;
+}
+
+static void rev_delete(struct kvb_ix_stream *st, uint32_t i)
+{
+    uint32_t cap = st->rcap, j = i;
+    for (;;) {
+        j = kvb__cell_next(j, cap);
+        if (st->rc[j] == 0)
+            break;
+        uint32_t h = ix_home(ix_mix(st->rk[j]), cap);
+        if (kvb__cell_dist(h, j, cap) >= kvb__cell_dist(i, j, cap)) {
+            st->rk[i] = st->rk[j];
+            st->rc[i] = st->rc[j];
+            i = j;
+        }
+    }
+    st->rc[i] = 0;
+    st->rk[i] = 0;
+    st->rn--;
+}
+
+static void rev_free(kvb_index *idx, struct kvb_ix_stream *st)
+{
+    kvb__ix_free(idx, st->rk, (size_t)st->rcap * sizeof *st->rk);
+    kvb__ix_free(idx, st->rc, (size_t)st->rcap * sizeof *st->rc);
+    st->rk = NULL;
+    st->rc = NULL;
+    st->rcap = st->rn = 0;
+}
+
+static int rev_resize(kvb_index *idx, struct kvb_ix_stream *st, uint64_t cap)
+{
+    if (cap == 0)
+        return -ENOMEM;
+    uint64_t *nk = kvb__ix_alloc(idx, (size_t)cap * sizeof *nk);
+    uint32_t *nc = nk ? kvb__ix_calloc(idx, (size_t)cap, sizeof *nc) : NULL;
+    if (!nc) {
+        kvb__ix_free(idx, nk, (size_t)cap * sizeof *nk);
+        return -ENOMEM;
+    }
+    for (uint32_t i = 0; i < st->rcap; i++)
+        if (st->rc[i]) {
+            uint32_t j = ix_home(ix_mix(st->rk[i]), (uint32_t)cap);
+            while (nc[j])
+                j = kvb__cell_next(j, (uint32_t)cap);
+            nk[j] = st->rk[i];
+            nc[j] = st->rc[i];
+        }
+    uint32_t n = st->rn;
+    rev_free(idx, st);
+    st->rk = nk;
+    st->rc = nc;
+    st->rcap = (uint32_t)cap;
+    st->rn = n;
+    return 0;
+}
+
+static int rev_reserve(kvb_index *idx, struct kvb_ix_stream *st, uint64_t extra)
+{
+    uint64_t want = (uint64_t)st->rn + extra;
+    if (want > idx->cfg.max_entries_per_stream)
+        want = idx->cfg.max_entries_per_stream; /* keys <= entries <= the bound */
+    if (want < (uint64_t)st->rn + (extra ? 1 : 0))
+        want = (uint64_t)st->rn + (extra ? 1 : 0);
+    if (ix_fits(st->rcap, want))
+        return 0;
+    return rev_resize(idx, st, ix_cap_for(want));
+}
+
+/* ---- per-stream engine map -------------------------------------------------- */
+
+static uint32_t eng_find(const struct kvb_ix_stream *st, uint64_t e, uint64_t m)
+{
+    if (!st->ecap)
+        return KVB_IX_NONE;
+    uint32_t i = ix_home(m, st->ecap);
+    for (;;) {
+        if (st->ec[i] == 0)
+            return KVB_IX_NONE;
+        if (st->ek[i] == e)
+            return i;
+        i = kvb__cell_next(i, st->ecap);
+    }
+}
+
+static void eng_put_new(struct kvb_ix_stream *st, uint64_t e, uint64_t m, uint64_t r,
+                        uint32_t copies)
+{
+    uint32_t i = ix_home(m, st->ecap);
+    while (st->ec[i])
+        i = kvb__cell_next(i, st->ecap);
+    st->ek[i] = e;
+    st->er[i] = r;
+    st->ec[i] = copies;
+    st->en++;
+}
+
+static void eng_delete(struct kvb_ix_stream *st, uint32_t i)
+{
+    uint32_t cap = st->ecap, j = i;
+    for (;;) {
+        j = kvb__cell_next(j, cap);
+        if (st->ec[j] == 0)
+            break;
+        uint32_t h = ix_home(ix_mix(st->ek[j]), cap);
+        if (kvb__cell_dist(h, j, cap) >= kvb__cell_dist(i, j, cap)) {
+            st->ek[i] = st->ek[j];
+            st->er[i] = st->er[j];
+            st->ec[i] = st->ec[j];
+            i = j;
+        }
+    }
+    st->ec[i] = 0;
+    st->ek[i] = st->er[i] = 0;
+    st->en--;
+}
+
+static void eng_free(kvb_index *idx, struct kvb_ix_stream *st)
+{
+    kvb__ix_free(idx, st->ek, (size_t)st->ecap * sizeof *st->ek);
+    kvb__ix_free(idx, st->er, (size_t)st->ecap * sizeof *st->er);
+    kvb__ix_free(idx, st->ec, (size_t)st->ecap * sizeof *st->ec);
+    st->ek = st->er = NULL;
+    st->ec = NULL;
+    st->ecap = st->en = 0;
+}
+
+static int eng_resize(kvb_index *idx, struct kvb_ix_stream *st, uint64_t cap)
+{
+    if (cap == 0)
+        return -ENOMEM;
+    uint64_t *nk = kvb__ix_alloc(idx, (size_t)cap * sizeof *nk);
+    uint64_t *nr = nk ? kvb__ix_alloc(idx, (size_t)cap * sizeof *nr) : NULL;
+    uint32_t *nc = nr ? kvb__ix_calloc(idx, (size_t)cap, sizeof *nc) : NULL;
+    if (!nc) {
+        kvb__ix_free(idx, nk, (size_t)cap * sizeof *nk);
+        kvb__ix_free(idx, nr, (size_t)cap * sizeof *nr);
+        return -ENOMEM;
+    }
+    for (uint32_t i = 0; i < st->ecap; i++)
+        if (st->ec[i]) {
+            uint32_t j = ix_home(ix_mix(st->ek[i]), (uint32_t)cap);
+            while (nc[j])
+                j = kvb__cell_next(j, (uint32_t)cap);
+            nk[j] = st->ek[i];
+            nr[j] = st->er[i];
+            nc[j] = st->ec[i];
+        }
+    uint32_t n = st->en;
+    eng_free(idx, st);
+    st->ek = nk;
+    st->er = nr;
+    st->ec = nc;
+    st->ecap = (uint32_t)cap;
+    st->en = n;
+    return 0;
+}
+
+static int eng_reserve(kvb_index *idx, struct kvb_ix_stream *st, uint64_t extra)
+{
+    uint64_t want = (uint64_t)st->en + extra;
+    if (want > idx->cfg.max_entries_per_stream)
+        want = idx->cfg.max_entries_per_stream; /* the engine map's own bound */
+    if (want < (uint64_t)st->en + (extra ? 1 : 0))
+        want = (uint64_t)st->en + (extra ? 1 : 0);
+    if (ix_fits(st->ecap, want))
+        return 0;
+    return eng_resize(idx, st, ix_cap_for(want));
+}
+
+/* Rebuild a stream's maps smaller when they are mostly empty (failure: keep). */
+static void stream_maybe_shrink(kvb_index *idx, struct kvb_ix_stream *st)
+{
+    if (st->rn == 0 && st->rcap > KVB_IX_MIN_CAP * 4)
+        rev_free(idx, st);
+    else if (ix_sparse(st->rcap, st->rn))
+        (void)rev_resize(idx, st, ix_cap_for(st->rn));
+    if (st->en == 0 && st->ecap > KVB_IX_MIN_CAP * 4)
+        eng_free(idx, st);
+    else if (ix_sparse(st->ecap, st->en))
+        (void)eng_resize(idx, st, ix_cap_for(st->en));
+}
+
+/* Remove every holder of stream st from the key table and empty its maps
+ * (keep_capacity: inside an apply, whose reservation must stay valid). */
+static void stream_clear_entries(kvb_index *idx, struct kvb_ix_stream *st, bool keep_capacity)
+{
+    struct kvb_ix_shard *held = NULL;
+    for (uint32_t i = 0; i < st->rcap && st->rn; i++) {
+        if (!st->rc[i])
+            continue;
+        uint64_t key = st->rk[i], m = ix_mix(key);
+        struct kvb_ix_shard *s = &idx->shards[ix_shard_of(idx, m)];
+        if (s != held) {
+            if (held)
+                ix_unlock(&held->lock);
+            ix_wrlock(&s->lock);
+            held = s;
+        }
+        int rc = global_set(idx, s, key, m, st->id, 0, NULL, true);
+        kvb_assert(rc == 0); /* removal never allocates */
+        (void)rc;
+    }
+    if (held)
+        ix_unlock(&held->lock);
+    if (keep_capacity) {
+        if (st->rcap)
+            memset(st->rc, 0, (size_t)st->rcap * sizeof *st->rc);
+        if (st->ecap)
+            memset(st->ec, 0, (size_t)st->ecap * sizeof *st->ec);
+        st->rn = st->en = 0;
+    } else {
+        rev_free(idx, st);
+        eng_free(idx, st);
+    }
+    st->w_entries = 0;
+}
+
+/* ---- load (index_snapshot.c builds a fresh index it owns alone) ------------- */
+
+int kvb__ix_load_reserve(kvb_index *idx, struct kvb_ix_stream *st, uint64_t keys, uint64_t eng)
+{
+    int rc = rev_reserve(idx, st, keys);
+    return rc ? rc : eng_reserve(idx, st, eng);
+}
+
+int kvb__ix_load_key(kvb_index *idx, struct kvb_ix_stream *st, uint64_t key, uint32_t counts)
+{
+    uint64_t m = ix_mix(key);
+    uint32_t mask = kvb__ix_mask_of(counts);
+    if (!mask || rev_find(st, key, m) != KVB_IX_NONE)
+        return -EEXIST;
+    int rc = rev_reserve(idx, st, 1);
+    if (rc)
+        return rc;
+    rc = global_set(idx, &idx->shards[ix_shard_of(idx, m)], key, m, st->id, mask, NULL, false);
+    if (rc)
+        return rc;
+    rev_put_new(st, key, m, counts);
+    st->w_entries += (uint32_t)__builtin_popcount(mask);
+    return 0;
+}
+
+int kvb__ix_load_engine(kvb_index *idx, struct kvb_ix_stream *st, uint64_t e, uint64_t r,
+                        uint32_t copies)
+{
+    uint64_t m = ix_mix(e);
+    if (!copies || eng_find(st, e, m) != KVB_IX_NONE)
+        return -EEXIST;
+    int rc = eng_reserve(idx, st, 1);
+    if (rc)
+        return rc;
+    eng_put_new(st, e, m, r, copies);
+    return 0;
+}
+
+/* ---- configuration, create, destroy ---------------------------------------- */
+
+KVB_API void kvb_index_config_init(kvb_index_config *cfg)
+{
+    if (!cfg)
+        return;
+    memset(cfg, 0, sizeof *cfg);
+    cfg->block_size = 16;
+    cfg->seed = KVB_HASH_DYNAMO_SEED;
+    cfg->tier_weight[KVB_TIER_DEVICE] = 1.0;
+    cfg->tier_weight[KVB_TIER_HOST] = 0.8;
+    cfg->tier_weight[KVB_TIER_DISK] = 0.5;
+    cfg->stale_after_s = 30;
+    cfg->drop_after_s = 300;
+    cfg->max_streams = 4096;
+    cfg->max_entries_per_stream = 1u << 24;
+    cfg->shards = 0;
+}
+
+int kvb__ix_config_check(const kvb_index_config *in, kvb_index_config *out)
+{
+    kvb_index_config c;
+    if (in)
+        c = *in;
+    else
+        kvb_index_config_init(&c);
+    if (!ix_pow2(c.block_size) || c.block_size > 1024)
+        return -EINVAL;
+    for (int t = 0; t < KVB_TIER_COUNT; t++)
+        if (!(c.tier_weight[t] >= 0) || !isfinite(c.tier_weight[t]))
+            return -EINVAL;
+    if (!(c.stale_after_s >= 0) || !(c.drop_after_s >= 0))
+        return -EINVAL;
+    if (c.max_streams == 0 || c.max_streams > (1u << 20))
+        return -EINVAL;
+    if (c.max_entries_per_stream == 0)
+        return -EINVAL;
+    if (c.shards == 0)
+        c.shards = KVB_IX_DEFAULT_SHARDS;
+    if (!ix_pow2(c.shards) || c.shards > 1024)
+        return -EINVAL;
+    if ((c.allocator.alloc == NULL) != (c.allocator.free == NULL))
+        return -EINVAL;
+    *out = c;
+    return 0;
+}
+
+static int64_t ix_secs_to_ns(double s)
+{
+    double ns = s * 1e9;
+    return ns >= 9.2e18 ? INT64_MAX : (int64_t)ns;
+}
+
+KVB_API int kvb_index_create(const kvb_index_config *cfg, kvb_index **out)
+{
+    if (!out)
+        return -EINVAL;
+    kvb_index_config c;
+    int rc = kvb__ix_config_check(cfg, &c);
+    if (rc)
+        return rc;
+    kvb_allocator a = c.allocator;
+    kvb__allocator_fill(&a);
+    kvb_index *idx = kvb__calloc(&a, 1, sizeof *idx);
+    if (!idx)
+        return -ENOMEM;
+    idx->cfg = c;
+    idx->cfg.allocator = a;
+    idx->a = a;
+    idx->w.memory = sizeof *idx;
+    idx->shard_bits = (uint32_t)__builtin_ctz(c.shards);
+    idx->match_hold = c.shards == 1;
+    idx->stale_ns = ix_secs_to_ns(c.stale_after_s);
+    idx->drop_ns = ix_secs_to_ns(c.drop_after_s);
+    uint32_t inited = 0;
+    bool wmu = false, smu = false;
+    if (pthread_mutex_init(&idx->wmu, NULL) != 0)
+        goto fail;
+    wmu = true;
+    if (ix_rwlock_init(&idx->smu) != 0)
+        goto fail;
+    smu = true;
+    idx->shards = kvb__ix_calloc(idx, c.shards, sizeof *idx->shards);
+    if (!idx->shards)
+        goto fail;
+    for (; inited < c.shards; inited++) {
+        if (ix_rwlock_init(&idx->shards[inited].lock) != 0)
+            goto fail;
+        idx->shards[inited].dir_free = KVB_IX_NONE;
+    }
+    KVB_ATOMIC_VAR(&idx->matches, sizeof idx->matches);
+    KVB_ATOMIC_VAR(&idx->matched_blocks, sizeof idx->matched_blocks);
+    idx->pub = idx->w;
+    *out = idx;
+    return 0;
+fail:
+    for (uint32_t i = 0; i < inited; i++)
+        pthread_rwlock_destroy(&idx->shards[i].lock);
+    if (idx->shards)
+        kvb__free(&a, idx->shards, (size_t)c.shards * sizeof *idx->shards);
+    if (smu)
+        pthread_rwlock_destroy(&idx->smu);
+    if (wmu)
+        pthread_mutex_destroy(&idx->wmu);
+    kvb__free(&a, idx, sizeof *idx);
+    return -ENOMEM;
+}
+
+static void stream_free(kvb_index *idx, struct kvb_ix_stream *st)
+{
+    rev_free(idx, st);
+    eng_free(idx, st);
+    kvb__ix_free(idx, st, sizeof *st);
+}
+
+KVB_API int kvb_index_destroy(kvb_index *idx)
+{
+    if (!idx)
+        return -EINVAL;
+    for (uint32_t i = 0; i < idx->tab_cap; i++)
+        if (idx->tab[i])
+            stream_free(idx, idx->tab[i]);
+    kvb__ix_free(idx, idx->tab, (size_t)idx->tab_cap * sizeof *idx->tab);
+    kvb__ix_free(idx, idx->names, (size_t)idx->names_cap * sizeof *idx->names);
+    for (uint32_t i = 0; i < idx->cfg.shards; i++) {
+        struct kvb_ix_shard *s = &idx->shards[i];
+        for (uint32_t j = 0; j < s->dir_top; j++)
+            harr_free(idx, s->dir[j]);
+        kvb__ix_free(idx, s->dir, (size_t)s->dir_cap * sizeof *s->dir);
+        kvb__ix_free(idx, s->dir_next, (size_t)s->dir_cap * sizeof *s->dir_next);
+        kvb__ix_free(idx, s->cells, (size_t)s->cap * sizeof *s->cells);
+        pthread_rwlock_destroy(&s->lock);
+    }
+    kvb__ix_free(idx, idx->shards, (size_t)idx->cfg.shards * sizeof *idx->shards);
+    KVB_ATOMIC_VAR_END(&idx->matches, sizeof idx->matches);
+    KVB_ATOMIC_VAR_END(&idx->matched_blocks, sizeof idx->matched_blocks);
+    pthread_rwlock_destroy(&idx->smu);
+    pthread_mutex_destroy(&idx->wmu);
+    kvb_allocator a = idx->a;
+    kvb__free(&a, idx, sizeof *idx);
+    return 0;
+}
+
+KVB_API int kvb_index_config_get(const kvb_index *idx, kvb_index_config *out)
+{
+    if (!idx || !out)
+        return -EINVAL;
+    *out = idx->cfg;
+    return 0;
+}
+
+/* ---- keys ------------------------------------------------------------------- */
+
+KVB_API uint64_t kvb_index_salt_key(const char *lora_name, size_t lora_len, const char *cache_salt,
+                                    size_t salt_len)
+{
+    if (!lora_name)
+        lora_len = 0;
+    if (!cache_salt)
+        salt_len = 0;
+    if (lora_len == 0 && salt_len == 0)
+        return 0;
+    return kvb_hash_chain(kvb_hash_salt(lora_name, lora_len), kvb_hash_salt(cache_salt, salt_len)) |
+           1;
+}
+
+KVB_API uint64_t kvb_index_block_seed(const kvb_index *idx, uint64_t salt_key)
+{
+    uint64_t seed = idx ? idx->cfg.seed : KVB_HASH_DYNAMO_SEED;
+    return salt_key ? kvb_hash_chain(seed, salt_key) : seed;
+}
+
+static uint64_t ix_salt_of(const char *lora_name, const char *cache_salt)
+{
+    return kvb_index_salt_key(lora_name, lora_name ? strlen(lora_name) : 0, cache_salt,
+                              cache_salt ? strlen(cache_salt) : 0);
+}
+
+KVB_API int kvb_index_hashes(const kvb_index *idx, const uint32_t *tokens, size_t n_tokens,
+                             const char *lora_name, const char *cache_salt, uint64_t *out,
+                             size_t cap)
+{
+    if (!idx || (!tokens && n_tokens) || (!out && cap))
+        return -EINVAL;
+    uint32_t bs = idx->cfg.block_size;
+    uint64_t seed = kvb_index_block_seed(idx, ix_salt_of(lora_name, cache_salt));
+    size_t n = n_tokens / bs;
+    if (n > cap)
+        n = cap;
+    if (n > INT_MAX)
+        n = INT_MAX;
+    uint64_t prev = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t b = kvb_hash_block(tokens + i * bs, bs, seed);
+        prev = i == 0 ? b : kvb_hash_chain(prev, b);
+        out[i] = prev;
+    }
+    return (int)n;
+}
+
+/* ---- streams ---------------------------------------------------------------- */
+
+static uint64_t ix_name_hash(const char *name, size_t len, int64_t rank)
+{
+    return XXH3_64bits_withSeed(name, len, (uint64_t)rank);
+}
+
+static struct kvb_ix_stream *ix_stream(const kvb_index *idx, uint32_t id)
+{
+    return id < idx->tab_cap ? idx->tab[id] : NULL;
+}
+
+/* Caller holds smu (either mode) or wmu. */
+static struct kvb_ix_stream *ix_find(const kvb_index *idx, const char *name, int64_t rank)
+{
+    if (!idx->names_cap)
+        return NULL;
+    size_t len = strlen(name);
+    uint64_t h = ix_name_hash(name, len, rank);
+    uint32_t mask = idx->names_cap - 1;
+    for (uint32_t i = (uint32_t)h & mask;; i = (i + 1) & mask) {
+        uint32_t v = idx->names[i];
+        if (!v)
+            return NULL;
+        struct kvb_ix_stream *st = idx->tab[v - 1];
+        if (st->name_hash == h && st->rank == rank && strcmp(st->name, name) == 0)
+            return st;
+    }
+}
+
+static void names_put(uint32_t *names, uint32_t cap, uint64_t h, uint32_t id)
+{
+    uint32_t mask = cap - 1, i = (uint32_t)h & mask;
+    while (names[i])
+        i = (i + 1) & mask;
+    names[i] = id + 1;
+}
+
+/* Caller holds wmu and smu for writing. */
+static void names_delete(kvb_index *idx, uint32_t id)
+{
+    uint32_t mask = idx->names_cap - 1;
+    uint32_t i = (uint32_t)idx->tab[id]->name_hash & mask;
+    while (idx->names[i] != id + 1)
+        i = (i + 1) & mask;
+    uint32_t j = i;
+    for (;;) {
+        j = (j + 1) & mask;
+        uint32_t v = idx->names[j];
+        if (!v)
+            break;
+        uint32_t h = (uint32_t)idx->tab[v - 1]->name_hash & mask;
+        if (((j - h) & mask) >= ((j - i) & mask)) {
+            idx->names[i] = v;
+            i = j;
+        }
+    }
+    idx->names[i] = 0;
+}
+
+static int ix_stream_cfg_check(const kvb_index_stream_config *cfg)
+{
+    if (!cfg || !cfg->name)
+        return -EINVAL;
+    size_t len = strnlen(cfg->name, KVB_INDEX_NAME_MAX);
+    if (len == 0 || len >= KVB_INDEX_NAME_MAX)
+        return -EINVAL;
+    if (cfg->dp_rank < 0 && cfg->dp_rank != KVB_INDEX_NO_RANK)
+        return -EINVAL;
+    if (cfg->hashes != KVB_INDEX_HASHES_ROUTER && cfg->hashes != KVB_INDEX_HASHES_ENGINE)
+        return -EINVAL;
+    if (cfg->block_size && (!ix_pow2(cfg->block_size) || cfg->block_size > 1024))
+        return -EINVAL;
+    return 0;
+}
+
+void kvb__ix_publish(kvb_index *idx, struct kvb_ix_stream *st)
+{
+    if (st) {
+        st->entries = st->w_entries;
+        st->engine_n = st->en;
+    }
+    idx->pub = idx->w;
+}
+
+/* Add a stream (caller holds wmu): want_id KVB_IX_NONE for the lowest free id. */
+static int stream_add_locked(kvb_index *idx, const kvb_index_stream_config *cfg, uint32_t want_id,
+                             struct kvb_ix_stream **out)
+{
+    struct kvb_ix_stream *ex = ix_find(idx, cfg->name, cfg->dp_rank);
+    if (ex) {
+        *out = ex;
+        return -EEXIST;
+    }
+    if (idx->n_streams >= idx->cfg.max_streams)
+        return -ENOSPC;
+    uint32_t id = want_id;
+    if (id == KVB_IX_NONE) {
+        id = idx->id_hint;
+        while (id < idx->tab_cap && idx->tab[id])
+            id++;
+    } else if (id >= idx->cfg.max_streams || ix_stream(idx, id)) {
+        return -EEXIST;
+    }
+    kvb_assert(id < idx->cfg.max_streams);
+
+    /* Allocate everything first: a failure changes nothing. */
+    struct kvb_ix_stream **ntab = NULL;
+    uint32_t ntab_cap = idx->tab_cap;
+    if (id >= idx->tab_cap) {
+        uint64_t c = idx->tab_cap ? (uint64_t)idx->tab_cap * 2 : 16;
+        while (c <= id)
+            c *= 2;
+        if (c > idx->cfg.max_streams)
+            c = idx->cfg.max_streams;
+        ntab_cap = (uint32_t)c;
+        ntab = kvb__ix_calloc(idx, ntab_cap, sizeof *ntab);
+        if (!ntab)
+            return -ENOMEM;
+    }
+    uint32_t *nnames = NULL, nnames_cap = idx->names_cap;
+    if ((uint64_t)(idx->n_streams + 1) * 2 > idx->names_cap) {
+        nnames_cap = idx->names_cap ? idx->names_cap * 2 : 16;
+        nnames = kvb__ix_calloc(idx, nnames_cap, sizeof *nnames);
+        if (!nnames) {
+            kvb__ix_free(idx, ntab, (size_t)ntab_cap * sizeof *ntab);
+            return -ENOMEM;
+        }
+    }
+    struct kvb_ix_stream *st = kvb__ix_calloc(idx, 1, sizeof *st);
+    if (!st) {
+        kvb__ix_free(idx, nnames, (size_t)nnames_cap * sizeof *nnames);
+        kvb__ix_free(idx, ntab, (size_t)ntab_cap * sizeof *ntab);
+        return -ENOMEM;
+    }
+    size_t len = strlen(cfg->name);
+    memcpy(st->name, cfg->name, len + 1);
+    st->id = id;
+    st->rank = cfg->dp_rank;
+    st->kind = cfg->hashes;
+    st->block_size = cfg->block_size ? cfg->block_size : idx->cfg.block_size;
+    st->name_hash = ix_name_hash(st->name, len, st->rank);
+    st->state = KVB_STREAM_LIVE;
+    st->last_seq = -1;
+
+    struct kvb_ix_stream **otab = NULL;
+    uint32_t otab_cap = 0, *onames = NULL, onames_cap = 0;
+    ix_wrlock(&idx->smu);
+    if (ntab) {
+        if (idx->tab_cap)
+            memcpy(ntab, idx->tab, (size_t)idx->tab_cap * sizeof *ntab);
+        otab = idx->tab;
+        otab_cap = idx->tab_cap;
+        idx->tab = ntab;
+        idx->tab_cap = ntab_cap;
+    }
+    if (nnames) {
+        for (uint32_t i = 0; i < idx->names_cap; i++)
+            if (idx->names[i])
+                names_put(nnames, nnames_cap, idx->tab[idx->names[i] - 1]->name_hash,
+                          idx->names[i] - 1);
+        onames = idx->names;
+        onames_cap = idx->names_cap;
+        idx->names = nnames;
+        idx->names_cap = nnames_cap;
+    }
+    idx->tab[id] = st;
+    names_put(idx->names, idx->names_cap, st->name_hash, id);
+    idx->n_streams++;
+    if (want_id == KVB_IX_NONE)
+        idx->id_hint = id + 1;
+    /* No reader can hold the old arrays: they are only read under smu. */
+    kvb__ix_free(idx, otab, (size_t)otab_cap * sizeof *otab);
+    kvb__ix_free(idx, onames, (size_t)onames_cap * sizeof *onames);
+    kvb__ix_publish(idx, NULL);
+    ix_unlock(&idx->smu);
+    *out = st;
+    return 0;
+}
+
+int kvb__ix_stream_add_id(kvb_index *idx, const kvb_index_stream_config *cfg, uint32_t id,
+                          struct kvb_ix_stream **out)
+{
+    int rc = ix_stream_cfg_check(cfg);
+    if (rc)
+        return rc;
+    if (id >= idx->cfg.max_streams)
+        return -EINVAL;
+    pthread_mutex_lock(&idx->wmu);
+    rc = stream_add_locked(idx, cfg, id, out);
+    pthread_mutex_unlock(&idx->wmu);
+    return rc;
+}
+
+KVB_API int kvb_index_stream_add(kvb_index *idx, const kvb_index_stream_config *cfg, uint32_t *out)
+{
+    if (!idx || !out)
+        return -EINVAL;
+    int rc = ix_stream_cfg_check(cfg);
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&idx->wmu);
+    struct kvb_ix_stream *st = NULL;
+    rc = stream_add_locked(idx, cfg, KVB_IX_NONE, &st);
+    if (rc == 0 || rc == -EEXIST)
+        *out = st->id;
+    pthread_mutex_unlock(&idx->wmu);
+    return rc;
+}
+
+KVB_API int kvb_index_stream_find(const kvb_index *idx, const char *name, int64_t dp_rank,
+                                  uint32_t *out)
+{
+    if (!idx || !name || !out)
+        return -EINVAL;
+    kvb_index *ix = (kvb_index *)idx; /* locks are mutable state */
+    ix_rdlock(&ix->smu);
+    struct kvb_ix_stream *st = ix_find(idx, name, dp_rank);
+    if (st)
+        *out = st->id;
+    ix_unlock(&ix->smu);
+    return st ? 0 : -ENOENT;
+}
+
+/* Remove stream st (caller holds wmu). */
+static void stream_remove_locked(kvb_index *idx, struct kvb_ix_stream *st)
+{
+    stream_clear_entries(idx, st, false);
+    ix_wrlock(&idx->smu);
+    names_delete(idx, st->id);
+    idx->tab[st->id] = NULL;
+    idx->n_streams--;
+    if (st->id < idx->id_hint)
+        idx->id_hint = st->id;
+    ix_unlock(&idx->smu);
+    stream_free(idx, st);
+    for (uint32_t i = 0; i < idx->cfg.shards; i++)
+        shard_maybe_shrink(idx, &idx->shards[i]);
+    ix_wrlock(&idx->smu);
+    kvb__ix_publish(idx, NULL);
+    ix_unlock(&idx->smu);
+}
+
+KVB_API int kvb_index_stream_remove(kvb_index *idx, uint32_t stream)
+{
+    if (!idx)
+        return -EINVAL;
+    pthread_mutex_lock(&idx->wmu);
+    struct kvb_ix_stream *st = ix_stream(idx, stream);
+    if (st)
+        stream_remove_locked(idx, st);
+    pthread_mutex_unlock(&idx->wmu);
+    return st ? 0 : -ENOENT;
+}
+
+KVB_API int kvb_index_worker_remove(kvb_index *idx, const char *name)
+{
+    if (!idx || !name)
+        return -EINVAL;
+    int n = 0;
+    pthread_mutex_lock(&idx->wmu);
+    for (uint32_t i = 0; i < idx->tab_cap; i++) {
+        struct kvb_ix_stream *st = idx->tab[i];
+        if (st && strcmp(st->name, name) == 0) {
+            stream_remove_locked(idx, st);
+            n++;
+        }
+    }
+    pthread_mutex_unlock(&idx->wmu);
+    return n;
+}
+
+static bool ix_state_ok(kvb_stream_state s)
+{
+    return s == KVB_STREAM_LIVE || s == KVB_STREAM_RESYNCING || s == KVB_STREAM_LAGGING ||
+           s == KVB_STREAM_STALE;
+}
+
+/* Clear a stream outside an apply, count the clear, set its state (wmu held). */
+static void stream_clear_locked(kvb_index *idx, struct kvb_ix_stream *st, kvb_stream_state state)
+{
+    stream_clear_entries(idx, st, false);
+    for (uint32_t i = 0; i < idx->cfg.shards; i++)
+        shard_maybe_shrink(idx, &idx->shards[i]);
+    ix_wrlock(&idx->smu);
+    st->counters[KVB_COUNT_CLEARS]++;
+    st->state = state;
+    kvb__ix_publish(idx, st);
+    ix_unlock(&idx->smu);
+}
+
+KVB_API int kvb_index_stream_clear(kvb_index *idx, uint32_t stream, kvb_stream_state state)
+{
+    if (!idx || !ix_state_ok(state))
+        return -EINVAL;
+    pthread_mutex_lock(&idx->wmu);
+    struct kvb_ix_stream *st = ix_stream(idx, stream);
+    if (st)
+        stream_clear_locked(idx, st, state);
+    pthread_mutex_unlock(&idx->wmu);
+    return st ? 0 : -ENOENT;
+}
+
+/* Begin a small update of stream `stream`: wmu and smu (write) held on success;
+ * NULL (nothing held) when there is no such stream. */
+static struct kvb_ix_stream *ix_update_begin(kvb_index *idx, uint32_t stream)
+{
+    pthread_mutex_lock(&idx->wmu);
+    struct kvb_ix_stream *st = ix_stream(idx, stream);
+    if (!st) {
+        pthread_mutex_unlock(&idx->wmu);
+        return NULL;
+    }
+    ix_wrlock(&idx->smu);
+    return st;
+}
+
+static int ix_update_end(kvb_index *idx)
+{
+    ix_unlock(&idx->smu);
+    pthread_mutex_unlock(&idx->wmu);
+    return 0;
+}
+
+KVB_API int kvb_index_stream_set_state(kvb_index *idx, uint32_t stream, kvb_stream_state state)
+{
+    if (!idx || !ix_state_ok(state))
+        return -EINVAL;
+    struct kvb_ix_stream *st = ix_update_begin(idx, stream);
+    if (!st)
+        return -ENOENT;
+    st->state = state;
+    return ix_update_end(idx);
+}
+
+KVB_API int kvb_index_stream_set_seq(kvb_index *idx, uint32_t stream, int64_t last_seq)
+{
+    if (!idx)
+        return -EINVAL;
+    struct kvb_ix_stream *st = ix_update_begin(idx, stream);
+    if (!st)
+        return -ENOENT;
+    st->last_seq = last_seq;
+    return ix_update_end(idx);
+}
+
+KVB_API int kvb_index_stream_count(kvb_index *idx, uint32_t stream, kvb_stream_counter c,
+                                   uint64_t delta)
+{
+    if (!idx || (unsigned)c >= KVB_COUNT_COUNT)
+        return -EINVAL;
+    struct kvb_ix_stream *st = ix_update_begin(idx, stream);
+    if (!st)
+        return -ENOENT;
+    st->counters[c] += delta;
+    return ix_update_end(idx);
+}
+
+KVB_API int kvb_index_stream_drop(kvb_index *idx, uint32_t stream,
+                                  const uint32_t dropped[KVB_DROP_COUNT])
+{
+    if (!idx || !dropped)
+        return -EINVAL;
+    struct kvb_ix_stream *st = ix_update_begin(idx, stream);
+    if (!st)
+        return -ENOENT;
+    for (int i = 0; i < KVB_DROP_COUNT; i++)
+        st->dropped[i] += dropped[i];
+    return ix_update_end(idx);
+}
+
+KVB_API int kvb_index_stream_heard(kvb_index *idx, uint32_t stream, bool connected, int64_t now_ns)
+{
+    if (!idx)
+        return -EINVAL;
+    struct kvb_ix_stream *st = ix_update_begin(idx, stream);
+    if (!st)
+        return -ENOENT;
+    if (connected) {
+        st->down = false;
+        st->drop_done = false;
+        st->last_heard_ns = now_ns;
+        if (st->state == KVB_STREAM_STALE)
+            st->state = KVB_STREAM_LIVE;
+    } else if (!st->down) {
+        st->down = true;
+        st->down_since_ns = now_ns;
+    }
+    return ix_update_end(idx);
+}
+
+KVB_API int kvb_index_tick(kvb_index *idx, int64_t now_ns)
+{
+    if (!idx)
+        return -EINVAL;
+    int changed = 0;
+    pthread_mutex_lock(&idx->wmu);
+    for (uint32_t i = 0; i < idx->tab_cap; i++) {
+        struct kvb_ix_stream *st = idx->tab[i];
+        if (!st || !st->down)
+            continue;
+        int64_t dt = now_ns - st->down_since_ns;
+        if (dt >= idx->drop_ns && !st->drop_done) {
+            if (st->state != KVB_STREAM_STALE)
+                changed++;
+            stream_clear_locked(idx, st, KVB_STREAM_STALE);
+            st->drop_done = true;
+        } else if (dt >= idx->stale_ns && st->state != KVB_STREAM_STALE) {
+            ix_wrlock(&idx->smu);
+            st->state = KVB_STREAM_STALE;
+            ix_unlock(&idx->smu);
+            changed++;
+        }
+    }
+    pthread_mutex_unlock(&idx->wmu);
+    return changed;
+}
+
+KVB_API int64_t kvb_index_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+KVB_API int kvb_index_stream_info_get(const kvb_index *idx, uint32_t stream,
+                                      kvb_index_stream_info *out)
+{
+    if (!idx || !out)
+        return -EINVAL;
+    kvb_index *ix = (kvb_index *)idx;
+    ix_rdlock(&ix->smu);
+    const struct kvb_ix_stream *st = ix_stream(idx, stream);
+    if (st) {
+        memset(out, 0, sizeof *out);
+        out->stream = st->id;
+        memcpy(out->worker, st->name, sizeof out->worker);
+        out->dp_rank = st->rank;
+        out->hashes = st->kind;
+        out->block_size = st->block_size;
+        out->state = st->state;
+        out->last_seq = st->last_seq;
+        out->batches = st->batches;
+        out->events = st->events;
+        memcpy(out->counters, st->counters, sizeof out->counters);
+        memcpy(out->dropped, st->dropped, sizeof out->dropped);
+        out->entries = st->entries;
+        out->engine_map = st->engine_n;
+        out->last_heard_ns = st->last_heard_ns;
+    }
+    ix_unlock(&ix->smu);
+    return st ? 0 : -ENOENT;
+}
+
+KVB_API int kvb_index_streams(const kvb_index *idx, uint32_t *ids, uint32_t cap)
+{
+    if (!idx || (!ids && cap))
+        return -EINVAL;
+    kvb_index *ix = (kvb_index *)idx;
+    uint32_t n = 0;
+    ix_rdlock(&ix->smu);
+    for (uint32_t i = 0; i < idx->tab_cap; i++)
+        if (idx->tab[i]) {
+            if (n < cap)
+                ids[n] = i;
+            n++;
+        }
+    ix_unlock(&ix->smu);
+    return (int)n;
+}
+
+/* ---- apply ------------------------------------------------------------------ */
+
+/* Batch-local map of pass 1: engine hash -> index in rh of its latest STORED
+ * since the last CLEARED (gen). */
+struct ix_lent {
+    uint64_t e;
+    uint32_t k1; /* rh index + 1; 0: empty */
+    uint32_t gen;
+};
+
+struct ix_apply {
+    uint8_t *evst; /* per event: 0 apply, else kvb_drop_reason + 1 for all its blocks */
+    uint64_t *rh;  /* router hashes of an ENGINE stream's STORED blocks, in order */
+    struct ix_lent *lmap;
+    uint32_t lcap; /* power of two */
+    struct ix_rsv rsv;
+    void *heap;
+    size_t heap_size;
+    uint32_t cnt[1024];  /* per shard: keys the batch may add */
+    uint32_t dcnt[1024]; /* per shard: holder arrays reserved (directory slots) */
+    _Alignas(16) unsigned char stack[KVB_IX_APPLY_STACK];
+};
+
+static int ix_event_check(const kvb_index_event *ev)
+{
+    if (ev->type == KVB_INDEX_EV_CLEARED)
+        return 0;
+    if (ev->type != KVB_INDEX_EV_STORED && ev->type != KVB_INDEX_EV_REMOVED)
+        return -EINVAL;
+    if ((unsigned)ev->tier >= KVB_TIER_COUNT)
+        return -EINVAL;
+    if (ev->n_hashes && !ev->hashes)
+        return -EINVAL;
+    if (ev->type == KVB_INDEX_EV_STORED && ev->n_tokens && !ev->tokens)
+        return -EINVAL;
+    return 0;
+}
+
+/* Drops that do not depend on the index's state: 0 or reason + 1. */
+static uint8_t ix_static_drop(const kvb_index *idx, const struct kvb_ix_stream *st,
+                              const kvb_index_event *ev)
+{
+    if (ev->type != KVB_INDEX_EV_STORED || ev->n_hashes == 0)
+        return 0;
+    uint32_t bs = ev->block_size ? ev->block_size : st->block_size;
+    if (bs != st->block_size)
+        return KVB_DROP_BLOCK_SIZE + 1;
+    if (st->kind == KVB_INDEX_HASHES_ENGINE) {
+        if (bs != idx->cfg.block_size)
+            return KVB_DROP_BLOCK_SIZE + 1;
+        uint64_t need = (uint64_t)ev->n_hashes * bs;
+        if (ev->n_tokens < need)
+            return KVB_DROP_NO_TOKENS + 1;
+        if (ev->n_tokens > need)
+            return KVB_DROP_MALFORMED + 1;
+    }
+    return 0;
+}
+
+static struct ix_lent *lmap_slot(struct ix_apply *ap, uint64_t e)
+{
+    uint32_t mask = ap->lcap - 1, i = (uint32_t)ix_mix(e) & mask;
+    while (ap->lmap[i].k1 && ap->lmap[i].e != e)
+        i = (i + 1) & mask;
+    return &ap->lmap[i];
+}
+
+/* Router hash of engine hash e as known at this point of pass 1. */
+static bool p1_lookup(const struct ix_apply *ap, const struct kvb_ix_stream *st, bool map_on,
+                      uint32_t gen, uint64_t e, uint64_t *r)
+{
+    struct ix_lent *le = lmap_slot((struct ix_apply *)ap, e);
+    if (le->k1 && le->gen == gen) {
+        *r = ap->rh[le->k1 - 1];
+        return true;
+    }
+    if (map_on) {
+        uint32_t i = eng_find(st, e, ix_mix(e));
+        if (i != KVB_IX_NONE) {
+            *r = st->er[i];
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Array capacity stream sid may need for key when pass 2 adds it as a holder
+ * (0: none). seen_removal: an earlier event may have taken it away. */
+static uint32_t p1_need(const kvb_index *idx, uint32_t sid, uint64_t key, uint64_t m,
+                        bool seen_removal, bool *absent)
+{
+    const struct kvb_ix_shard *s = &idx->shards[ix_shard_of(idx, m)];
+    uint32_t ci = shard_find(s, key, m);
+    *absent = ci == KVB_IX_NONE;
+    if (ci == KVB_IX_NONE)
+        return 0;
+    const struct kvb_ix_cell *c = &s->cells[ci];
+    uint32_t n;
+    const uint32_t *h = cell_holders(s, c, &n);
+    bool holds;
+    (void)holders_search(h, n, sid, &holds);
+    uint32_t o = n - (holds ? 1 : 0);
+    if (o == 0)
+        return 0;
+    if (holds)
+        return seen_removal && o == 1 ? 2 : 0;
+    if (!(c->n & KVB_IX_ARR))
+        return 2;
+    uint32_t cap = s->dir[c->data][0];
+    return cap >= o + 1 ? 0 : kvb__next_pow2(o + 1);
+}
+
+static void ap_release(kvb_index *idx, struct ix_apply *ap)
+{
+    ix_rsv_free(idx, &ap->rsv);
+    if (ap->heap)
+        kvb__ix_free(idx, ap->heap, ap->heap_size);
+    ap->heap = NULL;
+}
+
+/* Pass 1: compute, reserve, allocate; nothing visible changes. */
+static int apply_prepare(kvb_index *idx, struct kvb_ix_stream *st, const kvb_index_event *events,
+                         uint32_t n, struct ix_apply *ap)
+{
+    bool engine = st->kind == KVB_INDEX_HASHES_ENGINE;
+    uint64_t n_stored = 0;
+    for (uint32_t e = 0; e < n; e++)
+        if (events[e].type == KVB_INDEX_EV_STORED && !ix_static_drop(idx, st, &events[e]))
+            n_stored += events[e].n_hashes;
+    uint64_t n_eng = engine ? n_stored : 0;
+    uint64_t lcap = 0;
+    if (n_eng) {
+        lcap = 16;
+        while (lcap < 2 * n_eng)
+            lcap *= 2;
+    }
+    size_t sz_ev = ((size_t)n + 15) & ~(size_t)15;
+    uint64_t total = sz_ev + n_eng * sizeof(uint64_t) + lcap * sizeof(struct ix_lent) +
+                     n_stored * sizeof(uint32_t *);
+    if (total > SIZE_MAX / 2 || lcap > UINT32_MAX || n_stored > UINT32_MAX)
+        return -ENOMEM;
+    unsigned char *mem = ap->stack;
+    if (total > sizeof ap->stack) {
+        mem = kvb__ix_alloc(idx, (size_t)total);
+        if (!mem)
+            return -ENOMEM;
+        ap->heap = mem;
+        ap->heap_size = (size_t)total;
+    }
+    ap->evst = mem;
+    ap->lmap = (struct ix_lent *)(mem + sz_ev);
+    ap->rh = (uint64_t *)(mem + sz_ev + lcap * sizeof(struct ix_lent));
+    ap->rsv.arr =
+        (uint32_t **)(mem + sz_ev + lcap * sizeof(struct ix_lent) + n_eng * sizeof(uint64_t));
+    ap->rsv.cap = (uint32_t)n_stored;
+    ap->rsv.n = 0;
+    ap->lcap = (uint32_t)lcap;
+    if (lcap)
+        memset(ap->lmap, 0, lcap * sizeof *ap->lmap);
+
+    /* Event drops, and an ENGINE stream's router hashes. */
+    bool map_on = true;
+    uint32_t gen = 0, k = 0;
+    for (uint32_t e = 0; e < n; e++) {
+        const kvb_index_event *ev = &events[e];
+        ap->evst[e] = ix_static_drop(idx, st, ev);
+        if (ev->type == KVB_INDEX_EV_CLEARED) {
+            map_on = false;
+            gen++;
+        }
+        if (!engine || ev->type != KVB_INDEX_EV_STORED || ap->evst[e] || !ev->n_hashes)
+            continue;
+        uint64_t prev = 0;
+        if (ev->has_parent && !p1_lookup(ap, st, map_on, gen, ev->parent, &prev)) {
+            ap->evst[e] = KVB_DROP_UNKNOWN_PARENT + 1;
+            continue;
+        }
+        uint64_t seed = kvb_index_block_seed(idx, ev->salt_key);
+        uint32_t bs = st->block_size;
+        for (uint32_t b = 0; b < ev->n_hashes; b++) {
+            uint64_t eh = ev->hashes[b], r;
+            if (!p1_lookup(ap, st, map_on, gen, eh, &r)) {
+                uint64_t bh = kvb_hash_block(ev->tokens + (size_t)b * bs, bs, seed);
+                r = (b == 0 && !ev->has_parent) ? bh : kvb_hash_chain(prev, bh);
+            }
+            ap->rh[k] = r;
+            struct ix_lent *le = lmap_slot(ap, eh);
+            le->e = eh;
+            le->k1 = k + 1;
+            le->gen = gen;
+            k++;
+            prev = r;
+        }
+    }
+
+    /* Keys each shard may gain, holder arrays pass 2 may need. */
+    uint32_t nsh = idx->cfg.shards;
+    memset(ap->cnt, 0, nsh * sizeof ap->cnt[0]);
+    memset(ap->dcnt, 0, nsh * sizeof ap->dcnt[0]);
+    bool seen_removal = false;
+    k = 0;
+    uint64_t n_keys_max = 0;
+    int rc = 0;
+    for (uint32_t e = 0; e < n && rc == 0; e++) {
+        const kvb_index_event *ev = &events[e];
+        if (ev->type != KVB_INDEX_EV_STORED) {
+            seen_removal = true;
+            continue;
+        }
+        if (ap->evst[e])
+            continue;
+        for (uint32_t b = 0; b < ev->n_hashes; b++) {
+            uint64_t key = engine ? ap->rh[k++] : ev->hashes[b], m = ix_mix(key);
+            uint32_t s = ix_shard_of(idx, m);
+            bool absent;
+            uint32_t need = p1_need(idx, st->id, key, m, seen_removal, &absent);
+            n_keys_max++;
+            if (absent)
+                ap->cnt[s]++;
+            if (need) {
+                uint32_t *a = harr_alloc(idx, need);
+                if (!a) {
+                    rc = -ENOMEM;
+                    break;
+                }
+                kvb_assert(ap->rsv.n < ap->rsv.cap);
+                ap->rsv.arr[ap->rsv.n++] = a;
+                ap->dcnt[s]++;
+            }
+        }
+    }
+    if (rc == 0)
+        rc = rev_reserve(idx, st, n_keys_max);
+    if (rc == 0 && engine)
+        rc = eng_reserve(idx, st, n_keys_max);
+    for (uint32_t s = 0; s < nsh && rc == 0; s++) {
+        if (ap->cnt[s])
+            rc = shard_reserve(idx, &idx->shards[s], ap->cnt[s], false);
+        if (rc == 0 && ap->dcnt[s])
+            rc = dir_reserve(idx, &idx->shards[s], ap->dcnt[s], false);
+    }
+    if (rc) {
+        ap_release(idx, ap);
+        return rc;
+    }
+    ix_rsv_seal(&ap->rsv);
+    return 0;
+}
+
+struct ix_commit {
+    uint64_t dropped[KVB_DROP_COUNT];
+    uint64_t clears, block_ops;
+};
+
+static void commit_stored(kvb_index *idx, struct kvb_ix_stream *st, const kvb_index_event *ev,
+                          struct ix_apply *ap, uint32_t *k, struct ix_commit *cm)
+{
+    bool engine = st->kind == KVB_INDEX_HASHES_ENGINE;
+    uint32_t t = ev->tier, sh = KVB_IX_COUNT_BITS * t;
+    uint64_t max = idx->cfg.max_entries_per_stream;
+    struct kvb_ix_shard *held = NULL;
+    for (uint32_t b = 0; b < ev->n_hashes; b++) {
+        uint64_t key = engine ? ap->rh[(*k)++] : ev->hashes[b], m = ix_mix(key);
+        uint32_t ri = rev_find(st, key, m);
+        uint32_t counts = ri == KVB_IX_NONE ? 0 : st->rc[ri];
+        uint32_t c = kvb__ix_count(counts, t);
+        uint32_t ei = KVB_IX_NONE;
+        uint64_t em = 0;
+        if (engine) {
+            em = ix_mix(ev->hashes[b]);
+            ei = eng_find(st, ev->hashes[b], em);
+            kvb_assert(ei == KVB_IX_NONE || st->er[ei] == key);
+            if (ei == KVB_IX_NONE && st->en >= max) {
+                cm->dropped[KVB_DROP_CAPACITY]++;
+                continue;
+            }
+        }
+        if (c == KVB_IX_COUNT_MAX || (c == 0 && st->w_entries >= max)) {
+            cm->dropped[KVB_DROP_CAPACITY]++;
+            continue;
+        }
+        /* Room in the stream's maps (reserved by pass 1; the checks only guard
+         * against a reservation bug, never allocate then). */
+        if ((ri == KVB_IX_NONE && rev_reserve(idx, st, 1) != 0) ||
+            (engine && ei == KVB_IX_NONE && eng_reserve(idx, st, 1) != 0)) {
+            kvb_assert(0);
+            cm->dropped[KVB_DROP_CAPACITY]++;
+            continue;
+        }
+        if (c == 0) {
+            struct kvb_ix_shard *s = &idx->shards[ix_shard_of(idx, m)];
+            if (s != held) {
+                if (held)
+                    ix_unlock(&held->lock);
+                ix_wrlock(&s->lock);
+                held = s;
+            }
+            uint32_t mask = kvb__ix_mask_of(counts) | 1u << t;
+            if (global_set(idx, s, key, m, st->id, mask, &ap->rsv, true) != 0) {
+                kvb_assert(0);
+                cm->dropped[KVB_DROP_CAPACITY]++;
+                continue;
+            }
+            st->w_entries++;
+        }
+        if (ri == KVB_IX_NONE)
+            rev_put_new(st, key, m, 1u << sh);
+        else
+            st->rc[ri] += 1u << sh;
+        if (engine) {
+            if (ei == KVB_IX_NONE)
+                eng_put_new(st, ev->hashes[b], em, key, 1);
+            else if (st->ec[ei] < UINT32_MAX)
+                st->ec[ei]++;
+        }
+        cm->block_ops++;
+    }
+    if (held)
+        ix_unlock(&held->lock);
+}
+
+static void commit_removed(kvb_index *idx, struct kvb_ix_stream *st, const kvb_index_event *ev,
+                           struct ix_commit *cm)
+{
+    bool engine = st->kind == KVB_INDEX_HASHES_ENGINE;
+    uint32_t t = ev->tier, sh = KVB_IX_COUNT_BITS * t;
+    struct kvb_ix_shard *held = NULL;
+    for (uint32_t b = 0; b < ev->n_hashes; b++) {
+        uint64_t key = ev->hashes[b];
+        uint32_t ei = KVB_IX_NONE;
+        if (engine) {
+            ei = eng_find(st, key, ix_mix(key));
+            if (ei == KVB_IX_NONE) {
+                cm->dropped[KVB_DROP_UNKNOWN_BLOCK]++;
+                continue;
+            }
+            key = st->er[ei];
+        }
+        uint64_t m = ix_mix(key);
+        uint32_t ri = rev_find(st, key, m);
+        if (ri == KVB_IX_NONE || kvb__ix_count(st->rc[ri], t) == 0) {
+            cm->dropped[KVB_DROP_UNKNOWN_BLOCK]++;
+            continue;
+        }
+        st->rc[ri] -= 1u << sh;
+        if (kvb__ix_count(st->rc[ri], t) == 0) {
+            struct kvb_ix_shard *s = &idx->shards[ix_shard_of(idx, m)];
+            if (s != held) {
+                if (held)
+                    ix_unlock(&held->lock);
+                ix_wrlock(&s->lock);
+                held = s;
+            }
+            int rc = global_set(idx, s, key, m, st->id, kvb__ix_mask_of(st->rc[ri]), NULL, true);
+            kvb_assert(rc == 0); /* a mask change or a removal never allocates */
+            (void)rc;
+            st->w_entries--;
+        }
+        if (st->rc[ri] == 0)
+            rev_delete(st, ri);
+        if (engine && --st->ec[ei] == 0)
+            eng_delete(st, ei);
+        cm->block_ops++;
+    }
+    if (held)
+        ix_unlock(&held->lock);
+}
+
+KVB_API int kvb_index_apply(kvb_index *idx, uint32_t stream, const kvb_index_event *events,
+                            uint32_t n, int64_t seq)
+{
+    if (!idx || (!events && n))
+        return -EINVAL;
+    for (uint32_t e = 0; e < n; e++)
+        if (ix_event_check(&events[e]))
+            return -EINVAL;
+    struct ix_apply ap; /* ~16 KiB: per-shard counters and the scratch buffer */
+    ap.heap = NULL;
+    ap.rsv.n = 0;
+    pthread_mutex_lock(&idx->wmu);
+    struct kvb_ix_stream *st = ix_stream(idx, stream);
+    if (!st) {
+        pthread_mutex_unlock(&idx->wmu);
+        return -ENOENT;
+    }
+    bool any_stored = false;
+    for (uint32_t e = 0; e < n && !any_stored; e++)
+        any_stored = events[e].type == KVB_INDEX_EV_STORED && events[e].n_hashes;
+    if (any_stored) {
+        int rc = apply_prepare(idx, st, events, n, &ap);
+        if (rc) {
+            /* Only capacities changed (tables grown): publish the memory figure. */
+            ix_wrlock(&idx->smu);
+            kvb__ix_publish(idx, NULL);
+            ix_unlock(&idx->smu);
+            pthread_mutex_unlock(&idx->wmu);
+            return rc;
+        }
+    }
+
+    struct ix_commit cm;
+    memset(&cm, 0, sizeof cm);
+    uint32_t k = 0;
+    bool removals = false;
+    for (uint32_t e = 0; e < n; e++) {
+        const kvb_index_event *ev = &events[e];
+        switch (ev->type) {
+        case KVB_INDEX_EV_STORED:
+            if (!ev->n_hashes)
+                break;
+            if (ap.evst[e]) {
+                cm.dropped[ap.evst[e] - 1] += ev->n_hashes;
+                break;
+            }
+            commit_stored(idx, st, ev, &ap, &k, &cm);
+            break;
+        case KVB_INDEX_EV_REMOVED:
+            commit_removed(idx, st, ev, &cm);
+            removals = true;
+            break;
+        case KVB_INDEX_EV_CLEARED:
+            stream_clear_entries(idx, st, true);
+            cm.clears++;
+            removals = true;
+            break;
+        }
+    }
+    if (any_stored)
+        ap_release(idx, &ap);
+    if (removals || any_stored)
+        stream_maybe_shrink(idx, st);
+    if (removals)
+        for (uint32_t s = 0; s < idx->cfg.shards; s++)
+            shard_maybe_shrink(idx, &idx->shards[s]);
+
+    int64_t now = kvb_index_now_ns();
+    idx->w.batches++;
+    idx->w.events += n;
+    idx->w.block_ops += cm.block_ops;
+    ix_wrlock(&idx->smu);
+    st->batches++;
+    st->events += n;
+    for (int i = 0; i < KVB_DROP_COUNT; i++)
+        st->dropped[i] += cm.dropped[i];
+    st->counters[KVB_COUNT_CLEARS] += cm.clears;
+    if (seq >= 0)
+        st->last_seq = seq;
+    st->last_heard_ns = now;
+    kvb__ix_publish(idx, st);
+    ix_unlock(&idx->smu);
+    pthread_mutex_unlock(&idx->wmu);
+    return 0;
+}
+
+/* ---- match ------------------------------------------------------------------ */
+
+struct ix_cand {
+    uint32_t sid, dev, dh, any;
+    double score;
+};
+
+struct ix_sort_ctx {
+    const kvb_index *idx;
+    const struct ix_cand *c;
+};
+
+/* Result order: score desc, entries asc, name, rank, id. */
+static int ix_cand_cmp(const void *pa, const void *pb, void *pctx)
+{
+    const struct ix_sort_ctx *x = pctx;
+    const struct ix_cand *a = &x->c[*(const uint32_t *)pa], *b = &x->c[*(const uint32_t *)pb];
+    if (a->score != b->score)
+        return a->score > b->score ? -1 : 1;
+    const struct kvb_ix_stream *sa = x->idx->tab[a->sid], *sb = x->idx->tab[b->sid];
+    if (sa->entries != sb->entries)
+        return sa->entries < sb->entries ? -1 : 1;
+    int r = strcmp(sa->name, sb->name);
+    if (r)
+        return r;
+    if (sa->rank != sb->rank)
+        return sa->rank < sb->rank ? -1 : 1;
+    return a->sid < b->sid ? -1 : a->sid > b->sid;
+}
+
+KVB_API int kvb_index_match(kvb_index *idx, const uint64_t *hashes, uint32_t n,
+                            kvb_index_result *out, uint32_t k)
+{
+    if (!idx || (!hashes && n) || (!out && k))
+        return -EINVAL;
+    atomic_fetch_add_explicit(&idx->matches, 1, memory_order_relaxed);
+    if (n == 0)
+        return 0;
+
+    struct ix_cand cstack[KVB_IX_MATCH_STACK];
+    uint32_t istack[KVB_IX_MATCH_STACK];
+    struct ix_cand *cand = cstack;
+    uint32_t *alive = istack;
+    void *heap = NULL;
+    size_t heap_size = 0;
+    uint32_t nc = 0, na = 0, looked = 1;
+    int ret = 0;
+
+    ix_rdlock(&idx->smu);
+    struct kvb_ix_shard *held = NULL;
+    uint64_t m = ix_mix(hashes[0]);
+    struct kvb_ix_shard *s = &idx->shards[ix_shard_of(idx, m)];
+    ix_rdlock(&s->lock);
+    held = s;
+    uint32_t ci = shard_find(s, hashes[0], m);
+    if (ci != KVB_IX_NONE) {
+        uint32_t nh;
+        const uint32_t *h = cell_holders(s, &s->cells[ci], &nh);
+        if (nh > KVB_IX_MATCH_STACK) {
+            heap_size = (size_t)nh * (sizeof *cand + sizeof *alive);
+            heap = kvb__alloc(&idx->a, heap_size);
+            if (!heap) {
+                ret = -ENOMEM;
+                goto out;
+            }
+            cand = heap;
+            alive = (uint32_t *)(cand + nh);
+        }
+        for (uint32_t j = 0; j < nh; j++) {
+            uint32_t sid = KVB_IX_SID(h[j]), mk = h[j] & KVB_IX_MASK_ALL;
+            const struct kvb_ix_stream *st = ix_stream(idx, sid);
+            if (!st || st->state == KVB_STREAM_STALE)
+                continue;
+            struct ix_cand *c = &cand[nc];
+            c->sid = sid;
+            c->any = 1;
+            c->dh = (mk & 3u) ? 1 : 0;
+            c->dev = (mk & 1u) ? 1 : 0;
+            alive[na++] = nc++;
+        }
+    }
+    if (!idx->match_hold) {
+        ix_unlock(&held->lock);
+        held = NULL;
+    }
+
+    for (uint32_t i = 1; i < n && na; i++) {
+        looked++;
+        m = ix_mix(hashes[i]);
+        s = &idx->shards[ix_shard_of(idx, m)];
+        if (!held)
+            ix_rdlock(&s->lock);
+        ci = shard_find(s, hashes[i], m);
+        uint32_t w = 0;
+        if (ci != KVB_IX_NONE) {
+            uint32_t nh;
+            const uint32_t *h = cell_holders(s, &s->cells[ci], &nh);
+            if ((uint64_t)na * 8 < nh) {
+                for (uint32_t j = 0; j < na; j++) {
+                    struct ix_cand *c = &cand[alive[j]];
+                    bool found;
+                    uint32_t p = holders_search(h, nh, c->sid, &found);
+                    if (!found)
+                        continue;
+                    uint32_t mk = h[p] & KVB_IX_MASK_ALL;
+                    c->any = i + 1;
+                    if (c->dh == i && (mk & 3u))
+                        c->dh = i + 1;
+                    if (c->dev == i && (mk & 1u))
+                        c->dev = i + 1;
+                    alive[w++] = alive[j];
+                }
+            } else {
+                uint32_t j = 0, p = 0;
+                while (j < na && p < nh) {
+                    struct ix_cand *c = &cand[alive[j]];
+                    uint32_t hs = KVB_IX_SID(h[p]);
+                    if (hs < c->sid) {
+                        p++;
+                    } else if (hs > c->sid) {
+                        j++;
+                    } else {
+                        uint32_t mk = h[p] & KVB_IX_MASK_ALL;
+                        c->any = i + 1;
+                        if (c->dh == i && (mk & 3u))
+                            c->dh = i + 1;
+                        if (c->dev == i && (mk & 1u))
+                            c->dev = i + 1;
+                        alive[w++] = alive[j];
+                        j++;
+                        p++;
+                    }
+                }
+            }
+        }
+        na = w;
+        if (!held)
+            ix_unlock(&s->lock);
+    }
+    if (held) {
+        ix_unlock(&held->lock);
+        held = NULL;
+    }
+
+    /* Scores, then the top k in result order. */
+    const double *wt = idx->cfg.tier_weight;
+    for (uint32_t j = 0; j < nc; j++) {
+        struct ix_cand *c = &cand[j];
+        c->score = wt[0] * c->dev + wt[1] * (c->dh - c->dev) + wt[2] * (c->any - c->dh);
+        alive[j] = j;
+    }
+    struct ix_sort_ctx sx = {.idx = idx, .c = cand};
+    uint32_t top = k < nc ? k : nc;
+    if (top && top < nc && top <= 16) {
+        /* Partial selection: alive[0..top) sorted, the rest compared to its last. */
+        for (uint32_t j = 1; j < top; j++)
+            for (uint32_t q = j; q > 0 && ix_cand_cmp(&alive[q], &alive[q - 1], &sx) < 0; q--) {
+                uint32_t tmp = alive[q];
+                alive[q] = alive[q - 1];
+                alive[q - 1] = tmp;
+            }
+        for (uint32_t j = top; j < nc; j++) {
+            if (ix_cand_cmp(&alive[j], &alive[top - 1], &sx) >= 0)
+                continue;
+            uint32_t v = alive[j], q = top - 1;
+            while (q > 0 && ix_cand_cmp(&v, &alive[q - 1], &sx) < 0) {
+                alive[q] = alive[q - 1];
+                q--;
+            }
+            alive[q] = v;
+        }
+    } else if (top) {
+        qsort_r(alive, nc, sizeof *alive, ix_cand_cmp, &sx);
+    }
+    for (uint32_t j = 0; j < top; j++) {
+        const struct ix_cand *c = &cand[alive[j]];
+        const struct kvb_ix_stream *st = idx->tab[c->sid];
+        kvb_index_result *r = &out[j];
+        r->stream = c->sid;
+        r->dp_rank = st->rank;
+        r->device = c->dev;
+        r->host = c->dh - c->dev;
+        r->disk = c->any - c->dh;
+        r->score = c->score;
+        r->entries = st->entries;
+        r->state = st->state;
+        memcpy(r->worker, st->name, sizeof r->worker);
+    }
+    ret = nc > INT_MAX ? INT_MAX : (int)nc;
+out:
+    if (held)
+        ix_unlock(&held->lock);
+    ix_unlock(&idx->smu);
+    if (heap)
+        kvb__free(&idx->a, heap, heap_size);
+    atomic_fetch_add_explicit(&idx->matched_blocks, looked, memory_order_relaxed);
+    return ret;
+}
+
+KVB_API int kvb_index_match_tokens(kvb_index *idx, const uint32_t *tokens, size_t n_tokens,
+                                   const char *lora_name, const char *cache_salt,
+                                   kvb_index_result *out, uint32_t k, uint32_t *blocks)
+{
+    if (!idx || (!tokens && n_tokens) || (!out && k))
+        return -EINVAL;
+    uint64_t hstack[4096];
+    uint64_t *h = hstack;
+    size_t nb = n_tokens / idx->cfg.block_size;
+    if (nb > UINT32_MAX)
+        nb = UINT32_MAX;
+    if (nb > 4096) {
+        h = kvb__alloc(&idx->a, nb * sizeof *h);
+        if (!h)
+            return -ENOMEM;
+    }
+    int n = kvb_index_hashes(idx, tokens, n_tokens, lora_name, cache_salt, h, nb);
+    int rc = n < 0 ? n : kvb_index_match(idx, h, (uint32_t)n, out, k);
+    if (blocks)
+        *blocks = n < 0 ? 0 : (uint32_t)n;
+    if (h != hstack)
+        kvb__free(&idx->a, h, nb * sizeof *h);
+    return rc;
+}
+
+/* ---- stats and names -------------------------------------------------------- */
+
+KVB_API int kvb_index_stats_get(const kvb_index *idx, kvb_index_stats *out)
+{
+    if (!idx || !out)
+        return -EINVAL;
+    kvb_index *ix = (kvb_index *)idx;
+    memset(out, 0, sizeof *out);
+    ix_rdlock(&ix->smu);
+    out->streams = idx->n_streams;
+    out->keys = idx->pub.keys;
+    out->entries = idx->pub.entries;
+    out->memory_bytes = idx->pub.memory;
+    out->batches = idx->pub.batches;
+    out->events = idx->pub.events;
+    out->block_ops = idx->pub.block_ops;
+    ix_unlock(&ix->smu);
+    out->matches = atomic_load_explicit(&ix->matches, memory_order_relaxed);
+    out->matched_blocks = atomic_load_explicit(&ix->matched_blocks, memory_order_relaxed);
+    return 0;
+}
+
+KVB_API const char *kvb_stream_state_name(kvb_stream_state s)
+{
+    switch (s) {
+    case KVB_STREAM_LIVE:
+        return "live";
+    case KVB_STREAM_RESYNCING:
+        return "resyncing";
+    case KVB_STREAM_LAGGING:
+        return "lagging";
+    case KVB_STREAM_STALE:
+        return "stale";
+    }
+    return "unknown";
+}
+
+KVB_API const char *kvb_drop_reason_name(kvb_drop_reason r)
+{
+    static const char *const names[KVB_DROP_COUNT] = {
+        "malformed", "unknown_type", "group",    "medium",        "multimodal", "unknown_parent",
+        "no_tokens", "block_size",   "capacity", "unknown_block", "duplicate"};
+    return (unsigned)r < KVB_DROP_COUNT ? names[r] : "unknown";
+}
+
+KVB_API const char *kvb_tier_name(kvb_tier t)
+{
+    switch (t) {
+    case KVB_TIER_DEVICE:
+        return "device";
+    case KVB_TIER_HOST:
+        return "host";
+    case KVB_TIER_DISK:
+        return "disk";
+    default:
+        return "unknown";
+    }
+}
