@@ -79,7 +79,7 @@ check-fleet: $(FLEET) $(INDEX_BENCH)
 	for s in '^(a)' '^(b)' '^(c)' '^(d)' '^(e)'; do \
 	    echo "$$out" | grep -q "$$s" || { echo "check-fleet: no $$s line"; exit 1; }; \
 	done; \
-	echo "$$out" | grep -qi 'nan\|inf ' && { echo "check-fleet: a value is not finite"; exit 1; }; \
+	echo "$$out" | grep -qiw 'nan\|inf' && { echo "check-fleet: a value is not finite"; exit 1; }; \
 	true
 	@if [ "$(ZMQ)" != 1 ]; then \
 	    echo "check-fleet: zmq part SKIPPED (kvblock built without ZeroMQ)"; \

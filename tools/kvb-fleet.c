@@ -1235,9 +1235,9 @@ static void fleet_columns(void)
 
 static void fleet_line(const char *name, uint32_t W, uint32_t C, const fleet_result *r)
 {
-    printf("%-14s %7u %8u %8.2f%% %9.3f %9.2f %9.3f %9.2fM %7lluns %7lluns %7llu %6llu\n", name,
+    printf("%-14s %7u %8u %8.2f%% %9.3f %9.2f %9.3f %10.0f %7lluns %7lluns %7llu %6llu\n", name,
            W, C, r->refs ? 100.0 * (double)r->hits / (double)r->refs : 0.0, r->load_ratio,
-           r->load_avg, r->work_ratio, r->ev_per_s / 1e6, (unsigned long long)r->p50,
+           r->load_avg, r->work_ratio, r->ev_per_s, (unsigned long long)r->p50,
            (unsigned long long)r->p99, (unsigned long long)r->mispred,
            (unsigned long long)r->early);
     fflush(stdout);
