@@ -43,10 +43,11 @@ under a running thread.
 """
 import collections
 import errno
+import os
 import threading
 
 from ._ffi import _Padded, ffi, lib
-from .core import KvbError, _check
+from .core import KvbError
 
 DYNAMO_SEED = 1337  # KVB_HASH_DYNAMO_SEED: the default seed of unsalted blocks
 NO_RANK = -1        # KVB_INDEX_NO_RANK
@@ -73,6 +74,23 @@ _WIRE = {k: i for i, k in enumerate(WIRE_KINDS)}
 _HASHKIND = {k: i for i, k in enumerate(HASH_KINDS)}
 _COUNTER = {c: i for i, c in enumerate(COUNTERS)}
 _DROP = {r: i for i, r in enumerate(DROP_REASONS)}
+
+
+def _error(rc, what):
+    """KvbError for rc; errno values libkvblock's own tables do not name (EBADMSG,
+    ETIMEDOUT, EADDRINUSE... from the fleet code: kvb_err_name says "EUNKNOWN") get
+    their name and text from the C library's errno (Python's errno module)."""
+    e = KvbError(rc, what)
+    if e.name == "EUNKNOWN" and -rc in errno.errorcode:
+        e.name = errno.errorcode[-rc]
+        e.strerror = f"{what}: {e.name}: {os.strerror(-rc)}"
+    return e
+
+
+def _check(rc, what):
+    if rc < 0:
+        raise _error(rc, what)
+    return rc
 
 
 def available():
@@ -482,7 +500,7 @@ class Index:
         if self._p is None:
             return
         if self._subs:
-            raise KvbError(-errno.EBUSY, f"Index.close: {self._subs} Subscriber(s) on this "
+            raise _error(-errno.EBUSY, f"Index.close: {self._subs} Subscriber(s) on this "
                                          f"index still open (close them first)")
         p, self._p = self._p, None
         _check(lib.kvb_index_destroy(p), "kvb_index_destroy")
@@ -766,7 +784,6 @@ class Index:
 
     def save(self, path):
         """Write a snapshot atomically (write, fsync, rename); returns its size."""
-        import os
         out = ffi.new("size_t *")
         _check(lib.kvb_index_save(self._h(), os.fsencode(path), out), "kvb_index_save")
         return out[0]
@@ -786,7 +803,6 @@ class Index:
         """An Index from a snapshot file. Keyword arguments as the constructor's; when
         given, block_size and seed must be the snapshot's (KvbError EINVAL otherwise).
         KvbError ENOENT (no file), EBADMSG (corrupt, truncated: nothing loaded)."""
-        import os
         cfg = cls._load_config(config)
         out = ffi.new("kvb_index **")
         _check(lib.kvb_index_load(os.fsencode(path), cfg.ptr if cfg else ffi.NULL, out),

@@ -9,6 +9,7 @@ import array
 import errno
 import hashlib
 import os
+import re
 import struct
 import threading
 import time
@@ -942,3 +943,42 @@ def test_subscriber_fed_by_kvblocks_c_publisher(tmp_path):
                 time.sleep(0.02)
     finally:
         eng.close()
+
+
+# ---- the example ------------------------------------------------------------------------
+
+EXAMPLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples",
+                       "fleet_match.py")
+
+
+def run_example(*args):
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, EXAMPLE, *args], check=True, capture_output=True,
+                          text=True, timeout=120).stdout
+
+
+def test_fleet_match_example_in_process():
+    out = run_example()
+    first = out.split("after kvb-c")[0]
+    # kvb-c holds all 12 blocks on device, vllm-a 10 + 2 on host, vllm-b the 8-block prompt
+    assert first.index("kvb-c") < first.index("vllm-a") < first.index("vllm-b")
+    assert "device 10  host  2" in first and "score  11.6" in first
+    best = out.split("after kvb-c evicted 6 blocks, best")[1].split("same tokens")[0]
+    assert "vllm-a" in best and "kvb-c" not in best
+    lora = out.split("(no false positive)")[1].split("snapshot")[0]
+    assert "device" not in lora
+    assert "same answers after load: True" in out
+
+
+@needs_zmq
+@needs_sub
+def test_fleet_match_example_over_the_subscriber():
+    out = run_example("--zmq")
+    assert out.index("kvb-c") < out.index("vllm-a") < out.index("vllm-b")
+    assert "rank 1  device  8" in out
+
+
+def test_fleet_match_example_bench_runs():
+    out = run_example("--bench", "200")
+    assert re.search(r"match\(array\('Q'\), k=4\)\s+\d+ ns/call", out)
