@@ -148,11 +148,16 @@ KVB_API int kvb_subscriber_sync(kvb_subscriber *sub, uint32_t timeout_ms)
 #include <xxhash.h>
 #include <zmq.h>
 
-#define SUB_RING      256       /* applied batches remembered per worker (power of two) */
-#define SUB_MAX_RANKS 1024      /* streams (data-parallel ranks) one worker may create */
-#define SUB_BURST     256       /* messages read from one socket per poll round */
-#define SUB_RCVHWM    10000     /* SUB receive queue, in messages */
-#define SUB_RANK_NONE INT64_MIN /* ring: the batch did not decode */
+#define SUB_RING        256       /* applied batches remembered per worker (power of two) */
+#define SUB_MAX_RANKS   1024      /* streams (data-parallel ranks) one worker may create */
+#define SUB_BURST       256       /* messages read from one socket per poll round */
+#define SUB_RCVHWM      10000     /* SUB receive queue, in messages */
+#define SUB_RANK_NONE   INT64_MIN /* ring: the batch did not decode */
+/* A connection that delivered nothing this long after its catch-up gets a
+ * second one: a batch published while the new subscription was still on its
+ * way to the publisher was dropped by the PUB socket, after the first catch-up
+ * had been answered; with an idle publisher no later batch would show the gap. */
+#define SUB_FOLLOWUP_NS 1000000000ll
 
 /* One applied batch, remembered for duplicate and restart detection. */
 struct sub_seen {
@@ -171,15 +176,16 @@ struct sub_worker {
     uint32_t block_size;
     void *sub, *mon, *dealer;
     char mon_ep[96];
-    int64_t expected;   /* next sequence number wanted; -1: any */
-    bool resyncing;     /* cleared after a gap; LIVE again once current */
-    bool resync_armed;  /* a batch was applied since the clear */
-    bool up;            /* transport up (handshake done) */
-    bool was_up;        /* it has been up before: the next up is a reconnect */
-    bool stale_noted;   /* KVB_SUB_STALE was sent for this down period */
-    bool drop_noted;    /* the drop_after clear was noted for this down period */
-    int64_t down_since; /* kvb_index_now_ns() when the transport went down */
-    int64_t *ranks;     /* ranks of the worker's streams, n_ranks of cap_ranks */
+    int64_t expected;    /* next sequence number wanted; -1: any */
+    bool resyncing;      /* cleared after a gap; LIVE again once current */
+    bool resync_armed;   /* a batch was applied since the clear */
+    bool up;             /* transport up (handshake done) */
+    bool was_up;         /* it has been up before: the next up is a reconnect */
+    bool stale_noted;    /* KVB_SUB_STALE was sent for this down period */
+    bool drop_noted;     /* the drop_after clear was noted for this down period */
+    int64_t down_since;  /* kvb_index_now_ns() when the transport went down */
+    int64_t followup_at; /* a second catch-up if nothing arrives until then; 0: none */
+    int64_t *ranks;      /* ranks of the worker's streams, n_ranks of cap_ranks */
     uint32_t n_ranks, cap_ranks;
     struct sub_seen ring[SUB_RING];
 };
@@ -774,6 +780,25 @@ static void sub_catch_up(kvb_subscriber *s, struct sub_worker *w, bool reconnect
     }
 }
 
+/* The second catch-up of a connection that has been silent since it came up
+ * (SUB_FOLLOWUP_NS). The connection was proven at the first one: a failure
+ * now changes nothing. */
+static void sub_followup(kvb_subscriber *s, struct sub_worker *w)
+{
+    if (w->expected < 0)
+        return;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        int rc = sub_replay(s, w, INT64_MAX, w->expected > 0);
+        if (rc == SUB_RP_RESTART || rc == SUB_RP_UNVERIFIED) {
+            sub_restart(s, w, -1);
+            continue;
+        }
+        if (rc == SUB_RP_FAIL)
+            w->st.replay_failures++;
+        return;
+    }
+}
+
 /* ---- one message from the SUB socket (thread) --------------------------------------- */
 
 static void sub_gap(kvb_subscriber *s, struct sub_worker *w, int64_t seq, const void *p, size_t len,
@@ -831,13 +856,28 @@ static void sub_up(kvb_subscriber *s, struct sub_worker *w)
     bool reconnect = w->was_up;
     w->was_up = true;
     sub_catch_up(s, w, reconnect);
+    w->followup_at = w->replay_endpoint ? kvb_index_now_ns() + SUB_FOLLOWUP_NS : 0;
 }
+
+static void sub_read(kvb_subscriber *s, struct sub_worker *w);
 
 static void sub_down(kvb_subscriber *s, struct sub_worker *w)
 {
     if (!w->up)
         return;
+    /* what the old connection delivered first, then dial again: libzmq ends a
+     * session for good after a protocol error (a message over ZMQ_MAXMSGSIZE,
+     * a bad frame), and the worker would never come back */
+    for (int k = 0; k < SUB_RCVHWM / SUB_BURST + 1; k++) {
+        uint64_t before = w->st.messages;
+        sub_read(s, w);
+        if (w->st.messages - before < SUB_BURST)
+            break;
+    }
+    if (zmq_disconnect(w->sub, w->endpoint) == 0)
+        zmq_connect(w->sub, w->endpoint);
     w->up = false;
+    w->followup_at = 0;
     w->down_since = kvb_index_now_ns();
     w->drop_noted = false;
     sub_heard_all(s, w, false, w->down_since);
@@ -868,6 +908,7 @@ static void sub_read(kvb_subscriber *s, struct sub_worker *w)
         if (np == 0)
             return;
         w->st.messages++;
+        w->followup_at = 0; /* the subscription is in place: a gap would show */
         uint64_t useq =
             np == 3 && zmq_msg_size(&part[1]) == 8 ? sub_be64(zmq_msg_data(&part[1])) : UINT64_MAX;
         if (useq >= (uint64_t)INT64_MAX) { /* not [topic, 8-byte seq, payload] */
@@ -1075,6 +1116,15 @@ static void sub_tick(kvb_subscriber *s, int64_t now)
 {
     kvb_index_tick(s->idx, now);
     for (struct sub_worker *w = s->workers; w; w = w->next) {
+        if (w->up && w->followup_at && now >= w->followup_at) {
+            sub_drain_monitor(s, w);
+            sub_read(s, w); /* what already arrived cancels it */
+            if (w->up && w->followup_at) {
+                w->followup_at = 0;
+                sub_followup(s, w);
+            }
+            sub_info_sync(s, w);
+        }
         if (w->up)
             continue;
         bool changed = false;
