@@ -923,15 +923,3 @@ KVB_API int kvb_index_decode(const void *payload, size_t len, kvb_wire_kind kind
 }
 
 #endif /* KVB_HAVE_ZMQ */
-
-/* TEMPORARY (removed once lib/index.c lands): the documented salt rule of
- * kvb_index_salt_key, weak so that the index's definition wins. */
-__attribute__((weak)) KVB_API uint64_t kvb_index_salt_key(const char *lora_name, size_t lora_len,
-                                                          const char *cache_salt, size_t salt_len)
-{
-    if ((!lora_name || !lora_len) && (!cache_salt || !salt_len))
-        return 0;
-    return kvb_hash_chain(kvb_hash_salt(lora_name, lora_name ? lora_len : 0),
-                          kvb_hash_salt(cache_salt, cache_salt ? salt_len : 0)) |
-           1;
-}
