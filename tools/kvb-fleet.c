@@ -100,6 +100,7 @@ typedef struct fleet_opts {
     uint32_t plot_w[FLEET_MAX_PLOT_W];
     unsigned n_plot_w;
     bool quick, quiet, verify;
+    bool guard_target; /* --guard target: the imbalance of the cache-aware pick */
     kvbt_synth_params synth;
     bool synth_set;
 } fleet_opts;
@@ -162,6 +163,9 @@ static void fleet_usage(FILE *f)
            "    --out-mean N         built-in workload: mean output tokens (default 343)\n"
            "    --balance-abs N      kv_aware imbalance guard, absolute (default 4)\n"
            "    --balance-rel X      kv_aware imbalance guard, relative (default 1.5)\n"
+           "    --guard global|target  kv_aware imbalance test: global (default, SGLang's:\n"
+           "                         max and min load of the fleet) or target (the load of\n"
+           "                         the cache-aware pick against the minimum)\n"
            "    --cache-threshold X  kv_aware: least prefix share for cache affinity\n"
            "                         (default 0.3, SGLang's)\n"
            "    --transport T        inproc (default) or zmq (publishers + subscriber on\n"
@@ -295,6 +299,7 @@ static void fleet_parse_args(int argc, char **argv, fleet_opts *o)
         O_REQUESTS,
         O_QUICK,
         O_QUIET,
+        O_GUARD,
         O_HELP
     };
     static const struct option longopts[] = {
@@ -323,6 +328,7 @@ static void fleet_parse_args(int argc, char **argv, fleet_opts *o)
         {"requests", required_argument, NULL, O_REQUESTS},
         {"quick", no_argument, NULL, O_QUICK},
         {"quiet", no_argument, NULL, O_QUIET},
+        {"guard", required_argument, NULL, O_GUARD},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -430,6 +436,14 @@ static void fleet_parse_args(int argc, char **argv, fleet_opts *o)
         case O_REQUESTS:
             o->synth.requests = fleet_parse_u64(optarg, "--requests", 1, 100000000);
             o->synth_set = requests_set = true;
+            break;
+        case O_GUARD:
+            if (strcmp(optarg, "global") == 0)
+                o->guard_target = false;
+            else if (strcmp(optarg, "target") == 0)
+                o->guard_target = true;
+            else
+                fleet_usage_error("--guard: '%s' is not global or target", optarg);
             break;
         case O_QUICK:
             o->quick = true;
@@ -1030,7 +1044,8 @@ static uint32_t fleet_route(fleet_sim *s, uint32_t n, int nres)
             mn = s->w[i].load < mn ? s->w[i].load : mn;
             mx = s->w[i].load > mx ? s->w[i].load : mx;
         }
-        if (mx - mn > s->o->balance_abs && (double)mx > (double)mn * s->o->balance_rel) {
+        if (!s->o->guard_target && mx - mn > s->o->balance_abs &&
+            (double)mx > (double)mn * s->o->balance_rel) {
             s->guard++;
             return fleet_least_loaded(s);
         }
@@ -1042,6 +1057,12 @@ static uint32_t fleet_route(fleet_sim *s, uint32_t n, int nres)
                 uint32_t c = fleet_worker_of(&s->res[j]);
                 if (s->w[c].load < s->w[pick].load)
                     pick = c;
+            }
+            uint32_t pl = s->w[pick].load;
+            if (s->o->guard_target && pl - mn > s->o->balance_abs &&
+                (double)pl > (double)mn * s->o->balance_rel) {
+                s->guard++;
+                return fleet_least_loaded(s);
             }
             s->affinity++;
             return pick;
@@ -1228,18 +1249,17 @@ static void fleet_one(const fleet_opts *o, const fleet_load *L, fleet_pol pol, u
 
 static void fleet_columns(void)
 {
-    printf("%-14s %7s %8s %9s %9s %9s %9s %10s %9s %9s %7s %6s\n", "policy", "workers",
-           "blk/wkr", "hit ratio", "load m/m", "load avg", "work m/m", "idx ev/s", "match p50",
-           "match p99", "mispred", "early");
+    printf("%-14s %7s %8s %9s %9s %9s %9s %10s %9s %9s %7s %6s\n", "policy", "workers", "blk/wkr",
+           "hit ratio", "load m/m", "load avg", "work m/m", "idx ev/s", "match p50", "match p99",
+           "mispred", "early");
 }
 
 static void fleet_line(const char *name, uint32_t W, uint32_t C, const fleet_result *r)
 {
-    printf("%-14s %7u %8u %8.2f%% %9.3f %9.2f %9.3f %10.0f %7lluns %7lluns %7llu %6llu\n", name,
-           W, C, r->refs ? 100.0 * (double)r->hits / (double)r->refs : 0.0, r->load_ratio,
-           r->load_avg, r->work_ratio, r->ev_per_s, (unsigned long long)r->p50,
-           (unsigned long long)r->p99, (unsigned long long)r->mispred,
-           (unsigned long long)r->early);
+    printf("%-14s %7u %8u %8.2f%% %9.3f %9.2f %9.3f %10.0f %7lluns %7lluns %7llu %6llu\n", name, W,
+           C, r->refs ? 100.0 * (double)r->hits / (double)r->refs : 0.0, r->load_ratio, r->load_avg,
+           r->work_ratio, r->ev_per_s, (unsigned long long)r->p50, (unsigned long long)r->p99,
+           (unsigned long long)r->mispred, (unsigned long long)r->early);
     fflush(stdout);
 }
 
