@@ -149,7 +149,7 @@ KVB_API int kvb_subscriber_sync(kvb_subscriber *sub, uint32_t timeout_ms)
 #include <zmq.h>
 
 #define SUB_RING        256       /* applied batches remembered per worker (power of two) */
-#define SUB_MAX_RANKS   1024      /* streams (data-parallel ranks) one worker may create */
+#define SUB_MAX_RANKS   256       /* streams (data-parallel ranks) one worker may create */
 #define SUB_BURST       256       /* messages read from one socket per poll round */
 #define SUB_RCVHWM      10000     /* SUB receive queue, in messages */
 #define SUB_RANK_NONE   INT64_MIN /* ring: the batch did not decode */
@@ -176,16 +176,18 @@ struct sub_worker {
     uint32_t block_size;
     void *sub, *mon, *dealer;
     char mon_ep[96];
-    int64_t expected;    /* next sequence number wanted; -1: any */
-    bool resyncing;      /* cleared after a gap; LIVE again once current */
-    bool resync_armed;   /* a batch was applied since the clear */
-    bool up;             /* transport up (handshake done) */
-    bool was_up;         /* it has been up before: the next up is a reconnect */
-    bool stale_noted;    /* KVB_SUB_STALE was sent for this down period */
-    bool drop_noted;     /* the drop_after clear was noted for this down period */
-    int64_t down_since;  /* kvb_index_now_ns() when the transport went down */
-    int64_t followup_at; /* a second catch-up if nothing arrives until then; 0: none */
-    int64_t *ranks;      /* ranks of the worker's streams, n_ranks of cap_ranks */
+    int64_t expected;      /* next sequence number wanted; -1: any */
+    bool resyncing;        /* cleared after a gap; LIVE again once current */
+    bool resync_armed;     /* a batch was applied since the clear */
+    bool up;               /* transport up (handshake done) */
+    bool was_up;           /* it has been up before: the next up is a reconnect */
+    bool stale_noted;      /* KVB_SUB_STALE was sent for this down period */
+    bool drop_noted;       /* the drop_after clear was noted for this down period */
+    int64_t down_since;    /* kvb_index_now_ns() when the transport went down */
+    int64_t followup_at;   /* a second catch-up if nothing arrives until then; 0: none */
+    bool conn_verified;    /* this connection's catch-up proved the incarnation */
+    int64_t last_wire_seq; /* last sequence number read on this connection; -1: none */
+    int64_t *ranks;        /* ranks of the worker's streams, n_ranks of cap_ranks */
     uint32_t n_ranks, cap_ranks;
     struct sub_seen ring[SUB_RING];
 };
@@ -502,33 +504,22 @@ static void sub_apply(kvb_subscriber *s, struct sub_worker *w, int64_t seq, cons
     kvb_index_batch_fini(&b);
 }
 
-/* A message below expected: a duplicate when its payload is the one applied
- * under that number. */
-static bool sub_is_duplicate(kvb_subscriber *s, struct sub_worker *w, int64_t seq, uint64_t hash,
-                             const void *p, size_t len)
+/* Count a duplicate on its rank's stream: the rank the ring remembers for it,
+ * or the one its payload names. */
+static void sub_count_dup(kvb_subscriber *s, struct sub_worker *w, int64_t seq, uint64_t hash,
+                          const void *p, size_t len)
 {
     const struct sub_seen *e = &w->ring[(uint64_t)seq & (SUB_RING - 1)];
-    if (e->seq != seq || e->hash != hash)
-        return false;
-    (void)p;
-    (void)len;
-    sub_drop_rank(s, w, e->rank, KVB_DROP_DUPLICATE);
-    return true;
-}
-
-/* A replayed batch below expected that the ring does not remember: a duplicate
- * all the same (the publisher answered more than was asked). */
-static void sub_count_replay_dup(kvb_subscriber *s, struct sub_worker *w, int64_t seq,
-                                 uint64_t hash, const void *p, size_t len)
-{
-    if (sub_is_duplicate(s, w, seq, hash, p, len))
-        return;
-    kvb_index_batch b;
-    memset(&b, 0, sizeof b);
     int64_t rank = SUB_RANK_NONE;
-    if (kvb_index_decode(p, len, w->kind, &b) == 0) {
-        rank = b.dp_rank;
-        kvb_index_batch_fini(&b);
+    if (e->seq == seq && e->hash == hash) {
+        rank = e->rank;
+    } else {
+        kvb_index_batch b;
+        memset(&b, 0, sizeof b);
+        if (kvb_index_decode(p, len, w->kind, &b) == 0) {
+            rank = b.dp_rank;
+            kvb_index_batch_fini(&b);
+        }
     }
     sub_drop_rank(s, w, rank, KVB_DROP_DUPLICATE);
 }
@@ -697,7 +688,7 @@ static int sub_replay(kvb_subscriber *s, struct sub_worker *w, int64_t limit, bo
         uint64_t hash = XXH3_64bits(p, len);
         if (!verified) {
             if (seq < start) { /* not asked for */
-                sub_count_replay_dup(s, w, seq, hash, p, len);
+                sub_count_dup(s, w, seq, hash, p, len);
                 sub_close_parts(part, np);
                 continue;
             }
@@ -721,7 +712,7 @@ static int sub_replay(kvb_subscriber *s, struct sub_worker *w, int64_t limit, bo
             continue;
         }
         if (w->expected >= 0 && seq < w->expected) {
-            sub_count_replay_dup(s, w, seq, hash, p, len);
+            sub_count_dup(s, w, seq, hash, p, len);
             sub_close_parts(part, np);
             continue;
         }
@@ -760,7 +751,7 @@ static void sub_catch_up(kvb_subscriber *s, struct sub_worker *w, bool reconnect
         return;
     }
     if (w->expected < 0)
-        return; /* already cleared; the next batch starts the run */
+        w->expected = 0; /* cleared, nothing to prove: take all the buffer holds */
     for (int attempt = 0; attempt < 2; attempt++) {
         int rc = sub_replay(s, w, INT64_MAX, w->expected > 0);
         if (rc == SUB_RP_RESTART || rc == SUB_RP_UNVERIFIED) {
@@ -769,6 +760,7 @@ static void sub_catch_up(kvb_subscriber *s, struct sub_worker *w, bool reconnect
         }
         if (rc == SUB_RP_DONE) {
             w->st.heard = true;
+            w->conn_verified = true;
         } else {
             w->st.replay_failures++;
             if (known && sub_has_streams(s, w)) {
@@ -805,10 +797,11 @@ static void sub_gap(kvb_subscriber *s, struct sub_worker *w, int64_t seq, const 
                     uint64_t hash)
 {
     w->st.gaps++;
+    uint64_t failures = w->st.replay_failures;
     if (w->replay_endpoint) {
-        int rc = sub_replay(s, w, seq, false);
-        if (rc != SUB_RP_DONE && w->expected != seq)
-            w->st.replay_failures++;
+        sub_replay(s, w, seq, false);
+        if (w->expected != seq && w->st.replay_failures == failures)
+            w->st.replay_failures++; /* counted once per gap */
     }
     if (w->expected != seq) { /* the replay did not reach the trigger */
         sub_clear(s, w, KVB_STREAM_RESYNCING, seq);
@@ -816,6 +809,22 @@ static void sub_gap(kvb_subscriber *s, struct sub_worker *w, int64_t seq, const 
     }
     sub_apply(s, w, seq, p, len, hash, SUB_PATH_TRIGGER);
     sub_count_all(s, w, KVB_COUNT_GAPS);
+}
+
+/* A PUB message below expected. The ring decides when it remembers the
+ * number. Otherwise, on a connection whose catch-up proved the incarnation, a
+ * message that moves forward on that connection is one the replay got ahead
+ * of (a busy publisher during a long catch-up): a duplicate. A sequence that
+ * goes backwards on one connection, or one the ring knows with another
+ * payload, is a restart. */
+static bool sub_wire_duplicate(kvb_subscriber *s, struct sub_worker *w, int64_t seq, uint64_t hash,
+                               const void *p, size_t len)
+{
+    const struct sub_seen *e = &w->ring[(uint64_t)seq & (SUB_RING - 1)];
+    if (e->seq == seq ? e->hash != hash : !w->conn_verified || seq <= w->last_wire_seq)
+        return false;
+    sub_count_dup(s, w, seq, hash, p, len);
+    return true;
 }
 
 static void sub_on_message(kvb_subscriber *s, struct sub_worker *w, int64_t seq, const void *p,
@@ -828,7 +837,7 @@ static void sub_on_message(kvb_subscriber *s, struct sub_worker *w, int64_t seq,
         sub_apply(s, w, seq, p, len, hash, SUB_PATH_INORDER);
     } else if (seq > w->expected) {
         sub_gap(s, w, seq, p, len, hash);
-    } else if (!sub_is_duplicate(s, w, seq, hash, p, len)) {
+    } else if (!sub_wire_duplicate(s, w, seq, hash, p, len)) {
         sub_restart(s, w, seq);
         if (!w->replay_endpoint)
             w->expected = seq; /* nothing to read the start from */
@@ -846,6 +855,8 @@ static void sub_up(kvb_subscriber *s, struct sub_worker *w)
     if (w->up)
         return;
     w->up = true;
+    w->conn_verified = false;
+    w->last_wire_seq = -1;
     sub_heard_all(s, w, true, kvb_index_now_ns());
     if (w->resyncing) /* the index made them LIVE; keep saying what we know */
         sub_set_state_all(s, w, KVB_STREAM_RESYNCING);
@@ -915,6 +926,7 @@ static void sub_read(kvb_subscriber *s, struct sub_worker *w)
             w->st.bad_messages++;
         } else {
             sub_on_message(s, w, (int64_t)useq, zmq_msg_data(&part[2]), zmq_msg_size(&part[2]));
+            w->last_wire_seq = (int64_t)useq;
         }
         sub_close_parts(part, np);
     }

@@ -113,6 +113,7 @@ typedef struct tp {
     bool dup;           /* (mu) every reply is sent twice */
     bool old;           /* (mu) the whole buffer is sent, whatever the start */
     uint32_t requests;  /* (mu) replay requests seen */
+    int delay_ms;       /* (mu) wait this long before answering */
     uint64_t next_seq;
     uint32_t sends; /* batches built: rotates the three layouts */
     /* truth: copies held per (rank, hash); entries stay at 0 once removed */
@@ -150,6 +151,11 @@ static void *tp_replay_main(void *arg)
         uint64_t start = ok ? be64(zmq_msg_data(&part[2])) : 0;
         tp_ent out[2 * TP_BUF];
         uint32_t no = 0;
+        pthread_mutex_lock(&t->mu);
+        int delay = t->delay_ms;
+        pthread_mutex_unlock(&t->mu);
+        if (delay)
+            msleep(delay); /* the buffer is read after the wait */
         pthread_mutex_lock(&t->mu);
         bool answer = ok && !t->mute;
         if (ok)
@@ -1434,6 +1440,43 @@ Test(subscriber, killed_stale_dropped_reconnect_ipc, .timeout = 60)
 Test(subscriber, killed_stale_dropped_reconnect_tcp, .timeout = 60)
 {
     killed("tcp");
+}
+
+/* A busy publisher during a slow catch-up: the replay gets ahead of the PUB
+ * stream by more than the 256 batches the ring remembers. Those PUB messages
+ * are duplicates (the connection's catch-up proved the incarnation), not a
+ * restart. */
+Test(subscriber, busy_publisher_during_catch_up, .timeout = 60)
+{
+    fx f;
+    fx_init(&f, NULL);
+    tp t;
+    tp_init(&t, "ipc", f.dir, "w", true);
+    fx_add(&f, "w1", &t, KVB_WIRE_KVBLOCK);
+    wait_joined(&f, "w1", &t);
+    tp_store(&t, 0, 0, 2, TP_BOTH);
+    tp_store(&t, 0, 2, 2, TP_BOTH);
+    wait_seq(&f, "w1", 2);
+    tp_close(&t); /* the network goes away and comes back: same process */
+    cr_assert(wait_for(&f, p_disconnected, "w1"));
+    pthread_mutex_lock(&t.mu);
+    t.delay_ms = 300;
+    pthread_mutex_unlock(&t.mu);
+    tp_open(&t);
+    tp_wait_sub(&t);
+    for (uint32_t i = 0; i < 600; i++) /* while the catch-up waits for its answer */
+        tp_store(&t, 0, 4 + (i % 100), 1, TP_BOTH);
+    wait_seq(&f, "w1", 602);
+    check_truth(&f, "w1", &t, true);
+    kvb_subscriber_worker_info in = winfo(&f, "w1");
+    cr_expect_eq(in.restarts, 0);
+    cr_expect_eq(notes_get(&f).n[KVB_SUB_CLEAR], 0);
+    kvb_index_stream_info si;
+    cr_assert_eq(sinfo(&f, "w1", 0, &si), 0);
+    cr_expect_gt(si.dropped[KVB_DROP_DUPLICATE], 256, "the PUB copies of replayed batches");
+    cr_expect_eq(si.state, KVB_STREAM_LIVE);
+    fx_fini(&f);
+    tp_fini(&t);
 }
 
 /* Two data-parallel ranks on one endpoint: one sequence space, two streams. */
