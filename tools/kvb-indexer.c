@@ -31,10 +31,11 @@
  * snapshot cannot be written).
  *
  * Request bodies are accumulated per connection up to IXD_MAX_BODY (8 MiB);
- * larger ones get 413 (at once when Content-Length says so, otherwise as soon as
- * the limit is passed). Every answer, errors included, is a JSON object (metrics:
- * Prometheus text); errors are {"error": "..."} with 400 (bad JSON, wrong types,
- * missing fields, negative or oversize numbers), 404, 405, 409, 413, 500 or 503.
+ * larger ones get 413 (at once when Content-Length says so; a chunked body is
+ * read to its end and discarded once it passes the limit, then answered 413).
+ * Every answer, errors included, is a JSON object (metrics: Prometheus text);
+ * errors are {"error": "..."} with 400 (bad JSON, wrong types, missing fields,
+ * negative or oversize numbers), 404, 405, 409, 413, 500 or 503.
  *
  * 64-bit hashes in JSON. jansson's json_int_t is a signed 64-bit integer and it
  * refuses larger literals ("too big integer"); JSON_DECODE_INT_AS_REAL would lose
@@ -1332,11 +1333,14 @@ static ixd_mhd_result ixd_access(void *cls, struct MHD_Connection *c, const char
         if (r->status)
             return IXD_MHD_YES; /* answered already (413): discard */
         if (r->too_large || n > IXD_MAX_BODY - r->len) {
+            /* over the cap without a Content-Length (chunked): keep nothing, read and
+             * discard the rest (libmicrohttpd 0.9.75 refuses a response queued in
+             * the middle of an upload), answer 413 at its end */
             r->too_large = true;
             free(r->body);
             r->body = NULL;
             r->len = r->cap = 0;
-            return ixd_error(c, r, 413, "request body over %u bytes", IXD_MAX_BODY);
+            return IXD_MHD_YES;
         }
         if (r->len + n + 1 > r->cap) {
             size_t cap = r->cap ? r->cap : 1024;
@@ -1584,6 +1588,11 @@ int main(int argc, char **argv)
 
     /* Stop accepting; let requests in flight finish (bounded); then stop. */
     MHD_socket lfd = MHD_quiesce_daemon(ixd.mhd);
+    /* The listening socket must stay open until MHD_stop_daemon (a polling thread
+     * may still hold it); shutdown() makes Linux stop listening now, so new
+     * connections are refused instead of waiting in the backlog. */
+    if (lfd != MHD_INVALID_SOCKET)
+        shutdown(lfd, SHUT_RDWR);
     int64_t deadline = ixd_now_ns() + (int64_t)(IXD_DRAIN_S * 1e9);
     while (atomic_load(&ixd.inflight) > 0 && ixd_now_ns() < deadline) {
         struct timespec ts = {0, 2000000};
