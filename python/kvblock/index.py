@@ -43,8 +43,11 @@ under a running thread.
 """
 import collections
 import errno
+import operator
 import os
+import struct
 import threading
+from array import array as _array
 
 from ._ffi import _Padded, ffi, lib
 from .core import KvbError
@@ -65,6 +68,9 @@ HASH_KINDS = ("router", "engine")
 NOTES = ("batch", "clear", "stale", "live")
 
 _U64 = (1 << 64) - 1
+_from_buffer = ffi.from_buffer
+_EMPTY_U64 = ffi.new("uint64_t[1]")
+_EMPTY_U32 = ffi.new("uint32_t[1]")
 _TIER = {"device": 0, "host": 1, "disk": 2, "gpu": 0, "cpu": 1, "storage": 2}
 _STATE = {s: i for i, s in enumerate(STATES)}
 _EVTYPE = {"stored": 1, "removed": 2, "cleared": 3, "blockstored": 1, "blockremoved": 2,
@@ -115,8 +121,13 @@ def subscriber_available():
 
 
 def _u64(hashes):
-    """(uint64_t pointer, count, keepalive) for a list of ints or a u64 buffer."""
-    if type(hashes) is not list:
+    """(uint64_t pointer, count, keepalive) for a list of ints or a u64 buffer.
+    Lists go through array('Q') (a C loop, faster than cffi's own conversion);
+    array('Q') and other u64 buffers are used in place."""
+    tp = type(hashes)
+    if tp is _array and hashes.typecode == "Q":
+        return _from_buffer("uint64_t[]", hashes), len(hashes), hashes
+    if tp is not list:
         try:
             mv = memoryview(hashes)
         except TypeError:
@@ -126,17 +137,23 @@ def _u64(hashes):
                 raise TypeError("a hash buffer must hold unsigned 64-bit integers "
                                 "(array('Q'))")
             mv = mv.cast("B").cast("Q")
-            return ffi.from_buffer("uint64_t[]", mv, require_writable=False), len(mv), mv
+            return _from_buffer("uint64_t[]", mv, require_writable=False), len(mv), mv
         hashes = list(hashes)
+    if not hashes:
+        return _EMPTY_U64, 0, None
     try:
-        arr = ffi.new("uint64_t[]", hashes) if hashes else ffi.new("uint64_t[1]")
-    except OverflowError:
-        arr = ffi.new("uint64_t[]", [_hash_int(h) for h in hashes])
-    return arr, len(hashes), arr
+        a = _array("Q", hashes)
+    except OverflowError:  # signed (SGLang) hashes, or out of range: checked one by one
+        a = _array("Q", [_hash_int(h) for h in hashes])
+    except TypeError:  # numpy integers and other ints that are not int
+        a = _array("Q", [_hash_int(h) for h in hashes])
+    return _from_buffer("uint64_t[]", a), len(a), a
 
 
 def _hash_int(h):
-    h = int(h)
+    if isinstance(h, float):
+        raise TypeError(f"hash {h!r} is a float (hashes are 64-bit integers)")
+    h = operator.index(h)
     if -(1 << 63) <= h < 0:
         return h & _U64
     if not 0 <= h <= _U64:
@@ -146,7 +163,10 @@ def _hash_int(h):
 
 def _u32(tokens):
     """(uint32_t pointer, count, keepalive) for a list of ints or a u32 buffer."""
-    if type(tokens) is not list:
+    tp = type(tokens)
+    if tp is _array and tokens.typecode == "I":
+        return _from_buffer("uint32_t[]", tokens), len(tokens), tokens
+    if tp is not list:
         try:
             mv = memoryview(tokens)
         except TypeError:
@@ -156,10 +176,15 @@ def _u32(tokens):
                 raise TypeError("a token buffer must hold unsigned 32-bit integers "
                                 "(array('I'))")
             mv = mv.cast("B").cast("I")
-            return ffi.from_buffer("uint32_t[]", mv, require_writable=False), len(mv), mv
+            return _from_buffer("uint32_t[]", mv, require_writable=False), len(mv), mv
         tokens = list(tokens)
-    arr = ffi.new("uint32_t[]", tokens) if tokens else ffi.new("uint32_t[1]")
-    return arr, len(tokens), arr
+    if not tokens:
+        return _EMPTY_U32, 0, None
+    try:
+        a = _array("I", tokens)
+    except TypeError:  # numpy integers and the like
+        a = _array("I", [operator.index(t) for t in tokens])
+    return _from_buffer("uint32_t[]", a), len(a), a
 
 
 def _cstr(s):
@@ -376,18 +401,50 @@ class Matches(list):
     __slots__ = ("total", "blocks")
 
 
-def _results(arr, n, total, blocks):
+def _result_struct():
+    """A struct.Struct reading one kvb_index_result at the offsets cffi was declared
+    with (themselves checked against the C compiler by test_layout.py)."""
+    fields = (("stream", "I"), ("dp_rank", "q"), ("device", "I"), ("host", "I"),
+              ("disk", "I"), ("score", "d"), ("entries", "Q"), ("state", "I"),
+              ("worker", f"{NAME_MAX}s"))
+    fmt, at = "=", 0
+    for name, code in fields:
+        off = ffi.offsetof("kvb_index_result", name)
+        fmt += "x" * (off - at) + code
+        at = off + struct.calcsize("=" + code)
+    fmt += "x" * (ffi.sizeof("kvb_index_result") - at)
+    st = struct.Struct(fmt)
+    assert st.size == ffi.sizeof("kvb_index_result")
+    return st
+
+
+_RESULT = _result_struct()
+_RESULT_SIZE = _RESULT.size
+_names = {}  # raw worker[] bytes -> str: a router sees the same few names again and again
+
+
+def _results(mv, n, total, blocks):
+    """Matches from the first n results of a result buffer, given as a memoryview of
+    it (struct unpacking of a bytes copy: several times faster than reading cffi
+    struct fields one by one)."""
     out = Matches()
     out.total = total
     out.blocks = blocks
-    string = ffi.string
-    for i in range(n):
-        r = arr[i]
-        out.append(MatchResult(string(r.worker).decode(),
-                               None if r.dp_rank == NO_RANK else r.dp_rank,
-                               r.device, r.host, r.disk, r.score, r.entries,
-                               STATES[r.state] if 0 <= r.state < 4 else str(r.state),
-                               r.stream))
+    if n <= 0:
+        return out
+    names = _names
+    new = tuple.__new__
+    append = out.append
+    for stream, rank, dev, host, disk, score, entries, state, raw in \
+            _RESULT.iter_unpack(mv[:n * _RESULT_SIZE].tobytes()):
+        name = names.get(raw)
+        if name is None:
+            if len(names) >= 65536:
+                names.clear()
+            name = names[raw] = raw.split(b"\0", 1)[0].decode()
+        append(new(MatchResult, (name, None if rank == NO_RANK else rank, dev, host, disk,
+                                 score, entries, STATES[state] if state < 4 else str(state),
+                                 stream)))
     return out
 
 
@@ -730,12 +787,15 @@ class Index:
     # -- queries --
 
     def _buf(self, k):
+        """This thread's result buffer (at least k results) and a memoryview of it:
+        matches from several threads never share one."""
         tls = self._tls
-        buf = getattr(tls, "buf", None)
-        if buf is None or len(buf) < k:
-            buf = ffi.new("kvb_index_result[]", max(k, 64))
-            tls.buf = buf
-        return buf
+        bm = getattr(tls, "bm", None)
+        if bm is None or bm[2] < k:
+            cap = max(k, 64)
+            buf = ffi.new("kvb_index_result[]", cap)
+            bm = tls.bm = (buf, memoryview(ffi.buffer(buf)), cap)
+        return bm
 
     def match(self, hashes, k=None):
         """Prefix match of a request's router hashes (a list of int or array('Q')):
@@ -743,17 +803,22 @@ class Index:
         name), streams with no prefix left out; at most k when k is given (.total
         says how many streams matched)."""
         hp, n, keep = _u64(hashes)
-        p = self._h()
+        p = self._p
+        if p is None:
+            self._h()
         if k is not None:
-            buf = self._buf(k)
-            total = _check(lib.kvb_index_match(p, hp, n, buf, k), "kvb_index_match")
-            return _results(buf, min(total, k), total, n)
+            buf, mv, cap = self._buf(k)
+            total = lib.kvb_index_match(p, hp, n, buf, k)
+            if total < 0:
+                raise _error(total, "kvb_index_match")
+            return _results(mv, total if total < k else k, total, n)
         while True:
-            buf = self._buf(0)
-            cap = len(buf)
-            total = _check(lib.kvb_index_match(p, hp, n, buf, cap), "kvb_index_match")
+            buf, mv, cap = self._buf(0)
+            total = lib.kvb_index_match(p, hp, n, buf, cap)
+            if total < 0:
+                raise _error(total, "kvb_index_match")
             if total <= cap:
-                return _results(buf, total, total, n)
+                return _results(mv, total, total, n)
             self._buf(total + 16)
 
     def match_tokens(self, tokens, lora_name=None, cache_salt=None, k=None):
@@ -761,23 +826,26 @@ class Index:
         its LoRA name or id and cache salt) and match it. Returns Matches like
         match(); .blocks is the request's number of full blocks."""
         tp, n, keep = _u32(tokens)
-        if isinstance(lora_name, int):
+        if lora_name is not None and not isinstance(lora_name, (str, bytes)):
             lora_name = str(lora_name)
         lo, sa = _cstr(lora_name), _cstr(cache_salt)
-        p = self._h()
+        p = self._p
+        if p is None:
+            self._h()
         blocks = ffi.new("uint32_t *")
         if k is not None:
-            buf = self._buf(k)
-            total = _check(lib.kvb_index_match_tokens(p, tp, n, lo, sa, buf, k, blocks),
-                           "kvb_index_match_tokens")
-            return _results(buf, min(total, k), total, blocks[0])
+            buf, mv, cap = self._buf(k)
+            total = lib.kvb_index_match_tokens(p, tp, n, lo, sa, buf, k, blocks)
+            if total < 0:
+                raise _error(total, "kvb_index_match_tokens")
+            return _results(mv, total if total < k else k, total, blocks[0])
         while True:
-            buf = self._buf(0)
-            cap = len(buf)
-            total = _check(lib.kvb_index_match_tokens(p, tp, n, lo, sa, buf, cap, blocks),
-                           "kvb_index_match_tokens")
+            buf, mv, cap = self._buf(0)
+            total = lib.kvb_index_match_tokens(p, tp, n, lo, sa, buf, cap, blocks)
+            if total < 0:
+                raise _error(total, "kvb_index_match_tokens")
             if total <= cap:
-                return _results(buf, total, total, blocks[0])
+                return _results(mv, total, total, blocks[0])
             self._buf(total + 16)
 
     # -- snapshots --
