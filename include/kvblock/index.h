@@ -104,17 +104,17 @@ typedef enum {
 
 /** Why something was dropped or skipped; counted per stream. */
 typedef enum {
-    KVB_DROP_MALFORMED = 0,   /**< a batch or event that does not decode */
-    KVB_DROP_UNKNOWN_TYPE,    /**< an event type the index does not know (skipped) */
-    KVB_DROP_GROUP,           /**< not the main attention group (group_idx > 0) */
-    KVB_DROP_MEDIUM,          /**< a medium that maps to no tier */
-    KVB_DROP_MULTIMODAL,      /**< blocks with multimodal / prompt-embedding extra keys */
-    KVB_DROP_UNKNOWN_PARENT,  /**< ENGINE stream: parent's router hash unknown */
-    KVB_DROP_NO_TOKENS,       /**< ENGINE stream: STORED without (enough) token ids */
-    KVB_DROP_BLOCK_SIZE,      /**< a block size other than the stream's */
-    KVB_DROP_CAPACITY,        /**< the stream reached max_entries_per_stream */
-    KVB_DROP_UNKNOWN_BLOCK,   /**< REMOVED of a block the stream does not hold (harmless) */
-    KVB_DROP_DUPLICATE,       /**< a batch whose sequence number was already applied */
+    KVB_DROP_MALFORMED = 0,  /**< a batch or event that does not decode */
+    KVB_DROP_UNKNOWN_TYPE,   /**< an event type the index does not know (skipped) */
+    KVB_DROP_GROUP,          /**< not the main attention group (group_idx > 0) */
+    KVB_DROP_MEDIUM,         /**< a medium that maps to no tier */
+    KVB_DROP_MULTIMODAL,     /**< blocks with multimodal / prompt-embedding extra keys */
+    KVB_DROP_UNKNOWN_PARENT, /**< ENGINE stream: parent's router hash unknown */
+    KVB_DROP_NO_TOKENS,      /**< ENGINE stream: STORED without (enough) token ids */
+    KVB_DROP_BLOCK_SIZE,     /**< a block size other than the stream's */
+    KVB_DROP_CAPACITY,       /**< the stream reached max_entries_per_stream */
+    KVB_DROP_UNKNOWN_BLOCK,  /**< REMOVED of a block the stream does not hold (harmless) */
+    KVB_DROP_DUPLICATE,      /**< a batch whose sequence number was already applied */
     KVB_DROP_COUNT
 } kvb_drop_reason;
 
@@ -185,8 +185,8 @@ typedef struct kvb_index_event {
 /** A decoded batch (kvb_index_decode). Events point into memory the batch owns
  * until kvb_index_batch_fini. */
 typedef struct kvb_index_batch {
-    double ts;        /**< the batch's timestamp (seconds) */
-    int64_t dp_rank;  /**< KVB_INDEX_NO_RANK when nil or absent */
+    double ts;       /**< the batch's timestamp (seconds) */
+    int64_t dp_rank; /**< KVB_INDEX_NO_RANK when nil or absent */
     uint32_t n_events;
     kvb_index_event *events;
     /** What the decoder skipped (unknown types, other groups, media, multimodal
@@ -199,10 +199,10 @@ typedef struct kvb_index_batch {
 typedef struct kvb_index_result {
     uint32_t stream; /**< stream id */
     int64_t dp_rank;
-    uint32_t device; /**< longest prefix held entirely on device */
-    uint32_t host;   /**< longest prefix on device or host, minus device */
-    uint32_t disk;   /**< longest prefix on any tier, minus device + host */
-    double score;    /**< sum of tier_weight[t] * blocks of tier t */
+    uint32_t device;  /**< longest prefix held entirely on device */
+    uint32_t host;    /**< longest prefix on device or host, minus device */
+    uint32_t disk;    /**< longest prefix on any tier, minus device + host */
+    double score;     /**< sum of tier_weight[t] * blocks of tier t */
     uint64_t entries; /**< the stream's entries (tie-break: least loaded cache first) */
     kvb_stream_state state;
     char worker[KVB_INDEX_NAME_MAX];
@@ -215,25 +215,25 @@ typedef struct kvb_index_stream_info {
     kvb_index_hashes_kind hashes;
     uint32_t block_size;
     kvb_stream_state state;
-    int64_t last_seq;     /**< sequence number of the last applied batch; -1 before any */
-    uint64_t batches;     /**< batches applied */
-    uint64_t events;      /**< events applied */
+    int64_t last_seq; /**< sequence number of the last applied batch; -1 before any */
+    uint64_t batches; /**< batches applied */
+    uint64_t events;  /**< events applied */
     uint64_t counters[KVB_COUNT_COUNT];
     uint64_t dropped[KVB_DROP_COUNT];
-    uint64_t entries;     /**< (key, tier) entries held now */
-    uint64_t engine_map;  /**< engine hash -> router hash entries (ENGINE streams) */
+    uint64_t entries;      /**< (key, tier) entries held now */
+    uint64_t engine_map;   /**< engine hash -> router hash entries (ENGINE streams) */
     int64_t last_heard_ns; /**< time of the last batch or heartbeat (kvb_index_now_ns) */
 } kvb_index_stream_info;
 
 typedef struct kvb_index_stats {
     uint32_t streams;
-    uint64_t keys;     /**< distinct router hashes held by anyone */
-    uint64_t entries;  /**< (key, stream) holder entries */
-    uint64_t memory_bytes; /**< bytes the index holds through its allocator */
-    uint64_t batches;  /**< batches applied */
-    uint64_t events;   /**< events applied */
-    uint64_t block_ops; /**< blocks stored + removed */
-    uint64_t matches;  /**< match calls */
+    uint64_t keys;           /**< distinct router hashes held by anyone */
+    uint64_t entries;        /**< (key, stream) holder entries */
+    uint64_t memory_bytes;   /**< bytes the index holds through its allocator */
+    uint64_t batches;        /**< batches applied */
+    uint64_t events;         /**< events applied */
+    uint64_t block_ops;      /**< blocks stored + removed */
+    uint64_t matches;        /**< match calls */
     uint64_t matched_blocks; /**< hashes looked up by matches */
 } kvb_index_stats;
 
@@ -275,8 +275,8 @@ KVB_API int kvb_index_config_get(const kvb_index *idx, kvb_index_config *out);
  * is named by the id in decimal ("7").
  * Thread safety: pure. Ownership: none. Callbacks: none.
  */
-KVB_API uint64_t kvb_index_salt_key(const char *lora_name, size_t lora_len,
-                                    const char *cache_salt, size_t salt_len);
+KVB_API uint64_t kvb_index_salt_key(const char *lora_name, size_t lora_len, const char *cache_salt,
+                                    size_t salt_len);
 
 /**
  * @brief The chain seed of blocks with this salt key: the index's seed when
@@ -304,8 +304,7 @@ KVB_API int kvb_index_hashes(const kvb_index *idx, const uint32_t *tokens, size_
  * Thread safety: safe from any thread (takes the writer mutex).
  * Ownership: the name is copied. Callbacks: none.
  */
-KVB_API int kvb_index_stream_add(kvb_index *idx, const kvb_index_stream_config *cfg,
-                                 uint32_t *out);
+KVB_API int kvb_index_stream_add(kvb_index *idx, const kvb_index_stream_config *cfg, uint32_t *out);
 
 /**
  * @brief Find a stream by worker name and rank.
@@ -376,8 +375,7 @@ KVB_API int kvb_index_stream_drop(kvb_index *idx, uint32_t stream,
  * drop_after passed; the caller resumes its sequence by replay or clears it).
  * Thread safety: safe from any thread. Ownership: none. Callbacks: none.
  */
-KVB_API int kvb_index_stream_heard(kvb_index *idx, uint32_t stream, bool connected,
-                                   int64_t now_ns);
+KVB_API int kvb_index_stream_heard(kvb_index *idx, uint32_t stream, bool connected, int64_t now_ns);
 
 /**
  * @brief Apply the liveness timeouts at now_ns: a stream whose transport has been
