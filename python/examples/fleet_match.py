@@ -173,12 +173,14 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--zmq", action="store_true", help="feed the index through a Subscriber")
     ap.add_argument("--bench", type=int, default=0, metavar="N", help="time N matches")
+    ap.add_argument("--sequences", type=int, default=4000, metavar="S",
+                    help="--bench: distinct 64-block sequences (default 4000)")
     ap.add_argument("--daemon", metavar="URL", help="ask a running kvb-indexer instead")
     a = ap.parse_args()
     if a.daemon:
         daemon(a.daemon)
     elif a.bench:
-        bench(a.bench)
+        bench(a.bench, sequences=a.sequences)
     elif a.zmq:
         over_zmq()
     else:

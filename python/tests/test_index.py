@@ -980,5 +980,7 @@ def test_fleet_match_example_over_the_subscriber():
 
 
 def test_fleet_match_example_bench_runs():
-    out = run_example("--bench", "200")
-    assert re.search(r"match\(array\('Q'\), k=4\)\s+\d+ ns/call", out)
+    out = run_example("--bench", "100", "--sequences", "100")
+    assert re.search(r"C kvb_index_match .*\s\d+ ns/call", out)
+    assert re.search(r"Index\.match\(array\('Q'\), k=16\)\s+\d+ ns/call\s+\(\+-?\d+ ns over C\)",
+                     out)
