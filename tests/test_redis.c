@@ -1,0 +1,415 @@
+/*
+ * test_redis.c - the Redis log entry encoding (lib/redis_codec.c) and the
+ * parts of the relay / replica API that need no Redis server
+ * (kvblock/redis.h). The end-to-end behaviour against a real redis-server is
+ * tests/redis/run.py (make check-redis).
+ *
+ * Encoding: round trips of every entry kind; the size query; bad input to the
+ * encoder; every truncation, every single-byte change, a wrong version, and
+ * corruptions that keep a valid checksum (so that the strict field checks are
+ * what refuses them: unknown kind, tier, type, state, reserved bytes, counts
+ * that do not fit, a length that does not add up), none of which may allocate
+ * more than the entry's size; random inputs with a valid checksum.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#include "kvblock/redis.h"
+
+static const uint64_t H1[] = {11, 12, 13};
+static const uint64_t H2[] = {0xfedcba9876543210ull};
+static const uint32_t T1[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+
+static kvb_index_event EV[4];
+
+static kvb_redis_entry batch_entry(void)
+{
+    memset(EV, 0, sizeof EV);
+    EV[0] = (kvb_index_event){.type = KVB_INDEX_EV_STORED,
+                              .tier = KVB_TIER_HOST,
+                              .n_hashes = 3,
+                              .hashes = H1,
+                              .has_parent = true,
+                              .parent = 99,
+                              .tokens = T1,
+                              .n_tokens = 12,
+                              .block_size = 4,
+                              .salt_key = 0x1234567890abcdefull};
+    EV[1] = (kvb_index_event){.type = KVB_INDEX_EV_REMOVED,
+                              .tier = KVB_TIER_DEVICE,
+                              .n_hashes = 1,
+                              .hashes = H2};
+    EV[2] = (kvb_index_event){.type = KVB_INDEX_EV_CLEARED, .tier = KVB_TIER_DEVICE};
+    EV[3] = (kvb_index_event){.type = KVB_INDEX_EV_STORED,
+                              .tier = KVB_TIER_DISK,
+                              .n_hashes = 1,
+                              .hashes = H2};
+    kvb_redis_entry e;
+    memset(&e, 0, sizeof e);
+    e.kind = KVB_REDIS_ENTRY_BATCH;
+    e.ep = 7;
+    e.seq = 123456789;
+    e.sub = 0;
+    e.state = KVB_STREAM_RESYNCING;
+    e.dp_rank = 3;
+    e.hashes = KVB_INDEX_HASHES_ENGINE;
+    e.block_size = 4;
+    e.ts = 1712345678.25;
+    e.relay_ns = 1712345678250000001ll;
+    e.n_events = 4;
+    e.events = EV;
+    e.dropped[KVB_DROP_GROUP] = 2;
+    e.dropped[KVB_DROP_MULTIMODAL] = 5;
+    return e;
+}
+
+static void *encode(const kvb_redis_entry *e, size_t *len)
+{
+    long need = kvb_redis_entry_encode(e, NULL, 0);
+    cr_assert_gt(need, 0, "size query: %ld", need);
+    void *buf = malloc((size_t)need);
+    cr_assert_not_null(buf);
+    long got = kvb_redis_entry_encode(e, buf, (size_t)need);
+    cr_assert_eq(got, need);
+    *len = (size_t)need;
+    return buf;
+}
+
+static void assert_same_events(const kvb_index_event *a, const kvb_index_event *b, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        cr_assert_eq(a[i].type, b[i].type, "event %u type", i);
+        cr_assert_eq(a[i].tier, b[i].tier, "event %u tier", i);
+        cr_assert_eq(a[i].n_hashes, b[i].n_hashes);
+        cr_assert_eq(a[i].has_parent, b[i].has_parent);
+        if (a[i].has_parent)
+            cr_assert_eq(a[i].parent, b[i].parent);
+        cr_assert_eq(a[i].n_tokens, b[i].n_tokens);
+        cr_assert_eq(a[i].block_size, b[i].block_size);
+        cr_assert_eq(a[i].salt_key, b[i].salt_key);
+        for (uint32_t j = 0; j < a[i].n_hashes; j++)
+            cr_assert_eq(a[i].hashes[j], b[i].hashes[j]);
+        for (uint32_t j = 0; j < a[i].n_tokens; j++)
+            cr_assert_eq(a[i].tokens[j], b[i].tokens[j]);
+    }
+}
+
+Test(redis_codec, batch_round_trip)
+{
+    kvb_redis_entry e = batch_entry();
+    size_t len;
+    void *buf = encode(&e, &len);
+    kvb_redis_entry d;
+    cr_assert_eq(kvb_redis_entry_decode(buf, len, &d), 0);
+    cr_assert_eq(d.kind, KVB_REDIS_ENTRY_BATCH);
+    cr_assert_eq(d.ep, 7);
+    cr_assert_eq(d.seq, 123456789);
+    cr_assert_eq(d.sub, 0);
+    cr_assert_eq(d.state, KVB_STREAM_RESYNCING);
+    cr_assert_eq(d.dp_rank, 3);
+    cr_assert_eq(d.hashes, KVB_INDEX_HASHES_ENGINE);
+    cr_assert_eq(d.block_size, 4);
+    cr_assert_eq(d.ts, 1712345678.25);
+    cr_assert_eq(d.relay_ns, 1712345678250000001ll);
+    cr_assert_eq(d.n_events, 4);
+    cr_assert_eq(d.dropped[KVB_DROP_GROUP], 2);
+    cr_assert_eq(d.dropped[KVB_DROP_MULTIMODAL], 5);
+    cr_assert_eq(d.dropped[KVB_DROP_MALFORMED], 0);
+    assert_same_events(e.events, d.events, 4);
+    /* encoding the decoded entry gives the same bytes */
+    size_t len2;
+    void *buf2 = encode(&d, &len2);
+    cr_assert_eq(len2, len);
+    cr_assert_eq(memcmp(buf, buf2, len), 0);
+    kvb_redis_entry_fini(&d);
+    kvb_redis_entry_fini(&d); /* twice is harmless */
+    cr_assert_null(d.events);
+    free(buf);
+    free(buf2);
+}
+
+Test(redis_codec, control_entries_round_trip)
+{
+    const struct {
+        kvb_redis_entry_kind kind;
+        kvb_stream_state state;
+        kvb_redis_clear_reason reason;
+    } cases[] = {
+        {KVB_REDIS_ENTRY_CLEAR, KVB_STREAM_LIVE, KVB_REDIS_CLEAR_RESTART},
+        {KVB_REDIS_ENTRY_CLEAR, KVB_STREAM_RESYNCING, KVB_REDIS_CLEAR_GAP},
+        {KVB_REDIS_ENTRY_CLEAR, KVB_STREAM_RESYNCING, KVB_REDIS_CLEAR_OVERFLOW},
+        {KVB_REDIS_ENTRY_CLEAR, KVB_STREAM_RESYNCING, KVB_REDIS_CLEAR_LOST},
+        {KVB_REDIS_ENTRY_CLEAR, KVB_STREAM_STALE, KVB_REDIS_CLEAR_OTHER},
+        {KVB_REDIS_ENTRY_STALE, KVB_STREAM_STALE, KVB_REDIS_CLEAR_OTHER},
+        {KVB_REDIS_ENTRY_LIVE, KVB_STREAM_LIVE, KVB_REDIS_CLEAR_OTHER},
+        {KVB_REDIS_ENTRY_LIVE, KVB_STREAM_RESYNCING, KVB_REDIS_CLEAR_OTHER},
+        {KVB_REDIS_ENTRY_DROP, KVB_STREAM_LIVE, KVB_REDIS_CLEAR_OTHER},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        kvb_redis_entry e;
+        memset(&e, 0, sizeof e);
+        e.kind = cases[i].kind;
+        e.state = cases[i].state;
+        e.reason = cases[i].reason;
+        e.ep = 3 + i;
+        e.seq = i == 0 ? -1 : (int64_t)i * 1000;
+        e.sub = (uint32_t)i;
+        e.dp_rank = KVB_INDEX_NO_RANK;
+        size_t len;
+        void *buf = encode(&e, &len);
+        kvb_redis_entry d;
+        cr_assert_eq(kvb_redis_entry_decode(buf, len, &d), 0, "case %zu", i);
+        cr_assert_eq(d.kind, e.kind);
+        cr_assert_eq(d.state, e.state);
+        cr_assert_eq(d.reason, e.reason);
+        cr_assert_eq(d.ep, e.ep);
+        cr_assert_eq(d.seq, e.seq);
+        cr_assert_eq(d.sub, e.sub);
+        cr_assert_eq(d.n_events, 0);
+        cr_assert_null(d.events);
+        kvb_redis_entry_fini(&d);
+        free(buf);
+    }
+    cr_assert_str_eq(kvb_redis_entry_kind_name(KVB_REDIS_ENTRY_CLEAR), "clear");
+    cr_assert_str_eq(kvb_redis_entry_kind_name((kvb_redis_entry_kind)42), "unknown");
+}
+
+Test(redis_codec, empty_batch_and_size_query)
+{
+    kvb_redis_entry e;
+    memset(&e, 0, sizeof e);
+    e.kind = KVB_REDIS_ENTRY_BATCH;
+    e.dp_rank = KVB_INDEX_NO_RANK;
+    long need = kvb_redis_entry_encode(&e, NULL, 0);
+    cr_assert_gt(need, 0);
+    char small[8];
+    /* too small: the size, nothing written */
+    memset(small, 0x5a, sizeof small);
+    cr_assert_eq(kvb_redis_entry_encode(&e, small, sizeof small), need);
+    for (size_t i = 0; i < sizeof small; i++)
+        cr_assert_eq(small[i], 0x5a);
+    size_t len;
+    void *buf = encode(&e, &len);
+    kvb_redis_entry d;
+    cr_assert_eq(kvb_redis_entry_decode(buf, len, &d), 0);
+    cr_assert_eq(d.n_events, 0);
+    kvb_redis_entry_fini(&d);
+    free(buf);
+}
+
+Test(redis_codec, encoder_refuses_bad_input)
+{
+    kvb_redis_entry e = batch_entry();
+    cr_assert_eq(kvb_redis_entry_encode(NULL, NULL, 0), -EINVAL);
+    kvb_redis_entry b = e;
+    b.kind = (kvb_redis_entry_kind)9;
+    cr_assert_eq(kvb_redis_entry_encode(&b, NULL, 0), -EINVAL);
+    b = e;
+    b.state = KVB_STREAM_LAGGING; /* never in the log */
+    cr_assert_eq(kvb_redis_entry_encode(&b, NULL, 0), -EINVAL);
+    b = e;
+    b.events = NULL;
+    cr_assert_eq(kvb_redis_entry_encode(&b, NULL, 0), -EINVAL);
+    b = e;
+    b.reason = KVB_REDIS_CLEAR_GAP; /* a reason on a batch */
+    cr_assert_eq(kvb_redis_entry_encode(&b, NULL, 0), -EINVAL);
+    b = e;
+    b.seq = -2;
+    cr_assert_eq(kvb_redis_entry_encode(&b, NULL, 0), -EINVAL);
+    b = e;
+    b.ep = (uint64_t)1 << 53; /* Lua compares positions as doubles */
+    cr_assert_eq(kvb_redis_entry_encode(&b, NULL, 0), -EINVAL);
+    b = e;
+    b.dp_rank = -2;
+    cr_assert_eq(kvb_redis_entry_encode(&b, NULL, 0), -EINVAL);
+    kvb_index_event bad[1] = {{.type = (kvb_index_ev_type)7, .tier = KVB_TIER_DEVICE}};
+    b = e;
+    b.events = bad;
+    b.n_events = 1;
+    cr_assert_eq(kvb_redis_entry_encode(&b, NULL, 0), -EINVAL);
+    bad[0].type = KVB_INDEX_EV_STORED;
+    bad[0].tier = (kvb_tier)3;
+    cr_assert_eq(kvb_redis_entry_encode(&b, NULL, 0), -EINVAL);
+    bad[0].tier = KVB_TIER_DEVICE;
+    bad[0].n_hashes = 2; /* hashes NULL */
+    cr_assert_eq(kvb_redis_entry_encode(&b, NULL, 0), -EINVAL);
+    /* events on a control entry */
+    b = e;
+    b.kind = KVB_REDIS_ENTRY_STALE;
+    b.state = KVB_STREAM_STALE;
+    cr_assert_eq(kvb_redis_entry_encode(&b, NULL, 0), -EINVAL);
+    /* too many blocks */
+    static kvb_index_event big[1];
+    big[0] = (kvb_index_event){.type = KVB_INDEX_EV_STORED,
+                               .tier = KVB_TIER_DEVICE,
+                               .n_hashes = (KVB_REDIS_ENTRY_MAX_BYTES / 8) + 1,
+                               .hashes = H1};
+    b = e;
+    b.events = big;
+    b.n_events = 1;
+    cr_assert_eq(kvb_redis_entry_encode(&b, NULL, 0), -E2BIG);
+}
+
+Test(redis_codec, every_truncation_and_byte_change_refused)
+{
+    kvb_redis_entry e = batch_entry();
+    size_t len;
+    uint8_t *buf = encode(&e, &len);
+    kvb_redis_entry d;
+    for (size_t n = 0; n < len; n++)
+        cr_assert_eq(kvb_redis_entry_decode(buf, n, &d), -EBADMSG, "truncated to %zu", n);
+    for (size_t i = 0; i < len; i++) {
+        for (int bit = 0; bit < 8; bit += 3) {
+            buf[i] ^= (uint8_t)(1u << bit);
+            cr_assert_eq(kvb_redis_entry_decode(buf, len, &d), -EBADMSG, "byte %zu bit %d", i,
+                         bit);
+            buf[i] ^= (uint8_t)(1u << bit);
+        }
+    }
+    cr_assert_eq(kvb_redis_entry_decode(buf, len, &d), 0);
+    kvb_redis_entry_fini(&d);
+    cr_assert_eq(kvb_redis_entry_decode(NULL, 0, &d), -EBADMSG);
+    cr_assert_eq(kvb_redis_entry_decode(buf, len, NULL), -EINVAL);
+    free(buf);
+}
+
+/* Change bytes, then fix the checksum so that only the field checks can refuse. */
+static int decode_patched(const uint8_t *src, size_t len, size_t off, const void *val,
+                          size_t vlen, size_t new_len)
+{
+    uint8_t *b = calloc(1, new_len > len ? new_len : len);
+    cr_assert_not_null(b);
+    memcpy(b, src, len < new_len ? len : new_len);
+    memcpy(b + off, val, vlen);
+    uint64_t sum = XXH3_64bits(b, new_len - 8);
+    for (int i = 0; i < 8; i++)
+        b[new_len - 8 + (size_t)i] = (uint8_t)(sum >> (8 * i));
+    kvb_redis_entry d;
+    int rc = kvb_redis_entry_decode(b, new_len, &d);
+    if (rc == 0)
+        kvb_redis_entry_fini(&d);
+    free(b);
+    return rc;
+}
+
+Test(redis_codec, corrupt_fields_with_valid_checksum_refused)
+{
+    kvb_redis_entry e = batch_entry();
+    size_t len;
+    uint8_t *buf = encode(&e, &len);
+    const uint8_t two = 2, nine = 9, one = 1, ff = 0xff;
+    const uint32_t huge = 0x7fffffffu;
+    /* the header: version, kind, state, reason, reserved, hashes kind, n_dropped */
+    cr_assert_eq(decode_patched(buf, len, 4, &two, 1, len), -EBADMSG, "version 2");
+    cr_assert_eq(decode_patched(buf, len, 5, &nine, 1, len), -EBADMSG, "kind");
+    cr_assert_eq(decode_patched(buf, len, 6, &two, 1, len), -EBADMSG, "state LAGGING");
+    cr_assert_eq(decode_patched(buf, len, 7, &one, 1, len), -EBADMSG, "reason on a batch");
+    cr_assert_eq(decode_patched(buf, len, 30, &one, 1, len), -EBADMSG, "reserved");
+    cr_assert_eq(decode_patched(buf, len, 28, &two, 1, len), -EBADMSG, "hashes kind");
+    cr_assert_eq(decode_patched(buf, len, 29, &ff, 1, len), -EBADMSG, "n_dropped");
+    cr_assert_eq(decode_patched(buf, len, 44, &huge, 4, len), -EBADMSG, "n_events");
+    /* the first event: after the header and KVB_DROP_COUNT drop counters */
+    size_t ev = 64 + 4 * KVB_DROP_COUNT;
+    cr_assert_eq(decode_patched(buf, len, ev, &nine, 1, len), -EBADMSG, "event type");
+    cr_assert_eq(decode_patched(buf, len, ev + 1, &nine, 1, len), -EBADMSG, "tier");
+    cr_assert_eq(decode_patched(buf, len, ev + 2, &two, 1, len), -EBADMSG, "has_parent");
+    cr_assert_eq(decode_patched(buf, len, ev + 3, &one, 1, len), -EBADMSG, "event reserved");
+    cr_assert_eq(decode_patched(buf, len, ev + 4, &huge, 4, len), -EBADMSG, "n_hashes");
+    cr_assert_eq(decode_patched(buf, len, ev + 8, &huge, 4, len), -EBADMSG, "n_tokens");
+    /* a length that does not add up: one byte more or less before the checksum */
+    cr_assert_eq(decode_patched(buf, len, 0, buf, 4, len + 1), -EBADMSG, "longer");
+    cr_assert_eq(decode_patched(buf, len, 0, buf, 4, len - 1), -EBADMSG, "shorter");
+    /* unchanged bytes with a recomputed checksum still decode */
+    cr_assert_eq(decode_patched(buf, len, 0, buf, 4, len), 0);
+    free(buf);
+}
+
+Test(redis_codec, random_inputs_never_trusted)
+{
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    uint8_t b[512];
+    int ok = 0;
+    for (int round = 0; round < 20000; round++) {
+        size_t len = 72 + (size_t)(x % 400);
+        for (size_t i = 0; i < len; i++) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            b[i] = (uint8_t)x;
+        }
+        /* a plausible header so that the field checks are reached */
+        b[0] = 'K', b[1] = 'V', b[2] = 'B', b[3] = 'R', b[4] = 1;
+        b[5] = (uint8_t)(1 + x % 5);
+        uint64_t sum = XXH3_64bits(b, len - 8);
+        for (int i = 0; i < 8; i++)
+            b[len - 8 + (size_t)i] = (uint8_t)(sum >> (8 * i));
+        kvb_redis_entry d;
+        if (kvb_redis_entry_decode(b, len, &d) == 0) {
+            ok++;
+            kvb_redis_entry_fini(&d);
+        }
+    }
+    cr_assert_lt(ok, 20000);
+}
+
+Test(redis_api, bad_configuration_and_unreachable_server)
+{
+    kvb_redis_relay_config rc;
+    kvb_redis_relay_config_init(&rc);
+    cr_assert_eq(rc.lease_ms, 2000);
+    cr_assert_eq(rc.renew_ms, 500);
+    kvb_redis_relay *relay = NULL;
+    cr_assert_eq(kvb_redis_relay_create(NULL, &relay), -EINVAL);
+    cr_assert_eq(kvb_redis_relay_create(&rc, &relay), kvb_redis_available() ? -EINVAL : -ENOTSUP);
+    rc.url = "http://127.0.0.1:1";
+    cr_assert_eq(kvb_redis_relay_create(&rc, &relay), kvb_redis_available() ? -EINVAL : -ENOTSUP);
+    kvb_redis_replica_config pc;
+    kvb_redis_replica_config_init(&pc);
+    kvb_redis_replica *rep = NULL;
+    const char *bad[] = {"redis://", "redis://:6379", "redis://h:0", "redis://h:70000",
+                         "redis://h:1/x", "redis://h:12ab", "redis://user@h"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        pc.url = bad[i];
+        cr_assert_eq(kvb_redis_replica_create(&pc, &rep),
+                     kvb_redis_available() ? -EINVAL : -ENOTSUP, "%s", bad[i]);
+    }
+    if (!kvb_redis_available())
+        return;
+    /* nothing listens on port 1: the replica serves its (empty) index, reports
+     * itself connecting, and stops cleanly */
+    pc.url = "redis://127.0.0.1:1/2";
+    pc.backoff_max_ms = 100;
+    cr_assert_eq(kvb_redis_replica_create(&pc, &rep), 0);
+    uint64_t h = 1;
+    kvb_index_result res[2];
+    cr_assert_eq(kvb_redis_replica_match(rep, &h, 1, res, 2), 0);
+    cr_assert_eq(kvb_redis_replica_wait_synced(rep, 200), -ETIMEDOUT);
+    kvb_redis_replica_stats st;
+    cr_assert_eq(kvb_redis_replica_stats_get(rep, &st), 0);
+    cr_assert_eq(st.state, KVB_REDIS_REPLICA_CONNECTING);
+    cr_assert_eq(st.connected, false);
+    kvb_index *idx = kvb_redis_replica_acquire(rep);
+    cr_assert_not_null(idx);
+    cr_assert_eq(kvb_redis_replica_destroy(rep), -EBUSY);
+    kvb_redis_replica_release(rep, idx);
+    cr_assert_eq(kvb_redis_replica_destroy(rep), 0);
+    /* a relay with no server stays a standby */
+    rc.url = "redis://[::1]:1";
+    cr_assert_eq(kvb_redis_relay_create(&rc, &relay), 0);
+    cr_assert_eq(kvb_redis_relay_wait_active(relay, 200), -ETIMEDOUT);
+    cr_assert_null(kvb_redis_relay_index(relay));
+    cr_assert_eq(kvb_redis_relay_worker_removed(relay, "w"), -ENOENT);
+    /* the callback of a relay that is not active does nothing */
+    kvb_redis_relay_subscriber_cb(relay, KVB_SUB_CLEAR, "w", 1, NULL, KVB_STREAM_LIVE);
+    kvb_redis_relay_stats rs;
+    cr_assert_eq(kvb_redis_relay_stats_get(relay, &rs), 0);
+    cr_assert_eq(rs.state, KVB_REDIS_RELAY_STANDBY);
+    cr_assert_eq(rs.enqueued, 0);
+    cr_assert_eq(kvb_redis_relay_snapshot(relay, 10, NULL), -EAGAIN);
+    cr_assert_eq(kvb_redis_relay_destroy(relay), 0);
+    cr_assert_str_eq(kvb_redis_relay_state_name(KVB_REDIS_RELAY_FENCED), "fenced");
+    cr_assert_str_eq(kvb_redis_replica_state_name(KVB_REDIS_REPLICA_LAGGING), "lagging");
+}
