@@ -37,9 +37,10 @@ thread, concurrently (matches run in parallel with the subscriber's C thread
 and with apply() from other Python threads), except close(), which must not
 race other calls on the same Index (as kvb_index_destroy). A Subscriber keeps
 its Index alive; the Index refuses to close while one is open. An Index or
-Subscriber dropped without close() is closed by the garbage collector, except
-an Index that a Subscriber still uses: that one is leaked rather than freed
-under a running thread.
+Subscriber dropped without close() is closed by the garbage collector; an Index
+collected (in a reference cycle) while a Subscriber on it is still open is freed
+by that Subscriber's close, never under its running thread. Do not drop the last
+reference to a Subscriber inside its own callback.
 """
 import collections
 import errno
@@ -571,12 +572,18 @@ class Index:
 
     def __del__(self):
         p = getattr(self, "_p", None)
-        if p is not None and not getattr(self, "_subs", 0):
-            self._p = None
-            try:
-                lib.kvb_index_destroy(p)
-            except Exception:
-                pass
+        if p is None:
+            return
+        if getattr(self, "_subs", 0):
+            # collected in a cycle with a Subscriber still open on it: the subscriber
+            # thread may be applying into it; the last Subscriber.close() frees it
+            self._orphaned = True
+            return
+        self._p = None
+        try:
+            lib.kvb_index_destroy(p)
+        except Exception:
+            pass
 
     def __repr__(self):
         if self._p is None:
@@ -1047,8 +1054,11 @@ class Subscriber:
         try:
             _check(lib.kvb_subscriber_destroy(s), "kvb_subscriber_destroy")
         finally:
-            self._index._subs -= 1
+            idx = self._index
+            idx._subs -= 1
             self._cb = None
+            if not idx._subs and getattr(idx, "_orphaned", False):
+                idx.__del__()  # its finalizer ran while this subscriber was open
 
     @property
     def closed(self):

@@ -829,6 +829,35 @@ def test_python_matches_run_while_the_subscriber_thread_applies(tmp_path, zctx):
         eng.close()
 
 
+@needs_sub
+def test_garbage_collection_never_frees_an_index_under_its_subscriber():
+    import gc
+    import weakref
+    for first in ("index", "subscriber"):
+        idx = Index(block_size=BS)
+        sub = Subscriber(idx)
+        idx.add_stream("w")
+        idx.peer, sub.peer = sub, idx  # a reference cycle: finalizers in any order
+        wi, ws = weakref.ref(idx), weakref.ref(sub)
+        if first == "index":
+            del sub, idx
+        else:
+            del idx, sub
+        gc.collect()
+        assert wi() is None and ws() is None
+    # without a cycle: the subscriber keeps the index alive until it goes
+    idx = Index(block_size=BS)
+    sub = Subscriber(idx)
+    wi = weakref.ref(idx)
+    del idx
+    gc.collect()
+    assert wi() is not None and wi().find_stream("x") is None
+    sub.close()
+    del sub
+    gc.collect()
+    assert wi() is None
+
+
 # ---- the subscriber, fed by kvblock's C publisher behind a pool ----------------------------
 
 
