@@ -260,12 +260,8 @@ static int kvb_wire_bounds(const char *payload, size_t len)
 
 /* ---- small readers over msgpack-c objects -------------------------------------- */
 
-static bool kvb_wire_is(const msgpack_object *o, const char *s)
-{
-    size_t n = strlen(s);
-    return o->type == MSGPACK_OBJECT_STR && o->via.str.size == n &&
-           (n == 0 || memcmp(o->via.str.ptr, s, n) == 0);
-}
+/* Whether o is the string literal lit (its length known at compile time). */
+#define kvb_wire_is(o, lit) kvb_wire_same_str((o), (lit), sizeof(lit) - 1)
 
 static bool kvb_wire_nil(const msgpack_object *o)
 {
@@ -353,19 +349,27 @@ enum {
     F_COUNT
 };
 
-static const char *const kvb_wire_field_name[F_COUNT] = {"block_hashes",
-                                                         "parent_block_hash",
-                                                         "token_ids",
-                                                         "block_size",
-                                                         "lora_id",
-                                                         "medium",
-                                                         "lora_name",
-                                                         "extra_keys",
-                                                         "group_idx",
-                                                         "kv_cache_spec_kind",
-                                                         "kv_cache_spec_sliding_window",
-                                                         "cache_salt",
-                                                         "metadata"};
+#define KVB_WIRE_NAME(s)                                                                           \
+    {                                                                                              \
+        s, sizeof(s) - 1                                                                           \
+    }
+static const struct {
+    const char *s;
+    size_t n;
+} kvb_wire_field_name[F_COUNT] = {KVB_WIRE_NAME("block_hashes"),
+                                  KVB_WIRE_NAME("parent_block_hash"),
+                                  KVB_WIRE_NAME("token_ids"),
+                                  KVB_WIRE_NAME("block_size"),
+                                  KVB_WIRE_NAME("lora_id"),
+                                  KVB_WIRE_NAME("medium"),
+                                  KVB_WIRE_NAME("lora_name"),
+                                  KVB_WIRE_NAME("extra_keys"),
+                                  KVB_WIRE_NAME("group_idx"),
+                                  KVB_WIRE_NAME("kv_cache_spec_kind"),
+                                  KVB_WIRE_NAME("kv_cache_spec_sliding_window"),
+                                  KVB_WIRE_NAME("cache_salt"),
+                                  KVB_WIRE_NAME("metadata")};
+#undef KVB_WIRE_NAME
 
 typedef enum { T_STORED, T_REMOVED, T_CLEARED, T_TIER_CLEARED, T_UNKNOWN } kvb_wire_type;
 
@@ -481,7 +485,8 @@ static int kvb_wire_locate(const msgpack_object *o, kvb_wire_kind kind, kvb_wire
         if (k->type != MSGPACK_OBJECT_STR)
             continue; /* not a field name: an unknown key */
         for (int f = 0; f < F_COUNT; f++) {
-            if (!kvb_wire_map_reads(w->type, f) || !kvb_wire_is(k, kvb_wire_field_name[f]))
+            if (!kvb_wire_map_reads(w->type, f) ||
+                !kvb_wire_same_str(k, kvb_wire_field_name[f].s, kvb_wire_field_name[f].n))
                 continue;
             if (w->f[f])
                 return KVB_DROP_MALFORMED; /* duplicate key */
