@@ -42,6 +42,8 @@ Test(subscriber, unavailable_without_zmq)
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -588,6 +590,7 @@ typedef struct fx_opts {
     double stale_s, drop_s;
     uint32_t replay_timeout_ms;
     int64_t max_message_bytes;
+    uint32_t heartbeat_ivl_ms;
 } fx_opts;
 
 static void fx_init(fx *f, const fx_opts *o)
@@ -611,7 +614,7 @@ static void fx_init(fx *f, const fx_opts *o)
     sc.tick_ms = 20;
     sc.reconnect_ivl_ms = 20;
     sc.reconnect_ivl_max_ms = 100;
-    sc.heartbeat_ivl_ms = 500;
+    sc.heartbeat_ivl_ms = o && o->heartbeat_ivl_ms ? o->heartbeat_ivl_ms : 1000;
     sc.replay_timeout_ms = o && o->replay_timeout_ms ? o->replay_timeout_ms : 3000;
     if (o && o->max_message_bytes)
         sc.max_message_bytes = o->max_message_bytes;
@@ -1477,6 +1480,84 @@ Test(subscriber, busy_publisher_during_catch_up, .timeout = 60)
     cr_expect_eq(si.state, KVB_STREAM_LIVE);
     fx_fini(&f);
     tp_fini(&t);
+}
+
+/* A publisher process that hangs with its connection open (SIGSTOP): only the
+ * ZMTP heartbeats notice. It runs in a child process forked before this
+ * process has any ZeroMQ context or thread. */
+static void hung_child(const char *ep)
+{
+    void *ctx = zmq_ctx_new();
+    void *pub = zmq_socket(ctx, ZMQ_XPUB);
+    int one = 1;
+    zmq_setsockopt(pub, ZMQ_XPUB_VERBOSE, &one, sizeof one);
+    if (zmq_bind(pub, ep) != 0)
+        _exit(2);
+    unsigned char m[64];
+    while (zmq_recv(pub, m, sizeof m, 0) < 1 || m[0] != 1) {
+    }
+    tp t; /* only for its encoder */
+    memset(&t, 0, sizeof t);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    tev e = ev_stored(0, 3);
+    tp_encode(&t, &sb, 0, &e, 1);
+    unsigned char sq[8] = {0};
+    zmq_send(pub, "kv", 2, ZMQ_SNDMORE);
+    zmq_send(pub, sq, 8, ZMQ_SNDMORE);
+    zmq_send(pub, sb.data, sb.size, 0);
+    for (;;) { /* keep serving (heartbeats, resubscriptions) until killed */
+        zmq_pollitem_t it = {pub, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&it, 1, 100) > 0)
+            zmq_recv(pub, m, sizeof m, ZMQ_DONTWAIT);
+    }
+}
+
+static bool p_not_stale(fx *f, const void *arg)
+{
+    kvb_index_stream_info si;
+    return winfo(f, arg).connected && sinfo(f, arg, 0, &si) == 0 && si.state != KVB_STREAM_STALE;
+}
+
+Test(subscriber, hung_peer_detected_by_heartbeats, .timeout = 60)
+{
+    char dir[] = "/tmp/kvb-sub-hung-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char ep[128];
+    snprintf(ep, sizeof ep, "ipc://%s/pub", dir);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0)
+        hung_child(ep); /* never returns */
+    fx_opts o = {.stale_s = 0.3, .drop_s = 60, .heartbeat_ivl_ms = 200};
+    fx f;
+    fx_init(&f, &o);
+    kvb_subscriber_worker w = {.name = "w1", .endpoint = ep, .kind = KVB_WIRE_KVBLOCK};
+    cr_assert_eq(kvb_subscriber_add_worker(f.sub, &w), 0);
+    int64_t end = now_ms() + DEADLINE_MS;
+    while (!holds(&f, "w1", 0, H(0)) && now_ms() < end) { /* the child binds when it can */
+        kvb_subscriber_sync(f.sub, 2000);
+        msleep(5);
+    }
+    cr_assert(holds(&f, "w1", 0, H(0)), "the child's batch never arrived");
+    cr_assert_eq(kill(pid, SIGSTOP), 0);
+    state_arg stale = {"w1", KVB_STREAM_STALE, -1};
+    bool went_stale = wait_for(&f, p_state, &stale);
+    cr_expect(went_stale, "a hung peer (connection open, silent) never went stale");
+    cr_expect_not(holds(&f, "w1", 0, H(0)), "a stale worker is not matched");
+    cr_expect_not(winfo(&f, "w1").connected);
+    cr_assert_eq(kill(pid, SIGCONT), 0);
+    cr_expect(wait_for(&f, p_not_stale, "w1"), "never came back");
+    /* back without a replay endpoint: what it holds is unknown, so cleared */
+    cr_expect_not(holds(&f, "w1", 0, H(0)));
+    cr_expect_geq(notes_get(&f).n[KVB_SUB_STALE], 1);
+    cr_expect_geq(notes_get(&f).n[KVB_SUB_LIVE], 1);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    fx_fini(&f);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_expect_eq(system(cmd), 0);
 }
 
 /* Two data-parallel ranks on one endpoint: one sequence space, two streams. */
