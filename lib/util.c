@@ -27,6 +27,15 @@ static const struct kvb_errdesc kvb_errs[] = {
     {EFAULT, "EFAULT", "EFAULT: internal invariant violated"},
     {EAGAIN, "EAGAIN", "EAGAIN: try again"},
     {EIO, "EIO", "EIO: device or I/O error"},
+    {EBADMSG, "EBADMSG", "EBADMSG: malformed message or corrupt snapshot"},
+    {ETIMEDOUT, "ETIMEDOUT", "ETIMEDOUT: timed out"},
+    {EADDRINUSE, "EADDRINUSE", "EADDRINUSE: address already in use"},
+    {ECONNREFUSED, "ECONNREFUSED", "ECONNREFUSED: connection refused"},
+    {ECONNRESET, "ECONNRESET", "ECONNRESET: connection reset by peer"},
+    {EACCES, "EACCES", "EACCES: permission denied"},
+    {EALREADY, "EALREADY", "EALREADY: already done"},
+    {EPROTO, "EPROTO", "EPROTO: protocol error"},
+    {EPERM, "EPERM", "EPERM: operation not permitted"},
 };
 
 static const struct kvb_errdesc *kvb_err_find(int err)
