@@ -30,8 +30,7 @@
  * the batches). `expected` is the next sequence number wanted, or -1 ("any")
  * after a clear of unknown state, when the next batch simply starts a new
  * contiguous run. Every applied batch is remembered in a small ring (seq,
- * XXH3 of the payload, rank): a message below `expected` whose payload is the
- * one applied under that number is a duplicate; any other is a restart.
+ * XXH3 of the payload, rank) for duplicate and restart detection.
  *  - seq == expected: apply; a RESYNCING worker becomes LIVE with the second
  *    batch applied in order after its clear (the first one restarts the run).
  *  - seq > expected (gap): replay [expected, seq) and apply it in order, then
@@ -42,7 +41,12 @@
  *    run stored; a REMOVED of an earlier block is harmless). No replay
  *    endpoint, a timeout, or a tail the replay did not reach: clear, then
  *    apply the trigger.
- *  - seq < expected and not a duplicate: restart. Clear (LIVE), then the new
+ *  - seq < expected: a duplicate when the ring holds that number with that
+ *    payload, or when the ring no longer remembers it but the message moves
+ *    forward on a connection whose catch-up proved the incarnation (the
+ *    replay got ahead of a busy PUB stream). Otherwise (the ring holds
+ *    another payload, the sequence went backwards on one connection, no
+ *    catch-up proved anything) a restart: clear (LIVE), then the new
  *    incarnation is read from 0: replayed when there is a replay endpoint, so
  *    the batches it published before we noticed are not lost.
  * Connections (socket monitor, ZMQ_EVENT_HANDSHAKE_SUCCEEDED / DISCONNECTED):
@@ -51,14 +55,20 @@
  *    entries after drop_after_s. The subscriber mirrors those deadlines for
  *    its notes (KVB_SUB_STALE, KVB_SUB_CLEAR with STALE) and for readiness.
  *  - up: heard(true); then a catch-up replay at once (not at the worker's next
- *    batch, which an idle engine may never send). On a reconnect the replay
+ *    batch, which an idle engine may never send). When expected > 0 the replay
  *    starts at expected - 1 and proves the publisher is the same incarnation:
- *    it must hold that batch with the payload we applied. A different payload,
- *    or nothing at or above expected - 1 (a publisher always buffers its
- *    latest batch), is a restart. A buffer that starts above expected - 1
+ *    it must hold that batch with the payload we applied (after a snapshot
+ *    load the ring is empty and the number alone is taken). A different
+ *    payload, or nothing at or above expected - 1 (a publisher always buffers
+ *    its latest batch), is a restart. A buffer that starts above expected - 1
  *    cannot prove anything: clear (RESYNCING) and continue from there. With
  *    no replay endpoint, or when the catch-up fails, a reconnect clears the
- *    worker (RESYNCING, expected = any): its state is unknown.
+ *    worker (RESYNCING, expected = any): its state is unknown. A cleared
+ *    worker's catch-up takes everything the buffer holds.
+ *    A connection that delivers nothing for SUB_FOLLOWUP_NS after its
+ *    catch-up gets a second one (see SUB_FOLLOWUP_NS).
+ *  - down: the SUB socket dials again at once (libzmq gives up on a session
+ *    after a protocol error such as a message over ZMQ_MAXMSGSIZE).
  * Bounds: ZMQ_MAXMSGSIZE on every socket, a receive high-water mark on the SUB
  * socket, max_replay_batches per replay, 10 x replay_timeout_ms per replay in
  * all (replay_timeout_ms between replies), at most SUB_MAX_RANKS streams per
@@ -750,7 +760,8 @@ static void sub_catch_up(kvb_subscriber *s, struct sub_worker *w, bool reconnect
         }
         return;
     }
-    if (w->expected < 0)
+    bool any = w->expected < 0;
+    if (any)
         w->expected = 0; /* cleared, nothing to prove: take all the buffer holds */
     for (int attempt = 0; attempt < 2; attempt++) {
         int rc = sub_replay(s, w, INT64_MAX, w->expected > 0);
@@ -766,6 +777,8 @@ static void sub_catch_up(kvb_subscriber *s, struct sub_worker *w, bool reconnect
             if (known && sub_has_streams(s, w)) {
                 sub_clear(s, w, KVB_STREAM_RESYNCING, -1);
                 w->expected = -1;
+            } else if (any && w->expected == 0) {
+                w->expected = -1; /* nothing came: still any */
             }
         }
         return;
@@ -777,16 +790,22 @@ static void sub_catch_up(kvb_subscriber *s, struct sub_worker *w, bool reconnect
  * now changes nothing. */
 static void sub_followup(kvb_subscriber *s, struct sub_worker *w)
 {
-    if (w->expected < 0)
-        return;
+    bool any = w->expected < 0;
+    if (any)
+        w->expected = 0; /* cleared after a failed catch-up: take what the buffer holds */
     for (int attempt = 0; attempt < 2; attempt++) {
         int rc = sub_replay(s, w, INT64_MAX, w->expected > 0);
         if (rc == SUB_RP_RESTART || rc == SUB_RP_UNVERIFIED) {
             sub_restart(s, w, -1);
             continue;
         }
-        if (rc == SUB_RP_FAIL)
+        if (rc == SUB_RP_DONE)
+            w->conn_verified = true;
+        if (rc == SUB_RP_FAIL) {
             w->st.replay_failures++;
+            if (any && w->expected == 0)
+                w->expected = -1; /* nothing came: still any */
+        }
         return;
     }
 }

@@ -1445,6 +1445,63 @@ Test(subscriber, killed_stale_dropped_reconnect_tcp, .timeout = 60)
     killed("tcp");
 }
 
+/* The same publisher comes back after missing batches the subscriber cannot
+ * recover: its buffer no longer holds where the subscriber stopped (trim), or
+ * its replay socket does not answer (mute). Either way the worker is cleared
+ * (RESYNCING) at the reconnect, not left with what it held before. */
+static void reconnect_unrecoverable(bool mute)
+{
+    fx_opts o = {.replay_timeout_ms = 300};
+    fx f;
+    fx_init(&f, &o);
+    tp t;
+    tp_init(&t, "ipc", f.dir, "w", true);
+    fx_add(&f, "w1", &t, KVB_WIRE_KVBLOCK);
+    wait_joined(&f, "w1", &t);
+    tp_store(&t, 0, 0, 3, TP_BOTH);
+    tp_store(&t, 0, 3, 3, TP_BOTH);
+    wait_seq(&f, "w1", 2);
+    tp_close(&t);
+    cr_assert(wait_for(&f, p_disconnected, "w1"));
+    tp_remove(&t, 0, 0, 3, TP_KEEP); /* 2: while nobody listened */
+    tp_store(&t, 0, 6, 1, TP_KEEP);  /* 3 */
+    if (mute) {
+        t.mute = true; /* no thread runs yet */
+    } else {
+        tp_trim(&t, 3);
+    }
+    tp_open(&t);
+    tp_wait_sub(&t);
+    cr_assert(wait_for(&f, p_connected, "w1"));
+    state_arg resync = {"w1", KVB_STREAM_RESYNCING, -1};
+    cr_assert(wait_for(&f, p_state, &resync));
+    check_truth(&f, "w1", &t, false);
+    cr_expect_not(holds(&f, "w1", 0, H(4)), "held before the reconnect: cleared");
+    cr_expect_eq(notes_get(&f).clear_state[KVB_STREAM_RESYNCING], 1);
+    cr_expect_eq(winfo(&f, "w1").restarts, 0);
+    if (!mute)
+        cr_expect(holds(&f, "w1", 0, H(6)), "what the buffer still held was applied");
+    tp_store(&t, 0, 7, 1, TP_BOTH); /* 4 */
+    tp_store(&t, 0, 8, 1, TP_BOTH); /* 5 */
+    wait_seq(&f, "w1", 6);
+    check_truth(&f, "w1", &t, false);
+    cr_expect(holds(&f, "w1", 0, H(7)));
+    cr_expect(holds(&f, "w1", 0, H(8)));
+    cr_expect_eq(sstate(&f, "w1", 0), KVB_STREAM_LIVE);
+    fx_fini(&f);
+    tp_fini(&t);
+}
+
+Test(subscriber, reconnect_buffer_trimmed_resyncs, .timeout = 60)
+{
+    reconnect_unrecoverable(false);
+}
+
+Test(subscriber, reconnect_replay_silent_resyncs, .timeout = 60)
+{
+    reconnect_unrecoverable(true);
+}
+
 /* A busy publisher during a slow catch-up: the replay gets ahead of the PUB
  * stream by more than the 256 batches the ring remembers. Those PUB messages
  * are duplicates (the connection's catch-up proved the incarnation), not a
