@@ -209,8 +209,8 @@ static void ixd_help(FILE *f)
         "        replays, restarts, clears, dropped {reason: count}, entries,\n"
         "        engine_map, block_size, hashes, heard_s_ago], \"endpoints\": [per\n"
         "        --worker: name, endpoint, replay, kind, topic, block_size, connected,\n"
-        "        heard, expected_seq, messages, bad_messages, gaps, replays,\n"
-        "        replay_failures, restarts]}\n"
+        "        heard, expected_seq, messages, bad_messages, bad_payloads, gaps,\n"
+        "        replays, replay_failures, restarts]}\n"
         "    POST /v1/snapshot\n"
         "        Write the snapshot: {\"path\": FILE, \"bytes\": n}; 409 when no\n"
         "        --snapshot is configured, 500 when it cannot be written.\n"
@@ -1101,6 +1101,7 @@ static ixd_mhd_result ixd_workers(struct MHD_Connection *c, ixd_req *r)
             json_object_set_new(e, "expected_seq", json_integer(wi.expected_seq));
             json_object_set_new(e, "messages", json_integer((json_int_t)wi.messages));
             json_object_set_new(e, "bad_messages", json_integer((json_int_t)wi.bad_messages));
+            json_object_set_new(e, "bad_payloads", json_integer((json_int_t)wi.bad_payloads));
             json_object_set_new(e, "gaps", json_integer((json_int_t)wi.gaps));
             json_object_set_new(e, "replays", json_integer((json_int_t)wi.replays));
             json_object_set_new(e, "replay_failures",
@@ -1531,7 +1532,11 @@ static void ixd_start_http(sigset_t *blocked)
                              : ((struct sockaddr_in *)&ss)->sin_port);
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     unsigned threads = ncpu < 1 ? 1 : ncpu > 4 ? 4 : (unsigned)ncpu;
-    unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+    /* poll(), not epoll: with libmicrohttpd 0.9.75's edge-triggered epoll a client
+     * that sends its headers and part of a body, then closes, was not noticed until
+     * the connection timeout (and held the shutdown drain); poll() sees the EOF.
+     * The daemon serves few connections at a time: poll costs nothing here. */
+    unsigned flags = MHD_USE_POLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG;
     if (v6)
         flags |= MHD_USE_IPv6;
     ixd.mhd = MHD_start_daemon(flags, port, NULL, NULL, ixd_access, NULL,
