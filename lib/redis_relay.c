@@ -1279,7 +1279,10 @@ static void lost_step(kvb_redis_relay *r)
         return;
     }
     r->acquire_due_ms = now + r->cfg.acquire_poll_ms;
-    /* read-only look first: another relay's entry at a stream's end is final */
+    /* read-only look first: another relay's entry at a stream's end is final
+     * (streams created since we last looked included) */
+    if (kvb__rlog_scan(&r->lg, &r->rc) < 0)
+        return;
     struct last_entry *le = calloc(r->lg.n ? r->lg.n : 1, sizeof *le);
     if (!le)
         return;

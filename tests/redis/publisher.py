@@ -1,0 +1,194 @@
+#!/usr/bin/env python3
+"""A scripted vLLM-format KV-event publisher for tests/redis/run.py.
+
+One worker endpoint: a PUB socket ([topic, 8-byte big-endian seq, msgpack
+payload]) and a replay ROUTER socket (vLLM's protocol: a DEALER sends
+["", 8-byte start]; the answer is ["", seq, payload] per buffered batch with
+seq >= start, then ["", -1, ""]). Payloads are vLLM EventBatch arrays
+[ts, [event, ...], data_parallel_rank] with events as tagged maps; block hashes
+are arbitrary u64 (kind=kvblock on the subscriber side: they are router hashes).
+
+The publisher is deterministic for a seed. It keeps, per data-parallel rank,
+the copies it holds per (hash, tier) (an engine may store a block twice and
+remove it twice), so its final state is the ground truth a relay's and every
+replica's index must show: per hash the best tier held (device > host > disk).
+
+Control on stdin, one command per line: `go` starts publishing (`--batches` at
+`--rate` per second); when done it writes the truth (JSON) to --truth and
+prints `done` on stdout. `quit` (or end of input) exits. Replay requests are
+served the whole time.
+"""
+import argparse
+import json
+import os
+import random
+import sys
+import time
+
+import msgpack
+import zmq
+
+TIERS = [("GPU", "d"), ("CPU", "h"), ("DISK", "k")]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--name", required=True)
+    ap.add_argument("--pub", required=True)
+    ap.add_argument("--replay", required=True)
+    ap.add_argument("--ranks", default="none", help="comma list of dp ranks, or none")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--batches", type=int, default=1000)
+    ap.add_argument("--rate", type=float, default=200.0)
+    ap.add_argument("--truth", required=True)
+    ap.add_argument("--layout", choices=["map", "array"], default="map")
+    a = ap.parse_args()
+
+    rng = random.Random(a.seed)
+    ranks = [None] if a.ranks == "none" else [int(x) for x in a.ranks.split(",")]
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.PUB)
+    pub.setsockopt(zmq.SNDHWM, 100000)
+    pub.bind(a.pub)
+    router = ctx.socket(zmq.ROUTER)
+    router.setsockopt(zmq.SNDHWM, 1000000)
+    router.bind(a.replay)
+
+    held = {r: {} for r in ranks}  # rank -> {(hash, tier): copies}
+    batches_of = {r: 0 for r in ranks}
+    last_seq_of = {r: -1 for r in ranks}
+    every_hash = set()
+    buf = []  # payloads by seq
+    seq = 0
+
+    def ev_stored(hashes, tier, parent):
+        if a.layout == "map":
+            return {"type": "BlockStored", "block_hashes": hashes,
+                    "parent_block_hash": parent, "token_ids": [], "block_size": 16,
+                    "lora_id": None, "medium": tier}
+        return ["BlockStored", hashes, parent, [], 16, None, tier]
+
+    def ev_removed(hashes, tier):
+        if a.layout == "map":
+            return {"type": "BlockRemoved", "block_hashes": hashes, "medium": tier}
+        return ["BlockRemoved", hashes, tier]
+
+    def ev_cleared():
+        return {"type": "AllBlocksCleared"} if a.layout == "map" else ["AllBlocksCleared"]
+
+    def make_batch():
+        rank = ranks[seq % len(ranks)]
+        h = held[rank]
+        events = []
+        for _ in range(rng.randint(1, 4)):
+            x = rng.random()
+            if x < 0.003:
+                h.clear()
+                events.append(ev_cleared())
+            elif x < 0.60 or not h or (x < 0.7 and len(h) < 300):
+                tier, _ = TIERS[0] if rng.random() < 0.7 else rng.choice(TIERS[1:])
+                n = rng.randint(1, 4)
+                hs = []
+                for _ in range(n):
+                    if h and rng.random() < 0.08:
+                        hh = rng.choice(list(h.keys()))[0]  # a second copy
+                    else:
+                        hh = rng.getrandbits(64)
+                    hs.append(hh)
+                    every_hash.add(hh)
+                    h[(hh, tier)] = h.get((hh, tier), 0) + 1
+                parent = rng.getrandbits(64) if rng.random() < 0.5 else None
+                events.append(ev_stored(hs, tier, parent))
+            else:
+                keys = list(h.keys())
+                tier = rng.choice(keys)[1]
+                same = [k for k in keys if k[1] == tier]
+                pick = rng.sample(same, min(len(same), rng.randint(1, 3)))
+                hs = []
+                for k in pick:
+                    hs.append(k[0])
+                    h[k] -= 1
+                    if h[k] == 0:
+                        del h[k]
+                if rng.random() < 0.05:
+                    ghost = rng.getrandbits(64)  # a block it never held: harmless
+                    hs.append(ghost)
+                events.append(ev_removed(hs, tier))
+        batches_of[rank] += 1
+        last_seq_of[rank] = seq
+        if a.layout == "map":
+            return msgpack.packb([time.time(), events, rank], use_bin_type=True)
+        return msgpack.packb([time.time(), events, rank], use_bin_type=True)
+
+    def serve_replay():
+        while True:
+            try:
+                msg = router.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            ident = msg[0]
+            delim = len(msg) >= 3 and msg[1] == b""
+            body = msg[2] if delim else (msg[1] if len(msg) > 1 else b"")
+            if len(body) != 8:
+                continue
+            start = int.from_bytes(body, "big", signed=True)
+            pre = [ident, b""] if delim else [ident]
+            for s in range(max(start, 0), len(buf)):
+                router.send_multipart(pre + [s.to_bytes(8, "big"), buf[s]])
+            router.send_multipart(pre + [(-1).to_bytes(8, "big", signed=True), b""])
+
+    def write_truth():
+        truth = {"name": a.name, "last_seq": seq - 1, "ranks": {}, "hashes": sorted(every_hash)}
+        order = {"d": 0, "h": 1, "k": 2}
+        for r in ranks:
+            best = {}
+            for (hh, tier), c in held[r].items():
+                if c <= 0:
+                    continue
+                t = dict(TIERS)[tier]
+                if hh not in best or order[t] < order[best[hh]]:
+                    best[hh] = t
+            key = "-1" if r is None else str(r)
+            truth["ranks"][key] = {"batches": batches_of[r], "last_seq": last_seq_of[r],
+                                   "best": {str(k): v for k, v in best.items()}}
+        tmp = a.truth + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(truth, f)
+        os.rename(tmp, a.truth)
+
+    poller = zmq.Poller()
+    poller.register(router, zmq.POLLIN)
+    poller.register(sys.stdin.fileno(), zmq.POLLIN)
+    going = False
+    done = False
+    t0 = 0.0
+    while True:
+        timeout = 1 if going and not done else 200
+        for sock, _ in poller.poll(timeout):
+            if sock is router:
+                serve_replay()
+            else:
+                line = sys.stdin.readline()
+                if not line or line.strip() == "quit":
+                    pub.close(0)
+                    router.close(0)
+                    ctx.term()
+                    return
+                if line.strip() == "go" and not going:
+                    going = True
+                    t0 = time.monotonic()
+        if going and not done:
+            due = int((time.monotonic() - t0) * a.rate) + 1
+            while seq < min(due, a.batches):
+                payload = make_batch()
+                buf.append(payload)
+                pub.send_multipart([b"", seq.to_bytes(8, "big"), payload])
+                seq += 1
+            if seq >= a.batches:
+                done = True
+                write_truth()
+                print("done", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,643 @@
+#!/usr/bin/env python3
+"""End-to-end fault scenarios of the Redis replica setup (FLEET.md section 8).
+
+Every scenario starts its own redis-server (a free loopback port, a temporary
+directory, --appendonly yes --save ''), three scripted vLLM-format publishers
+(tests/redis/publisher.py: worker w0 with dp ranks 0 and 1, w1 without a rank,
+w2 with rank 0), two relays (kvb-redis-node relay: the first takes the lease,
+the second is a standby running the very same command) and two replicas
+(kvb-redis-node replica), all as processes. Publishers run while the fault is
+injected; afterwards the harness waits (bounded) until every node has applied
+each rank's last batch, then checks:
+
+  - nothing lost, nothing doubled: each stream's batch count and last sequence
+    equal the publisher's (a batch applied twice or skipped shows here);
+  - no stale entry, nothing missing: for every hash any publisher ever used,
+    the holders each node's prefix match reports (worker/rank/best tier) equal
+    the publisher's final state (a REMOVED applied twice, skipped, or a clear
+    not applied shows here), on the active relay and on every replica;
+  - the streams themselves (kvb-redis-node dump): per stream, ordinals n
+    contiguous, positions strictly increasing, no entry of an incarnation older
+    than one already seen.
+
+Scenarios:
+  1 kill -9 of the active relay mid-stream: the standby takes the lease within
+    3 s of its lapse and resumes from the streams' last sequences by replay.
+  2 kill -9 of a replica, and a cold start of a new one (snapshot + tail) while
+    the fleet publishes; snapshots and trims happen meanwhile.
+  3 redis-server killed (-9) mid-stream and restarted from its AOF.
+  4 SIGSTOP of redis-server past the lease: replicas keep answering, their
+    streams LAGGING; SIGCONT: everything converges.
+  5 SIGSTOP of the active relay past its lease (split brain attempt): the
+    standby takes over; after SIGCONT the woken relay must not append: no
+    entry of its incarnation after the standby's first entry, in any stream.
+
+Every wait has a deadline; a failure prints the nodes' logs and exits 1.
+"""
+import argparse
+import json
+import os
+import queue
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PY = sys.executable
+LEASE_S = 2.0
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Fail(Exception):
+    pass
+
+
+def deadline_loop(timeout, what, step=0.1):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        yield
+        time.sleep(step)
+    raise Fail("timed out (%.0f s) waiting for %s" % (timeout, what))
+
+
+class Proc:
+    """A child with line-oriented stdin/stdout; stderr goes to a log file."""
+
+    def __init__(self, name, argv, logdir):
+        self.name = name
+        self.log = os.path.join(logdir, name + ".log")
+        self.logf = open(self.log, "w")
+        self.p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=self.logf, text=True, bufsize=1)
+        self.lines = queue.Queue()
+        self.t = threading.Thread(target=self._read, daemon=True)
+        self.t.start()
+
+    def _read(self):
+        for line in self.p.stdout:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def send(self, line):
+        self.p.stdin.write(line + "\n")
+        self.p.stdin.flush()
+
+    def readline(self, timeout):
+        try:
+            return self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise Fail("%s: no answer within %.0f s" % (self.name, timeout))
+
+    def alive(self):
+        return self.p.poll() is None
+
+    def kill9(self):
+        if self.alive():
+            self.p.send_signal(signal.SIGKILL)
+        self.p.wait(timeout=10)
+
+    def stop(self, timeout=10):
+        if self.alive():
+            try:
+                self.send("quit")
+            except (BrokenPipeError, OSError):
+                pass
+            try:
+                self.p.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait(timeout=10)
+        self.logf.close()
+
+
+class Node(Proc):
+    def cmd(self, line, timeout=20):
+        self.send(line)
+        while True:
+            out = self.readline(timeout)
+            if out is None:
+                raise Fail("%s exited (see %s)" % (self.name, self.log))
+            try:
+                return json.loads(out)
+            except ValueError:
+                continue
+
+    def state(self):
+        return self.cmd("state")
+
+    def role_state(self):
+        s = self.state()
+        return (s.get("relay") or s.get("replica"))["state"], s
+
+
+class Redis:
+    def __init__(self, binary, workdir):
+        self.binary = binary
+        self.dir = os.path.join(workdir, "redis")
+        os.makedirs(self.dir, exist_ok=True)
+        self.port = free_port()
+        self.p = None
+        self.logf = open(os.path.join(workdir, "redis-server.log"), "a")
+
+    def url(self):
+        return "redis://127.0.0.1:%d" % self.port
+
+    def start(self):
+        self.p = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
+             "--appendonly", "yes", "--save", "", "--daemonize", "no", "--protected-mode", "no"],
+            stdout=self.logf, stderr=self.logf)
+        for _ in deadline_loop(10, "redis-server to listen"):
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            if self.p.poll() is not None:
+                raise Fail("redis-server exited")
+
+    def signal(self, sig):
+        self.p.send_signal(sig)
+
+    def kill9(self):
+        self.p.send_signal(signal.SIGKILL)
+        self.p.wait(timeout=10)
+
+    def stop(self):
+        if self.p and self.p.poll() is None:
+            try:
+                self.p.send_signal(signal.SIGCONT)
+            except OSError:
+                pass
+            self.p.terminate()
+            try:
+                self.p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        self.logf.close()
+
+
+class Fleet:
+    WORKERS = [("w0", "0,1"), ("w1", "none"), ("w2", "0")]
+
+    def __init__(self, args, workdir, seed, batches, rate):
+        self.snapshot_args = ["--snapshot-entries", "300", "--snapshot-ms", "1000"]
+        self.args = args
+        self.workdir = workdir
+        self.redis = Redis(args.redis_server, workdir)
+        self.pubs = {}
+        self.nodes = {}
+        self.seed = seed
+        self.batches = batches
+        self.rate = rate
+        self.specs = []
+        self.truth = {}
+
+    def start(self):
+        self.redis.start()
+        for i, (name, ranks) in enumerate(self.WORKERS):
+            pp, rp = free_port(), free_port()
+            truth = os.path.join(self.workdir, name + ".truth.json")
+            argv = [PY, os.path.join(HERE, "publisher.py"), "--name", name,
+                    "--pub", "tcp://127.0.0.1:%d" % pp, "--replay", "tcp://127.0.0.1:%d" % rp,
+                    "--ranks", ranks, "--seed", str(self.seed * 100 + i),
+                    "--batches", str(self.batches), "--rate", str(self.rate), "--truth", truth,
+                    "--layout", os.environ.get("LAYOUT_" + name, "map" if i != 1 else "array")]
+            self.pubs[name] = (Proc("pub-" + name, argv, self.workdir), truth)
+            self.specs.append("%s=tcp://127.0.0.1:%d,replay=tcp://127.0.0.1:%d,kind=kvblock"
+                              % (name, pp, rp))
+
+    def node(self, name, role):
+        argv = [self.args.node, role, "--redis", self.redis.url()] + self.snapshot_args
+        if role == "relay":
+            for s in self.specs:
+                argv += ["--worker", s]
+        n = Node(name, argv, self.workdir)
+        self.nodes[name] = n
+        return n
+
+    def go(self):
+        for p, _ in self.pubs.values():
+            p.send("go")
+
+    def wait_published(self, timeout=60):
+        for name, (p, truth) in self.pubs.items():
+            line = p.readline(timeout)
+            if line != "done":
+                raise Fail("publisher %s: %r" % (name, line))
+            with open(truth) as f:
+                self.truth[name] = json.load(f)
+
+    def stop(self):
+        for n in self.nodes.values():
+            if n.alive():
+                try:
+                    n.stop()
+                except Fail:
+                    pass
+        for p, _ in self.pubs.values():
+            p.stop()
+        self.redis.stop()
+
+
+def wait_role(node, want, timeout, what=None):
+    for _ in deadline_loop(timeout, what or "%s to be %s" % (node.name, want)):
+        st, s = node.role_state()
+        if st in want and (st != "active" or s["relay"].get("subscribed") == 1):
+            return s
+
+
+def active_relay(fleet, timeout=10):
+    for _ in deadline_loop(timeout, "an active relay"):
+        for n in fleet.nodes.values():
+            if not n.alive():
+                continue
+            st, s = n.role_state()
+            if "relay" in s and st == "active" and s["relay"]["subscribed"] == 1:
+                return n
+
+
+def expected_streams(fleet):
+    exp = {}
+    for name, t in fleet.truth.items():
+        for rank, r in t["ranks"].items():
+            exp[(name, int(rank))] = r
+    return exp
+
+
+def caught_up(node, exp):
+    s = node.state()
+    got = {(x["worker"], x["dp_rank"]): x for x in s["streams"]}
+    for key, r in exp.items():
+        x = got.get(key)
+        if not x or x["last_seq"] != r["last_seq"]:
+            return False, s
+    if "replica" in s and s["replica"]["lag_entries"] != 0:
+        return False, s
+    return True, s
+
+
+def converge(fleet, nodes, timeout=40):
+    exp = expected_streams(fleet)
+    pending = list(nodes)
+    last = {}
+    for _ in deadline_loop(timeout, "convergence of " + ",".join(n.name for n in nodes), 0.2):
+        still = []
+        for n in pending:
+            ok, s = caught_up(n, exp)
+            last[n.name] = s
+            if not ok:
+                still.append(n)
+        pending = still
+        if not pending:
+            return last
+    raise Fail("unreachable")
+
+
+def check_counts(fleet, node, state):
+    exp = expected_streams(fleet)
+    got = {(x["worker"], x["dp_rank"]): x for x in state["streams"]}
+    bad = []
+    for key, r in exp.items():
+        x = got[key]
+        if x["batches"] != r["batches"]:
+            bad.append("%s/%d: %d batches applied, %d published" % (key[0], key[1], x["batches"],
+                                                                    r["batches"]))
+        if x["state"] not in ("live",):
+            bad.append("%s/%d: state %s" % (key[0], key[1], x["state"]))
+    if bad:
+        raise Fail("%s: %s" % (node.name, "; ".join(bad)))
+
+
+def truth_lines(fleet):
+    hashes = set()
+    for t in fleet.truth.values():
+        hashes.update(t["hashes"])
+    hashes = sorted(hashes)
+    holders = {h: [] for h in hashes}
+    for name, t in fleet.truth.items():
+        for rank, r in t["ranks"].items():
+            for h, tier in r["best"].items():
+                holders[int(h)].append("%s/%s/%s" % (name, rank, tier))
+    return hashes, {h: sorted(v) for h, v in holders.items()}
+
+
+def check_probe(fleet, node, hashes, truth):
+    pin = os.path.join(fleet.workdir, "probe.in")
+    pout = os.path.join(fleet.workdir, "probe-%s.out" % node.name)
+    with open(pin, "w") as f:
+        for h in hashes:
+            f.write("%d\n" % h)
+    r = node.cmd("probe %s %s" % (pin, pout), timeout=60)
+    if not r.get("ok"):
+        raise Fail("%s: probe failed: %s" % (node.name, r))
+    stale = missing = 0
+    examples = []
+    with open(pout) as f:
+        for line in f:
+            parts = line.split()
+            h = int(parts[0])
+            got = sorted(parts[1:])
+            want = truth[h]
+            if got != want:
+                extra = set(got) - set(want)
+                lack = set(want) - set(got)
+                stale += len(extra)
+                missing += len(lack)
+                if len(examples) < 5:
+                    examples.append("%d: got %s want %s" % (h, got, want))
+    held = sum(len(v) for v in truth.values())
+    if stale or missing:
+        raise Fail("%s: %d stale holder entries, %d missing, of %d held (%d hashes probed): %s"
+                   % (node.name, stale, missing, held, len(hashes), "; ".join(examples)))
+    return held
+
+
+def dump_streams(fleet):
+    out = subprocess.run([fleet.args.node, "dump", "--redis", fleet.redis.url()],
+                         capture_output=True, text=True, timeout=60)
+    if out.returncode != 0:
+        raise Fail("dump failed: %s" % out.stderr)
+    per = {}
+    for line in out.stdout.splitlines():
+        e = json.loads(line)
+        per.setdefault(e["worker"], []).append(e)
+    return per
+
+
+def check_streams(fleet):
+    """Ordinals contiguous, positions strictly increasing, incarnations never back."""
+    per = dump_streams(fleet)
+    total = 0
+    for w, es in per.items():
+        es.sort(key=lambda e: tuple(int(x) for x in e["id"].split("-")))
+        prev = None
+        max_inc = 0
+        for e in es:
+            if e["kind"] == "corrupt":
+                raise Fail("stream %s: corrupt entry %s" % (w, e))
+            pos = (e["ep"], e["seq"], e["sub"])
+            if prev is not None:
+                if e["n"] != prev["n"] + 1:
+                    raise Fail("stream %s: n %d after %d" % (w, e["n"], prev["n"]))
+                if pos <= (prev["ep"], prev["seq"], prev["sub"]):
+                    raise Fail("stream %s: position %s after %s" % (w, pos, (prev["ep"], prev["seq"], prev["sub"])))
+            if e["inc"] < max_inc:
+                raise Fail("stream %s: incarnation %d after %d" % (w, e["inc"], max_inc))
+            max_inc = max(max_inc, e["inc"])
+            prev = e
+        total += len(es)
+    return per, total
+
+
+def final_check(fleet, nodes, label):
+    states = converge(fleet, nodes)
+    hashes, truth = truth_lines(fleet)
+    held = 0
+    for n in nodes:
+        check_counts(fleet, n, states[n.name])
+        held = check_probe(fleet, n, hashes, truth)
+    per, total = check_streams(fleet)
+    print("  %s: %d nodes agree with the ground truth: %d hashes probed, %d holder entries, "
+          "0 stale, 0 missing; batches per stream exact; %d log entries in %d streams, "
+          "ordinals contiguous" % (label, len(nodes), len(hashes), held, total, len(per)))
+    return per
+
+
+def wait_flowing(nodes, timeout=15):
+    """Until every node's index has the four streams and has applied some batches."""
+    for n in nodes:
+        for _ in deadline_loop(timeout, "%s to receive the fleet's batches" % n.name):
+            s = n.state()
+            if len(s["streams"]) == 4 and all(x["batches"] >= 20 for x in s["streams"]):
+                break
+
+
+def base_setup(fleet, replicas=("r1", "r2")):
+    fleet.start()
+    a = fleet.node("relayA", "relay")
+    wait_role(a, ("active",), 15)
+    b = fleet.node("relayB", "relay")
+    wait_role(b, ("standby",), 10)
+    reps = [fleet.node(r, "replica") for r in replicas]
+    for r in reps:
+        wait_role(r, ("synced",), 15)
+    return a, b, reps
+
+
+# ---- scenarios -----------------------------------------------------------------------------
+
+
+def sc_relay_kill(fleet):
+    a, b, reps = base_setup(fleet)
+    fleet.go()
+    wait_flowing([a] + reps)
+    a_inc = a.state()["relay"]["inc"]
+    t0 = time.monotonic()
+    a.kill9()
+    s = wait_role(b, ("active",), LEASE_S + 3 + 2, "the standby to take over")
+    took = time.monotonic() - t0
+    if took > LEASE_S + 3:
+        raise Fail("standby took %.2f s after the kill (lease %.1f s + 3 s)" % (took, LEASE_S))
+    print("  relay A (incarnation %d) killed; standby B active after %.2f s (incarnation %d, "
+          "catch-up %.1f ms)" % (a_inc, took, s["relay"]["inc"], s["relay"]["takeover_ms"]))
+    fleet.wait_published()
+    final_check(fleet, [b] + reps, "after failover")
+
+
+def sc_replica_cold(fleet):
+    a, b, reps = base_setup(fleet)
+    fleet.go()
+    wait_flowing([a] + reps)
+    reps[0].kill9()
+    time.sleep(0.5)
+    r3 = fleet.node("r3", "replica")
+    s = wait_role(r3, ("synced",), 15, "the cold replica to sync")
+    rs = s["replica"]
+    print("  replica r1 killed; cold r3 synced in %.0f ms (snapshot loads %d, %d bytes, "
+          "%d entries of tail applied)" % (rs["synced_ms"], rs["snapshot_loads"],
+                                           rs["snapshot_bytes"], rs["applied"]))
+    fleet.wait_published()
+    per = final_check(fleet, [a, reps[1], r3], "after the cold start")
+    st = a.state()["relay"]
+    if st["snapshots"] < 2 or st["trimmed"] == 0:
+        raise Fail("expected snapshots and trims during the run: %s" % st)
+    r3s = r3.state()["replica"]
+    if r3s["snapshot_loads"] < 1:
+        raise Fail("r3 did not load a snapshot: %s" % r3s)
+    print("  relay wrote %d snapshots, trimmed %d entries; r3 loaded %d snapshot(s)"
+          % (st["snapshots"], st["trimmed"], r3s["snapshot_loads"]))
+    del per
+
+
+def sc_redis_kill(fleet):
+    a, b, reps = base_setup(fleet)
+    fleet.go()
+    wait_flowing([a] + reps)
+    fleet.redis.kill9()
+    time.sleep(1.0)
+    fleet.redis.start()
+    print("  redis-server killed (-9) and restarted from its AOF after 1 s")
+    fleet.wait_published()
+    act = active_relay(fleet, 15)
+    final_check(fleet, [act] + reps, "after the Redis restart")
+    for r in reps:
+        rs = r.state()["replica"]
+        if rs["reconnects"] < 1:
+            raise Fail("%s did not reconnect: %s" % (r.name, rs))
+
+
+def sc_redis_stop(fleet):
+    a, b, reps = base_setup(fleet)
+    fleet.go()
+    wait_flowing([a] + reps)
+    fleet.redis.signal(signal.SIGSTOP)
+    t0 = time.monotonic()
+    try:
+        time.sleep(LEASE_S + 0.5)
+        for r in reps:
+            s = None
+            try:
+                for _ in deadline_loop(5, "%s to report lagging" % r.name):
+                    st, s = r.role_state()
+                    if st == "lagging" and s["streams"] and all(x["state"] == "lagging"
+                                                                for x in s["streams"]):
+                        break
+            except Fail as e:
+                raise Fail("%s; last state %s" % (e, json.dumps(s)))
+            # still answering matches from memory
+            pin = os.path.join(fleet.workdir, "probe-stop.in")
+            with open(pin, "w") as f:
+                f.write("1\n2\n")
+            ans = r.cmd("probe %s %s" % (pin, pin + ".out"), timeout=5)
+            if not ans.get("ok"):
+                raise Fail("%s does not answer while Redis is stopped" % r.name)
+        held = time.monotonic() - t0
+    finally:
+        fleet.redis.signal(signal.SIGCONT)
+    print("  redis-server stopped for %.1f s (lease %.1f s): replicas answered, every stream "
+          "lagging" % (held, LEASE_S))
+    fleet.wait_published()
+    act = active_relay(fleet, 15)
+    final_check(fleet, [act] + reps, "after SIGCONT")
+
+
+def sc_split_brain(fleet):
+    # no snapshots, hence no trims: the streams keep every entry for the check
+    fleet.snapshot_args = ["--snapshot-entries", "0", "--snapshot-ms", "0"]
+    a, b, reps = base_setup(fleet)
+    fleet.go()
+    wait_flowing([a] + reps)
+    a_inc = a.state()["relay"]["inc"]
+    os.kill(a.p.pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        s = wait_role(b, ("active",), LEASE_S + 3 + 2, "the standby to take over")
+        took = time.monotonic() - t0
+        b_inc = s["relay"]["inc"]
+        time.sleep(1.0)  # the standby appends
+    finally:
+        os.kill(a.p.pid, signal.SIGCONT)
+    for _ in deadline_loop(10, "the woken relay to stand down"):
+        st, sa = a.role_state()
+        if st in ("fenced", "lost"):
+            break
+    print("  relay A (incarnation %d) stopped; B active after %.2f s (incarnation %d); A woke "
+          "up %s" % (a_inc, took, b_inc, st))
+    fleet.wait_published()
+    time.sleep(1.0)
+    per = final_check(fleet, [b] + reps, "after the split-brain attempt")
+    st, sa = a.role_state()
+    if st not in ("fenced", "lost"):
+        raise Fail("woken relay is %s" % st)
+    late = 0
+    for w, es in per.items():
+        es.sort(key=lambda e: tuple(int(x) for x in e["id"].split("-")))
+        seen_b = False
+        for e in es:
+            if e["inc"] >= b_inc:
+                seen_b = True
+            elif seen_b:
+                late += 1
+    if late:
+        raise Fail("%d entries of an older incarnation after the standby's first entry" % late)
+    a_all = sum(1 for es in per.values() for e in es if e["inc"] == a_inc)
+    b_all = sum(1 for es in per.values() for e in es if e["inc"] == b_inc)
+    if a_all != sa["relay"]["appended"]:
+        raise Fail("the streams hold %d entries of A's incarnation, A appended %d"
+                   % (a_all, sa["relay"]["appended"]))
+    print("  streams: %d entries of A's incarnation %d (all before B's first), %d of B's %d; "
+          "woken A is %s: %d entries queued, %d appended, %d refused by the script"
+          % (a_all, a_inc, b_all, b_inc, st, sa["relay"]["enqueued"], sa["relay"]["appended"],
+             sa["relay"]["refused"]))
+
+
+SCENARIOS = {
+    1: ("kill -9 of the active relay mid-stream", sc_relay_kill),
+    2: ("kill -9 of a replica, cold start of a new one", sc_replica_cold),
+    3: ("redis-server kill -9, restart from the AOF", sc_redis_kill),
+    4: ("SIGSTOP of redis-server past the lease", sc_redis_stop),
+    5: ("SIGSTOP of the active relay past its lease (split brain)", sc_split_brain),
+}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--node", required=True)
+    ap.add_argument("--redis-server", default="redis-server")
+    ap.add_argument("--scenarios", nargs="*", type=int, default=sorted(SCENARIOS))
+    ap.add_argument("--batches", type=int, default=1200)
+    ap.add_argument("--rate", type=float, default=250.0)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directories")
+    args = ap.parse_args()
+    failed = 0
+    t_all = time.monotonic()
+    for n in args.scenarios:
+        title, fn = SCENARIOS[n]
+        workdir = tempfile.mkdtemp(prefix="kvb-redis-%d-" % n)
+        fleet = Fleet(args, workdir, args.seed + n, args.batches, args.rate)
+        t0 = time.monotonic()
+        print("scenario %d: %s" % (n, title), flush=True)
+        ok = False
+        try:
+            fn(fleet)
+            ok = True
+        except Fail as e:
+            print("  FAILED: %s" % e)
+        except Exception as e:  # a harness bug is a failure too
+            print("  FAILED (harness): %r" % e)
+        finally:
+            fleet.stop()
+        if not ok:
+            failed += 1
+            for name in sorted(os.listdir(workdir)):
+                if name.endswith(".log"):
+                    with open(os.path.join(workdir, name)) as f:
+                        tail = f.read()[-3000:]
+                    print("  --- %s ---\n%s" % (name, tail))
+        print("  %s in %.1f s" % ("ok" if ok else "FAILED", time.monotonic() - t0), flush=True)
+        if not args.keep and ok:
+            shutil.rmtree(workdir, ignore_errors=True)
+        elif not ok:
+            print("  (kept %s)" % workdir)
+    print("check-redis: %d passed, %d failed (%.1f s)" % (len(args.scenarios) - failed, failed,
+                                                         time.monotonic() - t_all))
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
