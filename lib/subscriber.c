@@ -7,8 +7,9 @@
  *
  * Threads. One subscriber thread owns the ZeroMQ context and every socket
  * (ZeroMQ sockets are not thread safe). Per worker: a SUB socket on the PUB
- * endpoint, a PAIR socket reading the SUB socket's monitor (inproc), and a
- * DEALER on the replay (ROUTER) endpoint when there is one. The thread
+ * endpoint, a PAIR socket reading the SUB socket's monitor (inproc), and, for
+ * the duration of each replay, a DEALER on the replay (ROUTER) endpoint when
+ * there is one. The thread
  * zmq_polls the SUB and monitor sockets of every worker plus an eventfd; other
  * threads talk to it through a command queue under s->mu (add, remove, sync)
  * and wake it with the eventfd. add/remove wait for the answer; sync waits at
@@ -69,10 +70,13 @@
  *    catch-up gets a second one (see SUB_FOLLOWUP_NS).
  *  - down: the SUB socket dials again at once (libzmq gives up on a session
  *    after a protocol error such as a message over ZMQ_MAXMSGSIZE).
- * Bounds: ZMQ_MAXMSGSIZE on every socket, a receive high-water mark on the SUB
- * socket, max_replay_batches per replay, 10 x replay_timeout_ms per replay in
- * all (replay_timeout_ms between replies), at most SUB_MAX_RANKS streams per
- * worker, SUB_BURST messages per socket per poll round (fairness).
+ * Bounds on what a peer can make us hold or do: ZMQ_MAXMSGSIZE on every socket
+ * (a larger message drops the connection); the SUB receive queue sized from
+ * it (sub_rcvhwm; an overflow is a gap);
+ * the DEALER exists only during a replay, which accepts max_replay_batches
+ * batches and lasts 10 x replay_timeout_ms at most (replay_timeout_ms between
+ * replies); the duplicate ring is fixed; at most SUB_MAX_RANKS streams per
+ * worker; SUB_BURST messages per socket per poll round (fairness).
  */
 #include "internal.h"
 #include "kvblock/subscriber.h"
@@ -158,11 +162,13 @@ KVB_API int kvb_subscriber_sync(kvb_subscriber *sub, uint32_t timeout_ms)
 #include <xxhash.h>
 #include <zmq.h>
 
-#define SUB_RING        256       /* applied batches remembered per worker (power of two) */
-#define SUB_MAX_RANKS   256       /* streams (data-parallel ranks) one worker may create */
-#define SUB_BURST       256       /* messages read from one socket per poll round */
-#define SUB_RCVHWM      10000     /* SUB receive queue, in messages */
-#define SUB_RANK_NONE   INT64_MIN /* ring: the batch did not decode */
+#define SUB_RING        256         /* applied batches remembered per worker (power of two) */
+#define SUB_MAX_RANKS   256         /* streams (data-parallel ranks) one worker may create */
+#define SUB_BURST       256         /* messages read from one socket per poll round */
+#define SUB_RCVHWM      10000       /* SUB receive queue, in messages: at most ... */
+#define SUB_QUEUE_BYTES (4ll << 30) /* ... this many bytes of max-size messages ... */
+#define SUB_RCVHWM_MIN  1000        /* ... but never fewer than ZeroMQ's default */
+#define SUB_RANK_NONE   INT64_MIN   /* ring: the batch did not decode */
 /* A connection that delivered nothing this long after its catch-up gets a
  * second one: a batch published while the new subscription was still on its
  * way to the publisher was dropped by the PUB socket, after the first catch-up
@@ -557,8 +563,22 @@ static void sub_close(void **sock)
     *sock = NULL;
 }
 
-/* (Re)open the DEALER: a fresh socket drops whatever a timed-out request may
- * still deliver. */
+/* The SUB socket's receive queue, which fills only while the thread is busy
+ * elsewhere (another worker's replay): deep enough to ride that out (an
+ * overflow drops messages: a gap, replayed), and no deeper than SUB_QUEUE_BYTES
+ * of max-size messages, down to ZeroMQ's own default of 1000 messages. With
+ * the default 64 MiB limit the floor wins (a peer could make ZeroMQ hold up to
+ * 1000 x 64 MiB while the thread is busy): real batches are kilobytes, and a
+ * lower max_message_bytes tightens the bound. */
+static int sub_rcvhwm(const kvb_subscriber *s)
+{
+    int64_t n = SUB_QUEUE_BYTES / s->cfg.max_message_bytes;
+    return n > SUB_RCVHWM ? SUB_RCVHWM : n < SUB_RCVHWM_MIN ? SUB_RCVHWM_MIN : (int)n;
+}
+
+/* Open the DEALER for one replay. It lives only as long as the replay: a
+ * fresh socket never sees what an earlier, timed-out request still delivers,
+ * and nothing a ROUTER sends unasked can pile up between replays. */
 static int sub_dealer_open(kvb_subscriber *s, struct sub_worker *w)
 {
     sub_close(&w->dealer);
@@ -633,21 +653,10 @@ static bool sub_wait(void *sock, short events, int64_t deadline)
  * [expected, limit); a hole clears the worker (RESYNCING) and the run restarts
  * at the reply.
  */
-static int sub_replay(kvb_subscriber *s, struct sub_worker *w, int64_t limit, bool verify)
+static int sub_replay_run(kvb_subscriber *s, struct sub_worker *w, int64_t limit, bool verify)
 {
-    if (!w->dealer && sub_dealer_open(s, w) < 0)
-        return SUB_RP_FAIL;
-    /* leftovers (a peer may send unasked): drop them, or start afresh */
     zmq_msg_t part[3];
-    int np, junk = 0;
-    while ((np = sub_recv_parts(w->dealer, part)) > 0) {
-        sub_close_parts(part, np);
-        if (++junk > SUB_RCVHWM) {
-            if (sub_dealer_open(s, w) < 0)
-                return SUB_RP_FAIL;
-            break;
-        }
-    }
+    int np;
     int64_t start = verify ? w->expected - 1 : w->expected;
     int64_t tmo = (int64_t)s->cfg.replay_timeout_ms * 1000000;
     int64_t t0 = kvb_index_now_ns(), hard = t0 + 10 * tmo, deadline = t0 + tmo;
@@ -656,17 +665,13 @@ static int sub_replay(kvb_subscriber *s, struct sub_worker *w, int64_t limit, bo
     sub_put_be64((uint64_t)start, sb);
     if (!sub_wait(w->dealer, ZMQ_POLLOUT, deadline) ||
         zmq_send(w->dealer, "", 0, ZMQ_SNDMORE | ZMQ_DONTWAIT) != 0 ||
-        zmq_send(w->dealer, sb, 8, ZMQ_DONTWAIT) != 8) {
-        sub_dealer_open(s, w);
+        zmq_send(w->dealer, sb, 8, ZMQ_DONTWAIT) != 8)
         return SUB_RP_FAIL;
-    }
     bool verified = !verify;
     uint32_t accepted = 0;
     for (;;) {
-        if (!sub_wait(w->dealer, ZMQ_POLLIN, deadline < hard ? deadline : hard)) {
-            sub_dealer_open(s, w);
+        if (!sub_wait(w->dealer, ZMQ_POLLIN, deadline < hard ? deadline : hard))
             return SUB_RP_FAIL;
-        }
         np = sub_recv_parts(w->dealer, part);
         if (np == 0)
             continue;
@@ -706,10 +711,8 @@ static int sub_replay(kvb_subscriber *s, struct sub_worker *w, int64_t limit, bo
             if (seq == start) {
                 const struct sub_seen *e = &w->ring[(uint64_t)seq & (SUB_RING - 1)];
                 sub_close_parts(part, np);
-                if (e->seq == seq && e->hash != hash) {
-                    sub_dealer_open(s, w); /* the rest belongs to the new incarnation */
-                    return SUB_RP_RESTART;
-                }
+                if (e->seq == seq && e->hash != hash)
+                    return SUB_RP_RESTART; /* the rest belongs to the new incarnation */
                 continue; /* the same batch (or no record of it, after a snapshot load) */
             }
             /* the buffer starts above the probe: nothing proves the incarnation */
@@ -732,7 +735,6 @@ static int sub_replay(kvb_subscriber *s, struct sub_worker *w, int64_t limit, bo
         }
         if (accepted == s->cfg.max_replay_batches) {
             sub_close_parts(part, np);
-            sub_dealer_open(s, w);
             return SUB_RP_FAIL;
         }
         accepted++;
@@ -740,6 +742,17 @@ static int sub_replay(kvb_subscriber *s, struct sub_worker *w, int64_t limit, bo
         sub_close_parts(part, np);
     }
     return verified ? SUB_RP_DONE : SUB_RP_UNVERIFIED;
+}
+
+static int sub_replay(kvb_subscriber *s, struct sub_worker *w, int64_t limit, bool verify)
+{
+    if (sub_dealer_open(s, w) < 0) {
+        w->st.replays++;
+        return SUB_RP_FAIL;
+    }
+    int rc = sub_replay_run(s, w, limit, verify);
+    sub_close(&w->dealer);
+    return rc;
 }
 
 /* Whether the index holds streams of w (state that a reconnect makes unknown). */
@@ -1031,7 +1044,7 @@ static int sub_worker_add(kvb_subscriber *s, const kvb_subscriber_worker *cfg)
     if (!w->sub)
         goto zfail;
     sub_common_opts(s, w->sub);
-    sub_opt(w->sub, ZMQ_RCVHWM, SUB_RCVHWM);
+    sub_opt(w->sub, ZMQ_RCVHWM, sub_rcvhwm(s));
     if (s->cfg.heartbeat_ivl_ms) {
         uint32_t ivl =
             s->cfg.heartbeat_ivl_ms > INT_MAX / 3 ? INT_MAX / 3 : s->cfg.heartbeat_ivl_ms;
@@ -1055,7 +1068,8 @@ static int sub_worker_add(kvb_subscriber *s, const kvb_subscriber_worker *cfg)
     if (zmq_connect(w->sub, w->endpoint) != 0)
         goto zfail;
     if (w->replay_endpoint && (rc = sub_dealer_open(s, w)) < 0)
-        goto fail;
+        goto fail; /* a bad replay endpoint is refused now, not at the first replay */
+    sub_close(&w->dealer);
     w->down_since = kvb_index_now_ns();
     sub_info_sync(s, w);
     pthread_mutex_lock(&s->mu);
