@@ -118,129 +118,128 @@ typedef struct ixd_opts {
 
 static void ixd_help(FILE *f)
 {
-    fprintf(
-        f,
-        "NAME\n"
-        "    kvb-indexer - the fleet KV-cache index daemon: which engine caches which prefix\n"
-        "\n"
-        "SYNOPSIS\n"
-        "    kvb-indexer [--listen HOST:PORT] [--worker SPEC]... [--config FILE]\n"
-        "                [--block-size N] [--seed S] [--snapshot FILE]\n"
-        "                [--stale-after S] [--drop-after S]\n"
-        "    kvb-indexer -h | --help\n"
-        "\n"
-        "DESCRIPTION\n"
-        "    Subscribes to the KV-event streams (ZeroMQ PUB, vLLM's wire format, both\n"
-        "    msgpack layouts) of every configured worker, keeps one index of the\n"
-        "    fleet's cached blocks (kvblock/index.h) and answers routers over HTTP/JSON.\n"
-        "    Keys are router hashes: kvblock's Dynamo-compatible XXH3 chain of the\n"
-        "    request's tokens at --block-size and --seed; vLLM and SGLang events are\n"
-        "    re-hashed from their token ids. Per worker endpoint the sequence numbers\n"
-        "    are tracked: a gap is replayed from the worker's replay (ROUTER) socket,\n"
-        "    a gap that cannot be replayed or a restart clears the worker (its state\n"
-        "    says so), AllBlocksCleared clears that rank. A worker whose connection is\n"
-        "    down for --stale-after seconds is stale (not matched); after --drop-after\n"
-        "    seconds its entries are freed. An idle worker stays live.\n"
-        "\n"
-        "OPTIONS\n"
-        "    --listen HOST:PORT\n"
-        "        HTTP address (default " IXD_DEFAULT_LISTEN "). HOST is an IPv4 or\n"
-        "        [IPv6] address, a name, or * for every address; PORT 0 lets the\n"
-        "        system choose (the address is printed on stderr at start).\n"
-        "    --worker NAME=ENDPOINT[,replay=ENDPOINT][,kind=KIND][,block-size=N][,topic=T]\n"
-        "        Subscribe to a worker (repeatable). ENDPOINT is the engine's ZeroMQ\n"
-        "        PUB endpoint (tcp://host:port, ipc://path); replay= its ROUTER\n"
-        "        endpoint for gap replay; kind= vllm (default: events carry token ids,\n"
-        "        router hashes are recomputed; kvblock publishers that carry tokens\n"
-        "        are read the same way), sglang, or kvblock (block hashes are router\n"
-        "        hashes already); block-size= the engine's block size (vllm and\n"
-        "        sglang: must equal --block-size); topic= subscription prefix\n"
-        "        (default: every topic). NAME: 1 to %d bytes, no ',' or '='.\n"
-        "    --config FILE\n"
-        "        Read options from FILE, one per line: `name value` or `--name value`\n"
-        "        (e.g. `worker w1=tcp://10.0.0.1:5557`); blank lines and lines\n"
-        "        starting with '#' are ignored, as is the rest of a line after ' #'.\n"
-        "        Options given on the command line apply after the file's (a value\n"
-        "        given twice: the last wins; workers accumulate).\n"
-        "    --block-size N\n"
-        "        Router block size in tokens, a power of two 1..1024 (default 16).\n"
-        "    --seed S\n"
-        "        Chain seed of unsalted blocks, 0..2^64-1 (default %u, Dynamo's).\n"
-        "    --snapshot FILE\n"
-        "        Loaded at start when it exists (a corrupt, truncated or\n"
-        "        incompatible one is refused: exit status 1, nothing half-loaded);\n"
-        "        written atomically on POST /v1/snapshot and at SIGTERM/SIGINT.\n"
-        "        After a load every stream resumes by replay from its watermark.\n"
-        "    --stale-after S\n"
-        "        Seconds a worker's connection may be down before it is stale\n"
-        "        (default 30).\n"
-        "    --drop-after S\n"
-        "        Seconds after which a stale worker's entries are freed (default\n"
-        "        300; at least --stale-after).\n"
-        "    --redis URL, --role relay|replica\n"
-        "        Reserved for router replicas sharing one index through Redis\n"
-        "        (FLEET.md section 8): not supported yet (exit status 2).\n"
-        "    -h, --help\n"
-        "        This text.\n"
-        "\n"
-        "ENDPOINTS\n"
-        "    POST /v1/match\n"
-        "        {\"tokens\": [t, ...], \"block_size\": 16, \"lora_name\": null,\n"
-        "         \"cache_salt\": null, \"top_k\": null}\n"
-        "        or {\"hashes\": [h, ...], \"top_k\": null}\n"
-        "        -> {\"blocks\": n, \"workers\": [{\"worker\": \"w1\", \"dp_rank\": 0,\n"
-        "            \"device\": k, \"host\": k2, \"disk\": k3, \"score\": s}, ...]}\n"
-        "        tokens: integers 0..4294967295; block_size (optional) must equal\n"
-        "        --block-size; lora_name, cache_salt: strings or null (tokens only).\n"
-        "        hashes: router hashes, each a JSON integer 0..18446744073709551615, a\n"
-        "        negative JSON integer -9223372036854775808..-1 read as its 64-bit\n"
-        "        two's complement (-1 is 18446744073709551615), or a decimal string\n"
-        "        \"0\"..\"18446744073709551615\"; integers above 2^63-1 are read exactly\n"
-        "        (never through a double). top_k: integer >= 1, or null for all.\n"
-        "        blocks: full blocks of the request. workers: every live (worker,\n"
-        "        dp_rank) holding a non-empty prefix, sorted by score (device + 0.8 host\n"
-        "        + 0.5 disk), then fewest entries, then name and rank; device = longest\n"
-        "        prefix on device, host = longest on device or host minus device, disk\n"
-        "        = longest on any tier minus both. dp_rank is null when the engine\n"
-        "        sends none.\n"
-        "    GET /v1/workers\n"
-        "        {\"workers\": [per stream: worker, dp_rank, state\n"
-        "        (live|resyncing|lagging|stale), last_seq, batches, events, gaps,\n"
-        "        replays, restarts, clears, dropped {reason: count}, entries,\n"
-        "        engine_map, block_size, hashes, heard_s_ago], \"endpoints\": [per\n"
-        "        --worker: name, endpoint, replay, kind, topic, block_size, connected,\n"
-        "        heard, expected_seq, messages, bad_messages, bad_payloads, gaps,\n"
-        "        replays, replay_failures, restarts]}\n"
-        "    POST /v1/snapshot\n"
-        "        Write the snapshot: {\"path\": FILE, \"bytes\": n}; 409 when no\n"
-        "        --snapshot is configured, 500 when it cannot be written.\n"
-        "    GET /metrics\n"
-        "        Prometheus text: the index's metrics, per worker endpoint subscriber\n"
-        "        counters, kvb_http_requests_total{endpoint,code} and the histogram\n"
-        "        kvb_http_request_duration_seconds{endpoint}.\n"
-        "    GET /healthz\n"
-        "        200 {\"status\": \"ok\"} once every configured worker has been heard from\n"
-        "        or marked stale; 503 {\"status\": \"waiting\", \"waiting\": [names]} before.\n"
-        "    Errors: {\"error\": \"...\"} with 400 (bad JSON, wrong types, missing fields,\n"
-        "    negative or oversize numbers), 404 (unknown path), 405 (wrong method),\n"
-        "    413 (body over 8 MiB), 409, 500, 503.\n"
-        "\n"
-        "EXAMPLES\n"
-        "    kvb-indexer --listen 127.0.0.1:8181 \\\n"
-        "        --worker w1=tcp://10.0.0.1:5557,replay=tcp://10.0.0.1:5558 \\\n"
-        "        --worker w2=ipc:///run/w2.sock,kind=vllm,block-size=16 \\\n"
-        "        --snapshot /var/lib/kvb/index.snap --stale-after 10\n"
-        "    curl -s localhost:8181/v1/match -d '{\"tokens\": [1, 2, 3]}'\n"
-        "    curl -s localhost:8181/v1/match -d '{\"hashes\": [\"18446744073709551615\"]}'\n"
-        "    curl -s localhost:8181/v1/workers; curl -s -X POST localhost:8181/v1/snapshot\n"
-        "\n"
-        "EXIT STATUS\n"
-        "    0  stopped by SIGTERM or SIGINT (snapshot written when configured), or --help\n"
-        "    1  runtime error: the snapshot could not be loaded (corrupt, truncated,\n"
-        "       another block size or seed) or written at shutdown, the address could\n"
-        "       not be bound, the subscriber could not start\n"
-        "    2  bad usage: unknown option, bad value, unsupported option\n",
-        KVB_INDEX_NAME_MAX - 1, (unsigned)KVB_HASH_DYNAMO_SEED);
+    fprintf(f,
+            "NAME\n"
+            "    kvb-indexer - the fleet KV-cache index daemon: which engine caches which prefix\n"
+            "\n"
+            "SYNOPSIS\n"
+            "    kvb-indexer [--listen HOST:PORT] [--worker SPEC]... [--config FILE]\n"
+            "                [--block-size N] [--seed S] [--snapshot FILE]\n"
+            "                [--stale-after S] [--drop-after S]\n"
+            "    kvb-indexer -h | --help\n"
+            "\n"
+            "DESCRIPTION\n"
+            "    Subscribes to the KV-event streams (ZeroMQ PUB, vLLM's wire format, both\n"
+            "    msgpack layouts) of every configured worker, keeps one index of the\n"
+            "    fleet's cached blocks (kvblock/index.h) and answers routers over HTTP/JSON.\n"
+            "    Keys are router hashes: kvblock's Dynamo-compatible XXH3 chain of the\n"
+            "    request's tokens at --block-size and --seed; vLLM and SGLang events are\n"
+            "    re-hashed from their token ids. Per worker endpoint the sequence numbers\n"
+            "    are tracked: a gap is replayed from the worker's replay (ROUTER) socket,\n"
+            "    a gap that cannot be replayed or a restart clears the worker (its state\n"
+            "    says so), AllBlocksCleared clears that rank. A worker whose connection is\n"
+            "    down for --stale-after seconds is stale (not matched); after --drop-after\n"
+            "    seconds its entries are freed. An idle worker stays live.\n"
+            "\n"
+            "OPTIONS\n"
+            "    --listen HOST:PORT\n"
+            "        HTTP address (default " IXD_DEFAULT_LISTEN "). HOST is an IPv4 or\n"
+            "        [IPv6] address, a name, or * for every address; PORT 0 lets the\n"
+            "        system choose (the address is printed on stderr at start).\n"
+            "    --worker NAME=ENDPOINT[,replay=ENDPOINT][,kind=KIND][,block-size=N][,topic=T]\n"
+            "        Subscribe to a worker (repeatable). ENDPOINT is the engine's ZeroMQ\n"
+            "        PUB endpoint (tcp://host:port, ipc://path); replay= its ROUTER\n"
+            "        endpoint for gap replay; kind= vllm (default: events carry token ids,\n"
+            "        router hashes are recomputed; kvblock publishers that carry tokens\n"
+            "        are read the same way), sglang, or kvblock (block hashes are router\n"
+            "        hashes already); block-size= the engine's block size (vllm and\n"
+            "        sglang: must equal --block-size); topic= subscription prefix\n"
+            "        (default: every topic). NAME: 1 to %d bytes, no ',' or '='.\n"
+            "    --config FILE\n"
+            "        Read options from FILE, one per line: `name value` or `--name value`\n"
+            "        (e.g. `worker w1=tcp://10.0.0.1:5557`); blank lines and lines\n"
+            "        starting with '#' are ignored, as is the rest of a line after ' #'.\n"
+            "        Options given on the command line apply after the file's (a value\n"
+            "        given twice: the last wins; workers accumulate).\n"
+            "    --block-size N\n"
+            "        Router block size in tokens, a power of two 1..1024 (default 16).\n"
+            "    --seed S\n"
+            "        Chain seed of unsalted blocks, 0..2^64-1 (default %u, Dynamo's).\n"
+            "    --snapshot FILE\n"
+            "        Loaded at start when it exists (a corrupt, truncated or\n"
+            "        incompatible one is refused: exit status 1, nothing half-loaded);\n"
+            "        written atomically on POST /v1/snapshot and at SIGTERM/SIGINT.\n"
+            "        After a load every stream resumes by replay from its watermark.\n"
+            "    --stale-after S\n"
+            "        Seconds a worker's connection may be down before it is stale\n"
+            "        (default 30).\n"
+            "    --drop-after S\n"
+            "        Seconds after which a stale worker's entries are freed (default\n"
+            "        300; at least --stale-after).\n"
+            "    --redis URL, --role relay|replica\n"
+            "        Reserved for router replicas sharing one index through Redis\n"
+            "        (FLEET.md section 8): not supported yet (exit status 2).\n"
+            "    -h, --help\n"
+            "        This text.\n"
+            "\n"
+            "ENDPOINTS\n"
+            "    POST /v1/match\n"
+            "        {\"tokens\": [t, ...], \"block_size\": 16, \"lora_name\": null,\n"
+            "         \"cache_salt\": null, \"top_k\": null}\n"
+            "        or {\"hashes\": [h, ...], \"top_k\": null}\n"
+            "        -> {\"blocks\": n, \"workers\": [{\"worker\": \"w1\", \"dp_rank\": 0,\n"
+            "            \"device\": k, \"host\": k2, \"disk\": k3, \"score\": s}, ...]}\n"
+            "        tokens: integers 0..4294967295; block_size (optional) must equal\n"
+            "        --block-size; lora_name, cache_salt: strings or null (tokens only).\n"
+            "        hashes: router hashes, each a JSON integer 0..18446744073709551615, a\n"
+            "        negative JSON integer -9223372036854775808..-1 read as its 64-bit\n"
+            "        two's complement (-1 is 18446744073709551615), or a decimal string\n"
+            "        \"0\"..\"18446744073709551615\"; integers above 2^63-1 are read exactly\n"
+            "        (never through a double). top_k: integer >= 1, or null for all.\n"
+            "        blocks: full blocks of the request. workers: every live (worker,\n"
+            "        dp_rank) holding a non-empty prefix, sorted by score (device + 0.8 host\n"
+            "        + 0.5 disk), then fewest entries, then name and rank; device = longest\n"
+            "        prefix on device, host = longest on device or host minus device, disk\n"
+            "        = longest on any tier minus both. dp_rank is null when the engine\n"
+            "        sends none.\n"
+            "    GET /v1/workers\n"
+            "        {\"workers\": [per stream: worker, dp_rank, state\n"
+            "        (live|resyncing|lagging|stale), last_seq, batches, events, gaps,\n"
+            "        replays, restarts, clears, dropped {reason: count}, entries,\n"
+            "        engine_map, block_size, hashes, heard_s_ago], \"endpoints\": [per\n"
+            "        --worker: name, endpoint, replay, kind, topic, block_size, connected,\n"
+            "        heard, expected_seq, messages, bad_messages, bad_payloads, gaps,\n"
+            "        replays, replay_failures, restarts]}\n"
+            "    POST /v1/snapshot\n"
+            "        Write the snapshot: {\"path\": FILE, \"bytes\": n}; 409 when no\n"
+            "        --snapshot is configured, 500 when it cannot be written.\n"
+            "    GET /metrics\n"
+            "        Prometheus text: the index's metrics, per worker endpoint subscriber\n"
+            "        counters, kvb_http_requests_total{endpoint,code} and the histogram\n"
+            "        kvb_http_request_duration_seconds{endpoint}.\n"
+            "    GET /healthz\n"
+            "        200 {\"status\": \"ok\"} once every configured worker has been heard from\n"
+            "        or marked stale; 503 {\"status\": \"waiting\", \"waiting\": [names]} before.\n"
+            "    Errors: {\"error\": \"...\"} with 400 (bad JSON, wrong types, missing fields,\n"
+            "    negative or oversize numbers), 404 (unknown path), 405 (wrong method),\n"
+            "    413 (body over 8 MiB), 409, 500, 503.\n"
+            "\n"
+            "EXAMPLES\n"
+            "    kvb-indexer --listen 127.0.0.1:8181 \\\n"
+            "        --worker w1=tcp://10.0.0.1:5557,replay=tcp://10.0.0.1:5558 \\\n"
+            "        --worker w2=ipc:///run/w2.sock,kind=vllm,block-size=16 \\\n"
+            "        --snapshot /var/lib/kvb/index.snap --stale-after 10\n"
+            "    curl -s localhost:8181/v1/match -d '{\"tokens\": [1, 2, 3]}'\n"
+            "    curl -s localhost:8181/v1/match -d '{\"hashes\": [\"18446744073709551615\"]}'\n"
+            "    curl -s localhost:8181/v1/workers; curl -s -X POST localhost:8181/v1/snapshot\n"
+            "\n"
+            "EXIT STATUS\n"
+            "    0  stopped by SIGTERM or SIGINT (snapshot written when configured), or --help\n"
+            "    1  runtime error: the snapshot could not be loaded (corrupt, truncated,\n"
+            "       another block size or seed) or written at shutdown, the address could\n"
+            "       not be bound, the subscriber could not start\n"
+            "    2  bad usage: unknown option, bad value, unsupported option\n",
+            KVB_INDEX_NAME_MAX - 1, (unsigned)KVB_HASH_DYNAMO_SEED);
 }
 
 static KVBT_NORETURN KVBT_PRINTF(1, 2) void ixd_usage_error(const char *fmt, ...)
@@ -283,9 +282,12 @@ static bool ixd_parse_seconds(const char *s, double *out)
 static const char *ixd_kind_name(kvb_wire_kind k)
 {
     switch (k) {
-    case KVB_WIRE_VLLM: return "vllm";
-    case KVB_WIRE_SGLANG: return "sglang";
-    case KVB_WIRE_KVBLOCK: return "kvblock";
+    case KVB_WIRE_VLLM:
+        return "vllm";
+    case KVB_WIRE_SGLANG:
+        return "sglang";
+    case KVB_WIRE_KVBLOCK:
+        return "kvblock";
     }
     return "unknown";
 }
@@ -342,8 +344,7 @@ static void ixd_parse_worker(ixd_opts *o, const char *spec)
             else if (!strcmp(v, "kvblock"))
                 w.kind = KVB_WIRE_KVBLOCK;
             else
-                ixd_usage_error("--worker '%s': kind '%s' is not vllm, sglang or kvblock", spec,
-                                v);
+                ixd_usage_error("--worker '%s': kind '%s' is not vllm, sglang or kvblock", spec, v);
         } else if (!strcmp(tok, "block-size")) {
             uint64_t bs;
             if (have_bs || !kvbt_parse_u64(v, 1, 1024, &bs) || !ixd_pow2_block(bs))
@@ -428,19 +429,18 @@ enum {
     OPT_ROLE
 };
 
-static const struct option ixd_longopts[] = {
-    {"listen", required_argument, 0, OPT_LISTEN},
-    {"worker", required_argument, 0, OPT_WORKER},
-    {"config", required_argument, 0, OPT_CONFIG},
-    {"block-size", required_argument, 0, OPT_BLOCK_SIZE},
-    {"seed", required_argument, 0, OPT_SEED},
-    {"snapshot", required_argument, 0, OPT_SNAPSHOT},
-    {"stale-after", required_argument, 0, OPT_STALE},
-    {"drop-after", required_argument, 0, OPT_DROP},
-    {"redis", required_argument, 0, OPT_REDIS},
-    {"role", required_argument, 0, OPT_ROLE},
-    {"help", no_argument, 0, 'h'},
-    {0, 0, 0, 0}};
+static const struct option ixd_longopts[] = {{"listen", required_argument, 0, OPT_LISTEN},
+                                             {"worker", required_argument, 0, OPT_WORKER},
+                                             {"config", required_argument, 0, OPT_CONFIG},
+                                             {"block-size", required_argument, 0, OPT_BLOCK_SIZE},
+                                             {"seed", required_argument, 0, OPT_SEED},
+                                             {"snapshot", required_argument, 0, OPT_SNAPSHOT},
+                                             {"stale-after", required_argument, 0, OPT_STALE},
+                                             {"drop-after", required_argument, 0, OPT_DROP},
+                                             {"redis", required_argument, 0, OPT_REDIS},
+                                             {"role", required_argument, 0, OPT_ROLE},
+                                             {"help", no_argument, 0, 'h'},
+                                             {0, 0, 0, 0}};
 
 /* Options a config file may set (everything that takes a value but config). */
 static bool ixd_file_option(const char *name)
@@ -566,8 +566,11 @@ static void ixd_parse(int argc, char **argv, ixd_opts *o)
             free(o->listen);
             o->listen = ixd_strdup(optarg);
             break;
-        case OPT_WORKER: ixd_parse_worker(o, optarg); break;
-        case OPT_CONFIG: break; /* read above */
+        case OPT_WORKER:
+            ixd_parse_worker(o, optarg);
+            break;
+        case OPT_CONFIG:
+            break; /* read above */
         case OPT_BLOCK_SIZE:
             if (!kvbt_parse_u64(optarg, 1, 1024, &v) || !ixd_pow2_block(v))
                 ixd_usage_error("--block-size '%s': not a power of two in 1..1024", optarg);
@@ -597,7 +600,9 @@ static void ixd_parse(int argc, char **argv, ixd_opts *o)
                     "section 8, are another issue)\n",
                     prog, c == OPT_REDIS ? "redis" : "role");
             exit(2);
-        case 'h': ixd_help(stdout); exit(0);
+        case 'h':
+            ixd_help(stdout);
+            exit(0);
         default: /* getopt printed what was wrong */
             fprintf(stderr, "Try '%s --help' for more information.\n", prog);
             exit(2);
@@ -685,8 +690,7 @@ static ixd_mhd_result ixd_send(struct MHD_Connection *c, ixd_req *r, unsigned st
 {
     if (!body)
         return IXD_MHD_NO; /* out of memory: MHD closes the connection */
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
     if (!resp) {
         free(body);
         return IXD_MHD_NO;
@@ -803,12 +807,12 @@ static char *ixd_quote_big_ints(const char *in, size_t len, size_t *outlen)
             out[o++] = in[i++];
             continue;
         }
-        bool starts_number = ch >= '0' && ch <= '9' &&
-                             (i == 0 || !((in[i - 1] >= '0' && in[i - 1] <= '9') ||
-                                          in[i - 1] == '-' || in[i - 1] == '.' ||
-                                          in[i - 1] == 'e' || in[i - 1] == 'E' ||
-                                          in[i - 1] == '+' || (in[i - 1] >= 'a' && in[i - 1] <= 'z') ||
-                                          (in[i - 1] >= 'A' && in[i - 1] <= 'Z')));
+        bool starts_number =
+            ch >= '0' && ch <= '9' &&
+            (i == 0 ||
+             !((in[i - 1] >= '0' && in[i - 1] <= '9') || in[i - 1] == '-' || in[i - 1] == '.' ||
+               in[i - 1] == 'e' || in[i - 1] == 'E' || in[i - 1] == '+' ||
+               (in[i - 1] >= 'a' && in[i - 1] <= 'z') || (in[i - 1] >= 'A' && in[i - 1] <= 'Z')));
         if (!starts_number) {
             out[o++] = in[i++];
             continue;
@@ -903,10 +907,10 @@ static ixd_mhd_result ixd_match(struct MHD_Connection *c, ixd_req *r)
     if (jh && json_is_null(jh))
         jh = NULL;
 
-#define BAD(...)                                                                                 \
-    do {                                                                                         \
-        ret = ixd_error(c, r, 400, __VA_ARGS__);                                                 \
-        goto out;                                                                                \
+#define BAD(...)                                                                                   \
+    do {                                                                                           \
+        ret = ixd_error(c, r, 400, __VA_ARGS__);                                                   \
+        goto out;                                                                                  \
     } while (0)
 
     if (!jt == !jh)
@@ -1016,8 +1020,9 @@ static ixd_mhd_result ixd_match(struct MHD_Connection *c, ixd_req *r)
                                             (json_int_t)x->device, "host", (json_int_t)x->host,
                                             "disk", (json_int_t)x->disk, "score", x->score));
     }
-    ret = ixd_send_json(c, r, 200, json_pack("{s:I,s:o}", "blocks", (json_int_t)blocks,
-                                             "workers", ws ? ws : json_array()));
+    ret = ixd_send_json(
+        c, r, 200,
+        json_pack("{s:I,s:o}", "blocks", (json_int_t)blocks, "workers", ws ? ws : json_array()));
 #undef BAD
 out:
     json_decref(j);
@@ -1079,21 +1084,18 @@ static ixd_mhd_result ixd_workers(struct MHD_Connection *c, ixd_req *r)
             "entries", (json_int_t)si.entries, "engine_map", (json_int_t)si.engine_map,
             "block_size", (json_int_t)si.block_size, "hashes",
             si.hashes == KVB_INDEX_HASHES_ROUTER ? "router" : "engine", "heard_s_ago",
-            si.last_heard_ns > 0 ? json_real((double)(now - si.last_heard_ns) / 1e9)
-                                 : json_null());
+            si.last_heard_ns > 0 ? json_real((double)(now - si.last_heard_ns) / 1e9) : json_null());
         json_array_append_new(ws, w);
     }
     free(ids);
     json_t *eps = json_array();
     for (size_t i = 0; eps && i < ixd.opts.n_workers; i++) {
         const ixd_worker *w = &ixd.opts.workers[i];
-        json_t *e = json_pack("{s:s,s:s,s:o,s:s,s:o,s:I}", "name", w->name, "endpoint",
-                              w->endpoint, "replay",
-                              w->replay ? json_string(w->replay) : json_null(), "kind",
+        json_t *e = json_pack("{s:s,s:s,s:o,s:s,s:o,s:I}", "name", w->name, "endpoint", w->endpoint,
+                              "replay", w->replay ? json_string(w->replay) : json_null(), "kind",
                               ixd_kind_name(w->kind), "topic",
                               w->topic ? json_string(w->topic) : json_null(), "block_size",
-                              (json_int_t)(w->block_size ? w->block_size
-                                                         : ixd.opts.block_size));
+                              (json_int_t)(w->block_size ? w->block_size : ixd.opts.block_size));
         kvb_subscriber_worker_info wi;
         if (e && ixd.sub && kvb_subscriber_worker_info_get(ixd.sub, w->name, &wi) == 0) {
             json_object_set_new(e, "connected", json_boolean(wi.connected));
@@ -1104,8 +1106,7 @@ static ixd_mhd_result ixd_workers(struct MHD_Connection *c, ixd_req *r)
             json_object_set_new(e, "bad_payloads", json_integer((json_int_t)wi.bad_payloads));
             json_object_set_new(e, "gaps", json_integer((json_int_t)wi.gaps));
             json_object_set_new(e, "replays", json_integer((json_int_t)wi.replays));
-            json_object_set_new(e, "replay_failures",
-                                json_integer((json_int_t)wi.replay_failures));
+            json_object_set_new(e, "replay_failures", json_integer((json_int_t)wi.replay_failures));
             json_object_set_new(e, "restarts", json_integer((json_int_t)wi.restarts));
         }
         json_array_append_new(eps, e);
@@ -1133,9 +1134,8 @@ static ixd_mhd_result ixd_snapshot(struct MHD_Connection *c, ixd_req *r)
     int rc = ixd_save(&bytes);
     if (rc < 0)
         return ixd_error(c, r, 500, "snapshot %s: %s", ixd.opts.snapshot, kvb_strerror(rc));
-    return ixd_send_json(c, r, 200,
-                         json_pack("{s:s,s:I}", "path", ixd.opts.snapshot, "bytes",
-                                   (json_int_t)bytes));
+    return ixd_send_json(
+        c, r, 200, json_pack("{s:s,s:I}", "path", ixd.opts.snapshot, "bytes", (json_int_t)bytes));
 }
 
 /* ---- GET /metrics ------------------------------------------------------------ */
@@ -1182,7 +1182,8 @@ static ixd_mhd_result ixd_metrics(struct MHD_Connection *c, ixd_req *r)
             else
                 snprintf(code, sizeof code, "other");
             if (v || k == 0)
-                ixd_buf_printf(&b, "kvb_http_requests_total{endpoint=\"%s\",code=\"%s\"} %" PRIu64 "\n",
+                ixd_buf_printf(&b,
+                               "kvb_http_requests_total{endpoint=\"%s\",code=\"%s\"} %" PRIu64 "\n",
                                ixd_routes[e].label, code, v);
         }
     ixd_buf_printf(&b, "# HELP kvb_http_requests_aborted_total HTTP requests whose connection "
@@ -1212,8 +1213,7 @@ static ixd_mhd_result ixd_metrics(struct MHD_Connection *c, ixd_req *r)
         }
         ixd_buf_printf(&b, "kvb_http_request_duration_seconds_sum{endpoint=\"%s\"} %.9f\n",
                        ixd_routes[e].label,
-                       (double)atomic_load_explicit(&ixd.latency_ns_sum[e],
-                                                    memory_order_relaxed) /
+                       (double)atomic_load_explicit(&ixd.latency_ns_sum[e], memory_order_relaxed) /
                            1e9);
         ixd_buf_printf(&b, "kvb_http_request_duration_seconds_count{endpoint=\"%s\"} %" PRIu64 "\n",
                        ixd_routes[e].label, cum);
@@ -1236,11 +1236,11 @@ static ixd_mhd_result ixd_metrics(struct MHD_Connection *c, ixd_req *r)
         bool *ok = calloc(ixd.opts.n_workers, sizeof *ok);
         if (wi && ok) {
             for (size_t i = 0; i < ixd.opts.n_workers; i++)
-                ok[i] = kvb_subscriber_worker_info_get(ixd.sub, ixd.opts.workers[i].name,
-                                                       &wi[i]) == 0;
+                ok[i] =
+                    kvb_subscriber_worker_info_get(ixd.sub, ixd.opts.workers[i].name, &wi[i]) == 0;
             for (size_t m = 0; m < sizeof sm / sizeof sm[0]; m++) {
-                ixd_buf_printf(&b, "# HELP %s Per worker endpoint: %s.\n# TYPE %s %s\n",
-                               sm[m].name, sm[m].help, sm[m].name, m ? "counter" : "gauge");
+                ixd_buf_printf(&b, "# HELP %s Per worker endpoint: %s.\n# TYPE %s %s\n", sm[m].name,
+                               sm[m].help, sm[m].name, m ? "counter" : "gauge");
                 for (size_t i = 0; i < ixd.opts.n_workers; i++) {
                     if (!ok[i])
                         continue;
@@ -1288,9 +1288,9 @@ static ixd_mhd_result ixd_healthz(struct MHD_Connection *c, ixd_req *r)
             !wi.heard)
             json_array_append_new(waiting, json_string(ixd.opts.workers[i].name));
     }
-    return ixd_send_json(c, r, 503,
-                         json_pack("{s:s,s:o}", "status", "waiting", "waiting",
-                                   waiting ? waiting : json_array()));
+    return ixd_send_json(
+        c, r, 503,
+        json_pack("{s:s,s:o}", "status", "waiting", "waiting", waiting ? waiting : json_array()));
 }
 
 /* ---- libmicrohttpd callbacks ---------------------------------------------------- */
@@ -1304,9 +1304,8 @@ static int ixd_route_of(const char *url)
 }
 
 static ixd_mhd_result ixd_access(void *cls, struct MHD_Connection *c, const char *url,
-                                 const char *method, const char *version,
-                                 const char *upload_data, size_t *upload_data_size,
-                                 void **con_cls)
+                                 const char *method, const char *version, const char *upload_data,
+                                 size_t *upload_data_size, void **con_cls)
 {
     (void)cls;
     (void)version;
@@ -1364,9 +1363,10 @@ static ixd_mhd_result ixd_access(void *cls, struct MHD_Connection *c, const char
         return ixd_error(c, r, 413, "request body over %u bytes", IXD_MAX_BODY);
 
     if (r->route == R_OTHER)
-        return ixd_error(c, r, 404, "no such endpoint: %s %s (endpoints: POST /v1/match, "
-                                    "GET /v1/workers, POST /v1/snapshot, GET /metrics, "
-                                    "GET /healthz)",
+        return ixd_error(c, r, 404,
+                         "no such endpoint: %s %s (endpoints: POST /v1/match, "
+                         "GET /v1/workers, POST /v1/snapshot, GET /metrics, "
+                         "GET /healthz)",
                          method, url);
     const char *want = ixd_routes[r->route].method;
     bool ok = !strcmp(method, want) || (!strcmp(want, "GET") && !strcmp(method, "HEAD"));
@@ -1383,12 +1383,18 @@ static ixd_mhd_result ixd_access(void *cls, struct MHD_Connection *c, const char
                         !strcmp(want, "GET") ? "GET, HEAD" : want);
     }
     switch (r->route) {
-    case R_MATCH: return ixd_match(c, r);
-    case R_WORKERS: return ixd_workers(c, r);
-    case R_SNAPSHOT: return ixd_snapshot(c, r);
-    case R_METRICS: return ixd_metrics(c, r);
-    case R_HEALTHZ: return ixd_healthz(c, r);
-    default: return ixd_error(c, r, 404, "no such endpoint");
+    case R_MATCH:
+        return ixd_match(c, r);
+    case R_WORKERS:
+        return ixd_workers(c, r);
+    case R_SNAPSHOT:
+        return ixd_snapshot(c, r);
+    case R_METRICS:
+        return ixd_metrics(c, r);
+    case R_HEALTHZ:
+        return ixd_healthz(c, r);
+    default:
+        return ixd_error(c, r, 404, "no such endpoint");
     }
 }
 
@@ -1528,8 +1534,8 @@ static void ixd_start_http(sigset_t *blocked)
     socklen_t sslen;
     bool v6;
     ixd_parse_listen(ixd.opts.listen, &ss, &sslen, &v6);
-    uint16_t port = ntohs(v6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                             : ((struct sockaddr_in *)&ss)->sin_port);
+    uint16_t port =
+        ntohs(v6 ? ((struct sockaddr_in6 *)&ss)->sin6_port : ((struct sockaddr_in *)&ss)->sin_port);
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     unsigned threads = ncpu < 1 ? 1 : ncpu > 4 ? 4 : (unsigned)ncpu;
     /* poll(), not epoll: with libmicrohttpd 0.9.75's edge-triggered epoll a client
@@ -1539,14 +1545,11 @@ static void ixd_start_http(sigset_t *blocked)
     unsigned flags = MHD_USE_POLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG;
     if (v6)
         flags |= MHD_USE_IPv6;
-    ixd.mhd = MHD_start_daemon(flags, port, NULL, NULL, ixd_access, NULL,
-                               MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-                               MHD_OPTION_THREAD_POOL_SIZE, threads,
-                               MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60,
-                               MHD_OPTION_CONNECTION_LIMIT, (unsigned)1000,
-                               MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
-                               MHD_OPTION_NOTIFY_COMPLETED, ixd_completed, NULL,
-                               MHD_OPTION_END);
+    ixd.mhd = MHD_start_daemon(
+        flags, port, NULL, NULL, ixd_access, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+        MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)1000, MHD_OPTION_LISTENING_ADDRESS_REUSE,
+        (unsigned)1, MHD_OPTION_NOTIFY_COMPLETED, ixd_completed, NULL, MHD_OPTION_END);
     if (!ixd.mhd) {
         ixd_log("cannot listen on %s (address in use, or not an address of this host?)",
                 ixd.opts.listen);
@@ -1617,8 +1620,7 @@ int main(int argc, char **argv)
         size_t bytes = 0;
         int rc = ixd_save(&bytes);
         if (rc < 0) {
-            ixd_log("snapshot %s could not be written: %s", ixd.opts.snapshot,
-                    kvb_strerror(rc));
+            ixd_log("snapshot %s could not be written: %s", ixd.opts.snapshot, kvb_strerror(rc));
             status = 1;
         } else {
             ixd_log("snapshot %s written (%zu bytes)", ixd.opts.snapshot, bytes);

@@ -1012,11 +1012,52 @@ def config_file(F):
 
 @scenario
 def sigterm_exit_zero(F):
-    """The last daemon: SIGTERM exits 0 and writes the snapshot."""
-    os.unlink(F.snapshot)
-    rc = F.daemon.stop(signal.SIGTERM)
-    assert rc == 0, (rc, F.daemon.log_text())
-    assert os.path.getsize(F.snapshot) > 0
+    """SIGTERM with a request in flight (headers in, half its body sent): new
+    connections are refused at once, the request in flight is answered in full,
+    the snapshot is written, exit status 0."""
+    import socket
+    d = F.daemon
+    if os.path.exists(F.snapshot):
+        os.unlink(F.snapshot)
+    body = json.dumps({"tokens": F.shared}).encode()
+    s = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+    s.sendall(b"POST /v1/match HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+              b"Content-Length: %d\r\n\r\n" % len(body))
+    resp = b""
+    while b"\r\n\r\n" not in resp:  # "100 Continue": the daemon holds the request
+        chunk = s.recv(4096)
+        assert chunk, "connection closed before 100 Continue"
+        resp += chunk
+    assert resp.startswith(b"HTTP/1.1 100"), resp
+    s.sendall(body[:10])
+    d.proc.send_signal(signal.SIGTERM)
+
+    def refused():
+        try:
+            socket.create_connection(("127.0.0.1", d.port), timeout=1).close()
+            return False
+        except ConnectionRefusedError:
+            return True
+    wait_for(refused, 5, "new connections to be refused after SIGTERM")
+    s.sendall(body[10:])
+    resp = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        resp += chunk
+        head, _, rest = resp.partition(b"\r\n\r\n")
+        m = re.search(rb"Content-Length: (\d+)", head, re.I)
+        if m and len(rest) >= int(m.group(1)):
+            break
+    s.close()
+    head, _, rest = resp.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), resp[:300]
+    want = F.model.match(fm.router_hashes(F.shared, BS))
+    assert fm.same_answer(json.loads(rest)["workers"], want), (rest, want)
+    rc = d.stop(signal.SIGTERM)
+    assert rc == 0, (rc, d.log_text())
+    assert os.path.getsize(F.snapshot) > 0 and "written" in d.log_text(), d.log_text()
 
 
 # ---- main ----------------------------------------------------------------------------
