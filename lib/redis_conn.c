@@ -305,6 +305,14 @@ void kvb__rconn_close(struct kvb__rconn *rc)
     rc->c = NULL;
 }
 
+void kvb__rconn_fail(struct kvb__rconn *rc)
+{
+    rc->errors++;
+    if (!rc->last_error[0])
+        set_error(rc, "unexpected reply");
+    kvb__rconn_close(rc);
+}
+
 bool kvb__rconn_ok(const struct kvb__rconn *rc)
 {
     return rc->c != NULL;

@@ -56,6 +56,8 @@ int kvb__rconn_init(struct kvb__rconn *rc, const char *url, const char *prefix,
  * LOAD of every script. 0 or a negative errno (the context is closed). */
 int kvb__rconn_connect(struct kvb__rconn *rc);
 void kvb__rconn_close(struct kvb__rconn *rc);
+/* A reply we refuse (an error, a shape we do not know): counted, then closed. */
+void kvb__rconn_fail(struct kvb__rconn *rc);
 bool kvb__rconn_ok(const struct kvb__rconn *rc);
 /* Whether the server restarted since the previous connection (run_id changed). */
 bool kvb__rconn_server_changed(const struct kvb__rconn *rc);
@@ -228,8 +230,10 @@ int kvb__rlog_meta_encode(const struct kvb__rlog *lg, uint64_t inc, const void *
 int kvb__rlog_load(struct kvb__rlog *lg, const struct kvb__rconn *rc, const void *meta,
                    size_t meta_len, const void *index, size_t index_len, int n_idx,
                    kvb_index *old[KVB_RLOG_IDX]);
-/* Fetch the snapshot from Redis: 1 loaded; 0 none there (then the empty state:
- * new empty indexes, every worker forgotten); negative errno (nothing changed).
+/* Fetch the snapshot from Redis: 1 loaded; 0 none there, 2 one we refuse
+ * (corrupt, another version, block size or seed): both then give the empty
+ * state (new empty indexes, every worker forgotten, streams read from their
+ * start); negative errno (nothing changed).
  * The replaced indexes come back in old[] for the caller to retire. */
 int kvb__rlog_fetch_snapshot(struct kvb__rlog *lg, struct kvb__rconn *rc, int n_idx,
                              uint32_t timeout_ms, kvb_index *old[KVB_RLOG_IDX],

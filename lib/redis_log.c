@@ -544,7 +544,7 @@ int kvb__rlog_read(struct kvb__rlog *lg, struct kvb__rconn *rc, uint32_t count,
     }
     if (!kvb__rr_arr(r, 0)) {
         freeReplyObject(r);
-        kvb__rconn_close(rc); /* an error reply or a shape we do not know */
+        kvb__rconn_fail(rc); /* an error reply or a shape we do not know */
         return -EPROTO;
     }
     for (size_t s = 0; s < r->elements && !lg->reload_wanted; s++) {
@@ -563,7 +563,7 @@ int kvb__rlog_read(struct kvb__rlog *lg, struct kvb__rconn *rc, uint32_t count,
             int rr = kvb__rlog_entry(lg, w, es->element[e]);
             if (rr < 0) {
                 freeReplyObject(r);
-                kvb__rconn_close(rc);
+                kvb__rconn_fail(rc);
                 return rr;
             }
             if (rr > 0)
@@ -594,7 +594,7 @@ int kvb__rlog_scan(struct kvb__rlog *lg, struct kvb__rconn *rc)
         if (!kvb__rr_arr(r, 2) || !kvb__rr_str(r->element[0]) ||
             r->element[0]->len >= sizeof cursor || !kvb__rr_arr(r->element[1], 0)) {
             freeReplyObject(r);
-            kvb__rconn_close(rc);
+            kvb__rconn_fail(rc);
             return -EPROTO;
         }
         memcpy(cursor, r->element[0]->str, r->element[0]->len);
@@ -626,7 +626,7 @@ int kvb__rlog_heads(struct kvb__rlog *lg, struct kvb__rconn *rc)
         const char *argv6[6] = {argv[0], argv[1], argv[2], argv[3], argv[4], "1"};
         size_t lens[6] = {9, lg->list[i]->key_len, 1, 1, 5, 1};
         if (redisAppendCommandArgv(rc->c, 6, argv6, lens) != REDIS_OK) {
-            kvb__rconn_close(rc);
+            kvb__rconn_fail(rc);
             return -EIO;
         }
     }
@@ -634,8 +634,7 @@ int kvb__rlog_heads(struct kvb__rlog *lg, struct kvb__rconn *rc)
     for (uint32_t i = 0; i < lg->n; i++) {
         void *rp = NULL;
         if (redisGetReply(rc->c, &rp) != REDIS_OK || !rp) {
-            rc->errors++;
-            kvb__rconn_close(rc);
+            kvb__rconn_fail(rc);
             return -EIO;
         }
         redisReply *r = rp;
@@ -670,6 +669,8 @@ int kvb__rlog_heads(struct kvb__rlog *lg, struct kvb__rconn *rc)
         }
         freeReplyObject(r);
     }
+    if (err < 0)
+        kvb__rconn_fail(rc);
     return err;
 }
 
@@ -888,6 +889,28 @@ int kvb__rlog_load(struct kvb__rlog *lg, const struct kvb__rconn *rc, const void
     return 0;
 }
 
+static int empty_state(struct kvb__rlog *lg, int n_idx, kvb_index *old[KVB_RLOG_IDX])
+{
+    kvb_index *nidx[KVB_RLOG_IDX] = {NULL, NULL};
+    int ret = 0;
+    for (int x = 0; x < n_idx && x < KVB_RLOG_IDX && ret == 0; x++)
+        ret = kvb_index_create(&lg->icfg, &nidx[x]);
+    if (ret < 0) {
+        for (int x = 0; x < KVB_RLOG_IDX; x++)
+            if (nidx[x])
+                kvb_index_destroy(nidx[x]);
+        return ret;
+    }
+    kvb__rlog_reset(lg);
+    for (int x = 0; x < KVB_RLOG_IDX; x++) {
+        old[x] = lg->idx[x];
+        lg->idx[x] = nidx[x];
+    }
+    lg->lagging = false;
+    lg->reload_wanted = false;
+    return 0;
+}
+
 int kvb__rlog_fetch_snapshot(struct kvb__rlog *lg, struct kvb__rconn *rc, int n_idx,
                              uint32_t timeout_ms, kvb_index *old[KVB_RLOG_IDX],
                              uint64_t *bytes)
@@ -904,36 +927,26 @@ int kvb__rlog_fetch_snapshot(struct kvb__rlog *lg, struct kvb__rconn *rc, int n_
     kvb__rconn_set_timeout(rc, rc->io_timeout_ms);
     int ret;
     if (!kvb__rr_arr(r, 2)) {
-        kvb__rconn_close(rc);
+        kvb__rconn_fail(rc);
         ret = -EPROTO;
-    } else if (r->element[0]->type == REDIS_REPLY_NIL || r->element[1]->type == REDIS_REPLY_NIL) {
-        /* no snapshot: the empty state, every stream read from its start */
-        ret = 0;
-        kvb_index *nidx[KVB_RLOG_IDX] = {NULL, NULL};
-        for (int x = 0; x < n_idx && x < KVB_RLOG_IDX && ret == 0; x++)
-            ret = kvb_index_create(&lg->icfg, &nidx[x]);
-        if (ret < 0) {
-            for (int x = 0; x < KVB_RLOG_IDX; x++)
-                if (nidx[x])
-                    kvb_index_destroy(nidx[x]);
-        } else {
-            kvb__rlog_reset(lg);
-            for (int x = 0; x < KVB_RLOG_IDX; x++) {
-                old[x] = lg->idx[x];
-                lg->idx[x] = nidx[x];
-            }
-            lg->lagging = false;
-            lg->reload_wanted = false;
-        }
-    } else if (!kvb__rr_str(r->element[0]) || !kvb__rr_str(r->element[1])) {
-        ret = -EBADMSG;
     } else {
-        ret = kvb__rlog_load(lg, rc, r->element[0]->str, r->element[0]->len, r->element[1]->str,
-                             r->element[1]->len, n_idx, old);
+        bool present = r->element[0]->type != REDIS_REPLY_NIL &&
+                       r->element[1]->type != REDIS_REPLY_NIL;
+        ret = -EBADMSG;
+        if (present && kvb__rr_str(r->element[0]) && kvb__rr_str(r->element[1]))
+            ret = kvb__rlog_load(lg, rc, r->element[0]->str, r->element[0]->len,
+                                 r->element[1]->str, r->element[1]->len, n_idx, old);
         if (ret == 0) {
             ret = 1;
             if (bytes)
                 *bytes = r->element[0]->len + r->element[1]->len;
+        } else if (!present || ret == -EBADMSG || ret == -EINVAL) {
+            /* none, or one we refuse (corrupt, another version, another block size
+             * or seed): the empty state, every stream read from its start */
+            int why = present ? 2 : 0;
+            ret = empty_state(lg, n_idx, old);
+            if (ret == 0)
+                ret = why;
         }
     }
     freeReplyObject(r);

@@ -542,8 +542,7 @@ static int lease_renew(kvb_redis_relay *r)
             r->renew_due_ms = t0 + r->cfg.renew_ms;
         }
     } else {
-        r->rc.errors++;
-        kvb__rconn_close(&r->rc);
+        kvb__rconn_fail(&r->rc);
         ret = -EPROTO;
     }
     freeReplyObject(rep);
@@ -641,15 +640,14 @@ static int read_lasts(kvb_redis_relay *r, struct last_entry *out)
         const char *argv[6] = {"XREVRANGE", r->lg.list[i]->key, "+", "-", "COUNT", "1"};
         size_t lens[6] = {9, r->lg.list[i]->key_len, 1, 1, 5, 1};
         if (redisAppendCommandArgv(rc->c, 6, argv, lens) != REDIS_OK) {
-            kvb__rconn_close(rc);
+            kvb__rconn_fail(rc);
             return -EIO;
         }
     }
     for (uint32_t i = 0; i < r->lg.n; i++) {
         void *rp = NULL;
         if (redisGetReply(rc->c, &rp) != REDIS_OK || !rp) {
-            rc->errors++;
-            kvb__rconn_close(rc);
+            kvb__rconn_fail(rc);
             return -EIO;
         }
         redisReply *rep = rp;
@@ -958,8 +956,7 @@ static int append_round(kvb_redis_relay *r)
     pthread_mutex_unlock(&r->mu);
     pop_done(r, false);
     if (bad) {
-        r->rc.errors++;
-        kvb__rconn_close(&r->rc); /* reconnect, then verify before appending again */
+        kvb__rconn_fail(&r->rc); /* reconnect, then verify before appending again */
         r->need_verify = true;
         ret = -EIO;
     } else if (not_holder) {
@@ -1074,8 +1071,10 @@ static int standby_load(kvb_redis_relay *r)
     kvb_index *old[KVB_RLOG_IDX] = {NULL, NULL};
     uint64_t bytes = 0;
     int ret = kvb__rlog_fetch_snapshot(&r->lg, &r->rc, 2, r->cfg.snapshot_timeout_ms, old, &bytes);
-    if (ret < 0)
+    if (ret < 0) {
+        wait_ms(r, 100); /* out of memory, or the connection broke */
         return ret;
+    }
     retire(old);
     r->need_load = false;
     return 0;

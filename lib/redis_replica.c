@@ -128,6 +128,8 @@ static int rep_load(kvb_redis_replica *r)
         if (old[x])
             kvb_index_destroy(old[x]);
     pthread_mutex_lock(&r->mu);
+    if (ret == 2)
+        r->st.snapshots_refused++;
     if (ret == 1) {
         r->st.snapshot_loads++;
         r->st.snapshot_bytes = bytes;
@@ -167,16 +169,21 @@ static void *rep_main(void *arg)
             continue;
         }
         if (need_load || r->lg.reload_wanted) {
-            if (rep_load(r) < 0)
+            if (rep_load(r) < 0) {
+                rep_wait(r, backoff); /* out of memory, or the connection broke */
                 continue;
+            }
             need_load = false;
             caught_up = false;
             scan_due = 0;
         }
         int64_t now = mono_ms();
         if (now >= scan_due) {
-            if (kvb__rlog_scan(&r->lg, &r->rc) < 0 || kvb__rlog_heads(&r->lg, &r->rc) < 0)
+            if (kvb__rlog_scan(&r->lg, &r->rc) < 0 || kvb__rlog_heads(&r->lg, &r->rc) < 0) {
+                if (kvb__rconn_ok(&r->rc))
+                    kvb__rconn_fail(&r->rc); /* reconnect with backoff */
                 continue;
+            }
             scan_due = now + r->cfg.scan_ms;
             publish(r);
             if (r->lg.reload_wanted)
@@ -185,8 +192,11 @@ static void *rep_main(void *arg)
         bool full = false;
         int got = kvb__rlog_read(&r->lg, &r->rc, r->cfg.read_count,
                                  caught_up || !r->lg.n ? r->cfg.block_ms : 0, &full);
-        if (got < 0)
+        if (got < 0) {
+            if (kvb__rconn_ok(&r->rc))
+                kvb__rconn_fail(&r->rc);
             continue;
+        }
         if (got > 0 && !r->lg.reload_wanted)
             r->lg.fresh_holes = 0;
         if (!r->lg.n)

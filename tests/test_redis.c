@@ -413,3 +413,391 @@ Test(redis_api, bad_configuration_and_unreachable_server)
     cr_assert_str_eq(kvb_redis_relay_state_name(KVB_REDIS_RELAY_FENCED), "fenced");
     cr_assert_str_eq(kvb_redis_replica_state_name(KVB_REDIS_REPLICA_LAGGING), "lagging");
 }
+
+/* ---- against a real redis-server (skipped when there is none) ------------------------- */
+
+#ifdef KVB_HAVE_REDIS
+#include "redis_internal.h"
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof a;
+    cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &al), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+struct server {
+    pid_t pid;
+    int port;
+    char dir[64];
+    char url[64];
+};
+
+/* redis-server on a free loopback port in a temporary directory; killed with the
+ * test process (PR_SET_PDEATHSIG) even when an assertion ends the test. */
+static bool server_start(struct server *s)
+{
+    if (system("command -v redis-server >/dev/null 2>&1") != 0)
+        return false;
+    s->port = free_port();
+    snprintf(s->dir, sizeof s->dir, "/tmp/kvb-test-redis-XXXXXX");
+    cr_assert_not_null(mkdtemp(s->dir));
+    snprintf(s->url, sizeof s->url, "redis://127.0.0.1:%d", s->port);
+    s->pid = fork();
+    cr_assert_geq(s->pid, 0);
+    if (s->pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        char port[16];
+        snprintf(port, sizeof port, "%d", s->port);
+        freopen("/dev/null", "w", stdout);
+        execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--dir",
+               s->dir, "--save", "", "--appendonly", "no", (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 200; i++) {
+        struct kvb__rconn rc;
+        kvb__rconn_init(&rc, s->url, NULL, 200);
+        if (kvb__rconn_connect(&rc) == 0) {
+            kvb__rconn_close(&rc);
+            return true;
+        }
+        usleep(20000);
+    }
+    cr_assert_fail("redis-server did not start");
+    return false;
+}
+
+static void server_stop(struct server *s)
+{
+    kill(s->pid, SIGKILL);
+    waitpid(s->pid, NULL, 0);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", s->dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+static long long script_int(struct kvb__rconn *rc, int script, int nkeys, int nargs,
+                            const char **args)
+{
+    redisReply *r = kvb__rconn_script(rc, script, nkeys, nargs, args, NULL);
+    cr_assert_not_null(r);
+    long long v = -999;
+    if (r->type == REDIS_REPLY_INTEGER)
+        v = r->integer;
+    else if (r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
+             r->element[0]->type == REDIS_REPLY_INTEGER)
+        v = r->element[0]->integer;
+    freeReplyObject(r);
+    return v;
+}
+
+static long long append1(struct kvb__rconn *rc, const char *inc, const char *seq)
+{
+    const char *args[7] = {"kvb:lease", "kvb:stream:w", inc, "0", seq, "0", "blob"};
+    return script_int(rc, KVB_RS_APPEND, 2, 7, args);
+}
+
+Test(redis_server, lua_lease_and_fencing)
+{
+    struct server s;
+    if (!server_start(&s))
+        cr_skip_test("redis-server not installed");
+    struct kvb__rconn a, b;
+    cr_assert_eq(kvb__rconn_init(&a, s.url, NULL, 1000), 0);
+    cr_assert_eq(kvb__rconn_init(&b, s.url, NULL, 1000), 0);
+    cr_assert_eq(kvb__rconn_connect(&a), 0);
+    cr_assert_eq(kvb__rconn_connect(&b), 0);
+    const char *acq[4] = {"kvb:lease", "kvb:incarnation", "0", "2000"};
+    cr_assert_eq(script_int(&a, KVB_RS_ACQUIRE, 2, 4, acq), 1, "A takes the lease, inc 1");
+    cr_assert_eq(script_int(&b, KVB_RS_ACQUIRE, 2, 4, acq), 0, "held: B waits");
+    /* the holder appends in position order; a position not above the last is refused */
+    cr_assert_eq(append1(&a, "1", "0"), 1);
+    cr_assert_eq(append1(&a, "1", "1"), 1);
+    cr_assert_eq(append1(&a, "1", "1"), -2, "duplicate position");
+    cr_assert_eq(append1(&a, "1", "0"), -2, "older position");
+    cr_assert_eq(append1(&b, "2", "2"), -1, "not the holder");
+    /* A's lease lapses (as when it is frozen); B takes it with a newer incarnation */
+    const char *px[3] = {"PEXPIRE", "kvb:lease", "1"};
+    redisReply *r = kvb__rconn_cmd(&b, 3, px, NULL);
+    cr_assert_not_null(r);
+    freeReplyObject(r);
+    usleep(20000);
+    cr_assert_eq(script_int(&b, KVB_RS_ACQUIRE, 2, 4, acq), 2);
+    /* the woken A can do nothing under its old incarnation */
+    const char *renew[3] = {"kvb:lease", "1", "2000"};
+    cr_assert_eq(script_int(&a, KVB_RS_RENEW, 1, 3, renew), 0);
+    cr_assert_eq(append1(&a, "1", "5"), -1);
+    const char *trim[4] = {"kvb:lease", "kvb:stream:w", "1", "0-0"};
+    cr_assert_eq(script_int(&a, KVB_RS_TRIM, 2, 4, trim), -1);
+    const char *snap[5] = {"kvb:lease", "kvb:snapshot", "1", "meta", "index"};
+    cr_assert_eq(script_int(&a, KVB_RS_SNAPSHOT, 2, 5, snap), -1);
+    const char *rel[2] = {"kvb:lease", "1"};
+    cr_assert_eq(script_int(&a, KVB_RS_RELEASE, 1, 2, rel), 0, "A cannot release B's lease");
+    cr_assert_eq(append1(&b, "2", "2"), 1, "B appends");
+    /* ordinals: 0, 1, 2 across both incarnations */
+    const char *xr[4] = {"XRANGE", "kvb:stream:w", "-", "+"};
+    r = kvb__rconn_cmd(&b, 4, xr, NULL);
+    cr_assert(r && r->type == REDIS_REPLY_ARRAY && r->elements == 3);
+    for (size_t i = 0; i < 3; i++) {
+        struct kvb__rfields f;
+        cr_assert(kvb__rlog_fields(r->element[i], &f));
+        cr_assert(f.have_n && f.have_inc && f.have_pos);
+        cr_assert_eq(f.n, (int64_t)i);
+        cr_assert_eq(f.inc, i < 2 ? 1u : 2u);
+        cr_assert_eq(f.pos.seq, (int64_t)i);
+    }
+    freeReplyObject(r);
+    /* an incarnation counter that went back (a restart that lost it) never hands out
+     * an incarnation at or below the newest the caller has seen */
+    const char *set0[3] = {"SET", "kvb:incarnation", "0"};
+    freeReplyObject(kvb__rconn_cmd(&b, 3, set0, NULL));
+    const char *del[2] = {"DEL", "kvb:lease"};
+    freeReplyObject(kvb__rconn_cmd(&b, 2, del, NULL));
+    const char *acq5[4] = {"kvb:lease", "kvb:incarnation", "5", "2000"};
+    cr_assert_eq(script_int(&a, KVB_RS_ACQUIRE, 2, 4, acq5), 6);
+    /* the script cache flushed (a restarted server): EVALSHA falls back to EVAL */
+    const char *flush[2] = {"SCRIPT", "FLUSH"};
+    freeReplyObject(kvb__rconn_cmd(&b, 2, flush, NULL));
+    cr_assert_eq(script_int(&a, KVB_RS_RENEW, 1, 3, (const char *[]){"kvb:lease", "6", "2000"}),
+                 1);
+    kvb__rconn_close(&a);
+    kvb__rconn_close(&b);
+    server_stop(&s);
+}
+
+/* A relay and a replica end to end in one process: batches through the callback,
+ * a snapshot, a cold replica, a corrupt snapshot (refused, streams read again). */
+static kvb_index_event ev_store(const uint64_t *h, uint32_t n)
+{
+    return (kvb_index_event){
+        .type = KVB_INDEX_EV_STORED, .tier = KVB_TIER_DEVICE, .n_hashes = n, .hashes = h};
+}
+
+static int wait_applied(kvb_redis_replica *rep, uint64_t want, int ms)
+{
+    for (int i = 0; i < ms / 10; i++) {
+        kvb_redis_replica_stats st;
+        kvb_redis_replica_stats_get(rep, &st);
+        if (st.state == KVB_REDIS_REPLICA_SYNCED && st.lag_entries == 0 && st.applied >= want)
+            return 0;
+        usleep(10000);
+    }
+    return -ETIMEDOUT;
+}
+
+static uint32_t holders(kvb_redis_replica *rep, uint64_t h)
+{
+    kvb_index_result res[8];
+    int n = kvb_redis_replica_match(rep, &h, 1, res, 8);
+    cr_assert_geq(n, 0);
+    return (uint32_t)n;
+}
+
+Test(redis_server, relay_to_replica_snapshot_and_corrupt_snapshot)
+{
+    struct server s;
+    if (!server_start(&s))
+        cr_skip_test("redis-server not installed");
+    kvb_redis_relay_config rc;
+    kvb_redis_relay_config_init(&rc);
+    rc.url = s.url;
+    kvb_redis_relay *relay;
+    cr_assert_eq(kvb_redis_relay_create(&rc, &relay), 0);
+    cr_assert_eq(kvb_redis_relay_wait_active(relay, 5000), 0);
+    kvb_index *idx = kvb_redis_relay_index(relay);
+    cr_assert_not_null(idx);
+    /* play the subscriber: apply to the relay's index, then call back */
+    kvb_index_stream_config sc = {.name = "w", .dp_rank = 0, .hashes = KVB_INDEX_HASHES_ROUTER};
+    uint32_t sid;
+    cr_assert_eq(kvb_index_stream_add(idx, &sc, &sid), 0);
+    uint64_t hs[100];
+    for (int i = 0; i < 100; i++) {
+        hs[i] = 1000 + (uint64_t)i;
+        kvb_index_event e = ev_store(&hs[i], 1);
+        cr_assert_eq(kvb_index_apply(idx, sid, &e, 1, i), 0);
+        kvb_index_batch b = {.ts = 1.0, .dp_rank = 0, .n_events = 1, .events = &e};
+        kvb_redis_relay_subscriber_cb(relay, KVB_SUB_BATCH, "w", i, &b, KVB_STREAM_LIVE);
+        if (i == 49) {
+            cr_assert_eq(kvb_redis_relay_flush(relay, 5000), 0);
+            size_t bytes = 0;
+            cr_assert_eq(kvb_redis_relay_snapshot(relay, 5000, &bytes), 0);
+            cr_assert_gt(bytes, 0);
+        }
+    }
+    /* a restart clear, then the new sequence space from 0 */
+    kvb_redis_relay_subscriber_cb(relay, KVB_SUB_CLEAR, "w", 0, NULL, KVB_STREAM_LIVE);
+    cr_assert_eq(kvb_index_stream_clear(idx, sid, KVB_STREAM_LIVE), 0);
+    kvb_index_event e = ev_store(&hs[7], 1);
+    cr_assert_eq(kvb_index_apply(idx, sid, &e, 1, 0), 0);
+    kvb_index_batch b = {.ts = 2.0, .dp_rank = 0, .n_events = 1, .events = &e};
+    kvb_redis_relay_subscriber_cb(relay, KVB_SUB_BATCH, "w", 0, &b, KVB_STREAM_LIVE);
+    cr_assert_eq(kvb_redis_relay_flush(relay, 5000), 0);
+    kvb_redis_relay_stats rs;
+    cr_assert_eq(kvb_redis_relay_stats_get(relay, &rs), 0);
+    cr_assert_eq(rs.appended, 102);
+    cr_assert_eq(rs.snapshots, 1);
+
+    kvb_redis_replica_config pc;
+    kvb_redis_replica_config_init(&pc);
+    pc.url = s.url;
+    kvb_redis_replica *rep;
+    cr_assert_eq(kvb_redis_replica_create(&pc, &rep), 0);
+    cr_assert_eq(wait_applied(rep, 52, 5000), 0, "cold replica: snapshot + 52 entries");
+    kvb_redis_replica_stats st;
+    kvb_redis_replica_stats_get(rep, &st);
+    cr_assert_eq(st.snapshot_loads, 1);
+    cr_assert_eq(st.applied, 52);
+    cr_assert_eq(holders(rep, hs[7]), 1);
+    cr_assert_eq(holders(rep, hs[8]), 0, "cleared by the restart");
+    kvb_redis_replica_destroy(rep);
+
+    /* a corrupt snapshot is refused: the replica reads every stream from its start */
+    struct kvb__rconn c;
+    kvb__rconn_init(&c, s.url, NULL, 1000);
+    cr_assert_eq(kvb__rconn_connect(&c), 0);
+    const char *hset[4] = {"HSET", "kvb:snapshot", "meta", "garbage"};
+    redisReply *r = kvb__rconn_cmd(&c, 4, hset, NULL);
+    cr_assert_not_null(r);
+    freeReplyObject(r);
+    kvb__rconn_close(&c);
+    cr_assert_eq(kvb_redis_replica_create(&pc, &rep), 0);
+    cr_assert_eq(wait_applied(rep, 102, 5000), 0);
+    kvb_redis_replica_stats_get(rep, &st);
+    cr_assert_eq(st.snapshots_refused, 1);
+    cr_assert_eq(st.snapshot_loads, 0);
+    cr_assert_eq(holders(rep, hs[7]), 1);
+    cr_assert_eq(holders(rep, hs[8]), 0);
+    kvb_redis_replica_destroy(rep);
+    cr_assert_eq(kvb_redis_relay_destroy(relay), 0);
+    server_stop(&s);
+}
+
+/* ---- a peer that answers nonsense ----------------------------------------------------- */
+
+struct liar {
+    int fd;
+    volatile bool stop;
+    uint64_t rng;
+};
+
+static uint64_t liar_rand(struct liar *l)
+{
+    l->rng ^= l->rng << 13;
+    l->rng ^= l->rng >> 7;
+    l->rng ^= l->rng << 17;
+    return l->rng;
+}
+
+/* One random RESP value (nested at most `depth`). */
+static size_t liar_value(struct liar *l, char *out, size_t cap, int depth)
+{
+    if (cap < 64)
+        return 0;
+    switch (liar_rand(l) % (depth > 0 ? 7 : 5)) {
+    case 0:
+        return (size_t)snprintf(out, cap, ":%lld\r\n", (long long)(liar_rand(l) % 5) - 2);
+    case 1:
+        return (size_t)snprintf(out, cap, "+OK\r\n");
+    case 2:
+        return (size_t)snprintf(out, cap, "-ERR no\r\n");
+    case 3:
+        return (size_t)snprintf(out, cap, "$-1\r\n");
+    case 4: {
+        static const char *strs[] = {"0",     "1-1",   "-1",       "ep",    "n",
+                                     "batch", "seq",   "kvb:stream:w", "abc", "9999999999999999999999"};
+        const char *x = strs[liar_rand(l) % 10];
+        return (size_t)snprintf(out, cap, "$%zu\r\n%s\r\n", strlen(x), x);
+    }
+    default: {
+        int n = (int)(liar_rand(l) % 5) - 1;
+        size_t o = (size_t)snprintf(out, cap, "*%d\r\n", n);
+        for (int i = 0; i < n; i++)
+            o += liar_value(l, out + o, cap - o, depth - 1);
+        return o;
+    }
+    }
+}
+
+static void *liar_main(void *arg)
+{
+    struct liar *l = arg;
+    while (!l->stop) {
+        int c = accept(l->fd, NULL, NULL);
+        if (c < 0)
+            continue;
+        struct timeval tv = {0, 100000};
+        setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        char in[65536], out[16384];
+        for (int k = 0; k < 50 && !l->stop; k++) {
+            ssize_t got = recv(c, in, sizeof in, 0);
+            if (got <= 0)
+                break;
+            size_t n = liar_value(l, out, sizeof out, 4);
+            if (send(c, out, n, MSG_NOSIGNAL) < 0)
+                break;
+        }
+        close(c);
+    }
+    return NULL;
+}
+
+Test(redis_server, nonsense_from_the_peer_never_crashes)
+{
+    struct liar l = {.rng = 0x1234567u};
+    l.fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof a;
+    cr_assert_eq(bind(l.fd, (struct sockaddr *)&a, sizeof a), 0);
+    cr_assert_eq(listen(l.fd, 16), 0);
+    cr_assert_eq(getsockname(l.fd, (struct sockaddr *)&a, &al), 0);
+    struct timeval tv = {0, 100000};
+    setsockopt(l.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    pthread_t t;
+    pthread_create(&t, NULL, liar_main, &l);
+    char url[64];
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", ntohs(a.sin_port));
+    kvb_redis_relay_config rc;
+    kvb_redis_relay_config_init(&rc);
+    rc.url = url;
+    rc.io_timeout_ms = 200;
+    rc.backoff_max_ms = 20;
+    kvb_redis_replica_config pc;
+    kvb_redis_replica_config_init(&pc);
+    pc.url = url;
+    pc.io_timeout_ms = 200;
+    pc.backoff_min_ms = 5;
+    pc.backoff_max_ms = 20;
+    pc.scan_ms = 10;
+    kvb_redis_relay *relay;
+    kvb_redis_replica *rep;
+    cr_assert_eq(kvb_redis_relay_create(&rc, &relay), 0);
+    cr_assert_eq(kvb_redis_replica_create(&pc, &rep), 0);
+    for (int i = 0; i < 150; i++) {
+        uint64_t h = (uint64_t)i;
+        kvb_index_result res[2];
+        cr_assert_geq(kvb_redis_replica_match(rep, &h, 1, res, 2), 0);
+        usleep(10000);
+    }
+    kvb_redis_replica_stats st;
+    kvb_redis_replica_stats_get(rep, &st);
+    cr_assert_gt(st.errors, 0, "the peer's answers were refused");
+    cr_assert_eq(kvb_redis_replica_destroy(rep), 0);
+    cr_assert_eq(kvb_redis_relay_destroy(relay), 0);
+    l.stop = true;
+    pthread_join(t, NULL);
+    close(l.fd);
+}
+#endif /* KVB_HAVE_REDIS */

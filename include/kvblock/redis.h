@@ -354,6 +354,9 @@ typedef struct kvb_redis_replica_stats {
     uint64_t snapshot_loads;   /**< snapshots loaded (cold start, reloads) */
     uint64_t snapshot_bytes;   /**< size of the last one */
     double snapshot_seconds;   /**< time the last load took (read + load_mem) */
+    uint64_t snapshots_refused; /**< snapshots that did not decode or did not fit the
+                                     index configuration (streams then read from their
+                                     start instead) */
     uint64_t entries;          /**< entries read */
     uint64_t applied;          /**< entries applied */
     uint64_t duplicates;       /**< skipped: position already applied */
