@@ -33,6 +33,10 @@
  * Request bodies are accumulated per connection up to IXD_MAX_BODY (8 MiB);
  * larger ones get 413 (at once when Content-Length says so; a chunked body is
  * read to its end and discarded once it passes the limit, then answered 413).
+ * Memory is bounded across connections too: bodies held at once are capped at
+ * IXD_BODY_BUDGET (64 MiB; past it a request is read, discarded and answered
+ * 503), and bodies over IXD_BIG_BODY (1 MiB) are parsed one at a time, so at most
+ * one large jansson tree (about 40 bytes per array element) exists at any time.
  * Every answer, errors included, is a JSON object (metrics: Prometheus text);
  * errors are {"error": "..."} with 400 (bad JSON, wrong types, missing fields,
  * negative or oversize numbers), 404, 405, 409, 413, 500 or 503.
@@ -93,7 +97,9 @@ typedef enum MHD_Result ixd_mhd_result;
 
 static const char *prog = "kvb-indexer";
 
-#define IXD_MAX_BODY       (8u << 20) /* bytes of one request body */
+#define IXD_MAX_BODY       (8u << 20)  /* bytes of one request body */
+#define IXD_BODY_BUDGET    (64u << 20) /* bytes of request bodies held at once, all connections */
+#define IXD_BIG_BODY       (1u << 20)  /* bodies above this are parsed one at a time */
 #define IXD_DEFAULT_LISTEN "127.0.0.1:8181"
 #define IXD_DRAIN_S        10.0 /* longest wait for in-flight requests at shutdown */
 
@@ -154,7 +160,8 @@ static void ixd_help(FILE *f)
             "        are read the same way), sglang, or kvblock (block hashes are router\n"
             "        hashes already); block-size= the engine's block size (vllm and\n"
             "        sglang: must equal --block-size); topic= subscription prefix\n"
-            "        (default: every topic). NAME: 1 to %d bytes, no ',' or '='.\n"
+            "        (default: every topic). NAME: 1 to %d bytes of printable ASCII\n"
+            "        without ',', '=' or blanks.\n"
             "    --config FILE\n"
             "        Read options from FILE, one per line: `name value` or `--name value`\n"
             "        (e.g. `worker w1=tcp://10.0.0.1:5557`); blank lines and lines\n"
@@ -292,6 +299,16 @@ static const char *ixd_kind_name(kvb_wire_kind k)
     return "unknown";
 }
 
+/* Printable ASCII (0x21..0x7e, plus the space when allowed): what the JSON and
+ * Prometheus answers can carry as they are. */
+static bool ixd_printable(const char *s, bool space)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s > 0x7e || (unsigned char)*s < (space ? 0x20 : 0x21))
+            return false;
+    return true;
+}
+
 /* NAME=ENDPOINT[,replay=ENDPOINT][,kind=K][,block-size=N][,topic=T] */
 static void ixd_parse_worker(ixd_opts *o, const char *spec)
 {
@@ -309,8 +326,11 @@ static void ixd_parse_worker(ixd_opts *o, const char *spec)
     w.name = kvbt_xmalloc(nlen + 1);
     memcpy(w.name, spec, nlen);
     w.name[nlen] = '\0';
-    if (strchr(w.name, ','))
-        ixd_usage_error("--worker '%s': a name may not contain ','", spec);
+    if (strchr(w.name, ',') || !ixd_printable(w.name, false))
+        ixd_usage_error("--worker '%s': a name is printable ASCII without ',', '=' or blanks",
+                        spec);
+    if (!ixd_printable(eq + 1, true))
+        ixd_usage_error("--worker '%s': endpoints and topic are printable ASCII", spec);
     char *rest = ixd_strdup(eq + 1);
     char *save = NULL;
     bool first = true, have_kind = false, have_bs = false;
@@ -653,27 +673,42 @@ static struct {
     kvb_subscriber *sub;
     struct MHD_Daemon *mhd;
     pthread_mutex_t snapshot_lock; /* serialises kvb_index_save calls */
+    pthread_mutex_t big_lock;      /* one body over IXD_BIG_BODY parsed at a time */
     int64_t start_ns;
     /* Requests between their first handler call and ixd_completed(). Incremented
      * by a polling thread, decremented by one (possibly another) after the response
      * went out; the main thread's shutdown drain reads it: seq_cst, a handful per
      * request. */
     atomic_int_fast64_t inflight;
+    /* Bytes allocated for request bodies (the budget; a counter, no ordering). */
+    atomic_uint_fast64_t body_bytes;
     /* Statistics (relaxed: each counter is read on its own by /metrics). */
     atomic_uint_fast64_t requests[R_COUNT][IXD_NCODES];
     atomic_uint_fast64_t aborted[R_COUNT];
     atomic_uint_fast64_t latency[R_COUNT][IXD_NBUCKETS + 1];
     atomic_uint_fast64_t latency_ns_sum[R_COUNT];
-} ixd = {.snapshot_lock = PTHREAD_MUTEX_INITIALIZER};
+} ixd = {.snapshot_lock = PTHREAD_MUTEX_INITIALIZER, .big_lock = PTHREAD_MUTEX_INITIALIZER};
 
 typedef struct ixd_req {
     int64_t start_ns;
     int route;
     unsigned status; /* 0 until a response was queued */
     bool too_large;
+    bool busy;     /* the body budget was spent: discard, answer 503 */
+    size_t expect; /* Content-Length when given (<= IXD_MAX_BODY), else 0 */
     char *body;
     size_t len, cap;
 } ixd_req;
+
+/* Free a request's body and give its bytes back to the budget. */
+static void ixd_body_free(ixd_req *r)
+{
+    if (r->cap)
+        atomic_fetch_sub_explicit(&ixd.body_bytes, r->cap, memory_order_relaxed);
+    free(r->body);
+    r->body = NULL;
+    r->len = r->cap = 0;
+}
 
 static int64_t ixd_now_ns(void)
 {
@@ -888,7 +923,7 @@ static json_t *ixd_rank_json(int64_t rank)
 
 #define IXD_STACK_RESULTS 64
 
-static ixd_mhd_result ixd_match(struct MHD_Connection *c, ixd_req *r)
+static ixd_mhd_result ixd_match_parsed(struct MHD_Connection *c, ixd_req *r)
 {
     char err[600];
     json_t *j = ixd_parse_body(r, err, sizeof err);
@@ -1031,6 +1066,16 @@ out:
     if (res != stack_res)
         free(res);
     return ret;
+}
+
+static ixd_mhd_result ixd_match(struct MHD_Connection *c, ixd_req *r)
+{
+    if (r->len <= IXD_BIG_BODY)
+        return ixd_match_parsed(c, r);
+    pthread_mutex_lock(&ixd.big_lock);
+    ixd_mhd_result rc = ixd_match_parsed(c, r);
+    pthread_mutex_unlock(&ixd.big_lock);
+    return rc;
 }
 
 /* ---- GET /v1/workers ------------------------------------------------------------ */
@@ -1321,9 +1366,12 @@ static ixd_mhd_result ixd_access(void *cls, struct MHD_Connection *c, const char
         const char *cl =
             MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         uint64_t clen;
-        if (cl && kvbt_parse_u64(cl, 0, UINT64_MAX, &clen) && clen > IXD_MAX_BODY) {
-            r->too_large = true;
-            return ixd_error(c, r, 413, "request body over %u bytes", IXD_MAX_BODY);
+        if (cl && kvbt_parse_u64(cl, 0, UINT64_MAX, &clen)) {
+            if (clen > IXD_MAX_BODY) {
+                r->too_large = true;
+                return ixd_error(c, r, 413, "request body over %u bytes", IXD_MAX_BODY);
+            }
+            r->expect = (size_t)clen;
         }
         return IXD_MHD_YES;
     }
@@ -1332,23 +1380,35 @@ static ixd_mhd_result ixd_access(void *cls, struct MHD_Connection *c, const char
         *upload_data_size = 0;
         if (r->status)
             return IXD_MHD_YES; /* answered already (413): discard */
-        if (r->too_large || n > IXD_MAX_BODY - r->len) {
+        if (r->too_large || r->busy)
+            return IXD_MHD_YES;
+        if (n > IXD_MAX_BODY - r->len) {
             /* over the cap without a Content-Length (chunked): keep nothing, read and
              * discard the rest (libmicrohttpd 0.9.75 refuses a response queued in
              * the middle of an upload), answer 413 at its end */
             r->too_large = true;
-            free(r->body);
-            r->body = NULL;
-            r->len = r->cap = 0;
+            ixd_body_free(r);
             return IXD_MHD_YES;
         }
         if (r->len + n + 1 > r->cap) {
-            size_t cap = r->cap ? r->cap : 1024;
+            size_t cap = r->cap ? r->cap : r->expect ? r->expect + 1 : 1024;
             while (cap < r->len + n + 1)
                 cap *= 2;
+            if (cap > IXD_MAX_BODY + 1)
+                cap = IXD_MAX_BODY + 1;
+            size_t more = cap - r->cap;
+            uint64_t held = atomic_fetch_add_explicit(&ixd.body_bytes, more, memory_order_relaxed);
+            if (held + more > IXD_BODY_BUDGET) {
+                atomic_fetch_sub_explicit(&ixd.body_bytes, more, memory_order_relaxed);
+                r->busy = true;
+                ixd_body_free(r);
+                return IXD_MHD_YES;
+            }
             char *p = realloc(r->body, cap);
-            if (!p)
+            if (!p) {
+                atomic_fetch_sub_explicit(&ixd.body_bytes, more, memory_order_relaxed);
                 return IXD_MHD_NO;
+            }
             r->body = p;
             r->cap = cap;
         }
@@ -1361,6 +1421,9 @@ static ixd_mhd_result ixd_access(void *cls, struct MHD_Connection *c, const char
         return IXD_MHD_YES; /* a response is queued already */
     if (r->too_large)
         return ixd_error(c, r, 413, "request body over %u bytes", IXD_MAX_BODY);
+    if (r->busy)
+        return ixd_error(c, r, 503, "request bodies in flight exceed %u bytes in all: retry later",
+                         IXD_BODY_BUDGET);
 
     if (r->route == R_OTHER)
         return ixd_error(c, r, 404,
@@ -1421,7 +1484,7 @@ static void ixd_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     } else {
         atomic_fetch_add_explicit(&ixd.aborted[e], 1, memory_order_relaxed);
     }
-    free(r->body);
+    ixd_body_free(r);
     free(r);
     *con_cls = NULL;
     atomic_fetch_sub(&ixd.inflight, 1); /* pairs with the shutdown drain's load */
@@ -1457,6 +1520,20 @@ static void ixd_open_index(void)
                         cfg.drop_after_s, cfg.stale_after_s);
     int rc = -ENOENT;
     if (o->snapshot) {
+        /* fail now rather than at the first POST /v1/snapshot or at shutdown */
+        char *dir = ixd_strdup(o->snapshot), *slash = strrchr(dir, '/');
+        if (!slash)
+            strcpy(dir, ".");
+        else if (slash == dir)
+            dir[1] = '\0';
+        else
+            *slash = '\0';
+        if (access(dir, W_OK | X_OK) != 0) {
+            ixd_log("snapshot %s: its directory %s is not writable: %s", o->snapshot, dir,
+                    strerror(errno));
+            exit(1);
+        }
+        free(dir);
         rc = kvb_index_load(o->snapshot, &cfg, &ixd.idx);
         if (rc == 0) {
             kvb_index_stats st;

@@ -830,6 +830,28 @@ def bad_requests(F):
         resp += chunk
     s.close()
     assert resp.startswith(b"HTTP/1.1 413") and b'"error"' in resp, resp[:200]
+    # memory across connections: 9 bodies of 8 MiB held at once pass the 64 MiB
+    # budget; what does not fit is read, discarded and answered 503 (JSON)
+    held = []
+    n = (8 << 20) - 16
+    for _ in range(9):
+        s = socket.create_connection(("127.0.0.1", F.daemon.port), timeout=20)
+        s.sendall(b"POST /v1/match HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % n)
+        s.sendall(b'{"tokens": [' + b" " * (n - 16))
+        held.append(s)
+    codes = []
+    for s in held:
+        s.sendall(b"1]}\n")
+        resp = b""
+        while not resp.rstrip().endswith(b"}") or b"\r\n\r\n" not in resp:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            resp += chunk
+        s.close()
+        codes.append(int(resp[9:12]))
+        assert b'"' in resp.split(b"\r\n\r\n", 1)[1], resp[:200]
+    assert 503 in codes and set(codes) <= {200, 503}, codes
     # a connection that sends half a request and goes away
     s = socket.create_connection(("127.0.0.1", F.daemon.port))
     s.sendall(b"POST /v1/match HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"tok")
@@ -938,6 +960,10 @@ def corrupt_snapshot_refused(F):
         assert rc == 1, f"{what} snapshot: exit status {rc}: {text}"
         assert path in text and "refusing" in text and "listening" not in text, text
         assert open(path, "rb").read() == data, f"{what} snapshot was modified"
+    # a snapshot that could never be written is refused at start, not at shutdown
+    rc, _, err = run_cli(F, ["--listen", "127.0.0.1:0", "--snapshot",
+                             os.path.join(F.tmp, "no", "such", "dir.snap")])
+    assert rc == 1 and "not writable" in err, (rc, err)
 
 
 def run_cli(F, args, timeout=10):
