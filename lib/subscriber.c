@@ -242,6 +242,7 @@ struct kvb_subscriber {
     struct sub_worker **item_w;
     uint32_t n_items, cap_items;
     bool items_dirty;
+    bool halt; /* destroy interrupted a replay: change nothing more */
     uint32_t mon_counter;
     int64_t next_tick;
 };
@@ -627,17 +628,36 @@ static void sub_close_parts(zmq_msg_t part[3], int n)
         zmq_msg_close(&part[i]);
 }
 
-/* Wait until sock has events or deadline (kvb_index_now_ns clock) passes. */
-static bool sub_wait(void *sock, short events, int64_t deadline)
+static bool sub_stopping(kvb_subscriber *s)
 {
+    pthread_mutex_lock(&s->mu);
+    bool stop = s->stop;
+    pthread_mutex_unlock(&s->mu);
+    return stop;
+}
+
+/* Wait until sock has events or deadline (kvb_index_now_ns clock) passes, or
+ * destroy asks the thread to stop (the eventfd; other commands wait for the
+ * main loop, which looks at the queue every round anyway). */
+static bool sub_wait(kvb_subscriber *s, void *sock, short events, int64_t deadline)
+{
+    bool watch = true;
     for (;;) {
         int64_t left = deadline - kvb_index_now_ns();
         if (left < 0)
             left = 0;
-        zmq_pollitem_t it = {sock, 0, events, 0};
-        int rc = zmq_poll(&it, 1, (long)((left + 999999) / 1000000));
-        if (rc > 0)
+        zmq_pollitem_t it[2] = {{sock, 0, events, 0}, {NULL, s->efd, ZMQ_POLLIN, 0}};
+        int rc = zmq_poll(it, watch ? 2 : 1, (long)((left + 999999) / 1000000));
+        if (rc > 0 && it[0].revents)
             return true;
+        if (rc > 0 && watch && it[1].revents) {
+            if (sub_stopping(s)) {
+                s->halt = true;
+                return false;
+            }
+            watch = false; /* a command: left queued, not consumed */
+            continue;
+        }
         if (rc < 0 && zmq_errno() == EINTR)
             continue;
         if (left == 0 || rc < 0)
@@ -663,14 +683,14 @@ static int sub_replay_run(kvb_subscriber *s, struct sub_worker *w, int64_t limit
     w->st.replays++;
     unsigned char sb[8];
     sub_put_be64((uint64_t)start, sb);
-    if (!sub_wait(w->dealer, ZMQ_POLLOUT, deadline) ||
+    if (!sub_wait(s, w->dealer, ZMQ_POLLOUT, deadline) ||
         zmq_send(w->dealer, "", 0, ZMQ_SNDMORE | ZMQ_DONTWAIT) != 0 ||
         zmq_send(w->dealer, sb, 8, ZMQ_DONTWAIT) != 8)
         return SUB_RP_FAIL;
     bool verified = !verify;
     uint32_t accepted = 0;
     for (;;) {
-        if (!sub_wait(w->dealer, ZMQ_POLLIN, deadline < hard ? deadline : hard))
+        if (!sub_wait(s, w->dealer, ZMQ_POLLIN, deadline < hard ? deadline : hard))
             return SUB_RP_FAIL;
         np = sub_recv_parts(w->dealer, part);
         if (np == 0)
@@ -778,6 +798,8 @@ static void sub_catch_up(kvb_subscriber *s, struct sub_worker *w, bool reconnect
         w->expected = 0; /* cleared, nothing to prove: take all the buffer holds */
     for (int attempt = 0; attempt < 2; attempt++) {
         int rc = sub_replay(s, w, INT64_MAX, w->expected > 0);
+        if (s->halt)
+            return;
         if (rc == SUB_RP_RESTART || rc == SUB_RP_UNVERIFIED) {
             sub_restart(s, w, -1);
             continue; /* read the new incarnation from 0 */
@@ -808,6 +830,8 @@ static void sub_followup(kvb_subscriber *s, struct sub_worker *w)
         w->expected = 0; /* cleared after a failed catch-up: take what the buffer holds */
     for (int attempt = 0; attempt < 2; attempt++) {
         int rc = sub_replay(s, w, INT64_MAX, w->expected > 0);
+        if (s->halt)
+            return;
         if (rc == SUB_RP_RESTART || rc == SUB_RP_UNVERIFIED) {
             sub_restart(s, w, -1);
             continue;
@@ -832,6 +856,8 @@ static void sub_gap(kvb_subscriber *s, struct sub_worker *w, int64_t seq, const 
     uint64_t failures = w->st.replay_failures;
     if (w->replay_endpoint) {
         sub_replay(s, w, seq, false);
+        if (s->halt)
+            return; /* shutting down: the index keeps what it had */
         if (w->expected != seq && w->st.replay_failures == failures)
             w->st.replay_failures++; /* counted once per gap */
     }
@@ -862,6 +888,8 @@ static bool sub_wire_duplicate(kvb_subscriber *s, struct sub_worker *w, int64_t 
 static void sub_on_message(kvb_subscriber *s, struct sub_worker *w, int64_t seq, const void *p,
                            size_t len)
 {
+    if (s->halt)
+        return;
     uint64_t hash = XXH3_64bits(p, len);
     if (w->expected < 0)
         w->expected = seq; /* any: this batch starts the run */
@@ -884,7 +912,7 @@ static void sub_on_message(kvb_subscriber *s, struct sub_worker *w, int64_t seq,
 
 static void sub_up(kvb_subscriber *s, struct sub_worker *w)
 {
-    if (w->up)
+    if (w->up || s->halt)
         return;
     w->up = true;
     w->conn_verified = false;
@@ -906,7 +934,7 @@ static void sub_read(kvb_subscriber *s, struct sub_worker *w);
 
 static void sub_down(kvb_subscriber *s, struct sub_worker *w)
 {
-    if (!w->up)
+    if (!w->up || s->halt)
         return;
     /* what the old connection delivered first, then dial again: libzmq ends a
      * session for good after a protocol error (a message over ZMQ_MAXMSGSIZE,

@@ -626,7 +626,8 @@ static void fx_init(fx *f, const fx_opts *o)
 
 static void fx_fini(fx *f)
 {
-    cr_assert_eq(kvb_subscriber_destroy(f->sub), 0);
+    if (f->sub)
+        cr_assert_eq(kvb_subscriber_destroy(f->sub), 0);
     notes n = notes_get(f);
     cr_expect_not(n.order_broken, "BATCH notes in ascending sequence between clears");
     cr_assert_eq(kvb_index_destroy(f->idx), 0);
@@ -1710,6 +1711,42 @@ Test(subscriber, resumes_from_existing_streams, .timeout = 60)
     }
     cr_assert_eq(kvb_subscriber_destroy(sub2), 0);
     cr_assert_eq(kvb_index_destroy(idx2), 0);
+    fx_fini(&f);
+    tp_fini(&t);
+}
+
+/* destroy while the thread waits for a replay that will not come: it returns
+ * at once (the Criterion timeout is far below the replay timeout) and leaves
+ * the index as it was (no clear for the replay it cut short). */
+Test(subscriber, destroy_interrupts_a_replay, .timeout = 15)
+{
+    fx_opts o = {.replay_timeout_ms = 30000};
+    fx f;
+    fx_init(&f, &o);
+    tp t;
+    tp_init(&t, "ipc", f.dir, "w", true);
+    fx_add(&f, "w1", &t, KVB_WIRE_KVBLOCK);
+    wait_joined(&f, "w1", &t);
+    tp_store(&t, 0, 0, 3, TP_BOTH);
+    wait_seq(&f, "w1", 1);
+    pthread_mutex_lock(&t.mu);
+    t.mute = true;
+    uint32_t req = t.requests;
+    pthread_mutex_unlock(&t.mu);
+    tp_store(&t, 0, 3, 1, TP_KEEP);
+    tp_store(&t, 0, 4, 1, TP_BOTH); /* a gap: the thread asks, nobody answers */
+    int64_t end = now_ms() + DEADLINE_MS;
+    while (tp_requests(&t) == req && now_ms() < end)
+        msleep(2);
+    cr_assert_gt(tp_requests(&t), req, "no replay request");
+    cr_assert_eq(kvb_subscriber_destroy(f.sub), 0);
+    f.sub = NULL;
+    kvb_index_stream_info si;
+    cr_assert_eq(sinfo(&f, "w1", 0, &si), 0);
+    cr_expect_eq(si.entries, 3, "not cleared on the way out");
+    cr_expect_eq(si.state, KVB_STREAM_LIVE);
+    cr_expect_eq(si.last_seq, 0);
+    cr_expect_eq(notes_get(&f).n[KVB_SUB_CLEAR], 0);
     fx_fini(&f);
     tp_fini(&t);
 }
