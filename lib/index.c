@@ -943,9 +943,12 @@ KVB_API int kvb_index_create(const kvb_index_config *cfg, kvb_index **out)
     if (ix_rwlock_init(&idx->smu) != 0)
         goto fail;
     smu = true;
-    idx->shards = kvb__ix_calloc(idx, c.shards, sizeof *idx->shards);
-    if (!idx->shards)
+    /* Shards on their own cache lines: the allocator aligns to 16 bytes only. */
+    idx->shards_size = (size_t)c.shards * sizeof *idx->shards + 63;
+    idx->shards_raw = kvb__ix_calloc(idx, 1, idx->shards_size);
+    if (!idx->shards_raw)
         goto fail;
+    idx->shards = (struct kvb_ix_shard *)(((uintptr_t)idx->shards_raw + 63) & ~(uintptr_t)63);
     for (; inited < c.shards; inited++) {
         if (ix_rwlock_init(&idx->shards[inited].lock) != 0)
             goto fail;
@@ -959,8 +962,8 @@ KVB_API int kvb_index_create(const kvb_index_config *cfg, kvb_index **out)
 fail:
     for (uint32_t i = 0; i < inited; i++)
         pthread_rwlock_destroy(&idx->shards[i].lock);
-    if (idx->shards)
-        kvb__free(&a, idx->shards, (size_t)c.shards * sizeof *idx->shards);
+    if (idx->shards_raw)
+        kvb__free(&a, idx->shards_raw, idx->shards_size);
     if (smu)
         pthread_rwlock_destroy(&idx->smu);
     if (wmu)
@@ -994,7 +997,7 @@ KVB_API int kvb_index_destroy(kvb_index *idx)
         kvb__ix_free(idx, s->cells, (size_t)s->cap * sizeof *s->cells);
         pthread_rwlock_destroy(&s->lock);
     }
-    kvb__ix_free(idx, idx->shards, (size_t)idx->cfg.shards * sizeof *idx->shards);
+    kvb__ix_free(idx, idx->shards_raw, idx->shards_size);
     KVB_ATOMIC_VAR_END(&idx->matches, sizeof idx->matches);
     KVB_ATOMIC_VAR_END(&idx->matched_blocks, sizeof idx->matched_blocks);
     pthread_rwlock_destroy(&idx->smu);

@@ -136,6 +136,8 @@ struct kvb_index {
     pthread_mutex_t wmu;
     pthread_rwlock_t smu;
     struct kvb_ix_shard *shards; /* (c) the array; each shard's fields as marked */
+    void *shards_raw;            /* (c) its allocation (shards is 64-byte aligned in it) */
+    size_t shards_size;          /* (c) */
 
     /* (s) the stream table: tab[id] or NULL; names: open addressing over
      * name_hash, cells id + 1 (0 empty), power-of-two capacity, load <= 1/2 */
