@@ -139,8 +139,7 @@ KVB_API int kvb_redis_relay_flush(kvb_redis_relay *relay, uint32_t timeout_ms)
     return -ENOTSUP;
 }
 
-KVB_API int kvb_redis_relay_snapshot(kvb_redis_relay *relay, uint32_t timeout_ms,
-                                     size_t *bytes)
+KVB_API int kvb_redis_relay_snapshot(kvb_redis_relay *relay, uint32_t timeout_ms, size_t *bytes)
 {
     (void)relay;
     (void)timeout_ms;
@@ -155,8 +154,7 @@ KVB_API int kvb_redis_relay_stats_get(kvb_redis_relay *relay, kvb_redis_relay_st
     return -ENOTSUP;
 }
 
-KVB_API int kvb_redis_replica_create(const kvb_redis_replica_config *cfg,
-                                     kvb_redis_replica **out)
+KVB_API int kvb_redis_replica_create(const kvb_redis_replica_config *cfg, kvb_redis_replica **out)
 {
     (void)cfg;
     if (out)

@@ -253,9 +253,8 @@ KVB_API int kvb_redis_entry_decode(const void *buf, size_t len, kvb_redis_entry 
             return -EBADMSG;
         const uint8_t *q = p + off;
         uint32_t nh = get32(q + 4), nt = get32(q + 8);
-        if (q[0] < KVB_INDEX_EV_STORED || q[0] > KVB_INDEX_EV_CLEARED ||
-            q[1] >= KVB_TIER_COUNT || q[2] > 1 || q[3] != 0 || get32(q + 12) > 1024 ||
-            (q[2] == 0 && get64(q + 16) != 0))
+        if (q[0] < KVB_INDEX_EV_STORED || q[0] > KVB_INDEX_EV_CLEARED || q[1] >= KVB_TIER_COUNT ||
+            q[2] > 1 || q[3] != 0 || get32(q + 12) > 1024 || (q[2] == 0 && get64(q + 16) != 0))
             return -EBADMSG;
         off += RC_EVENT;
         uint64_t need = 8ull * nh + 4ull * nt;
@@ -269,8 +268,8 @@ KVB_API int kvb_redis_entry_decode(const void *buf, size_t len, kvb_redis_entry 
         return -EBADMSG;
 
     /* pass 2: one allocation (events, hashes, tokens), then copy */
-    size_t bytes = (size_t)n_events * sizeof(kvb_index_event) + (size_t)n_hashes * 8 +
-                   (size_t)n_tokens * 4;
+    size_t bytes =
+        (size_t)n_events * sizeof(kvb_index_event) + (size_t)n_hashes * 8 + (size_t)n_tokens * 4;
     void *mem = NULL;
     if (bytes) {
         mem = malloc(bytes);

@@ -252,8 +252,7 @@ static int parse_url(struct kvb__rconn *rc, const char *url)
     rc->db = 0;
     if (slash && slash + 1 < end) {
         int64_t v;
-        if (!kvb__parse_i64(slash + 1, (size_t)(end - slash - 1), &v) || v < 0 ||
-            v > INT_MAX)
+        if (!kvb__parse_i64(slash + 1, (size_t)(end - slash - 1), &v) || v < 0 || v > INT_MAX)
             return -EINVAL;
         rc->db = (int)v;
     }
@@ -330,8 +329,7 @@ int kvb__rconn_set_timeout(struct kvb__rconn *rc, uint32_t ms)
     return redisSetTimeout(rc->c, tv_of(ms)) == REDIS_OK ? 0 : -EIO;
 }
 
-redisReply *kvb__rconn_cmd(struct kvb__rconn *rc, int argc, const char **argv,
-                           const size_t *lens)
+redisReply *kvb__rconn_cmd(struct kvb__rconn *rc, int argc, const char **argv, const size_t *lens)
 {
     if (!rc->c)
         return NULL;
@@ -407,8 +405,8 @@ int kvb__rconn_connect(struct kvb__rconn *rc)
         if (p) {
             p += 7;
             size_t n = 0;
-            while (n < sizeof run_id - 1 && ((p[n] >= '0' && p[n] <= '9') ||
-                                             (p[n] >= 'a' && p[n] <= 'f')))
+            while (n < sizeof run_id - 1 &&
+                   ((p[n] >= '0' && p[n] <= '9') || (p[n] >= 'a' && p[n] <= 'f')))
                 n++;
             memcpy(run_id, p, n);
             run_id[n] = '\0';
@@ -498,8 +496,8 @@ redisReply *kvb__rconn_script(struct kvb__rconn *rc, int script, int nkeys, int 
 }
 
 int kvb__rconn_script_n(struct kvb__rconn *rc, int script, uint32_t n, const int *nkeys,
-                        const int *nargs, const char *const *const *args,
-                        const size_t *const *lens, redisReply **replies)
+                        const int *nargs, const char *const *const *args, const size_t *const *lens,
+                        redisReply **replies)
 {
     for (uint32_t i = 0; i < n; i++)
         replies[i] = NULL;

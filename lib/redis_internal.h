@@ -64,8 +64,7 @@ bool kvb__rconn_server_changed(const struct kvb__rconn *rc);
 int kvb__rconn_set_timeout(struct kvb__rconn *rc, uint32_t ms);
 /* A command; NULL on a connection or protocol error (counted, context closed).
  * Error replies are returned (type REDIS_REPLY_ERROR). */
-redisReply *kvb__rconn_cmd(struct kvb__rconn *rc, int argc, const char **argv,
-                           const size_t *lens);
+redisReply *kvb__rconn_cmd(struct kvb__rconn *rc, int argc, const char **argv, const size_t *lens);
 /* Run a script: EVALSHA, then EVAL when the server answers NOSCRIPT. args are
  * KEYS then ARGV. NULL on a connection error. */
 redisReply *kvb__rconn_script(struct kvb__rconn *rc, int script, int nkeys, int nargs,
@@ -74,8 +73,8 @@ redisReply *kvb__rconn_script(struct kvb__rconn *rc, int script, int nkeys, int 
  * re-run with EVAL one by one). replies[i] is NULL after a connection error.
  * Returns 0 or a negative errno (connection lost: every reply freed, NULL). */
 int kvb__rconn_script_n(struct kvb__rconn *rc, int script, uint32_t n, const int *nkeys,
-                        const int *nargs, const char *const *const *args,
-                        const size_t *const *lens, redisReply **replies);
+                        const int *nargs, const char *const *const *args, const size_t *const *lens,
+                        redisReply **replies);
 /* Key names: prefix + suffix (+ name). out has room for cap bytes; length or -1. */
 int kvb__rconn_key(const struct kvb__rconn *rc, const char *suffix, const char *name, char *out,
                    size_t cap);
@@ -150,7 +149,7 @@ struct kvb__rlog_worker {
     /* true from a (re)load until the first entry is read: a hole then cannot be
      * cured by reloading again */
     bool fresh;
-    bool n_unknown; /* after a corrupt entry: accept the next ordinal */
+    bool n_unknown;         /* after a corrupt entry: accept the next ordinal */
     kvb_stream_state state; /* what the log says (LIVE, RESYNCING, STALE) */
     /* ranks seen (streams of the index) */
     struct kvb__rlog_rank *ranks;
@@ -175,12 +174,12 @@ struct kvb__rlog {
     /* counters */
     uint64_t entries, applied, duplicates, fenced, corrupt, holes, regressions;
     int64_t last_apply_lag_ns, max_apply_lag_ns;
-    bool reload_wanted; /* a hole or regression asks for a snapshot reload */
+    bool reload_wanted;   /* a hole or regression asks for a snapshot reload */
     uint32_t fresh_holes; /* reloads asked by holes right after a (re)load */
 };
 
 int kvb__rlog_init(struct kvb__rlog *lg, const kvb_index_config *icfg);
-void kvb__rlog_fini(struct kvb__rlog *lg); /* frees workers, not the indexes */
+void kvb__rlog_fini(struct kvb__rlog *lg);  /* frees workers, not the indexes */
 void kvb__rlog_reset(struct kvb__rlog *lg); /* forget every worker */
 struct kvb__rlog_worker *kvb__rlog_find(struct kvb__rlog *lg, const char *name);
 struct kvb__rlog_worker *kvb__rlog_get(struct kvb__rlog *lg, const struct kvb__rconn *rc,
@@ -197,9 +196,8 @@ int kvb__rlog_ranks_from_index(struct kvb__rlog *lg, kvb_index *idx);
 int kvb__rlog_entry(struct kvb__rlog *lg, struct kvb__rlog_worker *w, const redisReply *entry);
 /* Apply an entry the caller already checked and decoded (the active relay's
  * shadow): advances w's position, ordinal, id. */
-void kvb__rlog_apply_own(struct kvb__rlog *lg, struct kvb__rlog_worker *w,
-                         const kvb_redis_entry *e, uint64_t inc, int64_t n, uint64_t id_ms,
-                         uint64_t id_seq);
+void kvb__rlog_apply_own(struct kvb__rlog *lg, struct kvb__rlog_worker *w, const kvb_redis_entry *e,
+                         uint64_t inc, int64_t n, uint64_t id_ms, uint64_t id_seq);
 /* Apply a decoded entry to the indexes only (no position bookkeeping). */
 void kvb__rlog_apply_decoded(struct kvb__rlog *lg, struct kvb__rlog_worker *w,
                              const kvb_redis_entry *e);
@@ -209,8 +207,8 @@ void kvb__rlog_set_lagging(struct kvb__rlog *lg, bool lagging);
 /* Read every known stream once (XREAD, BLOCK block_ms when > 0, COUNT count):
  * returns the number of entries read (>= 0), or a negative errno (connection).
  * *full: some stream gave count entries (there may be more). */
-int kvb__rlog_read(struct kvb__rlog *lg, struct kvb__rconn *rc, uint32_t count,
-                   uint32_t block_ms, bool *full);
+int kvb__rlog_read(struct kvb__rlog *lg, struct kvb__rconn *rc, uint32_t count, uint32_t block_ms,
+                   bool *full);
 /* SCAN for stream keys and add the workers not known yet. Count added or errno. */
 int kvb__rlog_scan(struct kvb__rlog *lg, struct kvb__rconn *rc);
 /* Refresh every stream's head (last entry): lag figures; regression check
@@ -236,8 +234,7 @@ int kvb__rlog_load(struct kvb__rlog *lg, const struct kvb__rconn *rc, const void
  * start); negative errno (nothing changed).
  * The replaced indexes come back in old[] for the caller to retire. */
 int kvb__rlog_fetch_snapshot(struct kvb__rlog *lg, struct kvb__rconn *rc, int n_idx,
-                             uint32_t timeout_ms, kvb_index *old[KVB_RLOG_IDX],
-                             uint64_t *bytes);
+                             uint32_t timeout_ms, kvb_index *old[KVB_RLOG_IDX], uint64_t *bytes);
 
 int64_t kvb__realtime_ns(void);
 #endif /* KVB_HAVE_REDIS */

@@ -164,8 +164,7 @@ bool kvb__rlog_name_of_key(const struct kvb__rconn *rc, const char *key, size_t 
     return true;
 }
 
-static int rank_add(struct kvb__rlog_worker *w, int64_t rank, kvb_index_hashes_kind hk,
-                    uint32_t bs)
+static int rank_add(struct kvb__rlog_worker *w, int64_t rank, kvb_index_hashes_kind hk, uint32_t bs)
 {
     for (uint32_t i = 0; i < w->n_ranks; i++)
         if (w->ranks[i].rank == rank)
@@ -390,9 +389,8 @@ bool kvb__rlog_fields(const redisReply *entry, struct kvb__rfields *f)
     return true;
 }
 
-void kvb__rlog_apply_own(struct kvb__rlog *lg, struct kvb__rlog_worker *w,
-                         const kvb_redis_entry *e, uint64_t inc, int64_t n, uint64_t id_ms,
-                         uint64_t id_seq)
+void kvb__rlog_apply_own(struct kvb__rlog *lg, struct kvb__rlog_worker *w, const kvb_redis_entry *e,
+                         uint64_t inc, int64_t n, uint64_t id_ms, uint64_t id_seq)
 {
     kvb__rlog_apply_decoded(lg, w, e);
     w->pos = (struct kvb__rpos){e->ep, e->seq, e->sub};
@@ -489,8 +487,8 @@ int kvb__rlog_entry(struct kvb__rlog *lg, struct kvb__rlog_worker *w, const redi
 
 /* ---- reading -------------------------------------------------------------------- */
 
-int kvb__rlog_read(struct kvb__rlog *lg, struct kvb__rconn *rc, uint32_t count,
-                   uint32_t block_ms, bool *full)
+int kvb__rlog_read(struct kvb__rlog *lg, struct kvb__rconn *rc, uint32_t count, uint32_t block_ms,
+                   bool *full)
 {
     *full = false;
     if (!lg->n)
@@ -583,8 +581,7 @@ int kvb__rlog_scan(struct kvb__rlog *lg, struct kvb__rconn *rc)
     char cursor[32] = "0";
     int added = 0;
     for (int rounds = 0; rounds < 100000; rounds++) {
-        const char *argv[8] = {"SCAN", cursor, "MATCH", pattern, "COUNT", "1000", "TYPE",
-                               "stream"};
+        const char *argv[8] = {"SCAN", cursor, "MATCH", pattern, "COUNT", "1000", "TYPE", "stream"};
         size_t lens[8];
         for (int i = 0; i < 8; i++)
             lens[i] = strlen(argv[i]);
@@ -912,8 +909,7 @@ static int empty_state(struct kvb__rlog *lg, int n_idx, kvb_index *old[KVB_RLOG_
 }
 
 int kvb__rlog_fetch_snapshot(struct kvb__rlog *lg, struct kvb__rconn *rc, int n_idx,
-                             uint32_t timeout_ms, kvb_index *old[KVB_RLOG_IDX],
-                             uint64_t *bytes)
+                             uint32_t timeout_ms, kvb_index *old[KVB_RLOG_IDX], uint64_t *bytes)
 {
     char key[160];
     if (kvb__rconn_key(rc, "snapshot", NULL, key, sizeof key) < 0)
@@ -930,12 +926,12 @@ int kvb__rlog_fetch_snapshot(struct kvb__rlog *lg, struct kvb__rconn *rc, int n_
         kvb__rconn_fail(rc);
         ret = -EPROTO;
     } else {
-        bool present = r->element[0]->type != REDIS_REPLY_NIL &&
-                       r->element[1]->type != REDIS_REPLY_NIL;
+        bool present =
+            r->element[0]->type != REDIS_REPLY_NIL && r->element[1]->type != REDIS_REPLY_NIL;
         ret = -EBADMSG;
         if (present && kvb__rr_str(r->element[0]) && kvb__rr_str(r->element[1]))
-            ret = kvb__rlog_load(lg, rc, r->element[0]->str, r->element[0]->len,
-                                 r->element[1]->str, r->element[1]->len, n_idx, old);
+            ret = kvb__rlog_load(lg, rc, r->element[0]->str, r->element[0]->len, r->element[1]->str,
+                                 r->element[1]->len, n_idx, old);
         if (ret == 0) {
             ret = 1;
             if (bytes)

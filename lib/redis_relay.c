@@ -77,21 +77,21 @@ struct kvb_redis_relay {
     bool thread_started;
 
     pthread_mutex_t mu;
-    pthread_cond_t cv;      /* relay thread waits: work, stop */
-    pthread_cond_t done_cv; /* waiters: state changes, items done, snapshots */
-    bool stop;                       /* (mu) */
-    _Atomic int state;               /* written under mu; the callback reads it lock-free */
-    kvb_index *index;                /* (mu) the relay's index once ACTIVE */
-    struct relay_item *ring;         /* (mu) */
-    uint32_t ring_cap, head, count;  /* (mu) */
-    uint64_t bytes;                  /* (mu) */
-    uint64_t enq_total, done_total;  /* (mu) items ever pushed / finished */
-    struct relay_worker **wmap;      /* (mu) name -> worker, open addressing */
-    uint32_t wmap_cap, n_workers;    /* (mu) */
-    struct relay_worker *workers;    /* (mu) */
+    pthread_cond_t cv;                 /* relay thread waits: work, stop */
+    pthread_cond_t done_cv;            /* waiters: state changes, items done, snapshots */
+    bool stop;                         /* (mu) */
+    _Atomic int state;                 /* written under mu; the callback reads it lock-free */
+    kvb_index *index;                  /* (mu) the relay's index once ACTIVE */
+    struct relay_item *ring;           /* (mu) */
+    uint32_t ring_cap, head, count;    /* (mu) */
+    uint64_t bytes;                    /* (mu) */
+    uint64_t enq_total, done_total;    /* (mu) items ever pushed / finished */
+    struct relay_worker **wmap;        /* (mu) name -> worker, open addressing */
+    uint32_t wmap_cap, n_workers;      /* (mu) */
+    struct relay_worker *workers;      /* (mu) */
     uint64_t snap_requests, snap_done; /* (mu) */
     int snap_result;                   /* (mu) */
-    kvb_redis_relay_stats st;        /* (mu) */
+    kvb_redis_relay_stats st;          /* (mu) */
 
     /* relay thread only */
     uint64_t inc;
@@ -290,8 +290,7 @@ static void *encode_alloc(const kvb_redis_entry *e, size_t *len)
 }
 
 /* Push up to two items for w (a clear first, then the entry) if they fit. */
-static bool push_locked(kvb_redis_relay *r, struct relay_worker *w, struct relay_item *it,
-                        int n)
+static bool push_locked(kvb_redis_relay *r, struct relay_worker *w, struct relay_item *it, int n)
 {
     uint64_t bytes = 0;
     for (int i = 0; i < n; i++)
@@ -597,8 +596,7 @@ static void pop_done(kvb_redis_relay *r, bool all)
 }
 
 /* Items of w with a position at or below p were appended (found after an error). */
-static void mark_appended_upto(kvb_redis_relay *r, struct kvb__rlog_worker *lw,
-                               struct kvb__rpos p)
+static void mark_appended_upto(kvb_redis_relay *r, struct kvb__rlog_worker *lw, struct kvb__rpos p)
 {
     pthread_mutex_lock(&r->mu);
     uint32_t cnt = r->count, head = r->head;
@@ -664,8 +662,7 @@ static int read_lasts(kvb_redis_relay *r, struct last_entry *out)
 }
 
 /* Append one clear (CLEAR_LOST) for lw at position p, right now. */
-static int append_lost_clear(kvb_redis_relay *r, struct kvb__rlog_worker *lw,
-                             struct kvb__rpos p);
+static int append_lost_clear(kvb_redis_relay *r, struct kvb__rlog_worker *lw, struct kvb__rpos p);
 
 /* After an error, a refusal or a re-acquisition: is every stream's last entry ours
  * and where we think it is? 0 yes (fixed up), 1 fenced, negative errno. */
@@ -762,8 +759,7 @@ static void group_accepted(kvb_redis_relay *r, struct group *g, struct relay_ite
     r->since_snapshot += n_acc;
 }
 
-static int append_lost_clear(kvb_redis_relay *r, struct kvb__rlog_worker *lw,
-                             struct kvb__rpos p)
+static int append_lost_clear(kvb_redis_relay *r, struct kvb__rlog_worker *lw, struct kvb__rpos p)
 {
     kvb_redis_entry e;
     memset(&e, 0, sizeof e);
@@ -786,8 +782,8 @@ static int append_lost_clear(kvb_redis_relay *r, struct kvb__rlog_worker *lw,
     snprintf(seq, sizeof seq, "%lld", (long long)e.seq);
     snprintf(sub, sizeof sub, "%u", e.sub);
     const char *args[7] = {lease, lw->key, inc, ep, seq, sub, blob};
-    size_t lens[7] = {strlen(lease), lw->key_len, strlen(inc), strlen(ep), strlen(seq),
-                      strlen(sub), len};
+    size_t lens[7] = {strlen(lease), lw->key_len, strlen(inc), strlen(ep),
+                      strlen(seq),   strlen(sub), len};
     redisReply *rep = kvb__rconn_script(&r->rc, KVB_RS_APPEND, 2, 7, args, lens);
     free(blob);
     if (!rep)
@@ -1227,8 +1223,7 @@ static void active_step(kvb_redis_relay *r)
     uint64_t target = r->snap_requests;
     pthread_mutex_unlock(&r->mu);
     now = mono_ms();
-    bool due = asked ||
-               (r->cfg.snapshot_entries && r->since_snapshot >= r->cfg.snapshot_entries) ||
+    bool due = asked || (r->cfg.snapshot_entries && r->since_snapshot >= r->cfg.snapshot_entries) ||
                (r->cfg.snapshot_ms && r->since_snapshot &&
                 now - r->snap_last_ms >= (int64_t)r->cfg.snapshot_ms);
     if (due) {

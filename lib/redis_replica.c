@@ -34,14 +34,14 @@ struct kvb_redis_replica {
     struct kvb__rlog lg;  /* replica thread */
     pthread_t thread;
     bool thread_started;
-    pthread_rwlock_t swap;       /* readers pin cur; the thread swaps it */
-    kvb_index *cur;              /* (swap) */
-    _Atomic long pinned;         /* indexes acquired and not released */
+    pthread_rwlock_t swap; /* readers pin cur; the thread swaps it */
+    kvb_index *cur;        /* (swap) */
+    _Atomic long pinned;   /* indexes acquired and not released */
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    bool stop;                   /* (mu) */
-    kvb_redis_replica_stats st;  /* (mu) */
-    int64_t created_ns;          /* (c) */
+    bool stop;                  /* (mu) */
+    kvb_redis_replica_stats st; /* (mu) */
+    int64_t created_ns;         /* (c) */
 };
 
 static int64_t mono_ms(void)
@@ -201,20 +201,20 @@ static void *rep_main(void *arg)
             r->lg.fresh_holes = 0;
         if (!r->lg.n)
             rep_wait(r, r->cfg.block_ms);
+        if (got > 0 || caught_up)
+            publish(r);
         if (!full && !r->lg.reload_wanted && !caught_up) {
             caught_up = true;
             kvb__rlog_set_lagging(&r->lg, false);
+            publish(r); /* the counters of the sync, before it is announced */
             set_rstate(r, KVB_REDIS_REPLICA_SYNCED);
         }
-        if (got > 0 || caught_up)
-            publish(r);
     }
     set_rstate(r, KVB_REDIS_REPLICA_STOPPED);
     return NULL;
 }
 
-KVB_API int kvb_redis_replica_create(const kvb_redis_replica_config *cfg,
-                                     kvb_redis_replica **out)
+KVB_API int kvb_redis_replica_create(const kvb_redis_replica_config *cfg, kvb_redis_replica **out)
 {
     if (!cfg || !out || !cfg->url)
         return -EINVAL;

@@ -183,48 +183,48 @@ typedef struct kvb_redis_relay_config {
     /** Index configuration (block_size and seed must be the fleet's: snapshots
      * written with another are refused). */
     kvb_index_config index;
-    uint32_t lease_ms;        /**< lease time to live; default 2000 (FLEET.md) */
-    uint32_t renew_ms;        /**< renewal period; default 500 */
-    uint32_t acquire_poll_ms; /**< how often a standby tries the lease; default 250 */
-    uint32_t snapshot_entries; /**< snapshot after N entries appended; default 100000; 0 never */
-    uint32_t snapshot_ms;      /**< snapshot after S ms with appends; default 60000; 0 never */
-    uint32_t queue_entries;    /**< bounded queue, entries; default 65536 */
-    uint64_t queue_bytes;      /**< bounded queue, encoded bytes; default 256 MiB */
-    uint32_t append_max_entries; /**< entries per append script call; default 256 */
-    uint32_t io_timeout_ms;      /**< socket timeout of every command; default 1000 */
+    uint32_t lease_ms;            /**< lease time to live; default 2000 (FLEET.md) */
+    uint32_t renew_ms;            /**< renewal period; default 500 */
+    uint32_t acquire_poll_ms;     /**< how often a standby tries the lease; default 250 */
+    uint32_t snapshot_entries;    /**< snapshot after N entries appended; default 100000; 0 never */
+    uint32_t snapshot_ms;         /**< snapshot after S ms with appends; default 60000; 0 never */
+    uint32_t queue_entries;       /**< bounded queue, entries; default 65536 */
+    uint64_t queue_bytes;         /**< bounded queue, encoded bytes; default 256 MiB */
+    uint32_t append_max_entries;  /**< entries per append script call; default 256 */
+    uint32_t io_timeout_ms;       /**< socket timeout of every command; default 1000 */
     uint32_t snapshot_timeout_ms; /**< socket timeout of a snapshot write; default 30000 */
-    uint32_t block_ms;           /**< standby: XREAD BLOCK; default 100 */
-    uint32_t backoff_max_ms;     /**< reconnect backoff ceiling; default 2000 */
+    uint32_t block_ms;            /**< standby: XREAD BLOCK; default 100 */
+    uint32_t backoff_max_ms;      /**< reconnect backoff ceiling; default 2000 */
     kvb_redis_relay_state_cb on_state; /**< optional */
     void *user;
 } kvb_redis_relay_config;
 
 typedef struct kvb_redis_relay_stats {
     kvb_redis_relay_state state;
-    uint64_t inc;              /**< incarnation held (or last held); 0 before the first */
+    uint64_t inc; /**< incarnation held (or last held); 0 before the first */
     bool connected;
-    uint64_t queued;           /**< entries waiting in the queue now */
+    uint64_t queued; /**< entries waiting in the queue now */
     uint64_t queued_bytes;
-    uint64_t enqueued;         /**< entries accepted by the callback */
-    uint64_t appended;         /**< entries appended to Redis by this relay */
-    uint64_t append_calls;     /**< append script calls */
-    uint64_t refused;          /**< appends refused by the script (not holder / position) */
-    uint64_t discarded;        /**< queued entries found already appended after an error */
-    uint64_t overflows;        /**< batches not queued because the queue was full */
-    uint64_t overflow_clears;  /**< clear entries written because of overflows */
-    uint64_t lost_clears;      /**< clear entries written because Redis lost entries */
-    uint64_t anomalies;        /**< subscriber sequences that could not be placed */
-    uint64_t snapshots;        /**< snapshots written */
-    uint64_t snapshot_bytes;   /**< size of the last one (index + meta) */
-    double snapshot_seconds;   /**< time the last one took (save + write) */
-    uint64_t trims;            /**< XTRIM calls; */
-    uint64_t trimmed;          /**< entries they removed */
-    uint64_t errors;           /**< Redis errors (connection, timeout, protocol) */
+    uint64_t enqueued;        /**< entries accepted by the callback */
+    uint64_t appended;        /**< entries appended to Redis by this relay */
+    uint64_t append_calls;    /**< append script calls */
+    uint64_t refused;         /**< appends refused by the script (not holder / position) */
+    uint64_t discarded;       /**< queued entries found already appended after an error */
+    uint64_t overflows;       /**< batches not queued because the queue was full */
+    uint64_t overflow_clears; /**< clear entries written because of overflows */
+    uint64_t lost_clears;     /**< clear entries written because Redis lost entries */
+    uint64_t anomalies;       /**< subscriber sequences that could not be placed */
+    uint64_t snapshots;       /**< snapshots written */
+    uint64_t snapshot_bytes;  /**< size of the last one (index + meta) */
+    double snapshot_seconds;  /**< time the last one took (save + write) */
+    uint64_t trims;           /**< XTRIM calls; */
+    uint64_t trimmed;         /**< entries they removed */
+    uint64_t errors;          /**< Redis errors (connection, timeout, protocol) */
     uint64_t reconnects;
-    uint64_t lease_acquired;   /**< times the lease was taken */
-    uint64_t lease_lost;       /**< times it was lost */
-    uint64_t followed;         /**< entries applied while following (standby) */
-    int64_t takeover_ns;       /**< lease taken -> ACTIVE (catch-up) of the last takeover */
+    uint64_t lease_acquired; /**< times the lease was taken */
+    uint64_t lease_lost;     /**< times it was lost */
+    uint64_t followed;       /**< entries applied while following (standby) */
+    int64_t takeover_ns;     /**< lease taken -> ACTIVE (catch-up) of the last takeover */
 } kvb_redis_relay_stats;
 
 /**
@@ -309,8 +309,7 @@ KVB_API int kvb_redis_relay_flush(kvb_redis_relay *relay, uint32_t timeout_ms);
  * Thread safety: safe from any thread but the subscriber callback. Ownership: none.
  * Callbacks: none.
  */
-KVB_API int kvb_redis_relay_snapshot(kvb_redis_relay *relay, uint32_t timeout_ms,
-                                     size_t *bytes);
+KVB_API int kvb_redis_relay_snapshot(kvb_redis_relay *relay, uint32_t timeout_ms, size_t *bytes);
 
 /**
  * @brief Counters and state of the relay.
@@ -334,14 +333,14 @@ typedef enum {
 } kvb_redis_replica_state;
 
 typedef struct kvb_redis_replica_config {
-    const char *url;    /**< as the relay's; required; copied */
-    const char *prefix; /**< default "kvb:"; copied */
-    kvb_index_config index; /**< for the empty index and snapshot loads (the fleet's
-                                 block_size and seed) */
-    uint32_t block_ms;      /**< XREAD BLOCK; default 100 */
-    uint32_t read_count;    /**< COUNT per stream and read; default 1000 */
-    uint32_t scan_ms;       /**< discovery of new streams, head refresh; default 500 */
-    uint32_t io_timeout_ms; /**< default 1000 (a blocked read waits block_ms more) */
+    const char *url;              /**< as the relay's; required; copied */
+    const char *prefix;           /**< default "kvb:"; copied */
+    kvb_index_config index;       /**< for the empty index and snapshot loads (the fleet's
+                                       block_size and seed) */
+    uint32_t block_ms;            /**< XREAD BLOCK; default 100 */
+    uint32_t read_count;          /**< COUNT per stream and read; default 1000 */
+    uint32_t scan_ms;             /**< discovery of new streams, head refresh; default 500 */
+    uint32_t io_timeout_ms;       /**< default 1000 (a blocked read waits block_ms more) */
     uint32_t snapshot_timeout_ms; /**< socket timeout of a snapshot read; default 30000 */
     uint32_t backoff_min_ms;      /**< default 50 */
     uint32_t backoff_max_ms;      /**< default 2000 */
@@ -350,28 +349,28 @@ typedef struct kvb_redis_replica_config {
 typedef struct kvb_redis_replica_stats {
     kvb_redis_replica_state state;
     bool connected;
-    uint32_t streams;          /**< Redis streams followed */
-    uint64_t snapshot_loads;   /**< snapshots loaded (cold start, reloads) */
-    uint64_t snapshot_bytes;   /**< size of the last one */
-    double snapshot_seconds;   /**< time the last load took (read + load_mem) */
+    uint32_t streams;           /**< Redis streams followed */
+    uint64_t snapshot_loads;    /**< snapshots loaded (cold start, reloads) */
+    uint64_t snapshot_bytes;    /**< size of the last one */
+    double snapshot_seconds;    /**< time the last load took (read + load_mem) */
     uint64_t snapshots_refused; /**< snapshots that did not decode or did not fit the
                                      index configuration (streams then read from their
                                      start instead) */
-    uint64_t entries;          /**< entries read */
-    uint64_t applied;          /**< entries applied */
-    uint64_t duplicates;       /**< skipped: position already applied */
-    uint64_t fenced;           /**< skipped: incarnation older than the stream's newest */
-    uint64_t corrupt;          /**< entries that did not decode (their worker cleared) */
-    uint64_t holes;            /**< n did not grow by one (trimmed or lost entries) */
-    uint64_t regressions;      /**< Redis came back with less than had been read */
-    uint64_t reloads;          /**< snapshot reloads after a hole or a regression */
-    uint64_t errors;           /**< Redis errors */
+    uint64_t entries;           /**< entries read */
+    uint64_t applied;           /**< entries applied */
+    uint64_t duplicates;        /**< skipped: position already applied */
+    uint64_t fenced;            /**< skipped: incarnation older than the stream's newest */
+    uint64_t corrupt;           /**< entries that did not decode (their worker cleared) */
+    uint64_t holes;             /**< n did not grow by one (trimmed or lost entries) */
+    uint64_t regressions;       /**< Redis came back with less than had been read */
+    uint64_t reloads;           /**< snapshot reloads after a hole or a regression */
+    uint64_t errors;            /**< Redis errors */
     uint64_t reconnects;
-    uint64_t lag_entries;      /**< entries behind the streams' heads (last head refresh) */
-    double lag_ms;             /**< age of the oldest unread head entry (stream-id clock) */
-    double apply_lag_ms;       /**< relay queue -> applied here, last entry (same-clock hosts) */
-    double apply_lag_ms_max;   /**< its maximum since the last stats_get */
-    int64_t synced_ns;         /**< create -> first SYNCED (kvb_index_now_ns clock); 0 before */
+    uint64_t lag_entries;    /**< entries behind the streams' heads (last head refresh) */
+    double lag_ms;           /**< age of the oldest unread head entry (stream-id clock) */
+    double apply_lag_ms;     /**< relay queue -> applied here, last entry (same-clock hosts) */
+    double apply_lag_ms_max; /**< its maximum since the last stats_get */
+    int64_t synced_ns;       /**< create -> first SYNCED (kvb_index_now_ns clock); 0 before */
 } kvb_redis_replica_stats;
 
 /**
@@ -387,8 +386,7 @@ KVB_API void kvb_redis_replica_config_init(kvb_redis_replica_config *cfg);
  * Thread safety: safe from any thread. Ownership: *out is the caller's.
  * Callbacks: none.
  */
-KVB_API int kvb_redis_replica_create(const kvb_redis_replica_config *cfg,
-                                     kvb_redis_replica **out);
+KVB_API int kvb_redis_replica_create(const kvb_redis_replica_config *cfg, kvb_redis_replica **out);
 
 /**
  * @brief Stop the thread, free the replica and its index. Every index acquired must

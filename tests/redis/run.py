@@ -494,6 +494,11 @@ def sc_redis_kill(fleet):
     fleet.wait_published()
     act = active_relay(fleet, 15)
     final_check(fleet, [act] + reps, "after the Redis restart")
+    other = b if act is a else a
+    sa, so = act.state()["relay"], other.state()["relay"]
+    print("  active: %s (incarnation %d, %d lease takes, %d reconnects); %s is %s"
+          % (act.name, sa["inc"], sa["lease_acquired"], sa["reconnects"], other.name,
+             so["state"]))
     for r in reps:
         rs = r.state()["replica"]
         if rs["reconnects"] < 1:
@@ -533,6 +538,10 @@ def sc_redis_stop(fleet):
     fleet.wait_published()
     act = active_relay(fleet, 15)
     final_check(fleet, [act] + reps, "after SIGCONT")
+    other = b if act is a else a
+    sa, so = act.state()["relay"], other.state()["relay"]
+    print("  active: %s (incarnation %d, lease lost %d times); %s is %s"
+          % (act.name, sa["inc"], sa["lease_lost"], other.name, so["state"]))
 
 
 def sc_split_brain(fleet):
