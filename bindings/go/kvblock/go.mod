@@ -1,0 +1,3 @@
+module kvblock
+
+go 1.19
