@@ -54,13 +54,13 @@ type Event struct {
 
 // Match is one worker's answer to a match.
 type Match struct {
-	Stream            uint32
-	Worker            string
-	DPRank            int64 // NoRank when none
+	Stream             uint32
+	Worker             string
+	DPRank             int64 // NoRank when none
 	Device, Host, Disk uint32
-	Score             float64
-	Entries           uint64
-	State             string // "live", "resyncing", "lagging", "stale"
+	Score              float64
+	Entries            uint64
+	State              string // "live", "resyncing", "lagging", "stale"
 }
 
 // Index is the fleet index (kvb_index); safe for concurrent use.
