@@ -397,13 +397,14 @@ static bool same_answers(kvb_redis_replica *rep, kvb_index *ref, uint64_t (*reqs
 
 int main(int argc, char **argv)
 {
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc;) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : "";
         if (strcmp(a, "--quick") == 0) {
             A.events = 228000;
             A.seconds = 2;
             A.snapshot_entries = 2000;
             A.held = 20000;
+            i++;
             continue;
         }
         if (strcmp(a, "--events") == 0)
@@ -428,7 +429,7 @@ int main(int argc, char **argv)
                             "[--held N] [--redis-server PATH]\n");
             return 2;
         }
-        i++;
+        i += 2;
     }
     if (!kvb_redis_available())
         die("built without hiredis", -ENOTSUP);

@@ -118,7 +118,7 @@ static void parse(int argc, char **argv)
     O.block_size = 16;
     O.seed = 0;
     O.stale_after = 0;
-    for (int i = 2; i < argc; i++) {
+    for (int i = 2; i < argc; i += 2) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v)
@@ -149,7 +149,6 @@ static void parse(int argc, char **argv)
             O.n_workers++;
         } else
             usage();
-        i++;
     }
     if (!O.url)
         usage();
