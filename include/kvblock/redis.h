@@ -33,10 +33,12 @@
  *
  * Positions, fencing and gaps (what makes "nothing lost, nothing doubled, no
  * stale entry" hold across relay failovers and Redis restarts).
- *  - Every entry has a position (ep, seq, sub) compared lexicographically. seq is
- *    the worker's sequence number; ep (the worker's sequence space) grows by one
- *    at every restart clear (the worker's sequence went backwards); sub numbers
- *    control entries (clear, stale, live) that follow the batch seq.
+ *  - Every entry has a position (ep, seq, sub) compared lexicographically (FLEET.md
+ *    asks for "seq above the stream's last seq"; a worker's sequence goes back at a
+ *    restart, so the comparison is on the position). seq is the worker's sequence
+ *    number; ep grows by one at every clear (after a clear the subscriber starts a
+ *    new run whose sequence numbers may be lower); sub numbers the stale / live
+ *    notes that follow batch seq.
  *  - All writes go through Lua scripts (EVALSHA, EVAL when the server lost its
  *    script cache) that refuse unless the caller's incarnation holds the lease.
  *    The append script also refuses an entry whose position is not above the
@@ -61,6 +63,19 @@
  * Threads: a relay and a replica each own one thread and one hiredis connection.
  * The relay's subscriber callback only encodes and queues (it never waits for
  * Redis). Every function documents its thread safety.
+ *
+ * Wiring (what `kvb-indexer --redis URL --role relay|replica` does; see
+ * tools/kvb-redis-node.c):
+ *   relay:   kvb_redis_relay_create(&cfg, &relay);
+ *            kvb_redis_relay_wait_active(relay, timeout);  (a standby until the lease)
+ *            scfg.index = kvb_redis_relay_index(relay);
+ *            scfg.callback = kvb_redis_relay_subscriber_cb; scfg.user = relay;
+ *            kvb_subscriber_create(&scfg, &sub); kvb_subscriber_add_worker(sub, ...);
+ *            FENCED (on_state, or wait_active -ECANCELED): exit; restart as a standby.
+ *            Shutdown: kvb_subscriber_destroy(sub), then kvb_redis_relay_destroy(relay).
+ *   replica: kvb_redis_replica_create(&cfg, &rep); per request
+ *            idx = kvb_redis_replica_acquire(rep); kvb_index_match(idx, ...);
+ *            kvb_redis_replica_release(rep, idx).
  */
 #ifndef KVBLOCK_REDIS_H
 #define KVBLOCK_REDIS_H
@@ -107,7 +122,10 @@ typedef struct kvb_redis_entry {
     uint64_t ep;
     int64_t seq;
     uint32_t sub;
-    /** CLEAR: the state the worker's streams are left in (LIVE, RESYNCING, STALE). */
+    /** The worker's state after the entry: BATCH and LIVE: LIVE or RESYNCING; CLEAR:
+     * LIVE (a restart), RESYNCING (a gap, an overflow, lost entries) or STALE
+     * (dropped after drop_after); STALE: STALE; DROP: LIVE. Never LAGGING (a
+     * reader's own state). */
     kvb_stream_state state;
     kvb_redis_clear_reason reason; /**< CLEAR only */
     /** BATCH: the stream (rank) and how to create it when a reader has not seen it. */
@@ -151,7 +169,10 @@ KVB_API int kvb_redis_entry_decode(const void *buf, size_t len, kvb_redis_entry 
  */
 KVB_API void kvb_redis_entry_fini(kvb_redis_entry *e);
 
-/** "batch", "clear", "stale", "live", "drop" ("unknown" otherwise). */
+/**
+ * @brief "batch", "clear", "stale", "live", "drop" ("unknown" otherwise).
+ * Thread safety: pure. Ownership: a static string. Callbacks: none.
+ */
 KVB_API const char *kvb_redis_entry_kind_name(kvb_redis_entry_kind k);
 
 /**
@@ -289,7 +310,9 @@ KVB_API void kvb_redis_relay_subscriber_cb(void *user, kvb_sub_note note, const 
  * @brief Log the removal of a worker (after kvb_subscriber_remove_worker with drop):
  * readers remove its streams.
  * @return 0; -EINVAL; -EAGAIN (queue full); -ENOENT (not ACTIVE or LOST).
- * Thread safety: safe from any thread. Ownership: none. Callbacks: none.
+ * Thread safety: safe from any thread once the subscriber no longer calls back for
+ * that worker (after kvb_subscriber_remove_worker returned). Ownership: none.
+ * Callbacks: none.
  */
 KVB_API int kvb_redis_relay_worker_removed(kvb_redis_relay *relay, const char *worker);
 
@@ -317,7 +340,10 @@ KVB_API int kvb_redis_relay_snapshot(kvb_redis_relay *relay, uint32_t timeout_ms
  */
 KVB_API int kvb_redis_relay_stats_get(kvb_redis_relay *relay, kvb_redis_relay_stats *out);
 
-/** "standby", "active", "lost", "fenced", "stopped". */
+/**
+ * @brief "standby", "active", "lost", "fenced", "stopped" ("unknown" otherwise).
+ * Thread safety: pure. Ownership: a static string. Callbacks: none.
+ */
 KVB_API const char *kvb_redis_relay_state_name(kvb_redis_relay_state s);
 
 /* ---- replica ------------------------------------------------------------ */
@@ -436,7 +462,10 @@ KVB_API int kvb_redis_replica_wait_synced(kvb_redis_replica *rep, uint32_t timeo
  */
 KVB_API int kvb_redis_replica_stats_get(kvb_redis_replica *rep, kvb_redis_replica_stats *out);
 
-/** "connecting", "synced", "lagging", "stopped". */
+/**
+ * @brief "connecting", "synced", "lagging", "stopped" ("unknown" otherwise).
+ * Thread safety: pure. Ownership: a static string. Callbacks: none.
+ */
 KVB_API const char *kvb_redis_replica_state_name(kvb_redis_replica_state s);
 
 #ifdef __cplusplus
