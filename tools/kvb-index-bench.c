@@ -31,8 +31,8 @@
  *      allocator saw, for "dup7" (1.43 M keys held by 7 of 1,000 workers each)
  *      and "unique" (10 M keys, one holder each, the worst case). Baseline: a
  *      u64 map of the (key, worker) pairs at load <= 1/2.
- *  (d) warm restart: 7 workers publish STORED events of 1 + Geometric(mean 7)
- *      blocks (at most 64) into caches of 50,000 blocks each, REMOVED events of
+ *  (d) warm restart: 7 workers publish STORED events of 7 blocks on average
+ *      (1 + geometric, at most 64) into caches of 50,000 blocks each, REMOVED events of
  *      the oldest blocks once full. The first 2.28 M events build the state, which
  *      is saved (kvb_index_save: write, fsync, rename); then kvb_index_load and
  *      the next 2.28 M events applied in batches of 8 (the catch-up). Baseline:
@@ -1216,8 +1216,8 @@ typedef struct d_gen {
 } d_gen;
 
 /* Generate n events into ev[] (hashes into h[], which must hold n * 64), the workers
- * taking turns in runs of `run` events (one batch each): STORED of 1 + Geometric(mean
- * 7) new blocks (at most 64) while the worker's cache has room, REMOVED of its oldest
+ * taking turns in runs of `run` events (one batch each): STORED of k new blocks (k = 1 +
+ * a geometric count, mean 7, at most 64) while the worker's cache has room, REMOVED of its oldest
  * blocks (same size law) when it has not. */
 static void d_generate(d_gen *g, uint64_t n, uint32_t run, kvb_index_event *ev, uint32_t *stream_of,
                        uint64_t *h, uint64_t *blocks)
@@ -1393,8 +1393,8 @@ static void bench_d(const bench_opts *o)
     printf("(d) %-30s %9llu events  %9llu blocks  %8.1f ms  %6.2f M events/s  (same tail)\n",
            "baseline u64 map catch-up", (unsigned long long)n, (unsigned long long)tail_blocks,
            (double)catch_ns / 1e6, (double)n * 1e3 / (double)catch_ns);
-    printf("    %u workers, caches of %u blocks, events of 1 + Geometric(mean 7) blocks (at most "
-           "64) in batches of %u; the %llu base events (%llu blocks) applied in %.2f s\n",
+    printf("    %u workers, caches of %u blocks, events of 7 blocks on average (geometric, at "
+           "most 64) in batches of %u; the %llu base events (%llu blocks) applied in %.2f s\n",
            g.W, g.cap, o->d_batch, (unsigned long long)n, (unsigned long long)base_blocks,
            (double)build_ns / 1e9);
     fflush(stdout);
