@@ -685,6 +685,89 @@ Test(redis_server, relay_to_replica_snapshot_and_corrupt_snapshot)
     server_stop(&s);
 }
 
+/* The relay's queue overflows while Redis is frozen: the batches that did not fit
+ * are not logged, the worker is cleared in the relay's index and a clear goes to
+ * the log before its next batch: afterwards the replica answers exactly as the
+ * relay does (nothing stale on either side). */
+Test(redis_server, queue_overflow_clears_instead_of_diverging)
+{
+    struct server s;
+    if (!server_start(&s))
+        cr_skip_test("redis-server not installed");
+    kvb_redis_relay_config rc;
+    kvb_redis_relay_config_init(&rc);
+    rc.url = s.url;
+    rc.queue_entries = 8;
+    rc.io_timeout_ms = 300;
+    rc.lease_ms = 5000;
+    rc.renew_ms = 1000;
+    kvb_redis_relay *relay;
+    cr_assert_eq(kvb_redis_relay_create(&rc, &relay), 0);
+    cr_assert_eq(kvb_redis_relay_wait_active(relay, 5000), 0);
+    kvb_index *idx = kvb_redis_relay_index(relay);
+    kvb_index_stream_config sc = {.name = "w", .dp_rank = 0, .hashes = KVB_INDEX_HASHES_ROUTER};
+    uint32_t sid;
+    cr_assert_eq(kvb_index_stream_add(idx, &sc, &sid), 0);
+    uint64_t hs[64];
+    int64_t seq = 0;
+    /* 10 batches logged normally */
+    for (; seq < 10; seq++) {
+        hs[seq] = 5000 + (uint64_t)seq;
+        kvb_index_event e = ev_store(&hs[seq], 1);
+        cr_assert_eq(kvb_index_apply(idx, sid, &e, 1, seq), 0);
+        kvb_index_batch b = {.dp_rank = 0, .n_events = 1, .events = &e};
+        kvb_redis_relay_subscriber_cb(relay, KVB_SUB_BATCH, "w", seq, &b, KVB_STREAM_LIVE);
+    }
+    cr_assert_eq(kvb_redis_relay_flush(relay, 5000), 0);
+    /* Redis frozen: 30 more batches, the queue holds 8 */
+    kill(s.pid, SIGSTOP);
+    for (; seq < 40; seq++) {
+        hs[seq] = 5000 + (uint64_t)seq;
+        kvb_index_event e = ev_store(&hs[seq], 1);
+        cr_assert_eq(kvb_index_apply(idx, sid, &e, 1, seq), 0);
+        kvb_index_batch b = {.dp_rank = 0, .n_events = 1, .events = &e};
+        kvb_redis_relay_subscriber_cb(relay, KVB_SUB_BATCH, "w", seq, &b, KVB_STREAM_LIVE);
+    }
+    kvb_redis_relay_stats rs;
+    kvb_redis_relay_stats_get(relay, &rs);
+    cr_assert_gt(rs.overflows, 0);
+    kill(s.pid, SIGCONT);
+    /* the worker's next batches, once there is room again */
+    cr_assert_eq(kvb_redis_relay_flush(relay, 10000), 0);
+    for (; seq < 45; seq++) {
+        hs[seq] = 5000 + (uint64_t)seq;
+        kvb_index_event e = ev_store(&hs[seq], 1);
+        cr_assert_eq(kvb_index_apply(idx, sid, &e, 1, seq), 0);
+        kvb_index_batch b = {.dp_rank = 0, .n_events = 1, .events = &e};
+        kvb_redis_relay_subscriber_cb(relay, KVB_SUB_BATCH, "w", seq, &b, KVB_STREAM_LIVE);
+    }
+    cr_assert_eq(kvb_redis_relay_flush(relay, 10000), 0);
+    kvb_redis_relay_stats_get(relay, &rs);
+    cr_assert_eq(rs.state, KVB_REDIS_RELAY_ACTIVE, "lease kept (%s)",
+                 kvb_redis_relay_state_name(rs.state));
+    kvb_redis_replica_config pc;
+    kvb_redis_replica_config_init(&pc);
+    pc.url = s.url;
+    kvb_redis_replica *rep;
+    cr_assert_eq(kvb_redis_replica_create(&pc, &rep), 0);
+    cr_assert_eq(kvb_redis_replica_wait_synced(rep, 5000), 0);
+    uint32_t held_relay = 0, held_rep = 0;
+    for (int i = 0; i < 45; i++) {
+        kvb_index_result res[2];
+        int a = kvb_index_match(idx, &hs[i], 1, res, 2);
+        int b = kvb_redis_replica_match(rep, &hs[i], 1, res, 2);
+        cr_assert_eq(a, b, "block %d: relay %d, replica %d", i, a, b);
+        held_relay += (uint32_t)a;
+        held_rep += (uint32_t)b;
+    }
+    /* the first 10 and the overflowed ones are gone from both; the last ones held */
+    cr_assert_lt(held_relay, 45);
+    cr_assert_geq(held_relay, 5);
+    kvb_redis_replica_destroy(rep);
+    cr_assert_eq(kvb_redis_relay_destroy(relay), 0);
+    server_stop(&s);
+}
+
 /* ---- a peer that answers nonsense ----------------------------------------------------- */
 
 struct liar {
