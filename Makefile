@@ -184,10 +184,17 @@ install: lib
 	ln -sf $(SONAME) $(DESTDIR)$(PREFIX)/lib/libkvblock.so
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' \
 	    -e 's|@LIBS_PRIVATE@|$(LDLIBS_LIB)|' kvblock.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/kvblock.pc
+	install -d $(DESTDIR)$(PREFIX)/lib/cmake/kvblock
+	sed -e 's|@VERSION@|$(VERSION)|g' -e 's|@SOVERSION@|$(SOVERSION)|g' \
+	    -e 's|@LIBS_PRIVATE@|$(LDLIBS_LIB)|' -e 's|@LIBS_PRIVATE_LIST@|$(subst $(eval) ,;,$(strip $(LDLIBS_LIB)))|' \
+	    cmake/kvblockConfig.cmake.in > $(DESTDIR)$(PREFIX)/lib/cmake/kvblock/kvblockConfig.cmake
+	sed -e 's|@VERSION@|$(VERSION)|g' -e 's|@SOVERSION@|$(SOVERSION)|g' \
+	    cmake/kvblockConfigVersion.cmake.in > $(DESTDIR)$(PREFIX)/lib/cmake/kvblock/kvblockConfigVersion.cmake
 
 uninstall:
 	rm -rf $(DESTDIR)$(PREFIX)/include/kvblock $(DESTDIR)$(PREFIX)/include/kvblock.h
 	rm -f $(DESTDIR)$(PREFIX)/lib/libkvblock.* $(DESTDIR)$(PREFIX)/lib/pkgconfig/kvblock.pc
+	rm -rf $(DESTDIR)$(PREFIX)/lib/cmake/kvblock
 
 FORMAT_FILES = $(shell find include lib backends -name '*.[ch]')
 

@@ -34,4 +34,45 @@ fi
 echo '#include <kvblock.h>' | $CC -std=c11 -pedantic -Wall -Wextra -Werror -fsyntax-only -x c - $(pkg-config --cflags kvblock)
 ${CXX:-c++} -std=c++11 -Wall -Wextra -Werror tests/header_cxx.cpp -o "$tmp/cxx" $(pkg-config --cflags --libs kvblock)
 LD_LIBRARY_PATH="$tmp/prefix/lib" "$tmp/cxx"
+# CMake: find_package(kvblock) through the installed lib/cmake/kvblock/kvblockConfig.cmake,
+# the quickstart linked with kvblock::kvblock (shared) and kvblock::kvblock_static; a
+# request for another major version must fail. Skipped with a message without cmake.
+if command -v cmake >/dev/null 2>&1; then
+    mkdir -p "$tmp/cmake"
+    cp examples/quickstart.c "$tmp/cmake/"
+    cat > "$tmp/cmake/CMakeLists.txt" <<'CMAKE'
+cmake_minimum_required(VERSION 3.13)
+project(kvblock_quickstart C)
+find_package(kvblock 1.0 REQUIRED)
+add_executable(quickstart_shared quickstart.c)
+target_link_libraries(quickstart_shared PRIVATE kvblock::kvblock)
+add_executable(quickstart_static quickstart.c)
+target_link_libraries(quickstart_static PRIVATE kvblock::kvblock_static)
+set_target_properties(quickstart_shared quickstart_static PROPERTIES C_STANDARD 11)
+target_compile_options(quickstart_shared PRIVATE -Wall -Wextra -Werror)
+target_compile_options(quickstart_static PRIVATE -Wall -Wextra -Werror)
+CMAKE
+    cmake -S "$tmp/cmake" -B "$tmp/cmake/build" -DCMAKE_C_COMPILER="$CC" \
+        -DCMAKE_PREFIX_PATH="$tmp/prefix" >"$tmp/cmake.log" 2>&1 \
+        || { cat "$tmp/cmake.log"; echo "cmake: configure with find_package(kvblock) failed"; exit 1; }
+    cmake --build "$tmp/cmake/build" >>"$tmp/cmake.log" 2>&1 \
+        || { cat "$tmp/cmake.log"; echo "cmake: build failed"; exit 1; }
+    "$tmp/cmake/build/quickstart_shared" >/dev/null   # the imported target's RPATH
+    "$tmp/cmake/build/quickstart_static" >/dev/null
+    case "$(ldd "$tmp/cmake/build/quickstart_static")" in
+    *libkvblock*) echo "cmake: kvblock::kvblock_static links libkvblock.so"; exit 1 ;;
+    esac
+    deps=$(ldd "$tmp/cmake/build/quickstart_shared")   # (no ldd | grep -q: SIGPIPE under pipefail)
+    case "$deps" in
+    *"libkvblock.so.1 => $tmp/prefix/lib/"*) ;;
+    *) echo "$deps"; echo "cmake: kvblock::kvblock does not link the installed libkvblock.so.1"; exit 1 ;;
+    esac
+    sed -i 's/find_package(kvblock 1.0 REQUIRED)/find_package(kvblock 2.0 REQUIRED)/' "$tmp/cmake/CMakeLists.txt"
+    if cmake -S "$tmp/cmake" -B "$tmp/cmake/build2" -DCMAKE_PREFIX_PATH="$tmp/prefix" >/dev/null 2>&1; then
+        echo "cmake: find_package(kvblock 2.0) accepted version 1"; exit 1
+    fi
+    echo "check-install: cmake find_package(kvblock): shared and static quickstart built and run"
+else
+    echo "check-install: cmake part SKIPPED (cmake not found: apt-get install cmake)"
+fi
 echo "check-install: 1 passed, 0 failed"

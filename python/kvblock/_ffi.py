@@ -7,8 +7,10 @@ compares every size and offset declared here with what the C compiler says
 fills (configs, stats) are allocated with slack (see padded()) so that a newer
 library with appended fields cannot write past them.
 
-The library is found, in order: $KVBLOCK_LIBRARY (a path); ../../build/ next to
-this package (a source checkout); the system loader ("libkvblock.so.1").
+The library is found, in order (see _candidates): $KVBLOCK_LIBRARY (a path);
+../../build/ when this package sits in a source checkout; the installed library
+through `pkg-config --variable=libdir kvblock`; ctypes.util.find_library;
+the system loader ("libkvblock.so.1").
 """
 import os
 
@@ -215,12 +217,29 @@ ffi.cdef(_ffi_index.CDEF)
 
 
 def _candidates():
+    """Where to look for libkvblock.so.1, in order. An installed package (pip install
+    ./python) has no ../../build: it finds the installed library through pkg-config
+    (PKG_CONFIG_PATH, $PKG_CONFIG) or ctypes.util.find_library."""
     env = os.environ.get("KVBLOCK_LIBRARY")
     if env:
         yield env
         return
     here = os.path.dirname(os.path.abspath(__file__))
-    yield os.path.join(here, "..", "..", "build", "libkvblock.so.1")
+    if os.path.exists(os.path.join(here, "..", "pyproject.toml")):  # a source checkout
+        yield os.path.join(here, "..", "..", "build", "libkvblock.so.1")
+    try:
+        import subprocess
+        libdir = subprocess.run([os.environ.get("PKG_CONFIG") or "pkg-config",
+                                 "--variable=libdir", "kvblock"], capture_output=True,
+                                text=True, timeout=10)
+        if libdir.returncode == 0 and libdir.stdout.strip():
+            yield os.path.join(libdir.stdout.strip(), "libkvblock.so.1")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    import ctypes.util
+    found = ctypes.util.find_library("kvblock")
+    if found:
+        yield found
     yield "libkvblock.so.1"
 
 
@@ -234,8 +253,9 @@ def _load():
             return ffi.dlopen(path), path
         except OSError as e:
             errors.append(f"{path}: {e}")
-    raise ImportError("kvblock: cannot load the C library (build it with `make`, or set "
-                      "KVBLOCK_LIBRARY):\n  " + "\n  ".join(errors))
+    raise ImportError("kvblock: cannot load the C library (build it with `make`, install it "
+                      "where pkg-config finds it (PKG_CONFIG_PATH), or set KVBLOCK_LIBRARY):"
+                      "\n  " + "\n  ".join(errors))
 
 
 lib, LIBRARY_PATH = _load()
