@@ -386,7 +386,8 @@ KVB_API int kvb_index_stream_heard(kvb_index *idx, uint32_t stream, bool connect
  */
 KVB_API int kvb_index_tick(kvb_index *idx, int64_t now_ns);
 
-/** Monotonic clock in nanoseconds (CLOCK_MONOTONIC), the one liveness uses. */
+/** Monotonic clock in nanoseconds (CLOCK_MONOTONIC), the one liveness uses.
+ * Thread safety: pure. Ownership: none. Callbacks: none. */
 KVB_API int64_t kvb_index_now_ns(void);
 
 /**
@@ -529,12 +530,15 @@ KVB_API int kvb_index_stats_get(const kvb_index *idx, kvb_index_stats *out);
  */
 KVB_API int kvb_index_metrics_text(const kvb_index *idx, char *buf, size_t cap);
 
-/** "live", "resyncing", "lagging", "stale" ("unknown" otherwise). */
+/** "live", "resyncing", "lagging", "stale" ("unknown" otherwise).
+ * Thread safety: pure. Ownership: none; the string is static. Callbacks: none. */
 KVB_API const char *kvb_stream_state_name(kvb_stream_state s);
 /** "malformed", "unknown_type", "group", "medium", "multimodal", "unknown_parent",
- * "no_tokens", "block_size", "capacity", "unknown_block", "duplicate". */
+ * "no_tokens", "block_size", "capacity", "unknown_block", "duplicate" ("unknown"
+ * otherwise). Thread safety: pure. Ownership: none; static string. Callbacks: none. */
 KVB_API const char *kvb_drop_reason_name(kvb_drop_reason r);
-/** "device", "host", "disk". */
+/** "device", "host", "disk" ("unknown" otherwise).
+ * Thread safety: pure. Ownership: none; static string. Callbacks: none. */
 KVB_API const char *kvb_tier_name(kvb_tier t);
 
 #ifdef __cplusplus

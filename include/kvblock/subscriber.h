@@ -174,7 +174,8 @@ KVB_API bool kvb_subscriber_ready(kvb_subscriber *sub);
  */
 KVB_API int kvb_subscriber_sync(kvb_subscriber *sub, uint32_t timeout_ms);
 
-/** Whether this build of kvblock has the subscriber (ZeroMQ and msgpack-c). */
+/** Whether this build of kvblock has the subscriber (ZeroMQ and msgpack-c).
+ * Thread safety: pure. Ownership: none. Callbacks: none. */
 KVB_API bool kvb_subscriber_available(void);
 
 #ifdef __cplusplus
