@@ -289,6 +289,7 @@ KVB_API int kvb_redis_replica_create(const kvb_redis_replica_config *cfg, kvb_re
         return -ret;
     }
     r->thread_started = true;
+    pthread_setname_np(r->thread, "kvb-replica"); /* for top -H, perf and the bench */
     *out = r;
     return 0;
 }

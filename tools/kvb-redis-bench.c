@@ -43,6 +43,7 @@
 #include <sys/wait.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -271,6 +272,63 @@ static long server_rss_kb(void)
     return kb;
 }
 
+
+/* ---- CPU accounting: what each part costs, whatever the machine's load ---------------- */
+
+static double stat_cpu(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    char buf[1024];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')');
+    unsigned long ut = 0, st = 0;
+    /* after ") ": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt
+     * utime stime */
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+        return 0;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* CPU seconds of this process's threads named comm (the library names its threads
+ * kvb-relay and kvb-replica). */
+static double cpu_of(const char *comm)
+{
+    DIR *d = opendir("/proc/self/task");
+    double sum = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[300], name[64] = "";
+        snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (f) {
+            if (!fgets(name, sizeof name, f))
+                name[0] = '\0';
+            fclose(f);
+        }
+        name[strcspn(name, "\n")] = '\0';
+        if (strcmp(name, comm) != 0)
+            continue;
+        snprintf(path, sizeof path, "/proc/self/task/%s/stat", e->d_name);
+        sum += stat_cpu(path);
+    }
+    if (d)
+        closedir(d);
+    return sum;
+}
+
+static double redis_cpu(void)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)server_pid);
+    return stat_cpu(path);
+}
+
 /* ---- relay feeding (what the subscriber does) ------------------------------------------- */
 
 struct feed {
@@ -312,6 +370,7 @@ struct look_arg {
 static void *look_main(void *p)
 {
     struct look_arg *a = p;
+    pthread_setname_np(pthread_self(), "bench-lookups");
     kvb_index_result res[16];
     uint64_t n = 0;
     uint32_t i = 0;
@@ -336,6 +395,7 @@ struct feed_arg {
 static void *feed_main(void *p)
 {
     struct feed_arg *a = p;
+    pthread_setname_np(pthread_self(), "bench-feeder");
     double t0 = now_s();
     uint32_t w = 0;
     while (!atomic_load(&feed_stop)) {
@@ -436,6 +496,7 @@ int main(int argc, char **argv)
     if (A.workers == 0 || A.workers > 64 || A.batch == 0)
         die("bad --workers / --batch", -EINVAL);
     signal(SIGPIPE, SIG_IGN);
+    pthread_setname_np(pthread_self(), "bench-main");
     uint64_t n_batches = A.events / A.batch;
     printf("kvb-redis-bench: %" PRIu64 " events (%" PRIu64 " batches of %u) from %u workers, "
            "snapshot every %u entries, <= %u blocks held per worker; load average %.2f\n",
@@ -461,6 +522,7 @@ int main(int argc, char **argv)
         if ((rc = kvb_index_stream_add(plain, &sc, &psid[w])) < 0)
             die("stream", rc);
     }
+    double c_direct = cpu_of("bench-main");
     double t0 = now_s();
     for (uint64_t b = 0; b < n_batches; b++) {
         uint32_t w = (uint32_t)(b % A.workers);
@@ -469,6 +531,7 @@ int main(int argc, char **argv)
             die("apply", rc);
     }
     double t_direct = now_s() - t0;
+    c_direct = cpu_of("bench-main") - c_direct;
     void *sbuf;
     size_t slen;
     t0 = now_s();
@@ -514,6 +577,7 @@ int main(int argc, char **argv)
         if ((rc = kvb_index_stream_add(f.idx, &sc, &rsid[w])) < 0)
             die("stream", rc);
     }
+    double c_main0 = cpu_of("bench-main"), c_relay0 = cpu_of("kvb-relay"), c_redis0 = redis_cpu();
     t0 = now_s();
     for (uint64_t b = 0; b < n_batches; b++) {
         feed_one(&f, (uint32_t)(b % A.workers));
@@ -530,6 +594,8 @@ int main(int argc, char **argv)
     if ((rc = kvb_redis_relay_flush(relay, 120000)) < 0)
         die("flush", rc);
     double t_log = now_s() - t0;
+    double c_feed = cpu_of("bench-main") - c_main0, c_relay = cpu_of("kvb-relay") - c_relay0,
+           c_redis = redis_cpu() - c_redis0;
     kvb_redis_relay_stats rs;
     kvb_redis_relay_stats_get(relay, &rs);
     if (rs.overflows)
@@ -537,8 +603,9 @@ int main(int argc, char **argv)
     uint64_t tail = rs.appended % (A.snapshot_entries ? A.snapshot_entries : 1);
 
     printf("\n1. cold start of a replica (snapshot + stream tail)\n");
-    printf("  %-44s %10.3f s  %8.2f M events/s\n", "baseline: apply to an index directly",
-           t_direct, (double)(n_batches * A.batch) / t_direct / 1e6);
+    printf("  %-44s %10.3f s  %8.2f M events/s (CPU %.2f s)\n",
+           "baseline: apply to an index directly", t_direct,
+           (double)(n_batches * A.batch) / t_direct / 1e6, c_direct);
     printf("  %-44s %10.3f s  (%zu bytes, %" PRIu64 " entries, %" PRIu64 " keys)\n",
            "baseline: save_mem + load_mem", t_save + t_load, slen, ist.entries, ist.keys);
     printf("  %-44s %10.3f s  %8.2f M events/s (%" PRIu64 " snapshots of %" PRIu64
@@ -547,22 +614,30 @@ int main(int argc, char **argv)
            (double)(n_batches * A.batch) / t_log / 1e6, rs.snapshots, rs.snapshot_bytes,
            rs.snapshot_seconds);
 
+    printf("  %-44s %10.3f s  (CPU: subscriber side %.2f s, relay thread %.2f s, redis-server "
+           "%.2f s)\n",
+           "  CPU of the logging", c_feed + c_relay + c_redis, c_feed, c_relay, c_redis);
     kvb_redis_replica_config pcfg;
     kvb_redis_replica_config_init(&pcfg);
     pcfg.url = url;
     kvb_redis_replica *rep;
+    c_redis0 = redis_cpu();
     t0 = now_s();
     if ((rc = kvb_redis_replica_create(&pcfg, &rep)) < 0)
         die("replica", rc);
     if ((rc = kvb_redis_replica_wait_synced(rep, 120000)) < 0)
         die("replica sync", rc);
     double t_cold = now_s() - t0;
+    double c_rep = cpu_of("kvb-replica"), c_credis = redis_cpu() - c_redis0;
     kvb_redis_replica_stats ps;
     kvb_redis_replica_stats_get(rep, &ps);
     printf("  %-44s %10.3f s  (snapshot %.3f s for %" PRIu64 " bytes; tail %" PRIu64
            " entries = %" PRIu64 " events)\n",
            "replica: create -> synced", t_cold, ps.snapshot_seconds, ps.snapshot_bytes,
            ps.applied, ps.applied * A.batch);
+    printf("  %-44s %10.3f s  (CPU: replica thread %.2f s, redis-server %.2f s: the wall time "
+           "on an idle machine)\n",
+           "  CPU of the cold start", c_rep + c_credis, c_rep, c_credis);
     (void)tail;
     /* the replica answers as the relay does */
     uint32_t n_reqs = 4096;
@@ -592,6 +667,7 @@ int main(int argc, char **argv)
     double *lag = malloc(sizeof *lag * cap), *behind = malloc(sizeof *behind * cap);
     size_t ns = 0;
     double l0 = loadavg();
+    double cs_relay = cpu_of("kvb-relay"), cs_rep = cpu_of("kvb-replica"), cs_redis = redis_cpu();
     t0 = now_s();
     pthread_create(&ft, NULL, feed_main, &fa);
     pthread_create(&lt, NULL, look_main, &la);
@@ -610,11 +686,12 @@ int main(int argc, char **argv)
             ns++;
         }
     }
+    double cs_feed = cpu_of("bench-feeder"), cs_look = cpu_of("bench-lookups");
     atomic_store(&feed_stop, true);
-    pthread_join(ft, NULL);
-    double t_feed = now_s() - t0;
     atomic_store(&look_stop, true);
+    pthread_join(ft, NULL);
     pthread_join(lt, NULL);
+    double t_feed = now_s() - t0;
     uint64_t look_busy = atomic_load(&lookups);
     double l1 = loadavg();
     /* catch-up: the relay's queue, then the replica */
@@ -632,6 +709,9 @@ int main(int argc, char **argv)
         usleep(2000);
     }
     double t_catch = now_s() - tc;
+    cs_relay = cpu_of("kvb-relay") - cs_relay;
+    cs_rep = cpu_of("kvb-replica") - cs_rep;
+    cs_redis = redis_cpu() - cs_redis;
     kvb_redis_replica_stats_get(rep, &ps);
     uint64_t offered = fa.done * A.batch;
     uint64_t logged = (rs.appended - rs0.appended) * A.batch;
@@ -649,6 +729,19 @@ int main(int argc, char **argv)
     printf("  %-44s %10.0f / %.0f entries (p50 / p99)\n", "entries behind the heads",
            pct(behind, ns, 0.5), pct(behind, ns, 0.99));
     printf("  %-44s %10.3f s\n", "catch-up after the feed stopped", t_catch);
+    double mev = (double)logged / 1e6;
+    printf("  %-44s %10.2f s  per M events (subscriber side %.2f, relay thread %.2f, "
+           "redis-server %.2f, replica thread %.2f)\n",
+           "CPU of the log path", (cs_feed + cs_relay + cs_redis + cs_rep) / mev, cs_feed / mev,
+           cs_relay / mev, cs_redis / mev, cs_rep / mev);
+    printf("  %-44s %10.2f M events/s  (1 / CPU per event: one idle core per part would "
+           "sustain the slowest part's rate)\n",
+           "  rate the slowest part sustains on one core",
+           mev / (cs_feed > cs_relay ? (cs_feed > cs_redis ? (cs_feed > cs_rep ? cs_feed : cs_rep)
+                                                          : (cs_redis > cs_rep ? cs_redis : cs_rep))
+                                     : (cs_relay > cs_redis ? (cs_relay > cs_rep ? cs_relay : cs_rep)
+                                                            : (cs_redis > cs_rep ? cs_redis : cs_rep))));
+    printf("  %-44s %10.2f s of CPU for %.2f s of lookups\n", "  lookup thread", cs_look, t_feed);
     printf("  %-44s %10.2f M events/s\n", "baseline: one index absorbs directly",
            (double)(n_batches * A.batch) / t_direct / 1e6);
     /* lookups idle */
@@ -657,14 +750,17 @@ int main(int argc, char **argv)
     t0 = now_s();
     pthread_create(&lt, NULL, look_main, &la);
     usleep((useconds_t)(A.seconds > 2 ? 2e6 : A.seconds * 1e6));
+    double ci_look = cpu_of("bench-lookups");
     atomic_store(&look_stop, true);
     pthread_join(lt, NULL);
     double t_idle = now_s() - t0;
     uint64_t look_idle = atomic_load(&lookups);
-    printf("  %-44s %10.0f lookups/s (64-block requests)\n", "replica lookups while ingesting",
-           (double)look_busy / t_feed);
-    printf("  %-44s %10.0f lookups/s\n", "baseline: the same replica idle",
-           (double)look_idle / t_idle);
+    printf("  %-44s %10.0f lookups/s (64-block requests; %.0f per CPU-second of the lookup "
+           "thread)\n",
+           "replica lookups while ingesting", (double)look_busy / t_feed,
+           cs_look > 0 ? (double)look_busy / cs_look : 0.0);
+    printf("  %-44s %10.0f lookups/s (%.0f per CPU-second)\n", "baseline: the same replica idle",
+           (double)look_idle / t_idle, ci_look > 0 ? (double)look_idle / ci_look : 0.0);
     same = same_answers(rep, f.idx, reqs, n_reqs);
     printf("  %-44s %s\n", "replica answers == relay answers after", same ? "yes" : "NO");
     printf("  load average %.2f before the steady-state run, %.2f after; redis-server RSS %ld "
