@@ -14,7 +14,10 @@
  * lets the subscriber know everything, the index holds exactly the truth.
  *
  * Waits: kvb_subscriber_sync() then a check, repeated until a deadline (10 s);
- * nothing is asserted after a fixed sleep. Time is the subject only in the
+ * nothing is asserted after a fixed sleep. A test that hangs anyway is killed
+ * by alarm() (SAFETY_S), which Criterion reports as a crash; Criterion's own
+ * .timeout is not used: with --jobs 2 its runner leaks a 48-byte record per
+ * suite under LeakSanitizer, which fails make asan. Time is the subject only in the
  * liveness tests (stale_after 0.3 s, drop_after 0.6 s), where the assertions
  * are again polled with a deadline.
  */
@@ -49,6 +52,7 @@ Test(subscriber, unavailable_without_zmq)
 #include <zmq.h>
 
 #define DEADLINE_MS 10000
+#define SAFETY_S    60 /* alarm() per test */
 #define H(i)        (0x9E3779B97F4A7C15ull * ((uint64_t)(i) + 1))
 
 static void msleep(int ms)
@@ -595,6 +599,7 @@ typedef struct fx_opts {
 
 static void fx_init(fx *f, const fx_opts *o)
 {
+    alarm(SAFETY_S);
     memset(f, 0, sizeof *f);
     pthread_mutex_init(&f->nt.mu, NULL);
     f->nt.last_seq = -1;
@@ -809,18 +814,18 @@ static void in_order(const char *transport)
     tp_fini(&t);
 }
 
-Test(subscriber, in_order_ipc, .timeout = 60)
+Test(subscriber, in_order_ipc)
 {
     in_order("ipc");
 }
 
-Test(subscriber, in_order_tcp, .timeout = 60)
+Test(subscriber, in_order_tcp)
 {
     in_order("tcp");
 }
 
 /* vLLM worker: engine hashes plus token ids; the index recomputes router hashes. */
-Test(subscriber, in_order_vllm_engine_hashes, .timeout = 60)
+Test(subscriber, in_order_vllm_engine_hashes)
 {
     fx f;
     fx_init(&f, NULL);
@@ -875,7 +880,7 @@ Test(subscriber, in_order_vllm_engine_hashes, .timeout = 60)
 }
 
 /* Batches published before the subscriber connected come back by replay at once. */
-Test(subscriber, slow_joiner_replayed, .timeout = 60)
+Test(subscriber, slow_joiner_replayed)
 {
     fx f;
     fx_init(&f, NULL);
@@ -937,19 +942,19 @@ static void gap_replayed(const char *transport)
     tp_fini(&t);
 }
 
-Test(subscriber, gap_replayed_ipc, .timeout = 60)
+Test(subscriber, gap_replayed_ipc)
 {
     gap_replayed("ipc");
 }
 
-Test(subscriber, gap_replayed_tcp, .timeout = 60)
+Test(subscriber, gap_replayed_tcp)
 {
     gap_replayed("tcp");
 }
 
 /* The replay buffer no longer holds the start of the gap: clear, RESYNCING,
  * continue with what it still holds, LIVE again once current. */
-Test(subscriber, gap_not_in_buffer_resyncs, .timeout = 60)
+Test(subscriber, gap_not_in_buffer_resyncs)
 {
     fx f;
     fx_init(&f, NULL);
@@ -992,7 +997,7 @@ Test(subscriber, gap_not_in_buffer_resyncs, .timeout = 60)
 }
 
 /* The replay socket does not answer: the gap cannot be replayed. */
-Test(subscriber, gap_replay_timeout_resyncs, .timeout = 60)
+Test(subscriber, gap_replay_timeout_resyncs)
 {
     fx_opts o = {.replay_timeout_ms = 300};
     fx f;
@@ -1025,7 +1030,7 @@ Test(subscriber, gap_replay_timeout_resyncs, .timeout = 60)
 }
 
 /* No replay endpoint: a gap clears the worker, then the triggering batch applies. */
-Test(subscriber, gap_without_replay_endpoint_clears, .timeout = 60)
+Test(subscriber, gap_without_replay_endpoint_clears)
 {
     fx f;
     fx_init(&f, NULL);
@@ -1098,23 +1103,23 @@ static void restart(const char *transport, bool publish_before_reconnect, uint32
     tp_fini(&t);
 }
 
-Test(subscriber, restart_after_reconnect_ipc, .timeout = 60)
+Test(subscriber, restart_after_reconnect_ipc)
 {
     restart("ipc", false, 2);
 }
 
-Test(subscriber, restart_published_before_reconnect_ipc, .timeout = 60)
+Test(subscriber, restart_published_before_reconnect_ipc)
 {
     restart("ipc", true, 2); /* fewer batches than before: nothing at expected - 1 */
 }
 
-Test(subscriber, restart_overtaking_old_sequence_tcp, .timeout = 60)
+Test(subscriber, restart_overtaking_old_sequence_tcp)
 {
     restart("tcp", true, 6); /* past the old sequence: the probe's payload differs */
 }
 
 /* Without a replay endpoint the reconnect itself clears (state unknown). */
-Test(subscriber, restart_without_replay_endpoint, .timeout = 60)
+Test(subscriber, restart_without_replay_endpoint)
 {
     fx f;
     fx_init(&f, NULL);
@@ -1142,7 +1147,7 @@ Test(subscriber, restart_without_replay_endpoint, .timeout = 60)
 
 /* A restart seen on the SUB socket: a message below expected that is not a
  * batch already applied (no reconnect in between is visible to the subscriber). */
-Test(subscriber, backwards_sequence_is_a_restart, .timeout = 60)
+Test(subscriber, backwards_sequence_is_a_restart)
 {
     fx f;
     fx_init(&f, NULL);
@@ -1168,7 +1173,7 @@ Test(subscriber, backwards_sequence_is_a_restart, .timeout = 60)
     tp_fini(&t);
 }
 
-Test(subscriber, all_blocks_cleared, .timeout = 60)
+Test(subscriber, all_blocks_cleared)
 {
     fx f;
     fx_init(&f, NULL);
@@ -1193,7 +1198,7 @@ Test(subscriber, all_blocks_cleared, .timeout = 60)
 
 /* The replay answers more than asked: every batch twice, and the batches below
  * the start too. Only the missing ones apply; the rest count as duplicates. */
-Test(subscriber, duplicates_in_replay, .timeout = 60)
+Test(subscriber, duplicates_in_replay)
 {
     fx f;
     fx_init(&f, NULL);
@@ -1226,7 +1231,7 @@ Test(subscriber, duplicates_in_replay, .timeout = 60)
 }
 
 /* A PUB message the catch-up replay already applied is a duplicate, not a restart. */
-Test(subscriber, wire_duplicate_after_replay, .timeout = 60)
+Test(subscriber, wire_duplicate_after_replay)
 {
     fx f;
     fx_init(&f, NULL);
@@ -1262,7 +1267,7 @@ Test(subscriber, wire_duplicate_after_replay, .timeout = 60)
     tp_fini(&t);
 }
 
-Test(subscriber, malformed_messages_counted_and_harmless, .timeout = 60)
+Test(subscriber, malformed_messages_counted_and_harmless)
 {
     fx f;
     fx_init(&f, NULL);
@@ -1322,7 +1327,7 @@ Test(subscriber, malformed_messages_counted_and_harmless, .timeout = 60)
 
 /* A frame over max_message_bytes: ZeroMQ drops the connection; the subscriber
  * reconnects, proves by replay that nothing changed, and goes on. */
-Test(subscriber, oversized_message_disconnects_then_resumes, .timeout = 60)
+Test(subscriber, oversized_message_disconnects_then_resumes)
 {
     fx_opts o = {.max_message_bytes = 4096};
     fx f;
@@ -1354,7 +1359,7 @@ Test(subscriber, oversized_message_disconnects_then_resumes, .timeout = 60)
 }
 
 /* An idle but connected publisher stays LIVE, however long it says nothing. */
-Test(subscriber, silence_stays_live, .timeout = 60)
+Test(subscriber, silence_stays_live)
 {
     fx_opts o = {.stale_s = 0.3, .drop_s = 0.6};
     fx f;
@@ -1436,12 +1441,12 @@ static void killed(const char *transport)
     tp_fini(&t);
 }
 
-Test(subscriber, killed_stale_dropped_reconnect_ipc, .timeout = 60)
+Test(subscriber, killed_stale_dropped_reconnect_ipc)
 {
     killed("ipc");
 }
 
-Test(subscriber, killed_stale_dropped_reconnect_tcp, .timeout = 60)
+Test(subscriber, killed_stale_dropped_reconnect_tcp)
 {
     killed("tcp");
 }
@@ -1493,12 +1498,12 @@ static void reconnect_unrecoverable(bool mute)
     tp_fini(&t);
 }
 
-Test(subscriber, reconnect_buffer_trimmed_resyncs, .timeout = 60)
+Test(subscriber, reconnect_buffer_trimmed_resyncs)
 {
     reconnect_unrecoverable(false);
 }
 
-Test(subscriber, reconnect_replay_silent_resyncs, .timeout = 60)
+Test(subscriber, reconnect_replay_silent_resyncs)
 {
     reconnect_unrecoverable(true);
 }
@@ -1507,7 +1512,7 @@ Test(subscriber, reconnect_replay_silent_resyncs, .timeout = 60)
  * stream by more than the 256 batches the ring remembers. Those PUB messages
  * are duplicates (the connection's catch-up proved the incarnation), not a
  * restart. */
-Test(subscriber, busy_publisher_during_catch_up, .timeout = 60)
+Test(subscriber, busy_publisher_during_catch_up)
 {
     fx f;
     fx_init(&f, NULL);
@@ -1577,8 +1582,9 @@ static bool p_not_stale(fx *f, const void *arg)
     return winfo(f, arg).connected && sinfo(f, arg, 0, &si) == 0 && si.state != KVB_STREAM_STALE;
 }
 
-Test(subscriber, hung_peer_detected_by_heartbeats, .timeout = 60)
+Test(subscriber, hung_peer_detected_by_heartbeats)
 {
+    alarm(SAFETY_S);
     char dir[] = "/tmp/kvb-sub-hung-XXXXXX";
     cr_assert_not_null(mkdtemp(dir));
     char ep[128];
@@ -1619,7 +1625,7 @@ Test(subscriber, hung_peer_detected_by_heartbeats, .timeout = 60)
 }
 
 /* Two data-parallel ranks on one endpoint: one sequence space, two streams. */
-Test(subscriber, two_dp_ranks_one_endpoint, .timeout = 60)
+Test(subscriber, two_dp_ranks_one_endpoint)
 {
     fx f;
     fx_init(&f, NULL);
@@ -1658,7 +1664,7 @@ Test(subscriber, two_dp_ranks_one_endpoint, .timeout = 60)
 }
 
 /* After a snapshot load the subscriber resumes from the streams' watermarks. */
-Test(subscriber, resumes_from_existing_streams, .timeout = 60)
+Test(subscriber, resumes_from_existing_streams)
 {
     fx f;
     fx_init(&f, NULL);
@@ -1716,9 +1722,9 @@ Test(subscriber, resumes_from_existing_streams, .timeout = 60)
 }
 
 /* destroy while the thread waits for a replay that will not come: it returns
- * at once (the Criterion timeout is far below the replay timeout) and leaves
- * the index as it was (no clear for the replay it cut short). */
-Test(subscriber, destroy_interrupts_a_replay, .timeout = 15)
+ * at once, not after the 30 s replay timeout, and leaves the index as it was
+ * (no clear for the replay it cut short). */
+Test(subscriber, destroy_interrupts_a_replay)
 {
     fx_opts o = {.replay_timeout_ms = 30000};
     fx f;
@@ -1739,8 +1745,10 @@ Test(subscriber, destroy_interrupts_a_replay, .timeout = 15)
     while (tp_requests(&t) == req && now_ms() < end)
         msleep(2);
     cr_assert_gt(tp_requests(&t), req, "no replay request");
+    int64_t t0 = now_ms();
     cr_assert_eq(kvb_subscriber_destroy(f.sub), 0);
     f.sub = NULL;
+    cr_expect_lt(now_ms() - t0, 15000, "destroy waited for the 30 s replay timeout");
     kvb_index_stream_info si;
     cr_assert_eq(sinfo(&f, "w1", 0, &si), 0);
     cr_expect_eq(si.entries, 3, "not cleared on the way out");
@@ -1775,7 +1783,7 @@ static uint32_t match_prefix(fx *f, const char *name, const uint64_t *h, uint32_
     return 0;
 }
 
-Test(subscriber, kvblock_publisher_end_to_end, .timeout = 60)
+Test(subscriber, kvblock_publisher_end_to_end)
 {
     fx f;
     fx_init(&f, NULL);
@@ -1882,7 +1890,7 @@ Test(subscriber, kvblock_publisher_end_to_end, .timeout = 60)
 
 /* ---- API --------------------------------------------------------------------------------- */
 
-Test(subscriber, api_errors_and_workers, .timeout = 60)
+Test(subscriber, api_errors_and_workers)
 {
     fx f;
     fx_init(&f, NULL);
