@@ -131,7 +131,7 @@ bench-bindings: lib $(BIND_PC)
 	@LD_LIBRARY_PATH=$(BUILD) $(BUILD)/match16 $(BIND_ITERS)
 	@LD_LIBRARY_PATH=$(BUILD) $(BIND_BUILD)/rust/release/examples/bench $(BIND_ITERS)
 	@cd bindings/go/kvblock && $(BIND_GO_ENV) KVBLOCK_BENCH=$(BIND_ITERS) \
-	    $(BIND_GO) test -count=1 -run TestOverheadReport . | grep 'ns per block'
+	    $(BIND_GO) test -v -count=1 -run TestOverheadReport . | grep 'ns per block'
 	@KVBLOCK_LIBRARY=$(BIND_BUILD)/libkvblock.so.1 PYTHONPATH=python $(BIND_PYTHON) \
 	    bindings/bench/match16.py $$(( $(BIND_ITERS) / 4 ))
 	@LD_LIBRARY_PATH=$(BUILD) $(BUILD)/match16 $(BIND_ITERS)

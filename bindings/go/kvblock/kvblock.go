@@ -305,6 +305,33 @@ func (p *Pool) Match(hashes []Hash) (*Blocks, error) {
 	return newBlocks(p, raw[:k]), nil
 }
 
+// MatchInto is Match reusing a released batch's storage (out == nil: a new one): a
+// scheduler loop keeps one Blocks, Releases it after each step and matches into it again.
+// An out that still holds references is ESTALE (release it first).
+func (p *Pool) MatchInto(hashes []Hash, out *Blocks) (*Blocks, error) {
+	if out == nil {
+		return p.Match(hashes)
+	}
+	if !out.done || out.pool != p {
+		return nil, ESTALE
+	}
+	if cap(out.raw) < len(hashes) {
+		out.raw = make([]C.kvb_block, len(hashes))
+	}
+	raw := out.raw[:cap(out.raw)]
+	var dst *C.kvb_block
+	if len(raw) > 0 {
+		dst = &raw[0]
+	}
+	k, err := check(C.kvb_pool_match(p.p, hashPtr(hashes), C.uint32_t(len(hashes)), dst))
+	if err != nil {
+		return nil, err
+	}
+	out.raw = raw[:k]
+	out.done = false
+	return out, nil
+}
+
 // Put allocates, stages and registers one block per hash, all or nothing.
 func (p *Pool) Put(hashes []Hash) (*Blocks, error) {
 	m, err := p.Allocate(len(hashes))

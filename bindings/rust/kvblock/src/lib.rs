@@ -431,6 +431,21 @@ impl Pool {
         Ok(Blocks { raw, _pool: PhantomData })
     }
 
+    /// [`match_prefix`](Pool::match_prefix) appending to `out` and reusing its capacity
+    /// (no allocation once warm: a scheduler loop keeps one `Blocks` and calls
+    /// [`Blocks::clear`] between steps). Returns how many blocks matched.
+    pub fn match_prefix_into<'p>(&'p self, hashes: &[Hash], out: &mut Blocks<'p>) -> Result<usize> {
+        let n = len32(hashes.len())?;
+        let at = out.raw.len();
+        out.raw.reserve(hashes.len());
+        // SAFETY: out.raw has spare capacity for n entries from `at`; k <= n are written.
+        let k = check(unsafe {
+            sys::kvb_pool_match(self.as_ptr(), as_raw(hashes), n, out.raw.as_mut_ptr().add(at))
+        })?;
+        unsafe { out.raw.set_len(at + k as usize) };
+        Ok(k as usize)
+    }
+
     /// Look every hash up independently: `out[i]` is `Some` for a hit.
     pub fn match_scattered(&self, hashes: &[Hash]) -> Result<Vec<Option<Block<'_>>>> {
         let n = len32(hashes.len())?;
@@ -860,6 +875,13 @@ impl<'p> Blocks<'p> {
             .into_iter()
             .map(|raw| Block { raw, _pool: PhantomData })
             .collect()
+    }
+    /// Release every reference now and keep the capacity for reuse
+    /// ([`Pool::match_prefix_into`]).
+    pub fn clear(&mut self) -> Result<()> {
+        let r = release_n(&mut self.raw);
+        self.raw.clear();
+        r
     }
     /// Release every reference now (what Drop does), reporting the C result.
     pub fn release(mut self) -> Result<()> {

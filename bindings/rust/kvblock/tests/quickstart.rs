@@ -80,3 +80,19 @@ fn scattered_match_and_metrics() {
     assert_eq!(pool.reset_inactive().unwrap(), 2);
     pool.check().unwrap();
 }
+
+#[test]
+fn a_reused_batch_matches_without_reallocating() {
+    let pool = Pool::new(64).unwrap();
+    let h = hash_tokens(&(0..64).collect::<Vec<u32>>(), 16, 0).unwrap();
+    drop(pool.put(&h).unwrap());
+    let mut out = kvblock::Blocks::new();
+    assert_eq!(pool.match_prefix_into(&h[..2], &mut out).unwrap(), 2);
+    assert_eq!(pool.match_prefix_into(&h, &mut out).unwrap(), 4); // appended
+    assert_eq!(out.len(), 6);
+    assert_eq!(pool.stats().primary, 4);
+    out.clear().unwrap();
+    assert_eq!(pool.stats().inactive, 4);
+    assert!(out.is_empty());
+    pool.check().unwrap();
+}
