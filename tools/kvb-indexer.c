@@ -97,9 +97,10 @@ typedef enum MHD_Result ixd_mhd_result;
 
 static const char *prog = "kvb-indexer";
 
-#define IXD_MAX_BODY       (8u << 20)  /* bytes of one request body */
-#define IXD_BODY_BUDGET    (64u << 20) /* bytes of request bodies held at once, all connections */
-#define IXD_BIG_BODY       (1u << 20)  /* bodies above this are parsed one at a time */
+#define IXD_MAX_BODY       (8u << 20)   /* bytes of one request body */
+#define IXD_BODY_BUDGET    (64u << 20)  /* bytes of request bodies held at once, all connections */
+#define IXD_BIG_BODY       (1u << 20)   /* bodies above this are parsed one at a time */
+#define IXD_CONN_MEMORY    (128u << 10) /* MHD per-connection pool: headers and read buffer */
 #define IXD_DEFAULT_LISTEN "127.0.0.1:8181"
 #define IXD_DRAIN_S        10.0 /* longest wait for in-flight requests at shutdown */
 
@@ -1622,11 +1623,14 @@ static void ixd_start_http(sigset_t *blocked)
     unsigned flags = MHD_USE_POLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG;
     if (v6)
         flags |= MHD_USE_IPv6;
-    ixd.mhd = MHD_start_daemon(
-        flags, port, NULL, NULL, ixd_access, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-        MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)1000, MHD_OPTION_LISTENING_ADDRESS_REUSE,
-        (unsigned)1, MHD_OPTION_NOTIFY_COMPLETED, ixd_completed, NULL, MHD_OPTION_END);
+    ixd.mhd = MHD_start_daemon(flags, port, NULL, NULL, ixd_access, NULL, MHD_OPTION_SOCK_ADDR,
+                               (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE, threads,
+                               MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60,
+                               MHD_OPTION_CONNECTION_LIMIT, (unsigned)1000,
+                               MHD_OPTION_NOTIFY_COMPLETED, ixd_completed, NULL, MHD_OPTION_END);
+    /* (no MHD_OPTION_LISTENING_ADDRESS_REUSE: on Linux it sets SO_REUSEPORT and a
+     * second daemon would silently share the port; MHD's default SO_REUSEADDR is
+     * enough to restart while old connections are in TIME_WAIT) */
     if (!ixd.mhd) {
         ixd_log("cannot listen on %s (address in use, or not an address of this host?)",
                 ixd.opts.listen);

@@ -753,6 +753,54 @@ def publisher_killed(F):
 
 
 @scenario
+def concurrent_clients(F):
+    """Four clients match (tokens and hashes) while a publisher streams 200
+    batches of stores and removals: every answer is well formed, none fails,
+    and the end state equals the truth."""
+    import threading
+    e = F.engines["sgl"]
+    seqs = [F.tokens(6) for _ in range(20)]
+    errors, answers = [], [0]
+    stop = threading.Event()
+
+    def client(k):
+        c = Client(F.daemon.port)
+        rng = random.Random(k)
+        try:
+            while not stop.is_set():
+                q = rng.choice(seqs)
+                body = {"tokens": q} if k % 2 else {"hashes": fm.router_hashes(q, BS)}
+                ans = c.json("POST", "/v1/match", body)
+                assert ans["blocks"] == 6 and isinstance(ans["workers"], list), ans
+                for w in ans["workers"]:
+                    assert w["device"] + w["host"] + w["disk"] <= 6, w
+                answers[0] += 1
+        except Exception as ex:
+            errors.append(ex)
+        finally:
+            c.close()
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        seq = None
+        for i in range(200):
+            q = seqs[i % len(seqs)]
+            ev = [e.stored(q)] if (i // len(seqs)) % 2 == 0 else [e.removed(q)]
+            seq = F.publish("sgl", ev)
+        F.settle("sgl", 0, seq, timeout=30)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert not errors, errors[:3]
+    assert answers[0] > 0
+    for q in seqs:
+        F.remember(q)
+    F.check_truth()
+
+
+@scenario
 def bad_requests(F):
     """Bad input gets a JSON error with the right status; the daemon survives."""
     h = F.daemon.http
@@ -1004,6 +1052,9 @@ def flags_and_help(F):
     for opt in ("--redis", "--role"):
         rc, _, err = run_cli(F, [opt, "x"])
         assert "not supported yet" in err, err
+    # an address in use: a runtime error (1), never a second daemon on the port
+    rc, _, err = run_cli(F, ["--listen", f"127.0.0.1:{F.daemon.port}"])
+    assert rc == 1 and "cannot listen" in err, (rc, err)
 
 
 @scenario
