@@ -114,6 +114,12 @@ check-pip: $(BIND_PC) $(BIND_LAYOUT)
 	        $(BIND_PIP)/venv2/bin/python -c 'import kvblock; \
 	        print("check-pip: without pkg-config: library", kvblock.LIBRARY_PATH); \
 	        p = kvblock.Pool(8); p.close()'); \
+	    sed -n '/<!-- pip-example:begin -->/,/<!-- pip-example:end -->/p' bindings/README.md \
+	        | sed '1,2d;$$d' | sed '$$d' > $(BIND_PIP)/t/example.py; \
+	    (cd $(BIND_PIP)/t && $(BIND_PIP_ENV) $(BIND_PIP)/venv/bin/python example.py) > $(BIND_PIP)/example.out; \
+	    grep -q '^6 cached blocks the second time$$' $(BIND_PIP)/example.out \
+	        || { cat $(BIND_PIP)/example.out; echo "check-pip: the README example did not print what it should"; exit 1; }; \
+	    echo "check-pip: the README example (bindings/README.md) ran: $$(tr '\n' ' ' < $(BIND_PIP)/example.out)"; \
 	    cd $(BIND_PIP)/t; \
 	    if $(BIND_PIP_ENV) $(if $(BIND_LAYOUT),KVBLOCK_LAYOUT_BIN=$(abspath $(BIND_LAYOUT))) \
 	        $(BIND_PIP)/venv2/bin/python -m pytest -q -p no:cacheprovider python/tests \

@@ -11,17 +11,26 @@
 //! * [`Index`] is the fleet index (`kvblock/index.h`): which worker caches which prefix.
 //!
 //! ```
-//! use kvblock::{hash_tokens, Pool};
-//! let pool = Pool::new(1024)?;                        // 1024 blocks of 16 tokens, LRU
-//! let tokens: Vec<u32> = (1000..1040).collect();
-//! let h = hash_tokens(&tokens, 16, 0)?;               // 2 full blocks
-//! let hit = pool.match_prefix(&h)?;                   // nothing cached yet
-//! assert_eq!(hit.len(), 0);
-//! let new = pool.put(&h[hit.len()..])?;               // allocate + stage + register
-//! drop(new);                                          // released: the blocks stay cached
-//! let again = pool.match_prefix(&h)?;
-//! assert_eq!(again.len(), 2);
-//! # drop(again);
+//! use kvblock::{hash_tokens, Evict, HashesKind, Index, IndexEvent, Pool, PoolConfig, Tier};
+//!
+//! let pool = Pool::with_config(&PoolConfig { evict: Evict::LineageArc, ..PoolConfig::new(1024) })?;
+//! let tokens: Vec<u32> = (0..100).collect();
+//! let h = hash_tokens(&tokens, 16, 0)?; // 6 full blocks
+//! for req in 1..=2 {
+//!     let hit = pool.match_prefix(&h)?; // cached prefix, one lock
+//!     let rest = pool.put(&h[hit.len()..])?; // allocate + stage + register
+//!     println!("request {}: {} cached, {} new", req, hit.len(), rest.len());
+//!     # assert_eq!(hit.len(), if req == 1 { 0 } else { 6 });
+//! } // both batches released here (one kvb_block_release_n each); the blocks stay cached
+//! pool.close()?; // Ok: no handle can still borrow the pool
+//!
+//! let idx = Index::new(16)?;
+//! let w = idx.add_stream("worker-1", None, HashesKind::Router)?;
+//! let rh = idx.hashes(&tokens, None, None)?;
+//! idx.apply(w, &[IndexEvent::Stored { hashes: &rh[..4], parent: None, tier: Tier::Device, tokens: &[] }], Some(1))?;
+//! let best = idx.match_tokens(&tokens, 1)?;
+//! println!("{} holds {} blocks", best[0].worker, best[0].device); // worker-1 holds 4 blocks
+//! # assert_eq!(best[0].device, 4);
 //! # Ok::<(), kvblock::Error>(())
 //! ```
 //!
