@@ -47,11 +47,11 @@
  * 0..18446744073709551615, a negative JSON integer -2^63..-1 read as its 64-bit
  * two's complement (SGLang's signed hashes, so -1 == 18446744073709551615), or a
  * decimal string "0".."18446744073709551615". Literals above 2^63-1 are accepted
- * exactly: when (and only when) jansson reports a numeric overflow, the body is
- * rewritten once so that every non-negative integer literal in 2^63..2^64-1 becomes
- * the decimal string of the same digits (ixd_quote_big_ints: a lexical pass that
- * tracks strings and escapes, it parses nothing), and parsed again. Anything that
- * is still out of range is a 400.
+ * exactly: when the body has a run of 19 or more digits, it is copied once so that
+ * every non-negative integer literal in 2^63..2^64-1 becomes the decimal string of
+ * the same digits (ixd_quote_big_ints: a lexical pass that tracks strings and
+ * escapes, it parses nothing) before jansson parses it. Anything that is still out
+ * of range is a 400.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -878,18 +878,40 @@ static char *ixd_quote_big_ints(const char *in, size_t len, size_t *outlen)
     return out;
 }
 
-static json_t *ixd_parse_body(const ixd_req *r, char *err, size_t errcap)
+/* Whether the text has a run of 19 or more digits (a literal that may not fit
+ * in int64_t; inside a string too: then the rewrite below changes nothing). */
+static bool ixd_has_long_digits(const char *s, size_t len)
 {
+    size_t run = 0;
+    for (size_t i = 0; i < len; i++) {
+        run = (s[i] >= '0' && s[i] <= '9') ? run + 1 : 0;
+        if (run >= 19)
+            return true;
+    }
+    return false;
+}
+
+static json_t *ixd_parse_body(const ixd_req *r, char *err, size_t errcap, unsigned *status)
+{
+    *status = 400;
     json_error_t je;
     const char *body = r->body ? r->body : "";
-    json_t *j = json_loadb(body, r->len, JSON_REJECT_DUPLICATES, &je);
-    if (!j && json_error_code(&je) == json_error_numeric_overflow) {
+    json_t *j = NULL;
+    if (ixd_has_long_digits(body, r->len)) {
+        /* u64 hashes written as plain integers (Python's json, the FleetClient) are
+         * half of the time above 2^63 - 1: quote them before the one parse rather
+         * than parse up to jansson's overflow error and again */
         size_t n;
         char *q = ixd_quote_big_ints(body, r->len, &n);
-        if (q) {
-            j = json_loadb(q, n, JSON_REJECT_DUPLICATES, &je);
-            free(q);
+        if (!q) {
+            snprintf(err, errcap, "out of memory");
+            *status = 500;
+            return NULL;
         }
+        j = json_loadb(q, n, JSON_REJECT_DUPLICATES, &je);
+        free(q);
+    } else {
+        j = json_loadb(body, r->len, JSON_REJECT_DUPLICATES, &je);
     }
     if (!j) {
         snprintf(err, errcap, "bad JSON: %s (line %d, column %d)", je.text, je.line, je.column);
@@ -927,9 +949,10 @@ static json_t *ixd_rank_json(int64_t rank)
 static ixd_mhd_result ixd_match_parsed(struct MHD_Connection *c, ixd_req *r)
 {
     char err[600];
-    json_t *j = ixd_parse_body(r, err, sizeof err);
+    unsigned status;
+    json_t *j = ixd_parse_body(r, err, sizeof err, &status);
     if (!j)
-        return ixd_error(c, r, 400, "%s", err);
+        return ixd_error(c, r, status, "%s", err);
 
     ixd_mhd_result ret;
     uint32_t *tokens = NULL;

@@ -17,8 +17,10 @@ client over one keep-alive connection:
 
 Warm-up requests are not timed. The daemon's own histogram (time from a
 request's headers to its response sent) is read from /metrics at the end and
-its mean printed next to the client-side figures. Wall times, never asserted:
-a loaded machine moves them (compare runs made side by side).
+its mean printed next to the client-side figures; cpu_us is the daemon's CPU
+time (user + system, /proc) per timed request, which a loaded machine moves far
+less than wall time. Wall times, never asserted: a loaded machine moves them
+(compare runs made side by side).
 
 usage: http_bench.py [--build DIR] [--requests N] [--warmup N] [--endpoints E]
                      [--ranks R] [--prompts P] [--seed S]
@@ -47,6 +49,13 @@ except ImportError as e:
     sys.exit(0)
 
 BS = 16
+
+
+def cpu_s(pid):
+    """utime + stime of a process, seconds (/proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def pct(sorted_ns, p):
@@ -168,14 +177,17 @@ def main():
                 reqs[mode].append((head + b, b))
         healthz = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
         print(f"{'client':<7} {'request':<22} {'n':>7} {'p50_us':>8} {'p90_us':>8} "
-              f"{'p99_us':>8} {'p99.9_us':>9} {'max_us':>8} {'mean_us':>8}")
+              f"{'p99_us':>8} {'p99.9_us':>9} {'max_us':>8} {'mean_us':>8} {'cpu_us':>7}")
         raw = Raw(port)
         order = [rng.randrange(a.prompts) for _ in range(a.requests + a.warmup)]
         results = {}
         for client in ("raw", "http"):
             for what in ("healthz", "match tokens (64 blk)", "match hashes (64 blk)"):
                 ns = []
+                cpu0 = None
                 for i, k in enumerate(order):
+                    if i == a.warmup:
+                        cpu0 = cpu_s(d.pid)
                     mode = "tokens" if "tokens" in what else "hashes"
                     t0 = time.perf_counter_ns()
                     if client == "raw":
@@ -193,11 +205,13 @@ def main():
                         raise SystemExit(f"http_bench: HTTP {st}")
                     if i >= a.warmup:
                         ns.append(t1 - t0)
+                cpu = (cpu_s(d.pid) - cpu0) / len(ns) * 1e6
                 ns.sort()
                 results[(client, what)] = ns
                 print(f"{client:<7} {what:<22} {len(ns):>7} {pct(ns, 50):>8.1f} "
                       f"{pct(ns, 90):>8.1f} {pct(ns, 99):>8.1f} {pct(ns, 99.9):>9.1f} "
-                      f"{ns[-1] / 1000:>8.1f} {sum(ns) / len(ns) / 1000:>8.1f}", flush=True)
+                      f"{ns[-1] / 1000:>8.1f} {sum(ns) / len(ns) / 1000:>8.1f} {cpu:>7.1f}",
+                      flush=True)
         text = get("/metrics")[1].decode()
         sm = {}
         for ln in text.splitlines():
