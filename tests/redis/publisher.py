@@ -55,6 +55,7 @@ def main():
     router.bind(a.replay)
 
     held = {r: {} for r in ranks}  # rank -> {(hash, tier): copies}
+    pinned = set()  # hashes never removed: they must survive every fault until the end
     batches_of = {r: 0 for r in ranks}
     last_seq_of = {r: -1 for r in ranks}
     every_hash = set()
@@ -82,10 +83,11 @@ def main():
         events = []
         for _ in range(rng.randint(1, 4)):
             x = rng.random()
-            if x < 0.003:
-                h.clear()
+            removable = [k for k in h if k[0] not in pinned] if x >= 0.60 else None
+            if x < 0.0004:
+                h.clear()  # rare: a whole rank's cache dropped
                 events.append(ev_cleared())
-            elif x < 0.60 or not h or (x < 0.7 and len(h) < 300):
+            elif x < 0.60 or not removable or (x < 0.7 and len(removable) < 300):
                 tier, _ = TIERS[0] if rng.random() < 0.7 else rng.choice(TIERS[1:])
                 n = rng.randint(1, 4)
                 hs = []
@@ -96,11 +98,13 @@ def main():
                         hh = rng.getrandbits(64)
                     hs.append(hh)
                     every_hash.add(hh)
+                    if rng.random() < 0.3:
+                        pinned.add(hh)
                     h[(hh, tier)] = h.get((hh, tier), 0) + 1
                 parent = rng.getrandbits(64) if rng.random() < 0.5 else None
                 events.append(ev_stored(hs, tier, parent))
             else:
-                keys = list(h.keys())
+                keys = removable
                 tier = rng.choice(keys)[1]
                 same = [k for k in keys if k[1] == tier]
                 pick = rng.sample(same, min(len(same), rng.randint(1, 3)))
@@ -141,16 +145,18 @@ def main():
         truth = {"name": a.name, "last_seq": seq - 1, "ranks": {}, "hashes": sorted(every_hash)}
         order = {"d": 0, "h": 1, "k": 2}
         for r in ranks:
-            best = {}
+            best, tiers = {}, {}
             for (hh, tier), c in held[r].items():
                 if c <= 0:
                     continue
                 t = dict(TIERS)[tier]
+                tiers[hh] = "".join(sorted(tiers.get(hh, "") + t, key=order.get))
                 if hh not in best or order[t] < order[best[hh]]:
                     best[hh] = t
             key = "-1" if r is None else str(r)
             truth["ranks"][key] = {"batches": batches_of[r], "last_seq": last_seq_of[r],
-                                   "best": {str(k): v for k, v in best.items()}}
+                                   "best": {str(k): v for k, v in best.items()},
+                                   "tiers": {str(k): v for k, v in tiers.items()}}
         tmp = a.truth + ".tmp"
         with open(tmp, "w") as f:
             json.dump(truth, f)
