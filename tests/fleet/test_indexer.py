@@ -475,6 +475,11 @@ def tokens_and_hashes(F):
     assert big, "no router hash above 2^63 in this sequence (pick another seed)"
     st, _, data = d.http.request("POST", "/v1/match", json.dumps({"hashes": rh}).encode())
     assert st == 200 and json.loads(data) == by_tokens, (st, data)
+    # the big-literal pass leaves strings alone (escaped quotes, digits in keys)
+    tricky = ('{"note": "\\\"12345678901234567890 \\\\", "k\\"99999999999999999999": 1, '
+              '"hashes": [%s]}' % ", ".join(str(h) for h in rh))
+    st, _, data = d.http.request("POST", "/v1/match", tricky.encode())
+    assert st == 200 and json.loads(data) == by_tokens, (st, data, tricky)
     top1 = d.match(tokens=F.a2, top_k=1)
     assert top1["workers"] == by_tokens["workers"][:1], top1
     assert d.match(hashes=[]) == {"blocks": 0, "workers": []}
