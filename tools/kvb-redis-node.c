@@ -16,7 +16,8 @@
  * Control (relay, replica): one command per line on stdin, one JSON line back on
  * stdout: `state`; `probe IN OUT` (IN: one hash per line; OUT: per hash the
  * sorted holders "worker/rank/tier" where tier is the best one the prefix
- * match reports: d device, h host, k disk); `flush` (relay: wait until the
+ * match reports: d device, h host, k disk); `probe-tokens IN OUT` (IN: token ids
+ * of one request per line; OUT: the holders "worker/rank/device,host,disk"); `flush` (relay: wait until the
  * queue is appended); `snapshot` (relay); `quit` (or end of input): clean
  * shutdown, exit 0. Logs go to stderr.
  */
@@ -299,6 +300,56 @@ static int probe(kvb_index *idx, const char *in, const char *out, long *count)
     return rc;
 }
 
+/* Token requests (one per line, ids separated by spaces): per line the holders with a
+ * prefix, sorted, as "worker/rank/device,host,disk" (router hashes computed by the
+ * index from the tokens: what ENGINE streams are matched by). */
+static int probe_tokens(kvb_index *idx, const char *in, const char *out, long *count)
+{
+    FILE *fi = fopen(in, "r");
+    if (!fi)
+        return -errno;
+    FILE *fo = fopen(out, "w");
+    if (!fo) {
+        fclose(fi);
+        return -errno;
+    }
+    size_t cap = 1 << 16;
+    char *line = malloc(cap);
+    uint32_t *toks = malloc(sizeof *toks * cap);
+    kvb_index_result res[64];
+    char names[64][KVB_INDEX_NAME_MAX + 64];
+    const char *ptrs[64];
+    *count = 0;
+    while (line && toks && fgets(line, (int)cap, fi)) {
+        size_t n = 0;
+        for (char *p = line, *e; n < cap; p = e) {
+            unsigned long v = strtoul(p, &e, 10);
+            if (e == p)
+                break;
+            toks[n++] = (uint32_t)v;
+        }
+        int m = idx ? kvb_index_match_tokens(idx, toks, n, NULL, NULL, res, 64, NULL) : 0;
+        if (m > 64)
+            m = 64;
+        if (m < 0)
+            m = 0;
+        for (int i = 0; i < m; i++) {
+            snprintf(names[i], sizeof names[i], "%s/%" PRId64 "/%u,%u,%u", res[i].worker,
+                     res[i].dp_rank, res[i].device, res[i].host, res[i].disk);
+            ptrs[i] = names[i];
+        }
+        qsort(ptrs, (size_t)m, sizeof ptrs[0], cmp_str);
+        for (int i = 0; i < m; i++)
+            fprintf(fo, "%s%s", i ? " " : "", ptrs[i]);
+        fputc('\n', fo);
+        (*count)++;
+    }
+    free(line);
+    free(toks);
+    fclose(fi);
+    return fclose(fo) == 0 ? 0 : -errno;
+}
+
 /* ---- relay ------------------------------------------------------------------------ */
 
 static void on_state(void *user, kvb_redis_relay_state st, uint64_t inc)
@@ -515,6 +566,23 @@ int main(int argc, char **argv)
                 else
                     printf("{\"ok\":true,\"probed\":%ld}\n", n);
             }
+        } else if (strncmp(line, "probe-tokens ", 13) == 0) {
+            char in[2048], out[2048];
+            long n = 0;
+            int prc = -EINVAL;
+            if (sscanf(line + 13, "%2047s %2047s", in, out) == 2) {
+                if (REPLICA) {
+                    kvb_index *idx = kvb_redis_replica_acquire(REPLICA);
+                    prc = probe_tokens(idx, in, out, &n);
+                    kvb_redis_replica_release(REPLICA, idx);
+                } else {
+                    prc = probe_tokens(RELAY ? kvb_redis_relay_index(RELAY) : NULL, in, out, &n);
+                }
+            }
+            if (prc < 0)
+                printf("{\"error\":\"%s\"}\n", kvb_strerror(prc));
+            else
+                printf("{\"ok\":true,\"probed\":%ld}\n", n);
         } else if (strcmp(line, "flush") == 0) {
             int frc = RELAY ? kvb_redis_relay_flush(RELAY, 10000) : 0;
             printf("{\"ok\":%s,\"rc\":%d}\n", frc == 0 ? "true" : "false", frc);

@@ -42,6 +42,9 @@ def main():
     ap.add_argument("--rate", type=float, default=200.0)
     ap.add_argument("--truth", required=True)
     ap.add_argument("--layout", choices=["map", "array"], default="map")
+    ap.add_argument("--kind", choices=["kvblock", "vllm"], default="kvblock",
+                    help="kvblock: random u64 hashes that are router hashes; vllm: chains of "
+                         "16-token blocks with engine hashes, parent hashes and token ids")
     a = ap.parse_args()
 
     rng = random.Random(a.seed)
@@ -77,7 +80,59 @@ def main():
     def ev_cleared():
         return {"type": "AllBlocksCleared"} if a.layout == "map" else ["AllBlocksCleared"]
 
+    # vllm kind: per rank a list of chains [tokens, engine hashes, held blocks, tier]
+    chains = {r: [] for r in ranks}
+    every_chain = {r: [] for r in ranks}
+
+    def make_batch_vllm():
+        rank = ranks[seq % len(ranks)]
+        cs = chains[rank]
+        events = []
+        for _ in range(rng.randint(1, 4)):
+            live = [c for c in cs if c[2] > 0]
+            if not live or rng.random() < 0.65:
+                grow = [c for c in live if c[2] < 64 and c[2] == len(c[1])]
+                if not grow or rng.random() < 0.3:
+                    c = [[], [], 0, rng.choice(["GPU", "GPU", "GPU", "CPU"]), []]
+                    cs.append(c)
+                    every_chain[rank].append(c)
+                else:
+                    c = rng.choice(grow)
+                k = min(rng.randint(1, 4), 64 - c[2])
+                parent = c[1][c[2] - 1] if c[2] else None
+                toks, hs = [], []
+                for _ in range(k):
+                    bt = [rng.randrange(1, 50000) for _ in range(16)]
+                    c[0].extend(bt)
+                    eh = rng.getrandbits(64)
+                    c[1].append(eh)
+                    hs.append(eh)
+                    toks.extend(bt)
+                c[2] += k
+                if len(c[0]) > len(c[4]):
+                    c[4] = list(c[0])
+                if a.layout == "map":
+                    events.append({"type": "BlockStored", "block_hashes": hs,
+                                   "parent_block_hash": parent, "token_ids": toks,
+                                   "block_size": 16, "lora_id": None, "medium": c[3]})
+                else:
+                    events.append(["BlockStored", hs, parent, toks, 16, None, c[3]])
+            else:
+                c = rng.choice(live)
+                k = min(rng.randint(1, 3), c[2])
+                hs = c[1][c[2] - k:c[2]]
+                c[2] -= k
+                # the chain may grow again only from its new tail: forget the removed
+                del c[1][c[2]:]
+                del c[0][16 * c[2]:]
+                events.append(ev_removed(hs, c[3]))
+        batches_of[rank] += 1
+        last_seq_of[rank] = seq
+        return msgpack.packb([time.time(), events, rank], use_bin_type=True)
+
     def make_batch():
+        if a.kind == "vllm":
+            return make_batch_vllm()
         rank = ranks[seq % len(ranks)]
         h = held[rank]
         events = []
@@ -157,6 +212,19 @@ def main():
             truth["ranks"][key] = {"batches": batches_of[r], "last_seq": last_seq_of[r],
                                    "best": {str(k): v for k, v in best.items()},
                                    "tiers": {str(k): v for k, v in tiers.items()}}
+            if a.kind == "vllm":
+                # every chain ever started: the tokens it had at its longest (a request)
+                # and the blocks held now, in one tier
+                reqs = []
+                for c in every_chain[r]:
+                    lcp = 0
+                    while lcp < c[2] and c[0][16 * lcp:16 * lcp + 16] == c[4][16 * lcp:16 * lcp + 16]:
+                        lcp += 1
+                    reqs.append({"tokens": c[4], "held": lcp, "tier": dict(TIERS)[c[3]]})
+                    if c[2] and len(c[0]) != len(c[4]):
+                        reqs.append({"tokens": c[0][:16 * c[2]], "held": c[2],
+                                     "tier": dict(TIERS)[c[3]]})
+                truth["ranks"][key]["chains"] = reqs
         tmp = a.truth + ".tmp"
         with open(tmp, "w") as f:
             json.dump(truth, f)

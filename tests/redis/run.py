@@ -202,7 +202,11 @@ class Redis:
 
 
 class Fleet:
-    WORKERS = [("w0", "0,1"), ("w1", "none"), ("w2", "0")]
+    # name, dp ranks, kind: kvblock publishers send router hashes; the vllm one sends
+    # engine hashes with token ids (the index computes router hashes and keeps an
+    # engine -> router map, which snapshots and replicas must carry)
+    WORKERS = [("w0", "0,1", "kvblock"), ("w1", "none", "kvblock"), ("w2", "0", "kvblock"),
+               ("w3", "0", "vllm")]
 
     def __init__(self, args, workdir, seed, batches, rate):
         self.snapshot_args = ["--snapshot-entries", "300", "--snapshot-ms", "1000"]
@@ -219,17 +223,17 @@ class Fleet:
 
     def start(self):
         self.redis.start()
-        for i, (name, ranks) in enumerate(self.WORKERS):
+        for i, (name, ranks, kind) in enumerate(self.WORKERS):
             pp, rp = free_port(), free_port()
             truth = os.path.join(self.workdir, name + ".truth.json")
             argv = [PY, os.path.join(HERE, "publisher.py"), "--name", name,
                     "--pub", "tcp://127.0.0.1:%d" % pp, "--replay", "tcp://127.0.0.1:%d" % rp,
                     "--ranks", ranks, "--seed", str(self.seed * 100 + i),
                     "--batches", str(self.batches), "--rate", str(self.rate), "--truth", truth,
-                    "--layout", os.environ.get("LAYOUT_" + name, "map" if i != 1 else "array")]
+                    "--layout", "map" if i != 1 else "array", "--kind", kind]
             self.pubs[name] = (Proc("pub-" + name, argv, self.workdir), truth)
-            self.specs.append("%s=tcp://127.0.0.1:%d,replay=tcp://127.0.0.1:%d,kind=kvblock"
-                              % (name, pp, rp))
+            self.specs.append("%s=tcp://127.0.0.1:%d,replay=tcp://127.0.0.1:%d,kind=%s%s"
+                              % (name, pp, rp, kind, ",block-size=16" if kind == "vllm" else ""))
 
     def node(self, name, role):
         argv = [self.args.node, role, "--redis", self.redis.url()] + self.snapshot_args
@@ -392,6 +396,54 @@ def check_probe(fleet, node, hashes, truth, subset=False):
     return held
 
 
+def check_tokens(fleet, node, subset=False):
+    """Prefix matches of token requests (the vllm worker's chains, at their longest
+    and as held now) against the publisher's chains."""
+    reqs = []
+    for name, t in fleet.truth.items():
+        for rank, r in t["ranks"].items():
+            for c in r.get("chains", []):
+                reqs.append((name, rank, c))
+    if not reqs:
+        return 0
+    pin = os.path.join(fleet.workdir, "tokens.in")
+    pout = os.path.join(fleet.workdir, "tokens-%s.out" % node.name)
+    with open(pin, "w") as f:
+        for _, _, c in reqs:
+            f.write(" ".join(map(str, c["tokens"])) + "\n")
+    r = node.cmd("probe-tokens %s %s" % (pin, pout), timeout=60)
+    if not r.get("ok"):
+        raise Fail("%s: probe-tokens failed: %s" % (node.name, r))
+    with open(pout) as f:
+        got = [line.split() for line in f]
+    bad = []
+    blocks = 0
+    for (name, rank, c), g in zip(reqs, got):
+        held = c["held"]
+        blocks += held
+        want = []
+        if held:
+            d, h, k = (held, 0, 0) if c["tier"] == "d" else (0, held, 0) if c["tier"] == "h" \
+                else (0, 0, held)
+            want = ["%s/%s/%d,%d,%d" % (name, rank, d, h, k)]
+        if g == want:
+            continue
+        if subset and len(g) <= 1:
+            if not g:
+                continue  # cleared: a missed opportunity
+            wr, lens = g[0].rsplit("/", 1)
+            d, h, k = map(int, lens.split(","))
+            tier_ok = (c["tier"] == "d" and h == k == 0) or (c["tier"] == "h" and d == k == 0) \
+                or (c["tier"] == "k" and d == h == 0)
+            if wr == "%s/%s" % (name, rank) and tier_ok and d + h + k <= held:
+                continue
+        bad.append("%s: got %s want %s" % (" ".join(map(str, c["tokens"][:4])), g, want))
+    if len(got) != len(reqs) or bad:
+        raise Fail("%s: %d of %d token requests differ from the vllm worker's chains: %s"
+                   % (node.name, len(bad), len(reqs), "; ".join(bad[:4])))
+    return len(reqs)
+
+
 def dump_streams(fleet):
     out = subprocess.run([fleet.args.node, "dump", "--redis", fleet.redis.url()],
                          capture_output=True, text=True, timeout=60)
@@ -436,19 +488,21 @@ def final_check(fleet, nodes, label):
     for n in nodes:
         check_counts(fleet, n, states[n.name])
         held = check_probe(fleet, n, hashes, truth)
+        chains = check_tokens(fleet, n)
     per, total = check_streams(fleet)
     print("  %s: %d nodes agree with the ground truth: %d hashes probed, %d holder entries, "
-          "0 stale, 0 missing; batches per stream exact; %d log entries in %d streams, "
-          "ordinals contiguous" % (label, len(nodes), len(hashes), held, total, len(per)))
+          "%d token prefixes (vllm engine-hash worker), 0 stale, 0 missing; batches per "
+          "stream exact; %d log entries in %d streams, ordinals contiguous"
+          % (label, len(nodes), len(hashes), held, chains, total, len(per)))
     return per
 
 
 def wait_flowing(nodes, timeout=15):
-    """Until every node's index has the four streams and has applied some batches."""
+    """Until every node's index has the five streams and has applied some batches."""
     for n in nodes:
         for _ in deadline_loop(timeout, "%s to receive the fleet's batches" % n.name):
             s = n.state()
-            if len(s["streams"]) == 4 and all(x["batches"] >= 20 for x in s["streams"]):
+            if len(s["streams"]) == 5 and all(x["batches"] >= 20 for x in s["streams"]):
                 break
 
 
@@ -643,7 +697,10 @@ def sc_redis_lost(fleet):
     check_counts(fleet, act, states[act.name])
     hashes, truth = truth_lines(fleet)
     held = check_probe(fleet, act, hashes, truth)
+    check_tokens(fleet, act)
     kept = [check_probe(fleet, r, hashes, truth, subset=True) for r in reps]
+    for r in reps:
+        check_tokens(fleet, r, subset=True)
     outs = []
     for r in reps:
         with open(os.path.join(fleet.workdir, "probe-%s.out" % r.name)) as f:
