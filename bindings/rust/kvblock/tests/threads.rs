@@ -2,6 +2,17 @@
 use kvblock::{hash_tokens, Error, Pool};
 
 #[test]
+fn pool_and_handles_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Pool>();
+    send_sync::<kvblock::Index>();
+    send_sync::<kvblock::Block<'static>>();
+    send_sync::<kvblock::Blocks<'static>>();
+    send_sync::<kvblock::Mutables<'static>>();
+    send_sync::<kvblock::Weak<'static>>();
+}
+
+#[test]
 fn scoped_threads_share_a_pool() {
     let pool = Pool::new(256).unwrap();
     let shared = hash_tokens(&(0..64).collect::<Vec<u32>>(), 16, 0).unwrap();
