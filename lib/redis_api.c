@@ -31,6 +31,7 @@ KVB_API void kvb_redis_relay_config_init(kvb_redis_relay_config *cfg)
     cfg->queue_entries = 65536;
     cfg->queue_bytes = 256ull << 20;
     cfg->append_max_entries = 256;
+    cfg->retain_bytes = 64ull << 20;
     cfg->io_timeout_ms = 1000;
     cfg->snapshot_timeout_ms = 30000;
     cfg->block_ms = 100;

@@ -68,6 +68,15 @@ struct relay_item {
     size_t len;
 };
 
+/* An appended entry kept for re-appending after Redis lost it (relay thread). */
+struct retained {
+    char name[KVB_INDEX_NAME_MAX];
+    struct kvb__rpos pos, prev; /* its position, and the stream's before it */
+    bool have_prev;
+    void *blob;
+    size_t len;
+};
+
 struct kvb_redis_relay {
     kvb_redis_relay_config cfg; /* (c) strings point into url_copy / prefix_copy */
     char *url_copy, *prefix_copy;
@@ -94,6 +103,9 @@ struct kvb_redis_relay {
     kvb_redis_relay_stats st;          /* (mu) */
 
     /* relay thread only */
+    struct retained *ret; /* ring of the last appended entries, oldest first */
+    uint32_t ret_cap, ret_head, ret_count;
+    uint64_t ret_bytes;
     uint64_t inc;
     uint64_t my_incs[RELAY_MY_INCS];
     uint32_t n_my_incs;
@@ -595,6 +607,9 @@ static void pop_done(kvb_redis_relay *r, bool all)
     pthread_mutex_unlock(&r->mu);
 }
 
+static void retain(kvb_redis_relay *r, const char *name, struct relay_item *it,
+                   struct kvb__rpos prev, bool have_prev);
+
 /* Items of w with a position at or below p were appended (found after an error). */
 static void mark_appended_upto(kvb_redis_relay *r, struct kvb__rlog_worker *lw, struct kvb__rpos p)
 {
@@ -609,11 +624,16 @@ static void mark_appended_upto(kvb_redis_relay *r, struct kvb__rlog_worker *lw, 
             continue;
         if (kvb__rpos_cmp(it->pos, p) > 0)
             break;
+        struct kvb__rpos prev = lw->pos;
+        bool have_prev = lw->have_pos;
         kvb_redis_entry e;
         if (kvb_redis_entry_decode(it->blob, it->len, &e) == 0) {
             kvb__rlog_apply_decoded(&r->lg, lw, &e);
             kvb_redis_entry_fini(&e);
         }
+        lw->pos = it->pos;
+        lw->have_pos = true;
+        retain(r, lw->name, it, prev, have_prev);
         it->done = true;
         pthread_mutex_lock(&r->mu);
         r->st.discarded++;
@@ -664,6 +684,94 @@ static int read_lasts(kvb_redis_relay *r, struct last_entry *out)
 /* Append one clear (CLEAR_LOST) for lw at position p, right now. */
 static int append_lost_clear(kvb_redis_relay *r, struct kvb__rlog_worker *lw, struct kvb__rpos p);
 
+/* Redis lost lw's entries after position p (have: the stream still has p; !have: the
+ * stream is gone): append them again from the retention ring, same positions and
+ * bytes, if it still holds the entry right after p. 0 done, -ENOENT (not retained:
+ * the caller writes a clear instead), 1 not the holder, negative errno. The shadow
+ * already holds their effects: only the ordinals and ids are updated. */
+static int reappend(kvb_redis_relay *r, struct kvb__rlog_worker *lw, struct kvb__rpos p, bool have)
+{
+    uint32_t first = UINT32_MAX, n = 0;
+    for (uint32_t i = 0; i < r->ret_count; i++) {
+        struct retained *x = &r->ret[(r->ret_head + i) % r->ret_cap];
+        if (strcmp(x->name, lw->name) != 0)
+            continue;
+        if (first == UINT32_MAX) {
+            if (x->have_prev != have || (have && kvb__rpos_cmp(x->prev, p) != 0))
+                continue;
+            first = i;
+        }
+        n++;
+    }
+    if (first == UINT32_MAX)
+        return -ENOENT;
+    char lease[160], incr[160], inc[32];
+    lease_keys(r, lease, incr, sizeof lease);
+    snprintf(inc, sizeof inc, "%llu", (unsigned long long)r->inc);
+    size_t nargs = 3 + 4 * (size_t)n;
+    const char **args = malloc(sizeof *args * nargs);
+    size_t *lens = malloc(sizeof *lens * nargs);
+    char(*nums)[3][24] = malloc(sizeof *nums * n);
+    if (!args || !lens || !nums) {
+        free(args);
+        free(lens);
+        free(nums);
+        return -ENOMEM;
+    }
+    args[0] = lease;
+    lens[0] = strlen(lease);
+    args[1] = lw->key;
+    lens[1] = lw->key_len;
+    args[2] = inc;
+    lens[2] = strlen(inc);
+    size_t a = 3;
+    uint32_t k = 0;
+    struct kvb__rpos last = p;
+    for (uint32_t i = first; i < r->ret_count; i++) {
+        struct retained *x = &r->ret[(r->ret_head + i) % r->ret_cap];
+        if (strcmp(x->name, lw->name) != 0)
+            continue;
+        snprintf(nums[k][0], 24, "%llu", (unsigned long long)x->pos.ep);
+        snprintf(nums[k][1], 24, "%lld", (long long)x->pos.seq);
+        snprintf(nums[k][2], 24, "%u", x->pos.sub);
+        for (int j = 0; j < 3; j++) {
+            args[a] = nums[k][j];
+            lens[a++] = strlen(nums[k][j]);
+        }
+        args[a] = x->blob;
+        lens[a++] = x->len;
+        last = x->pos;
+        k++;
+    }
+    redisReply *rep = kvb__rconn_script(&r->rc, KVB_RS_APPEND, 2, (int)a, args, lens);
+    free(args);
+    free(lens);
+    free(nums);
+    if (!rep)
+        return -EIO;
+    int ret = -EPROTO;
+    long long c, ln;
+    if (kvb__rr_arr(rep, 3) && kvb__rr_int(rep->element[0], &c) && c == (long long)k &&
+        kvb__rr_int(rep->element[2], &ln)) {
+        uint64_t ms = 0, sq = 0;
+        kvb__parse_id(rep->element[1]->str, rep->element[1]->len, &ms, &sq);
+        lw->n = ln;
+        lw->pos = lw->seen = last;
+        lw->have_pos = lw->have_seen = true;
+        lw->id_ms = ms;
+        lw->id_seq = sq;
+        pthread_mutex_lock(&r->mu);
+        r->st.reappended += k;
+        r->st.appended += k;
+        pthread_mutex_unlock(&r->mu);
+        ret = 0;
+    } else if (kvb__rr_arr(rep, 1) && kvb__rr_int(rep->element[0], &c) && c == -1) {
+        ret = 1;
+    }
+    freeReplyObject(rep);
+    return ret;
+}
+
 /* After an error, a refusal or a re-acquisition: is every stream's last entry ours
  * and where we think it is? 0 yes (fixed up), 1 fenced, negative errno. */
 static int verify_streams(kvb_redis_relay *r)
@@ -680,7 +788,9 @@ static int verify_streams(kvb_redis_relay *r)
             if (w->n >= 0) { /* the stream vanished (Redis lost it) */
                 w->n = -1;
                 w->have_pos = w->have_seen = false;
-                ret = append_lost_clear(r, w, (struct kvb__rpos){0, -1, 0});
+                ret = reappend(r, w, (struct kvb__rpos){0, -1, 0}, false);
+                if (ret == -ENOENT)
+                    ret = append_lost_clear(r, w, (struct kvb__rpos){0, -1, 0});
             }
             continue;
         }
@@ -720,9 +830,12 @@ static int verify_streams(kvb_redis_relay *r)
         w->have_pos = w->have_seen = true;
         w->id_ms = f->id_ms;
         w->id_seq = f->id_seq;
-        struct kvb__rpos p = f->pos;
-        p.sub++;
-        ret = append_lost_clear(r, w, p);
+        ret = reappend(r, w, f->pos, true);
+        if (ret == -ENOENT) {
+            struct kvb__rpos p = f->pos;
+            p.sub++;
+            ret = append_lost_clear(r, w, p);
+        }
     }
     free(le);
     pop_done(r, false);
@@ -738,6 +851,34 @@ struct group {
     uint32_t first; /* index into the round's item list */
 };
 
+/* Keep an appended item's blob (ownership moves from the item) in the retention
+ * ring; the oldest go when it exceeds retain_bytes. */
+static void retain(kvb_redis_relay *r, const char *name, struct relay_item *it,
+                   struct kvb__rpos prev, bool have_prev)
+{
+    if (!r->ret_cap || !r->cfg.retain_bytes || it->len > r->cfg.retain_bytes)
+        return;
+    while (r->ret_count &&
+           (r->ret_count == r->ret_cap || r->ret_bytes + it->len > r->cfg.retain_bytes)) {
+        struct retained *o = &r->ret[r->ret_head];
+        r->ret_bytes -= o->len;
+        free(o->blob);
+        o->blob = NULL;
+        r->ret_head = (r->ret_head + 1) % r->ret_cap;
+        r->ret_count--;
+    }
+    struct retained *x = &r->ret[(r->ret_head + r->ret_count) % r->ret_cap];
+    snprintf(x->name, sizeof x->name, "%s", name);
+    x->pos = it->pos;
+    x->prev = prev;
+    x->have_prev = have_prev;
+    x->blob = it->blob;
+    x->len = it->len;
+    it->blob = NULL; /* the ring owns it now */
+    r->ret_bytes += x->len;
+    r->ret_count++;
+}
+
 /* Apply the accepted items of a group to the shadow; n_acc of them. */
 static void group_accepted(kvb_redis_relay *r, struct group *g, struct relay_item **its,
                            uint32_t n_acc, const redisReply *id, long long last_n)
@@ -748,12 +889,15 @@ static void group_accepted(kvb_redis_relay *r, struct group *g, struct relay_ite
         kvb__parse_id(id->str, id->len, &ms, &sq);
     for (uint32_t i = 0; i < n_acc; i++) {
         struct relay_item *it = its[g->first + i];
+        struct kvb__rpos prev = lw->pos;
+        bool have_prev = lw->have_pos;
         kvb_redis_entry e;
         if (kvb_redis_entry_decode(it->blob, it->len, &e) == 0) {
             int64_t n = last_n - (long long)(n_acc - 1 - i);
             kvb__rlog_apply_own(&r->lg, lw, &e, r->inc, n, ms, sq);
             kvb_redis_entry_fini(&e);
         }
+        retain(r, lw->name, it, prev, have_prev);
         it->done = true;
     }
     r->since_snapshot += n_acc;
@@ -1438,6 +1582,10 @@ KVB_API int kvb_redis_relay_create(const kvb_redis_relay_config *cfg, kvb_redis_
     r->ring = calloc(r->ring_cap, sizeof *r->ring);
     r->wmap_cap = 64;
     r->wmap = calloc(r->wmap_cap, sizeof *r->wmap);
+    r->ret_cap = c.retain_bytes ? c.queue_entries : 0;
+    r->ret = r->ret_cap ? calloc(r->ret_cap, sizeof *r->ret) : NULL;
+    if (r->ret_cap && !r->ret)
+        r->ret_cap = 0; /* no retention: lost entries become clears */
     if (!r->url_copy || !r->prefix_copy || !r->ring || !r->wmap ||
         kvb__rlog_init(&r->lg, &c.index) < 0) {
         free(r->url_copy);
@@ -1499,6 +1647,9 @@ KVB_API int kvb_redis_relay_destroy(kvb_redis_relay *r)
         free(w);
     }
     free(r->wmap);
+    for (uint32_t i = 0; i < r->ret_count; i++)
+        free(r->ret[(r->ret_head + i) % r->ret_cap].blob);
+    free(r->ret);
     free(r->ring);
     free(r->url_copy);
     free(r->prefix_copy);

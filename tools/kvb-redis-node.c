@@ -11,7 +11,8 @@
  *   kvb-redis-node dump    --redis URL     every stream entry as one JSON line
  *
  * Options: --prefix P, --block-size N (16), --seed S, --stale-after S,
- * --snapshot-entries N, --snapshot-ms MS, --queue N, --replay-timeout-ms MS.
+ * --snapshot-entries N, --snapshot-ms MS, --queue N, --retain-bytes N,
+ * --replay-timeout-ms MS.
  *
  * Control (relay, replica): one command per line on stdin, one JSON line back on
  * stdout: `state`; `probe IN OUT` (IN: one hash per line; OUT: per hash the
@@ -46,6 +47,7 @@ struct opts {
     uint64_t seed;
     double stale_after;
     uint32_t snapshot_entries, snapshot_ms, queue, replay_timeout_ms;
+    long long retain_bytes; /* -1: the default */
     kvb_subscriber_worker workers[MAX_WORKERS];
     char *worker_specs[MAX_WORKERS];
     int n_workers;
@@ -119,6 +121,7 @@ static void parse(int argc, char **argv)
     O.block_size = 16;
     O.seed = 0;
     O.stale_after = 0;
+    O.retain_bytes = -1;
     for (int i = 2; i < argc; i += 2) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -140,6 +143,8 @@ static void parse(int argc, char **argv)
             O.snapshot_ms = (uint32_t)strtoul(v, NULL, 10);
         else if (strcmp(a, "--queue") == 0)
             O.queue = (uint32_t)strtoul(v, NULL, 10);
+        else if (strcmp(a, "--retain-bytes") == 0)
+            O.retain_bytes = strtoll(v, NULL, 10);
         else if (strcmp(a, "--replay-timeout-ms") == 0)
             O.replay_timeout_ms = (uint32_t)strtoul(v, NULL, 10);
         else if (strcmp(a, "--worker") == 0) {
@@ -220,14 +225,15 @@ static void print_state(FILE *f)
                 "\"relay\":{\"state\":\"%s\",\"inc\":%" PRIu64 ",\"connected\":%s,"
                 "\"queued\":%" PRIu64 ",\"enqueued\":%" PRIu64 ",\"appended\":%" PRIu64
                 ",\"refused\":%" PRIu64 ",\"discarded\":%" PRIu64 ",\"overflows\":%" PRIu64
-                ",\"lost_clears\":%" PRIu64 ",\"anomalies\":%" PRIu64 ",\"snapshots\":%" PRIu64
+                ",\"lost_clears\":%" PRIu64 ",\"reappended\":%" PRIu64
+                ",\"anomalies\":%" PRIu64 ",\"snapshots\":%" PRIu64
                 ",\"snapshot_bytes\":%" PRIu64 ",\"trimmed\":%" PRIu64 ",\"errors\":%" PRIu64
                 ",\"reconnects\":%" PRIu64 ",\"lease_acquired\":%" PRIu64
                 ",\"lease_lost\":%" PRIu64 ",\"followed\":%" PRIu64 ",\"takeover_ms\":%.3f,"
                 "\"subscribed\":%d},",
                 kvb_redis_relay_state_name(s.state), s.inc, s.connected ? "true" : "false",
                 s.queued, s.enqueued, s.appended, s.refused, s.discarded, s.overflows,
-                s.lost_clears, s.anomalies, s.snapshots, s.snapshot_bytes, s.trimmed, s.errors,
+                s.lost_clears, s.reappended, s.anomalies, s.snapshots, s.snapshot_bytes, s.trimmed, s.errors,
                 s.reconnects, s.lease_acquired, s.lease_lost, s.followed, s.takeover_ns / 1e6,
                 atomic_load(&sub_state));
         print_streams(f, kvb_redis_relay_index(RELAY));
@@ -518,6 +524,8 @@ int main(int argc, char **argv)
             c.snapshot_ms = O.snapshot_ms;
         if (O.queue)
             c.queue_entries = O.queue;
+        if (O.retain_bytes >= 0)
+            c.retain_bytes = (uint64_t)O.retain_bytes;
         c.on_state = on_state;
         rc = kvb_redis_relay_create(&c, &RELAY);
         if (rc < 0) {

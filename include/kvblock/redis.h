@@ -47,8 +47,10 @@
  *    again, and only if no other relay appended meanwhile (otherwise it is
  *    FENCED for good: the process should exit and come back as a standby). After
  *    any Redis error the relay re-reads each stream's last entry before
- *    appending again (an append that timed out may have been applied); a Redis
- *    server that restarted (its run_id changed) voids the lease.
+ *    appending again (an append that timed out may have been applied; entries
+ *    Redis lost are appended again from a bounded retention of the last appended
+ *    ones or, when no longer retained, replaced by a clear of their worker); a
+ *    Redis server that restarted (its run_id changed) voids the lease.
  *  - Readers (replicas, standby relays) skip entries whose incarnation is older
  *    than the newest seen on that stream and entries at or below the last applied
  *    position, and check that n grows by exactly one: a hole (entries trimmed
@@ -204,18 +206,23 @@ typedef struct kvb_redis_relay_config {
     /** Index configuration (block_size and seed must be the fleet's: snapshots
      * written with another are refused). */
     kvb_index_config index;
-    uint32_t lease_ms;            /**< lease time to live; default 2000 (FLEET.md) */
-    uint32_t renew_ms;            /**< renewal period; default 500 */
-    uint32_t acquire_poll_ms;     /**< how often a standby tries the lease; default 250 */
-    uint32_t snapshot_entries;    /**< snapshot after N entries appended; default 100000; 0 never */
-    uint32_t snapshot_ms;         /**< snapshot after S ms with appends; default 60000; 0 never */
-    uint32_t queue_entries;       /**< bounded queue, entries; default 65536 */
-    uint64_t queue_bytes;         /**< bounded queue, encoded bytes; default 256 MiB */
-    uint32_t append_max_entries;  /**< entries per append script call; default 256 */
-    uint32_t io_timeout_ms;       /**< socket timeout of every command; default 1000 */
-    uint32_t snapshot_timeout_ms; /**< socket timeout of a snapshot write; default 30000 */
-    uint32_t block_ms;            /**< standby: XREAD BLOCK; default 100 */
-    uint32_t backoff_max_ms;      /**< reconnect backoff ceiling; default 2000 */
+    uint32_t lease_ms;           /**< lease time to live; default 2000 (FLEET.md) */
+    uint32_t renew_ms;           /**< renewal period; default 500 */
+    uint32_t acquire_poll_ms;    /**< how often a standby tries the lease; default 250 */
+    uint32_t snapshot_entries;   /**< snapshot after N entries appended; default 100000; 0 never */
+    uint32_t snapshot_ms;        /**< snapshot after S ms with appends; default 60000; 0 never */
+    uint32_t queue_entries;      /**< bounded queue, entries; default 65536 */
+    uint64_t queue_bytes;        /**< bounded queue, encoded bytes; default 256 MiB */
+    uint32_t append_max_entries; /**< entries per append script call; default 256 */
+    /** Bytes of appended entries kept to append them again when Redis comes back
+     * without them (appendfsync everysec may lose about a second of acknowledged
+     * writes); 0 = none (lost entries then become a clear of their worker).
+     * Default 64 MiB. */
+    uint64_t retain_bytes;
+    uint32_t io_timeout_ms;            /**< socket timeout of every command; default 1000 */
+    uint32_t snapshot_timeout_ms;      /**< socket timeout of a snapshot write; default 30000 */
+    uint32_t block_ms;                 /**< standby: XREAD BLOCK; default 100 */
+    uint32_t backoff_max_ms;           /**< reconnect backoff ceiling; default 2000 */
     kvb_redis_relay_state_cb on_state; /**< optional */
     void *user;
 } kvb_redis_relay_config;
@@ -233,7 +240,9 @@ typedef struct kvb_redis_relay_stats {
     uint64_t discarded;       /**< queued entries found already appended after an error */
     uint64_t overflows;       /**< batches not queued because the queue was full */
     uint64_t overflow_clears; /**< clear entries written because of overflows */
-    uint64_t lost_clears;     /**< clear entries written because Redis lost entries */
+    uint64_t lost_clears;     /**< clear entries written because Redis lost entries
+                                   that were no longer retained */
+    uint64_t reappended;      /**< entries Redis lost, appended again from retention */
     uint64_t anomalies;       /**< subscriber sequences that could not be placed */
     uint64_t snapshots;       /**< snapshots written */
     uint64_t snapshot_bytes;  /**< size of the last one (index + meta) */

@@ -210,6 +210,7 @@ class Fleet:
 
     def __init__(self, args, workdir, seed, batches, rate):
         self.snapshot_args = ["--snapshot-entries", "300", "--snapshot-ms", "1000"]
+        self.relay_args = []
         self.args = args
         self.workdir = workdir
         self.redis = Redis(args.redis_server, workdir)
@@ -238,6 +239,7 @@ class Fleet:
     def node(self, name, role):
         argv = [self.args.node, role, "--redis", self.redis.url()] + self.snapshot_args
         if role == "relay":
+            argv += self.relay_args
             for s in self.specs:
                 argv += ["--worker", s]
         n = Node(name, argv, self.workdir)
@@ -674,13 +676,12 @@ def sc_split_brain(fleet):
              sa["relay"]["refused"]))
 
 
-def sc_redis_lost(fleet):
-    """Redis comes back with less than it had acknowledged: restarted from a copy
-    of its AOF taken a second earlier. The relay that resumes appends a clear for
-    every worker whose logged entries vanished (or, when the standby wins the
-    lease, replays them from the workers); replicas see the ordinals go back and
-    reload the snapshot. The active relay must equal the ground truth; replicas may
-    miss what was cleared but must hold nothing stale, and agree with each other."""
+def sc_redis_lost_retained(fleet):
+    """Redis comes back with less than it had acknowledged (restarted from a copy of its
+    AOF taken a second earlier; appendfsync everysec allows that much loss on a host
+    crash). The active relay appends the lost entries again from its retention, same
+    positions and bytes; replicas see the ordinals go back, reload the snapshot and
+    read again: every node equals the ground truth."""
     a, b, reps = base_setup(fleet)
     b.stop()  # the active relay itself must deal with the loss (no standby to take over)
     fleet.go()
@@ -691,6 +692,38 @@ def sc_redis_lost(fleet):
     fleet.redis.restore_copy()
     fleet.redis.start()
     print("  redis-server killed and restarted from a copy of its AOF taken 1 s earlier")
+    fleet.wait_published()
+    act = active_relay(fleet, 20)
+    final_check(fleet, [act] + reps, "after the loss")
+    sa = act.state()["relay"]
+    rs = [r.state()["replica"] for r in reps]
+    if sa["reappended"] < 1 or sa["lost_clears"]:
+        raise Fail("expected re-appended entries and no clears: %s" % sa)
+    print("  %s (incarnation %d) appended %d lost entries again from its retention; replicas "
+          "reloaded the snapshot %s times (regressions seen %s)"
+          % (act.name, sa["inc"], sa["reappended"], [x["reloads"] for x in rs],
+             [x["regressions"] for x in rs]))
+
+
+def sc_redis_lost(fleet):
+    """Redis comes back with less than it had acknowledged: restarted from a copy
+    of its AOF taken a second earlier. The relay that resumes appends a clear for
+    every worker whose logged entries vanished (or, when the standby wins the
+    lease, replays them from the workers); replicas see the ordinals go back and
+    reload the snapshot. The active relay must equal the ground truth; replicas may
+    miss what was cleared but must hold nothing stale, and agree with each other."""
+    fleet.relay_args = ["--retain-bytes", "0"]  # no retention: lost entries become clears
+    a, b, reps = base_setup(fleet)
+    b.stop()  # the active relay itself must deal with the loss (no standby to take over)
+    fleet.go()
+    wait_flowing([a] + reps)
+    fleet.redis.save_copy()
+    time.sleep(1.0)
+    fleet.redis.kill9()
+    fleet.redis.restore_copy()
+    fleet.redis.start()
+    print("  redis-server killed and restarted from a copy of its AOF taken 1 s earlier; "
+          "relays retain nothing")
     fleet.wait_published()
     act = active_relay(fleet, 20)
     states = converge(fleet, [act] + reps)
@@ -729,7 +762,9 @@ SCENARIOS = {
     3: ("redis-server kill -9, restart from the AOF", sc_redis_kill),
     4: ("SIGSTOP of redis-server past the lease", sc_redis_stop),
     5: ("SIGSTOP of the active relay past its lease (split brain)", sc_split_brain),
-    6: ("redis-server restarted from an older AOF (lost acknowledged entries)", sc_redis_lost),
+    6: ("redis-server restarted from an older AOF (lost acknowledged entries)",
+        sc_redis_lost_retained),
+    7: ("the same without retention: lost entries become clears", sc_redis_lost),
 }
 
 
