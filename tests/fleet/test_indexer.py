@@ -919,6 +919,46 @@ def bad_requests(F):
     F.check_truth(streams=False, hashes=False)
 
 
+@scenario
+def fuzzed_bodies(F):
+    """600 seeded mutations of valid /v1/match bodies (byte flips, insertions,
+    deletions, truncations, splices): each answered 200 or 400 with JSON, the
+    daemon alive afterwards."""
+    rng = random.Random(7)
+    seeds = [json.dumps({"tokens": F.a2, "block_size": BS, "lora_name": None,
+                         "cache_salt": "s", "top_k": 3}).encode(),
+             json.dumps({"hashes": fm.router_hashes(F.a2, BS)}).encode(),
+             json.dumps({"hashes": [str(h) for h in fm.router_hashes(F.shared, BS)],
+                         "top_k": None}).encode()]
+    alphabet = b'{}[]",:0123456789-+.eE \\nulltruefalse\x00\xff"'
+    codes = {}
+    for i in range(600):
+        b = bytearray(rng.choice(seeds))
+        for _ in range(rng.randrange(1, 6)):
+            op = rng.randrange(5)
+            pos = rng.randrange(len(b) + 1)
+            if op == 0 and b:
+                b[min(pos, len(b) - 1)] = rng.choice(alphabet)
+            elif op == 1:
+                b[pos:pos] = bytes(rng.choice(alphabet) for _ in range(rng.randrange(1, 24)))
+            elif op == 2:
+                del b[pos:pos + rng.randrange(1, 16)]
+            elif op == 3:
+                b = b[:pos]
+            else:
+                other = rng.choice(seeds)
+                q = rng.randrange(len(other))
+                b[pos:pos] = other[q:q + rng.randrange(1, 64)]
+        st, r, data = F.daemon.http.request("POST", "/v1/match", bytes(b))
+        codes[st] = codes.get(st, 0) + 1
+        assert st in (200, 400), (st, bytes(b)[:200], data[:200])
+        ans = json.loads(data)
+        assert ("error" in ans) == (st == 400), ans
+    log(f"fuzzed bodies: {codes}")
+    assert F.daemon.proc.poll() is None
+    F.check_truth(streams=False, hashes=False)
+
+
 PROM_LINE = re.compile(
     r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="([^"\\]|\\.)*",?)*\})? '
     r'[-+]?([0-9.]+([eE][-+]?[0-9]+)?|Inf|NaN)$')
