@@ -12,16 +12,21 @@
 #
 #   make check-redis   (in CHECKS) tests/redis/run.py: starts its own redis-server
 #                      (free loopback port, temporary directory, AOF on), scripted
-#                      vLLM-format publishers (python3-zmq, python3-msgpack), two
-#                      relays and two replicas (tools/kvb-redis-node), and runs the
-#                      five fault scenarios (relay kill -9, replica kill -9 + cold
-#                      start, redis-server kill -9 + AOF restart, SIGSTOP of Redis
-#                      past the lease, SIGSTOP of the active relay past its lease:
-#                      split brain); each checks the replicas' and the relay's match
-#                      answers against the publishers' ground truth. Skipped with a
-#                      message when redis-server, hiredis, ZeroMQ, the fleet index
-#                      or the Python modules are missing. REDIS_SCENARIOS="1 3"
-#                      runs a subset.
+#                      vLLM-format publishers (python3-zmq, python3-msgpack; three
+#                      with router hashes, one vLLM worker with engine hashes and
+#                      token ids), two relays and two replicas
+#                      (tools/kvb-redis-node), and runs the fault scenarios: 1 relay
+#                      kill -9, 2 replica kill -9 + cold start, 3 redis-server kill -9
+#                      + AOF restart, 4 SIGSTOP of Redis past the lease, 5 SIGSTOP of
+#                      the active relay past its lease (split brain, checked in the
+#                      streams), 6 Redis restarted from an older AOF (lost entries
+#                      appended again from the relay's retention), 7 the same without
+#                      retention (clears), 8 a worker dies (stale) and restarts; each
+#                      checks the relay's and the replicas' answers against the
+#                      publishers' ground truth (about 70 s). Skipped with a message
+#                      when redis-server, hiredis, ZeroMQ, the fleet index or the
+#                      Python modules are missing. REDIS_SCENARIOS="1 3" runs a
+#                      subset.
 #   make bench-redis   tools/kvb-redis-bench: replica cold start (snapshot + stream
 #                      tail) for 2.28 M events from 7 workers, steady-state lag of a
 #                      replica behind the relay at 1 M events/s offered, lookups/s

@@ -258,6 +258,8 @@ def main():
                 buf.append(payload)
                 pub.send_multipart([b"", seq.to_bytes(8, "big"), payload])
                 seq += 1
+                if seq % 100 == 0:
+                    write_truth()  # a recent truth survives a kill -9
             if seq >= a.batches:
                 done = True
                 write_truth()

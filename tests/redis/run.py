@@ -211,6 +211,7 @@ class Fleet:
     def __init__(self, args, workdir, seed, batches, rate):
         self.snapshot_args = ["--snapshot-entries", "300", "--snapshot-ms", "1000"]
         self.relay_args = []
+        self.node_args = []
         self.args = args
         self.workdir = workdir
         self.redis = Redis(args.redis_server, workdir)
@@ -237,7 +238,8 @@ class Fleet:
                               % (name, pp, rp, kind, ",block-size=16" if kind == "vllm" else ""))
 
     def node(self, name, role):
-        argv = [self.args.node, role, "--redis", self.redis.url()] + self.snapshot_args
+        argv = ([self.args.node, role, "--redis", self.redis.url()] + self.snapshot_args +
+                self.node_args)
         if role == "relay":
             argv += self.relay_args
             for s in self.specs:
@@ -324,8 +326,11 @@ def converge(fleet, nodes, timeout=40):
     raise Fail("unreachable")
 
 
-def check_counts(fleet, node, state):
+def check_counts(fleet, node, state, skip=()):
     exp = expected_streams(fleet)
+    for k in list(exp):
+        if k[0] in skip:
+            del exp[k]
     got = {(x["worker"], x["dp_rank"]): x for x in state["streams"]}
     bad = []
     for key, r in exp.items():
@@ -483,12 +488,12 @@ def check_streams(fleet):
     return per, total
 
 
-def final_check(fleet, nodes, label):
+def final_check(fleet, nodes, label, skip_counts=()):
     states = converge(fleet, nodes)
     hashes, truth = truth_lines(fleet)
     held = 0
     for n in nodes:
-        check_counts(fleet, n, states[n.name])
+        check_counts(fleet, n, states[n.name], skip_counts)
         held = check_probe(fleet, n, hashes, truth)
         chains = check_tokens(fleet, n)
     per, total = check_streams(fleet)
@@ -756,6 +761,63 @@ def sc_redis_lost(fleet):
     del lost
 
 
+def sc_worker_down_restart(fleet):
+    """A worker dies (kill -9 of its publisher): the relay logs it STALE after
+    --stale-after and every replica stops matching it; the worker comes back as a
+    new incarnation (sequence from 0, empty cache): the relay logs the restart clear
+    and the new sequence space (a new ep), replicas drop the old blocks."""
+    fleet.node_args = ["--stale-after", "1"]
+    a, b, reps = base_setup(fleet)
+    fleet.go()
+    wait_flowing([a] + reps)
+    pub, truth_path = fleet.pubs["w2"]
+    time.sleep(0.5)
+    pub.kill9()
+    pub.stop()
+    for n in [a] + reps:
+        for _ in deadline_loop(10, "%s to mark w2 stale" % n.name):
+            st = {x["worker"]: x["state"] for x in n.state()["streams"]}
+            if st.get("w2") == "stale":
+                break
+    # not matched while stale: the blocks w2 held (its last periodic truth) are
+    # reported by no node for w2
+    with open(truth_path) as f:
+        old = json.load(f)
+    old_hashes = sorted(int(h) for r in old["ranks"].values() for h in r["best"])
+    pin = os.path.join(fleet.workdir, "stale.in")
+    with open(pin, "w") as f:
+        f.write("".join("%d\n" % h for h in old_hashes))
+    for n in [a] + reps:
+        out = pin + "." + n.name
+        r = n.cmd("probe %s %s" % (pin, out), timeout=30)
+        with open(out) as f:
+            seen = sum(1 for line in f if " w2/" in line)
+        if not r.get("ok") or seen:
+            raise Fail("%s matches stale w2 for %d of its blocks" % (n.name, seen))
+    os.unlink(truth_path)
+    print("  w2 killed: relay and replicas mark it stale; none matches any of the %d blocks it "
+          "held" % len(old_hashes))
+    # the worker restarts: same endpoints, new seed, sequence from 0
+    argv = list(pub.p.args)
+    argv[argv.index("--seed") + 1] = str(fleet.seed * 100 + 77)
+    newpub = Proc("pub-w2-2", argv, fleet.workdir)
+    fleet.pubs["w2"] = (newpub, truth_path)
+    time.sleep(0.5)
+    newpub.send("go")
+    fleet.wait_published()
+    final_check(fleet, [a] + reps, "after the restart of w2", skip_counts=("w2",))
+    for n in [a] + reps:
+        w2 = [x for x in n.state()["streams"] if x["worker"] == "w2"]
+        if not w2 or w2[0]["restarts"] < 1 or w2[0]["state"] != "live":
+            raise Fail("%s: w2 stream %s (want live, a restart counted)" % (n.name, w2))
+    per = dump_streams(fleet)
+    kinds = {}
+    for e in per.get("w2", []):
+        kinds[e["kind"]] = kinds.get(e["kind"], 0) + 1
+    print("  w2 restarted: every node counts the restart, holds only the new incarnation's "
+          "blocks; w2's stream holds %s" % kinds)
+
+
 SCENARIOS = {
     1: ("kill -9 of the active relay mid-stream", sc_relay_kill),
     2: ("kill -9 of a replica, cold start of a new one", sc_replica_cold),
@@ -765,6 +827,7 @@ SCENARIOS = {
     6: ("redis-server restarted from an older AOF (lost acknowledged entries)",
         sc_redis_lost_retained),
     7: ("the same without retention: lost entries become clears", sc_redis_lost),
+    8: ("a worker dies (stale), then restarts with a new sequence", sc_worker_down_restart),
 }
 
 
