@@ -36,7 +36,9 @@ endif
 
 ifneq ($(INDEXER_WHY),)
 ifneq ($(filter tools/kvb-indexer.c,$(TOOL_SRCS)),)
+ifeq ($(MAKE_RESTARTS),)
 $(info kvb-indexer: not built: $(INDEXER_WHY))
+endif
 endif
 TOOL_SRCS := $(filter-out tools/kvb-indexer.c,$(TOOL_SRCS))
 else
