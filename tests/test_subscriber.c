@@ -119,7 +119,7 @@ typedef struct tp {
     bool dup;           /* (mu) every reply is sent twice */
     bool old;           /* (mu) the whole buffer is sent, whatever the start */
     uint32_t requests;  /* (mu) replay requests seen */
-    int delay_ms;       /* (mu) wait this long before answering */
+    bool hold;          /* (mu) a request waits until this is false again */
     uint64_t next_seq;
     uint32_t sends; /* batches built: rotates the three layouts */
     /* truth: copies held per (rank, hash); entries stay at 0 once removed */
@@ -158,11 +158,11 @@ static void *tp_replay_main(void *arg)
         tp_ent out[2 * TP_BUF];
         uint32_t no = 0;
         pthread_mutex_lock(&t->mu);
-        int delay = t->delay_ms;
-        pthread_mutex_unlock(&t->mu);
-        if (delay)
-            msleep(delay); /* the buffer is read after the wait */
-        pthread_mutex_lock(&t->mu);
+        while (t->hold && !atomic_load(&t->stop)) { /* the buffer is read after the wait */
+            pthread_mutex_unlock(&t->mu);
+            msleep(2);
+            pthread_mutex_lock(&t->mu);
+        }
         bool answer = ok && !t->mute;
         if (ok)
             t->requests++;
@@ -1370,12 +1370,13 @@ Test(subscriber, silence_stays_live)
     wait_joined(&f, "w1", &t);
     tp_store(&t, 0, 0, 3, TP_BOTH);
     wait_seq(&f, "w1", 1);
-    msleep(1500); /* time is the subject: 5x stale_after, 2.5x drop_after */
+    notes n0 = notes_get(&f); /* a slow first connection may have been noted stale */
+    msleep(1500);             /* time is the subject: 5x stale_after, 2.5x drop_after */
     kvb_subscriber_sync(f.sub, 2000);
     check_truth(&f, "w1", &t, true);
     cr_expect_eq(sstate(&f, "w1", 0), KVB_STREAM_LIVE);
     cr_expect(winfo(&f, "w1").connected);
-    cr_expect_eq(notes_get(&f).n[KVB_SUB_STALE], 0);
+    cr_expect_eq(notes_get(&f).n[KVB_SUB_STALE], n0.n[KVB_SUB_STALE]);
     fx_fini(&f);
     tp_fini(&t);
 }
@@ -1410,6 +1411,9 @@ static void killed(const char *transport)
     tp_store(&t, 0, 3, 3, TP_BOTH);
     wait_seq(&f, "w1", 2);
     check_truth(&f, "w1", &t, true);
+    /* notes from here on: on a loaded machine the first connection may itself
+     * have taken longer than stale_after (a STALE note, then LIVE) */
+    notes n0 = notes_get(&f);
     int64_t t0 = now_ms();
     tp_close(&t); /* buffer and sequence kept: the same process comes back later */
     state_arg stale = {"w1", KVB_STREAM_STALE, -1};
@@ -1420,8 +1424,8 @@ static void killed(const char *transport)
     cr_assert(wait_for(&f, p_state, &dropped), "entries never dropped");
     cr_expect_geq(now_ms() - t0, 550, "not dropped before drop_after");
     notes n = notes_get(&f);
-    cr_expect_eq(n.n[KVB_SUB_STALE], 1);
-    cr_expect_eq(n.clear_state[KVB_STREAM_STALE], 1);
+    cr_expect_eq(n.n[KVB_SUB_STALE] - n0.n[KVB_SUB_STALE], 1);
+    cr_expect_eq(n.clear_state[KVB_STREAM_STALE] - n0.clear_state[KVB_STREAM_STALE], 1);
     cr_expect(kvb_subscriber_ready(f.sub));
     /* it comes back, having published one more batch meanwhile */
     tp_open(&t);
@@ -1431,7 +1435,7 @@ static void killed(const char *transport)
     wait_seq(&f, "w1", 3); /* the missed batch came by replay */
     cr_expect(holds(&f, "w1", 0, H(6)));
     check_truth(&f, "w1", &t, false); /* blocks 0..5 were dropped: nothing stale */
-    cr_expect_eq(notes_get(&f).n[KVB_SUB_LIVE], 1);
+    cr_expect_eq(notes_get(&f).n[KVB_SUB_LIVE] - n0.n[KVB_SUB_LIVE], 1);
     cr_expect_eq(winfo(&f, "w1").restarts, 0);
     tp_wait_sub(&t);
     tp_store(&t, 0, 7, 1, TP_BOTH);
@@ -1457,7 +1461,7 @@ Test(subscriber, killed_stale_dropped_reconnect_tcp)
  * (RESYNCING) at the reconnect, not left with what it held before. */
 static void reconnect_unrecoverable(bool mute)
 {
-    fx_opts o = {.replay_timeout_ms = 300};
+    fx_opts o = {.replay_timeout_ms = mute ? 300 : 3000};
     fx f;
     fx_init(&f, &o);
     tp t;
@@ -1525,13 +1529,14 @@ Test(subscriber, busy_publisher_during_catch_up)
     wait_seq(&f, "w1", 2);
     tp_close(&t); /* the network goes away and comes back: same process */
     cr_assert(wait_for(&f, p_disconnected, "w1"));
-    pthread_mutex_lock(&t.mu);
-    t.delay_ms = 300;
-    pthread_mutex_unlock(&t.mu);
+    t.hold = true; /* no replay thread runs yet */
     tp_open(&t);
     tp_wait_sub(&t);
     for (uint32_t i = 0; i < 600; i++) /* while the catch-up waits for its answer */
         tp_store(&t, 0, 4 + (i % 100), 1, TP_BOTH);
+    pthread_mutex_lock(&t.mu);
+    t.hold = false;
+    pthread_mutex_unlock(&t.mu);
     wait_seq(&f, "w1", 602);
     check_truth(&f, "w1", &t, true);
     kvb_subscriber_worker_info in = winfo(&f, "w1");
