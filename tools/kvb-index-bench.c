@@ -423,6 +423,22 @@ static uint32_t bench_pct(const uint32_t *v, uint64_t n, unsigned permille)
     return v[(n - 1) * permille / 1000];
 }
 
+/* CPU time of the calling thread: what a run cost when the machine is shared (time
+ * the thread waited for a core is left out; cache pollution by others is not). */
+static uint64_t bench_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t bench_proc_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 static KVBT_NORETURN void bench_fail(const char *what, int rc)
 {
     kvbt_die(prog, "%s: %s", what, kvb_strerror(rc));
@@ -746,7 +762,8 @@ static void bench_a(const bench_opts *o)
     evlog_finish(&log);
 
     /* Replay into the index, best of reps. */
-    uint64_t best_ns = UINT64_MAX, block_ops = 0, matched = 0, events = 0, matches = 0;
+    uint64_t best_ns = UINT64_MAX, best_cpu = UINT64_MAX, block_ops = 0, matched = 0, events = 0,
+             matches = 0;
     uint64_t hits_idx = 0;
     kvb_index_result res[16];
     for (uint32_t rep = 0; rep < o->a_reps; rep++) {
@@ -755,7 +772,7 @@ static void bench_a(const bench_opts *o)
         for (uint32_t w = 0; w < W; w++)
             sid[w] = bench_stream(idx, w);
         uint64_t hsum = 0;
-        uint64_t t0 = kvbt_now_ns();
+        uint64_t c0 = bench_cpu_ns(), t0 = kvbt_now_ns();
         for (size_t i = 0; i < n_ops; i++) {
             if (ops[i].kind == 0) {
                 const rec_batch *b = &log.b[ops[i].idx];
@@ -771,11 +788,13 @@ static void bench_a(const bench_opts *o)
                     hsum += res[0].device;
             }
         }
-        uint64_t dt = kvbt_now_ns() - t0;
+        uint64_t dt = kvbt_now_ns() - t0, dc = bench_cpu_ns() - c0;
         kvb_index_stats st;
         kvb_index_stats_get(idx, &st);
         if (dt < best_ns)
             best_ns = dt;
+        if (dc < best_cpu)
+            best_cpu = dc;
         block_ops = st.block_ops;
         matched = st.matched_blocks;
         events = st.events;
@@ -788,12 +807,12 @@ static void bench_a(const bench_opts *o)
     }
 
     /* Baseline: the same op stream on a u64 map key -> holder bitmask (W <= 64). */
-    uint64_t base_ns = UINT64_MAX, base_hsum = 0;
+    uint64_t base_ns = UINT64_MAX, base_cpu = UINT64_MAX, base_hsum = 0;
     for (uint32_t rep = 0; rep < o->a_reps; rep++) {
         bmap m;
         bmap_init(&m, (uint64_t)W * C);
         uint64_t hsum = 0;
-        uint64_t t0 = kvbt_now_ns();
+        uint64_t c0 = bench_cpu_ns(), t0 = kvbt_now_ns();
         for (size_t i = 0; i < n_ops; i++) {
             if (ops[i].kind == 0) {
                 const rec_batch *b = &log.b[ops[i].idx];
@@ -824,19 +843,22 @@ static void bench_a(const bench_opts *o)
                 hsum += depth;
             }
         }
-        uint64_t dt = kvbt_now_ns() - t0;
+        uint64_t dt = kvbt_now_ns() - t0, dc = bench_cpu_ns() - c0;
         if (dt < base_ns)
             base_ns = dt;
+        if (dc < base_cpu)
+            base_cpu = dc;
         base_hsum = hsum;
         bmap_free(&m);
     }
     uint64_t tot = block_ops + matched;
-    printf("(a) %-30s %12llu block ops %10.2f M/s %8.1f ns/op  (%s)\n", "kvb_index, one thread",
-           (unsigned long long)tot, (double)tot * 1e3 / (double)best_ns,
-           (double)best_ns / (double)tot, bench_loadavg());
-    printf("(a) %-30s %12llu block ops %10.2f M/s %8.1f ns/op  (same ops)\n",
+    printf("(a) %-30s %10llu block ops  wall %7.2f M/s  cpu %7.2f M/s %7.1f ns/op  (%s)\n",
+           "kvb_index, one thread", (unsigned long long)tot, (double)tot * 1e3 / (double)best_ns,
+           (double)tot * 1e3 / (double)best_cpu, (double)best_cpu / (double)tot, bench_loadavg());
+    printf("(a) %-30s %10llu block ops  wall %7.2f M/s  cpu %7.2f M/s %7.1f ns/op  (same ops)\n",
            "baseline u64 map, one thread", (unsigned long long)tot,
-           (double)tot * 1e3 / (double)base_ns, (double)base_ns / (double)tot);
+           (double)tot * 1e3 / (double)base_ns, (double)tot * 1e3 / (double)base_cpu,
+           (double)base_cpu / (double)tot);
     printf("    %llu events (%llu blocks stored, %llu removed) in %zu batches, %llu matches "
            "(%llu hashes looked up); %u workers x %u blocks, %llu requests, best of %u; "
            "longest-prefix sum %llu (index) vs %llu (baseline)\n",
@@ -1145,13 +1167,13 @@ static void bench_c_variant(const bench_opts *o, uint32_t dup)
     uint32_t *sid = kvbt_xmalloc_array(W, sizeof *sid);
     for (uint32_t w = 0; w < W; w++)
         sid[w] = bench_stream(idx, w);
-    uint64_t t0 = kvbt_now_ns();
+    uint64_t c0 = bench_cpu_ns(), t0 = kvbt_now_ns();
     for (uint64_t s = 0; s < n_seq; s++) {
         uint32_t w0 = (uint32_t)(bench_rng(&x) % W);
         for (uint32_t d = 0; d < dup; d++) /* dup consecutive workers: distinct */
             bench_store(idx, sid[(w0 + d * 131) % W], KVB_INDEX_EV_STORED, keys + s * B_LEN, B_LEN);
     }
-    uint64_t dt = kvbt_now_ns() - t0;
+    uint64_t dt = kvbt_now_ns() - t0, dc = bench_cpu_ns() - c0;
     kvb_index_stats st;
     kvb_index_stats_get(idx, &st);
     if (st.entries != n_seq * B_LEN * dup || st.keys != n_seq * B_LEN)
@@ -1162,10 +1184,11 @@ static void bench_c_variant(const bench_opts *o, uint32_t dup)
     char name[64];
     snprintf(name, sizeof name, "kvb_index %s", dup == 1 ? "unique (1 holder)" : "dup7");
     printf("(c) %-30s %10llu entries %9llu keys %6.1f B/entry (stats) %6.1f B/entry (allocator, "
-           "peak %.1f)  built in %.2f s  (%s)\n",
+           "peak %.1f)  built in %.2f s (cpu %.2f s)  (%s)\n",
            name, (unsigned long long)st.entries, (unsigned long long)st.keys,
            (double)st.memory_bytes / (double)st.entries, (double)live / (double)st.entries,
-           (double)atomic_load(&ca.peak) / (double)st.entries, (double)dt / 1e9, bench_loadavg());
+           (double)atomic_load(&ca.peak) / (double)st.entries, (double)dt / 1e9, (double)dc / 1e9,
+           bench_loadavg());
     kvb_index_destroy(idx);
     if (atomic_load(&ca.live) != 0)
         printf("    note: %lld bytes still counted live after kvb_index_destroy\n",
@@ -1177,6 +1200,7 @@ static void bench_c_variant(const bench_opts *o, uint32_t dup)
     x = o->seed * 13 + dup;
     for (uint64_t i = 0; i < n_seq * B_LEN; i++)
         (void)bench_key(&x);
+    c0 = bench_cpu_ns();
     t0 = kvbt_now_ns();
     for (uint64_t s = 0; s < n_seq; s++) {
         uint32_t w0 = (uint32_t)(bench_rng(&x) % W);
@@ -1187,11 +1211,12 @@ static void bench_c_variant(const bench_opts *o, uint32_t dup)
         }
     }
     dt = kvbt_now_ns() - t0;
+    dc = bench_cpu_ns() - c0;
     printf("(c) %-30s %10llu entries %9s      %6.1f B/entry (16 B slots at load %.2f)  built in "
-           "%.2f s\n",
+           "%.2f s (cpu %.2f s)\n",
            dup == 1 ? "baseline u64 map, unique" : "baseline u64 map, dup7",
            (unsigned long long)m.n, "", (double)(m.mask + 1) * 16 / (double)m.n,
-           (double)m.n / (double)(m.mask + 1), (double)dt / 1e9);
+           (double)m.n / (double)(m.mask + 1), (double)dt / 1e9, (double)dc / 1e9);
     fflush(stdout);
     bmap_free(&m);
     free(sid);
@@ -1311,9 +1336,10 @@ static void bench_d(const bench_opts *o)
     char path[512];
     snprintf(path, sizeof path, "%s/kvb-index-bench-%ld.snap", o->snapshot_dir, (long)getpid());
     size_t bytes = 0;
+    uint64_t c0 = bench_cpu_ns();
     t0 = kvbt_now_ns();
     int rc = kvb_index_save(idx, path, &bytes);
-    uint64_t save_ns = kvbt_now_ns() - t0;
+    uint64_t save_ns = kvbt_now_ns() - t0, save_cpu = bench_cpu_ns() - c0;
     if (rc < 0)
         bench_fail("kvb_index_save", rc);
 
@@ -1323,9 +1349,10 @@ static void bench_d(const bench_opts *o)
     kvb_index *ld;
     kvb_index_config cfg;
     kvb_index_config_init(&cfg);
+    c0 = bench_cpu_ns();
     t0 = kvbt_now_ns();
     rc = kvb_index_load(path, &cfg, &ld);
-    uint64_t load_ns = kvbt_now_ns() - t0;
+    uint64_t load_ns = kvbt_now_ns() - t0, load_cpu = bench_cpu_ns() - c0;
     if (rc < 0)
         bench_fail("kvb_index_load", rc);
     unlink(path);
@@ -1340,9 +1367,10 @@ static void bench_d(const bench_opts *o)
             bench_fail("(d) stream of the loaded snapshot", rc);
         seq2[w] = info.last_seq + 1; /* resume after the watermark */
     }
+    c0 = bench_cpu_ns();
     t0 = kvbt_now_ns();
     d_apply(ld, sid2, tail, tail_w, n, o->d_batch, seq2);
-    uint64_t catch_ns = kvbt_now_ns() - t0;
+    uint64_t catch_ns = kvbt_now_ns() - t0, catch_cpu = bench_cpu_ns() - c0;
 
     kvb_index_stats s1, s2;
     kvb_index_stats_get(idx, &s1);
@@ -1361,14 +1389,16 @@ static void bench_d(const bench_opts *o)
         if (a != b || a < 1 || strcmp(r1[0].worker, r2[0].worker) != 0)
             kvbt_die(prog, "(d) the loaded index answers differently from the live one");
     }
-    printf("(d) %-30s %9llu entries  snapshot %7.1f MB  save %7.1f ms  load %7.1f ms  (%s)\n",
+    printf("(d) %-30s %9llu entries  snapshot %7.1f MB  save %7.1f ms (cpu %.1f)  load %7.1f ms "
+           "(cpu %.1f)  (%s)\n",
            "kvb_index snapshot", (unsigned long long)st0.entries, (double)bytes / 1e6,
-           (double)save_ns / 1e6, (double)load_ns / 1e6, bench_loadavg());
-    printf("(d) %-30s %9llu events  %9llu blocks  %8.1f ms  %6.2f M events/s  load + catch-up "
-           "%7.1f ms\n",
+           (double)save_ns / 1e6, (double)save_cpu / 1e6, (double)load_ns / 1e6,
+           (double)load_cpu / 1e6, bench_loadavg());
+    printf("(d) %-30s %9llu events  %9llu blocks  %8.1f ms (cpu %.1f)  %6.2f M events/s  "
+           "load + catch-up %7.1f ms (cpu %.1f)\n",
            "kvb_index catch-up", (unsigned long long)n, (unsigned long long)tail_blocks,
-           (double)catch_ns / 1e6, (double)n * 1e3 / (double)catch_ns,
-           (double)(load_ns + catch_ns) / 1e6);
+           (double)catch_ns / 1e6, (double)catch_cpu / 1e6, (double)n * 1e3 / (double)catch_ns,
+           (double)(load_ns + catch_ns) / 1e6, (double)(load_cpu + catch_cpu) / 1e6);
 
     /* Baseline: the same tail on a u64 map of (key, worker) pairs, after the base. */
     bmap m;
@@ -1376,6 +1406,7 @@ static void bench_d(const bench_opts *o)
     for (int half = 0; half < 2; half++) {
         const kvb_index_event *ev = half ? tail : base;
         const uint32_t *ws = half ? tail_w : base_w;
+        c0 = bench_cpu_ns();
         t0 = kvbt_now_ns();
         for (uint64_t i = 0; i < n; i++) {
             uint64_t salt = (uint64_t)(ws[i] + 1) * 0xD6E8FEB86659FD93ull;
@@ -1387,12 +1418,15 @@ static void bench_d(const bench_opts *o)
                     bmap_erase(&m, key);
             }
         }
-        if (half)
+        if (half) {
             catch_ns = kvbt_now_ns() - t0;
+            catch_cpu = bench_cpu_ns() - c0;
+        }
     }
-    printf("(d) %-30s %9llu events  %9llu blocks  %8.1f ms  %6.2f M events/s  (same tail)\n",
+    printf("(d) %-30s %9llu events  %9llu blocks  %8.1f ms (cpu %.1f)  %6.2f M events/s  (same "
+           "tail)\n",
            "baseline u64 map catch-up", (unsigned long long)n, (unsigned long long)tail_blocks,
-           (double)catch_ns / 1e6, (double)n * 1e3 / (double)catch_ns);
+           (double)catch_ns / 1e6, (double)catch_cpu / 1e6, (double)n * 1e3 / (double)catch_ns);
     printf("    %u workers, caches of %u blocks, events of 7 blocks on average (geometric, at "
            "most 64) in batches of %u; the %llu base events (%llu blocks) applied in %.2f s\n",
            g.W, g.cap, o->d_batch, (unsigned long long)n, (unsigned long long)base_blocks,
@@ -1701,7 +1735,7 @@ static void e_prepare(const bench_opts *o, e_setup *S)
 
 typedef struct e_result {
     uint64_t ops, requests, batches, events;
-    double offered, achieved, secs;
+    double offered, achieved, secs, cpu_s;
     uint32_t p50, p99, p999;
     uint64_t late_max_ns, block_ops;
 } e_result;
@@ -1755,6 +1789,7 @@ static void e_run(const bench_opts *o, const e_setup *S, uint64_t window_ms, e_r
         }
     }
     pthread_t *pt = kvbt_xmalloc_array(T, sizeof *pt);
+    uint64_t cpu0 = bench_proc_cpu_ns();
     /* paced: 1 ms for the threads to start before the window opens */
     uint64_t start = kvbt_now_ns() + (window_ms ? 1000000 : 0);
     for (uint32_t k = 0; k < T; k++) {
@@ -1772,6 +1807,7 @@ static void e_run(const bench_opts *o, const e_setup *S, uint64_t window_ms, e_r
         res->late_max_ns =
             th[k].late_ns_max > res->late_max_ns ? th[k].late_ns_max : res->late_max_ns;
     }
+    res->cpu_s = (double)(bench_proc_cpu_ns() - cpu0) / 1e9;
     uint32_t *lat = kvbt_xmalloc_array(nlat + 1, sizeof *lat);
     nlat = 0;
     for (uint32_t k = 0; k < T; k++) {
@@ -1843,9 +1879,10 @@ static void bench_e(const bench_opts *o)
     printf("(e) %-30s offered %9s ops/s  achieved %9.0f ops/s  p50 %7u ns  p99 %7u ns  "
            "p999 %7u ns  (%s)\n",
            "peak, unpaced", "-", r.achieved, r.p50, r.p99, r.p999, bench_loadavg());
-    printf("    %llu ops in %.3f s on %u threads; %.2f M block ops/s (blocks stored, removed "
-           "and looked up)\n",
-           (unsigned long long)r.ops, r.secs, o->e_threads,
+    printf("    %llu ops in %.3f s on %u threads, %.3f CPU-s (%.0f ops per CPU-s); %.2f M block "
+           "ops/s (blocks stored, removed and looked up)\n",
+           (unsigned long long)r.ops, r.secs, o->e_threads, r.cpu_s,
+           r.cpu_s > 0 ? (double)r.ops / r.cpu_s : 0.0,
            r.secs > 0 ? (double)r.block_ops / r.secs / 1e6 : 0.0);
     fflush(stdout);
     evlog_free(&S.log);
