@@ -19,7 +19,7 @@ LD_LIBRARY_PATH="$tmp/prefix/lib" "$tmp/shared" >/dev/null
 $CC -std=c11 -Wall -Wextra -Werror examples/quickstart.c -o "$tmp/static" -static-libgcc \
     $(pkg-config --cflags kvblock) "$tmp/prefix/lib/libkvblock.a" $(pkg-config --static --libs-only-l kvblock | sed 's/-lkvblock//')
 "$tmp/static" >/dev/null
-if ldd "$tmp/static" | grep -q libkvblock; then echo "static build links libkvblock.so"; exit 1; fi
+if ldd "$tmp/static" 2>&1 | grep libkvblock >/dev/null; then echo "static build links libkvblock.so"; exit 1; fi
 $CC -std=c11 -Wall -Wextra -Werror examples/quickstart.c -o "$tmp/static2" \
     $(pkg-config --cflags kvblock) -Wl,-Bstatic $(pkg-config --static --libs kvblock | sed 's/-lkvblock /-lkvblock -Wl,-Bdynamic /')
 "$tmp/static2" >/dev/null
