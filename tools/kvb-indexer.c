@@ -214,10 +214,10 @@ static void ixd_help(FILE *f)
             "        {\"workers\": [per stream: worker, dp_rank, state\n"
             "        (live|resyncing|lagging|stale), last_seq, batches, events, gaps,\n"
             "        replays, restarts, clears, dropped {reason: count}, entries,\n"
-            "        engine_map, block_size, hashes, heard_s_ago], \"endpoints\": [per\n"
-            "        --worker: name, endpoint, replay, kind, topic, block_size, connected,\n"
-            "        heard, expected_seq, messages, bad_messages, bad_payloads, gaps,\n"
-            "        replays, replay_failures, restarts]}\n"
+            "        engine_map, block_size, hashes, heard_s_ago, connected],\n"
+            "        \"endpoints\": [per --worker: name, endpoint, replay, kind, topic,\n"
+            "        block_size, connected, heard, expected_seq, messages, bad_messages,\n"
+            "        bad_payloads, gaps, replays, replay_failures, restarts]}\n"
             "    POST /v1/snapshot\n"
             "        Write the snapshot: {\"path\": FILE, \"bytes\": n}; 409 when no\n"
             "        --snapshot is configured, 500 when it cannot be written.\n"
@@ -1154,6 +1154,9 @@ static ixd_mhd_result ixd_workers(struct MHD_Connection *c, ixd_req *r)
             "block_size", (json_int_t)si.block_size, "hashes",
             si.hashes == KVB_INDEX_HASHES_ROUTER ? "router" : "engine", "heard_s_ago",
             si.last_heard_ns > 0 ? json_real((double)(now - si.last_heard_ns) / 1e9) : json_null());
+        kvb_subscriber_worker_info wi; /* the stream's connection, an extra field */
+        if (w && ixd.sub && kvb_subscriber_worker_info_get(ixd.sub, si.worker, &wi) == 0)
+            json_object_set_new(w, "connected", json_boolean(wi.connected));
         json_array_append_new(ws, w);
     }
     free(ids);

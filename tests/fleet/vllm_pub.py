@@ -30,7 +30,9 @@ gap), the replay buffer trimmed, raw payloads and frames of any shape sent
 (malformed input), and a publisher closed and re-created on the same endpoints
 (a restart: seq from 0).
 
-FakeEngine produces the events of an engine caching token sequences: engine
+router_hashes() (from fleet_model.py) gives the router hashes the daemon computes
+for the same tokens, so a test knows the truth. FakeEngine produces the events of
+an engine caching token sequences: engine
 block hashes from SHA-256 (vLLM: the low 64 bits as an unsigned int, or the raw
 32-byte digest; SGLang: a signed 64-bit int), parents, token ids.
 
@@ -53,6 +55,11 @@ import time
 
 import msgpack
 import zmq
+
+# The router hashes kvb-indexer computes for tokens (kvb_index_hashes), written
+# independently of libkvblock: the tests' truth. Re-exported for publishers'
+# users: vllm_pub.router_hashes(tokens, block_size, seed, lora_name, cache_salt).
+from fleet_model import router_hashes  # noqa: F401
 
 END_SEQ = (-1).to_bytes(8, "big", signed=True)
 
