@@ -29,8 +29,10 @@
  *    worker, then apply (read from 0 by replay when there is a replay endpoint,
  *    so what the new incarnation published before it was noticed is not lost).
  *    A message below expected whose payload is byte for byte the one applied
- *    under that number (the last 256 are remembered) is a duplicate instead
- *    (KVB_DROP_DUPLICATE): a PUB message that a catch-up replay already gave;
+ *    under that number (the last 256 are remembered), or, past those, one that
+ *    moves forward on a connection whose catch-up replay proved the publisher's
+ *    incarnation, is a duplicate instead (KVB_DROP_DUPLICATE): a PUB message
+ *    that a catch-up replay already gave;
  *  - AllBlocksCleared: handled by kvb_index_apply (the rank's stream is cleared);
  *  - a payload that does not decode: dropped and counted (KVB_DROP_MALFORMED);
  *    the sequence still advances (the batch was received, it is just unusable).
@@ -44,8 +46,11 @@
  * or nothing at or above it, is a restart; a buffer that starts above it proves
  * nothing: the worker is cleared (RESYNCING). A reconnect without a replay
  * endpoint, or whose catch-up fails, clears the worker (RESYNCING): its state
- * is unknown. kvb_subscriber_remove_worker without drop reports the worker's
- * streams disconnected, so the liveness timeouts retire them.
+ * is unknown, and the next batch starts a new run (expected_seq -1 until then).
+ * A connection that delivers nothing for 1 s after its catch-up gets a second
+ * one (a batch the PUB socket sent before the subscription reached it).
+ * kvb_subscriber_remove_worker without drop reports the worker's streams
+ * disconnected, so the liveness timeouts retire them.
  */
 #ifndef KVBLOCK_SUBSCRIBER_H
 #define KVBLOCK_SUBSCRIBER_H
@@ -100,14 +105,14 @@ typedef struct kvb_subscriber_worker_info {
     bool connected;        /**< the SUB socket's connection is up */
     bool heard;            /**< a batch arrived, a catch-up replay was answered, or the
                                 worker was marked (stale) */
-    int64_t expected_seq;  /**< next expected sequence number */
+    int64_t expected_seq;  /**< next expected sequence number; -1: any (after a clear) */
     uint64_t messages;     /**< messages received on the SUB socket */
     uint64_t bad_messages; /**< messages that were not [topic, 8-byte seq, payload] */
     uint64_t gaps, replays, replay_failures, restarts;
     /* ---- additions ---- */
-    uint64_t bad_payloads; /**< payloads that did not decode, or whose rank got no stream
-                                (also counted per stream as KVB_DROP_MALFORMED when the
-                                worker has one) */
+    uint64_t bad_payloads; /**< payloads that did not decode (also KVB_DROP_MALFORMED on
+                                the worker's first stream, if any), and batches whose rank
+                                got no stream (index full, over 256 ranks per worker) */
 } kvb_subscriber_worker_info;
 
 /**
