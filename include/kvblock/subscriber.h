@@ -108,6 +108,8 @@ typedef struct kvb_subscriber_worker_info {
     int64_t expected_seq;  /**< next expected sequence number; -1: any (after a clear) */
     uint64_t messages;     /**< messages received on the SUB socket */
     uint64_t bad_messages; /**< messages that were not [topic, 8-byte seq, payload] */
+    /** gaps seen on the SUB socket; replay requests sent (gaps, catch-ups); replays
+     * that could not cover what they were for; restarts detected */
     uint64_t gaps, replays, replay_failures, restarts;
     /* ---- additions ---- */
     uint64_t bad_payloads; /**< payloads that did not decode (also KVB_DROP_MALFORMED on
