@@ -83,6 +83,7 @@
 #include "common/util.h"
 #include "kvblock.h"
 #include "kvblock/index.h"
+#include "kvblock/redis.h"
 #include "kvblock/subscriber.h"
 
 #if MHD_VERSION < 0x00097002
@@ -112,6 +113,8 @@ typedef struct ixd_worker {
     uint32_t block_size; /* 0 = the index's */
 } ixd_worker;
 
+typedef enum { IXD_STANDALONE = 0, IXD_RELAY, IXD_REPLICA } ixd_role;
+
 typedef struct ixd_opts {
     char *listen;
     ixd_worker *workers;
@@ -121,7 +124,16 @@ typedef struct ixd_opts {
     char *snapshot;
     double stale_after, drop_after; /* < 0: the index's default */
     char *config;
+    /* --redis, --role, --redis-prefix (FLEET.md section 8) */
+    char *redis, *redis_prefix;
+    ixd_role role;
+    bool role_given;
+    /* relay snapshot cadence: < 0 the library's default, 0 never */
+    int64_t snapshot_batches;
+    double snapshot_every_s;
 } ixd_opts;
+
+#define IXD_EXIT_FENCED 3 /* relay: another relay took the log over (FLEET.md section 8) */
 
 static void ixd_help(FILE *f)
 {
@@ -133,6 +145,12 @@ static void ixd_help(FILE *f)
             "    kvb-indexer [--listen HOST:PORT] [--worker SPEC]... [--config FILE]\n"
             "                [--block-size N] [--seed S] [--snapshot FILE]\n"
             "                [--stale-after S] [--drop-after S]\n"
+            "    kvb-indexer --redis URL --role relay --worker SPEC... [--listen HOST:PORT]\n"
+            "                [--redis-prefix P] [--snapshot-every-batches N]\n"
+            "                [--snapshot-every S] [--block-size N] [--seed S]\n"
+            "                [--stale-after S] [--drop-after S] [--config FILE]\n"
+            "    kvb-indexer --redis URL --role replica [--listen HOST:PORT]\n"
+            "                [--redis-prefix P] [--block-size N] [--seed S] [--config FILE]\n"
             "    kvb-indexer -h | --help\n"
             "\n"
             "DESCRIPTION\n"
@@ -147,6 +165,24 @@ static void ixd_help(FILE *f)
             "    says so), AllBlocksCleared clears that rank. A worker whose connection is\n"
             "    down for --stale-after seconds is stale (not matched); after --drop-after\n"
             "    seconds its entries are freed. An idle worker stays live.\n"
+            "\n"
+            "    Router replicas through Redis (--redis, FLEET.md section 8). A relay\n"
+            "    (--role relay) subscribes to the workers as above and appends every\n"
+            "    batch it accepts, and every clear, stale and live decision, to one Redis\n"
+            "    Stream per worker (PREFIXstream:NAME), under a lease (PREFIXlease, 2 s,\n"
+            "    renewed every 0.5 s) and fencing: only the holder's incarnation may\n"
+            "    append. Any number of relays run the same command: the first to take\n"
+            "    the lease is active, the others are standbys that follow the streams and\n"
+            "    take over within about 3 s of the active one's lapse, resuming every\n"
+            "    worker from the streams' last sequence number by replay. A relay that\n"
+            "    was frozen or cut off past its lease while another took over is fenced:\n"
+            "    it never appends again and exits with status 3 (restart it: it comes\n"
+            "    back as a standby). The active relay writes the snapshot (PREFIXsnapshot)\n"
+            "    every --snapshot-every-batches entries or --snapshot-every seconds and\n"
+            "    trims the streams behind it. A replica (--role replica) takes no\n"
+            "    --worker: it loads the newest snapshot, follows every stream and serves\n"
+            "    /v1/match from memory; cut off from Redis it keeps serving and reports\n"
+            "    its streams as lagging (still matched), then catches up.\n"
             "\n"
             "OPTIONS\n"
             "    --listen HOST:PORT\n"
@@ -184,9 +220,30 @@ static void ixd_help(FILE *f)
             "    --drop-after S\n"
             "        Seconds after which a stale worker's entries are freed (default\n"
             "        300; at least --stale-after).\n"
-            "    --redis URL, --role relay|replica\n"
-            "        Reserved for router replicas sharing one index through Redis\n"
-            "        (FLEET.md section 8): not supported yet (exit status 2).\n"
+            "    --redis URL\n"
+            "        redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]: share the index through\n"
+            "        Redis; needs --role (and --role needs --redis). --snapshot is refused\n"
+            "        with --redis (exit status 2): Redis holds the snapshot, written by\n"
+            "        the active relay.\n"
+            "    --role relay|replica\n"
+            "        relay: needs at least one --worker; a standby until it holds the\n"
+            "        lease (then it serves the API like a standalone daemon). replica:\n"
+            "        takes no --worker (exit status 2 if given), nor the relay's snapshot\n"
+            "        options; --stale-after and --drop-after are the relay's (the streams\n"
+            "        carry its decisions). --block-size and --seed must be the relay's\n"
+            "        (a snapshot written with others is refused: the streams are read\n"
+            "        from their start instead).\n"
+            "    --redis-prefix P\n"
+            "        Prefix of every Redis key (default kvb:); relays and replicas of one\n"
+            "        fleet use the same.\n"
+            "    --snapshot-every-batches N\n"
+            "        Relay: write the snapshot to Redis after N entries appended (default\n"
+            "        100000; 0: never by count).\n"
+            "    --snapshot-every S\n"
+            "        Relay: write the snapshot after S seconds with appends (default 60;\n"
+            "        0: never by time). The streams are trimmed behind the snapshot\n"
+            "        before the newest, so a replica's cold start reads one snapshot and\n"
+            "        a short tail.\n"
             "    -h, --help\n"
             "        This text.\n"
             "\n"
@@ -218,16 +275,34 @@ static void ixd_help(FILE *f)
             "        \"endpoints\": [per --worker: name, endpoint, replay, kind, topic,\n"
             "        block_size, connected, heard, expected_seq, messages, bad_messages,\n"
             "        bad_payloads, gaps, replays, replay_failures, restarts]}\n"
+            "        With --redis, additive fields: each worker object also has lag_entries\n"
+            "        and lag_ms (replica: how far the replica is behind the streams; the\n"
+            "        library measures it for all streams together, every stream shows the\n"
+            "        same figures), and a top-level \"relay\" object (state standby|active|\n"
+            "        lost|fenced, inc, connected, queued, appended, refused, snapshots,\n"
+            "        lease_acquired, lease_lost, takeover_ms, ...) or \"replica\" object\n"
+            "        (state connecting|synced|lagging, connected, streams, applied,\n"
+            "        duplicates, fenced, holes, reloads, snapshot_loads, lag_entries,\n"
+            "        lag_ms, apply_lag_ms, ...). A standby relay answers an empty list.\n"
             "    POST /v1/snapshot\n"
             "        Write the snapshot: {\"path\": FILE, \"bytes\": n}; 409 when no\n"
-            "        --snapshot is configured, 500 when it cannot be written.\n"
+            "        --snapshot is configured, 500 when it cannot be written. Active\n"
+            "        relay: the Redis snapshot now, {\"path\": \"PREFIXsnapshot\", \"bytes\":\n"
+            "        n}; 503 on a standby; 409 on a replica.\n"
             "    GET /metrics\n"
             "        Prometheus text: the index's metrics, per worker endpoint subscriber\n"
             "        counters, kvb_http_requests_total{endpoint,code} and the histogram\n"
-            "        kvb_http_request_duration_seconds{endpoint}.\n"
+            "        kvb_http_request_duration_seconds{endpoint}; with --redis the relay's\n"
+            "        (kvb_redis_relay_*) or the replica's (kvb_redis_replica_*) counters.\n"
             "    GET /healthz\n"
             "        200 {\"status\": \"ok\"} once every configured worker has been heard from\n"
             "        or marked stale; 503 {\"status\": \"waiting\", \"waiting\": [names]} before.\n"
+            "        Relay: 503 {\"status\": \"standby\"} until it holds the lease (a standby\n"
+            "        answers /v1/match with 503 too: ask the active relay or a replica),\n"
+            "        503 \"lost\" or \"fenced\" when it no longer holds it. Replica: 503\n"
+            "        {\"status\": \"connecting\"} until it has loaded the snapshot and read\n"
+            "        every stream to its end, then 200 \"ok\", or 200 \"lagging\" while cut off\n"
+            "        from Redis (it still serves from memory).\n"
             "    Errors: {\"error\": \"...\"} with 400 (bad JSON, wrong types, missing fields,\n"
             "    negative or oversize numbers), 404 (unknown path), 405 (wrong method),\n"
             "    413 (body over 8 MiB), 409, 500, 503.\n"
@@ -241,12 +316,33 @@ static void ixd_help(FILE *f)
             "    curl -s localhost:8181/v1/match -d '{\"hashes\": [\"18446744073709551615\"]}'\n"
             "    curl -s localhost:8181/v1/workers; curl -s -X POST localhost:8181/v1/snapshot\n"
             "\n"
+            "    Router replicas on Redis: a relay and a standby (the same command, on two\n"
+            "    hosts; under a supervisor that restarts them, exit status 3 included),\n"
+            "    and replicas next to the routers:\n"
+            "    kvb-indexer --redis redis://10.0.0.9:6379/0 --role relay \\\n"
+            "        --listen 0.0.0.0:8181 --snapshot-every-batches 50000 --snapshot-every 30 \\\n"
+            "        --worker w1=tcp://10.0.0.1:5557,replay=tcp://10.0.0.1:5558 \\\n"
+            "        --worker w2=tcp://10.0.0.2:5557,replay=tcp://10.0.0.2:5558\n"
+            "    kvb-indexer --redis redis://10.0.0.9:6379/0 --role relay \\\n"
+            "        --listen 0.0.0.0:8181 --snapshot-every-batches 50000 --snapshot-every 30 \\\n"
+            "        --worker w1=tcp://10.0.0.1:5557,replay=tcp://10.0.0.1:5558 \\\n"
+            "        --worker w2=tcp://10.0.0.2:5557,replay=tcp://10.0.0.2:5558   # standby\n"
+            "    kvb-indexer --redis redis://10.0.0.9:6379/0 --role replica --listen 127.0.0.1:8182\n"
+            "    kvb-indexer --redis redis://10.0.0.9:6379/0 --role replica --listen 127.0.0.1:8183\n"
+            "    curl -s localhost:8182/v1/match -d '{\"tokens\": [1, 2, 3]}'\n"
+            "\n"
             "EXIT STATUS\n"
             "    0  stopped by SIGTERM or SIGINT (snapshot written when configured), or --help\n"
             "    1  runtime error: the snapshot could not be loaded (corrupt, truncated,\n"
             "       another block size or seed) or written at shutdown, the address could\n"
-            "       not be bound, the subscriber could not start\n"
-            "    2  bad usage: unknown option, bad value, unsupported option\n",
+            "       not be bound, the subscriber could not start, the relay or replica\n"
+            "       could not be created (this build has no hiredis)\n"
+            "    2  bad usage: unknown option, bad value, unsupported option or\n"
+            "       combination (--role without --redis, --redis without --role, a replica\n"
+            "       with --worker, a relay without one, --snapshot with --redis)\n"
+            "    3  relay fenced: another relay appended to the log after this one lost\n"
+            "       its lease (frozen, cut off); it never appends again. Restart it: it\n"
+            "       comes back as a standby.\n",
             KVB_INDEX_NAME_MAX - 1, (unsigned)KVB_HASH_DYNAMO_SEED);
 }
 
@@ -447,7 +543,10 @@ enum {
     OPT_STALE,
     OPT_DROP,
     OPT_REDIS,
-    OPT_ROLE
+    OPT_ROLE,
+    OPT_REDIS_PREFIX,
+    OPT_SNAP_BATCHES,
+    OPT_SNAP_EVERY
 };
 
 static const struct option ixd_longopts[] = {{"listen", required_argument, 0, OPT_LISTEN},
@@ -460,6 +559,12 @@ static const struct option ixd_longopts[] = {{"listen", required_argument, 0, OP
                                              {"drop-after", required_argument, 0, OPT_DROP},
                                              {"redis", required_argument, 0, OPT_REDIS},
                                              {"role", required_argument, 0, OPT_ROLE},
+                                             {"redis-prefix", required_argument, 0,
+                                              OPT_REDIS_PREFIX},
+                                             {"snapshot-every-batches", required_argument, 0,
+                                              OPT_SNAP_BATCHES},
+                                             {"snapshot-every", required_argument, 0,
+                                              OPT_SNAP_EVERY},
                                              {"help", no_argument, 0, 'h'},
                                              {0, 0, 0, 0}};
 
@@ -547,6 +652,8 @@ static void ixd_parse(int argc, char **argv, ixd_opts *o)
     o->block_size = 16;
     o->seed = KVB_HASH_DYNAMO_SEED;
     o->stale_after = o->drop_after = -1;
+    o->snapshot_batches = -1;
+    o->snapshot_every_s = -1;
 
     /* Pass 1 over a copy of the command line: --help and --config only. */
     ixd_argv cl = {0};
@@ -615,12 +722,45 @@ static void ixd_parse(int argc, char **argv, ixd_opts *o)
                                 c == OPT_STALE ? "stale-after" : "drop-after", optarg);
             break;
         case OPT_REDIS:
+            if (strncmp(optarg, "redis://", 8) != 0 || !optarg[8] || !ixd_printable(optarg, false))
+                ixd_usage_error("--redis '%s': expected redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]",
+                                optarg);
+            free(o->redis);
+            o->redis = ixd_strdup(optarg);
+            break;
         case OPT_ROLE:
-            fprintf(stderr,
-                    "%s: --%s: not supported yet (router replicas through Redis, FLEET.md "
-                    "section 8, are another issue)\n",
-                    prog, c == OPT_REDIS ? "redis" : "role");
-            exit(2);
+            if (!strcmp(optarg, "relay"))
+                o->role = IXD_RELAY;
+            else if (!strcmp(optarg, "replica"))
+                o->role = IXD_REPLICA;
+            else
+                ixd_usage_error("--role '%s': relay or replica", optarg);
+            o->role_given = true;
+            break;
+        case OPT_REDIS_PREFIX:
+            if (!*optarg || strlen(optarg) > 64 || !ixd_printable(optarg, false))
+                ixd_usage_error("--redis-prefix '%s': 1 to 64 bytes of printable ASCII without "
+                                "blanks",
+                                optarg);
+            free(o->redis_prefix);
+            o->redis_prefix = ixd_strdup(optarg);
+            break;
+        case OPT_SNAP_BATCHES:
+            if (!kvbt_parse_u64(optarg, 0, UINT32_MAX, &v))
+                ixd_usage_error("--snapshot-every-batches '%s': not an integer in 0..4294967295",
+                                optarg);
+            o->snapshot_batches = (int64_t)v;
+            break;
+        case OPT_SNAP_EVERY: {
+            double sv = 0;
+            if (strcmp(optarg, "0") != 0 &&
+                (!ixd_parse_seconds(optarg, &sv) || sv * 1000.0 > (double)UINT32_MAX || sv < 0.001))
+                ixd_usage_error("--snapshot-every '%s': not a number of seconds in 0.001..4294967 "
+                                "(or 0: never)",
+                                optarg);
+            o->snapshot_every_s = sv;
+            break;
+        }
         case 'h':
             ixd_help(stdout);
             exit(0);
@@ -633,6 +773,26 @@ static void ixd_parse(int argc, char **argv, ixd_opts *o)
         ixd_usage_error("unexpected argument '%s'", all.v[optind]);
     if (!o->listen)
         o->listen = ixd_strdup(IXD_DEFAULT_LISTEN);
+    if (o->role_given && !o->redis)
+        ixd_usage_error("--role needs --redis URL (router replicas share the index through "
+                        "Redis)");
+    if (o->redis && !o->role_given)
+        ixd_usage_error("--redis needs --role relay or --role replica");
+    if (!o->redis && (o->redis_prefix || o->snapshot_batches >= 0 || o->snapshot_every_s >= 0))
+        ixd_usage_error("--redis-prefix, --snapshot-every-batches and --snapshot-every apply "
+                        "with --redis only");
+    if (o->redis && o->snapshot)
+        ixd_usage_error("--snapshot FILE does not apply with --redis: Redis holds the snapshot "
+                        "(the active relay writes it; see --snapshot-every-batches, "
+                        "--snapshot-every)");
+    if (o->role == IXD_REPLICA && o->n_workers)
+        ixd_usage_error("--role replica takes no --worker: a replica learns the fleet from "
+                        "Redis (give the workers to the relays)");
+    if (o->role == IXD_REPLICA && (o->snapshot_batches >= 0 || o->snapshot_every_s >= 0))
+        ixd_usage_error("--snapshot-every-batches and --snapshot-every are relay options "
+                        "(the active relay writes the snapshot)");
+    if (o->role == IXD_RELAY && !o->n_workers)
+        ixd_usage_error("--role relay needs at least one --worker");
     for (size_t i = 0; i < o->n_workers; i++) {
         ixd_worker *w = &o->workers[i];
         if (w->kind != KVB_WIRE_KVBLOCK && w->block_size && w->block_size != o->block_size)
@@ -670,8 +830,19 @@ static const double ixd_buckets[] = {0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.0
 
 static struct {
     ixd_opts opts;
-    kvb_index *idx;
-    kvb_subscriber *sub;
+    kvb_index *idx; /* standalone only (ixd_index_get) */
+    /* The subscriber. Standalone: set before the HTTP threads start. Relay: stored
+     * by the activation thread once every worker was added, loaded by the HTTP
+     * threads (seq_cst: the store publishes a subscriber that is fully set up);
+     * NULL while a standby. */
+    _Atomic(kvb_subscriber *) sub;
+    kvb_redis_relay *relay;     /* --role relay: created before the HTTP threads start */
+    kvb_redis_replica *replica; /* --role replica: likewise */
+    /* Set (seq_cst) by the relay thread's on_state callback or the activation thread
+     * when the relay is FENCED, before it sends SIGUSR2 to the process: main's
+     * sigwait() then exits with IXD_EXIT_FENCED. A SIGUSR2 without it is ignored. */
+    atomic_bool fenced;
+    atomic_bool stopping; /* main -> the activation thread: give up waiting */
     struct MHD_Daemon *mhd;
     pthread_mutex_t snapshot_lock; /* serialises kvb_index_save calls */
     pthread_mutex_t big_lock;      /* one body over IXD_BIG_BODY parsed at a time */
@@ -716,6 +887,31 @@ static int64_t ixd_now_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* ---- the index a request reads -------------------------------------------------- */
+
+/* Standalone: the daemon's index. Relay: the relay's once it has been ACTIVE (NULL
+ * before: a standby has no index to serve; the relay keeps it until it is
+ * destroyed, after the HTTP threads stopped). Replica: the replica's current index,
+ * pinned (kvb_redis_replica_acquire) until ixd_index_put: a snapshot reload waits
+ * for it, so a request holds it only around its index calls. */
+static kvb_index *ixd_index_get(void)
+{
+    switch (ixd.opts.role) {
+    case IXD_RELAY:
+        return kvb_redis_relay_index(ixd.relay);
+    case IXD_REPLICA:
+        return kvb_redis_replica_acquire(ixd.replica);
+    default:
+        return ixd.idx;
+    }
+}
+
+static void ixd_index_put(kvb_index *idx)
+{
+    if (ixd.opts.role == IXD_REPLICA && idx)
+        kvb_redis_replica_release(ixd.replica, idx);
 }
 
 /* ---- responses ---------------------------------------------------------------- */
@@ -957,6 +1153,7 @@ static ixd_mhd_result ixd_match_parsed(struct MHD_Connection *c, ixd_req *r)
     ixd_mhd_result ret;
     uint32_t *tokens = NULL;
     uint64_t *hashes = NULL;
+    kvb_index *idx = NULL;
     kvb_index_result stack_res[IXD_STACK_RESULTS], *res = stack_res;
     json_t *jt = json_object_get(j, "tokens"), *jh = json_object_get(j, "hashes");
     json_t *jbs = json_object_get(j, "block_size"), *jk = json_object_get(j, "top_k");
@@ -986,14 +1183,13 @@ static ixd_mhd_result ixd_match_parsed(struct MHD_Connection *c, ixd_req *r)
         top_k = (uint32_t)json_integer_value(jk);
     }
     if (jbs && !json_is_null(jbs)) {
-        kvb_index_config icfg;
-        kvb_index_config_get(ixd.idx, &icfg);
+        /* the index's block size is --block-size (every role creates its index so) */
         if (!json_is_integer(jbs) || json_integer_value(jbs) < 1 ||
             json_integer_value(jbs) > UINT32_MAX)
             BAD("\"block_size\" must be a positive integer");
-        if ((uint64_t)json_integer_value(jbs) != icfg.block_size)
+        if ((uint64_t)json_integer_value(jbs) != ixd.opts.block_size)
             BAD("\"block_size\" %" JSON_INTEGER_FORMAT " differs from the index's block size %u",
-                json_integer_value(jbs), icfg.block_size);
+                json_integer_value(jbs), ixd.opts.block_size);
     }
     const char *lora = NULL, *salt = NULL;
     if (jl && !json_is_null(jl)) {
@@ -1040,8 +1236,15 @@ static ixd_mhd_result ixd_match_parsed(struct MHD_Connection *c, ixd_req *r)
                     i);
     }
 
+    idx = ixd_index_get();
+    if (!idx) {
+        ret = ixd_error(c, r, 503,
+                        "standby relay: it does not hold the lease and serves no index; ask "
+                        "the active relay or a replica");
+        goto out;
+    }
     /* Room for every stream (or top_k); retried when streams appeared meanwhile. */
-    int nstreams = kvb_index_streams(ixd.idx, NULL, 0);
+    int nstreams = kvb_index_streams(idx, NULL, 0);
     uint32_t cap = (uint32_t)(nstreams > 0 ? nstreams : 0) + 8;
     if (cap > top_k)
         cap = top_k;
@@ -1057,9 +1260,9 @@ static ixd_mhd_result ixd_match_parsed(struct MHD_Connection *c, ixd_req *r)
             res = nr;
         }
         if (jt)
-            got = kvb_index_match_tokens(ixd.idx, tokens, n, lora, salt, res, cap, &blocks);
+            got = kvb_index_match_tokens(idx, tokens, n, lora, salt, res, cap, &blocks);
         else
-            got = kvb_index_match(ixd.idx, hashes, (uint32_t)n, res, cap);
+            got = kvb_index_match(idx, hashes, (uint32_t)n, res, cap);
         if (got < 0) {
             ret = got == -EINVAL ? ixd_error(c, r, 400, "match: %s", kvb_strerror(got))
                                  : ixd_error(c, r, 500, "match: %s", kvb_strerror(got));
@@ -1070,6 +1273,8 @@ static ixd_mhd_result ixd_match_parsed(struct MHD_Connection *c, ixd_req *r)
         cap = (uint32_t)got < top_k ? (uint32_t)got : top_k;
     }
     uint32_t shown = (uint32_t)got < cap ? (uint32_t)got : cap;
+    ixd_index_put(idx); /* the results are copies */
+    idx = NULL;
 
     json_t *ws = json_array();
     for (uint32_t i = 0; ws && i < shown; i++) {
@@ -1084,6 +1289,7 @@ static ixd_mhd_result ixd_match_parsed(struct MHD_Connection *c, ixd_req *r)
         json_pack("{s:I,s:o}", "blocks", (json_int_t)blocks, "workers", ws ? ws : json_array()));
 #undef BAD
 out:
+    ixd_index_put(idx);
     json_decref(j);
     free(tokens);
     free(hashes);
@@ -1104,14 +1310,14 @@ static ixd_mhd_result ixd_match(struct MHD_Connection *c, ixd_req *r)
 
 /* ---- GET /v1/workers ------------------------------------------------------------ */
 
-static uint32_t *ixd_stream_ids(int *n_out)
+static uint32_t *ixd_stream_ids(kvb_index *idx, int *n_out)
 {
     uint32_t cap = 64;
     for (;;) {
         uint32_t *ids = malloc(cap * sizeof *ids);
         if (!ids)
             return NULL;
-        int n = kvb_index_streams(ixd.idx, ids, cap);
+        int n = kvb_index_streams(idx, ids, cap);
         if (n < 0) {
             free(ids);
             return NULL;
@@ -1125,17 +1331,112 @@ static uint32_t *ixd_stream_ids(int *n_out)
     }
 }
 
+/* The relay's or the replica's state and counters (the "relay" / "replica" objects
+ * of /v1/workers); NULL standalone. */
+static json_t *ixd_role_json(kvb_redis_replica_stats *rst_out)
+{
+    if (ixd.opts.role == IXD_RELAY) {
+        kvb_redis_relay_stats s;
+        if (kvb_redis_relay_stats_get(ixd.relay, &s) < 0)
+            return NULL;
+        json_t *j = json_object();
+        if (!j)
+            return NULL;
+        json_object_set_new(j, "state", json_string(kvb_redis_relay_state_name(s.state)));
+        json_object_set_new(j, "inc", json_integer((json_int_t)s.inc));
+        json_object_set_new(j, "connected", json_boolean(s.connected));
+        json_object_set_new(j, "subscribed", json_boolean(atomic_load(&ixd.sub) != NULL));
+        const struct {
+            const char *k;
+            uint64_t v;
+        } f[] = {{"queued", s.queued},
+                 {"queued_bytes", s.queued_bytes},
+                 {"enqueued", s.enqueued},
+                 {"appended", s.appended},
+                 {"append_calls", s.append_calls},
+                 {"refused", s.refused},
+                 {"discarded", s.discarded},
+                 {"overflows", s.overflows},
+                 {"overflow_clears", s.overflow_clears},
+                 {"lost_clears", s.lost_clears},
+                 {"reappended", s.reappended},
+                 {"anomalies", s.anomalies},
+                 {"snapshots", s.snapshots},
+                 {"snapshot_bytes", s.snapshot_bytes},
+                 {"trims", s.trims},
+                 {"trimmed", s.trimmed},
+                 {"errors", s.errors},
+                 {"reconnects", s.reconnects},
+                 {"lease_acquired", s.lease_acquired},
+                 {"lease_lost", s.lease_lost},
+                 {"followed", s.followed}};
+        for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
+            json_object_set_new(j, f[i].k, json_integer((json_int_t)f[i].v));
+        json_object_set_new(j, "snapshot_seconds", json_real(s.snapshot_seconds));
+        json_object_set_new(j, "takeover_ms", json_real((double)s.takeover_ns / 1e6));
+        return j;
+    }
+    if (ixd.opts.role == IXD_REPLICA) {
+        kvb_redis_replica_stats s;
+        if (kvb_redis_replica_stats_get(ixd.replica, &s) < 0)
+            return NULL;
+        if (rst_out)
+            *rst_out = s;
+        json_t *j = json_object();
+        if (!j)
+            return NULL;
+        json_object_set_new(j, "state", json_string(kvb_redis_replica_state_name(s.state)));
+        json_object_set_new(j, "connected", json_boolean(s.connected));
+        const struct {
+            const char *k;
+            uint64_t v;
+        } f[] = {{"streams", s.streams},
+                 {"snapshot_loads", s.snapshot_loads},
+                 {"snapshot_bytes", s.snapshot_bytes},
+                 {"snapshots_refused", s.snapshots_refused},
+                 {"entries", s.entries},
+                 {"applied", s.applied},
+                 {"duplicates", s.duplicates},
+                 {"fenced", s.fenced},
+                 {"corrupt", s.corrupt},
+                 {"holes", s.holes},
+                 {"regressions", s.regressions},
+                 {"reloads", s.reloads},
+                 {"errors", s.errors},
+                 {"reconnects", s.reconnects},
+                 {"lag_entries", s.lag_entries}};
+        for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
+            json_object_set_new(j, f[i].k, json_integer((json_int_t)f[i].v));
+        json_object_set_new(j, "lag_ms", json_real(s.lag_ms));
+        json_object_set_new(j, "apply_lag_ms", json_real(s.apply_lag_ms));
+        json_object_set_new(j, "apply_lag_ms_max", json_real(s.apply_lag_ms_max));
+        json_object_set_new(j, "snapshot_seconds", json_real(s.snapshot_seconds));
+        json_object_set_new(j, "synced_ms",
+                            s.synced_ns > 0 ? json_real((double)s.synced_ns / 1e6) : json_null());
+        return j;
+    }
+    return NULL;
+}
+
 static ixd_mhd_result ixd_workers(struct MHD_Connection *c, ixd_req *r)
 {
+    kvb_redis_replica_stats rst;
+    memset(&rst, 0, sizeof rst);
+    json_t *role = ixd_role_json(&rst); /* before the index: lag figures for every stream */
+    kvb_index *idx = ixd_index_get();
     int n = 0;
-    uint32_t *ids = ixd_stream_ids(&n);
-    if (!ids)
+    uint32_t *ids = idx ? ixd_stream_ids(idx, &n) : calloc(1, sizeof *ids);
+    if (!ids) {
+        ixd_index_put(idx);
+        json_decref(role);
         return ixd_error(c, r, 500, "out of memory");
+    }
+    kvb_subscriber *sub = atomic_load(&ixd.sub);
     json_t *ws = json_array();
     int64_t now = kvb_index_now_ns();
     for (int i = 0; ws && i < n; i++) {
         kvb_index_stream_info si;
-        if (kvb_index_stream_info_get(ixd.idx, ids[i], &si) < 0)
+        if (kvb_index_stream_info_get(idx, ids[i], &si) < 0)
             continue; /* removed meanwhile */
         json_t *drops = json_object();
         for (int d = 0; drops && d < KVB_DROP_COUNT; d++)
@@ -1155,11 +1456,17 @@ static ixd_mhd_result ixd_workers(struct MHD_Connection *c, ixd_req *r)
             si.hashes == KVB_INDEX_HASHES_ROUTER ? "router" : "engine", "heard_s_ago",
             si.last_heard_ns > 0 ? json_real((double)(now - si.last_heard_ns) / 1e9) : json_null());
         kvb_subscriber_worker_info wi; /* the stream's connection, an extra field */
-        if (w && ixd.sub && kvb_subscriber_worker_info_get(ixd.sub, si.worker, &wi) == 0)
+        if (w && sub && kvb_subscriber_worker_info_get(sub, si.worker, &wi) == 0)
             json_object_set_new(w, "connected", json_boolean(wi.connected));
+        if (w && ixd.opts.role == IXD_REPLICA) {
+            /* additive: the replica's lag behind the streams (one figure for all) */
+            json_object_set_new(w, "lag_entries", json_integer((json_int_t)rst.lag_entries));
+            json_object_set_new(w, "lag_ms", json_real(rst.lag_ms));
+        }
         json_array_append_new(ws, w);
     }
     free(ids);
+    ixd_index_put(idx);
     json_t *eps = json_array();
     for (size_t i = 0; eps && i < ixd.opts.n_workers; i++) {
         const ixd_worker *w = &ixd.opts.workers[i];
@@ -1169,7 +1476,7 @@ static ixd_mhd_result ixd_workers(struct MHD_Connection *c, ixd_req *r)
                               w->topic ? json_string(w->topic) : json_null(), "block_size",
                               (json_int_t)(w->block_size ? w->block_size : ixd.opts.block_size));
         kvb_subscriber_worker_info wi;
-        if (e && ixd.sub && kvb_subscriber_worker_info_get(ixd.sub, w->name, &wi) == 0) {
+        if (e && sub && kvb_subscriber_worker_info_get(sub, w->name, &wi) == 0) {
             json_object_set_new(e, "connected", json_boolean(wi.connected));
             json_object_set_new(e, "heard", json_boolean(wi.heard));
             json_object_set_new(e, "expected_seq", json_integer(wi.expected_seq));
@@ -1183,9 +1490,13 @@ static ixd_mhd_result ixd_workers(struct MHD_Connection *c, ixd_req *r)
         }
         json_array_append_new(eps, e);
     }
-    return ixd_send_json(c, r, 200,
-                         json_pack("{s:o,s:o}", "workers", ws ? ws : json_array(), "endpoints",
-                                   eps ? eps : json_array()));
+    json_t *out = json_pack("{s:o,s:o}", "workers", ws ? ws : json_array(), "endpoints",
+                            eps ? eps : json_array());
+    if (out && role)
+        json_object_set_new(out, ixd.opts.role == IXD_RELAY ? "relay" : "replica", role);
+    else
+        json_decref(role);
+    return ixd_send_json(c, r, 200, out);
 }
 
 /* ---- POST /v1/snapshot --------------------------------------------------------- */
@@ -1200,6 +1511,22 @@ static int ixd_save(size_t *bytes)
 
 static ixd_mhd_result ixd_snapshot(struct MHD_Connection *c, ixd_req *r)
 {
+    if (ixd.opts.role == IXD_REPLICA)
+        return ixd_error(c, r, 409, "a replica writes no snapshot: the active relay writes %ssnapshot",
+                         ixd.opts.redis_prefix ? ixd.opts.redis_prefix : "kvb:");
+    if (ixd.opts.role == IXD_RELAY) {
+        char key[128];
+        snprintf(key, sizeof key, "%ssnapshot", ixd.opts.redis_prefix ? ixd.opts.redis_prefix : "kvb:");
+        size_t bytes = 0;
+        int rc = kvb_redis_relay_snapshot(ixd.relay, 30000, &bytes);
+        if (rc == -EAGAIN)
+            return ixd_error(c, r, 503, "this relay is not active (standby, lost or fenced): "
+                                        "the active relay writes the snapshot");
+        if (rc < 0)
+            return ixd_error(c, r, 500, "snapshot %s: %s", key, kvb_strerror(rc));
+        return ixd_send_json(c, r, 200,
+                             json_pack("{s:s,s:I}", "path", key, "bytes", (json_int_t)bytes));
+    }
     if (!ixd.opts.snapshot)
         return ixd_error(c, r, 409, "no --snapshot path configured");
     size_t bytes = 0;
@@ -1224,14 +1551,73 @@ static void ixd_prom_label(ixd_buf *b, const char *s)
     }
 }
 
+/* What kvb_indexer_ready reports: standalone, every worker heard from or marked;
+ * relay, that and the lease held; replica, synced once. */
+static bool ixd_ready(void)
+{
+    kvb_subscriber *sub = atomic_load(&ixd.sub);
+    if (ixd.opts.role == IXD_REPLICA) {
+        kvb_redis_replica_stats s;
+        return kvb_redis_replica_stats_get(ixd.replica, &s) == 0 && s.synced_ns > 0;
+    }
+    if (ixd.opts.role == IXD_RELAY && !sub)
+        return false;
+    return !sub || kvb_subscriber_ready(sub);
+}
+
+/* The relay's or the replica's counters in Prometheus text. */
+static void ixd_role_metrics(ixd_buf *b)
+{
+    const char *kind = ixd.opts.role == IXD_RELAY ? "relay" : "replica";
+    json_t *j = ixd_role_json(NULL);
+    if (!j)
+        return;
+    ixd_buf_printf(b, "# HELP kvb_redis_%s_state 1 for the %s's current state.\n"
+                      "# TYPE kvb_redis_%s_state gauge\n",
+                   kind, kind, kind);
+    static const char *const relay_states[] = {"standby", "active", "lost", "fenced", "stopped"};
+    static const char *const replica_states[] = {"connecting", "synced", "lagging", "stopped"};
+    const char *now = json_string_value(json_object_get(j, "state"));
+    const char *const *names = ixd.opts.role == IXD_RELAY ? relay_states : replica_states;
+    size_t nn = ixd.opts.role == IXD_RELAY ? 5 : 4;
+    for (size_t i = 0; i < nn; i++)
+        ixd_buf_printf(b, "kvb_redis_%s_state{state=\"%s\"} %d\n", kind, names[i],
+                       now && !strcmp(now, names[i]));
+    /* every other number: counters end in _total, the rest are gauges */
+    static const char *const gauges[] = {"inc",          "connected",       "subscribed",
+                                         "queued",       "queued_bytes",    "snapshot_bytes",
+                                         "streams",      "lag_entries",     "lag_ms",
+                                         "apply_lag_ms", "apply_lag_ms_max", "snapshot_seconds",
+                                         "takeover_ms",  "synced_ms"};
+    const char *key;
+    json_t *v;
+    json_object_foreach(j, key, v)
+    {
+        if (!strcmp(key, "state") || json_is_null(v))
+            continue;
+        bool gauge = false;
+        for (size_t i = 0; i < sizeof gauges / sizeof gauges[0]; i++)
+            gauge = gauge || !strcmp(key, gauges[i]);
+        double x = json_is_true(v)    ? 1
+                   : json_is_false(v) ? 0
+                   : json_is_integer(v) ? (double)json_integer_value(v)
+                                        : json_real_value(v);
+        ixd_buf_printf(b, "# TYPE kvb_redis_%s_%s%s %s\nkvb_redis_%s_%s%s %.17g\n", kind, key,
+                       gauge ? "" : "_total", gauge ? "gauge" : "counter", kind, key,
+                       gauge ? "" : "_total", x);
+    }
+    json_decref(j);
+}
+
 static ixd_mhd_result ixd_metrics(struct MHD_Connection *c, ixd_req *r)
 {
     ixd_buf b = {0};
+    kvb_index *idx = ixd_index_get(); /* NULL on a standby relay: no index metrics */
     /* the index's exposition, like snprintf: grown and retried when it did not fit */
-    for (size_t want = 16384;;) {
+    for (size_t want = 16384; idx;) {
         if (!ixd_buf_reserve(&b, want))
             break;
-        int n = kvb_index_metrics_text(ixd.idx, b.p, b.cap);
+        int n = kvb_index_metrics_text(idx, b.p, b.cap);
         if (n < 0)
             break;
         if ((size_t)n < b.cap) {
@@ -1240,8 +1626,11 @@ static ixd_mhd_result ixd_metrics(struct MHD_Connection *c, ixd_req *r)
         }
         want = (size_t)n + 4096;
     }
+    ixd_index_put(idx);
     if (b.len && b.p[b.len - 1] != '\n')
         ixd_buf_printf(&b, "\n");
+    if (ixd.opts.role != IXD_STANDALONE)
+        ixd_role_metrics(&b);
 
     ixd_buf_printf(&b, "# HELP kvb_http_requests_total HTTP requests answered, by endpoint "
                        "and status code.\n# TYPE kvb_http_requests_total counter\n");
@@ -1291,7 +1680,8 @@ static ixd_mhd_result ixd_metrics(struct MHD_Connection *c, ixd_req *r)
                        ixd_routes[e].label, cum);
     }
 
-    if (ixd.sub && ixd.opts.n_workers) {
+    kvb_subscriber *sub = atomic_load(&ixd.sub);
+    if (sub && ixd.opts.n_workers) {
         static const struct {
             const char *name, *help;
         } sm[] = {
@@ -1309,7 +1699,7 @@ static ixd_mhd_result ixd_metrics(struct MHD_Connection *c, ixd_req *r)
         if (wi && ok) {
             for (size_t i = 0; i < ixd.opts.n_workers; i++)
                 ok[i] =
-                    kvb_subscriber_worker_info_get(ixd.sub, ixd.opts.workers[i].name, &wi[i]) == 0;
+                    kvb_subscriber_worker_info_get(sub, ixd.opts.workers[i].name, &wi[i]) == 0;
             for (size_t m = 0; m < sizeof sm / sizeof sm[0]; m++) {
                 ixd_buf_printf(&b, "# HELP %s Per worker endpoint: %s.\n# TYPE %s %s\n", sm[m].name,
                                sm[m].help, sm[m].name, m ? "counter" : "gauge");
@@ -1339,7 +1729,7 @@ static ixd_mhd_result ixd_metrics(struct MHD_Connection *c, ixd_req *r)
     ixd_buf_printf(&b,
                    "# HELP kvb_indexer_ready 1 once every configured worker was heard from or "
                    "marked.\n# TYPE kvb_indexer_ready gauge\nkvb_indexer_ready %d\n",
-                   !ixd.sub || kvb_subscriber_ready(ixd.sub));
+                   ixd_ready());
     if (b.oom) {
         free(b.p);
         return ixd_error(c, r, 500, "out of memory");
@@ -1351,12 +1741,33 @@ static ixd_mhd_result ixd_metrics(struct MHD_Connection *c, ixd_req *r)
 
 static ixd_mhd_result ixd_healthz(struct MHD_Connection *c, ixd_req *r)
 {
-    if (!ixd.sub || kvb_subscriber_ready(ixd.sub))
+    if (ixd.opts.role == IXD_REPLICA) {
+        kvb_redis_replica_stats s;
+        if (kvb_redis_replica_stats_get(ixd.replica, &s) == 0 && s.synced_ns > 0 &&
+            (s.state == KVB_REDIS_REPLICA_SYNCED || s.state == KVB_REDIS_REPLICA_LAGGING))
+            return ixd_send_json(
+                c, r, 200,
+                json_pack("{s:s}", "status",
+                          s.state == KVB_REDIS_REPLICA_SYNCED ? "ok" : "lagging"));
+        return ixd_send_json(c, r, 503, json_pack("{s:s}", "status", "connecting"));
+    }
+    if (ixd.opts.role == IXD_RELAY) {
+        kvb_redis_relay_stats s;
+        if (kvb_redis_relay_stats_get(ixd.relay, &s) < 0 || s.state != KVB_REDIS_RELAY_ACTIVE ||
+            !atomic_load(&ixd.sub))
+            return ixd_send_json(
+                c, r, 503,
+                json_pack("{s:s}", "status",
+                          s.state == KVB_REDIS_RELAY_ACTIVE ? "starting"
+                                                            : kvb_redis_relay_state_name(s.state)));
+    }
+    kvb_subscriber *sub = atomic_load(&ixd.sub);
+    if (!sub || kvb_subscriber_ready(sub))
         return ixd_send_json(c, r, 200, json_pack("{s:s}", "status", "ok"));
     json_t *waiting = json_array();
     for (size_t i = 0; waiting && i < ixd.opts.n_workers; i++) {
         kvb_subscriber_worker_info wi;
-        if (kvb_subscriber_worker_info_get(ixd.sub, ixd.opts.workers[i].name, &wi) == 0 &&
+        if (kvb_subscriber_worker_info_get(sub, ixd.opts.workers[i].name, &wi) == 0 &&
             !wi.heard)
             json_array_append_new(waiting, json_string(ixd.opts.workers[i].name));
     }
@@ -1531,20 +1942,27 @@ static void ixd_log(const char *fmt, ...)
     fflush(stderr);
 }
 
+/* The index configuration of every role; exits 2 on a bad combination. */
+static void ixd_index_config(kvb_index_config *cfg)
+{
+    const ixd_opts *o = &ixd.opts;
+    kvb_index_config_init(cfg);
+    cfg->block_size = o->block_size;
+    cfg->seed = o->seed;
+    if (o->stale_after > 0)
+        cfg->stale_after_s = o->stale_after;
+    if (o->drop_after > 0)
+        cfg->drop_after_s = o->drop_after;
+    if (cfg->drop_after_s < cfg->stale_after_s)
+        ixd_usage_error("--drop-after (%g s) must be at least --stale-after (%g s)",
+                        cfg->drop_after_s, cfg->stale_after_s);
+}
+
 static void ixd_open_index(void)
 {
     const ixd_opts *o = &ixd.opts;
     kvb_index_config cfg;
-    kvb_index_config_init(&cfg);
-    cfg.block_size = o->block_size;
-    cfg.seed = o->seed;
-    if (o->stale_after > 0)
-        cfg.stale_after_s = o->stale_after;
-    if (o->drop_after > 0)
-        cfg.drop_after_s = o->drop_after;
-    if (cfg.drop_after_s < cfg.stale_after_s)
-        ixd_usage_error("--drop-after (%g s) must be at least --stale-after (%g s)",
-                        cfg.drop_after_s, cfg.stale_after_s);
+    ixd_index_config(&cfg);
     int rc = -ENOENT;
     if (o->snapshot) {
         /* fail now rather than at the first POST /v1/snapshot or at shutdown */
@@ -1595,15 +2013,18 @@ static void ixd_open_index(void)
         ixd_log("snapshot %s does not exist yet: starting empty", o->snapshot);
 }
 
-static void ixd_start_subscriber(void)
+/* A subscriber on idx with every --worker (callback: the relay's, or none); exits 1
+ * (2 for a worker the subscriber refuses as invalid) on failure. */
+static kvb_subscriber *ixd_subscribe(kvb_index *idx, kvb_subscriber_cb cb, void *user)
 {
     const ixd_opts *o = &ixd.opts;
-    if (!o->n_workers)
-        return;
     kvb_subscriber_config sc;
     kvb_subscriber_config_init(&sc);
-    sc.index = ixd.idx;
-    int rc = kvb_subscriber_create(&sc, &ixd.sub);
+    sc.index = idx;
+    sc.callback = cb;
+    sc.user = user;
+    kvb_subscriber *sub = NULL;
+    int rc = kvb_subscriber_create(&sc, &sub);
     if (rc == -ENOTSUP) {
         ixd_log("this kvblock was built without ZeroMQ/msgpack-c: no subscriber "
                 "(apt-get install libzmq3-dev libmsgpack-dev and rebuild)");
@@ -1623,9 +2044,129 @@ static void ixd_start_subscriber(void)
         sw.kind = w->kind;
         sw.block_size = w->block_size;
         sw.topic = w->topic;
-        rc = kvb_subscriber_add_worker(ixd.sub, &sw);
+        rc = kvb_subscriber_add_worker(sub, &sw);
         if (rc < 0) {
             ixd_log("--worker %s=%s: %s", w->name, w->endpoint, kvb_strerror(rc));
+            exit(rc == -EINVAL ? 2 : 1);
+        }
+    }
+    return sub;
+}
+
+static void ixd_start_subscriber(void)
+{
+    if (ixd.opts.n_workers)
+        atomic_store(&ixd.sub, ixd_subscribe(ixd.idx, NULL, NULL));
+}
+
+/* ---- --redis: relay and replica ------------------------------------------------ */
+
+/* Tell main's sigwait() that the relay is fenced (any thread; kill() is safe
+ * anywhere). */
+static void ixd_fenced(void)
+{
+    if (!atomic_exchange(&ixd.fenced, true))
+        kill(getpid(), SIGUSR2);
+}
+
+/* On the relay's thread at every state change. */
+static void ixd_relay_state(void *user, kvb_redis_relay_state st, uint64_t inc)
+{
+    (void)user;
+    switch (st) {
+    case KVB_REDIS_RELAY_STANDBY:
+        ixd_log("relay: standby (following the streams, waiting for the lease)");
+        break;
+    case KVB_REDIS_RELAY_ACTIVE:
+        ixd_log("relay: active, incarnation %" PRIu64 " (holds the lease, caught up)", inc);
+        break;
+    case KVB_REDIS_RELAY_LOST:
+        ixd_log("relay: lost the lease (incarnation %" PRIu64 "): queueing, retrying", inc);
+        break;
+    case KVB_REDIS_RELAY_FENCED:
+        ixd_log("relay: FENCED (incarnation %" PRIu64 "): another relay appended after this "
+                "one's lease lapsed; it never appends again: exiting with status %d (restart it "
+                "as a standby)",
+                inc, IXD_EXIT_FENCED);
+        ixd_fenced();
+        break;
+    case KVB_REDIS_RELAY_STOPPED:
+        break;
+    }
+}
+
+/* The relay's activation thread: waits (bounded steps, so SIGTERM is noticed) until
+ * the relay holds the lease with its index caught up, then subscribes to the
+ * workers on that index: every worker resumes from the streams' last sequence
+ * number by replay. */
+static void *ixd_relay_activate(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        if (atomic_load(&ixd.stopping))
+            return NULL;
+        int rc = kvb_redis_relay_wait_active(ixd.relay, 200);
+        if (rc == 0)
+            break;
+        if (rc == -ECANCELED) { /* fenced (or stopping) */
+            if (!atomic_load(&ixd.stopping))
+                ixd_fenced();
+            return NULL;
+        }
+        if (rc != -ETIMEDOUT) {
+            ixd_log("relay: waiting for the lease: %s", kvb_strerror(rc));
+            return NULL;
+        }
+    }
+    kvb_subscriber *sub =
+        ixd_subscribe(kvb_redis_relay_index(ixd.relay), kvb_redis_relay_subscriber_cb, ixd.relay);
+    atomic_store(&ixd.sub, sub); /* publishes a subscriber with every worker added */
+    ixd_log("relay: subscribed to %zu workers", ixd.opts.n_workers);
+    return NULL;
+}
+
+static void ixd_start_redis(pthread_t *activate)
+{
+    const ixd_opts *o = &ixd.opts;
+    int rc;
+    if (o->role == IXD_RELAY) {
+        kvb_redis_relay_config c;
+        kvb_redis_relay_config_init(&c);
+        c.url = o->redis;
+        if (o->redis_prefix)
+            c.prefix = o->redis_prefix;
+        ixd_index_config(&c.index);
+        if (o->snapshot_batches >= 0)
+            c.snapshot_entries = (uint32_t)o->snapshot_batches;
+        if (o->snapshot_every_s >= 0)
+            c.snapshot_ms = (uint32_t)llround(o->snapshot_every_s * 1000.0);
+        c.on_state = ixd_relay_state;
+        rc = kvb_redis_relay_create(&c, &ixd.relay);
+        if (rc < 0) {
+            ixd_log("relay on %s: %s%s", o->redis, kvb_strerror(rc),
+                    rc == -ENOTSUP ? " (this kvblock was built without hiredis: apt-get install "
+                                     "libhiredis-dev and rebuild)"
+                                   : "");
+            exit(rc == -EINVAL ? 2 : 1);
+        }
+        rc = pthread_create(activate, NULL, ixd_relay_activate, NULL);
+        if (rc != 0) {
+            ixd_log("pthread_create: %s", strerror(rc));
+            exit(1);
+        }
+    } else {
+        kvb_redis_replica_config c;
+        kvb_redis_replica_config_init(&c);
+        c.url = o->redis;
+        if (o->redis_prefix)
+            c.prefix = o->redis_prefix;
+        ixd_index_config(&c.index);
+        rc = kvb_redis_replica_create(&c, &ixd.replica);
+        if (rc < 0) {
+            ixd_log("replica on %s: %s%s", o->redis, kvb_strerror(rc),
+                    rc == -ENOTSUP ? " (this kvblock was built without hiredis: apt-get install "
+                                     "libhiredis-dev and rebuild)"
+                                   : "");
             exit(rc == -EINVAL ? 2 : 1);
         }
     }
@@ -1687,19 +2228,37 @@ int main(int argc, char **argv)
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGUSR2); /* the relay is fenced (ixd_fenced) */
     if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0)
         kvbt_die(prog, "pthread_sigmask failed");
     signal(SIGPIPE, SIG_IGN);
     json_object_seed(0); /* jansson's hash seed, set once before threads (its docs) */
 
-    ixd_open_index();
-    ixd_start_subscriber();
+    pthread_t activate;
+    if (ixd.opts.role == IXD_STANDALONE) {
+        ixd_open_index();
+        ixd_start_subscriber();
+    } else {
+        ixd_start_redis(&activate); /* before the HTTP threads, which read ixd.relay/replica */
+    }
     ixd_start_http(&set);
+    if (ixd.opts.role != IXD_STANDALONE)
+        ixd_log("%s on %s (key prefix %s)", ixd.opts.role == IXD_RELAY ? "relay" : "replica",
+                ixd.opts.redis, ixd.opts.redis_prefix ? ixd.opts.redis_prefix : "kvb:");
 
     int sig = 0;
-    while (sigwait(&set, &sig) != 0)
-        ;
-    ixd_log("%s: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    for (;;) {
+        if (sigwait(&set, &sig) != 0)
+            continue;
+        if (sig == SIGUSR2 && !atomic_load(&ixd.fenced))
+            continue; /* not ours */
+        break;
+    }
+    bool fenced = sig == SIGUSR2;
+    if (fenced)
+        ixd_log("relay fenced: shutting down (exit status %d)", IXD_EXIT_FENCED);
+    else
+        ixd_log("%s: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
 
     /* Stop accepting; let requests in flight finish (bounded); then stop. */
     MHD_socket lfd = MHD_quiesce_daemon(ixd.mhd);
@@ -1719,8 +2278,22 @@ int main(int argc, char **argv)
     MHD_stop_daemon(ixd.mhd);
     if (lfd != MHD_INVALID_SOCKET)
         close(lfd);
-    if (ixd.sub)
-        kvb_subscriber_destroy(ixd.sub);
+    /* relay: the activation thread first (it may be creating the subscriber), then
+     * the subscriber (it calls the relay back), then the relay */
+    atomic_store(&ixd.stopping, true);
+    if (ixd.opts.role == IXD_RELAY)
+        pthread_join(activate, NULL);
+    kvb_subscriber *sub = atomic_load(&ixd.sub);
+    if (sub)
+        kvb_subscriber_destroy(sub);
+    atomic_store(&ixd.sub, NULL);
+    if (ixd.relay)
+        kvb_redis_relay_destroy(ixd.relay);
+    if (ixd.replica) {
+        int rrc = kvb_redis_replica_destroy(ixd.replica);
+        if (rrc < 0)
+            ixd_log("replica: %s", kvb_strerror(rrc));
+    }
 
     int status = 0;
     if (ixd.opts.snapshot) {
@@ -1733,7 +2306,8 @@ int main(int argc, char **argv)
             ixd_log("snapshot %s written (%zu bytes)", ixd.opts.snapshot, bytes);
         }
     }
-    kvb_index_destroy(ixd.idx);
+    if (ixd.idx)
+        kvb_index_destroy(ixd.idx);
     for (size_t i = 0; i < ixd.opts.n_workers; i++) {
         free(ixd.opts.workers[i].name);
         free(ixd.opts.workers[i].endpoint);
@@ -1744,5 +2318,7 @@ int main(int argc, char **argv)
     free(ixd.opts.listen);
     free(ixd.opts.snapshot);
     free(ixd.opts.config);
-    return status;
+    free(ixd.opts.redis);
+    free(ixd.opts.redis_prefix);
+    return fenced ? IXD_EXIT_FENCED : status;
 }
