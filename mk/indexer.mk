@@ -18,6 +18,19 @@
 #                       a message when the daemon is not built, kvblock has no
 #                       ZeroMQ, or $(INDEXER_PYTHON) lacks zmq, msgpack or xxhash
 #                       (python3-zmq, python3-msgpack, python3-xxhash). In CHECKS.
+#   make check-indexer-redis
+#                       tests/fleet/test_indexer_redis.py against $(BUILD): the daemon
+#                       with --redis URL --role relay|replica (FLEET.md section 8) on
+#                       its own redis-server (free loopback port, temporary directory,
+#                       AOF on): relay + standby + two replicas, answers equal the
+#                       truth after kill -9 of the active relay mid-stream, a replica's
+#                       kill -9 and cold start, SIGSTOP of redis-server past the lease
+#                       (replicas lagging, still serving), SIGSTOP of the active relay
+#                       (fenced: exit 3, no append after the new incarnation). The
+#                       relay and replica come from libkvblock (lib/redis*.c), linked
+#                       with -lhiredis through LDLIBS_LIB (mk/redis.mk). Skipped with a
+#                       message like check-indexer, and when redis-server is missing or
+#                       kvblock was built without hiredis (REDIS=0). In CHECKS.
 #   make bench-indexer  tests/fleet/http_bench.py: HTTP round trip of /v1/match
 #                       (64-block requests) on loopback, p50/p99
 #                       (INDEXER_BENCH_ARGS="--requests 50000 ...").
@@ -48,8 +61,8 @@ $(INDEXER): private CPPFLAGS += $(INDEXER_CFLAGS)
 $(INDEXER): private LDLIBS_TOOL += $(INDEXER_LIBS)
 endif
 
-CHECKS += check-indexer
-.PHONY: check-indexer bench-indexer
+CHECKS += check-indexer check-indexer-redis
+.PHONY: check-indexer check-indexer-redis bench-indexer
 
 ifeq ($(INDEXER_WHY),)
 check-indexer: $(INDEXER) $(BUILD)/tools/kvb-offload-demo
@@ -62,9 +75,24 @@ check-indexer: $(INDEXER) $(BUILD)/tools/kvb-offload-demo
 	    timeout 600 $(INDEXER_PYTHON) tests/fleet/test_indexer.py --build $(BUILD); \
 	fi
 
+check-indexer-redis: $(INDEXER)
+	@if ! $(INDEXER_PYTHON) -c 'import zmq, msgpack, xxhash' 2>/dev/null; then \
+	    echo "check-indexer-redis: SKIPPED ($(INDEXER_PYTHON) with the zmq, msgpack and" \
+	         "xxhash modules not found; apt-get install python3-zmq python3-msgpack python3-xxhash)"; \
+	elif [ "$(ZMQ)" != 1 ]; then \
+	    echo "check-indexer-redis: SKIPPED (kvblock built without ZeroMQ: the relay has no subscriber)"; \
+	elif [ "$(REDIS)" != 1 ]; then \
+	    echo "check-indexer-redis: SKIPPED (kvblock built without hiredis: apt-get install libhiredis-dev)"; \
+	elif ! command -v $(or $(REDIS_SERVER),redis-server) >/dev/null 2>&1; then \
+	    echo "check-indexer-redis: SKIPPED (redis-server not found: apt-get install redis-server)"; \
+	else \
+	    timeout 300 $(INDEXER_PYTHON) tests/fleet/test_indexer_redis.py --build $(BUILD) \
+	        --redis-server $(or $(REDIS_SERVER),redis-server); \
+	fi
+
 bench-indexer: $(INDEXER)
 	@$(INDEXER_PYTHON) tests/fleet/http_bench.py --build $(BUILD) $(INDEXER_BENCH_ARGS)
 else
-check-indexer bench-indexer:
+check-indexer check-indexer-redis bench-indexer:
 	@echo "$@: SKIPPED (kvb-indexer not built: $(INDEXER_WHY))"
 endif

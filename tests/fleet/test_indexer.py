@@ -1067,8 +1067,8 @@ def run_cli(F, args, timeout=10):
 
 @scenario
 def flags_and_help(F):
-    """--help is a manual; bad usage exits 2 with a message; --redis and --role are
-    reserved (exit 2, not supported yet)."""
+    """--help is a manual; bad usage exits 2 with a message; --redis without --role
+    and --role without --redis exit 2."""
     rc, out, _ = run_cli(F, ["--help"])
     assert rc == 0, rc
     for sec in ("NAME", "SYNOPSIS", "DESCRIPTION", "OPTIONS", "ENDPOINTS", "EXAMPLES",
@@ -1094,9 +1094,11 @@ def flags_and_help(F):
         rc, out, err = run_cli(F, args)
         assert rc == 2, f"{args}: exit {rc} (wanted 2): {err}"
         assert err.strip() and "kvb-indexer" in err, (args, err)
-    for opt in ("--redis", "--role"):
-        rc, _, err = run_cli(F, [opt, "x"])
-        assert "not supported yet" in err, err
+    # --redis and --role go together (test_indexer_redis.py runs them)
+    rc, _, err = run_cli(F, ["--redis", "redis://127.0.0.1:1"])
+    assert rc == 2 and "needs --role" in err, (rc, err)
+    rc, _, err = run_cli(F, ["--role", "replica"])
+    assert rc == 2 and "needs --redis" in err, (rc, err)
     # an address in use: a runtime error (1), never a second daemon on the port
     rc, _, err = run_cli(F, ["--listen", f"127.0.0.1:{F.daemon.port}"])
     assert rc == 1 and "cannot listen" in err, (rc, err)
