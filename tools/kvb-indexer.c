@@ -14,7 +14,8 @@
  *
  * Threads. The main thread parses the options, starts everything, then waits in
  * sigwait() for SIGTERM/SIGINT. Those signals are blocked before any thread
- * starts, so every thread inherits the mask and no signal handler ever runs:
+ * starts (SIGUSR2 too: the relay's fenced notice), so every thread inherits the
+ * mask and no signal handler ever runs:
  * nothing async-signal-unsafe can happen in one. The subscriber owns one thread
  * and its sockets. libmicrohttpd runs a small pool of polling threads that call
  * ixd_access() and ixd_completed(); those share only the index (thread safe by
@@ -29,6 +30,24 @@
  * connections; the subscriber is destroyed so the index no longer changes; the
  * snapshot is written when --snapshot is configured; exit 0 (1 when the
  * snapshot cannot be written).
+ *
+ * Router replicas on Redis (--redis URL --role relay|replica, FLEET.md section 8;
+ * the relay and the replica are libkvblock's, kvblock/redis.h):
+ *  - relay: kvb_redis_relay_create (a standby that follows the streams), the HTTP
+ *    threads, then an activation thread that waits in kvb_redis_relay_wait_active
+ *    (200 ms steps, so SIGTERM is noticed) and, once the relay holds the lease with
+ *    its index caught up, creates the subscriber on kvb_redis_relay_index() with
+ *    kvb_redis_relay_subscriber_cb and stores it in ixd.sub. Until then the daemon
+ *    answers /healthz 503 {"status": "standby"} and /v1/match 503 (the library
+ *    does not expose the standby's following index). FENCED (the on_state callback
+ *    on the relay's thread, or wait_active -ECANCELED) sets ixd.fenced and sends
+ *    SIGUSR2 to the process: main leaves sigwait(), shuts down like SIGTERM and
+ *    exits IXD_EXIT_FENCED (3). Shutdown: the activation thread is joined, then the
+ *    subscriber destroyed, then the relay.
+ *  - replica: kvb_redis_replica_create; each request pins the current index with
+ *    kvb_redis_replica_acquire around its index calls only (a snapshot reload
+ *    waits for pinned indexes) and releases it before the answer is sent.
+ *  Requests reach the index through ixd_index_get()/ixd_index_put() in every role.
  *
  * Request bodies are accumulated per connection up to IXD_MAX_BODY (8 MiB);
  * larger ones get 413 (at once when Content-Length says so; a chunked body is
