@@ -424,6 +424,8 @@ KVB_API void kvb_redis_relay_subscriber_cb(void *user, kvb_sub_note note, const 
     pthread_mutex_lock(&r->mu);
     bool ok = atomic_load(&r->state) != KVB_REDIS_RELAY_FENCED && push_locked(r, w, items, n);
     if (ok) {
+        if (w->overflow)
+            r->st.overflow_clears++;
         w->pos = items[n - 1].pos;
         w->overflow = false;
     } else {

@@ -745,6 +745,7 @@ Test(redis_server, queue_overflow_clears_instead_of_diverging)
     kvb_redis_relay_stats_get(relay, &rs);
     cr_assert_eq(rs.state, KVB_REDIS_RELAY_ACTIVE, "lease kept (%s)",
                  kvb_redis_relay_state_name(rs.state));
+    cr_assert_geq(rs.overflow_clears, 1, "a clear before the batches after an overflow");
     kvb_redis_replica_config pc;
     kvb_redis_replica_config_init(&pc);
     pc.url = s.url;

@@ -247,7 +247,7 @@ typedef struct kvb_redis_relay_stats {
     uint64_t snapshots;       /**< snapshots written */
     uint64_t snapshot_bytes;  /**< size of the last one (index + meta) */
     double snapshot_seconds;  /**< time the last one took (save + write) */
-    uint64_t trims;           /**< XTRIM calls; */
+    uint64_t trims;           /**< XTRIM calls */
     uint64_t trimmed;         /**< entries they removed */
     uint64_t errors;          /**< Redis errors (connection, timeout, protocol) */
     uint64_t reconnects;
