@@ -31,7 +31,11 @@
 #                      tail) for 2.28 M events from 7 workers, steady-state lag of a
 #                      replica behind the relay at 1 M events/s offered, lookups/s
 #                      of a replica while it ingests; each next to a same-run
-#                      baseline without Redis (REDIS_BENCH_ARGS="--quick", ...).
+#                      baseline without Redis, with the CPU seconds of every part
+#                      (subscriber side, relay thread, redis-server, replica thread)
+#                      so that a loaded machine's wall times can be read
+#                      (REDIS_BENCH_ARGS="--quick", "--rate 200000", ...). Starts its
+#                      own redis-server (AOF on, everysec) in a temporary directory.
 
 REDIS ?= auto
 REDIS_SERVER ?= redis-server
