@@ -85,9 +85,16 @@
  */
 #define KVB_IX_DEFAULT_SHARDS 16u
 
+/* With a single shard a match takes its read lock once for the whole walk
+ * instead of once per hash (-DKVB_IX_HOLD_SINGLE=0 for the per-hash variant,
+ * measured at KVB_IX_DEFAULT_SHARDS). */
+#ifndef KVB_IX_HOLD_SINGLE
+#define KVB_IX_HOLD_SINGLE 1
+#endif
+
 #define KVB_IX_MIN_CAP     16u
 #define KVB_IX_MATCH_STACK 1024u
-#define KVB_IX_CLASSES     24u /* holder array capacities 2^1 .. 2^23 */
+#define KVB_IX_CLASSES     24u /* holder array capacities 2^4 .. 2^23 */
 #define KVB_IX_APPLY_STACK 8192u
 
 /* ---- helpers ---------------------------------------------------------------- */
@@ -113,16 +120,22 @@ static inline uint32_t ix_home(uint64_t m, uint32_t cap)
 }
 
 /* Load <= 0.8 after adding: n keys fit in cap cells. */
+#ifndef KVB_IX_LOAD_PCT
+#define KVB_IX_LOAD_PCT 80
+#endif
+#ifndef KVB_IX_GROW_PCT
+#define KVB_IX_GROW_PCT 50
+#endif
 static inline bool ix_fits(uint32_t cap, uint64_t n)
 {
-    return n * 5 <= (uint64_t)cap * 4 && (n < cap || n == 0);
+    return n * 100 <= (uint64_t)cap * KVB_IX_LOAD_PCT && (n < cap || n == 0);
 }
 
 /* Capacity for n keys at load 0.5 (a table grows 1.6x past load 0.8); 0 when
  * it does not fit a u32. */
 static inline uint64_t ix_cap_for(uint64_t n)
 {
-    uint64_t c = n * 2 + 1;
+    uint64_t c = n * 100 / KVB_IX_GROW_PCT + 1;
     if (c < KVB_IX_MIN_CAP)
         c = KVB_IX_MIN_CAP;
     return c > UINT32_MAX ? 0 : c;
@@ -191,6 +204,12 @@ static int ix_rwlock_init(pthread_rwlock_t *l)
     return rc ? -ENOMEM : 0;
 }
 
+/* The stream table and its match mirror share one allocation. */
+static inline size_t ix_tab_bytes(uint32_t cap)
+{
+    return (size_t)cap * (sizeof(struct kvb_ix_stream *) + sizeof(struct kvb_ix_live));
+}
+
 static inline bool ix_pow2(uint32_t x)
 {
     return x && !(x & (x - 1));
@@ -198,10 +217,11 @@ static inline bool ix_pow2(uint32_t x)
 
 /* ---- holder arrays and the reserve ------------------------------------------ */
 
+/* Holder arrays (more than KVB_IX_CHUNK holders): allocations of cap + 1 u32,
+ * a[0] = cap (a power of two >= 16), holders from a[1]. */
 static inline uint32_t ix_class_of(uint32_t need)
 {
-    uint32_t c = need <= 2 ? 1 : 32 - (uint32_t)__builtin_clz(need - 1);
-    return c;
+    return need <= 16 ? 4 : 32 - (uint32_t)__builtin_clz(need - 1);
 }
 
 static uint32_t *harr_alloc(kvb_index *idx, uint32_t cap)
@@ -218,32 +238,17 @@ static void harr_free(kvb_index *idx, uint32_t *a)
         kvb__ix_free(idx, a, ((size_t)a[0] + 1) * sizeof(uint32_t));
 }
 
-/* Holder arrays allocated by pass 1 of an apply, by capacity class. */
+/* Holder arrays allocated by pass 1 of an apply: one stack per capacity class,
+ * linked through each array's first holder words (cap >= 16: room for it). */
 struct ix_rsv {
-    uint32_t **arr; /* n arrays, sorted by capacity after ix_rsv_seal */
-    uint32_t n, cap;
-    uint32_t begin[KVB_IX_CLASSES], end[KVB_IX_CLASSES];
+    uint32_t *head[KVB_IX_CLASSES];
 };
 
-static int ix_rsv_cmp(const void *a, const void *b)
+static void ix_rsv_push(struct ix_rsv *r, uint32_t *a)
 {
-    uint32_t x = (*(uint32_t *const *)a)[0], y = (*(uint32_t *const *)b)[0];
-    return x < y ? -1 : x > y;
-}
-
-static void ix_rsv_seal(struct ix_rsv *r)
-{
-    if (r->n > 1)
-        qsort(r->arr, r->n, sizeof *r->arr, ix_rsv_cmp);
-    memset(r->begin, 0, sizeof r->begin);
-    memset(r->end, 0, sizeof r->end);
-    uint32_t i = 0;
-    for (uint32_t c = 1; c < KVB_IX_CLASSES; c++) {
-        r->begin[c] = i;
-        while (i < r->n && r->arr[i][0] == (1u << c))
-            i++;
-        r->end[c] = i;
-    }
+    uint32_t c = ix_class_of(a[0]);
+    memcpy(&a[1], &r->head[c], sizeof r->head[c]);
+    r->head[c] = a;
 }
 
 /* Smallest reserved array of capacity >= need; NULL when none. */
@@ -252,9 +257,9 @@ static uint32_t *ix_rsv_take(struct ix_rsv *r, uint32_t need)
     if (!r)
         return NULL;
     for (uint32_t c = ix_class_of(need); c < KVB_IX_CLASSES; c++)
-        if (r->end[c] > r->begin[c]) {
-            uint32_t *a = r->arr[--r->end[c]];
-            r->arr[r->end[c]] = NULL;
+        if (r->head[c]) {
+            uint32_t *a = r->head[c];
+            memcpy(&r->head[c], &a[1], sizeof r->head[c]);
             return a;
         }
     return NULL;
@@ -262,12 +267,9 @@ static uint32_t *ix_rsv_take(struct ix_rsv *r, uint32_t need)
 
 static void ix_rsv_free(kvb_index *idx, struct ix_rsv *r)
 {
-    for (uint32_t i = 0; i < r->n; i++)
-        if (r->arr[i]) {
-            harr_free(idx, r->arr[i]);
-            r->arr[i] = NULL;
-        }
-    r->n = 0;
+    uint32_t *a;
+    while ((a = ix_rsv_take(r, 1)) != NULL)
+        harr_free(idx, a);
 }
 
 /* ---- shard tables ----------------------------------------------------------- */
@@ -329,10 +331,29 @@ static int shard_reserve(kvb_index *idx, struct kvb_ix_shard *s, uint64_t extra,
     return shard_resize(idx, s, ix_cap_for(want), locked);
 }
 
+static void chunks_maybe_compact(kvb_index *idx, struct kvb_ix_shard *s);
+static void dir_maybe_compact(kvb_index *idx, struct kvb_ix_shard *s);
+
+/* After removals (never inside pass 2 of an apply): give back what a shard no
+ * longer needs. Failures keep the bigger tables. */
 static void shard_maybe_shrink(kvb_index *idx, struct kvb_ix_shard *s)
 {
     if (ix_sparse(s->cap, s->keys))
-        (void)shard_resize(idx, s, ix_cap_for(s->keys), false); /* failure: keep it */
+        (void)shard_resize(idx, s, ix_cap_for(s->keys), false);
+    chunks_maybe_compact(idx, s);
+    dir_maybe_compact(idx, s);
+}
+
+/* Shrink the shards changed since the last call (wmu held; never inside
+ * pass 2 of an apply). */
+static void shards_shrink_touched(kvb_index *idx)
+{
+    for (uint32_t w = 0; w < sizeof idx->touched / sizeof idx->touched[0]; w++)
+        while (idx->touched[w]) {
+            uint32_t b = (uint32_t)__builtin_ctzll(idx->touched[w]);
+            idx->touched[w] &= idx->touched[w] - 1;
+            shard_maybe_shrink(idx, &idx->shards[w * 64 + b]);
+        }
 }
 
 /* Directory room for extra more holder arrays. */
@@ -412,21 +433,152 @@ static void cell_delete(struct kvb_ix_shard *s, uint32_t i)
     s->keys--;
 }
 
-static inline uint32_t cell_count(const struct kvb_ix_cell *c)
+/* Chunk arena: room for extra more chunks. */
+static int chunk_reserve(kvb_index *idx, struct kvb_ix_shard *s, uint32_t extra, bool locked)
 {
-    return c->n & ~KVB_IX_ARR;
+    uint64_t avail = (uint64_t)s->chunk_nfree + (s->chunk_cap - s->chunk_top);
+    if (avail >= extra)
+        return 0;
+    uint64_t cap = ((uint64_t)s->chunk_top + extra) * 3 / 2 + 64;
+    if (cap > UINT32_MAX / KVB_IX_CHUNK)
+        return -ENOMEM;
+    size_t bytes = (size_t)cap * KVB_IX_CHUNK * sizeof(uint32_t);
+    uint32_t *nch = kvb__ix_alloc(idx, bytes);
+    if (!nch)
+        return -ENOMEM;
+    if (s->chunk_top)
+        memcpy(nch, s->chunks, (size_t)s->chunk_top * KVB_IX_CHUNK * sizeof *nch);
+    uint32_t *old = s->chunks;
+    size_t old_bytes = (size_t)s->chunk_cap * KVB_IX_CHUNK * sizeof *old;
+    if (!locked)
+        ix_wrlock(&s->lock);
+    s->chunks = nch;
+    s->chunk_cap = (uint32_t)cap;
+    if (!locked)
+        ix_unlock(&s->lock);
+    kvb__ix_free(idx, old, old_bytes);
+    return 0;
 }
 
-/* Holder words of a cell (no copy). */
+/* A chunk arena mostly free: move the chunks in use to the front of a smaller
+ * one and renumber their cells (under the write lock: rare, O(cells)). */
+static void chunks_maybe_compact(kvb_index *idx, struct kvb_ix_shard *s)
+{
+    uint32_t used = s->chunk_top - s->chunk_nfree;
+    uint32_t cap = used ? used * 2 + 64 : 0;
+    if ((uint64_t)s->chunk_cap <= (uint64_t)cap * 4 + 64)
+        return; /* not 4x smaller: not worth a rebuild (and no rebuild loop) */
+    uint32_t *nch = NULL;
+    if (cap) {
+        nch = kvb__ix_alloc(idx, (size_t)cap * KVB_IX_CHUNK * sizeof *nch);
+        if (!nch)
+            return;
+    }
+    uint32_t *old = s->chunks;
+    size_t old_bytes = (size_t)s->chunk_cap * KVB_IX_CHUNK * sizeof *old;
+    ix_wrlock(&s->lock);
+    uint32_t j = 0;
+    for (uint32_t i = 0; i < s->cap; i++) {
+        struct kvb_ix_cell *c = &s->cells[i];
+        if (!c->n || !(c->n & KVB_IX_CHK))
+            continue;
+        memcpy(nch + (size_t)j * KVB_IX_CHUNK, old + (size_t)c->data * KVB_IX_CHUNK,
+               KVB_IX_CHUNK * sizeof *nch);
+        c->data = j++;
+    }
+    kvb_assert(j == used);
+    s->chunks = nch;
+    s->chunk_cap = cap;
+    s->chunk_top = used;
+    s->chunk_free = KVB_IX_NONE;
+    s->chunk_nfree = 0;
+    ix_unlock(&s->lock);
+    kvb__ix_free(idx, old, old_bytes);
+}
+
+/* The same for the directory of holder arrays. */
+static void dir_maybe_compact(kvb_index *idx, struct kvb_ix_shard *s)
+{
+    uint32_t used = s->dir_top - s->dir_nfree;
+    uint32_t cap = used ? used * 2 + 16 : 0;
+    if ((uint64_t)s->dir_cap <= (uint64_t)cap * 4 + 64)
+        return;
+    uint32_t **nd = NULL, *nn = NULL;
+    if (cap) {
+        nd = kvb__ix_alloc(idx, (size_t)cap * sizeof *nd);
+        nn = nd ? kvb__ix_alloc(idx, (size_t)cap * sizeof *nn) : NULL;
+        if (!nn) {
+            kvb__ix_free(idx, nd, (size_t)cap * sizeof *nd);
+            return;
+        }
+    }
+    uint32_t **od = s->dir, *on = s->dir_next, oc = s->dir_cap;
+    ix_wrlock(&s->lock);
+    uint32_t j = 0;
+    for (uint32_t i = 0; i < s->cap; i++) {
+        struct kvb_ix_cell *c = &s->cells[i];
+        if (!c->n || !(c->n & KVB_IX_ARR))
+            continue;
+        nd[j] = od[c->data];
+        c->data = j++;
+    }
+    kvb_assert(j == used);
+    s->dir = nd;
+    s->dir_next = nn;
+    s->dir_cap = cap;
+    s->dir_top = used;
+    s->dir_free = KVB_IX_NONE;
+    s->dir_nfree = 0;
+    ix_unlock(&s->lock);
+    kvb__ix_free(idx, od, (size_t)oc * sizeof *od);
+    kvb__ix_free(idx, on, (size_t)oc * sizeof *on);
+}
+
+static uint32_t chunk_take(struct kvb_ix_shard *s)
+{
+    uint32_t i;
+    if (s->chunk_free != KVB_IX_NONE) {
+        i = s->chunk_free;
+        s->chunk_free = s->chunks[(size_t)i * KVB_IX_CHUNK];
+        s->chunk_nfree--;
+    } else {
+        kvb_assert(s->chunk_top < s->chunk_cap);
+        i = s->chunk_top++;
+    }
+    return i;
+}
+
+static void chunk_put(struct kvb_ix_shard *s, uint32_t i)
+{
+    s->chunks[(size_t)i * KVB_IX_CHUNK] = s->chunk_free;
+    s->chunk_free = i;
+    s->chunk_nfree++;
+}
+
+static inline uint32_t cell_count(const struct kvb_ix_cell *c)
+{
+    return c->n & KVB_IX_CNT;
+}
+
+/* Holder words of a cell (in place), sorted by stream id. */
+static inline uint32_t *cell_words(const struct kvb_ix_shard *s, struct kvb_ix_cell *c)
+{
+    if (c->n & KVB_IX_ARR)
+        return s->dir[c->data] + 1;
+    if (c->n & KVB_IX_CHK)
+        return s->chunks + (size_t)c->data * KVB_IX_CHUNK;
+    return &c->data;
+}
+
 static inline const uint32_t *cell_holders(const struct kvb_ix_shard *s,
                                            const struct kvb_ix_cell *c, uint32_t *n)
 {
-    if (!(c->n & KVB_IX_ARR)) {
-        *n = 1;
-        return &c->data;
-    }
-    *n = c->n & ~KVB_IX_ARR;
-    return s->dir[c->data] + 1;
+    *n = cell_count(c);
+    if (c->n & KVB_IX_ARR)
+        return s->dir[c->data] + 1;
+    if (c->n & KVB_IX_CHK)
+        return s->chunks + (size_t)c->data * KVB_IX_CHUNK;
+    return &c->data;
 }
 
 /* Position of stream sid among sorted holders h[0..n), or the insertion point
@@ -450,81 +602,103 @@ static uint32_t holders_search(const uint32_t *h, uint32_t n, uint32_t sid, bool
     return lo;
 }
 
-/* Add holder word hw (its stream not a holder yet) to occupied cell c of s.
- * Caller holds the shard's write lock (or owns the index). Arrays come from the
- * reserve, or are allocated when there is none (load) or it ran dry (a bug:
- * asserted in debug builds). */
+/* Insert hw at position pos of the n sorted words w into dst (which may be w
+ * when it has room). */
+static void words_insert(uint32_t *dst, const uint32_t *w, uint32_t n, uint32_t pos, uint32_t hw)
+{
+    if (dst == w) {
+        memmove(dst + pos + 1, w + pos, (size_t)(n - pos) * sizeof *w);
+    } else {
+        memcpy(dst, w, (size_t)pos * sizeof *w);
+        memcpy(dst + pos + 1, w + pos, (size_t)(n - pos) * sizeof *w);
+    }
+    dst[pos] = hw;
+}
+
+/* Add holder word hw (its stream not a holder yet) to occupied cell c of s:
+ * inline -> chunk (2..KVB_IX_CHUNK holders) -> array. Caller holds the shard's
+ * write lock (locked) or owns the index. Chunks, directory slots and arrays
+ * come from what pass 1 reserved; without a reserve (load) they are allocated,
+ * which is also the fallback should a reservation be short (a bug, asserted). */
 static int holder_add(kvb_index *idx, struct kvb_ix_shard *s, struct kvb_ix_cell *c, uint32_t hw,
                       struct ix_rsv *rsv, bool locked)
 {
-    uint32_t sid = KVB_IX_SID(hw);
-    if (!(c->n & KVB_IX_ARR)) {
-        uint32_t *a = ix_rsv_take(rsv, 2);
-        kvb_assert(a || !rsv);
-        if (!a)
-            a = harr_alloc(idx, 2);
-        if (!a)
+    uint32_t n = cell_count(c);
+    uint32_t *w = cell_words(s, c);
+    bool found;
+    uint32_t pos = holders_search(w, n, KVB_IX_SID(hw), &found);
+    kvb_assert(!found);
+    if (!(c->n & (KVB_IX_ARR | KVB_IX_CHK))) {
+        kvb_assert(!rsv || s->chunk_nfree || s->chunk_top < s->chunk_cap);
+        if (chunk_reserve(idx, s, 1, locked) != 0)
             return -ENOMEM;
-        if (dir_reserve(idx, s, 1, locked) != 0) {
-            harr_free(idx, a);
-            return -ENOMEM;
-        }
-        uint32_t h0 = c->data;
-        bool first = KVB_IX_SID(h0) < sid;
-        a[1] = first ? h0 : hw;
-        a[2] = first ? hw : h0;
-        uint32_t slot = dir_take(s);
-        s->dir[slot] = a;
-        c->data = slot;
-        c->n = 2 | KVB_IX_ARR;
+        uint32_t k = chunk_take(s);
+        uint32_t h0 = c->data, *ch = s->chunks + (size_t)k * KVB_IX_CHUNK;
+        ch[0] = pos ? h0 : hw;
+        ch[1] = pos ? hw : h0;
+        c->data = k;
+        c->n = 2 | KVB_IX_CHK;
         return 0;
     }
-    uint32_t *a = s->dir[c->data];
-    uint32_t n = cell_count(c);
-    bool found;
-    uint32_t pos = holders_search(a + 1, n, sid, &found);
-    kvb_assert(!found);
-    if (n < a[0]) {
-        memmove(a + 2 + pos, a + 1 + pos, (size_t)(n - pos) * sizeof *a);
-        a[1 + pos] = hw;
-    } else {
-        uint32_t *b = ix_rsv_take(rsv, n + 1);
-        kvb_assert(b || !rsv);
-        if (!b)
-            b = harr_alloc(idx, kvb__next_pow2(n + 1));
-        if (!b)
-            return -ENOMEM;
-        memcpy(b + 1, a + 1, (size_t)pos * sizeof *a);
-        b[1 + pos] = hw;
-        memcpy(b + 2 + pos, a + 1 + pos, (size_t)(n - pos) * sizeof *a);
-        s->dir[c->data] = b;
-        harr_free(idx, a);
+    if ((c->n & KVB_IX_CHK) && n < KVB_IX_CHUNK) {
+        words_insert(w, w, n, pos, hw);
+        c->n = (n + 1) | KVB_IX_CHK;
+        return 0;
     }
+    if ((c->n & KVB_IX_ARR) && n < s->dir[c->data][0]) {
+        words_insert(w, w, n, pos, hw);
+        c->n = (n + 1) | KVB_IX_ARR;
+        return 0;
+    }
+    /* a new array: from a full chunk or a full array */
+    uint32_t *b = ix_rsv_take(rsv, n + 1);
+    kvb_assert(b || !rsv);
+    if (!b)
+        b = harr_alloc(idx, n + 1 <= 16 ? 16 : kvb__next_pow2(n + 1));
+    if (!b)
+        return -ENOMEM;
+    if ((c->n & KVB_IX_CHK) && dir_reserve(idx, s, 1, locked) != 0) {
+        harr_free(idx, b);
+        return -ENOMEM;
+    }
+    words_insert(b + 1, w, n, pos, hw);
+    if (c->n & KVB_IX_CHK) {
+        chunk_put(s, c->data);
+        c->data = dir_take(s);
+    } else {
+        harr_free(idx, s->dir[c->data]);
+    }
+    s->dir[c->data] = b;
     c->n = (n + 1) | KVB_IX_ARR;
     return 0;
 }
 
-/* Remove the holder at position pos of cell ci (caller holds the write lock). */
+/* Remove the holder at position pos of cell ci (caller holds the write lock);
+ * one holder left goes back inline. Never allocates. */
 static void holder_remove(kvb_index *idx, struct kvb_ix_shard *s, uint32_t ci, uint32_t pos)
 {
     struct kvb_ix_cell *c = &s->cells[ci];
-    if (!(c->n & KVB_IX_ARR)) {
+    if (!(c->n & (KVB_IX_ARR | KVB_IX_CHK))) {
         cell_delete(s, ci);
         return;
     }
-    uint32_t *a = s->dir[c->data];
-    uint32_t n = cell_count(c);
-    memmove(a + 1 + pos, a + 2 + pos, (size_t)(n - pos - 1) * sizeof *a);
+    uint32_t n = cell_count(c), flag = c->n & (KVB_IX_ARR | KVB_IX_CHK);
+    uint32_t *w = cell_words(s, c);
+    memmove(w + pos, w + pos + 1, (size_t)(n - pos - 1) * sizeof *w);
     n--;
-    if (n == 1) {
-        uint32_t last = a[1];
-        dir_put(s, c->data);
-        harr_free(idx, a);
-        c->data = last;
-        c->n = 1;
-    } else {
-        c->n = n | KVB_IX_ARR;
+    if (n > 1) {
+        c->n = n | flag;
+        return;
     }
+    uint32_t last = w[0];
+    if (flag == KVB_IX_CHK) {
+        chunk_put(s, c->data);
+    } else {
+        harr_free(idx, s->dir[c->data]);
+        dir_put(s, c->data);
+    }
+    c->data = last;
+    c->n = 1;
 }
 
 /* Set stream sid's tier mask on key (mask 0: remove it as a holder), creating
@@ -534,6 +708,8 @@ static int global_set(kvb_index *idx, struct kvb_ix_shard *s, uint64_t key, uint
                       uint32_t sid, uint32_t mask, struct ix_rsv *rsv, bool locked)
 {
     uint32_t hw = sid << KVB_IX_TIER_SHIFT | mask;
+    uint32_t si = (uint32_t)(s - idx->shards);
+    idx->touched[si >> 6] |= 1ull << (si & 63);
     uint32_t ci = shard_find(s, key, m);
     if (ci == KVB_IX_NONE) {
         if (!mask)
@@ -548,30 +724,20 @@ static int global_set(kvb_index *idx, struct kvb_ix_shard *s, uint64_t key, uint
         return 0;
     }
     struct kvb_ix_cell *c = &s->cells[ci];
-    if (!(c->n & KVB_IX_ARR)) {
-        if (KVB_IX_SID(c->data) == sid) {
-            if (mask) {
-                c->data = hw;
-            } else {
-                cell_delete(s, ci);
+    uint32_t *w = cell_words(s, c);
+    bool found;
+    uint32_t pos = holders_search(w, cell_count(c), sid, &found);
+    if (found) {
+        if (mask) {
+            w[pos] = hw;
+        } else {
+            bool last = cell_count(c) == 1;
+            holder_remove(idx, s, ci, pos);
+            idx->w.entries--;
+            if (last)
                 idx->w.keys--;
-                idx->w.entries--;
-            }
-            return 0;
         }
-    } else {
-        uint32_t *a = s->dir[c->data];
-        bool found;
-        uint32_t pos = holders_search(a + 1, cell_count(c), sid, &found);
-        if (found) {
-            if (mask) {
-                a[1 + pos] = hw;
-            } else {
-                holder_remove(idx, s, ci, pos);
-                idx->w.entries--;
-            }
-            return 0;
-        }
+        return 0;
     }
     if (!mask)
         return 0;
@@ -932,7 +1098,7 @@ KVB_API int kvb_index_create(const kvb_index_config *cfg, kvb_index **out)
     idx->a = a;
     idx->w.memory = sizeof *idx;
     idx->shard_bits = (uint32_t)__builtin_ctz(c.shards);
-    idx->match_hold = c.shards == 1;
+    idx->match_hold = KVB_IX_HOLD_SINGLE && c.shards == 1;
     idx->stale_ns = ix_secs_to_ns(c.stale_after_s);
     idx->drop_ns = ix_secs_to_ns(c.drop_after_s);
     uint32_t inited = 0;
@@ -953,6 +1119,7 @@ KVB_API int kvb_index_create(const kvb_index_config *cfg, kvb_index **out)
         if (ix_rwlock_init(&idx->shards[inited].lock) != 0)
             goto fail;
         idx->shards[inited].dir_free = KVB_IX_NONE;
+        idx->shards[inited].chunk_free = KVB_IX_NONE;
     }
     KVB_ATOMIC_VAR(&idx->matches, sizeof idx->matches);
     KVB_ATOMIC_VAR(&idx->matched_blocks, sizeof idx->matched_blocks);
@@ -986,13 +1153,14 @@ KVB_API int kvb_index_destroy(kvb_index *idx)
     for (uint32_t i = 0; i < idx->tab_cap; i++)
         if (idx->tab[i])
             stream_free(idx, idx->tab[i]);
-    kvb__ix_free(idx, idx->tab, (size_t)idx->tab_cap * sizeof *idx->tab);
+    kvb__ix_free(idx, idx->tab, ix_tab_bytes(idx->tab_cap));
     kvb__ix_free(idx, idx->names, (size_t)idx->names_cap * sizeof *idx->names);
     for (uint32_t i = 0; i < idx->cfg.shards; i++) {
         struct kvb_ix_shard *s = &idx->shards[i];
         for (uint32_t j = 0; j < s->dir_top; j++)
             harr_free(idx, s->dir[j]);
         kvb__ix_free(idx, s->dir, (size_t)s->dir_cap * sizeof *s->dir);
+        kvb__ix_free(idx, s->chunks, (size_t)s->chunk_cap * KVB_IX_CHUNK * sizeof *s->chunks);
         kvb__ix_free(idx, s->dir_next, (size_t)s->dir_cap * sizeof *s->dir_next);
         kvb__ix_free(idx, s->cells, (size_t)s->cap * sizeof *s->cells);
         pthread_rwlock_destroy(&s->lock);
@@ -1140,11 +1308,20 @@ static int ix_stream_cfg_check(const kvb_index_stream_config *cfg)
     return 0;
 }
 
+/* Copy a stream's state and entries to the match mirror (caller holds wmu and
+ * smu for writing, or owns the index). */
+static inline void ix_mirror(kvb_index *idx, const struct kvb_ix_stream *st)
+{
+    idx->live[st->id].entries = st->entries;
+    idx->live[st->id].state = st->state;
+}
+
 void kvb__ix_publish(kvb_index *idx, struct kvb_ix_stream *st)
 {
     if (st) {
         st->entries = st->w_entries;
         st->engine_n = st->en;
+        ix_mirror(idx, st);
     }
     idx->pub = idx->w;
 }
@@ -1180,7 +1357,7 @@ static int stream_add_locked(kvb_index *idx, const kvb_index_stream_config *cfg,
         if (c > idx->cfg.max_streams)
             c = idx->cfg.max_streams;
         ntab_cap = (uint32_t)c;
-        ntab = kvb__ix_calloc(idx, ntab_cap, sizeof *ntab);
+        ntab = kvb__ix_calloc(idx, 1, ix_tab_bytes(ntab_cap));
         if (!ntab)
             return -ENOMEM;
     }
@@ -1189,14 +1366,14 @@ static int stream_add_locked(kvb_index *idx, const kvb_index_stream_config *cfg,
         nnames_cap = idx->names_cap ? idx->names_cap * 2 : 16;
         nnames = kvb__ix_calloc(idx, nnames_cap, sizeof *nnames);
         if (!nnames) {
-            kvb__ix_free(idx, ntab, (size_t)ntab_cap * sizeof *ntab);
+            kvb__ix_free(idx, ntab, ix_tab_bytes(ntab_cap));
             return -ENOMEM;
         }
     }
     struct kvb_ix_stream *st = kvb__ix_calloc(idx, 1, sizeof *st);
     if (!st) {
         kvb__ix_free(idx, nnames, (size_t)nnames_cap * sizeof *nnames);
-        kvb__ix_free(idx, ntab, (size_t)ntab_cap * sizeof *ntab);
+        kvb__ix_free(idx, ntab, ix_tab_bytes(ntab_cap));
         return -ENOMEM;
     }
     size_t len = strlen(cfg->name);
@@ -1213,11 +1390,15 @@ static int stream_add_locked(kvb_index *idx, const kvb_index_stream_config *cfg,
     uint32_t otab_cap = 0, *onames = NULL, onames_cap = 0;
     ix_wrlock(&idx->smu);
     if (ntab) {
-        if (idx->tab_cap)
+        struct kvb_ix_live *nlive = (struct kvb_ix_live *)(ntab + ntab_cap);
+        if (idx->tab_cap) {
             memcpy(ntab, idx->tab, (size_t)idx->tab_cap * sizeof *ntab);
+            memcpy(nlive, idx->live, (size_t)idx->tab_cap * sizeof *nlive);
+        }
         otab = idx->tab;
         otab_cap = idx->tab_cap;
         idx->tab = ntab;
+        idx->live = nlive;
         idx->tab_cap = ntab_cap;
     }
     if (nnames) {
@@ -1231,12 +1412,13 @@ static int stream_add_locked(kvb_index *idx, const kvb_index_stream_config *cfg,
         idx->names_cap = nnames_cap;
     }
     idx->tab[id] = st;
+    ix_mirror(idx, st);
     names_put(idx->names, idx->names_cap, st->name_hash, id);
     idx->n_streams++;
     if (want_id == KVB_IX_NONE)
         idx->id_hint = id + 1;
     /* No reader can hold the old arrays: they are only read under smu. */
-    kvb__ix_free(idx, otab, (size_t)otab_cap * sizeof *otab);
+    kvb__ix_free(idx, otab, ix_tab_bytes(otab_cap));
     kvb__ix_free(idx, onames, (size_t)onames_cap * sizeof *onames);
     kvb__ix_publish(idx, NULL);
     ix_unlock(&idx->smu);
@@ -1300,8 +1482,7 @@ static void stream_remove_locked(kvb_index *idx, struct kvb_ix_stream *st)
         idx->id_hint = st->id;
     ix_unlock(&idx->smu);
     stream_free(idx, st);
-    for (uint32_t i = 0; i < idx->cfg.shards; i++)
-        shard_maybe_shrink(idx, &idx->shards[i]);
+    shards_shrink_touched(idx);
     ix_wrlock(&idx->smu);
     kvb__ix_publish(idx, NULL);
     ix_unlock(&idx->smu);
@@ -1346,8 +1527,7 @@ static bool ix_state_ok(kvb_stream_state s)
 static void stream_clear_locked(kvb_index *idx, struct kvb_ix_stream *st, kvb_stream_state state)
 {
     stream_clear_entries(idx, st, false);
-    for (uint32_t i = 0; i < idx->cfg.shards; i++)
-        shard_maybe_shrink(idx, &idx->shards[i]);
+    shards_shrink_touched(idx);
     ix_wrlock(&idx->smu);
     st->counters[KVB_COUNT_CLEARS]++;
     st->state = state;
@@ -1396,6 +1576,7 @@ KVB_API int kvb_index_stream_set_state(kvb_index *idx, uint32_t stream, kvb_stre
     if (!st)
         return -ENOENT;
     st->state = state;
+    ix_mirror(idx, st);
     return ix_update_end(idx);
 }
 
@@ -1448,6 +1629,7 @@ KVB_API int kvb_index_stream_heard(kvb_index *idx, uint32_t stream, bool connect
         st->last_heard_ns = now_ns;
         if (st->state == KVB_STREAM_STALE)
             st->state = KVB_STREAM_LIVE;
+        ix_mirror(idx, st);
     } else if (!st->down) {
         st->down = true;
         st->down_since_ns = now_ns;
@@ -1474,6 +1656,7 @@ KVB_API int kvb_index_tick(kvb_index *idx, int64_t now_ns)
         } else if (dt >= idx->stale_ns && st->state != KVB_STREAM_STALE) {
             ix_wrlock(&idx->smu);
             st->state = KVB_STREAM_STALE;
+            ix_mirror(idx, st);
             ix_unlock(&idx->smu);
             changed++;
         }
@@ -1555,6 +1738,7 @@ struct ix_apply {
     size_t heap_size;
     uint32_t cnt[1024];  /* per shard: keys the batch may add */
     uint32_t dcnt[1024]; /* per shard: holder arrays reserved (directory slots) */
+    uint32_t ccnt[1024]; /* per shard: chunks the batch may take */
     _Alignas(16) unsigned char stack[KVB_IX_APPLY_STACK];
 };
 
@@ -1621,8 +1805,13 @@ static bool p1_lookup(const struct ix_apply *ap, const struct kvb_ix_stream *st,
     return false;
 }
 
-/* Array capacity stream sid may need for key when pass 2 adds it as a holder
- * (0: none). seen_removal: an earlier event may have taken it away. */
+#define KVB_IX_NEED_CHUNK 1u
+
+/* What pass 2 may need to add stream sid as a holder of key: 0 nothing,
+ * KVB_IX_NEED_CHUNK a chunk, or the capacity of a new holder array.
+ * seen_removal: an earlier event of the batch may have taken the stream's
+ * holder away (one other holder left: the cell went back inline). The other
+ * holders cannot change during the batch (writers are serialised). */
 static uint32_t p1_need(const kvb_index *idx, uint32_t sid, uint64_t key, uint64_t m,
                         bool seen_removal, bool *absent)
 {
@@ -1639,10 +1828,12 @@ static uint32_t p1_need(const kvb_index *idx, uint32_t sid, uint64_t key, uint64
     uint32_t o = n - (holds ? 1 : 0);
     if (o == 0)
         return 0;
-    if (holds)
-        return seen_removal && o == 1 ? 2 : 0;
-    if (!(c->n & KVB_IX_ARR))
-        return 2;
+    if (holds) /* in place, or from inline again after a removal */
+        return seen_removal && o == 1 ? KVB_IX_NEED_CHUNK : 0;
+    if (!(c->n & (KVB_IX_ARR | KVB_IX_CHK)))
+        return KVB_IX_NEED_CHUNK;
+    if (c->n & KVB_IX_CHK)
+        return o < KVB_IX_CHUNK ? 0 : 16;
     uint32_t cap = s->dir[c->data][0];
     return cap >= o + 1 ? 0 : kvb__next_pow2(o + 1);
 }
@@ -1672,8 +1863,7 @@ static int apply_prepare(kvb_index *idx, struct kvb_ix_stream *st, const kvb_ind
             lcap *= 2;
     }
     size_t sz_ev = ((size_t)n + 15) & ~(size_t)15;
-    uint64_t total = sz_ev + n_eng * sizeof(uint64_t) + lcap * sizeof(struct ix_lent) +
-                     n_stored * sizeof(uint32_t *);
+    uint64_t total = sz_ev + n_eng * sizeof(uint64_t) + lcap * sizeof(struct ix_lent);
     if (total > SIZE_MAX / 2 || lcap > UINT32_MAX || n_stored > UINT32_MAX)
         return -ENOMEM;
     unsigned char *mem = ap->stack;
@@ -1687,10 +1877,6 @@ static int apply_prepare(kvb_index *idx, struct kvb_ix_stream *st, const kvb_ind
     ap->evst = mem;
     ap->lmap = (struct ix_lent *)(mem + sz_ev);
     ap->rh = (uint64_t *)(mem + sz_ev + lcap * sizeof(struct ix_lent));
-    ap->rsv.arr =
-        (uint32_t **)(mem + sz_ev + lcap * sizeof(struct ix_lent) + n_eng * sizeof(uint64_t));
-    ap->rsv.cap = (uint32_t)n_stored;
-    ap->rsv.n = 0;
     ap->lcap = (uint32_t)lcap;
     if (lcap)
         memset(ap->lmap, 0, lcap * sizeof *ap->lmap);
@@ -1734,6 +1920,7 @@ static int apply_prepare(kvb_index *idx, struct kvb_ix_stream *st, const kvb_ind
     uint32_t nsh = idx->cfg.shards;
     memset(ap->cnt, 0, nsh * sizeof ap->cnt[0]);
     memset(ap->dcnt, 0, nsh * sizeof ap->dcnt[0]);
+    memset(ap->ccnt, 0, nsh * sizeof ap->ccnt[0]);
     bool seen_removal = false;
     k = 0;
     uint64_t n_keys_max = 0;
@@ -1746,22 +1933,34 @@ static int apply_prepare(kvb_index *idx, struct kvb_ix_stream *st, const kvb_ind
         }
         if (ap->evst[e])
             continue;
+        const uint64_t *keys = engine ? ap->rh + k : ev->hashes;
+        k += engine ? ev->n_hashes : 0;
         for (uint32_t b = 0; b < ev->n_hashes; b++) {
-            uint64_t key = engine ? ap->rh[k++] : ev->hashes[b], m = ix_mix(key);
+            if (b + 4 < ev->n_hashes) {
+                /* what this block's commit will touch, a few blocks ahead */
+                uint64_t pm = ix_mix(keys[b + 4]);
+                const struct kvb_ix_shard *ps = &idx->shards[ix_shard_of(idx, pm)];
+                if (ps->cap)
+                    __builtin_prefetch(&ps->cells[ix_home(pm, ps->cap)]);
+                if (st->rcap)
+                    __builtin_prefetch(&st->rk[ix_home(pm, st->rcap)]);
+            }
+            uint64_t key = keys[b], m = ix_mix(key);
             uint32_t s = ix_shard_of(idx, m);
             bool absent;
             uint32_t need = p1_need(idx, st->id, key, m, seen_removal, &absent);
             n_keys_max++;
             if (absent)
                 ap->cnt[s]++;
-            if (need) {
+            if (need == KVB_IX_NEED_CHUNK) {
+                ap->ccnt[s]++;
+            } else if (need) {
                 uint32_t *a = harr_alloc(idx, need);
                 if (!a) {
                     rc = -ENOMEM;
                     break;
                 }
-                kvb_assert(ap->rsv.n < ap->rsv.cap);
-                ap->rsv.arr[ap->rsv.n++] = a;
+                ix_rsv_push(&ap->rsv, a);
                 ap->dcnt[s]++;
             }
         }
@@ -1775,12 +1974,13 @@ static int apply_prepare(kvb_index *idx, struct kvb_ix_stream *st, const kvb_ind
             rc = shard_reserve(idx, &idx->shards[s], ap->cnt[s], false);
         if (rc == 0 && ap->dcnt[s])
             rc = dir_reserve(idx, &idx->shards[s], ap->dcnt[s], false);
+        if (rc == 0 && ap->ccnt[s])
+            rc = chunk_reserve(idx, &idx->shards[s], ap->ccnt[s], false);
     }
     if (rc) {
         ap_release(idx, ap);
         return rc;
     }
-    ix_rsv_seal(&ap->rsv);
     return 0;
 }
 
@@ -1913,7 +2113,7 @@ KVB_API int kvb_index_apply(kvb_index *idx, uint32_t stream, const kvb_index_eve
             return -EINVAL;
     struct ix_apply ap; /* ~16 KiB: per-shard counters and the scratch buffer */
     ap.heap = NULL;
-    ap.rsv.n = 0;
+    memset(&ap.rsv, 0, sizeof ap.rsv);
     pthread_mutex_lock(&idx->wmu);
     struct kvb_ix_stream *st = ix_stream(idx, stream);
     if (!st) {
@@ -1966,9 +2166,7 @@ KVB_API int kvb_index_apply(kvb_index *idx, uint32_t stream, const kvb_index_eve
         ap_release(idx, &ap);
     if (removals || any_stored)
         stream_maybe_shrink(idx, st);
-    if (removals)
-        for (uint32_t s = 0; s < idx->cfg.shards; s++)
-            shard_maybe_shrink(idx, &idx->shards[s]);
+    shards_shrink_touched(idx);
 
     int64_t now = kvb_index_now_ns();
     idx->w.batches++;
@@ -1991,10 +2189,15 @@ KVB_API int kvb_index_apply(kvb_index *idx, uint32_t stream, const kvb_index_eve
 
 /* ---- match ------------------------------------------------------------------ */
 
+/* A match candidate. During the walk dev and dh hold KVB_IX_OPEN while those
+ * prefixes are unbroken, any is set when the candidate drops out. */
 struct ix_cand {
     uint32_t sid, dev, dh, any;
+    uint64_t entries;
     double score;
 };
+
+#define KVB_IX_OPEN UINT32_MAX
 
 struct ix_sort_ctx {
     const kvb_index *idx;
@@ -2008,15 +2211,110 @@ static int ix_cand_cmp(const void *pa, const void *pb, void *pctx)
     const struct ix_cand *a = &x->c[*(const uint32_t *)pa], *b = &x->c[*(const uint32_t *)pb];
     if (a->score != b->score)
         return a->score > b->score ? -1 : 1;
+    if (a->entries != b->entries)
+        return a->entries < b->entries ? -1 : 1;
     const struct kvb_ix_stream *sa = x->idx->tab[a->sid], *sb = x->idx->tab[b->sid];
-    if (sa->entries != sb->entries)
-        return sa->entries < sb->entries ? -1 : 1;
     int r = strcmp(sa->name, sb->name);
     if (r)
         return r;
     if (sa->rank != sb->rank)
         return sa->rank < sb->rank ? -1 : 1;
     return a->sid < b->sid ? -1 : a->sid > b->sid;
+}
+
+/* Extend the alive candidates (alive[0..na), sorted by stream id) by position
+ * i, whose sorted holder words are h[0..nh): a candidate that holds it stays
+ * alive and closes its device (device-or-host) prefix at i when the device
+ * (device and host) bit is missing; the others drop out with any = i. Returns
+ * the new alive count (stable order). */
+static inline uint32_t ix_step(struct ix_cand *cand, uint32_t *alive, uint32_t na,
+                               const uint32_t *h, uint32_t nh, uint32_t i)
+{
+    uint32_t w = 0, j = 0;
+    if (nh == na) {
+        /* the common case: exactly the alive candidates hold it */
+        uint32_t diff = 0, all = KVB_IX_MASK_ALL;
+        for (uint32_t p = 0; p < na; p++) {
+            diff |= KVB_IX_SID(h[p]) ^ cand[alive[p]].sid;
+            all &= h[p];
+        }
+        if (!diff) {
+            if (!(all & 1u))
+                for (uint32_t p = 0; p < na; p++) {
+                    struct ix_cand *c = &cand[alive[p]];
+                    if (!(h[p] & 1u) && c->dev == KVB_IX_OPEN)
+                        c->dev = i;
+                    if (!(h[p] & 3u) && c->dh == KVB_IX_OPEN)
+                        c->dh = i;
+                }
+            return na;
+        }
+    }
+    if ((uint64_t)nh * 8 < na) {
+        /* few holders, many candidates: find each holder among the candidates */
+        for (uint32_t p = 0; p < nh && j < na; p++) {
+            uint32_t sid = KVB_IX_SID(h[p]), lo = j, hi = na;
+            while (lo < hi) {
+                uint32_t mid = lo + (hi - lo) / 2;
+                if (cand[alive[mid]].sid < sid)
+                    lo = mid + 1;
+                else
+                    hi = mid;
+            }
+            for (; j < lo; j++)
+                cand[alive[j]].any = i;
+            if (j < na && cand[alive[j]].sid == sid) {
+                struct ix_cand *c = &cand[alive[j]];
+                if (kvb_unlikely(!(h[p] & 1u)) && c->dev == KVB_IX_OPEN)
+                    c->dev = i;
+                if (kvb_unlikely(!(h[p] & 3u)) && c->dh == KVB_IX_OPEN)
+                    c->dh = i;
+                alive[w++] = alive[j++];
+            }
+        }
+    } else if ((uint64_t)na * 8 < nh) {
+        /* few candidates, many holders: find each candidate among the holders */
+        for (; j < na; j++) {
+            struct ix_cand *c = &cand[alive[j]];
+            bool found;
+            uint32_t p = holders_search(h, nh, c->sid, &found);
+            if (!found) {
+                c->any = i;
+                continue;
+            }
+            if (kvb_unlikely(!(h[p] & 1u)) && c->dev == KVB_IX_OPEN)
+                c->dev = i;
+            if (kvb_unlikely(!(h[p] & 3u)) && c->dh == KVB_IX_OPEN)
+                c->dh = i;
+            alive[w++] = alive[j];
+        }
+        return w;
+    } else {
+        uint32_t p = 0;
+        while (j < na && p < nh) {
+            uint32_t a = alive[j];
+            struct ix_cand *c = &cand[a];
+            uint32_t mk = h[p], hs = KVB_IX_SID(mk);
+            if (hs < c->sid) {
+                p++;
+                continue;
+            }
+            j++;
+            if (hs > c->sid) {
+                c->any = i;
+                continue;
+            }
+            p++;
+            if (kvb_unlikely(!(mk & 1u)) && c->dev == KVB_IX_OPEN)
+                c->dev = i;
+            if (kvb_unlikely(!(mk & 3u)) && c->dh == KVB_IX_OPEN)
+                c->dh = i;
+            alive[w++] = a;
+        }
+    }
+    for (; j < na; j++)
+        cand[alive[j]].any = i;
+    return w;
 }
 
 KVB_API int kvb_index_match(kvb_index *idx, const uint64_t *hashes, uint32_t n,
@@ -2058,15 +2356,18 @@ KVB_API int kvb_index_match(kvb_index *idx, const uint64_t *hashes, uint32_t n,
             alive = (uint32_t *)(cand + nh);
         }
         for (uint32_t j = 0; j < nh; j++) {
-            uint32_t sid = KVB_IX_SID(h[j]), mk = h[j] & KVB_IX_MASK_ALL;
-            const struct kvb_ix_stream *st = ix_stream(idx, sid);
-            if (!st || st->state == KVB_STREAM_STALE)
+            uint32_t sid = KVB_IX_SID(h[j]), mk = h[j];
+            /* a holder's stream exists: removal takes its holders away before
+             * it leaves the table, and we hold smu */
+            kvb_assert(ix_stream(idx, sid) != NULL);
+            const struct kvb_ix_live *lv = &idx->live[sid];
+            if (lv->state == KVB_STREAM_STALE)
                 continue;
             struct ix_cand *c = &cand[nc];
             c->sid = sid;
-            c->any = 1;
-            c->dh = (mk & 3u) ? 1 : 0;
-            c->dev = (mk & 1u) ? 1 : 0;
+            c->entries = lv->entries;
+            c->dev = (mk & 1u) ? KVB_IX_OPEN : 0;
+            c->dh = (mk & 3u) ? KVB_IX_OPEN : 0;
             alive[na++] = nc++;
         }
     }
@@ -2075,68 +2376,70 @@ KVB_API int kvb_index_match(kvb_index *idx, const uint64_t *hashes, uint32_t n,
         held = NULL;
     }
 
-    for (uint32_t i = 1; i < n && na; i++) {
-        looked++;
-        m = ix_mix(hashes[i]);
-        s = &idx->shards[ix_shard_of(idx, m)];
-        if (!held)
-            ix_rdlock(&s->lock);
-        ci = shard_find(s, hashes[i], m);
-        uint32_t w = 0;
-        if (ci != KVB_IX_NONE) {
-            uint32_t nh;
-            const uint32_t *h = cell_holders(s, &s->cells[ci], &nh);
-            if ((uint64_t)na * 8 < nh) {
-                for (uint32_t j = 0; j < na; j++) {
-                    struct ix_cand *c = &cand[alive[j]];
-                    bool found;
-                    uint32_t p = holders_search(h, nh, c->sid, &found);
-                    if (!found)
-                        continue;
-                    uint32_t mk = h[p] & KVB_IX_MASK_ALL;
-                    c->any = i + 1;
-                    if (c->dh == i && (mk & 3u))
-                        c->dh = i + 1;
-                    if (c->dev == i && (mk & 1u))
-                        c->dev = i + 1;
-                    alive[w++] = alive[j];
-                }
-            } else {
-                uint32_t j = 0, p = 0;
-                while (j < na && p < nh) {
-                    struct ix_cand *c = &cand[alive[j]];
-                    uint32_t hs = KVB_IX_SID(h[p]);
-                    if (hs < c->sid) {
-                        p++;
-                    } else if (hs > c->sid) {
-                        j++;
-                    } else {
-                        uint32_t mk = h[p] & KVB_IX_MASK_ALL;
-                        c->any = i + 1;
-                        if (c->dh == i && (mk & 3u))
-                            c->dh = i + 1;
-                        if (c->dev == i && (mk & 1u))
-                            c->dev = i + 1;
-                        alive[w++] = alive[j];
-                        j++;
-                        p++;
-                    }
-                }
+    if (held) {
+        /* One shard, read-locked for the whole walk: its cells, directory and
+         * holder arrays cannot change, so the walk runs a prefetch pipeline
+         * over the hashes ahead (cell at +8, directory slot at +4, holder
+         * array at +2), turning a chain of dependent cache misses per hash
+         * into overlapped ones (a chunk: prefetched at +4). ring[q & 7]
+         * keeps the cell of hash q. */
+        uint32_t ring[8];
+        for (uint32_t q = 1; q < n && q <= 4; q++)
+            ring[q & 7] = shard_find(held, hashes[q], ix_mix(hashes[q]));
+        for (uint32_t q = 1; q < n && q <= 8; q++)
+            if (held->cap)
+                __builtin_prefetch(&held->cells[ix_home(ix_mix(hashes[q]), held->cap)]);
+        for (uint32_t i = 1; i < n && na; i++) {
+            looked++;
+            if (i + 8 < n && held->cap)
+                __builtin_prefetch(&held->cells[ix_home(ix_mix(hashes[i + 8]), held->cap)]);
+            if (i + 4 < n) {
+                uint32_t q = i + 4, c4 = shard_find(held, hashes[q], ix_mix(hashes[q]));
+                ring[q & 7] = c4;
+                if (c4 != KVB_IX_NONE && (held->cells[c4].n & KVB_IX_CHK))
+                    __builtin_prefetch(held->chunks + (size_t)held->cells[c4].data * KVB_IX_CHUNK);
+                else if (c4 != KVB_IX_NONE && (held->cells[c4].n & KVB_IX_ARR))
+                    __builtin_prefetch(&held->dir[held->cells[c4].data]);
             }
+            if (i + 2 < n) {
+                uint32_t c2 = ring[(i + 2) & 7];
+                if (c2 != KVB_IX_NONE && (held->cells[c2].n & KVB_IX_ARR))
+                    __builtin_prefetch(held->dir[held->cells[c2].data]);
+            }
+            ci = ring[i & 7];
+            uint32_t nh = 0;
+            const uint32_t *h =
+                ci == KVB_IX_NONE ? NULL : cell_holders(held, &held->cells[ci], &nh);
+            na = ix_step(cand, alive, na, h, nh, i);
         }
-        na = w;
-        if (!held)
+    } else {
+        for (uint32_t i = 1; i < n && na; i++) {
+            looked++;
+            m = ix_mix(hashes[i]);
+            s = &idx->shards[ix_shard_of(idx, m)];
+            ix_rdlock(&s->lock);
+            ci = shard_find(s, hashes[i], m);
+            uint32_t nh = 0;
+            const uint32_t *h = ci == KVB_IX_NONE ? NULL : cell_holders(s, &s->cells[ci], &nh);
+            na = ix_step(cand, alive, na, h, nh, i);
             ix_unlock(&s->lock);
+        }
     }
     if (held) {
         ix_unlock(&held->lock);
         held = NULL;
     }
 
-    /* Scores, then the top k in result order. */
+    /* Close the prefixes, score, then the top k in result order. */
+    for (uint32_t j = 0; j < na; j++)
+        cand[alive[j]].any = looked;
     const double *wt = idx->cfg.tier_weight;
     for (uint32_t j = 0; j < nc; j++) {
         struct ix_cand *c = &cand[j];
+        if (c->dh == KVB_IX_OPEN)
+            c->dh = c->any;
+        if (c->dev == KVB_IX_OPEN)
+            c->dev = c->any;
         c->score = wt[0] * c->dev + wt[1] * (c->dh - c->dev) + wt[2] * (c->any - c->dh);
         alive[j] = j;
     }
@@ -2173,7 +2476,7 @@ KVB_API int kvb_index_match(kvb_index *idx, const uint64_t *hashes, uint32_t n,
         r->host = c->dh - c->dev;
         r->disk = c->any - c->dh;
         r->score = c->score;
-        r->entries = st->entries;
+        r->entries = c->entries;
         r->state = st->state;
         memcpy(r->worker, st->name, sizeof r->worker);
     }

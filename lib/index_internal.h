@@ -31,8 +31,11 @@
 #define KVB_IX_MASK_ALL   7u
 #define KVB_IX_SID(h)     ((h) >> KVB_IX_TIER_SHIFT)
 
-/* Cell flag in kvb_ix_cell.n: data is a directory index (>= 2 holders). */
-#define KVB_IX_ARR 0x80000000u
+/* Cell flags in kvb_ix_cell.n; the low 30 bits count the holders. */
+#define KVB_IX_ARR   0x80000000u /* data indexes the directory: a holder array */
+#define KVB_IX_CHK   0x40000000u /* data indexes the chunk arena */
+#define KVB_IX_CNT   0x3fffffffu
+#define KVB_IX_CHUNK 8u /* holder words per chunk */
 
 /* Per (key, tier) copy counts of a stream, three 10-bit fields packed in a u32
  * (tier t in bits [10t, 10t + 10)). A count saturates at KVB_IX_COUNT_MAX:
@@ -57,9 +60,11 @@ static inline uint32_t kvb__ix_mask_of(uint32_t counts)
 }
 
 /* 16-byte cell of a shard's open-addressing table. n == 0: empty (so key 0
- * is an ordinary key). n == 1: data is the only holder word. n & KVB_IX_ARR:
- * n & ~KVB_IX_ARR >= 2 holders in the array dir[data], sorted by holder word
- * (hence by stream id). */
+ * is an ordinary key). n == 1: data is the only holder word. KVB_IX_CHK:
+ * 2..KVB_IX_CHUNK holders in chunk data of the shard's chunk arena (no
+ * allocation per key, one cache miss less than an array). KVB_IX_ARR: >= 2
+ * holders (more than a chunk holds when it was made) in the array dir[data].
+ * Holders are sorted by holder word, hence by stream id. */
 struct kvb_ix_cell {
     uint64_t key;
     uint32_t n;
@@ -68,7 +73,9 @@ struct kvb_ix_cell {
 
 /* One shard of the key table: linear probing over any-size tables (homes by
  * Lemire's multiply-shift, kvb__cell_of), backward-shift deletion, load <= 0.8.
- * Holder arrays are allocations of cap + 1 u32: a[0] = cap, holders follow. */
+ * Holder arrays are allocations of cap + 1 u32: a[0] = cap, holders follow;
+ * the chunk arena grows like the tables (built aside, swapped under the lock)
+ * and never shrinks (bounded by the peak number of multi-holder keys). */
 struct kvb_ix_shard {
     pthread_rwlock_t lock;
     struct kvb_ix_cell *cells; /* (h) */
@@ -80,6 +87,11 @@ struct kvb_ix_shard {
     uint32_t dir_top;          /* (h) slots ever handed out (<= dir_cap) */
     uint32_t dir_free;         /* (h) head of the free list, KVB_IX_NONE = empty */
     uint32_t dir_nfree;        /* (h) slots on the free list */
+    uint32_t *chunks;          /* (h) chunk arena: KVB_IX_CHUNK words per chunk */
+    uint32_t chunk_cap;        /* (h) chunks */
+    uint32_t chunk_top;        /* (h) chunks ever handed out (<= chunk_cap) */
+    uint32_t chunk_free;       /* (h) free list (link in a free chunk's word 0) */
+    uint32_t chunk_nfree;      /* (h) chunks on the free list */
 } __attribute__((aligned(64)));
 
 /* One stream (worker, dp_rank). */
@@ -121,6 +133,14 @@ struct kvb_ix_stream {
     uint32_t ecap, en;
 };
 
+/* What a match needs of a stream, dense by stream id (s): a match touches it
+ * for every candidate, the full stream only for the results it writes. */
+struct kvb_ix_live {
+    uint64_t entries;
+    uint32_t state; /* kvb_stream_state */
+    uint32_t pad_;
+};
+
 /* Index-wide totals readers see (s). */
 struct kvb_ix_totals {
     uint64_t keys, entries, memory, batches, events, block_ops;
@@ -142,6 +162,7 @@ struct kvb_index {
     /* (s) the stream table: tab[id] or NULL; names: open addressing over
      * name_hash, cells id + 1 (0 empty), power-of-two capacity, load <= 1/2 */
     struct kvb_ix_stream **tab;
+    struct kvb_ix_live *live; /* tab_cap mirrors of state and entries (same allocation) */
     uint32_t tab_cap;
     uint32_t n_streams;
     uint32_t *names;
@@ -151,6 +172,7 @@ struct kvb_index {
     /* (w) */
     uint32_t id_hint;       /* no free id below it */
     struct kvb_ix_totals w; /* working totals, published into pub */
+    uint64_t touched[16];   /* (w) shards changed since the last shrink check */
 
     /* Match counters: relaxed atomic adds by concurrent matches, relaxed loads by
      * stats. They order nothing (statistics only). */

@@ -31,8 +31,8 @@
  * usage: torture_index [threads=4] [ops=5000] [seed=time]
  *        threads are split into W = max(1, threads/2) writers and the rest readers;
  *        ops writer operations in total (ops / W each: the CI sizes "4 5000" and
- *        "8 20000" stay within seconds under helgrind and DRD); readers run until
- *        the writers are done.
+ *        "8 20000" stay within seconds under helgrind and DRD); each reader runs
+ *        until the writers are done, for at most ops / W iterations.
  */
 #include "annotate.h"
 #include "kvblock.h"
@@ -344,7 +344,9 @@ static void *reader_main(void *arg)
     kvb_index_result res[8];
     static _Thread_local char text[1 << 16];
     long it = 0;
-    while (atomic_load_explicit(&writers_left, memory_order_relaxed) > 0) {
+    /* until the writers are done, at most as many iterations as one writer's
+     * operations (keeps CI-sized runs short under helgrind and DRD) */
+    while (atomic_load_explicit(&writers_left, memory_order_relaxed) > 0 && it < OPS) {
         it++;
         int q = (int)rnd(&rng, NQ);
         int a = rnd(&rng, 4) ? 0 : (int)rnd(&rng, L);
