@@ -149,6 +149,7 @@ static inline bool ix_sparse(uint32_t cap, uint64_t n)
 
 void *kvb__ix_alloc(kvb_index *idx, size_t size)
 {
+    kvb_assert(!idx->in_commit); /* pass 2 of an apply never allocates */
     void *p = kvb__alloc(&idx->a, size);
     if (p)
         idx->w.memory += size;
@@ -157,6 +158,7 @@ void *kvb__ix_alloc(kvb_index *idx, size_t size)
 
 void *kvb__ix_calloc(kvb_index *idx, size_t n, size_t size)
 {
+    kvb_assert(!idx->in_commit);
     void *p = kvb__calloc(&idx->a, n, size);
     if (p)
         idx->w.memory += n * size;
@@ -2139,6 +2141,7 @@ KVB_API int kvb_index_apply(kvb_index *idx, uint32_t stream, const kvb_index_eve
     memset(&cm, 0, sizeof cm);
     uint32_t k = 0;
     bool removals = false;
+    idx->in_commit = true;
     for (uint32_t e = 0; e < n; e++) {
         const kvb_index_event *ev = &events[e];
         switch (ev->type) {
@@ -2162,6 +2165,7 @@ KVB_API int kvb_index_apply(kvb_index *idx, uint32_t stream, const kvb_index_eve
             break;
         }
     }
+    idx->in_commit = false;
     if (any_stored)
         ap_release(idx, &ap);
     if (removals || any_stored)

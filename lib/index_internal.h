@@ -173,6 +173,7 @@ struct kvb_index {
     uint32_t id_hint;       /* no free id below it */
     struct kvb_ix_totals w; /* working totals, published into pub */
     uint64_t touched[16];   /* (w) shards changed since the last shrink check */
+    bool in_commit;         /* (w) inside pass 2 of an apply (debug check: it never allocates) */
 
     /* Match counters: relaxed atomic adds by concurrent matches, relaxed loads by
      * stats. They order nothing (statistics only). */

@@ -1183,7 +1183,43 @@ Test(index_fault, create_and_stream_add)
     }
 }
 
-static void fault_apply_run(uint32_t shards, bool engine_big)
+/* Keys with a full chunk (8 holders) and a full array (16 holders) before the
+ * batch adds one more to each, takes it away and adds it again. */
+static void build_wide(kvb_index *idx)
+{
+    char name[16];
+    for (int i = 0; i < 16; i++) {
+        snprintf(name, sizeof name, "x%d", i);
+        uint32_t id = add(idx, name, 0);
+        if (i < 8)
+            store(idx, id, KVB_TIER_HOST, FK + 60, 1);
+        store(idx, id, KVB_TIER_DISK, FK + 61, 1);
+        if (i < 3)
+            store(idx, id, KVB_TIER_DISK, FK + 62, 1);
+    }
+}
+
+static kvb_index_event WEV[6];
+static uint32_t wide_batch(void)
+{
+    uint32_t n = 0;
+    WEV[n++] = ev_of(KVB_INDEX_EV_STORED, KVB_TIER_DEVICE, FK + 60, 3);
+    WEV[n++] = ev_of(KVB_INDEX_EV_REMOVED, KVB_TIER_DEVICE, FK + 60, 3);
+    WEV[n++] = ev_of(KVB_INDEX_EV_STORED, KVB_TIER_HOST, FK + 60, 3);
+    WEV[n++] = ev_of(KVB_INDEX_EV_STORED, KVB_TIER_DEVICE, FK + 61, 2);
+    return n;
+}
+
+static int fault_apply(kvb_index *idx, int kind, kvb_index_event *big, uint32_t n)
+{
+    if (kind == 1)
+        return kvb_index_apply(idx, 3, big, 3, 9);
+    if (kind == 2)
+        return kvb_index_apply(idx, 0, WEV, wide_batch(), 9);
+    return kvb_index_apply(idx, 0, FEV, n, 9);
+}
+
+static void fault_apply_run(uint32_t shards, int kind)
 {
     fa_reset();
     uint32_t n = fault_batch();
@@ -1203,10 +1239,9 @@ static void fault_apply_run(uint32_t shards, bool engine_big)
     kvb_index_config cfg = fa_cfg(shards);
     kvb_index *ref = mk_cfg(&cfg);
     build_base(ref);
-    if (engine_big)
-        cr_assert_eq(kvb_index_apply(ref, 3, big, 3, 9), 0);
-    else
-        cr_assert_eq(kvb_index_apply(ref, 0, FEV, n, 9), 0);
+    if (kind == 2)
+        build_wide(ref);
+    cr_assert_eq(fault_apply(ref, kind, big, n), 0);
     size_t le, ne = matches_of(ref, rq, mexp, 1 << 16);
     unsigned char *cexp = canon(ref, &le);
     kvb_index_stats sexp;
@@ -1217,11 +1252,12 @@ static void fault_apply_run(uint32_t shards, bool engine_big)
     for (k = 1;; k++) {
         kvb_index *idx = mk_cfg(&cfg);
         build_base(idx);
+        if (kind == 2)
+            build_wide(idx);
         size_t l0, n0 = matches_of(idx, rq, m0, 1 << 16);
         unsigned char *c0 = canon(idx, &l0);
         fa_arm(k);
-        int rc = engine_big ? kvb_index_apply(idx, 3, big, 3, 9)
-                            : kvb_index_apply(idx, 0, FEV, n, 9);
+        int rc = fault_apply(idx, kind, big, n);
         long used = FA.count;
         fa_arm(0);
         size_t l1, n1 = matches_of(idx, rq, m1, 1 << 16);
@@ -1234,8 +1270,7 @@ static void fault_apply_run(uint32_t shards, bool engine_big)
             cr_assert(l1 == l0 && memcmp(c1, c0, l0) == 0, "k %ld: -ENOMEM changed the state", k);
             cr_assert(n1 == n0 && memcmp(m1, m0, n0 * 4) == 0, "k %ld: matches changed", k);
             /* and the same batch applies afterwards */
-            rc = engine_big ? kvb_index_apply(idx, 3, big, 3, 9)
-                            : kvb_index_apply(idx, 0, FEV, n, 9);
+            rc = fault_apply(idx, kind, big, n);
             cr_assert_eq(rc, 0);
             free(c1);
             c1 = canon(idx, &l1);
@@ -1255,24 +1290,29 @@ static void fault_apply_run(uint32_t shards, bool engine_big)
             break;
     }
     cr_assert(k > 3, "the batch made only %ld allocations", k);
-    cr_log_info("apply (%u shards%s): %ld allocations tried\n", shards,
-                engine_big ? ", engine" : "", k - 1);
+    cr_log_info("apply (%u shards, kind %d): %ld allocations tried\n", shards, kind, k - 1);
     free(cexp);
 }
 
 Test(index_fault, apply_router_1_shard)
 {
-    fault_apply_run(1, false);
+    fault_apply_run(1, 0);
 }
 
 Test(index_fault, apply_router_16_shards)
 {
-    fault_apply_run(16, false);
+    fault_apply_run(16, 0);
 }
 
 Test(index_fault, apply_engine_heap_scratch)
 {
-    fault_apply_run(4, true);
+    fault_apply_run(4, 1);
+}
+
+Test(index_fault, apply_full_chunk_and_array)
+{
+    fault_apply_run(1, 2);
+    fault_apply_run(8, 2);
 }
 
 Test(index_fault, load_mem)
