@@ -92,6 +92,7 @@
 #define KVB_IX_HOLD_SINGLE 1
 #endif
 
+#define KVB_IX_GROUP       16u /* hashes a held match looks up together */
 #define KVB_IX_MIN_CAP     16u
 #define KVB_IX_MATCH_STACK 1024u
 #define KVB_IX_CLASSES     24u /* holder array capacities 2^4 .. 2^23 */
@@ -1123,8 +1124,7 @@ KVB_API int kvb_index_create(const kvb_index_config *cfg, kvb_index **out)
         idx->shards[inited].dir_free = KVB_IX_NONE;
         idx->shards[inited].chunk_free = KVB_IX_NONE;
     }
-    KVB_ATOMIC_VAR(&idx->matches, sizeof idx->matches);
-    KVB_ATOMIC_VAR(&idx->matched_blocks, sizeof idx->matched_blocks);
+    KVB_ATOMIC_VAR(idx->mstat, sizeof idx->mstat);
     idx->pub = idx->w;
     *out = idx;
     return 0;
@@ -1168,8 +1168,7 @@ KVB_API int kvb_index_destroy(kvb_index *idx)
         pthread_rwlock_destroy(&s->lock);
     }
     kvb__ix_free(idx, idx->shards_raw, idx->shards_size);
-    KVB_ATOMIC_VAR_END(&idx->matches, sizeof idx->matches);
-    KVB_ATOMIC_VAR_END(&idx->matched_blocks, sizeof idx->matched_blocks);
+    KVB_ATOMIC_VAR_END(idx->mstat, sizeof idx->mstat);
     pthread_rwlock_destroy(&idx->smu);
     pthread_mutex_destroy(&idx->wmu);
     kvb_allocator a = idx->a;
@@ -2203,6 +2202,25 @@ struct ix_cand {
 
 #define KVB_IX_OPEN UINT32_MAX
 
+/* This thread's stripe of the match counters. */
+static inline struct kvb_ix_mstat *ix_mstat(kvb_index *idx)
+{
+    static _Thread_local char anchor;
+    uintptr_t a = (uintptr_t)&anchor;
+    return &idx->mstat[(a >> 12 ^ a >> 20) % KVB_IX_MSTAT];
+}
+
+void kvb__ix_match_counts(const kvb_index *idx, uint64_t *matches, uint64_t *blocks)
+{
+    uint64_t m = 0, b = 0;
+    for (int i = 0; i < KVB_IX_MSTAT; i++) {
+        m += atomic_load_explicit(&idx->mstat[i].matches, memory_order_relaxed);
+        b += atomic_load_explicit(&idx->mstat[i].blocks, memory_order_relaxed);
+    }
+    *matches = m;
+    *blocks = b;
+}
+
 struct ix_sort_ctx {
     const kvb_index *idx;
     const struct ix_cand *c;
@@ -2226,53 +2244,80 @@ static int ix_cand_cmp(const void *pa, const void *pb, void *pctx)
     return a->sid < b->sid ? -1 : a->sid > b->sid;
 }
 
-/* Extend the alive candidates (alive[0..na), sorted by stream id) by position
+/* Extend the alive candidates (alive[0..na), their stream ids asid[0..na),
+ * sorted) by position
  * i, whose sorted holder words are h[0..nh): a candidate that holds it stays
  * alive and closes its device (device-or-host) prefix at i when the device
  * (device and host) bit is missing; the others drop out with any = i. Returns
  * the new alive count (stable order). */
-static inline uint32_t ix_step(struct ix_cand *cand, uint32_t *alive, uint32_t na,
-                               const uint32_t *h, uint32_t nh, uint32_t i)
+static uint32_t ix_step_slow(struct ix_cand *cand, uint32_t *alive, uint32_t *asid, uint32_t na,
+                             const uint32_t *h, uint32_t nh, uint32_t i);
+
+static inline __attribute__((always_inline)) uint32_t ix_step(struct ix_cand *cand, uint32_t *alive,
+                                                              uint32_t *asid, uint32_t na,
+                                                              const uint32_t *h, uint32_t nh,
+                                                              uint32_t i)
 {
-    uint32_t w = 0, j = 0;
     if (nh == na) {
-        /* the common case: exactly the alive candidates hold it */
-        uint32_t diff = 0, all = KVB_IX_MASK_ALL;
-        for (uint32_t p = 0; p < na; p++) {
-            diff |= KVB_IX_SID(h[p]) ^ cand[alive[p]].sid;
+        /* the common case: exactly the alive candidates hold it (asid: their
+         * stream ids, contiguous so that this loop vectorises) */
+        uint32_t diff = 0, all = KVB_IX_MASK_ALL, p = 0;
+#if defined(__GNUC__)
+        typedef uint32_t ix_v4 __attribute__((vector_size(16)));
+        ix_v4 vd = {0, 0, 0, 0}, va = {7, 7, 7, 7};
+        for (; p + 4 <= na; p += 4) {
+            ix_v4 x, y;
+            memcpy(&x, h + p, sizeof x);
+            memcpy(&y, asid + p, sizeof y);
+            vd |= (x >> KVB_IX_TIER_SHIFT) ^ y;
+            va &= x;
+        }
+        diff = vd[0] | vd[1] | vd[2] | vd[3];
+        all = va[0] & va[1] & va[2] & va[3];
+#endif
+        for (; p < na; p++) {
+            diff |= KVB_IX_SID(h[p]) ^ asid[p];
             all &= h[p];
         }
         if (!diff) {
             if (!(all & 1u))
-                for (uint32_t p = 0; p < na; p++) {
-                    struct ix_cand *c = &cand[alive[p]];
-                    if (!(h[p] & 1u) && c->dev == KVB_IX_OPEN)
+                for (uint32_t q = 0; q < na; q++) {
+                    struct ix_cand *c = &cand[alive[q]];
+                    if (!(h[q] & 1u) && c->dev == KVB_IX_OPEN)
                         c->dev = i;
-                    if (!(h[p] & 3u) && c->dh == KVB_IX_OPEN)
+                    if (!(h[q] & 3u) && c->dh == KVB_IX_OPEN)
                         c->dh = i;
                 }
             return na;
         }
     }
+    return ix_step_slow(cand, alive, asid, na, h, nh, i);
+}
+
+static uint32_t ix_step_slow(struct ix_cand *cand, uint32_t *alive, uint32_t *asid, uint32_t na,
+                             const uint32_t *h, uint32_t nh, uint32_t i)
+{
+    uint32_t w = 0, j = 0;
     if ((uint64_t)nh * 8 < na) {
         /* few holders, many candidates: find each holder among the candidates */
         for (uint32_t p = 0; p < nh && j < na; p++) {
             uint32_t sid = KVB_IX_SID(h[p]), lo = j, hi = na;
             while (lo < hi) {
                 uint32_t mid = lo + (hi - lo) / 2;
-                if (cand[alive[mid]].sid < sid)
+                if (asid[mid] < sid)
                     lo = mid + 1;
                 else
                     hi = mid;
             }
             for (; j < lo; j++)
                 cand[alive[j]].any = i;
-            if (j < na && cand[alive[j]].sid == sid) {
+            if (j < na && asid[j] == sid) {
                 struct ix_cand *c = &cand[alive[j]];
                 if (kvb_unlikely(!(h[p] & 1u)) && c->dev == KVB_IX_OPEN)
                     c->dev = i;
                 if (kvb_unlikely(!(h[p] & 3u)) && c->dh == KVB_IX_OPEN)
                     c->dh = i;
+                asid[w] = sid;
                 alive[w++] = alive[j++];
             }
         }
@@ -2281,7 +2326,7 @@ static inline uint32_t ix_step(struct ix_cand *cand, uint32_t *alive, uint32_t n
         for (; j < na; j++) {
             struct ix_cand *c = &cand[alive[j]];
             bool found;
-            uint32_t p = holders_search(h, nh, c->sid, &found);
+            uint32_t p = holders_search(h, nh, asid[j], &found);
             if (!found) {
                 c->any = i;
                 continue;
@@ -2290,22 +2335,22 @@ static inline uint32_t ix_step(struct ix_cand *cand, uint32_t *alive, uint32_t n
                 c->dev = i;
             if (kvb_unlikely(!(h[p] & 3u)) && c->dh == KVB_IX_OPEN)
                 c->dh = i;
+            asid[w] = asid[j];
             alive[w++] = alive[j];
         }
         return w;
     } else {
         uint32_t p = 0;
         while (j < na && p < nh) {
-            uint32_t a = alive[j];
-            struct ix_cand *c = &cand[a];
-            uint32_t mk = h[p], hs = KVB_IX_SID(mk);
-            if (hs < c->sid) {
+            uint32_t mk = h[p], hs = KVB_IX_SID(mk), cs = asid[j];
+            if (hs < cs) {
                 p++;
                 continue;
             }
-            j++;
-            if (hs > c->sid) {
+            struct ix_cand *c = &cand[alive[j]];
+            if (hs > cs) {
                 c->any = i;
+                j++;
                 continue;
             }
             p++;
@@ -2313,7 +2358,8 @@ static inline uint32_t ix_step(struct ix_cand *cand, uint32_t *alive, uint32_t n
                 c->dev = i;
             if (kvb_unlikely(!(mk & 3u)) && c->dh == KVB_IX_OPEN)
                 c->dh = i;
-            alive[w++] = a;
+            asid[w] = cs;
+            alive[w++] = alive[j++];
         }
     }
     for (; j < na; j++)
@@ -2321,19 +2367,32 @@ static inline uint32_t ix_step(struct ix_cand *cand, uint32_t *alive, uint32_t n
     return w;
 }
 
+/* a before b in result order (inline for score and entries; names on ties) */
+static inline bool ix_cand_before(const struct ix_sort_ctx *x, uint32_t a, uint32_t b)
+{
+    const struct ix_cand *ca = &x->c[a], *cb = &x->c[b];
+    if (ca->score != cb->score)
+        return ca->score > cb->score;
+    if (ca->entries != cb->entries)
+        return ca->entries < cb->entries;
+    return ix_cand_cmp(&a, &b, (void *)x) < 0;
+}
+
 KVB_API int kvb_index_match(kvb_index *idx, const uint64_t *hashes, uint32_t n,
                             kvb_index_result *out, uint32_t k)
 {
     if (!idx || (!hashes && n) || (!out && k))
         return -EINVAL;
-    atomic_fetch_add_explicit(&idx->matches, 1, memory_order_relaxed);
-    if (n == 0)
+    struct kvb_ix_mstat *ms = ix_mstat(idx);
+    if (n == 0) {
+        atomic_fetch_add_explicit(&ms->matches, 1, memory_order_relaxed);
         return 0;
+    }
 
     struct ix_cand cstack[KVB_IX_MATCH_STACK];
-    uint32_t istack[KVB_IX_MATCH_STACK];
+    uint32_t istack[KVB_IX_MATCH_STACK], sstack[KVB_IX_MATCH_STACK];
     struct ix_cand *cand = cstack;
-    uint32_t *alive = istack;
+    uint32_t *alive = istack, *asid = sstack;
     void *heap = NULL;
     size_t heap_size = 0;
     uint32_t nc = 0, na = 0, looked = 1;
@@ -2350,7 +2409,7 @@ KVB_API int kvb_index_match(kvb_index *idx, const uint64_t *hashes, uint32_t n,
         uint32_t nh;
         const uint32_t *h = cell_holders(s, &s->cells[ci], &nh);
         if (nh > KVB_IX_MATCH_STACK) {
-            heap_size = (size_t)nh * (sizeof *cand + sizeof *alive);
+            heap_size = (size_t)nh * (sizeof *cand + sizeof *alive + sizeof *asid);
             heap = kvb__alloc(&idx->a, heap_size);
             if (!heap) {
                 ret = -ENOMEM;
@@ -2358,6 +2417,7 @@ KVB_API int kvb_index_match(kvb_index *idx, const uint64_t *hashes, uint32_t n,
             }
             cand = heap;
             alive = (uint32_t *)(cand + nh);
+            asid = alive + nh;
         }
         for (uint32_t j = 0; j < nh; j++) {
             uint32_t sid = KVB_IX_SID(h[j]), mk = h[j];
@@ -2372,6 +2432,7 @@ KVB_API int kvb_index_match(kvb_index *idx, const uint64_t *hashes, uint32_t n,
             c->entries = lv->entries;
             c->dev = (mk & 1u) ? KVB_IX_OPEN : 0;
             c->dh = (mk & 3u) ? KVB_IX_OPEN : 0;
+            asid[na] = sid;
             alive[na++] = nc++;
         }
     }
@@ -2381,40 +2442,37 @@ KVB_API int kvb_index_match(kvb_index *idx, const uint64_t *hashes, uint32_t n,
     }
 
     if (held) {
-        /* One shard, read-locked for the whole walk: its cells, directory and
-         * holder arrays cannot change, so the walk runs a prefetch pipeline
-         * over the hashes ahead (cell at +8, directory slot at +4, holder
-         * array at +2), turning a chain of dependent cache misses per hash
-         * into overlapped ones (a chunk: prefetched at +4). ring[q & 7]
-         * keeps the cell of hash q. */
-        uint32_t ring[8];
-        for (uint32_t q = 1; q < n && q <= 4; q++)
-            ring[q & 7] = shard_find(held, hashes[q], ix_mix(hashes[q]));
-        for (uint32_t q = 1; q < n && q <= 8; q++)
-            if (held->cap)
-                __builtin_prefetch(&held->cells[ix_home(ix_mix(hashes[q]), held->cap)]);
-        for (uint32_t i = 1; i < n && na; i++) {
-            looked++;
-            if (i + 8 < n && held->cap)
-                __builtin_prefetch(&held->cells[ix_home(ix_mix(hashes[i + 8]), held->cap)]);
-            if (i + 4 < n) {
-                uint32_t q = i + 4, c4 = shard_find(held, hashes[q], ix_mix(hashes[q]));
-                ring[q & 7] = c4;
-                if (c4 != KVB_IX_NONE && (held->cells[c4].n & KVB_IX_CHK))
-                    __builtin_prefetch(held->chunks + (size_t)held->cells[c4].data * KVB_IX_CHUNK);
-                else if (c4 != KVB_IX_NONE && (held->cells[c4].n & KVB_IX_ARR))
-                    __builtin_prefetch(&held->dir[held->cells[c4].data]);
+        /* One shard, read-locked for the whole walk: its cells, chunks and
+         * holder arrays cannot change, so the walk goes by groups of
+         * KVB_IX_GROUP hashes: prefetch all their cells, then find them and
+         * prefetch their holders, then walk them. The cache misses of a group
+         * overlap instead of forming a chain of two or three per hash; a walk
+         * that stops early wastes at most one group of lookups. */
+        uint32_t cg[KVB_IX_GROUP];
+        uint64_t mg[KVB_IX_GROUP];
+        for (uint32_t base = 1; base < n && na; base += KVB_IX_GROUP) {
+            uint32_t g = n - base < KVB_IX_GROUP ? n - base : KVB_IX_GROUP;
+            for (uint32_t q = 0; q < g; q++) {
+                mg[q] = ix_mix(hashes[base + q]);
+                if (held->cap)
+                    __builtin_prefetch(&held->cells[ix_home(mg[q], held->cap)]);
             }
-            if (i + 2 < n) {
-                uint32_t c2 = ring[(i + 2) & 7];
-                if (c2 != KVB_IX_NONE && (held->cells[c2].n & KVB_IX_ARR))
-                    __builtin_prefetch(held->dir[held->cells[c2].data]);
+            for (uint32_t q = 0; q < g; q++) {
+                uint32_t c = cg[q] = shard_find(held, hashes[base + q], mg[q]);
+                if (c == KVB_IX_NONE)
+                    continue;
+                if (held->cells[c].n & KVB_IX_CHK)
+                    __builtin_prefetch(held->chunks + (size_t)held->cells[c].data * KVB_IX_CHUNK);
+                else if (held->cells[c].n & KVB_IX_ARR)
+                    __builtin_prefetch(held->dir[held->cells[c].data]);
             }
-            ci = ring[i & 7];
-            uint32_t nh = 0;
-            const uint32_t *h =
-                ci == KVB_IX_NONE ? NULL : cell_holders(held, &held->cells[ci], &nh);
-            na = ix_step(cand, alive, na, h, nh, i);
+            for (uint32_t q = 0; q < g && na; q++) {
+                looked++;
+                uint32_t nh = 0;
+                const uint32_t *h =
+                    cg[q] == KVB_IX_NONE ? NULL : cell_holders(held, &held->cells[cg[q]], &nh);
+                na = ix_step(cand, alive, asid, na, h, nh, base + q);
+            }
         }
     } else {
         for (uint32_t i = 1; i < n && na; i++) {
@@ -2425,7 +2483,7 @@ KVB_API int kvb_index_match(kvb_index *idx, const uint64_t *hashes, uint32_t n,
             ci = shard_find(s, hashes[i], m);
             uint32_t nh = 0;
             const uint32_t *h = ci == KVB_IX_NONE ? NULL : cell_holders(s, &s->cells[ci], &nh);
-            na = ix_step(cand, alive, na, h, nh, i);
+            na = ix_step(cand, alive, asid, na, h, nh, i);
             ix_unlock(&s->lock);
         }
     }
@@ -2449,19 +2507,20 @@ KVB_API int kvb_index_match(kvb_index *idx, const uint64_t *hashes, uint32_t n,
     }
     struct ix_sort_ctx sx = {.idx = idx, .c = cand};
     uint32_t top = k < nc ? k : nc;
-    if (top && top < nc && top <= 16) {
-        /* Partial selection: alive[0..top) sorted, the rest compared to its last. */
+    if (top && (top <= 16 || nc <= 16)) {
+        /* Partial selection: alive[0..top) sorted (insertion), the rest compared
+         * to its last, by score first without a call. */
         for (uint32_t j = 1; j < top; j++)
-            for (uint32_t q = j; q > 0 && ix_cand_cmp(&alive[q], &alive[q - 1], &sx) < 0; q--) {
+            for (uint32_t q = j; q > 0 && ix_cand_before(&sx, alive[q], alive[q - 1]); q--) {
                 uint32_t tmp = alive[q];
                 alive[q] = alive[q - 1];
                 alive[q - 1] = tmp;
             }
         for (uint32_t j = top; j < nc; j++) {
-            if (ix_cand_cmp(&alive[j], &alive[top - 1], &sx) >= 0)
+            if (!ix_cand_before(&sx, alive[j], alive[top - 1]))
                 continue;
             uint32_t v = alive[j], q = top - 1;
-            while (q > 0 && ix_cand_cmp(&v, &alive[q - 1], &sx) < 0) {
+            while (q > 0 && ix_cand_before(&sx, v, alive[q - 1])) {
                 alive[q] = alive[q - 1];
                 q--;
             }
@@ -2491,7 +2550,9 @@ out:
     ix_unlock(&idx->smu);
     if (heap)
         kvb__free(&idx->a, heap, heap_size);
-    atomic_fetch_add_explicit(&idx->matched_blocks, looked, memory_order_relaxed);
+    /* statistics only: relaxed, no ordering */
+    atomic_fetch_add_explicit(&ms->matches, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&ms->blocks, looked, memory_order_relaxed);
     return ret;
 }
 
@@ -2537,8 +2598,7 @@ KVB_API int kvb_index_stats_get(const kvb_index *idx, kvb_index_stats *out)
     out->events = idx->pub.events;
     out->block_ops = idx->pub.block_ops;
     ix_unlock(&ix->smu);
-    out->matches = atomic_load_explicit(&ix->matches, memory_order_relaxed);
-    out->matched_blocks = atomic_load_explicit(&ix->matched_blocks, memory_order_relaxed);
+    kvb__ix_match_counts(idx, &out->matches, &out->matched_blocks);
     return 0;
 }
 

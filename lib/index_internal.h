@@ -23,7 +23,8 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
-#define KVB_IX_NONE UINT32_MAX
+#define KVB_IX_NONE  UINT32_MAX
+#define KVB_IX_MSTAT 8 /* match counter stripes */
 
 /* Holder word of the key table: stream id << 3 | tier mask (bit t set iff the
  * stream holds at least one copy of the key in tier t). */
@@ -175,9 +176,13 @@ struct kvb_index {
     uint64_t touched[16];   /* (w) shards changed since the last shrink check */
     bool in_commit;         /* (w) inside pass 2 of an apply (debug check: it never allocates) */
 
-    /* Match counters: relaxed atomic adds by concurrent matches, relaxed loads by
-     * stats. They order nothing (statistics only). */
-    _Atomic uint64_t matches, matched_blocks;
+    /* Match counters, striped over cache lines by thread so that concurrent
+     * matches do not bounce one line: relaxed atomic adds by matches, relaxed
+     * loads summed by stats. They order nothing (statistics only). */
+    struct kvb_ix_mstat {
+        _Atomic uint64_t matches, blocks;
+        char pad_[48];
+    } mstat[KVB_IX_MSTAT];
 };
 
 /* ---- shared between index.c and index_snapshot.c ---------------------------- */
@@ -202,6 +207,8 @@ int kvb__ix_load_key(kvb_index *idx, struct kvb_ix_stream *st, uint64_t key, uin
 /* Insert an engine map entry (load); -EEXIST for a duplicate engine hash. */
 int kvb__ix_load_engine(kvb_index *idx, struct kvb_ix_stream *st, uint64_t e, uint64_t r,
                         uint32_t copies);
+/* Sum of the striped match counters. */
+void kvb__ix_match_counts(const kvb_index *idx, uint64_t *matches, uint64_t *blocks);
 /* Publish writer totals and a stream's working sizes (caller holds wmu). */
 void kvb__ix_publish(kvb_index *idx, struct kvb_ix_stream *st);
 

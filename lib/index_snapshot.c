@@ -591,8 +591,8 @@ KVB_API int kvb_index_metrics_text(const kvb_index *idx, char *buf, size_t cap)
     struct ix_out o = {.buf = buf, .cap = cap, .len = 0};
     if (cap)
         buf[0] = 0;
-    uint64_t matches = atomic_load_explicit(&ix->matches, memory_order_relaxed);
-    uint64_t matched = atomic_load_explicit(&ix->matched_blocks, memory_order_relaxed);
+    uint64_t matches, matched;
+    kvb__ix_match_counts(idx, &matches, &matched);
 
     pthread_rwlock_rdlock(&ix->smu);
     const struct {
