@@ -75,15 +75,28 @@
 #include <xxhash.h>
 
 /*
- * Default shard count, measured on the 2-vCPU development VM: one writer
- * thread applying ROUTER batches (8 blocks per event, 4 events per batch, 64
- * streams) while R reader threads match 64-hash requests, 3 s per point;
- * M ops/s = applied block ops + matched hashes (see the final report):
- *   shards:        1       16      64
- *   R = 1        (filled in by the measurement)
- *   R = 2
+ * Default shard count, measured on the 2-vCPU development VM (shared with
+ * other jobs, load average 2-5 during the runs): one writer thread applying
+ * ROUTER batches (4 events of 8 blocks STORED, the same REMOVED 256 batches
+ * later, 64 streams) while R reader threads match 64-hash requests (k = 8)
+ * over 4096 sequences prefilled on ~4 streams each, 3 s per point, three
+ * rounds. Total = applied block ops + matched hashes per second (wall), best
+ * and worst round:
+ *
+ *   shards                          R = 1             R = 2
+ *   1, read lock held per match     13.8 / 2.3 M/s    27.7 / 24.8 M/s
+ *   1, read lock per hash            7.1 / 1.0 M/s     8.3 /  6.0 M/s
+ *   16 (read lock per hash)          7.7 / 2.8 M/s     7.7 /  7.0 M/s
+ *   64 (read lock per hash)          6.5 / 3.1 M/s     8.0 /  5.7 M/s
+ *
+ * Matched hashes per reader CPU-second (steadier under the load): 18-24 M
+ * with one held lock, 4-11 M with a lock per hash (an rwlock round trip per
+ * hash, and no lookups ahead: a shard could move under an unlocked read).
+ * The writer keeps 0.4-0.5 M block ops/s against two saturating readers
+ * (the lock prefers writers). Hence one shard by default; more shards suit
+ * hosts with many reader threads, where one lock word would bounce.
  */
-#define KVB_IX_DEFAULT_SHARDS 16u
+#define KVB_IX_DEFAULT_SHARDS 1u
 
 /* With a single shard a match takes its read lock once for the whole walk
  * instead of once per hash (-DKVB_IX_HOLD_SINGLE=0 for the per-hash variant,

@@ -37,6 +37,11 @@
  *    each shard's read lock only while it reads one key's holders. A match
  *    therefore never waits for more than one event's worth of changes in one
  *    shard, and writers never wait for a whole match.
+ *  - Exception, and the default (shards = 1, measured fastest on a 2-core
+ *    host, see lib/index.c): with a single shard a match holds its read lock
+ *    for the whole walk (one lock per match, lookups prefetched ahead), so a
+ *    writer may wait for the matches in flight (a few microseconds); the lock
+ *    prefers writers, so matches cannot starve them.
  *  - Every function is safe to call from any thread at any time, except that
  *    no call may run during or after kvb_index_destroy.
  *
@@ -119,7 +124,9 @@ typedef enum {
 } kvb_drop_reason;
 
 /** Per-stream event counters that the caller (subscriber, replica) advances with
- * kvb_index_stream_count(); the index advances batches/events itself. */
+ * kvb_index_stream_count(); the index advances batches/events itself, and
+ * KVB_COUNT_CLEARS too for the clears it performs (kvb_index_stream_clear, a
+ * CLEARED event, a drop by kvb_index_tick): callers do not count those again. */
 typedef enum {
     KVB_COUNT_GAPS = 0, /**< sequence gaps seen */
     KVB_COUNT_REPLAYS,  /**< batches applied from a replay */
@@ -144,8 +151,8 @@ typedef struct kvb_index_config {
      * it are dropped (KVB_DROP_CAPACITY): no engine can make the index grow without
      * bound. Default 1 << 24. */
     uint32_t max_entries_per_stream;
-    /** Lock shards of the key table, power of two 1..1024; 0 = default (see
-     * docs/fleet.md for the measurement behind it). */
+    /** Lock shards of the key table, power of two 1..1024; 0 = default, 1 (see
+     * docs/fleet.md and lib/index.c for the measurement behind it). */
     uint32_t shards;
     kvb_allocator allocator; /**< NULL members: malloc/free */
 } kvb_index_config;
@@ -497,9 +504,10 @@ KVB_API int kvb_index_save(kvb_index *idx, const char *path, size_t *bytes);
 KVB_API int kvb_index_save_mem(kvb_index *idx, void **buf, size_t *len);
 
 /**
- * @brief Create an index from a snapshot file. cfg may be NULL (defaults); its
- * block_size and seed must equal the snapshot's (-EINVAL otherwise: the keys would
- * not mean the same).
+ * @brief Create an index from a snapshot file. cfg may be NULL (defaults, with the
+ * snapshot's block_size and seed); otherwise its block_size and seed must equal the
+ * snapshot's (-EINVAL otherwise: the keys would not mean the same), and its limits
+ * must admit the snapshot's streams and entries (-EINVAL).
  * @return 0; -ENOENT and other errno of the file system; -EBADMSG (corrupt,
  *         truncated, another version: nothing loaded); -EINVAL; -ENOMEM.
  * Thread safety: safe from any thread. Ownership: *out is the caller's.
