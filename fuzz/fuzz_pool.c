@@ -23,8 +23,11 @@
  * that change on every transition, a FIFO free list, LRU (insertion order) and
  * FIFO (arrival order) eviction, resurrection, duplicates holding a reference
  * on their primary, reset-on-release, the misuse counter, the counters of
- * kvb_stats, the callbacks (and their order), registry presence, and the
- * flattened event stream. After every call the harness compares: the return
+ * kvb_stats, the callbacks (and their order), registry presence, the
+ * flattened event stream, and lookahead hints (kvb_pool_hint on pool A, which
+ * has a small hint capacity; pool B has none): per hash a FIFO of (ticket, uses),
+ * victims that are hinted set apart instead of evicted, the set-apart blocks
+ * evicted last by (next need, position), withdrawal back into the policy order. After every call the harness compares: the return
  * value; the handles produced (pool, id, generation, hash: ids are predicted
  * too, since the free list and both built-in policies are deterministic) and
  * consumed (cleared on success, untouched on failure); the callbacks fired;
@@ -172,12 +175,21 @@ struct mslot {
      * PRIMARY (kept apart, under the lock); phantom: saturation added by the test */
     uint32_t gen, rc, dups, arrival, prim, phantom;
     uint8_t state;
-    bool flag; /* reset on release */
+    bool flag;     /* reset on release */
+    bool diverted; /* INACTIVE, set apart by hints (not in the policy's order) */
 };
 
 struct mcounters {
     uint64_t allocations, from_reset, evictions, registrations, duplicates, dedups, stagings,
         mreq, mret, misuse, resurrections, sreq, sret, noops;
+};
+
+/* hints of one universe hash: its outstanding (ticket, uses), oldest first */
+#define MAXT 16
+struct mhint {
+    uint64_t tk[MAXT];
+    uint32_t tu[MAXT], nt;
+    uint64_t uses;
 };
 
 struct mpool {
@@ -194,6 +206,10 @@ struct mpool {
     uint32_t count[S_N];
     uint32_t peak;
     struct mcounters c;
+    uint32_t hint_cap;
+    uint64_t ticket;
+    struct mhint h[NU];
+    uint64_t h_added, h_withdrawn, h_unmatched, h_rejected, h_evictions;
 };
 
 /* expected and observed side effects of one call */
@@ -274,7 +290,9 @@ static uint32_t m_trans(struct mpool *mp, uint32_t id, int to, uint32_t rc)
 {
     struct mslot *s = &mp->s[id];
     int from = s->state;
-    if (from == S_INACTIVE)
+    if (from == S_INACTIVE && s->diverted)
+        s->diverted = false;
+    else if (from == S_INACTIVE)
         lru_remove(mp, id);
     mp->count[from]--;
     mp->count[to]++;
@@ -368,8 +386,9 @@ static void m_last_release(struct mpool *mp, uint32_t id)
     }
 }
 
-/* the first `need` eviction victims in policy order (known policies): lru is the
- * insertion order; fifo the arrival order (serial-number compare, then id) */
+/* the first `need` eviction victims in policy order (known policies), among the
+ * blocks not set apart by hints: lru is the insertion order; fifo the arrival order
+ * (serial-number compare, then id) */
 static void m_victims(const struct mpool *mp, uint32_t need, uint32_t *out)
 {
     if (mp->policy == POL_LRU) {
@@ -378,7 +397,7 @@ static void m_victims(const struct mpool *mp, uint32_t need, uint32_t *out)
     }
     uint32_t ids[MAXB], k = 0;
     for (uint32_t i = 0; i < mp->n; i++)
-        if (mp->s[i].state == S_INACTIVE)
+        if (mp->s[i].state == S_INACTIVE && !mp->s[i].diverted)
             ids[k++] = i;
     for (uint32_t a = 0; a < need; a++) { /* selection: n <= 48 */
         uint32_t best = a;
@@ -392,6 +411,109 @@ static void m_victims(const struct mpool *mp, uint32_t need, uint32_t *out)
         ids[best] = t;
         out[a] = ids[a];
     }
+}
+
+/* ---- hints ---- */
+
+static int u_index(kvb_hash h)
+{
+    for (int k = 0; k < NU - 1; k++)
+        if (heq(U[k], h))
+            return k;
+    return -1;
+}
+
+static bool m_hinted(const struct mpool *mp, kvb_hash h)
+{
+    int k = u_index(h);
+    return k >= 0 && mp->h[k].uses > 0;
+}
+
+/* the heap key of a set-apart block: next need << 24 | position */
+static uint64_t m_hkey(const struct mpool *mp, uint32_t id)
+{
+    int k = u_index(mp->s[id].hash);
+    CHECK(k >= 0 && mp->h[k].uses, "model: set-apart block %u without hints", id);
+    return mp->h[k].tk[0] << 24 | kvb_hash_position(mp->s[id].hash);
+}
+
+static uint32_t m_hint_entries(const struct mpool *mp, uint32_t *records)
+{
+    uint32_t e = 0, r = 0;
+    for (int k = 0; k < NU; k++)
+        if (mp->h[k].uses) {
+            e++;
+            r += mp->h[k].nt - 1; /* the oldest lives in the entry */
+        }
+    *records = r;
+    return e;
+}
+
+static uint32_t m_protected(const struct mpool *mp)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < mp->n; i++)
+        n += mp->s[i].state == S_INACTIVE && mp->s[i].diverted;
+    return n;
+}
+
+/* Victims of an allocation needing `need` blocks past the free list (known policies):
+ * the policy's order, hinted ones set apart on the way; then the set-apart blocks by
+ * key, largest first (ties: the library's choice, from lib[], checked). */
+static void m_victims_hinted(struct mpool *mp, uint32_t need, uint32_t *out, const uint32_t *lib)
+{
+    uint32_t k = 0;
+    while (k < need) {
+        uint32_t order[MAXB], nb = 0;
+        for (uint32_t i = 0; i < mp->n; i++)
+            nb += mp->s[i].state == S_INACTIVE && !mp->s[i].diverted;
+        if (nb == 0)
+            break;
+        m_victims(mp, 1, order);
+        uint32_t id = order[0];
+        if (m_hinted(mp, mp->s[id].hash)) {
+            if (mp->policy == POL_LRU)
+                lru_remove(mp, id);
+            mp->s[id].diverted = true;
+            continue;
+        }
+        /* a victim: taken out of the order (m_trans would do it; keep it marked) */
+        if (mp->policy == POL_LRU)
+            lru_remove(mp, id);
+        mp->s[id].diverted = true; /* out of the order until m_trans */
+        out[k++] = id;
+    }
+    /* the ones just chosen are victims, not set apart */
+    for (uint32_t j = 0; j < k; j++)
+        mp->s[out[j]].diverted = true;
+    uint32_t first_heap = k;
+    while (k < need) {
+        uint64_t best = 0;
+        bool any = false;
+        for (uint32_t i = 0; i < mp->n; i++) {
+            if (mp->s[i].state != S_INACTIVE || !mp->s[i].diverted)
+                continue;
+            bool taken = false;
+            for (uint32_t j = 0; j < k; j++)
+                taken |= out[j] == i;
+            if (taken)
+                continue;
+            uint64_t key = m_hkey(mp, i);
+            if (!any || key > best)
+                best = key;
+            any = true;
+        }
+        CHECK(any, "model: allocation ran out of cached blocks");
+        uint32_t id = lib[k];
+        CHECK(id < mp->n && mp->s[id].state == S_INACTIVE && mp->s[id].diverted &&
+                  m_hkey(mp, id) == best,
+              "allocate: protected victim %u is not one needed furthest ahead", id);
+        for (uint32_t j = 0; j < k; j++)
+            CHECK(out[j] != id, "allocate: block %u evicted twice", id);
+        out[k++] = id;
+        mp->h_evictions++;
+    }
+    (void)first_heap;
 }
 
 static bool m_valid(const struct mpool *mp, uint32_t id, uint32_t gen, int st)
@@ -514,6 +636,19 @@ static void compare_pool(const struct mpool *mp, const char *what)
     EQ(s.scan_requested, mp->c.sreq);
     EQ(s.scan_returned, mp->c.sret);
     EQ(kvb_pool_available(p), mp->count[S_RESET] + mp->count[S_INACTIVE]);
+    uint32_t records, entries = m_hint_entries(mp, &records);
+    uint64_t uses = 0;
+    for (int k = 0; k < NU; k++)
+        uses += mp->h[k].uses;
+    EQ(s.hint_uses, uses);
+    EQ(s.hint_hashes, entries);
+    EQ(s.hint_added, mp->h_added);
+    EQ(s.hint_withdrawn, mp->h_withdrawn);
+    EQ(s.hint_unmatched, mp->h_unmatched);
+    EQ(s.hint_rejected, mp->h_rejected);
+    EQ(s.hint_evictions, mp->h_evictions);
+    if (mp->policy != POL_OTHER)
+        EQ(s.hint_protected, m_protected(mp));
 #undef EQ
     for (uint32_t i = 0; i < mp->n; i++) {
         CHECK(kvb__test_slot_gen(p, i) == mp->s[i].gen, "%s: pool %d slot %u generation %u, "
@@ -613,6 +748,7 @@ static void model_reset(struct mpool *mp, const kvb_pool_config *cfg, kvb_pool *
     mp->callbacks = cfg->callbacks.on_reset != NULL;
     mp->events = cfg->events != NULL;
     mp->evict = cfg->evict;
+    mp->hint_cap = cfg->hint_capacity;
     mp->policy = cfg->evict == KVB_EVICT_LRU ? POL_LRU
                  : cfg->evict == KVB_EVICT_FIFO ? POL_FIFO
                                                 : POL_OTHER;
@@ -697,15 +833,31 @@ static void op_allocate(struct rd *r)
     for (uint32_t i = 0; i < take; i++)
         ids[i] = free_pop(mp);
     if (mp->policy == POL_OTHER) { /* order unknown to the model: adopt, but validate */
+        bool hinted_victim = false;
         for (uint32_t i = take; i < n; i++) {
             ids[i] = out[i].id;
             CHECK(ids[i] < mp->n && mp->s[ids[i]].state == S_INACTIVE,
                   "allocate evicted block %u which is not cached", ids[i]);
             for (uint32_t j = take; j < i; j++)
                 CHECK(ids[j] != ids[i], "allocate evicted block %u twice", ids[i]);
+            if (m_hinted(mp, mp->s[ids[i]].hash)) {
+                hinted_victim = true;
+                mp->h_evictions++;
+            }
+        }
+        /* a hinted block goes only when no unhinted one is left */
+        for (uint32_t i = 0; hinted_victim && i < mp->n; i++) {
+            bool victim = false;
+            for (uint32_t j = take; j < n; j++)
+                victim |= ids[j] == i;
+            CHECK(victim || mp->s[i].state != S_INACTIVE || m_hinted(mp, mp->s[i].hash),
+                  "allocate evicted a hinted block while block %u, unhinted, stayed", i);
         }
     } else {
-        m_victims(mp, need, &ids[take]);
+        uint32_t lib[64];
+        for (uint32_t i = take; i < n; i++)
+            lib[i - take] = out[i].id;
+        m_victims_hinted(mp, need, &ids[take], lib);
     }
     for (uint32_t i = 0; i < n; i++) {
         uint32_t id = ids[i];
@@ -1235,7 +1387,31 @@ static void op_reset_inactive(struct rd *r)
                 order[k++] = got_cb.r[j].id;
         CHECK(k == total, "reset_inactive: %u on_evict for %u cached blocks", k, total);
     } else {
-        m_victims(mp, total, order);
+        uint32_t nb = 0;
+        for (uint32_t i = 0; i < mp->n; i++)
+            nb += mp->s[i].state == S_INACTIVE && !mp->s[i].diverted;
+        m_victims(mp, nb, order);
+        /* then the blocks set apart by hints, largest key first (ties: the callbacks' order
+         * when there are callbacks to follow; any order is right without them) */
+        uint32_t k = nb, seen = 0;
+        for (uint32_t j = 0; j < got_cb.n; j++)
+            if (got_cb.r[j].kind == CB_EVICT && seen++ >= nb && k < total)
+                order[k++] = got_cb.r[j].id;
+        if (k < total) {
+            k = nb;
+            for (uint32_t i = 0; i < mp->n; i++)
+                if (mp->s[i].state == S_INACTIVE && mp->s[i].diverted)
+                    order[k++] = i;
+        }
+        CHECK(k == total, "reset_inactive: %u blocks to drain, model %u", k, total);
+        for (uint32_t j = nb; j < total; j++) {
+            CHECK(order[j] < mp->n && mp->s[order[j]].state == S_INACTIVE &&
+                      mp->s[order[j]].diverted,
+                  "reset_inactive: drained block %u out of order", order[j]);
+            if (mp->callbacks && j > nb)
+                CHECK(m_hkey(mp, order[j]) <= m_hkey(mp, order[j - 1]),
+                      "reset_inactive: protected blocks out of order");
+        }
     }
     for (uint32_t j = 0; j < total; j++) {
         uint32_t id = order[j];
@@ -1352,6 +1528,86 @@ static void op_saturate(struct rd *r)
 }
 
 /* one field of a valid configuration made wrong (or right): the expected error */
+static void op_hint(struct rd *r)
+{
+    struct mpool *mp = &M.P[u8(r) & 1];
+    uint8_t sel = u8(r), db = u8(r);
+    uint32_t n = sel % 6;
+    bool null = n && (sel & 0x80);
+    int32_t d = (int8_t)db;
+    if ((sel & 0x40) && d)
+        d = d > 0 ? INT32_MAX - 2 + (d & 1) : INT32_MIN + 1 - (d & 1); /* huge deltas too */
+    kvb_hash hs[8];
+    int ks[8];
+    for (uint32_t i = 0; i < n; i++) {
+        ks[i] = u8(r) % NU;
+        hs[i] = U[ks[i]];
+    }
+    int rc = kvb_pool_hint(mp->real, null ? NULL : hs, n, d);
+    g_rc = rc;
+    int want = 0;
+    bool bad_hash = false;
+    for (uint32_t i = 0; i < n; i++)
+        bad_hash |= !hash_valid(hs[i]);
+    if (null || d == 0 || bad_hash)
+        want = -EINVAL;
+    else if (!mp->hint_cap)
+        want = -ENOTSUP;
+    else if (n && d > 0) {
+        uint32_t records, entries = m_hint_entries(mp, &records);
+        if (n > mp->hint_cap - records || n > mp->hint_cap - entries)
+            want = -ENOSPC;
+    }
+    CHECK(rc == want, "hint(n %u, delta %d): %d, model %d", n, d, rc, want);
+    if (want == -ENOSPC)
+        mp->h_rejected++;
+    if (rc != 0 || n == 0)
+        return;
+    if (d > 0) {
+        uint64_t t = ++mp->ticket;
+        for (uint32_t i = 0; i < n; i++) {
+            struct mhint *h = &mp->h[ks[i]];
+            if (h->nt && h->tk[h->nt - 1] == t && h->tu[h->nt - 1] <= UINT32_MAX - (uint32_t)d) {
+                h->tu[h->nt - 1] += (uint32_t)d;
+            } else {
+                CHECK(h->nt < MAXT, "model: hint FIFO overflow");
+                h->tk[h->nt] = t;
+                h->tu[h->nt++] = (uint32_t)d;
+            }
+            h->uses += (uint32_t)d;
+        }
+        mp->h_added += (uint64_t)n * (uint32_t)d;
+        return;
+    }
+    uint32_t k = (uint32_t)(-(int64_t)d);
+    for (uint32_t i = 0; i < n; i++) {
+        struct mhint *h = &mp->h[ks[i]];
+        uint32_t taken = 0;
+        while (taken < k && h->nt) {
+            uint32_t x = k - taken < h->tu[0] ? k - taken : h->tu[0];
+            h->tu[0] -= x;
+            taken += x;
+            if (h->tu[0] == 0) {
+                memmove(h->tk, h->tk + 1, (h->nt - 1) * sizeof h->tk[0]);
+                memmove(h->tu, h->tu + 1, (h->nt - 1) * sizeof h->tu[0]);
+                h->nt--;
+            }
+        }
+        h->uses -= taken;
+        mp->h_withdrawn += taken;
+        mp->h_unmatched += k - taken;
+        if (h->uses)
+            continue;
+        /* no use left: a block set apart goes back into the policy's order */
+        for (uint32_t id = 0; id < mp->n; id++)
+            if (mp->s[id].state == S_INACTIVE && mp->s[id].diverted &&
+                heq(mp->s[id].hash, hs[i])) {
+                mp->s[id].diverted = false;
+                mp->lru[mp->nlru++] = id;
+            }
+    }
+}
+
 static void op_config(struct rd *r)
 {
     uint8_t what = u8(r), v = u8(r);
@@ -1530,6 +1786,7 @@ static void setup(struct rd *r)
                                              .on_evict = on_evict};
         if (i == 0 && (c & 0x40))
             cfg->events = &EVCFG;
+        cfg->hint_capacity = i == 0 ? 6 : 0; /* small: -ENOSPC happens; B: -ENOTSUP */
         pool_create_or_die(i);
     }
 }
@@ -1680,8 +1937,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 op_forge(&r);
             break;
         case 14:
-            name = (op & 0x10) ? "config" : "metrics";
-            if (op & 0x10)
+            name = (op & 0x20) ? "hint" : (op & 0x10) ? "config" : "metrics";
+            if (op & 0x20)
+                op_hint(&r);
+            else if (op & 0x10)
                 op_config(&r);
             else
                 op_metrics(&r);

@@ -272,6 +272,12 @@ typedef struct kvb_pool_config {
     kvb_allocator allocator;
     /** KV events (kvblock/events.h); NULL for none. Copied at create. */
     const struct kvb_event_config *events;
+    /** Lookahead hints (kvb_pool_hint): how many (hash, hinting call) pairs may be
+     * outstanding at once, e.g. the blocks of every request the scheduler may queue.
+     * 0 (the default): no hints, and no memory or time spent on them. At create the
+     * pool reserves about 80 bytes per unit plus 4 bytes per block (never more
+     * afterwards). At most 2^30. */
+    uint32_t hint_capacity;
 } kvb_pool_config;
 
 /** Largest supported block_count (block ids are uint32_t; one value is reserved). */
@@ -355,6 +361,38 @@ KVB_API uint32_t kvb_pool_available(kvb_pool *pool);
  *            one CLEARED event; registry presence updates.
  */
 KVB_API int kvb_pool_reset_inactive(kvb_pool *pool);
+
+/**
+ * @brief Lookahead hints: tell the pool which content queued requests will ask for.
+ *
+ * delta > 0 adds delta expected uses of each hashes[i] (a request entering the queue
+ * hints its prefix hashes); delta < 0 withdraws -delta uses of each (the request was
+ * scheduled or cancelled). A cached block whose hash has outstanding uses is evicted
+ * only when no other cached block is left, and among such blocks the one needed
+ * furthest ahead goes first: the uses of one call are needed after those of every
+ * earlier call (a queue), so a hash's next need is its oldest outstanding hinting
+ * call; ties (the blocks of one request) go deepest position first. Withdrawing takes
+ * a hash's oldest uses back first. Hints never keep a block from being allocated when
+ * nothing else is left, never change what is matched, and work under every eviction
+ * policy, custom backends included (the pool keeps hinted blocks apart; the backend
+ * does not see them until their hints are withdrawn).
+ *
+ * Withdraw after the scheduled request has matched its prefix (kvb_pool_match): its
+ * hinted blocks are then taken from the protected set directly. A hash may be hinted
+ * before it is cached: the block is protected when it is released into the cache.
+ * Withdrawing uses that are not outstanding is not an error: they are ignored and
+ * counted in kvb_stats.hint_unmatched.
+ * @param delta non-zero.
+ * @return 0; -ENOSPC (delta > 0 and the hint capacity cannot take n more hashes:
+ *         nothing changed, counted in hint_rejected); -ENOTSUP (the pool was created
+ *         with hint_capacity 0); -EINVAL (NULL pool, NULL hashes with n > 0, delta 0,
+ *         or a hash with the invalid mode 3).
+ * Thread safety: takes the pool lock once; O(n) expected, O(log n) per hinted
+ * block that moves.
+ * Ownership: none (no handle is taken or released).
+ * Callbacks: none (hints never evict).
+ */
+KVB_API int kvb_pool_hint(kvb_pool *pool, const kvb_hash *hashes, uint32_t n, int32_t delta);
 
 /**
  * @brief Full invariant check (state counts, free list, inactive index, hash index,
@@ -655,6 +693,15 @@ typedef struct kvb_stats {
     uint64_t lock_wait_ns;      /* total time spent waiting in contended acquisitions */
     uint64_t resurrections;     /* INACTIVE -> PRIMARY */
     uint64_t scan_requested, scan_returned;
+    /* lookahead hints (kvb_pool_hint); all 0 without hint capacity */
+    uint64_t hint_uses;      /* gauge: expected uses outstanding */
+    uint32_t hint_hashes;    /* gauge: hashes with outstanding uses */
+    uint32_t hint_protected; /* gauge: cached blocks kept apart by hints */
+    uint64_t hint_added;     /* uses added */
+    uint64_t hint_withdrawn; /* uses withdrawn */
+    uint64_t hint_unmatched; /* uses asked to be withdrawn that were not outstanding */
+    uint64_t hint_rejected;  /* hinting calls refused for lack of capacity */
+    uint64_t hint_evictions; /* evictions that had to take a protected (hinted) block */
 } kvb_stats;
 
 /**
@@ -672,7 +719,9 @@ typedef struct kvb_memory_stats {
     size_t backend;    /* eviction backend (0 if its ops table has no memory method) */
     size_t sketch;     /* private frequency sketch (a registry's sketch is the registry's) */
     size_t pool;       /* the pool object itself */
-    size_t total;      /* sum of the above */
+    size_t total;      /* sum of every component, hints included */
+    /* ---- additions ---- */
+    size_t hints; /* lookahead hint table and heap (0 without hint capacity) */
 } kvb_memory_stats;
 
 /**

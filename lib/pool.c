@@ -40,6 +40,7 @@
 #include "registry_internal.h"
 #include "sketch.h"
 #include "events_internal.h"
+#include "hint.h"
 #include "testing.h"
 #include <string.h>
 #include <time.h>
@@ -419,6 +420,36 @@ static uint32_t kvb_free_pop(kvb_pool *p)
 }
 
 /* ------------------------------------------------------------------------ */
+/* where a cached block waits: the backend, or the hint heap                */
+/* ------------------------------------------------------------------------ */
+
+/* Block id just became INACTIVE: into the eviction backend. (Hints do not look at
+ * releases: the pool sets a hinted block apart only when the backend proposes it as
+ * a victim, see kvb_pool_allocate.) */
+static inline void kvb_place_locked(kvb_pool *p, uint32_t id)
+{
+    struct kvb_slot *s = &p->slots[id];
+    int rc = p->ops->insert(p->backend, s->hash, id, s->aux);
+    kvb_assert(rc == 0);
+    (void)rc;
+}
+
+/* Block id (INACTIVE) leaves the cache's order (a hit): out of the hint heap when
+ * hints set it apart, else out of the backend. */
+static inline void kvb_unplace_locked(kvb_pool *p, uint32_t id)
+{
+    struct kvb_slot *s = &p->slots[id];
+    if (kvb_unlikely(s->flags & KVB_F_HINTED)) {
+        (void)kvb__hints_remove(p->hints, id);
+        s->flags &= (uint8_t)~KVB_F_HINTED;
+        return;
+    }
+    bool was = p->ops->remove(p->backend, s->hash, id);
+    kvb_assert(was);
+    (void)was;
+}
+
+/* ------------------------------------------------------------------------ */
 /* the transition function                                                  */
 /* ------------------------------------------------------------------------ */
 
@@ -462,11 +493,8 @@ kvb_transition_locked(kvb_pool *p, uint32_t id, enum kvb_state from, enum kvb_st
     if ((from == KVB_S_PRIMARY || from == KVB_S_INACTIVE) &&
         (to == KVB_S_RESET || to == KVB_S_MUTABLE))
         kvb_map_erase(p, id);
-    if (from == KVB_S_INACTIVE && to == KVB_S_PRIMARY) {
-        bool was = p->ops->remove(p->backend, s->hash, id);
-        kvb_assert(was);
-        (void)was;
-    }
+    if (from == KVB_S_INACTIVE && to == KVB_S_PRIMARY)
+        kvb_unplace_locked(p, id);
     if (from == KVB_S_STAGED && to == KVB_S_PRIMARY)
         kvb_map_insert(p, id);
 
@@ -487,9 +515,7 @@ kvb_transition_locked(kvb_pool *p, uint32_t id, enum kvb_state from, enum kvb_st
         s->flags = 0;
         kvb_free_push_tail(p, id);
     } else if (to == KVB_S_INACTIVE) {
-        int rc2 = p->ops->insert(p->backend, s->hash, id, s->aux);
-        kvb_assert(rc2 == 0);
-        (void)rc2;
+        kvb_place_locked(p, id);
     }
     if ((from == KVB_S_RESET || from == KVB_S_INACTIVE) && to != KVB_S_RESET) {
         /* a block became held: the only way the high watermark can rise */
@@ -655,6 +681,8 @@ static int kvb_config_validate(const kvb_pool_config *cfg, uint32_t *bs, uint8_t
     }
     if (cfg->evict_ops && kvb__inactive_ops_validate(cfg->evict_ops) != 0)
         return -EINVAL;
+    if (cfg->hint_capacity > (1u << 30))
+        return -EINVAL;
     if ((cfg->allocator.alloc == NULL) != (cfg->allocator.free == NULL))
         return -EINVAL;
     return 0;
@@ -669,6 +697,7 @@ static void kvb_pool_free_mem(kvb_pool *p)
         kvb__sketch_destroy(p->sketch);
     if (p->events)
         kvb__events_destroy(p->events);
+    kvb__hints_destroy(p->hints, &a);
     kvb__free(&a, p->map, (size_t)p->map_cap * sizeof *p->map);
     kvb__free(&a, p->slots, (size_t)p->block_count * sizeof *p->slots);
     kvb__free(&a, p, sizeof *p);
@@ -739,6 +768,14 @@ int kvb_pool_create(const kvb_pool_config *cfg, kvb_pool **out)
         p->backend = NULL;
         kvb_pool_free_mem(p);
         return rc < 0 ? rc : -ENOMEM;
+    }
+    if (cfg->hint_capacity) {
+        rc = kvb__hints_create(cfg->hint_capacity, cfg->block_count, &a, &p->hints);
+        if (rc) {
+            p->hints = NULL;
+            kvb_pool_free_mem(p);
+            return rc;
+        }
     }
     if (cfg->events) {
         rc = kvb__events_create(cfg->events, &a, &p->events);
@@ -854,11 +891,22 @@ uint32_t kvb_pool_available(kvb_pool *p)
 /* ------------------------------------------------------------------------ */
 
 /* Roll back a failed allocation: evicted entries go back to the inactive index
- * (exactly, through unevict when the backend has it), popped free slots back to
- * the free-list head in reverse order, so the free list is as it was. */
+ * (exactly, through unevict when the backend has it and no victim was set apart by
+ * hints during the call: the entries of one evict call are then not all in out[],
+ * and unevict could not take them back as one; re-inserting them is the fallback),
+ * blocks taken from the hint heap back into it, popped free slots back to the
+ * free-list head in reverse order, so the free list is as it was. Only a backend
+ * that breaks its contract gets here. */
 static void kvb_alloc_rollback_locked(kvb_pool *p, kvb_mutable *out, uint32_t taken,
-                                      uint32_t evicted)
+                                      uint32_t evicted, uint32_t evicted_all, bool diverted)
 {
+    /* blocks taken from the hint heap go back into it (its order is their keys') */
+    for (uint32_t j = evicted; j < evicted_all; j++) {
+        uint32_t id = out[taken + j].id;
+        kvb__hints_push(p->hints, id, kvb__hints_find(p->hints, p->slots[id].hash));
+        p->slots[id].flags |= KVB_F_HINTED;
+        p->c.hint_evictions--;
+    }
     /* Chunks of 64 (the stack buffers), last chunk first: each unevict puts its
      * entries back at the eviction end, so the earliest evicted must go back last. */
     const uint32_t chunk = 64;
@@ -871,7 +919,7 @@ static void kvb_alloc_rollback_locked(kvb_pool *p, kvb_mutable *out, uint32_t ta
             hs[j] = p->slots[ids[j]].hash;
             arr[j] = p->slots[ids[j]].aux;
         }
-        if (p->ops->unevict) {
+        if (p->ops->unevict && !diverted) {
             p->ops->unevict(p->backend, ids, hs, arr, k);
         } else {
             for (uint32_t j = k; j-- > 0;)
@@ -900,7 +948,9 @@ int kvb_pool_allocate(kvb_pool *p, uint32_t n, kvb_mutable *out, kvb_hash *evict
     if (rc)
         return rc;
     uint32_t nfree = p->count[KVB_S_RESET];
-    if (nfree + p->ops->len(p->backend) < n || nfree + p->count[KVB_S_INACTIVE] < n) {
+    uint32_t blen = p->ops->len(p->backend);
+    uint32_t hlen = p->hints ? p->hints->heap_len : 0;
+    if ((uint64_t)nfree + blen + hlen < n || nfree + p->count[KVB_S_INACTIVE] < n) {
         kvb__pool_unlock(p);
         kvb_cbq_fini(&q, p);
         return -ENOSPC;
@@ -910,34 +960,61 @@ int kvb_pool_allocate(kvb_pool *p, uint32_t n, kvb_mutable *out, kvb_hash *evict
         out[i].id = kvb_free_pop(p);
 
     /* Evict the rest in policy order, in chunks, validating what the backend
-     * returns (a custom backend may be wrong): ids must be INACTIVE and distinct. */
-    uint32_t got = 0, need = n - take;
-    bool bad = false;
-    while (got < need && !bad) {
+     * returns (a custom backend may be wrong): ids must be INACTIVE, distinct and
+     * the backend's. A victim whose hash has outstanding hints is set apart in the
+     * hint heap instead (the pool filters victims; the backend does not know), and
+     * the backend is asked for another; the heap gives its blocks, the one needed
+     * furthest ahead first, only once the backend has nothing left. */
+    uint32_t got = 0, need = n - take, diverted = 0;
+    bool bad = false, filter = p->hints && p->hints->n_ent;
+    while (got < need && !bad && blen > 0) {
         uint32_t ids[64];
         uint32_t want = need - got < 64 ? need - got : 64;
+        want = want < blen ? want : blen;
         uint32_t k = p->ops->evict(p->backend, want, ids);
         if (k > want)
             k = want, bad = true;
+        blen -= k;
         for (uint32_t j = 0; j < k; j++) {
             uint32_t id = ids[j];
             if (id >= p->block_count || p->slots[id].state != KVB_S_INACTIVE ||
-                (p->slots[id].flags & KVB_F_MARK)) {
+                (p->slots[id].flags & (KVB_F_MARK | KVB_F_HINTED))) {
                 bad = true;
                 continue;
             }
-            p->slots[id].flags |= KVB_F_MARK;
+            struct kvb_slot *s = &p->slots[id];
+            if (filter) {
+                uint32_t e = kvb__hints_find(p->hints, s->hash);
+                if (e != KVB_HINT_NONE) {
+                    kvb__hints_push(p->hints, id, e);
+                    s->flags |= KVB_F_HINTED;
+                    diverted++;
+                    continue;
+                }
+            }
+            s->flags |= KVB_F_MARK;
             /* the eviction below erases its index cell: a cold line, start loading it */
-            __builtin_prefetch(&p->map[kvb_map_home(p, p->slots[id].hash)]);
+            __builtin_prefetch(&p->map[kvb_map_home(p, s->hash)]);
             out[take + got++].id = id;
         }
         if (k < want)
             bad = true;
     }
+    uint32_t got_b = got;
+    while (got < need && !bad) { /* only protected blocks are left: furthest need first */
+        uint32_t id = p->hints ? kvb__hints_pop(p->hints) : KVB_HINT_NONE;
+        if (id == KVB_HINT_NONE) {
+            bad = true; /* the backend held less than its len() said */
+            break;
+        }
+        p->slots[id].flags = (uint8_t)((p->slots[id].flags & ~KVB_F_HINTED) | KVB_F_MARK);
+        out[take + got++].id = id;
+        p->c.hint_evictions++;
+    }
     for (uint32_t j = 0; j < got; j++)
         p->slots[out[take + j].id].flags &= (uint8_t)~KVB_F_MARK;
     if (bad) {
-        kvb_alloc_rollback_locked(p, out, take, got);
+        kvb_alloc_rollback_locked(p, out, take, got_b, got, diverted != 0);
         kvb__pool_unlock(p);
         kvb_cbq_fini(&q, p);
         return -ENOSPC;
@@ -1299,6 +1376,80 @@ int kvb_pool_scan(kvb_pool *p, const kvb_hash *hashes, uint32_t n, bool touch, k
 }
 
 /* ------------------------------------------------------------------------ */
+/* lookahead hints                                                          */
+/* ------------------------------------------------------------------------ */
+
+/* Hashes of one hint call are handled in chunks: the home bits of the chunk are
+ * computed and their table cells prefetched first, so the cells' cache misses
+ * overlap instead of coming one after another. */
+#define KVB_HINT_CHUNK 32
+
+int kvb_pool_hint(kvb_pool *p, const kvb_hash *hashes, uint32_t n, int32_t delta)
+{
+    if (!p || (n && !hashes) || delta == 0)
+        return -EINVAL;
+    for (uint32_t i = 0; i < n; i++)
+        if (!kvb_hash_valid(hashes[i]))
+            return -EINVAL;
+    if (!p->hints)
+        return -ENOTSUP;
+    if (n == 0)
+        return 0;
+    struct kvb_hints *h = p->hints;
+    uint32_t h32[KVB_HINT_CHUNK];
+    kvb__pool_lock(p);
+    if (delta > 0 && !kvb__hints_room(h, n)) {
+        p->c.hint_rejected++;
+        kvb__pool_unlock(p);
+        return -ENOSPC;
+    }
+    uint64_t ticket = delta > 0 ? ++h->ticket : 0;
+    uint32_t k = delta > 0 ? (uint32_t)delta : (uint32_t)(-(int64_t)delta);
+    for (uint32_t base = 0; base < n; base += KVB_HINT_CHUNK) {
+        uint32_t m = n - base < KVB_HINT_CHUNK ? n - base : KVB_HINT_CHUNK;
+        for (uint32_t j = 0; j < m; j++) {
+            h32[j] = kvb__hints_h32(hashes[base + j]);
+            kvb__hints_prefetch(h, h32[j]);
+        }
+        for (uint32_t j = 0; j < m; j++) {
+            kvb_hash hash = hashes[base + j];
+            bool found;
+            uint32_t cell = kvb__hints_probe(h, hash, h32[j], &found);
+            if (delta > 0) {
+                (void)kvb__hints_add(h, hash, h32[j], cell, found, k, ticket);
+                continue;
+            }
+            if (!found) {
+                p->c.hint_unmatched += k;
+                continue;
+            }
+            uint32_t e = (uint32_t)h->tab[cell];
+            uint32_t got = kvb__hints_withdraw(h, e, k);
+            p->c.hint_withdrawn += got;
+            p->c.hint_unmatched += k - got;
+            if (h->ent[e].uses) {
+                kvb__hints_rekey(h, e); /* its next need may have moved */
+                continue;
+            }
+            uint32_t id = h->ent[e].block;
+            if (id != KVB_HINT_NONE) {
+                /* no use expected any more: back into the policy's order */
+                (void)kvb__hints_remove(h, id);
+                p->slots[id].flags &= (uint8_t)~KVB_F_HINTED;
+                int rc = p->ops->insert(p->backend, hash, id, p->slots[id].aux);
+                kvb_assert(rc == 0);
+                (void)rc;
+            }
+            kvb__hints_free(h, e, cell);
+        }
+    }
+    if (delta > 0)
+        p->c.hint_added += (uint64_t)n * k;
+    kvb__pool_unlock(p);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
 /* block references                                                         */
 /* ------------------------------------------------------------------------ */
 
@@ -1576,11 +1727,20 @@ int kvb_pool_reset_inactive(kvb_pool *p)
         while (p->count[KVB_S_INACTIVE]) {
             uint32_t ids[64];
             uint32_t k = p->ops->evict(p->backend, 64, ids);
+            bool heap = false;
+            if (k > 64)
+                k = 64;
+            if (k == 0 && p->hints) { /* then the blocks kept apart by hints */
+                while (k < 64 && p->hints->heap_len)
+                    ids[k++] = kvb__hints_pop(p->hints);
+                heap = k > 0;
+            }
             if (k == 0)
                 break; /* backend disagrees with the gauge: kvb_pool_check reports it */
             for (uint32_t j = 0; j < k; j++) {
                 uint32_t id = ids[j];
-                if (id >= p->block_count || p->slots[id].state != KVB_S_INACTIVE)
+                if (id >= p->block_count || p->slots[id].state != KVB_S_INACTIVE ||
+                    (!heap && (p->slots[id].flags & KVB_F_HINTED)))
                     continue;
                 kvb_hash h = p->slots[id].hash;
                 kvb_transition_locked(p, id, KVB_S_INACTIVE, KVB_S_RESET, 0);
@@ -1635,6 +1795,16 @@ int kvb_pool_stats(kvb_pool *p, kvb_stats *out)
     out->resurrections = c->resurrections;
     out->scan_requested = c->scan_requested;
     out->scan_returned = c->scan_returned;
+    if (p->hints) {
+        out->hint_uses = p->hints->uses;
+        out->hint_hashes = p->hints->n_ent;
+        out->hint_protected = p->hints->heap_len;
+    }
+    out->hint_added = c->hint_added;
+    out->hint_withdrawn = c->hint_withdrawn;
+    out->hint_unmatched = c->hint_unmatched;
+    out->hint_rejected = c->hint_rejected;
+    out->hint_evictions = c->hint_evictions;
     out->misuse = atomic_load_explicit(&p->misuse, memory_order_relaxed);
     kvb__pool_unlock(p);
     return 0;
@@ -1650,11 +1820,13 @@ int kvb_pool_memory(kvb_pool *p, kvb_memory_stats *out)
     out->pool = sizeof *p;
     if (p->own_sketch)
         out->sketch = kvb__sketch_memory(p->sketch);
+    if (p->hints)
+        out->hints = kvb__hints_memory(p->hints);
     kvb__pool_lock(p);
     if (p->ops->memory)
         out->backend = p->ops->memory(p->backend);
     kvb__pool_unlock(p);
-    out->total = out->slots + out->hash_index + out->backend + out->sketch + out->pool;
+    out->total = out->slots + out->hash_index + out->backend + out->sketch + out->pool + out->hints;
     return 0;
 }
 
@@ -1681,10 +1853,22 @@ static int kvb_check_locked(kvb_pool *p, uint32_t *dups)
             return KVB_CHECK_FAIL("slot %u: state %u with refcount %u\n", i, s->state, rc);
         if (s->flags & KVB_F_MARK)
             return KVB_CHECK_FAIL("slot %u: stale mark\n", i);
-        if (s->state == KVB_S_INACTIVE && !p->ops->contains(p->backend, i))
-            return KVB_CHECK_FAIL("slot %u: INACTIVE but not in the inactive index\n", i);
-        if (s->state != KVB_S_INACTIVE && p->ops->contains(p->backend, i))
-            return KVB_CHECK_FAIL("slot %u: in the inactive index but state %u\n", i, s->state);
+        bool in_backend = p->ops->contains(p->backend, i);
+        bool hinted = (s->flags & KVB_F_HINTED) != 0;
+        if (s->state == KVB_S_INACTIVE && in_backend == hinted)
+            return KVB_CHECK_FAIL("slot %u: INACTIVE but %s\n", i,
+                                  hinted ? "both in the inactive index and the hint heap"
+                                         : "not in the inactive index");
+        if (s->state != KVB_S_INACTIVE && (in_backend || hinted))
+            return KVB_CHECK_FAIL("slot %u: in the inactive index or hint heap but state %u\n", i,
+                                  s->state);
+        if (hinted &&
+            (!p->hints || !kvb__hints_in_heap(p->hints, i) ||
+             !kvb_hash_equal(p->hints->ent[p->hints->heap[p->hints->hpos[i]].ent].hash, s->hash)))
+            return KVB_CHECK_FAIL("slot %u: marked hinted but not in the hint heap\n", i);
+        if (!hinted && p->hints && kvb__hints_in_heap(p->hints, i))
+            return KVB_CHECK_FAIL("slot %u: in the hint heap but not marked\n", i);
+
         if (s->state == KVB_S_PRIMARY || s->state == KVB_S_INACTIVE) {
             if (kvb_map_find(p, s->hash) != i)
                 return KVB_CHECK_FAIL("slot %u: not reachable in the hash index\n", i);
@@ -1707,9 +1891,15 @@ static int kvb_check_locked(kvb_pool *p, uint32_t *dups)
     if (sum != p->block_count)
         return KVB_CHECK_FAIL("states add up to %llu, not %u\n", (unsigned long long)sum,
                               p->block_count);
-    if (p->ops->len(p->backend) != cnt[KVB_S_INACTIVE])
-        return KVB_CHECK_FAIL("inactive index holds %u, INACTIVE slots %u\n",
-                              p->ops->len(p->backend), cnt[KVB_S_INACTIVE]);
+    uint32_t hlen = p->hints ? p->hints->heap_len : 0;
+    if (p->ops->len(p->backend) + hlen != cnt[KVB_S_INACTIVE])
+        return KVB_CHECK_FAIL("inactive index holds %u and the hint heap %u, INACTIVE slots %u\n",
+                              p->ops->len(p->backend), hlen, cnt[KVB_S_INACTIVE]);
+    if (p->hints) {
+        const char *why = NULL;
+        if (kvb__hints_check(p->hints, &why) != 0)
+            return KVB_CHECK_FAIL("%s\n", why);
+    }
     uint32_t mapped = 0;
     for (uint32_t i = 0; i < p->map_cap; i++) {
         uint32_t cell = p->map[i];

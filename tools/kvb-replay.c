@@ -125,6 +125,8 @@ typedef struct replay_catalog {
 /* --publish: the replay's KV events go out on the vLLM wire (ZeroMQ PUB). */
 static kvb_publisher *replay_pub;
 static kvb_event_config replay_events;
+/* --lookahead: the pools' hint capacity (0: no hints) */
+static uint32_t replay_hint_capacity;
 
 static void replay_pool_config(kvb_pool_config *cfg, const replay_policy *pol, uint32_t capacity)
 {
@@ -133,6 +135,7 @@ static void replay_pool_config(kvb_pool_config *cfg, const replay_policy *pol, u
     cfg->evict = pol->evict;
     cfg->evict_ops = pol->ops;
     cfg->name = "replay";
+    cfg->hint_capacity = replay_hint_capacity;
     if (replay_pub)
         cfg->events = &replay_events;
 }
@@ -238,6 +241,7 @@ typedef struct replay_opts {
     unsigned n_capacities;
     bool capacities_set; /* --capacity or --capacities given */
     uint32_t window;
+    uint32_t lookahead;
     const char *plot;
     const char *publish, *publish_replay, *topic;
     bool csv, quiet;
@@ -273,8 +277,12 @@ static void replay_usage(FILE *f)
             "                      --policy all: 1000,2000,4000,8000,16000,32000)\n"
             "  --window W          keep the last W requests' blocks held (default 0); a request\n"
             "                      that cannot allocate releases the oldest held one and retries\n"
+            "  --lookahead W       hint the next W requests of the trace to the pool\n"
+            "                      (kvb_pool_hint; default 0: no hints): a request adds its\n"
+            "                      hashes W requests ahead and withdraws them once matched\n"
             "  --csv               CSV: policy,capacity,requests,block_refs,hits,hit_ratio,\n"
-            "                      seconds,ns_per_block_ref,evictions,window,early_releases\n"
+            "                      seconds,ns_per_block_ref,evictions,window,early_releases,\n"
+            "                      lookahead\n"
             "                      (hit_ratio a fraction)\n"
             "  --plot FILE.svg     write hit ratio vs capacity curves of every policy run\n"
             "  --repeat N          time N runs per configuration, keep the best (default 1)\n"
@@ -338,6 +346,7 @@ static void replay_parse_args(int argc, char **argv, replay_opts *o)
         O_CAPACITIES,
         O_POLICY,
         O_WINDOW,
+        O_LOOKAHEAD,
         O_CSV,
         O_PLOT,
         O_REPEAT,
@@ -356,6 +365,7 @@ static void replay_parse_args(int argc, char **argv, replay_opts *o)
         {"capacities", required_argument, NULL, O_CAPACITIES},
         {"policy", required_argument, NULL, O_POLICY},
         {"window", required_argument, NULL, O_WINDOW},
+        {"lookahead", required_argument, NULL, O_LOOKAHEAD},
         {"csv", no_argument, NULL, O_CSV},
         {"plot", required_argument, NULL, O_PLOT},
         {"repeat", required_argument, NULL, O_REPEAT},
@@ -408,6 +418,11 @@ static void replay_parse_args(int argc, char **argv, replay_opts *o)
             if (!kvbt_parse_u64(optarg, 0, 1000000, &v))
                 replay_usage_error("--window: '%s' is not a count from 0 to 1000000", optarg);
             o->window = (uint32_t)v;
+            break;
+        case O_LOOKAHEAD:
+            if (!kvbt_parse_u64(optarg, 0, 1000000, &v))
+                replay_usage_error("--lookahead: '%s' is not a count from 0 to 1000000", optarg);
+            o->lookahead = (uint32_t)v;
             break;
         case O_CSV:
             o->csv = true;
@@ -516,12 +531,41 @@ static void replay_release_slot(const kvbt_trace *t, uint64_t r, kvb_block *blk,
         replay_lib_fail(t, r, "kvb_block_release_n", rc, pol->name, capacity);
 }
 
+/* --lookahead: request r's hashes, delta +1 when it comes within reach, -1 once it
+ * has matched its prefix. */
+static void replay_hint(kvb_pool *pool, const kvbt_trace *t, const kvb_hash *hashes, uint64_t r,
+                        int32_t delta, const replay_policy *pol, uint32_t capacity)
+{
+    int rc = kvb_pool_hint(pool, hashes + t->off[r], (uint32_t)(t->off[r + 1] - t->off[r]), delta);
+    if (rc < 0)
+        replay_lib_fail(t, r, "kvb_pool_hint", rc, pol->name, capacity);
+}
+
+/* The hint capacity --lookahead W needs: at most W + 1 requests are hinted at once
+ * (the one being served and the next W), each hash of each a (hash, call) pair. */
+static uint32_t replay_lookahead_capacity(const kvbt_trace *t, uint32_t lookahead)
+{
+    uint64_t best = 0, span = (uint64_t)lookahead + 1;
+    for (uint64_t r = 0; r < t->n_requests; r++) {
+        uint64_t end = r + span < t->n_requests ? r + span : t->n_requests;
+        uint64_t refs = t->off[end] - t->off[r];
+        best = refs > best ? refs : best;
+        if (end == t->n_requests)
+            break;
+    }
+    if (best > (1u << 30))
+        kvbt_die(prog, "--lookahead %u: %llu hinted blocks at once, more than a pool's hint "
+                       "capacity (2^30)",
+                 lookahead, (unsigned long long)best);
+    return best ? (uint32_t)best : 1;
+}
+
 /* One replay of the whole trace on a fresh pool. Returns 0, or the negative
  * errno of kvb_pool_create (the caller decides about -ENOTSUP); any other
  * library error ends the program with a message. */
 static int replay_run_pool(const kvbt_trace *t, const kvb_hash *hashes, const replay_policy *pol,
-                           uint32_t capacity, uint32_t window, replay_scratch *s,
-                           kvbt_progress *progress, replay_cell *res)
+                           uint32_t capacity, uint32_t window, uint32_t lookahead,
+                           replay_scratch *s, kvbt_progress *progress, replay_cell *res)
 {
     kvb_pool_config cfg;
     kvb_pool *pool;
@@ -538,6 +582,8 @@ static int replay_run_pool(const kvbt_trace *t, const kvb_hash *hashes, const re
     uint64_t hits = 0, early = 0, excluded = 0;
 
     uint64_t t0 = kvbt_now_ns();
+    for (uint64_t r = 0; r < lookahead && r < n_requests; r++)
+        replay_hint(pool, t, hashes, r, +1, pol, capacity); /* the first W requests */
     if (window == 0) {
         kvb_block *blk = s->blocks;
         for (uint64_t r0 = 0, r1; r0 < n_requests; r0 = r1) {
@@ -545,12 +591,16 @@ static int replay_run_pool(const kvbt_trace *t, const kvb_hash *hashes, const re
             for (uint64_t r = r0; r < r1; r++) {
                 const kvb_hash *h = hashes + off[r];
                 uint32_t n = (uint32_t)(off[r + 1] - off[r]);
+                if (lookahead && r + lookahead < n_requests)
+                    replay_hint(pool, t, hashes, r + lookahead, +1, pol, capacity);
 
                 rc = kvb_pool_match(pool, h, n, blk);
                 if (rc < 0)
                     replay_lib_fail(t, r, "kvb_pool_match", rc, pol->name, capacity);
                 uint32_t k = (uint32_t)rc;
                 hits += k;
+                if (lookahead)
+                    replay_hint(pool, t, hashes, r, -1, pol, capacity);
 
                 uint32_t m = n - k;
                 if (m > 0) {
@@ -591,12 +641,16 @@ static int replay_run_pool(const kvbt_trace *t, const kvb_hash *hashes, const re
                 uint32_t n = (uint32_t)(off[r + 1] - off[r]);
                 uint32_t cur = head + count >= ring ? head + count - ring : head + count;
                 kvb_block *blk = s->slots + cur * stride;
+                if (lookahead && r + lookahead < n_requests)
+                    replay_hint(pool, t, hashes, r + lookahead, +1, pol, capacity);
 
                 rc = kvb_pool_match(pool, h, n, blk);
                 if (rc < 0)
                     replay_lib_fail(t, r, "kvb_pool_match", rc, pol->name, capacity);
                 uint32_t k = (uint32_t)rc;
                 hits += k;
+                if (lookahead)
+                    replay_hint(pool, t, hashes, r, -1, pol, capacity);
 
                 uint32_t m = n - k;
                 if (m > 0) {
@@ -658,6 +712,13 @@ static int replay_run_pool(const kvbt_trace *t, const kvb_hash *hashes, const re
                  "INVARIANT VIOLATION: kvb_pool_check() = %d (%s) after replaying %s with policy "
                  "%s, capacity %u, window %u: this is a kvblock bug",
                  rc, kvb_strerror(rc), t->name, pol->name, capacity, window);
+    if (st.hint_uses != 0 || st.hint_hashes != 0 || st.hint_protected != 0 ||
+        st.hint_unmatched != 0)
+        kvbt_die(prog,
+                 "after the replay (policy %s, capacity %u, lookahead %u) the pool reports %llu "
+                 "hint uses on %u hashes protecting %u blocks, %llu unmatched (all should be 0)",
+                 pol->name, capacity, lookahead, (unsigned long long)st.hint_uses, st.hint_hashes,
+                 st.hint_protected, (unsigned long long)st.hint_unmatched);
     if (st.misuse != 0 || st.mutable_ + st.staged + st.primary + st.duplicate != 0)
         kvbt_die(prog,
                  "after the replay (policy %s, capacity %u, window %u) the pool reports misuse "
@@ -681,7 +742,8 @@ static int replay_run_pool(const kvbt_trace *t, const kvb_hash *hashes, const re
 #define REPLAY_WARMUP 2048
 
 static void replay_warmup(const kvbt_trace *t, const kvb_hash *hashes, const replay_policy *pol,
-                          uint32_t capacity, uint32_t window, replay_scratch *s)
+                          uint32_t capacity, uint32_t window, uint32_t lookahead,
+                          replay_scratch *s)
 {
     kvbt_trace head = *t; /* a view of the first requests: only off[] is read past them */
     kvbt_progress off;
@@ -690,7 +752,7 @@ static void replay_warmup(const kvbt_trace *t, const kvb_hash *hashes, const rep
         head.n_requests = REPLAY_WARMUP;
     head.n_refs = t->off[head.n_requests];
     kvbt_progress_init(&off, false, 0);
-    int rc = replay_run_pool(&head, hashes, pol, capacity, window, s, &off, &cell);
+    int rc = replay_run_pool(&head, hashes, pol, capacity, window, lookahead, s, &off, &cell);
     if (rc < 0)
         kvbt_die(prog, "kvb_pool_create (policy %s, capacity %u): %s", pol->name, capacity,
                  kvb_strerror(rc));
@@ -719,6 +781,8 @@ static void replay_header(const kvbt_trace *t, const replay_opts *o, bool synthe
            "first; ");
     if (o->window)
         printf("the last %u requests hold their blocks; ", o->window);
+    if (o->lookahead)
+        printf("the pools are hinted the next %u requests; ", o->lookahead);
     printf("best of %llu\n\n", (unsigned long long)o->repeat);
 }
 
@@ -726,7 +790,7 @@ static void replay_columns(const replay_opts *o)
 {
     if (o->csv) {
         printf("policy,capacity,requests,block_refs,hits,hit_ratio,seconds,ns_per_block_ref,"
-               "evictions,window,early_releases\n");
+               "evictions,window,early_releases,lookahead\n");
         return;
     }
     printf("%-12s %10s %10s %10s %10s %9s %9s", "policy", "capacity", "hit ratio", "hits",
@@ -747,10 +811,11 @@ static void replay_emit(const replay_opts *o, const kvbt_trace *t, const replay_
     double secs = (double)c->ns / 1e9;
     double nsref = refs > 0 ? (double)c->ns / refs : 0.0;
     if (o->csv) {
-        printf("%s,%u,%llu,%llu,%llu,%.6f,%.6f,%.2f,%llu,%u,%llu\n", pol->name, capacity,
+        printf("%s,%u,%llu,%llu,%llu,%.6f,%.6f,%.2f,%llu,%u,%llu,%u\n", pol->name, capacity,
                (unsigned long long)t->n_requests, (unsigned long long)t->n_refs,
                (unsigned long long)c->hits, ratio, secs, nsref, (unsigned long long)c->evictions,
-               o->window, (unsigned long long)c->early_releases);
+               o->window, (unsigned long long)c->early_releases,
+               pol->kind == REPLAY_POOL ? o->lookahead : 0);
     } else {
         printf("%-12s %10u %9.2f%% %10llu %10llu %9.1f %9.2f", pol->name, capacity,
                100.0 * ratio, (unsigned long long)c->hits, (unsigned long long)c->evictions,
@@ -1060,6 +1125,9 @@ int main(int argc, char **argv)
         need_oracle = have_oracle;
     }
 
+    if (o.lookahead)
+        replay_hint_capacity = replay_lookahead_capacity(&t, o.lookahead);
+
     replay_scratch s;
     memset(&s, 0, sizeof s);
     s.maxn = (size_t)t.max_request_blocks;
@@ -1087,7 +1155,7 @@ int main(int argc, char **argv)
 
     for (unsigned p = 0; p < n_sel; p++) {
         if (sel[p].kind == REPLAY_POOL) {
-            replay_warmup(&t, hashes, &sel[p], o.capacities[0], o.window, &s);
+            replay_warmup(&t, hashes, &sel[p], o.capacities[0], o.window, o.lookahead, &s);
             break;
         }
     }
@@ -1107,7 +1175,8 @@ int main(int argc, char **argv)
                                     cap, (unsigned long long)++run, (unsigned long long)runs);
                 kvbt_progress_draw(&progress, true);
                 if (pol->kind == REPLAY_POOL) {
-                    rc = replay_run_pool(&t, hashes, pol, cap, o.window, &s, &progress, &cur);
+                    rc = replay_run_pool(&t, hashes, pol, cap, o.window, o.lookahead, &s, &progress,
+                                         &cur);
                     if (rc < 0)
                         kvbt_die(prog, "kvb_pool_create (policy %s, capacity %u): %s", pol->name,
                                  cap, kvb_strerror(rc));
