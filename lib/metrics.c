@@ -109,6 +109,9 @@ int kvb_pool_metrics_text(kvb_pool *p, char *buf, size_t cap)
         {"hint_rejected", "Hint calls refused for lack of hint capacity.", s.hint_rejected},
         {"hint_evictions", "Evictions that had to take a block protected by hints.",
          s.hint_evictions},
+        {"retention_expired", "Retention durations that ran out.", s.retention_expired},
+        {"retained_evictions", "Evictions of a block above the default retention priority.",
+         s.retained_evictions},
     };
     for (size_t i = 0; i < sizeof c / sizeof c[0]; i++)
         kvb_out_printf(&o,
@@ -133,6 +136,14 @@ int kvb_pool_metrics_text(kvb_pool *p, char *buf, size_t cap)
                    "kvblock_hint_protected{pool=\"%s\"} %u\n",
                    name, (unsigned long long)s.hint_uses, name, s.hint_hashes, name,
                    s.hint_protected);
+    kvb_out_printf(&o,
+                   "# HELP kvblock_retained Cached blocks at a priority other than the default.\n"
+                   "# TYPE kvblock_retained gauge\n"
+                   "kvblock_retained{pool=\"%s\"} %u\n"
+                   "# HELP kvblock_retention_timers Retention durations pending.\n"
+                   "# TYPE kvblock_retention_timers gauge\n"
+                   "kvblock_retention_timers{pool=\"%s\"} %u\n",
+                   name, s.retained, name, s.retention_timers);
     kvb_memory_stats m;
     if (kvb_pool_memory(p, &m) == 0) {
         kvb_out_printf(&o, "# HELP kvblock_bookkeeping_bytes Bookkeeping memory by component.\n"
@@ -140,9 +151,13 @@ int kvb_pool_metrics_text(kvb_pool *p, char *buf, size_t cap)
         const struct {
             const char *component;
             size_t v;
-        } b[] = {{"slots", m.slots},     {"hash_index", m.hash_index},
-                 {"backend", m.backend}, {"sketch", m.sketch},
-                 {"pool", m.pool},       {"hints", m.hints},
+        } b[] = {{"slots", m.slots},
+                 {"hash_index", m.hash_index},
+                 {"backend", m.backend},
+                 {"sketch", m.sketch},
+                 {"pool", m.pool},
+                 {"hints", m.hints},
+                 {"priorities", m.priorities},
                  {"total", m.total}};
         for (size_t i = 0; i < sizeof b / sizeof b[0]; i++)
             kvb_out_printf(&o, "kvblock_bookkeeping_bytes{pool=\"%s\",component=\"%s\"} %zu\n",

@@ -11,6 +11,8 @@
  *   - misuse == 0 (the program never misuses a handle);
  *   - lookahead hints balance: every thread withdraws what it hinted, so no use,
  *     hashed entry or protected block is left and nothing was unmatched;
+ *   - retention priorities and (short, real-clock) durations set concurrently
+ *     leave the pool consistent (kvb_pool_check covers the lists and the heap);
  *   - registry presence agrees with the pools' content for every hash.
  * Exits non-zero on the first violation.
  *
@@ -112,7 +114,7 @@ static void op(struct worker *w, uint64_t *s)
 {
     int pi = (int)rnd(s, NPOOLS);
     kvb_pool *p = pools[pi];
-    uint32_t kind = rnd(s, 15);
+    uint32_t kind = rnd(s, 16);
     w->op_count[kind]++;
     switch (kind) {
     case 0:
@@ -162,7 +164,12 @@ static void op(struct worker *w, uint64_t *s)
                 i++;
             }
         }
-        if (kvb_pool_register(cp, batch, (uint32_t)n, out) != 0)
+        kvb_retention ret;
+        kvb_retention_init(&ret);
+        kvb_retention_range rg[2] = {{0, 32, 80, 2}, {32, 0, 10, 0}};
+        ret.ranges = rg;
+        ret.n_ranges = 2;
+        if (kvb_pool_register_retained(cp, batch, (uint32_t)n, rnd(s, 2) ? &ret : NULL, out) != 0)
             FAIL("register");
         w->registered[pool_index(cp)] += (uint64_t)n;
         for (int i = 0; i < n; i++)
@@ -290,6 +297,23 @@ static void op(struct worker *w, uint64_t *s)
         }
         break;
     }
+    case 15: { /* retention priorities, some with short durations (a real clock) */
+        uint32_t prio = rnd(s, KVB_PRIORITY_MAX + 1), dur = rnd(s, 3) ? 0 : 1 + rnd(s, 3);
+        if (w->nb && rnd(s, 2)) {
+            kvb_block *b = &w->b[rnd(s, (uint32_t)w->nb)];
+            if (kvb_block_set_priority(b, prio, dur) != 0)
+                FAIL("set_priority of a held block");
+            int got = kvb_block_priority(b);
+            if (got < 0 || got > (int)KVB_PRIORITY_MAX)
+                FAIL("block_priority: %d", got);
+        } else {
+            uint32_t ch = rnd(s, CHAINS), n = 1 + rnd(s, DEPTH);
+            int rc = kvb_pool_set_priority(p, universe[ch], n, prio, dur);
+            if (rc < 0 || rc > (int)n)
+                FAIL("pool_set_priority: %d", rc);
+        }
+        break;
+    }
     case 13: { /* use count and address of held blocks */
         if (!w->nb)
             break;
@@ -361,6 +385,7 @@ int main(int argc, char **argv)
         cfg.dup_policy = i == 0 ? KVB_DUP_ALLOW : KVB_DUP_REJECT;
         cfg.name = i == 0 ? "gpu" : "host";
         cfg.hint_capacity = HINT_CAPACITY;
+        cfg.priorities = true;
         /* user = the pool's index: callbacks fire only after pools[] is filled */
         cfg.callbacks = (kvb_callbacks){.user = &idx[i], .on_reset = on_reset, .on_evict = on_evict};
         if (kvb_pool_create(&cfg, &pools[i]) != 0)
@@ -442,11 +467,12 @@ int main(int argc, char **argv)
         printf("pool %-4s: allocations=%" PRIu64 " evictions=%" PRIu64 " registrations=%" PRIu64
                " duplicates=%" PRIu64 " dedups=%" PRIu64 " match_hits=%" PRIu64
                " eager=%" PRIu64 " noops=%" PRIu64 " resets=%lu contended=%" PRIu64
-               " hint_evictions=%" PRIu64 " hint_rejected=%" PRIu64 "\n",
+               " hint_evictions=%" PRIu64 " hint_rejected=%" PRIu64 " retention_expired=%" PRIu64
+               " retained_evictions=%" PRIu64 "\n",
                kvb_pool_name(p), s.allocations, s.evictions, s.registrations, s.duplicates,
                s.dedups, s.match_returned, s.eager_transitions, s.release_noops,
                (unsigned long)atomic_load(&cb_resets[pi]), s.lock_contended, s.hint_evictions,
-               s.hint_rejected);
+               s.hint_rejected, s.retention_expired, s.retained_evictions);
         if (kvb_pool_check(p) != 0)
             FAIL("kvb_pool_check after presence scan on pool %d", pi);
         if (kvb_pool_destroy(p) != 0)

@@ -1397,6 +1397,135 @@ BACKEND_TEST(hints_random_against_a_model)
 }
 
 /* ------------------------------------------------------------------------ */
+/* Pool-level scenarios: every backend under retention priorities and       */
+/* durations (only default-priority blocks enter a backend)                 */
+/* ------------------------------------------------------------------------ */
+
+static uint64_t conf_now;
+
+static uint64_t conf_clock(void *ctx)
+{
+    (void)ctx;
+    return conf_now;
+}
+
+static kvb_pool *ppool(const struct backend_case *bc, uint32_t blocks, uint32_t hint_capacity)
+{
+    kvb_pool_config cfg;
+    kvb_pool_config_init(&cfg);
+    cfg.block_count = blocks;
+    cfg.evict_ops = bc->ops;
+    cfg.hint_capacity = hint_capacity;
+    cfg.priorities = true;
+    cfg.clock = (kvb_clock){.now_ms = conf_clock};
+    conf_now = 0;
+    kvb_pool *p = NULL;
+    int rc = kvb_pool_create(&cfg, &p);
+    cr_assert_eq(rc, 0, "%s: kvb_pool_create: %s", bc->ops->name, kvb_strerror(rc));
+    return p;
+}
+
+BACKEND_TEST(priorities_lowest_first)
+{
+    kvb_pool *p = ppool(bc, 32, 0);
+    kvb_hash h[32], ev[32];
+    /* 8 at 10 and 4 at 20 (below), 8 at the default, 4 at 60 and 8 at 90 (above) */
+    uint32_t level[32];
+    for (uint32_t i = 0; i < 32; i++) {
+        level[i] = i < 8 ? 10 : i < 12 ? 20 : i < 20 ? KVB_PRIORITY_DEFAULT : i < 24 ? 60 : 90;
+        h[i] = hroot(600 + i);
+    }
+    uint32_t order[32]; /* release order: interleaved levels */
+    for (uint32_t i = 0; i < 32; i++)
+        order[i] = (i * 13) % 32;
+    for (uint32_t j = 0; j < 32; j++) {
+        uint32_t i = order[j];
+        hrequest(p, &h[i], 1, NULL, NULL);
+        cr_assert_eq(kvb_pool_set_priority(p, &h[i], 1, level[i], 0), 1);
+    }
+    kvb_stats st;
+    kvb_pool_stats(p, &st);
+    cr_assert_eq(st.retained, 24, "%s", bc->ops->name);
+    cr_assert_eq(hevict(p, 32, ev), 32);
+    /* below the default: level by level, release order within a level */
+    uint32_t k = 0;
+    for (uint32_t lv = 0; lv <= 100; lv++) {
+        if (lv == KVB_PRIORITY_DEFAULT) { /* the backend's 8, in its own order */
+            for (uint32_t e = 0; e < 8; e++, k++) {
+                bool ok = false;
+                for (uint32_t i = 12; i < 20; i++)
+                    ok |= kvb_hash_equal(ev[k], h[i]);
+                cr_assert(ok, "%s: eviction %u is not a default-priority block", bc->ops->name,
+                          k);
+            }
+            continue;
+        }
+        for (uint32_t j = 0; j < 32; j++) {
+            uint32_t i = order[j];
+            if (level[i] != lv)
+                continue;
+            cr_assert(kvb_hash_equal(ev[k], h[i]), "%s: eviction %u out of order (level %u)",
+                      bc->ops->name, k, lv);
+            k++;
+        }
+    }
+    kvb_pool_stats(p, &st);
+    cr_assert_eq(st.retained_evictions, 12);
+    cr_assert_eq(st.retained, 0);
+    hfinish(p);
+}
+
+BACKEND_TEST(priorities_durations_return_to_the_default)
+{
+    kvb_pool *p = ppool(bc, 16, 0);
+    kvb_hash h[16], ev[16];
+    for (uint32_t i = 0; i < 16; i++) {
+        h[i] = hroot(700 + i);
+        hrequest(p, &h[i], 1, NULL, NULL);
+    }
+    /* a TTL pin on h[0..7]: 100 ms at the top priority */
+    cr_assert_eq(kvb_pool_set_priority(p, h, 8, KVB_PRIORITY_MAX, 100), 8);
+    conf_now = 99;
+    cr_assert_eq(hevict(p, 8, ev), 8);
+    for (uint32_t i = 0; i < 8; i++)
+        cr_assert_not(hin(h, 8, ev[i]), "%s: a pinned block went first", bc->ops->name);
+    conf_now = 100; /* the pins run out: ordinary blocks, the only ones left */
+    kvb_stats st;
+    kvb_pool_stats(p, &st);
+    cr_assert_eq(st.retention_expired, 8);
+    cr_assert_eq(st.retained, 0);
+    cr_assert_eq(st.retention_timers, 0);
+    cr_assert_eq(hevict(p, 16, ev), 8);
+    kvb_pool_stats(p, &st);
+    cr_assert_eq(st.retained_evictions, 0);
+    hfinish(p);
+}
+
+BACKEND_TEST(priorities_cached_blocks_move_both_ways)
+{
+    kvb_pool *p = ppool(bc, 8, 8);
+    kvb_hash h[8], ev[8];
+    for (uint32_t i = 0; i < 8; i++) {
+        h[i] = hroot(800 + i);
+        hrequest(p, &h[i], 1, NULL, NULL);
+    }
+    cr_assert_eq(kvb_pool_set_priority(p, h, 4, 70, 0), 4);  /* out of the backend */
+    cr_assert_eq(kvb_pool_set_priority(p, h, 2, KVB_PRIORITY_DEFAULT, 0), 2); /* back */
+    cr_assert_eq(kvb_pool_set_priority(p, h + 4, 1, 5, 0), 1);
+    cr_assert_eq(kvb_pool_hint(p, h + 4, 1, 1), 0); /* h[4]: low, but hinted */
+    cr_assert_eq(kvb_pool_check(p), 0);
+    cr_assert_eq(hevict(p, 8, ev), 8);
+    /* h[5..7] and h[0..1] (the default) in the backend's order, then h[2], h[3]
+     * (70, release order), then h[4] (hinted) */
+    for (uint32_t i = 0; i < 5; i++)
+        cr_assert(hin(h + 5, 3, ev[i]) || hin(h, 2, ev[i]), "%s: eviction %u", bc->ops->name, i);
+    cr_assert(kvb_hash_equal(ev[5], h[2]) && kvb_hash_equal(ev[6], h[3]), "%s", bc->ops->name);
+    cr_assert(kvb_hash_equal(ev[7], h[4]), "%s", bc->ops->name);
+    cr_assert_eq(kvb_pool_hint(p, h + 4, 1, -1), 0);
+    hfinish(p);
+}
+
+/* ------------------------------------------------------------------------ */
 /* Policy-specific order                                                    */
 /* ------------------------------------------------------------------------ */
 
