@@ -693,7 +693,7 @@ static int kvb_config_validate(const kvb_pool_config *cfg, uint32_t *bs, uint8_t
     *bs = cfg->block_size ? cfg->block_size : 16;
     if (*bs > 1024 || (*bs & (*bs - 1)))
         return -EINVAL;
-    if ((unsigned)cfg->dup_policy > KVB_DUP_REJECT || (unsigned)cfg->evict > KVB_EVICT_LINEAGE_ARC)
+    if ((unsigned)cfg->dup_policy > KVB_DUP_REJECT || (unsigned)cfg->evict > KVB_EVICT_ADAPTIVE)
         return -EINVAL;
     const uint8_t *t = cfg->multi_lru_thresholds;
     if (t[0] == 0 && t[1] == 0 && t[2] == 0) {

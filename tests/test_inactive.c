@@ -248,6 +248,7 @@ static const struct backend_case backends[] = {
     {&kvb_inactive_tinylfu, MODEL_SET, 40},
     {&kvb_inactive_lineage, MODEL_LRU, 100},
     {&kvb_inactive_lineage_arc, MODEL_SET, 400},
+    {&kvb_inactive_adaptive, MODEL_SET, 480},
     {&test_lifo_ops, MODEL_LIFO, 0},
 };
 #define N_BACKENDS (sizeof backends / sizeof backends[0])
@@ -1777,15 +1778,16 @@ Test(builtin, lookup)
     cr_assert_eq(kvb_inactive_builtin(KVB_EVICT_TINYLFU), &kvb_inactive_tinylfu);
     cr_assert_eq(kvb_inactive_builtin(KVB_EVICT_LINEAGE), &kvb_inactive_lineage);
     cr_assert_eq(kvb_inactive_builtin(KVB_EVICT_LINEAGE_ARC), &kvb_inactive_lineage_arc);
+    cr_assert_eq(kvb_inactive_builtin(KVB_EVICT_ADAPTIVE), &kvb_inactive_adaptive);
     /* out of range */
-    cr_assert_null(kvb_inactive_builtin((kvb_evict_policy)(KVB_EVICT_LINEAGE_ARC + 1)));
+    cr_assert_null(kvb_inactive_builtin((kvb_evict_policy)(KVB_EVICT_ADAPTIVE + 1)));
     cr_assert_null(kvb_inactive_builtin((kvb_evict_policy)99));
     cr_assert_null(kvb_inactive_builtin((kvb_evict_policy)-1));
 }
 
 Test(builtin, every_builtin_is_in_the_conformance_table)
 {
-    for (int p = KVB_EVICT_LRU; p <= KVB_EVICT_LINEAGE; p++) {
+    for (int p = KVB_EVICT_LRU; p <= KVB_EVICT_ADAPTIVE; p++) {
         const kvb_inactive_ops *ops = kvb_inactive_builtin((kvb_evict_policy)p);
         if (!ops)
             continue;

@@ -127,6 +127,20 @@ static kvb_publisher *replay_pub;
 static kvb_event_config replay_events;
 /* --lookahead: the pools' hint capacity (0: no hints) */
 static uint32_t replay_hint_capacity;
+/* --retention K:P[:MS] and --ttl MS: retention priorities, on the trace's clock */
+static struct {
+    bool on;
+    uint32_t blocks, priority, duration_ms;
+} replay_ret;
+static uint32_t replay_ttl_ms;
+static uint64_t replay_now_ms; /* the current request's timestamp (or index) */
+#define REPLAY_BLOCK_TOKENS 512 /* tokens per Mooncake block (shared/data/README.md) */
+
+static uint64_t replay_clock(void *ctx)
+{
+    (void)ctx;
+    return replay_now_ms;
+}
 
 static void replay_pool_config(kvb_pool_config *cfg, const replay_policy *pol, uint32_t capacity)
 {
@@ -136,6 +150,10 @@ static void replay_pool_config(kvb_pool_config *cfg, const replay_policy *pol, u
     cfg->evict_ops = pol->ops;
     cfg->name = "replay";
     cfg->hint_capacity = replay_hint_capacity;
+    if (replay_ret.on || replay_ttl_ms) {
+        cfg->priorities = true;
+        cfg->clock = (kvb_clock){.now_ms = replay_clock};
+    }
     if (replay_pub)
         cfg->events = &replay_events;
 }
@@ -242,6 +260,8 @@ typedef struct replay_opts {
     bool capacities_set; /* --capacity or --capacities given */
     uint32_t window;
     uint32_t lookahead;
+    const char *retention; /* --retention as given */
+    uint32_t ttl;
     const char *plot;
     const char *publish, *publish_replay, *topic;
     bool csv, quiet;
@@ -280,9 +300,17 @@ static void replay_usage(FILE *f)
             "  --lookahead W       hint the next W requests of the trace to the pool\n"
             "                      (kvb_pool_hint; default 0: no hints): a request adds its\n"
             "                      hashes W requests ahead and withdraws them once matched\n"
+            "  --retention K:P[:MS] the first K blocks of every request at retention priority\n"
+            "                      P (0..100, default 35), for MS ms of trace time (default:\n"
+            "                      no duration); hits refresh it\n"
+            "  --ttl MS            after each request, pin its blocks at priority 100 for MS ms\n"
+            "                      of trace time (the trace's timestamps; without them the\n"
+            "                      request index counts as milliseconds)\n"
             "  --csv               CSV: policy,capacity,requests,block_refs,hits,hit_ratio,\n"
             "                      seconds,ns_per_block_ref,evictions,window,early_releases,\n"
-            "                      lookahead\n"
+            "                      lookahead,uncached_p50,uncached_p90,uncached_p99 (per request:\n"
+            "                      input tokens not found cached, or uncached blocks without\n"
+            "                      token counts; empty for the references)\n"
             "                      (hit_ratio a fraction)\n"
             "  --plot FILE.svg     write hit ratio vs capacity curves of every policy run\n"
             "  --repeat N          time N runs per configuration, keep the best (default 1)\n"
@@ -347,6 +375,8 @@ static void replay_parse_args(int argc, char **argv, replay_opts *o)
         O_POLICY,
         O_WINDOW,
         O_LOOKAHEAD,
+        O_RETENTION,
+        O_TTL,
         O_CSV,
         O_PLOT,
         O_REPEAT,
@@ -366,6 +396,8 @@ static void replay_parse_args(int argc, char **argv, replay_opts *o)
         {"policy", required_argument, NULL, O_POLICY},
         {"window", required_argument, NULL, O_WINDOW},
         {"lookahead", required_argument, NULL, O_LOOKAHEAD},
+        {"retention", required_argument, NULL, O_RETENTION},
+        {"ttl", required_argument, NULL, O_TTL},
         {"csv", no_argument, NULL, O_CSV},
         {"plot", required_argument, NULL, O_PLOT},
         {"repeat", required_argument, NULL, O_REPEAT},
@@ -423,6 +455,28 @@ static void replay_parse_args(int argc, char **argv, replay_opts *o)
             if (!kvbt_parse_u64(optarg, 0, 1000000, &v))
                 replay_usage_error("--lookahead: '%s' is not a count from 0 to 1000000", optarg);
             o->lookahead = (uint32_t)v;
+            break;
+        case O_RETENTION: {
+            unsigned k = 0, pr = 0, ms = 0;
+            char tail;
+            int got = sscanf(optarg, "%u:%u:%u%c", &k, &pr, &ms, &tail);
+            if (got < 2 || got > 3 || k == 0 || pr > KVB_PRIORITY_MAX)
+                replay_usage_error("--retention: '%s' is not K:P[:MS] (K >= 1 blocks, priority P "
+                                   "0..100, MS milliseconds)",
+                                   optarg);
+            o->retention = optarg;
+            replay_ret.on = true;
+            replay_ret.blocks = k;
+            replay_ret.priority = pr;
+            replay_ret.duration_ms = got == 3 ? ms : 0;
+            break;
+        }
+        case O_TTL:
+            if (!kvbt_parse_u64(optarg, 1, UINT32_MAX, &v))
+                replay_usage_error("--ttl: '%s' is not a duration in ms (1 to %u)", optarg,
+                                   UINT32_MAX);
+            o->ttl = (uint32_t)v;
+            replay_ttl_ms = o->ttl;
             break;
         case O_CSV:
             o->csv = true;
@@ -492,6 +546,8 @@ typedef struct replay_scratch {
     size_t maxn;      /* longest request */
     kvb_block *slots; /* window W: W + 1 slots of maxn handles, a ring of requests */
     uint32_t *slot_n; /* handles in each slot */
+    uint32_t *uncached; /* per request: tokens (or blocks) not found cached */
+    uint32_t *sorted;   /* scratch for the percentiles */
 } replay_scratch;
 
 /* One finished (policy, capacity) configuration. */
@@ -501,6 +557,8 @@ typedef struct replay_cell {
     uint64_t evictions;
     uint64_t early_releases; /* window requests released early to make room */
     uint64_t ns;             /* the replay loop only */
+    bool has_uncached;       /* pool runs: per-request uncached tokens (or blocks) */
+    uint32_t uncached[3];    /* their p50, p90, p99 */
 } replay_cell;
 
 /* Where request r comes from, for messages: "request 17 (line 17)". */
@@ -539,6 +597,73 @@ static void replay_hint(kvb_pool *pool, const kvbt_trace *t, const kvb_hash *has
     int rc = kvb_pool_hint(pool, hashes + t->off[r], (uint32_t)(t->off[r + 1] - t->off[r]), delta);
     if (rc < 0)
         replay_lib_fail(t, r, "kvb_pool_hint", rc, pol->name, capacity);
+}
+
+/* --retention: a hit refreshes the priority of the request's first blocks */
+static void replay_refresh(kvb_pool *pool, const kvbt_trace *t, uint64_t r, const kvb_hash *h,
+                           uint32_t n, const replay_policy *pol, uint32_t capacity)
+{
+    int rc = kvb_pool_set_priority(pool, h, n, replay_ret.priority, replay_ret.duration_ms);
+    if (rc < 0)
+        replay_lib_fail(t, r, "kvb_pool_set_priority", rc, pol->name, capacity);
+}
+
+/* --ttl: a finished request's blocks stay for the TTL (a paused session's pin) */
+static void replay_pin(kvb_pool *pool, const kvbt_trace *t, uint64_t r, const kvb_hash *h,
+                       uint32_t n, const replay_policy *pol, uint32_t capacity)
+{
+    int rc = kvb_pool_set_priority(pool, h, n, KVB_PRIORITY_MAX, replay_ttl_ms);
+    if (rc < 0)
+        replay_lib_fail(t, r, "kvb_pool_set_priority", rc, pol->name, capacity);
+}
+
+/* Tokens of request r that were not found cached with k prefix hits (the time to
+ * first token grows with them): its input length minus the cached blocks' tokens,
+ * or, for traces without token counts, its uncached blocks. */
+static inline uint32_t replay_uncached(const kvbt_trace *t, uint64_t r, uint32_t n, uint32_t k)
+{
+    if (!t->input_tokens)
+        return n - k;
+    uint64_t cached = (uint64_t)k * REPLAY_BLOCK_TOKENS;
+    return t->input_tokens[r] > cached ? (uint32_t)(t->input_tokens[r] - cached) : 0;
+}
+
+/* --retention: the first K blocks of a request at priority P (kvb_retention: a token
+ * range of the pool's block size, 16 tokens, per trace block) */
+static const kvb_retention *replay_retention(kvb_retention *r, kvb_retention_range *g)
+{
+    if (!replay_ret.on)
+        return NULL;
+    kvb_retention_init(r);
+    *g = (kvb_retention_range){.token_start = 0,
+                               .token_end = replay_ret.blocks * 16u,
+                               .priority = replay_ret.priority,
+                               .duration_ms = replay_ret.duration_ms};
+    r->ranges = g;
+    r->n_ranges = 1;
+    return r;
+}
+
+static int replay_cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* p50, p90, p99 of the per-request uncached tokens (nearest rank) */
+static void replay_percentiles(const kvbt_trace *t, replay_scratch *s, replay_cell *res)
+{
+    uint64_t n = t->n_requests;
+    if (n == 0)
+        return;
+    memcpy(s->sorted, s->uncached, (size_t)n * sizeof *s->sorted);
+    qsort(s->sorted, (size_t)n, sizeof *s->sorted, replay_cmp_u32);
+    const double q[3] = {0.50, 0.90, 0.99};
+    for (int i = 0; i < 3; i++) {
+        uint64_t rank = (uint64_t)ceil(q[i] * (double)n);
+        res->uncached[i] = s->sorted[rank ? rank - 1 : 0];
+    }
+    res->has_uncached = true;
 }
 
 /* The hint capacity --lookahead W needs: at most W + 1 requests are hinted at once
@@ -580,6 +705,11 @@ static int replay_run_pool(const kvbt_trace *t, const kvb_hash *hashes, const re
     const uint64_t *off = t->off;
     const uint64_t n_requests = t->n_requests;
     uint64_t hits = 0, early = 0, excluded = 0;
+    kvb_retention retbuf;
+    kvb_retention_range rg;
+    const kvb_retention *ret = replay_retention(&retbuf, &rg);
+    const bool timed = replay_ttl_ms || (ret && replay_ret.duration_ms);
+    const uint32_t ret_blocks = replay_ret.blocks;
 
     uint64_t t0 = kvbt_now_ns();
     for (uint64_t r = 0; r < lookahead && r < n_requests; r++)
@@ -591,6 +721,8 @@ static int replay_run_pool(const kvbt_trace *t, const kvb_hash *hashes, const re
             for (uint64_t r = r0; r < r1; r++) {
                 const kvb_hash *h = hashes + off[r];
                 uint32_t n = (uint32_t)(off[r + 1] - off[r]);
+                if (timed)
+                    replay_now_ms = t->timestamp_ms ? t->timestamp_ms[r] : r;
                 if (lookahead && r + lookahead < n_requests)
                     replay_hint(pool, t, hashes, r + lookahead, +1, pol, capacity);
 
@@ -599,8 +731,11 @@ static int replay_run_pool(const kvbt_trace *t, const kvb_hash *hashes, const re
                     replay_lib_fail(t, r, "kvb_pool_match", rc, pol->name, capacity);
                 uint32_t k = (uint32_t)rc;
                 hits += k;
+                s->uncached[r] = replay_uncached(t, r, n, k);
                 if (lookahead)
                     replay_hint(pool, t, hashes, r, -1, pol, capacity);
+                if (ret && k)
+                    replay_refresh(pool, t, r, h, k < ret_blocks ? k : ret_blocks, pol, capacity);
 
                 uint32_t m = n - k;
                 if (m > 0) {
@@ -610,11 +745,14 @@ static int replay_run_pool(const kvbt_trace *t, const kvb_hash *hashes, const re
                     rc = kvb_pool_stage(pool, s->mut, h + k, m, s->cmp);
                     if (rc < 0)
                         replay_lib_fail(t, r, "kvb_pool_stage", rc, pol->name, capacity);
-                    rc = kvb_pool_register(pool, s->cmp, m, blk + k);
+                    rc = ret ? kvb_pool_register_retained(pool, s->cmp, m, ret, blk + k)
+                             : kvb_pool_register(pool, s->cmp, m, blk + k);
                     if (rc < 0)
                         replay_lib_fail(t, r, "kvb_pool_register", rc, pol->name, capacity);
                 }
 
+                if (replay_ttl_ms) /* the request's blocks, held now, cached next */
+                    replay_pin(pool, t, r, h, n, pol, capacity);
                 /* Last block first: reverse the handles, release them in one batch. */
                 for (uint32_t a = 0, b = n ? n - 1 : 0; a < b; a++, b--) {
                     kvb_block tmp = blk[a];
@@ -641,6 +779,8 @@ static int replay_run_pool(const kvbt_trace *t, const kvb_hash *hashes, const re
                 uint32_t n = (uint32_t)(off[r + 1] - off[r]);
                 uint32_t cur = head + count >= ring ? head + count - ring : head + count;
                 kvb_block *blk = s->slots + cur * stride;
+                if (timed)
+                    replay_now_ms = t->timestamp_ms ? t->timestamp_ms[r] : r;
                 if (lookahead && r + lookahead < n_requests)
                     replay_hint(pool, t, hashes, r + lookahead, +1, pol, capacity);
 
@@ -649,8 +789,11 @@ static int replay_run_pool(const kvbt_trace *t, const kvb_hash *hashes, const re
                     replay_lib_fail(t, r, "kvb_pool_match", rc, pol->name, capacity);
                 uint32_t k = (uint32_t)rc;
                 hits += k;
+                s->uncached[r] = replay_uncached(t, r, n, k);
                 if (lookahead)
                     replay_hint(pool, t, hashes, r, -1, pol, capacity);
+                if (ret && k)
+                    replay_refresh(pool, t, r, h, k < ret_blocks ? k : ret_blocks, pol, capacity);
 
                 uint32_t m = n - k;
                 if (m > 0) {
@@ -668,10 +811,13 @@ static int replay_run_pool(const kvbt_trace *t, const kvb_hash *hashes, const re
                     rc = kvb_pool_stage(pool, s->mut, h + k, m, s->cmp);
                     if (rc < 0)
                         replay_lib_fail(t, r, "kvb_pool_stage", rc, pol->name, capacity);
-                    rc = kvb_pool_register(pool, s->cmp, m, blk + k);
+                    rc = ret ? kvb_pool_register_retained(pool, s->cmp, m, ret, blk + k)
+                             : kvb_pool_register(pool, s->cmp, m, blk + k);
                     if (rc < 0)
                         replay_lib_fail(t, r, "kvb_pool_register", rc, pol->name, capacity);
                 }
+                if (replay_ttl_ms) /* the request's blocks, held now, cached later */
+                    replay_pin(pool, t, r, h, n, pol, capacity);
                 for (uint32_t a = 0, b = n ? n - 1 : 0; a < b; a++, b--) {
                     kvb_block tmp = blk[a];
                     blk[a] = blk[b];
@@ -733,6 +879,7 @@ static int replay_run_pool(const kvbt_trace *t, const kvb_hash *hashes, const re
     res->evictions = st.evictions;
     res->early_releases = early;
     res->ns = t1 - t0 - excluded;
+    replay_percentiles(t, s, res);
     return 0;
 }
 
@@ -783,6 +930,13 @@ static void replay_header(const kvbt_trace *t, const replay_opts *o, bool synthe
         printf("the last %u requests hold their blocks; ", o->window);
     if (o->lookahead)
         printf("the pools are hinted the next %u requests; ", o->lookahead);
+    if (o->retention)
+        printf("the first %u blocks of each request at priority %u%s; ", replay_ret.blocks,
+               replay_ret.priority, replay_ret.duration_ms ? " (with a duration)" : "");
+    if (o->ttl)
+        printf("each request's blocks pinned for %u ms; ", o->ttl);
+    printf("uncached = per request, %s not found cached; ",
+           t->input_tokens ? "input tokens" : "blocks");
     printf("best of %llu\n\n", (unsigned long long)o->repeat);
 }
 
@@ -790,14 +944,15 @@ static void replay_columns(const replay_opts *o)
 {
     if (o->csv) {
         printf("policy,capacity,requests,block_refs,hits,hit_ratio,seconds,ns_per_block_ref,"
-               "evictions,window,early_releases,lookahead\n");
+               "evictions,window,early_releases,lookahead,uncached_p50,uncached_p90,"
+               "uncached_p99\n");
         return;
     }
     printf("%-12s %10s %10s %10s %10s %9s %9s", "policy", "capacity", "hit ratio", "hits",
            "evictions", "ns/ref", "M refs/s");
     if (o->window)
         printf(" %9s", "early rel");
-    printf("\n");
+    printf("  %s\n", "uncached p50/p90/p99");
 }
 
 /* One finished configuration, to every sink: the text table or --csv on stdout.
@@ -811,17 +966,23 @@ static void replay_emit(const replay_opts *o, const kvbt_trace *t, const replay_
     double secs = (double)c->ns / 1e9;
     double nsref = refs > 0 ? (double)c->ns / refs : 0.0;
     if (o->csv) {
-        printf("%s,%u,%llu,%llu,%llu,%.6f,%.6f,%.2f,%llu,%u,%llu,%u\n", pol->name, capacity,
+        printf("%s,%u,%llu,%llu,%llu,%.6f,%.6f,%.2f,%llu,%u,%llu,%u", pol->name, capacity,
                (unsigned long long)t->n_requests, (unsigned long long)t->n_refs,
                (unsigned long long)c->hits, ratio, secs, nsref, (unsigned long long)c->evictions,
                o->window, (unsigned long long)c->early_releases,
                pol->kind == REPLAY_POOL ? o->lookahead : 0);
+        if (c->has_uncached)
+            printf(",%u,%u,%u\n", c->uncached[0], c->uncached[1], c->uncached[2]);
+        else
+            printf(",,,\n");
     } else {
         printf("%-12s %10u %9.2f%% %10llu %10llu %9.1f %9.2f", pol->name, capacity,
                100.0 * ratio, (unsigned long long)c->hits, (unsigned long long)c->evictions,
                nsref, secs > 0 ? refs / secs / 1e6 : 0.0);
         if (o->window)
             printf(" %9llu", (unsigned long long)c->early_releases);
+        if (c->has_uncached)
+            printf("  %u/%u/%u", c->uncached[0], c->uncached[1], c->uncached[2]);
         printf("\n");
     }
     fflush(stdout);
@@ -940,6 +1101,49 @@ static void replay_plot(const replay_opts *o, const kvbt_trace *t, bool syntheti
         kvbt_die(prog, "--plot: %s", err);
     if (!o->quiet && !o->csv)
         printf("\nplot: %s\n", o->plot);
+
+    /* the TTFT proxy: p90 of the per-request uncached tokens, pool policies only */
+    ns = 0;
+    for (unsigned p = 0; p < n_sel; p++) {
+        kvbt_plot_series *se = &series[ns];
+        se->name = sel[p].name;
+        se->x = xs + (size_t)ns * o->n_capacities;
+        se->y = ys + (size_t)ns * o->n_capacities;
+        se->n = 0;
+        se->style = KVBT_PLOT_LINE;
+        for (unsigned c = 0; c < o->n_capacities; c++) {
+            const replay_cell *x = &cells[p * o->n_capacities + c];
+            if (!x->done || !x->has_uncached)
+                continue;
+            xs[(size_t)ns * o->n_capacities + se->n] = o->capacities[c];
+            ys[(size_t)ns * o->n_capacities + se->n] = x->uncached[1];
+            se->n++;
+        }
+        if (se->n)
+            ns++;
+    }
+    if (ns) {
+        size_t len = strlen(o->plot);
+        char *path2 = kvbt_xmalloc_array(len + 16, 1);
+        size_t stem = len >= 4 && strcmp(o->plot + len - 4, ".svg") == 0 ? len - 4 : len;
+        snprintf(path2, len + 16, "%.*s-uncached.svg", (int)stem, o->plot);
+        char title2[256];
+        snprintf(title2, sizeof title2, "Uncached %s per request, p90: %s",
+                 t->input_tokens ? "input tokens" : "blocks",
+                 synthetic ? "built-in synthetic workload" : t->name);
+        kvbt_plot plot2 = plot;
+        plot2.title = title2;
+        plot2.ylabel = t->input_tokens ? "p90 uncached input tokens (TTFT proxy)"
+                                       : "p90 uncached blocks per request";
+        plot2.n_series = ns;
+        plot2.ref_y = -1;
+        plot2.ref_label = NULL;
+        if (kvbt_plot_svg(path2, &plot2, err, sizeof err) < 0)
+            kvbt_die(prog, "--plot: %s", err);
+        if (!o->quiet && !o->csv)
+            printf("plot: %s\n", path2);
+        free(path2);
+    }
     free(series);
     free(xs);
     free(ys);
@@ -1134,6 +1338,8 @@ int main(int argc, char **argv)
     s.blocks = kvbt_xmalloc_array(s.maxn, sizeof *s.blocks);
     s.mut = kvbt_xmalloc_array(s.maxn, sizeof *s.mut);
     s.cmp = kvbt_xmalloc_array(s.maxn, sizeof *s.cmp);
+    s.uncached = kvbt_xmalloc_array(t.n_requests ? t.n_requests : 1, sizeof *s.uncached);
+    s.sorted = kvbt_xmalloc_array(t.n_requests ? t.n_requests : 1, sizeof *s.sorted);
     if (o.window) {
         double mib = ((double)o.window + 1) * (double)s.maxn * sizeof *s.slots / 1048576.0;
         if (mib > 4096)
@@ -1204,6 +1410,8 @@ int main(int argc, char **argv)
                 best.hits = cur.hits;
                 best.evictions = cur.evictions;
                 best.early_releases = cur.early_releases;
+                best.has_uncached = cur.has_uncached;
+                memcpy(best.uncached, cur.uncached, sizeof best.uncached);
                 if (cur.ns < best.ns)
                     best.ns = cur.ns;
             }
@@ -1229,6 +1437,8 @@ int main(int argc, char **argv)
     free(s.cmp);
     free(s.slots);
     free(s.slot_n);
+    free(s.uncached);
+    free(s.sorted);
     free(hashes);
     kvbt_trace_free(&t);
     if (replay_pub) {

@@ -21,7 +21,8 @@ typedef struct kvb_registry kvb_registry;
 
 typedef enum { KVB_DUP_ALLOW = 0, KVB_DUP_REJECT } kvb_dup_policy;
 typedef enum { KVB_EVICT_LRU = 0, KVB_EVICT_FIFO, KVB_EVICT_MULTI_LRU,
-               KVB_EVICT_TINYLFU, KVB_EVICT_LINEAGE, KVB_EVICT_LINEAGE_ARC } kvb_evict_policy;
+               KVB_EVICT_TINYLFU, KVB_EVICT_LINEAGE, KVB_EVICT_LINEAGE_ARC,
+               KVB_EVICT_ADAPTIVE } kvb_evict_policy;
 
 typedef struct kvb_callbacks {
     void *user;
