@@ -389,8 +389,9 @@ KVB_API int kvb_pool_reset_inactive(kvb_pool *pool);
  * call; ties (the blocks of one request) go deepest position first. Withdrawing takes
  * a hash's oldest uses back first. Hints never keep a block from being allocated when
  * nothing else is left, never change what is matched, and work under every eviction
- * policy, custom backends included (the pool keeps hinted blocks apart; the backend
- * does not see them until their hints are withdrawn).
+ * policy, custom backends included: the pool filters victims (a hinted block the
+ * backend proposes is set apart instead of evicted, and comes back into the backend's
+ * order when its hints are withdrawn); no backend needs to know.
  *
  * Withdraw after the scheduled request has matched its prefix (kvb_pool_match): its
  * hinted blocks are then taken from the protected set directly. A hash may be hinted
