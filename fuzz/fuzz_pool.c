@@ -23,8 +23,15 @@
  * that change on every transition, a FIFO free list, LRU (insertion order) and
  * FIFO (arrival order) eviction, resurrection, duplicates holding a reference
  * on their primary, reset-on-release, the misuse counter, the counters of
- * kvb_stats, the callbacks (and their order), registry presence, and the
- * flattened event stream. After every call the harness compares: the return
+ * kvb_stats, the callbacks (and their order), registry presence, the
+ * flattened event stream, and lookahead hints (kvb_pool_hint on pool A, which
+ * has a small hint capacity; pool B has none): per hash a FIFO of (ticket, uses),
+ * victims that are hinted set apart instead of evicted, the set-apart blocks
+ * evicted last by (next need, position), withdrawal back into the policy order;
+ * and retention priorities (pool A, when its policy is lru or fifo): a level per
+ * content, blocks below the default evicted first and blocks above it last (least
+ * recently released first within a level, the policy's order at the default),
+ * durations on an injected clock that an operation advances. After every call the harness compares: the return
  * value; the handles produced (pool, id, generation, hash: ids are predicted
  * too, since the free list and both built-in policies are deterministic) and
  * consumed (cleared on success, untouched on failure); the callbacks fired;
@@ -172,12 +179,25 @@ struct mslot {
      * PRIMARY (kept apart, under the lock); phantom: saturation added by the test */
     uint32_t gen, rc, dups, arrival, prim, phantom;
     uint8_t state;
-    bool flag; /* reset on release */
+    bool flag;     /* reset on release */
+    bool diverted; /* INACTIVE, set apart by hints (not in the policy's order) */
+    bool listed;   /* INACTIVE, in its priority level's list (not in the policy's order) */
+    uint8_t prio;  /* PRIMARY/INACTIVE: retention priority */
+    uint64_t until; /* its duration's deadline (0: none) */
+    uint64_t lseq;  /* place in its level list */
 };
 
 struct mcounters {
     uint64_t allocations, from_reset, evictions, registrations, duplicates, dedups, stagings,
         mreq, mret, misuse, resurrections, sreq, sret, noops;
+};
+
+/* hints of one universe hash: its outstanding (ticket, uses), oldest first */
+#define MAXT 16
+struct mhint {
+    uint64_t tk[MAXT];
+    uint32_t tu[MAXT], nt;
+    uint64_t uses;
 };
 
 struct mpool {
@@ -194,6 +214,12 @@ struct mpool {
     uint32_t count[S_N];
     uint32_t peak;
     struct mcounters c;
+    uint32_t hint_cap;
+    bool prio; /* created with priorities */
+    uint64_t lseq, expired, retained_evictions;
+    uint64_t ticket;
+    struct mhint h[NU];
+    uint64_t h_added, h_withdrawn, h_unmatched, h_rejected, h_evictions;
 };
 
 /* expected and observed side effects of one call */
@@ -274,8 +300,16 @@ static uint32_t m_trans(struct mpool *mp, uint32_t id, int to, uint32_t rc)
 {
     struct mslot *s = &mp->s[id];
     int from = s->state;
-    if (from == S_INACTIVE)
+    if (from == S_INACTIVE && s->diverted)
+        s->diverted = false;
+    else if (from == S_INACTIVE && s->listed)
+        s->listed = false;
+    else if (from == S_INACTIVE)
         lru_remove(mp, id);
+    if ((from == S_PRIMARY || from == S_INACTIVE) && (to == S_RESET || to == S_MUTABLE)) {
+        s->prio = KVB_PRIORITY_DEFAULT; /* the content leaves, so does its priority */
+        s->until = 0;
+    }
     mp->count[from]--;
     mp->count[to]++;
     s->state = (uint8_t)to;
@@ -286,6 +320,9 @@ static uint32_t m_trans(struct mpool *mp, uint32_t id, int to, uint32_t rc)
     if (to == S_RESET) {
         s->flag = false;
         free_push(mp, id);
+    } else if (to == S_INACTIVE && s->prio != KVB_PRIORITY_DEFAULT) {
+        s->listed = true;
+        s->lseq = ++mp->lseq;
     } else if (to == S_INACTIVE) {
         mp->lru[mp->nlru++] = id;
     }
@@ -368,8 +405,9 @@ static void m_last_release(struct mpool *mp, uint32_t id)
     }
 }
 
-/* the first `need` eviction victims in policy order (known policies): lru is the
- * insertion order; fifo the arrival order (serial-number compare, then id) */
+/* the first `need` eviction victims in policy order (known policies), among the
+ * blocks not set apart by hints: lru is the insertion order; fifo the arrival order
+ * (serial-number compare, then id) */
 static void m_victims(const struct mpool *mp, uint32_t need, uint32_t *out)
 {
     if (mp->policy == POL_LRU) {
@@ -378,7 +416,7 @@ static void m_victims(const struct mpool *mp, uint32_t need, uint32_t *out)
     }
     uint32_t ids[MAXB], k = 0;
     for (uint32_t i = 0; i < mp->n; i++)
-        if (mp->s[i].state == S_INACTIVE)
+        if (mp->s[i].state == S_INACTIVE && !mp->s[i].diverted && !mp->s[i].listed)
             ids[k++] = i;
     for (uint32_t a = 0; a < need; a++) { /* selection: n <= 48 */
         uint32_t best = a;
@@ -391,6 +429,191 @@ static void m_victims(const struct mpool *mp, uint32_t need, uint32_t *out)
         ids[a] = ids[best];
         ids[best] = t;
         out[a] = ids[a];
+    }
+}
+
+/* ---- hints ---- */
+
+static int u_index(kvb_hash h)
+{
+    for (int k = 0; k < NU - 1; k++)
+        if (heq(U[k], h))
+            return k;
+    return -1;
+}
+
+static bool m_hinted(const struct mpool *mp, kvb_hash h)
+{
+    int k = u_index(h);
+    return k >= 0 && mp->h[k].uses > 0;
+}
+
+/* the heap key of a set-apart block: next need << 24 | position */
+static uint64_t m_hkey(const struct mpool *mp, uint32_t id)
+{
+    int k = u_index(mp->s[id].hash);
+    CHECK(k >= 0 && mp->h[k].uses, "model: set-apart block %u without hints", id);
+    return mp->h[k].tk[0] << 24 | kvb_hash_position(mp->s[id].hash);
+}
+
+static uint32_t m_hint_entries(const struct mpool *mp, uint32_t *records)
+{
+    uint32_t e = 0, r = 0;
+    for (int k = 0; k < NU; k++)
+        if (mp->h[k].uses) {
+            e++;
+            r += mp->h[k].nt - 1; /* the oldest lives in the entry */
+        }
+    *records = r;
+    return e;
+}
+
+static uint32_t m_protected(const struct mpool *mp)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < mp->n; i++)
+        n += mp->s[i].state == S_INACTIVE && mp->s[i].diverted;
+    return n;
+}
+
+/* the head of the non-empty level list with the lowest level in [lo, hi], or -1 */
+static int m_list_head(const struct mpool *mp, uint32_t lo, uint32_t hi)
+{
+    int best = -1;
+    for (uint32_t i = 0; i < mp->n; i++) {
+        const struct mslot *s = &mp->s[i];
+        if (s->state != S_INACTIVE || !s->listed || s->prio < lo || s->prio > hi)
+            continue;
+        if (best < 0 || s->prio < mp->s[best].prio ||
+            (s->prio == mp->s[best].prio && s->lseq < mp->s[best].lseq))
+            best = (int)i;
+    }
+    return best;
+}
+
+/* A block taken from where it waits (its list or the policy's order): set apart when
+ * hinted, else out[(*k)++]. Victims are marked `diverted` too, which keeps them out
+ * of every order until m_trans moves them. */
+static void m_take(struct mpool *mp, uint32_t id, uint32_t *out, uint32_t *k)
+{
+    struct mslot *s = &mp->s[id];
+    if (s->listed)
+        s->listed = false;
+    else
+        lru_remove(mp, id); /* (the lru list tracks the policy's blocks whatever the policy) */
+    s->diverted = true;
+    if (!m_hinted(mp, s->hash))
+        out[(*k)++] = id;
+}
+
+static uint32_t m_in_policy(const struct mpool *mp)
+{
+    uint32_t nb = 0;
+    for (uint32_t i = 0; i < mp->n; i++)
+        nb += mp->s[i].state == S_INACTIVE && !mp->s[i].diverted && !mp->s[i].listed;
+    return nb;
+}
+
+/* Victims of an allocation needing `need` blocks past the free list (known policies):
+ * the lists below the default priority, the policy's order, the lists above the
+ * default (hinted blocks set apart on the way), then the set-apart blocks by key,
+ * largest first (ties: the library's choice, from lib[], checked). */
+static void m_victims_hinted(struct mpool *mp, uint32_t need, uint32_t *out, const uint32_t *lib)
+{
+    uint32_t k = 0;
+    int l;
+    while (k < need && (l = m_list_head(mp, 0, KVB_PRIORITY_DEFAULT - 1)) >= 0)
+        m_take(mp, (uint32_t)l, out, &k);
+    while (k < need && m_in_policy(mp)) {
+        uint32_t order[1];
+        m_victims(mp, 1, order);
+        m_take(mp, order[0], out, &k);
+    }
+    while (k < need && (l = m_list_head(mp, KVB_PRIORITY_DEFAULT + 1, KVB_PRIORITY_MAX)) >= 0)
+        m_take(mp, (uint32_t)l, out, &k);
+    while (k < need) {
+        uint64_t best = 0;
+        bool any = false;
+        for (uint32_t i = 0; i < mp->n; i++) {
+            if (mp->s[i].state != S_INACTIVE || !mp->s[i].diverted)
+                continue;
+            bool taken = false;
+            for (uint32_t j = 0; j < k; j++)
+                taken |= out[j] == i;
+            if (taken)
+                continue;
+            uint64_t key = m_hkey(mp, i);
+            if (!any || key > best)
+                best = key;
+            any = true;
+        }
+        CHECK(any, "model: allocation ran out of cached blocks");
+        uint32_t id = lib[k];
+        CHECK(id < mp->n && mp->s[id].state == S_INACTIVE && mp->s[id].diverted &&
+                  m_hkey(mp, id) == best,
+              "allocate: protected victim %u is not one needed furthest ahead", id);
+        for (uint32_t j = 0; j < k; j++)
+            CHECK(out[j] != id, "allocate: block %u evicted twice", id);
+        out[k++] = id;
+        mp->h_evictions++;
+    }
+}
+
+/* ---- retention priorities ---- */
+
+static uint64_t g_now = 1000; /* the injected clock of pool A */
+
+static uint64_t fuzz_clock(void *ctx)
+{
+    (void)ctx;
+    return g_now;
+}
+
+/* content id (PRIMARY/INACTIVE) gets a priority and duration */
+static void m_set_prio(struct mpool *mp, uint32_t id, uint32_t prio, uint32_t dur)
+{
+    struct mslot *s = &mp->s[id];
+    bool moves = s->state == S_INACTIVE && !s->diverted && s->prio != prio;
+    if (moves) {
+        if (s->listed)
+            s->listed = false;
+        else
+            lru_remove(mp, id);
+    }
+    s->prio = (uint8_t)prio;
+    s->until = dur && prio != KVB_PRIORITY_DEFAULT ? g_now + dur : 0;
+    if (moves) {
+        if (prio != KVB_PRIORITY_DEFAULT) {
+            s->listed = true;
+            s->lseq = ++mp->lseq;
+        } else {
+            mp->lru[mp->nlru++] = id;
+        }
+    }
+}
+
+/* durations due now, earliest deadline (then lowest id) first */
+static void m_expire(struct mpool *mp)
+{
+    for (;;) {
+        int best = -1;
+        for (uint32_t i = 0; i < mp->n; i++) {
+            const struct mslot *s = &mp->s[i];
+            if (!s->until || s->until > g_now)
+                continue;
+            if (best < 0 || s->until < mp->s[best].until)
+                best = (int)i;
+        }
+        if (best < 0)
+            return;
+        struct mslot *s = &mp->s[best];
+        s->until = 0;
+        s->prio = KVB_PRIORITY_DEFAULT;
+        mp->expired++;
+        if (s->listed) { /* cached at its old priority: into the policy's order */
+            s->listed = false;
+            mp->lru[mp->nlru++] = (uint32_t)best;
+        }
     }
 }
 
@@ -514,6 +737,28 @@ static void compare_pool(const struct mpool *mp, const char *what)
     EQ(s.scan_requested, mp->c.sreq);
     EQ(s.scan_returned, mp->c.sret);
     EQ(kvb_pool_available(p), mp->count[S_RESET] + mp->count[S_INACTIVE]);
+    uint32_t records, entries = m_hint_entries(mp, &records);
+    uint64_t uses = 0;
+    for (int k = 0; k < NU; k++)
+        uses += mp->h[k].uses;
+    EQ(s.hint_uses, uses);
+    EQ(s.hint_hashes, entries);
+    EQ(s.hint_added, mp->h_added);
+    EQ(s.hint_withdrawn, mp->h_withdrawn);
+    EQ(s.hint_unmatched, mp->h_unmatched);
+    EQ(s.hint_rejected, mp->h_rejected);
+    EQ(s.hint_evictions, mp->h_evictions);
+    if (mp->policy != POL_OTHER)
+        EQ(s.hint_protected, m_protected(mp));
+    uint32_t listed = 0, timers = 0;
+    for (uint32_t i = 0; i < mp->n; i++) {
+        listed += mp->s[i].state == S_INACTIVE && mp->s[i].listed;
+        timers += mp->s[i].until != 0;
+    }
+    EQ(s.retained, listed);
+    EQ(s.retention_timers, timers);
+    EQ(s.retention_expired, mp->expired);
+    EQ(s.retained_evictions, mp->retained_evictions);
 #undef EQ
     for (uint32_t i = 0; i < mp->n; i++) {
         CHECK(kvb__test_slot_gen(p, i) == mp->s[i].gen, "%s: pool %d slot %u generation %u, "
@@ -613,11 +858,14 @@ static void model_reset(struct mpool *mp, const kvb_pool_config *cfg, kvb_pool *
     mp->callbacks = cfg->callbacks.on_reset != NULL;
     mp->events = cfg->events != NULL;
     mp->evict = cfg->evict;
+    mp->hint_cap = cfg->hint_capacity;
+    mp->prio = cfg->priorities;
     mp->policy = cfg->evict == KVB_EVICT_LRU ? POL_LRU
                  : cfg->evict == KVB_EVICT_FIFO ? POL_FIFO
                                                 : POL_OTHER;
     for (uint32_t i = 0; i < mp->n; i++) {
         mp->s[i].gen = 1;
+        mp->s[i].prio = KVB_PRIORITY_DEFAULT;
         free_push(mp, i);
     }
     mp->count[S_RESET] = mp->n;
@@ -697,15 +945,31 @@ static void op_allocate(struct rd *r)
     for (uint32_t i = 0; i < take; i++)
         ids[i] = free_pop(mp);
     if (mp->policy == POL_OTHER) { /* order unknown to the model: adopt, but validate */
+        bool hinted_victim = false;
         for (uint32_t i = take; i < n; i++) {
             ids[i] = out[i].id;
             CHECK(ids[i] < mp->n && mp->s[ids[i]].state == S_INACTIVE,
                   "allocate evicted block %u which is not cached", ids[i]);
             for (uint32_t j = take; j < i; j++)
                 CHECK(ids[j] != ids[i], "allocate evicted block %u twice", ids[i]);
+            if (m_hinted(mp, mp->s[ids[i]].hash)) {
+                hinted_victim = true;
+                mp->h_evictions++;
+            }
+        }
+        /* a hinted block goes only when no unhinted one is left */
+        for (uint32_t i = 0; hinted_victim && i < mp->n; i++) {
+            bool victim = false;
+            for (uint32_t j = take; j < n; j++)
+                victim |= ids[j] == i;
+            CHECK(victim || mp->s[i].state != S_INACTIVE || m_hinted(mp, mp->s[i].hash),
+                  "allocate evicted a hinted block while block %u, unhinted, stayed", i);
         }
     } else {
-        m_victims(mp, need, &ids[take]);
+        uint32_t lib[64];
+        for (uint32_t i = take; i < n; i++)
+            lib[i - take] = out[i].id;
+        m_victims_hinted(mp, need, &ids[take], lib);
     }
     for (uint32_t i = 0; i < n; i++) {
         uint32_t id = ids[i];
@@ -717,6 +981,7 @@ static void op_allocate(struct rd *r)
             m_cb(mp, CB_EVICT, id, s->hash);
             m_ev(mp, EV_REMOVED, s->hash);
             mp->c.evictions++;
+            mp->retained_evictions += s->prio > KVB_PRIORITY_DEFAULT;
         } else {
             mp->c.from_reset++;
         }
@@ -852,9 +1117,54 @@ static void fill_block_check(const kvb_block *b, const struct mpool *mp, uint32_
           "%s: block (id %u, gen %u), model (id %u, gen %u)", what, b->id, b->gen, id, gen);
 }
 
+/* retention configurations registrations may use (block size 16) */
+static const kvb_retention_range RG0[] = {{0, 32, 90, 0}, {32, 0, 10, 5}};
+static const kvb_retention_range RG1[] = {{16, 48, 60, 3}};
+static const kvb_retention_range RG2[] = {{0, 0, 0, 0}};
+static const kvb_retention_range RGBAD[] = {{8, 4, 50, 0}};
+
+static const kvb_retention *pick_retention(uint8_t b, kvb_retention *r)
+{
+    kvb_retention_init(r);
+    switch ((b >> 1) & 7) {
+    case 1:
+        r->ranges = RG0;
+        r->n_ranges = 2;
+        return r;
+    case 2:
+        r->ranges = RG1;
+        r->n_ranges = 1;
+        r->decode_start = 48;
+        r->decode_priority = 100;
+        r->decode_duration_ms = 9;
+        return r;
+    case 3:
+        r->ranges = RG2;
+        r->n_ranges = 1;
+        return r;
+    case 4:
+        r->ranges = RGBAD;
+        r->n_ranges = 1;
+        return r;
+    case 5:
+        return r; /* valid, every block at the default */
+    default:
+        return NULL;
+    }
+}
+
+static bool retention_valid(const kvb_retention *r)
+{
+    uint32_t p, d;
+    return kvb_retention_lookup(r, 0, &p, &d) == 0;
+}
+
 static void op_register(struct rd *r)
 {
-    struct mpool *mp = &M.P[u8(r) & 1];
+    uint8_t pb = u8(r);
+    struct mpool *mp = &M.P[pb & 1];
+    kvb_retention retbuf;
+    const kvb_retention *ret = pick_retention(pb, &retbuf);
     uint8_t nb = u8(r);
     uint32_t n = nb % 13; /* 0..12 */
     bool null_args = (nb & 0xf0) == 0xf0;
@@ -867,11 +1177,16 @@ static void op_register(struct rd *r)
         batch[k] = TC[idx[k]];
     }
     memcpy(before, batch, sizeof batch);
-    int rc = kvb_pool_register(mp->real, null_args ? NULL : batch, n, out);
+    int rc = ret ? kvb_pool_register_retained(mp->real, null_args ? NULL : batch, n, ret, out)
+                 : kvb_pool_register(mp->real, null_args ? NULL : batch, n, out);
     g_rc = rc;
     int want = 0;
     if (null_args && n)
         want = -EINVAL;
+    else if (ret && !retention_valid(ret))
+        want = -EINVAL;
+    else if (ret && !mp->prio)
+        want = -ENOTSUP;
     else if (n) {
         /* validation of the whole batch first */
         bool bad = false, mark[MAXB] = {false};
@@ -929,6 +1244,11 @@ static void op_register(struct rd *r)
             uint32_t gen = m_trans(mp, id, S_DUPLICATE, 1);
             fill_block_check(&out[k], mp, id, gen, "register (duplicate)");
             mp->c.duplicates++;
+        }
+        if (ret) {
+            uint32_t pr, du;
+            kvb_retention_lookup(ret, (uint64_t)kvb_hash_position(h) * 16, &pr, &du);
+            m_set_prio(mp, pid >= 0 ? (uint32_t)pid : id, pr, du);
         }
         CHECK(is_zero(&batch[k], sizeof batch[k]), "register: input %u not cleared", k);
         memset(&TC[idx[k]], 0, sizeof TC[idx[k]]);
@@ -1235,7 +1555,48 @@ static void op_reset_inactive(struct rd *r)
                 order[k++] = got_cb.r[j].id;
         CHECK(k == total, "reset_inactive: %u on_evict for %u cached blocks", k, total);
     } else {
-        m_victims(mp, total, order);
+        /* below the default priority, the policy's order, above the default */
+        uint32_t nb = 0;
+        struct mslot save[MAXB];
+        memcpy(save, mp->s, sizeof save);
+        int l;
+        while ((l = m_list_head(mp, 0, KVB_PRIORITY_DEFAULT - 1)) >= 0) {
+            order[nb++] = (uint32_t)l;
+            mp->s[l].listed = false;
+            mp->s[l].diverted = true; /* (out of every order until drained below) */
+        }
+        uint32_t np = m_in_policy(mp);
+        m_victims(mp, np, order + nb);
+        for (uint32_t j = nb; j < nb + np; j++)
+            mp->s[order[j]].diverted = true;
+        nb += np;
+        while ((l = m_list_head(mp, KVB_PRIORITY_DEFAULT + 1, KVB_PRIORITY_MAX)) >= 0) {
+            order[nb++] = (uint32_t)l;
+            mp->s[l].listed = false;
+            mp->s[l].diverted = true;
+        }
+        memcpy(mp->s, save, sizeof save); /* the drain below moves them */
+        /* then the blocks set apart by hints, largest key first (ties: the callbacks' order
+         * when there are callbacks to follow; any order is right without them) */
+        uint32_t k = nb, seen = 0;
+        for (uint32_t j = 0; j < got_cb.n; j++)
+            if (got_cb.r[j].kind == CB_EVICT && seen++ >= nb && k < total)
+                order[k++] = got_cb.r[j].id;
+        if (k < total) {
+            k = nb;
+            for (uint32_t i = 0; i < mp->n; i++)
+                if (mp->s[i].state == S_INACTIVE && mp->s[i].diverted)
+                    order[k++] = i;
+        }
+        CHECK(k == total, "reset_inactive: %u blocks to drain, model %u", k, total);
+        for (uint32_t j = nb; j < total; j++) {
+            CHECK(order[j] < mp->n && mp->s[order[j]].state == S_INACTIVE &&
+                      mp->s[order[j]].diverted,
+                  "reset_inactive: drained block %u out of order", order[j]);
+            if (mp->callbacks && j > nb)
+                CHECK(m_hkey(mp, order[j]) <= m_hkey(mp, order[j - 1]),
+                      "reset_inactive: protected blocks out of order");
+        }
     }
     for (uint32_t j = 0; j < total; j++) {
         uint32_t id = order[j];
@@ -1352,6 +1713,160 @@ static void op_saturate(struct rd *r)
 }
 
 /* one field of a valid configuration made wrong (or right): the expected error */
+static void op_hint(struct rd *r)
+{
+    struct mpool *mp = &M.P[u8(r) & 1];
+    uint8_t sel = u8(r), db = u8(r);
+    uint32_t n = sel % 6;
+    bool null = n && (sel & 0x80);
+    int32_t d = (int8_t)db;
+    if ((sel & 0x40) && d)
+        d = d > 0 ? INT32_MAX - 2 + (d & 1) : INT32_MIN + 1 - (d & 1); /* huge deltas too */
+    kvb_hash hs[8];
+    int ks[8];
+    for (uint32_t i = 0; i < n; i++) {
+        ks[i] = u8(r) % NU;
+        hs[i] = U[ks[i]];
+    }
+    int rc = kvb_pool_hint(mp->real, null ? NULL : hs, n, d);
+    g_rc = rc;
+    int want = 0;
+    bool bad_hash = false;
+    for (uint32_t i = 0; i < n; i++)
+        bad_hash |= !hash_valid(hs[i]);
+    if (null || d == 0 || bad_hash)
+        want = -EINVAL;
+    else if (!mp->hint_cap)
+        want = -ENOTSUP;
+    else if (n && d > 0) {
+        uint32_t records, entries = m_hint_entries(mp, &records);
+        if (n > mp->hint_cap - records || n > mp->hint_cap - entries)
+            want = -ENOSPC;
+    }
+    CHECK(rc == want, "hint(n %u, delta %d): %d, model %d", n, d, rc, want);
+    if (want == -ENOSPC)
+        mp->h_rejected++;
+    if (rc != 0 || n == 0)
+        return;
+    if (d > 0) {
+        uint64_t t = ++mp->ticket;
+        for (uint32_t i = 0; i < n; i++) {
+            struct mhint *h = &mp->h[ks[i]];
+            if (h->nt && h->tk[h->nt - 1] == t && h->tu[h->nt - 1] <= UINT32_MAX - (uint32_t)d) {
+                h->tu[h->nt - 1] += (uint32_t)d;
+            } else {
+                CHECK(h->nt < MAXT, "model: hint FIFO overflow");
+                h->tk[h->nt] = t;
+                h->tu[h->nt++] = (uint32_t)d;
+            }
+            h->uses += (uint32_t)d;
+        }
+        mp->h_added += (uint64_t)n * (uint32_t)d;
+        return;
+    }
+    uint32_t k = (uint32_t)(-(int64_t)d);
+    for (uint32_t i = 0; i < n; i++) {
+        struct mhint *h = &mp->h[ks[i]];
+        uint32_t taken = 0;
+        while (taken < k && h->nt) {
+            uint32_t x = k - taken < h->tu[0] ? k - taken : h->tu[0];
+            h->tu[0] -= x;
+            taken += x;
+            if (h->tu[0] == 0) {
+                memmove(h->tk, h->tk + 1, (h->nt - 1) * sizeof h->tk[0]);
+                memmove(h->tu, h->tu + 1, (h->nt - 1) * sizeof h->tu[0]);
+                h->nt--;
+            }
+        }
+        h->uses -= taken;
+        mp->h_withdrawn += taken;
+        mp->h_unmatched += k - taken;
+        if (h->uses)
+            continue;
+        /* no use left: a block set apart goes back into the policy's order */
+        for (uint32_t id = 0; id < mp->n; id++)
+            if (mp->s[id].state == S_INACTIVE && mp->s[id].diverted &&
+                heq(mp->s[id].hash, hs[i])) {
+                mp->s[id].diverted = false;
+                if (mp->s[id].prio != KVB_PRIORITY_DEFAULT) { /* its priority's list */
+                    mp->s[id].listed = true;
+                    mp->s[id].lseq = ++mp->lseq;
+                } else {
+                    mp->lru[mp->nlru++] = id;
+                }
+            }
+    }
+}
+
+static void op_prio(struct rd *r)
+{
+    uint8_t what = u8(r), a = u8(r), pb = u8(r), db = u8(r);
+    uint32_t prio = pb % 128 > 110 ? 101 + pb % 3 : pb % 101; /* mostly valid */
+    uint32_t dur = db < 128 ? 0 : db % 20;
+    switch (what % 4) {
+    case 0:
+    case 1: { /* on a live reference: set, or read */
+        kvb_block b = TB[a % NB];
+        struct mpool *mp = b.pool ? mp_of(b.pool) : NULL;
+        bool set = what % 4 == 0;
+        int rc = set ? kvb_block_set_priority(&b, prio, dur) : kvb_block_priority(&b);
+        g_rc = rc;
+        int want;
+        if (set && prio > KVB_PRIORITY_MAX)
+            want = -EINVAL;
+        else if (!mp)
+            want = -ESTALE;
+        else if (set && !mp->prio)
+            want = -ENOTSUP;
+        else if (!m_ref_valid(mp, b.id, b.gen)) {
+            want = -ESTALE;
+            mp->c.misuse++;
+        } else {
+            uint32_t id = mp->s[b.id].state == S_DUPLICATE ? mp->s[b.id].prim : b.id;
+            if (set) {
+                m_set_prio(mp, id, prio, dur);
+                want = 0;
+            } else {
+                want = mp->prio ? mp->s[id].prio : (int)KVB_PRIORITY_DEFAULT;
+            }
+        }
+        CHECK(rc == want, "%s: %d, model %d", set ? "block_set_priority" : "block_priority", rc,
+              want);
+        break;
+    }
+    case 2: { /* by hashes, held or cached */
+        struct mpool *mp = &M.P[a & 1];
+        uint32_t n = (a >> 1) % 5;
+        kvb_hash hs[4];
+        for (uint32_t i = 0; i < n; i++)
+            hs[i] = U[u8(r) % NU];
+        bool null = n && (a & 0x80);
+        int rc = kvb_pool_set_priority(mp->real, null ? NULL : hs, n, prio, dur);
+        g_rc = rc;
+        int want = 0;
+        if (null || prio > KVB_PRIORITY_MAX)
+            want = -EINVAL;
+        else if (!mp->prio)
+            want = -ENOTSUP;
+        else
+            for (uint32_t i = 0; i < n; i++) {
+                int id = m_find(mp, hs[i]);
+                if (id < 0)
+                    continue;
+                m_set_prio(mp, (uint32_t)id, prio, dur);
+                want++;
+            }
+        CHECK(rc == want, "pool_set_priority: %d, model %d", rc, want);
+        break;
+    }
+    default: /* time passes (the next stats snapshot applies what is due) */
+        g_now += a % 16;
+        m_expire(&M.P[0]);
+        m_expire(&M.P[1]);
+        break;
+    }
+}
+
 static void op_config(struct rd *r)
 {
     uint8_t what = u8(r), v = u8(r);
@@ -1495,6 +2010,7 @@ static void setup(struct rd *r)
 {
     uint8_t c = u8(r), na = u8(r), nb = u8(r);
     universe_init();
+    g_now = 1000;
     memset(&M, 0, sizeof M);
     memset(TM, 0, sizeof TM);
     memset(TC, 0, sizeof TC);
@@ -1530,6 +2046,10 @@ static void setup(struct rd *r)
                                              .on_evict = on_evict};
         if (i == 0 && (c & 0x40))
             cfg->events = &EVCFG;
+        cfg->hint_capacity = i == 0 ? 6 : 0; /* small: -ENOSPC happens; B: -ENOTSUP */
+        /* retention priorities where the model knows the policy's order */
+        cfg->priorities = i == 0 && !use_other;
+        cfg->clock = (kvb_clock){.now_ms = fuzz_clock};
         pool_create_or_die(i);
     }
 }
@@ -1680,8 +2200,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 op_forge(&r);
             break;
         case 14:
-            name = (op & 0x10) ? "config" : "metrics";
-            if (op & 0x10)
+            name = (op & 0x20)   ? "hint"
+                   : (op & 0x40) ? "priority"
+                   : (op & 0x10) ? "config"
+                                 : "metrics";
+            if (op & 0x20)
+                op_hint(&r);
+            else if (op & 0x40)
+                op_prio(&r);
+            else if (op & 0x10)
                 op_config(&r);
             else
                 op_metrics(&r);

@@ -225,7 +225,8 @@ typedef enum {
     KVB_EVICT_MULTI_LRU,
     KVB_EVICT_TINYLFU,
     KVB_EVICT_LINEAGE,
-    KVB_EVICT_LINEAGE_ARC /* addition beyond API.md v1 */
+    KVB_EVICT_LINEAGE_ARC, /* addition beyond API.md v1 */
+    KVB_EVICT_ADAPTIVE     /* lru or lineage_arc, chosen by miniature simulations */
 } kvb_evict_policy;
 
 /** Release callbacks; all optional; never called under the pool lock. */
@@ -250,6 +251,14 @@ typedef struct kvb_allocator {
     void (*free)(void *ctx, void *ptr, size_t size);
 } kvb_allocator;
 
+/** A monotonic clock in milliseconds, for retention durations. Leave now_ms NULL for
+ * CLOCK_MONOTONIC; tests and trace replays inject their own time. The pool reads it
+ * before taking its lock, and only when durations are pending (or being set). */
+typedef struct kvb_clock {
+    void *ctx;
+    uint64_t (*now_ms)(void *ctx);
+} kvb_clock;
+
 struct kvb_inactive_ops; /* kvblock/inactive.h: custom eviction backends */
 struct kvb_event_config; /* kvblock/events.h: KV cache events */
 
@@ -272,6 +281,18 @@ typedef struct kvb_pool_config {
     kvb_allocator allocator;
     /** KV events (kvblock/events.h); NULL for none. Copied at create. */
     const struct kvb_event_config *events;
+    /** Lookahead hints (kvb_pool_hint): how many (hash, hinting call) pairs may be
+     * outstanding at once, e.g. the blocks of every request the scheduler may queue.
+     * 0 (the default): no hints, and no memory or time spent on them. At create the
+     * pool reserves about 80 bytes per unit plus 4 bytes per block (never more
+     * afterwards). At most 2^30. */
+    uint32_t hint_capacity;
+    /** Retention priorities and durations (kvb_pool_register_retained,
+     * kvb_block_set_priority, kvb_pool_set_priority): off by default; on, the pool
+     * reserves 29 bytes per block at create. */
+    bool priorities;
+    /** Clock for retention durations (default: CLOCK_MONOTONIC). */
+    kvb_clock clock;
 } kvb_pool_config;
 
 /** Largest supported block_count (block ids are uint32_t; one value is reserved). */
@@ -355,6 +376,39 @@ KVB_API uint32_t kvb_pool_available(kvb_pool *pool);
  *            one CLEARED event; registry presence updates.
  */
 KVB_API int kvb_pool_reset_inactive(kvb_pool *pool);
+
+/**
+ * @brief Lookahead hints: tell the pool which content queued requests will ask for.
+ *
+ * delta > 0 adds delta expected uses of each hashes[i] (a request entering the queue
+ * hints its prefix hashes); delta < 0 withdraws -delta uses of each (the request was
+ * scheduled or cancelled). A cached block whose hash has outstanding uses is evicted
+ * only when no other cached block is left, and among such blocks the one needed
+ * furthest ahead goes first: the uses of one call are needed after those of every
+ * earlier call (a queue), so a hash's next need is its oldest outstanding hinting
+ * call; ties (the blocks of one request) go deepest position first. Withdrawing takes
+ * a hash's oldest uses back first. Hints never keep a block from being allocated when
+ * nothing else is left, never change what is matched, and work under every eviction
+ * policy, custom backends included: the pool filters victims (a hinted block the
+ * backend proposes is set apart instead of evicted, and comes back into the backend's
+ * order when its hints are withdrawn); no backend needs to know.
+ *
+ * Withdraw after the scheduled request has matched its prefix (kvb_pool_match): its
+ * hinted blocks are then taken from the protected set directly. A hash may be hinted
+ * before it is cached: the block is protected when it is released into the cache.
+ * Withdrawing uses that are not outstanding is not an error: they are ignored and
+ * counted in kvb_stats.hint_unmatched.
+ * @param delta non-zero.
+ * @return 0; -ENOSPC (delta > 0 and the hint capacity cannot take n more hashes:
+ *         nothing changed, counted in hint_rejected); -ENOTSUP (the pool was created
+ *         with hint_capacity 0); -EINVAL (NULL pool, NULL hashes with n > 0, delta 0,
+ *         or a hash with the invalid mode 3).
+ * Thread safety: takes the pool lock once; O(n) expected, O(log n) per hinted
+ * block that moves.
+ * Ownership: none (no handle is taken or released).
+ * Callbacks: none (hints never evict).
+ */
+KVB_API int kvb_pool_hint(kvb_pool *pool, const kvb_hash *hashes, uint32_t n, int32_t delta);
 
 /**
  * @brief Full invariant check (state counts, free list, inactive index, hash index,
@@ -602,6 +656,103 @@ KVB_API void kvb_block_downgrade(const kvb_block *b, kvb_weak *out);
  */
 KVB_API int kvb_weak_upgrade(const kvb_weak *w, kvb_block *out);
 
+/* ------------------------------------------------------------------------ */
+/* Retention priorities (TensorRT-LLM's KvCacheRetentionConfig)              */
+/* ------------------------------------------------------------------------ */
+
+#define KVB_PRIORITY_MIN     0u
+#define KVB_PRIORITY_MAX     100u
+#define KVB_PRIORITY_DEFAULT 35u
+
+/** Priority of the blocks whose first token lies in [token_start, token_end). */
+typedef struct kvb_retention_range {
+    uint32_t token_start;
+    uint32_t token_end;   /**< one past the last token; 0: to the end of the sequence */
+    uint32_t priority;    /**< KVB_PRIORITY_MIN..KVB_PRIORITY_MAX */
+    uint32_t duration_ms; /**< 0: as long as the block lives; else back to the default after */
+} kvb_retention_range;
+
+/** Retention of one request's blocks, as TensorRT-LLM's KvCacheRetentionConfig: a
+ * priority per token range, each with an optional duration, and a decode-phase
+ * priority for the generated tokens. A block gets the priority of the range holding
+ * its first token (position x block_size), the decode priority when that token is at
+ * or past decode_start, else the default. Fill with kvb_retention_init. */
+typedef struct kvb_retention {
+    const kvb_retention_range *ranges; /**< sorted by token_start, not overlapping */
+    uint32_t n_ranges;
+    uint32_t decode_priority;    /**< default KVB_PRIORITY_DEFAULT */
+    uint32_t decode_duration_ms; /**< default 0 */
+    uint32_t decode_start;       /**< first generated token; default UINT32_MAX: none */
+} kvb_retention;
+
+/**
+ * @brief Fill r with defaults: no range, no decode phase (every block default).
+ * Thread safety: touches only r. Ownership: none. Callbacks: none.
+ */
+KVB_API void kvb_retention_init(kvb_retention *r);
+
+/**
+ * @brief The priority and duration r gives a block whose first token is first_token.
+ * @return 0; -EINVAL for a NULL argument or an invalid r (ranges unsorted, overlapping,
+ *         empty, an open range not last, a priority above KVB_PRIORITY_MAX).
+ * Thread safety: pure. Ownership: none. Callbacks: none.
+ */
+KVB_API int kvb_retention_lookup(const kvb_retention *r, uint64_t first_token, uint32_t *priority,
+                                 uint32_t *duration_ms);
+
+/**
+ * @brief kvb_pool_register, then each registered content (out[i]'s block, or the
+ * primary a duplicate holds) takes the priority and duration `retention` gives its
+ * position (kvb_retention_lookup of position x block_size). Lowest priority is
+ * evicted first; within a priority, blocks at the default in the eviction policy's
+ * order, blocks at any other priority least recently released first; when a
+ * duration runs out the priority returns to KVB_PRIORITY_DEFAULT. A plain
+ * kvb_pool_register leaves the priority of content already in the pool as it was.
+ * @param retention NULL: as kvb_pool_register.
+ * @return as kvb_pool_register; -EINVAL for an invalid retention (nothing registered);
+ *         -ENOTSUP when the pool was created without `priorities` (and retention is
+ *         not NULL).
+ * Thread safety: takes the pool lock once (reads the clock before, for durations).
+ * Ownership: as kvb_pool_register.
+ * Callbacks: as kvb_pool_register.
+ */
+KVB_API int kvb_pool_register_retained(kvb_pool *pool, kvb_complete *in, uint32_t n,
+                                       const kvb_retention *retention, kvb_block *out);
+
+/**
+ * @brief Set the priority of the content a live reference names (the primary, for a
+ * duplicate), from now on: for duration_ms milliseconds (0: for as long as it is in
+ * the pool), then back to KVB_PRIORITY_DEFAULT. It goes with the content into the
+ * cache when the block is released.
+ * @return 0; -EINVAL (NULL, priority above KVB_PRIORITY_MAX); -ESTALE (misuse
+ *         counted); -ENOTSUP (pool without `priorities`).
+ * Thread safety: takes the pool lock.
+ * Ownership: none (b unchanged).
+ * Callbacks: none.
+ */
+KVB_API int kvb_block_set_priority(const kvb_block *b, uint32_t priority, uint32_t duration_ms);
+
+/**
+ * @brief The priority now in force for the content b names (durations applied).
+ * @return 0..100; -ESTALE; -EINVAL for NULL. KVB_PRIORITY_DEFAULT on a pool
+ *         without `priorities`.
+ * Thread safety: takes the pool lock. Ownership: none. Callbacks: none.
+ */
+KVB_API int kvb_block_priority(const kvb_block *b);
+
+/**
+ * @brief Set the priority of the content of each hashes[i] that is in the pool now,
+ * held or cached (others are skipped). A TTL pin for a paused session is
+ * kvb_pool_set_priority(pool, hashes, n, KVB_PRIORITY_MAX, ttl_ms): keep these
+ * blocks for ttl_ms milliseconds over anything of lower priority.
+ * @return the number of hashes found (>= 0); -EINVAL (NULL with n > 0, priority
+ *         above KVB_PRIORITY_MAX); -ENOTSUP (pool without `priorities`).
+ * Thread safety: takes the pool lock once. Ownership: none.
+ * Callbacks: none (never evicts, never resurrects).
+ */
+KVB_API int kvb_pool_set_priority(kvb_pool *pool, const kvb_hash *hashes, uint32_t n,
+                                  uint32_t priority, uint32_t duration_ms);
+
 /* ---- scope-bound release (GCC/Clang cleanup attribute) ---- */
 
 /* Release helpers used by KVB_SCOPED: a cleared (consumed) handle is skipped silently. */
@@ -655,6 +806,20 @@ typedef struct kvb_stats {
     uint64_t lock_wait_ns;      /* total time spent waiting in contended acquisitions */
     uint64_t resurrections;     /* INACTIVE -> PRIMARY */
     uint64_t scan_requested, scan_returned;
+    /* lookahead hints (kvb_pool_hint); all 0 without hint capacity */
+    uint64_t hint_uses;      /* gauge: expected uses outstanding */
+    uint32_t hint_hashes;    /* gauge: hashes with outstanding uses */
+    uint32_t hint_protected; /* gauge: cached blocks kept apart by hints */
+    uint64_t hint_added;     /* uses added */
+    uint64_t hint_withdrawn; /* uses withdrawn */
+    uint64_t hint_unmatched; /* uses asked to be withdrawn that were not outstanding */
+    uint64_t hint_rejected;  /* hinting calls refused for lack of capacity */
+    uint64_t hint_evictions; /* evictions that had to take a protected (hinted) block */
+    /* retention priorities; all 0 without `priorities` */
+    uint32_t retained;           /* gauge: cached blocks at a priority other than the default */
+    uint32_t retention_timers;   /* gauge: durations pending */
+    uint64_t retention_expired;  /* durations that ran out */
+    uint64_t retained_evictions; /* evictions of a block above the default priority */
 } kvb_stats;
 
 /**
@@ -672,7 +837,10 @@ typedef struct kvb_memory_stats {
     size_t backend;    /* eviction backend (0 if its ops table has no memory method) */
     size_t sketch;     /* private frequency sketch (a registry's sketch is the registry's) */
     size_t pool;       /* the pool object itself */
-    size_t total;      /* sum of the above */
+    size_t total;      /* sum of every component, hints included */
+    /* ---- additions ---- */
+    size_t hints;      /* lookahead hint table and heap (0 without hint capacity) */
+    size_t priorities; /* retention priorities and durations (0 without `priorities`) */
 } kvb_memory_stats;
 
 /**

@@ -25,6 +25,8 @@ const kvb_inactive_ops *kvb_inactive_builtin(kvb_evict_policy policy)
         return &kvb_inactive_lineage;
     case KVB_EVICT_LINEAGE_ARC:
         return &kvb_inactive_lineage_arc;
+    case KVB_EVICT_ADAPTIVE:
+        return &kvb_inactive_adaptive;
     default:
         return NULL;
     }

@@ -103,6 +103,15 @@ int kvb_pool_metrics_text(kvb_pool *p, char *buf, size_t cap)
          s.release_noops},
         {"lock_acquisitions", "Pool mutex acquisitions.", s.lock_acquisitions},
         {"lock_contended", "Pool mutex acquisitions that had to wait.", s.lock_contended},
+        {"hint_added", "Expected uses added by lookahead hints.", s.hint_added},
+        {"hint_withdrawn", "Expected uses withdrawn by lookahead hints.", s.hint_withdrawn},
+        {"hint_unmatched", "Withdrawn uses that were not outstanding.", s.hint_unmatched},
+        {"hint_rejected", "Hint calls refused for lack of hint capacity.", s.hint_rejected},
+        {"hint_evictions", "Evictions that had to take a block protected by hints.",
+         s.hint_evictions},
+        {"retention_expired", "Retention durations that ran out.", s.retention_expired},
+        {"retained_evictions", "Evictions of a block above the default retention priority.",
+         s.retained_evictions},
     };
     for (size_t i = 0; i < sizeof c / sizeof c[0]; i++)
         kvb_out_printf(&o,
@@ -115,6 +124,26 @@ int kvb_pool_metrics_text(kvb_pool *p, char *buf, size_t cap)
                    "# TYPE kvblock_lock_wait_seconds_total counter\n"
                    "kvblock_lock_wait_seconds_total{pool=\"%s\"} %.9f\n",
                    name, (double)s.lock_wait_ns / 1e9);
+    kvb_out_printf(&o,
+                   "# HELP kvblock_hint_uses Expected uses outstanding from lookahead hints.\n"
+                   "# TYPE kvblock_hint_uses gauge\n"
+                   "kvblock_hint_uses{pool=\"%s\"} %llu\n"
+                   "# HELP kvblock_hint_hashes Hashes with outstanding lookahead hints.\n"
+                   "# TYPE kvblock_hint_hashes gauge\n"
+                   "kvblock_hint_hashes{pool=\"%s\"} %u\n"
+                   "# HELP kvblock_hint_protected Cached blocks set apart by lookahead hints.\n"
+                   "# TYPE kvblock_hint_protected gauge\n"
+                   "kvblock_hint_protected{pool=\"%s\"} %u\n",
+                   name, (unsigned long long)s.hint_uses, name, s.hint_hashes, name,
+                   s.hint_protected);
+    kvb_out_printf(&o,
+                   "# HELP kvblock_retained Cached blocks at a priority other than the default.\n"
+                   "# TYPE kvblock_retained gauge\n"
+                   "kvblock_retained{pool=\"%s\"} %u\n"
+                   "# HELP kvblock_retention_timers Retention durations pending.\n"
+                   "# TYPE kvblock_retention_timers gauge\n"
+                   "kvblock_retention_timers{pool=\"%s\"} %u\n",
+                   name, s.retained, name, s.retention_timers);
     kvb_memory_stats m;
     if (kvb_pool_memory(p, &m) == 0) {
         kvb_out_printf(&o, "# HELP kvblock_bookkeeping_bytes Bookkeeping memory by component.\n"
@@ -122,9 +151,14 @@ int kvb_pool_metrics_text(kvb_pool *p, char *buf, size_t cap)
         const struct {
             const char *component;
             size_t v;
-        } b[] = {{"slots", m.slots},     {"hash_index", m.hash_index},
-                 {"backend", m.backend}, {"sketch", m.sketch},
-                 {"pool", m.pool},       {"total", m.total}};
+        } b[] = {{"slots", m.slots},
+                 {"hash_index", m.hash_index},
+                 {"backend", m.backend},
+                 {"sketch", m.sketch},
+                 {"pool", m.pool},
+                 {"hints", m.hints},
+                 {"priorities", m.priorities},
+                 {"total", m.total}};
         for (size_t i = 0; i < sizeof b / sizeof b[0]; i++)
             kvb_out_printf(&o, "kvblock_bookkeeping_bytes{pool=\"%s\",component=\"%s\"} %zu\n",
                            name, b[i].component, b[i].v);

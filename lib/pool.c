@@ -40,6 +40,8 @@
 #include "registry_internal.h"
 #include "sketch.h"
 #include "events_internal.h"
+#include "hint.h"
+#include "prio.h"
 #include "testing.h"
 #include <string.h>
 #include <time.h>
@@ -88,6 +90,13 @@ static uint64_t kvb_now_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* the default clock of retention durations */
+static uint64_t kvb_monotonic_ms(void *ctx)
+{
+    (void)ctx;
+    return kvb_now_ns() / 1000000u;
 }
 
 /* Pool locks held by this thread: debug builds check the lock order with it
@@ -346,7 +355,7 @@ static void kvb_lookup_prepare(const kvb_pool *p, const kvb_hash *h, uint32_t m,
     }
 }
 
-static void kvb_map_insert(kvb_pool *p, uint32_t id)
+static inline __attribute__((always_inline)) void kvb_map_insert(kvb_pool *p, uint32_t id)
 {
     uint32_t i = kvb_map_home(p, p->slots[id].hash);
     for (uint32_t d = 0;; d++) {
@@ -419,6 +428,46 @@ static uint32_t kvb_free_pop(kvb_pool *p)
 }
 
 /* ------------------------------------------------------------------------ */
+/* where a cached block waits: the backend, or the hint heap                */
+/* ------------------------------------------------------------------------ */
+
+/* Block id just became INACTIVE: into its priority level's list when its priority
+ * is not the default, else into the eviction backend. (Hints do not look at
+ * releases: the pool sets a hinted block apart only when it comes up as a victim,
+ * see kvb_pool_allocate.) Without priorities this is the backend insert plus one
+ * test of a flag in the slot it already has in hand. */
+static inline void kvb_place_locked(kvb_pool *p, uint32_t id)
+{
+    struct kvb_slot *s = &p->slots[id];
+    if (kvb_unlikely(s->flags & KVB_F_PRIO)) {
+        kvb__prio_push(p->prio, id);
+        s->flags |= KVB_F_LISTED;
+        return;
+    }
+    int rc = p->ops->insert(p->backend, s->hash, id, s->aux);
+    kvb_assert(rc == 0);
+    (void)rc;
+}
+
+/* Block id (INACTIVE) leaves the cache's order (a hit): out of the hint heap or its
+ * priority list when it is there, else out of the backend. */
+static inline void kvb_unplace_locked(kvb_pool *p, uint32_t id)
+{
+    struct kvb_slot *s = &p->slots[id];
+    if (kvb_unlikely(s->flags & (KVB_F_HINTED | KVB_F_LISTED))) {
+        if (s->flags & KVB_F_HINTED)
+            (void)kvb__hints_remove(p->hints, id);
+        else
+            kvb__prio_unlink(p->prio, id);
+        s->flags &= (uint8_t) ~(KVB_F_HINTED | KVB_F_LISTED);
+        return;
+    }
+    bool was = p->ops->remove(p->backend, s->hash, id);
+    kvb_assert(was);
+    (void)was;
+}
+
+/* ------------------------------------------------------------------------ */
 /* the transition function                                                  */
 /* ------------------------------------------------------------------------ */
 
@@ -460,13 +509,16 @@ kvb_transition_locked(kvb_pool *p, uint32_t id, enum kvb_state from, enum kvb_st
     kvb_assert(s->dups == 0);
 
     if ((from == KVB_S_PRIMARY || from == KVB_S_INACTIVE) &&
-        (to == KVB_S_RESET || to == KVB_S_MUTABLE))
+        (to == KVB_S_RESET || to == KVB_S_MUTABLE)) {
         kvb_map_erase(p, id);
-    if (from == KVB_S_INACTIVE && to == KVB_S_PRIMARY) {
-        bool was = p->ops->remove(p->backend, s->hash, id);
-        kvb_assert(was);
-        (void)was;
+        if (kvb_unlikely(s->flags & KVB_F_PRIO)) { /* the content leaves: so does its priority */
+            p->prio->level[id] = KVB_PRIORITY_DEFAULT;
+            kvb__prio_timer_clear(p->prio, id);
+            s->flags &= (uint8_t)~KVB_F_PRIO;
+        }
     }
+    if (from == KVB_S_INACTIVE && to == KVB_S_PRIMARY)
+        kvb_unplace_locked(p, id);
     if (from == KVB_S_STAGED && to == KVB_S_PRIMARY)
         kvb_map_insert(p, id);
 
@@ -487,9 +539,7 @@ kvb_transition_locked(kvb_pool *p, uint32_t id, enum kvb_state from, enum kvb_st
         s->flags = 0;
         kvb_free_push_tail(p, id);
     } else if (to == KVB_S_INACTIVE) {
-        int rc2 = p->ops->insert(p->backend, s->hash, id, s->aux);
-        kvb_assert(rc2 == 0);
-        (void)rc2;
+        kvb_place_locked(p, id);
     }
     if ((from == KVB_S_RESET || from == KVB_S_INACTIVE) && to != KVB_S_RESET) {
         /* a block became held: the only way the high watermark can rise */
@@ -643,7 +693,7 @@ static int kvb_config_validate(const kvb_pool_config *cfg, uint32_t *bs, uint8_t
     *bs = cfg->block_size ? cfg->block_size : 16;
     if (*bs > 1024 || (*bs & (*bs - 1)))
         return -EINVAL;
-    if ((unsigned)cfg->dup_policy > KVB_DUP_REJECT || (unsigned)cfg->evict > KVB_EVICT_LINEAGE_ARC)
+    if ((unsigned)cfg->dup_policy > KVB_DUP_REJECT || (unsigned)cfg->evict > KVB_EVICT_ADAPTIVE)
         return -EINVAL;
     const uint8_t *t = cfg->multi_lru_thresholds;
     if (t[0] == 0 && t[1] == 0 && t[2] == 0) {
@@ -654,6 +704,8 @@ static int kvb_config_validate(const kvb_pool_config *cfg, uint32_t *bs, uint8_t
         memcpy(th, t, 3);
     }
     if (cfg->evict_ops && kvb__inactive_ops_validate(cfg->evict_ops) != 0)
+        return -EINVAL;
+    if (cfg->hint_capacity > (1u << 30))
         return -EINVAL;
     if ((cfg->allocator.alloc == NULL) != (cfg->allocator.free == NULL))
         return -EINVAL;
@@ -669,6 +721,8 @@ static void kvb_pool_free_mem(kvb_pool *p)
         kvb__sketch_destroy(p->sketch);
     if (p->events)
         kvb__events_destroy(p->events);
+    kvb__hints_destroy(p->hints, &a);
+    kvb__prio_destroy(p->prio, &a);
     kvb__free(&a, p->map, (size_t)p->map_cap * sizeof *p->map);
     kvb__free(&a, p->slots, (size_t)p->block_count * sizeof *p->slots);
     kvb__free(&a, p, sizeof *p);
@@ -740,6 +794,22 @@ int kvb_pool_create(const kvb_pool_config *cfg, kvb_pool **out)
         kvb_pool_free_mem(p);
         return rc < 0 ? rc : -ENOMEM;
     }
+    if (cfg->priorities) {
+        rc = kvb__prio_create(cfg->block_count, &a, &p->prio);
+        if (rc) {
+            p->prio = NULL;
+            kvb_pool_free_mem(p);
+            return rc;
+        }
+    }
+    if (cfg->hint_capacity) {
+        rc = kvb__hints_create(cfg->hint_capacity, cfg->block_count, &a, &p->hints);
+        if (rc) {
+            p->hints = NULL;
+            kvb_pool_free_mem(p);
+            return rc;
+        }
+    }
     if (cfg->events) {
         rc = kvb__events_create(cfg->events, &a, &p->events);
         if (rc) {
@@ -777,6 +847,12 @@ int kvb_pool_create(const kvb_pool_config *cfg, kvb_pool **out)
     const char *env = getenv("KVBLOCK_ABORT_ON_MISUSE");
     p->abort_on_misuse = cfg->abort_on_misuse || (env && env[0] == '1');
     p->cb = cfg->callbacks;
+    p->ext = p->hints || p->prio;
+    p->clock = cfg->clock;
+    if (!p->clock.now_ms) {
+        p->clock.now_ms = kvb_monotonic_ms;
+        p->clock.ctx = NULL;
+    }
     p->registry = cfg->registry;
     snprintf(p->name, sizeof p->name, "%s", cfg->name ? cfg->name : "pool");
     p->id = atomic_fetch_add_explicit(&kvb_next_pool_id, 1, memory_order_relaxed);
@@ -853,25 +929,49 @@ uint32_t kvb_pool_available(kvb_pool *p)
 /* allocation                                                               */
 /* ------------------------------------------------------------------------ */
 
-/* Roll back a failed allocation: evicted entries go back to the inactive index
- * (exactly, through unevict when the backend has it), popped free slots back to
- * the free-list head in reverse order, so the free list is as it was. */
+/* Where the victims of one allocation came from, in eviction order: out[take +
+ * [0, low)) from the priority lists below the default, [low, backend) from the
+ * backend, [backend, high) from the lists above the default, [high, all) from the
+ * hint heap. */
+struct kvb_victims {
+    uint32_t low, backend, high, all;
+    bool diverted_b; /* the backend proposed a hinted victim, set apart in the hint heap */
+};
+
+/* Roll back a failed allocation (only a backend that breaks its contract gets
+ * here): list blocks go back to the heads of their lists, backend victims back to
+ * the backend (exactly, through unevict when the backend has it and none of its
+ * victims was set apart during the call: the entries of one evict call are then
+ * not all in out[] and unevict could not take them back as one; re-inserting them
+ * is the fallback), heap blocks back into the heap, and popped free slots back to
+ * the free-list head in reverse order, so the free list is as it was. Blocks set
+ * apart by hints on the way stay set apart (still cached, still hinted). */
 static void kvb_alloc_rollback_locked(kvb_pool *p, kvb_mutable *out, uint32_t taken,
-                                      uint32_t evicted)
+                                      const struct kvb_victims *v)
 {
+    for (uint32_t j = v->all; j-- > v->high;) {
+        uint32_t id = out[taken + j].id;
+        kvb__hints_push(p->hints, id, kvb__hints_find(p->hints, p->slots[id].hash));
+        p->slots[id].flags |= KVB_F_HINTED;
+        p->c.hint_evictions--;
+    }
+    for (uint32_t j = v->high; j-- > v->backend;) {
+        kvb__prio_push_front(p->prio, out[taken + j].id);
+        p->slots[out[taken + j].id].flags |= KVB_F_LISTED;
+    }
     /* Chunks of 64 (the stack buffers), last chunk first: each unevict puts its
      * entries back at the eviction end, so the earliest evicted must go back last. */
-    const uint32_t chunk = 64;
-    for (uint32_t end = evicted; end > 0;) {
+    const uint32_t chunk = 64, base = taken + v->low;
+    for (uint32_t end = v->backend - v->low; end > 0;) {
         uint32_t start = (end - 1) / chunk * chunk, k = end - start; /* as evict returned them */
         uint32_t ids[64], arr[64];
         kvb_hash hs[64];
         for (uint32_t j = 0; j < k; j++) {
-            ids[j] = out[taken + start + j].id;
+            ids[j] = out[base + start + j].id;
             hs[j] = p->slots[ids[j]].hash;
             arr[j] = p->slots[ids[j]].aux;
         }
-        if (p->ops->unevict) {
+        if (p->ops->unevict && !v->diverted_b) {
             p->ops->unevict(p->backend, ids, hs, arr, k);
         } else {
             for (uint32_t j = k; j-- > 0;)
@@ -879,28 +979,101 @@ static void kvb_alloc_rollback_locked(kvb_pool *p, kvb_mutable *out, uint32_t ta
         }
         end = start;
     }
+    for (uint32_t j = v->low; j-- > 0;) {
+        kvb__prio_push_front(p->prio, out[taken + j].id);
+        p->slots[out[taken + j].id].flags |= KVB_F_LISTED;
+    }
     for (uint32_t j = taken; j-- > 0;)
         kvb_free_push_head(p, out[j].id);
     p->c.allocate_rollbacks++;
 }
 
-int kvb_pool_allocate(kvb_pool *p, uint32_t n, kvb_mutable *out, kvb_hash *evicted,
-                      uint32_t *n_evicted)
+/* A candidate victim whose hash has outstanding hints is set apart in the hint heap
+ * instead of being evicted (the pool filters victims: no backend knows of hints).
+ * Returns whether it was. */
+static inline bool kvb_set_apart_locked(kvb_pool *p, uint32_t id)
 {
-    if (n_evicted)
-        *n_evicted = 0;
-    if (!p || (n && !out))
-        return -EINVAL;
-    if (n == 0)
-        return 0;
-    if (n > p->block_count)
-        return -ENOSPC;
+    struct kvb_slot *s = &p->slots[id];
+    uint32_t e = kvb__hints_find(p->hints, s->hash);
+    if (e == KVB_HINT_NONE)
+        return false;
+    kvb__hints_push(p->hints, id, e);
+    s->flags |= KVB_F_HINTED;
+    return true;
+}
+
+/* Victims from the priority lists of levels lo..hi, lowest level first, least
+ * recently released first; appended to out[*got..need). */
+static void kvb_evict_lists_locked(kvb_pool *p, uint32_t lo, uint32_t hi, kvb_mutable *out,
+                                   uint32_t *got, uint32_t need, bool filter)
+{
+    while (*got < need) {
+        int l = kvb__prio_lowest(p->prio, lo, hi);
+        if (l < 0)
+            return;
+        uint32_t id = kvb__prio_pop(p->prio, (uint32_t)l);
+        struct kvb_slot *s = &p->slots[id];
+        s->flags &= (uint8_t)~KVB_F_LISTED;
+        if (filter && kvb_set_apart_locked(p, id))
+            continue;
+        s->flags |= KVB_F_MARK;
+        __builtin_prefetch(&p->map[kvb_map_home(p, s->hash)]);
+        out[(*got)++].id = id;
+    }
+}
+
+/* Ensure pending durations are applied before a decision that reads priorities:
+ * the clock, a user callback, is read before the lock is taken (and only when
+ * durations are pending); kvb_expire_locked then applies what is due. */
+static uint64_t kvb_clock_now(const kvb_pool *p)
+{
+    return p->clock.now_ms(p->clock.ctx);
+}
+
+static inline bool kvb_timers_pending(const kvb_pool *p)
+{
+    return p->prio && kvb__prio_timers(p->prio);
+}
+
+static void kvb_expire_locked(kvb_pool *p, uint64_t now)
+{
+    uint32_t id;
+    while ((id = kvb__prio_timer_due(p->prio, now)) != KVB_PRIO_NONE) {
+        struct kvb_slot *s = &p->slots[id];
+        p->c.retention_expired++;
+        bool listed = (s->flags & KVB_F_LISTED) != 0;
+        if (listed)
+            kvb__prio_unlink(p->prio, id);
+        p->prio->level[id] = KVB_PRIORITY_DEFAULT;
+        s->flags &= (uint8_t) ~(KVB_F_PRIO | KVB_F_LISTED);
+        if (listed) /* cached at its old priority: now an ordinary block of the policy's */
+            kvb_place_locked(p, id);
+    }
+}
+
+/*
+ * The allocation, in two instances: `ext` (constant at each call site, the branches
+ * fold away) says whether the pool has hints or priorities. A pool with neither
+ * runs exactly the code it ran before they existed: the backend alone, no filter.
+ */
+static inline __attribute__((always_inline)) int
+kvb_allocate_impl(kvb_pool *p, uint32_t n, kvb_mutable *out, kvb_hash *evicted, uint32_t *n_evicted,
+                  const bool ext)
+{
+    bool timed = ext && kvb_timers_pending(p);
+    uint64_t now = timed ? kvb_clock_now(p) : 0;
     struct kvb_cbq q;
     int rc = kvb_batch_lock(p, &q, 3ull * n);
     if (rc)
         return rc;
+    if (timed)
+        kvb_expire_locked(p, now);
     uint32_t nfree = p->count[KVB_S_RESET];
-    if (nfree + p->ops->len(p->backend) < n || nfree + p->count[KVB_S_INACTIVE] < n) {
+    uint32_t blen = p->ops->len(p->backend);
+    uint32_t hlen = ext && p->hints ? p->hints->heap_len : 0;
+    uint32_t llen = ext && p->prio ? p->prio->listed : 0;
+    if ((ext ? (uint64_t)nfree + blen + hlen + llen < n : nfree + blen < n) ||
+        nfree + p->count[KVB_S_INACTIVE] < n) {
         kvb__pool_unlock(p);
         kvb_cbq_fini(&q, p);
         return -ENOSPC;
@@ -909,35 +1082,98 @@ int kvb_pool_allocate(kvb_pool *p, uint32_t n, kvb_mutable *out, kvb_hash *evict
     for (uint32_t i = 0; i < take; i++)
         out[i].id = kvb_free_pop(p);
 
-    /* Evict the rest in policy order, in chunks, validating what the backend
-     * returns (a custom backend may be wrong): ids must be INACTIVE and distinct. */
+    /* Evict the rest: blocks below the default priority first (lists), then the
+     * backend's blocks in policy order, then blocks above the default (lists), and
+     * last the blocks that hints set apart. A candidate whose hash has outstanding
+     * hints is set apart in the hint heap instead of being evicted (the pool filters
+     * victims; no backend knows), and another is taken; the heap gives its blocks,
+     * the one needed furthest ahead first, only when nothing else is left. The
+     * backend's ids are validated (a custom backend may be wrong): INACTIVE,
+     * distinct, and its own. */
     uint32_t got = 0, need = n - take;
-    bool bad = false;
-    while (got < need && !bad) {
+    struct kvb_victims v; /* (filled where the rollback needs it) */
+    bool bad = false, filter = ext && p->hints && p->hints->n_ent;
+    kvb_mutable *vout = out + take;
+    if (!ext) { /* the backend alone: the loop of a pool without hints or priorities */
+        while (got < need && !bad) {
+            uint32_t ids[64];
+            uint32_t want = need - got < 64 ? need - got : 64;
+            uint32_t k = p->ops->evict(p->backend, want, ids);
+            if (k > want)
+                k = want, bad = true;
+            for (uint32_t j = 0; j < k; j++) {
+                uint32_t id = ids[j];
+                if (id >= p->block_count || p->slots[id].state != KVB_S_INACTIVE ||
+                    (p->slots[id].flags & KVB_F_MARK)) {
+                    bad = true;
+                    continue;
+                }
+                p->slots[id].flags |= KVB_F_MARK;
+                /* the eviction below erases its index cell: a cold line, start loading it */
+                __builtin_prefetch(&p->map[kvb_map_home(p, p->slots[id].hash)]);
+                vout[got++].id = id;
+            }
+            if (k < want)
+                bad = true;
+        }
+        goto evicted;
+    }
+    v.diverted_b = false;
+    if (llen)
+        kvb_evict_lists_locked(p, KVB_PRIORITY_MIN, KVB_PRIORITY_DEFAULT - 1, vout, &got, need,
+                               filter);
+    v.low = got;
+    while (got < need && !bad && blen > 0) {
         uint32_t ids[64];
         uint32_t want = need - got < 64 ? need - got : 64;
+        want = want < blen ? want : blen;
         uint32_t k = p->ops->evict(p->backend, want, ids);
         if (k > want)
             k = want, bad = true;
+        blen -= k;
         for (uint32_t j = 0; j < k; j++) {
             uint32_t id = ids[j];
             if (id >= p->block_count || p->slots[id].state != KVB_S_INACTIVE ||
-                (p->slots[id].flags & KVB_F_MARK)) {
+                (p->slots[id].flags & (KVB_F_MARK | KVB_F_HINTED | KVB_F_LISTED))) {
                 bad = true;
                 continue;
             }
-            p->slots[id].flags |= KVB_F_MARK;
+            struct kvb_slot *s = &p->slots[id];
+            if (ext && filter && kvb_set_apart_locked(p, id)) {
+                v.diverted_b = true;
+                continue;
+            }
+            s->flags |= KVB_F_MARK;
             /* the eviction below erases its index cell: a cold line, start loading it */
-            __builtin_prefetch(&p->map[kvb_map_home(p, p->slots[id].hash)]);
-            out[take + got++].id = id;
+            __builtin_prefetch(&p->map[kvb_map_home(p, s->hash)]);
+            vout[got++].id = id;
         }
         if (k < want)
             bad = true;
     }
+    v.backend = got;
+    if (llen && !bad)
+        kvb_evict_lists_locked(p, KVB_PRIORITY_DEFAULT + 1, KVB_PRIORITY_MAX, vout, &got, need,
+                               filter);
+    v.high = got;
+    while (got < need && !bad) { /* only protected blocks are left: furthest need first */
+        uint32_t id = ext && p->hints ? kvb__hints_pop(p->hints) : KVB_HINT_NONE;
+        if (id == KVB_HINT_NONE) {
+            bad = true; /* the backend held less than its len() said */
+            break;
+        }
+        p->slots[id].flags = (uint8_t)((p->slots[id].flags & ~KVB_F_HINTED) | KVB_F_MARK);
+        vout[got++].id = id;
+        p->c.hint_evictions++;
+    }
+    v.all = got;
+evicted:
     for (uint32_t j = 0; j < got; j++)
-        p->slots[out[take + j].id].flags &= (uint8_t)~KVB_F_MARK;
+        p->slots[vout[j].id].flags &= (uint8_t)~KVB_F_MARK;
     if (bad) {
-        kvb_alloc_rollback_locked(p, out, take, got);
+        if (!ext)
+            v = (struct kvb_victims){.low = 0, .backend = got, .high = got, .all = got};
+        kvb_alloc_rollback_locked(p, out, take, &v);
         kvb__pool_unlock(p);
         kvb_cbq_fini(&q, p);
         return -ENOSPC;
@@ -954,6 +1190,8 @@ int kvb_pool_allocate(kvb_pool *p, uint32_t n, kvb_mutable *out, kvb_hash *evict
             kvb_present(&q, p, h, false);
             kvb_event_rec(&q, p, KVB_CB_REMOVED, id, h);
             p->c.evictions++;
+            if (ext && (s->flags & KVB_F_PRIO) && p->prio->level[id] > KVB_PRIORITY_DEFAULT)
+                p->c.retained_evictions++;
         } else {
             p->c.allocations_from_reset++;
         }
@@ -968,6 +1206,22 @@ int kvb_pool_allocate(kvb_pool *p, uint32_t n, kvb_mutable *out, kvb_hash *evict
         *n_evicted = need;
     kvb_unlock_fire(p, &q);
     return 0;
+}
+
+int kvb_pool_allocate(kvb_pool *p, uint32_t n, kvb_mutable *out, kvb_hash *evicted,
+                      uint32_t *n_evicted)
+{
+    if (n_evicted)
+        *n_evicted = 0;
+    if (!p || (n && !out))
+        return -EINVAL;
+    if (n == 0)
+        return 0;
+    if (n > p->block_count)
+        return -ENOSPC;
+    if (kvb_unlikely(p->ext))
+        return kvb_allocate_impl(p, n, out, evicted, n_evicted, true);
+    return kvb_allocate_impl(p, n, out, evicted, n_evicted, false);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1120,16 +1374,147 @@ int kvb_complete_reset(kvb_complete *c, kvb_mutable *out)
 /* registration                                                             */
 /* ------------------------------------------------------------------------ */
 
-int kvb_pool_register(kvb_pool *p, kvb_complete *in, uint32_t n, kvb_block *out)
+/* ------------------------------------------------------------------------ */
+/* retention priorities                                                     */
+/* ------------------------------------------------------------------------ */
+
+/* Give content id (PRIMARY or INACTIVE) a priority, with a duration (0: none) from
+ * `now`. A cached block changes place when its priority changes (the backend, a
+ * level list); a block set apart by hints stays there. Lock held. */
+static void kvb_set_priority_locked(kvb_pool *p, uint32_t id, uint32_t priority,
+                                    uint32_t duration_ms, uint64_t now)
+{
+    struct kvb_slot *s = &p->slots[id];
+    struct kvb_prio *pr = p->prio;
+    kvb_assert(s->state == KVB_S_PRIMARY || s->state == KVB_S_INACTIVE);
+    bool moves =
+        s->state == KVB_S_INACTIVE && !(s->flags & KVB_F_HINTED) && pr->level[id] != priority;
+    if (moves)
+        kvb_unplace_locked(p, id);
+    pr->level[id] = (uint8_t)priority;
+    if (priority != KVB_PRIORITY_DEFAULT)
+        s->flags |= KVB_F_PRIO;
+    else
+        s->flags &= (uint8_t)~KVB_F_PRIO;
+    if (duration_ms && priority != KVB_PRIORITY_DEFAULT)
+        kvb__prio_timer_set(pr, id, now + duration_ms);
+    else
+        kvb__prio_timer_clear(pr, id);
+    if (moves)
+        kvb_place_locked(p, id);
+}
+
+/* The clock when a call needs it: durations pending (to apply them) or being set. */
+static uint64_t kvb_clock_if(const kvb_pool *p, bool setting, bool *timed)
+{
+    *timed = kvb_timers_pending(p);
+    return *timed || setting ? kvb_clock_now(p) : 0;
+}
+
+int kvb_block_set_priority(const kvb_block *b, uint32_t priority, uint32_t duration_ms)
+{
+    if (!b || priority > KVB_PRIORITY_MAX)
+        return -EINVAL;
+    kvb_pool *p = b->pool;
+    if (!p)
+        return -ESTALE;
+    if (!p->prio)
+        return -ENOTSUP;
+    if (b->id >= p->block_count)
+        return kvb_misuse(p, "kvb_block_set_priority");
+    bool timed;
+    uint64_t now = kvb_clock_if(p, duration_ms != 0, &timed);
+    kvb__pool_lock(p);
+    if (timed)
+        kvb_expire_locked(p, now);
+    struct kvb_slot *s = &p->slots[b->id];
+    uint64_t w = atomic_load_explicit(&s->word, memory_order_relaxed);
+    if (kvb__word_gen(w) != b->gen || kvb__word_rc(w) == 0) {
+        kvb__pool_unlock(p);
+        return kvb_misuse(p, "kvb_block_set_priority");
+    }
+    uint32_t id = s->state == KVB_S_DUPLICATE ? s->aux : b->id; /* the content's block */
+    kvb_set_priority_locked(p, id, priority, duration_ms, now);
+    kvb__pool_unlock(p);
+    return 0;
+}
+
+int kvb_block_priority(const kvb_block *b)
+{
+    if (!b)
+        return -EINVAL;
+    kvb_pool *p = b->pool;
+    if (!p)
+        return -ESTALE;
+    if (b->id >= p->block_count)
+        return kvb_misuse(p, "kvb_block_priority");
+    bool timed;
+    uint64_t now = kvb_clock_if(p, false, &timed);
+    kvb__pool_lock(p);
+    if (timed)
+        kvb_expire_locked(p, now);
+    struct kvb_slot *s = &p->slots[b->id];
+    uint64_t w = atomic_load_explicit(&s->word, memory_order_relaxed);
+    if (kvb__word_gen(w) != b->gen || kvb__word_rc(w) == 0) {
+        kvb__pool_unlock(p);
+        return kvb_misuse(p, "kvb_block_priority");
+    }
+    uint32_t id = s->state == KVB_S_DUPLICATE ? s->aux : b->id;
+    int prio = p->prio ? p->prio->level[id] : (int)KVB_PRIORITY_DEFAULT;
+    kvb__pool_unlock(p);
+    return prio;
+}
+
+int kvb_pool_set_priority(kvb_pool *p, const kvb_hash *hashes, uint32_t n, uint32_t priority,
+                          uint32_t duration_ms)
+{
+    if (!p || (n && !hashes) || priority > KVB_PRIORITY_MAX)
+        return -EINVAL;
+    if (!p->prio)
+        return -ENOTSUP;
+    if (n == 0)
+        return 0;
+    bool timed;
+    uint64_t now = kvb_clock_if(p, duration_ms != 0, &timed);
+    kvb__pool_lock(p);
+    if (timed)
+        kvb_expire_locked(p, now);
+    uint32_t found = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t id = kvb_map_find(p, hashes[i]);
+        if (id == KVB_NONE)
+            continue;
+        kvb_set_priority_locked(p, id, priority, duration_ms, now);
+        found++;
+    }
+    kvb__pool_unlock(p);
+    return (int)found;
+}
+
+/* ------------------------------------------------------------------------ */
+/* registration                                                             */
+/* ------------------------------------------------------------------------ */
+
+/* Always inlined: kvb_pool_register passes ret = NULL and pays nothing for retention. */
+static inline __attribute__((always_inline)) int
+kvb_register(kvb_pool *p, kvb_complete *in, uint32_t n, const kvb_retention *ret, kvb_block *out)
 {
     if (!p || (n && (!in || !out)))
         return -EINVAL;
+    if (ret && !kvb__retention_valid(ret))
+        return -EINVAL;
+    if (ret && !p->prio)
+        return -ENOTSUP;
     if (n == 0)
         return 0;
+    bool timed = false;
+    uint64_t now = ret ? kvb_clock_if(p, true, &timed) : 0;
     struct kvb_cbq q;
     int rc = kvb_batch_lock(p, &q, 4ull * n);
     if (rc)
         return rc;
+    if (timed)
+        kvb_expire_locked(p, now);
     /* Validate the whole batch first (a failed call changes nothing); MARK catches
      * the same slot passed twice. */
     uint32_t bad = n;
@@ -1206,10 +1591,26 @@ int kvb_pool_register(kvb_pool *p, kvb_complete *in, uint32_t n, kvb_block *out)
             kvb_present(&q, p, h, true);
             p->c.duplicates++;
         }
+        if (ret) { /* the content's block: the new primary, or the one it already had */
+            uint32_t prio, dur;
+            kvb__retention_get(ret, (uint64_t)kvb_hash_position(h) * p->block_size, &prio, &dur);
+            kvb_set_priority_locked(p, pid != KVB_NONE ? pid : id, prio, dur, now);
+        }
         memset(&in[i], 0, sizeof in[i]);
     }
     kvb_unlock_fire(p, &q);
     return 0;
+}
+
+int kvb_pool_register(kvb_pool *p, kvb_complete *in, uint32_t n, kvb_block *out)
+{
+    return kvb_register(p, in, n, NULL, out);
+}
+
+int kvb_pool_register_retained(kvb_pool *p, kvb_complete *in, uint32_t n,
+                               const kvb_retention *retention, kvb_block *out)
+{
+    return kvb_register(p, in, n, retention, out);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1296,6 +1697,79 @@ int kvb_pool_scan(kvb_pool *p, const kvb_hash *hashes, uint32_t n, bool touch, k
                   bool *hit)
 {
     return kvb_lookup_each(p, hashes, n, out, hit, true, touch);
+}
+
+/* ------------------------------------------------------------------------ */
+/* lookahead hints                                                          */
+/* ------------------------------------------------------------------------ */
+
+/* Hashes of one hint call are handled in chunks: the home bits of the chunk are
+ * computed and their table cells prefetched first, so the cells' cache misses
+ * overlap instead of coming one after another. */
+#define KVB_HINT_CHUNK 32
+
+int kvb_pool_hint(kvb_pool *p, const kvb_hash *hashes, uint32_t n, int32_t delta)
+{
+    if (!p || (n && !hashes) || delta == 0)
+        return -EINVAL;
+    for (uint32_t i = 0; i < n; i++)
+        if (!kvb_hash_valid(hashes[i]))
+            return -EINVAL;
+    if (!p->hints)
+        return -ENOTSUP;
+    if (n == 0)
+        return 0;
+    struct kvb_hints *h = p->hints;
+    uint32_t h32[KVB_HINT_CHUNK];
+    kvb__pool_lock(p);
+    if (delta > 0 && !kvb__hints_room(h, n)) {
+        p->c.hint_rejected++;
+        kvb__pool_unlock(p);
+        return -ENOSPC;
+    }
+    uint64_t ticket = delta > 0 ? ++h->ticket : 0;
+    uint32_t k = delta > 0 ? (uint32_t)delta : (uint32_t)(-(int64_t)delta);
+    for (uint32_t base = 0; base < n; base += KVB_HINT_CHUNK) {
+        uint32_t m = n - base < KVB_HINT_CHUNK ? n - base : KVB_HINT_CHUNK;
+        for (uint32_t j = 0; j < m; j++) {
+            h32[j] = kvb__hints_h32(hashes[base + j]);
+            kvb__hints_prefetch(h, h32[j]);
+        }
+        for (uint32_t j = 0; j < m; j++) {
+            kvb_hash hash = hashes[base + j];
+            bool found;
+            uint32_t cell = kvb__hints_probe(h, hash, h32[j], &found);
+            if (delta > 0) {
+                (void)kvb__hints_add(h, hash, h32[j], cell, found, k, ticket);
+                continue;
+            }
+            if (!found) {
+                p->c.hint_unmatched += k;
+                continue;
+            }
+            uint32_t e = (uint32_t)h->tab[cell];
+            uint32_t got = kvb__hints_withdraw(h, e, k);
+            p->c.hint_withdrawn += got;
+            p->c.hint_unmatched += k - got;
+            if (h->ent[e].uses) {
+                kvb__hints_rekey(h, e); /* its next need may have moved */
+                continue;
+            }
+            uint32_t id = h->ent[e].block;
+            if (id != KVB_HINT_NONE) {
+                /* no use expected any more: back into the policy's order (or its
+                 * priority's list) */
+                (void)kvb__hints_remove(h, id);
+                p->slots[id].flags &= (uint8_t)~KVB_F_HINTED;
+                kvb_place_locked(p, id);
+            }
+            kvb__hints_free(h, e, cell);
+        }
+    }
+    if (delta > 0)
+        p->c.hint_added += (uint64_t)n * k;
+    kvb__pool_unlock(p);
+    return 0;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1574,13 +2048,38 @@ int kvb_pool_reset_inactive(kvb_pool *p)
         }
         uint32_t drained = 0;
         while (p->count[KVB_S_INACTIVE]) {
-            uint32_t ids[64];
-            uint32_t k = p->ops->evict(p->backend, 64, ids);
+            /* in eviction order: below the default priority, the backend, above the
+             * default, then the blocks kept apart by hints */
+            uint32_t ids[64], k = 0;
+            bool own = false; /* from the pool's lists or heap, not the backend */
+            int l;
+            while (k < 64 && p->prio &&
+                   (l = kvb__prio_lowest(p->prio, 0, KVB_PRIORITY_DEFAULT - 1)) >= 0)
+                ids[k++] = kvb__prio_pop(p->prio, (uint32_t)l);
+            if (k == 0) {
+                k = p->ops->evict(p->backend, 64, ids);
+                if (k > 64)
+                    k = 64;
+            } else {
+                own = true;
+            }
+            if (k == 0 && p->prio && p->prio->listed) {
+                while (k < 64 && (l = kvb__prio_lowest(p->prio, KVB_PRIORITY_DEFAULT + 1,
+                                                       KVB_PRIORITY_MAX)) >= 0)
+                    ids[k++] = kvb__prio_pop(p->prio, (uint32_t)l);
+                own = true;
+            }
+            if (k == 0 && p->hints) {
+                while (k < 64 && p->hints->heap_len)
+                    ids[k++] = kvb__hints_pop(p->hints);
+                own = true;
+            }
             if (k == 0)
                 break; /* backend disagrees with the gauge: kvb_pool_check reports it */
             for (uint32_t j = 0; j < k; j++) {
                 uint32_t id = ids[j];
-                if (id >= p->block_count || p->slots[id].state != KVB_S_INACTIVE)
+                if (id >= p->block_count || p->slots[id].state != KVB_S_INACTIVE ||
+                    (!own && (p->slots[id].flags & (KVB_F_HINTED | KVB_F_LISTED))))
                     continue;
                 kvb_hash h = p->slots[id].hash;
                 kvb_transition_locked(p, id, KVB_S_INACTIVE, KVB_S_RESET, 0);
@@ -1607,7 +2106,11 @@ int kvb_pool_stats(kvb_pool *p, kvb_stats *out)
     if (!p || !out)
         return -EINVAL;
     memset(out, 0, sizeof *out);
+    bool timed = kvb_timers_pending(p);
+    uint64_t now = timed ? kvb_clock_now(p) : 0;
     kvb__pool_lock(p);
+    if (timed) /* the gauges show priorities as they are now */
+        kvb_expire_locked(p, now);
     out->block_count = p->block_count;
     out->reset = p->count[KVB_S_RESET];
     out->mutable_ = p->count[KVB_S_MUTABLE];
@@ -1635,6 +2138,22 @@ int kvb_pool_stats(kvb_pool *p, kvb_stats *out)
     out->resurrections = c->resurrections;
     out->scan_requested = c->scan_requested;
     out->scan_returned = c->scan_returned;
+    if (p->hints) {
+        out->hint_uses = p->hints->uses;
+        out->hint_hashes = p->hints->n_ent;
+        out->hint_protected = p->hints->heap_len;
+    }
+    out->hint_added = c->hint_added;
+    out->hint_withdrawn = c->hint_withdrawn;
+    out->hint_unmatched = c->hint_unmatched;
+    out->hint_rejected = c->hint_rejected;
+    out->hint_evictions = c->hint_evictions;
+    if (p->prio) {
+        out->retained = p->prio->listed;
+        out->retention_timers = p->prio->heap_len;
+    }
+    out->retention_expired = c->retention_expired;
+    out->retained_evictions = c->retained_evictions;
     out->misuse = atomic_load_explicit(&p->misuse, memory_order_relaxed);
     kvb__pool_unlock(p);
     return 0;
@@ -1650,11 +2169,16 @@ int kvb_pool_memory(kvb_pool *p, kvb_memory_stats *out)
     out->pool = sizeof *p;
     if (p->own_sketch)
         out->sketch = kvb__sketch_memory(p->sketch);
+    if (p->hints)
+        out->hints = kvb__hints_memory(p->hints);
+    if (p->prio)
+        out->priorities = kvb__prio_memory(p->prio);
     kvb__pool_lock(p);
     if (p->ops->memory)
         out->backend = p->ops->memory(p->backend);
     kvb__pool_unlock(p);
-    out->total = out->slots + out->hash_index + out->backend + out->sketch + out->pool;
+    out->total = out->slots + out->hash_index + out->backend + out->sketch + out->pool +
+                 out->hints + out->priorities;
     return 0;
 }
 
@@ -1681,10 +2205,37 @@ static int kvb_check_locked(kvb_pool *p, uint32_t *dups)
             return KVB_CHECK_FAIL("slot %u: state %u with refcount %u\n", i, s->state, rc);
         if (s->flags & KVB_F_MARK)
             return KVB_CHECK_FAIL("slot %u: stale mark\n", i);
-        if (s->state == KVB_S_INACTIVE && !p->ops->contains(p->backend, i))
-            return KVB_CHECK_FAIL("slot %u: INACTIVE but not in the inactive index\n", i);
-        if (s->state != KVB_S_INACTIVE && p->ops->contains(p->backend, i))
-            return KVB_CHECK_FAIL("slot %u: in the inactive index but state %u\n", i, s->state);
+        bool in_backend = p->ops->contains(p->backend, i);
+        bool hinted = (s->flags & KVB_F_HINTED) != 0;
+        bool listed = (s->flags & KVB_F_LISTED) != 0;
+        if (s->state == KVB_S_INACTIVE && in_backend + hinted + listed != 1)
+            return KVB_CHECK_FAIL("slot %u: INACTIVE, in the backend %d, hint heap %d, priority "
+                                  "list %d (exactly one)\n",
+                                  i, in_backend, hinted, listed);
+        if (s->state != KVB_S_INACTIVE && (in_backend || hinted || listed))
+            return KVB_CHECK_FAIL("slot %u: in the backend, hint heap or a list but state %u\n", i,
+                                  s->state);
+        bool content = s->state == KVB_S_PRIMARY || s->state == KVB_S_INACTIVE;
+        bool prio = (s->flags & KVB_F_PRIO) != 0;
+        if ((prio || listed) && !p->prio)
+            return KVB_CHECK_FAIL("slot %u: priority flags without priorities\n", i);
+        if (p->prio) {
+            uint32_t lv = p->prio->level[i];
+            if (prio != (lv != KVB_PRIORITY_DEFAULT) || (!content && prio))
+                return KVB_CHECK_FAIL("slot %u: priority %u, flag %d, state %u\n", i, lv, prio,
+                                      s->state);
+            if (listed != kvb__prio_listed(p->prio, i) || (listed && !prio))
+                return KVB_CHECK_FAIL("slot %u: priority list membership wrong\n", i);
+            if (p->prio->tpos[i] != KVB_PRIO_NONE && !prio)
+                return KVB_CHECK_FAIL("slot %u: a duration on a default priority\n", i);
+        }
+        if (hinted &&
+            (!p->hints || !kvb__hints_in_heap(p->hints, i) ||
+             !kvb_hash_equal(p->hints->ent[p->hints->heap[p->hints->hpos[i]].ent].hash, s->hash)))
+            return KVB_CHECK_FAIL("slot %u: marked hinted but not in the hint heap\n", i);
+        if (!hinted && p->hints && kvb__hints_in_heap(p->hints, i))
+            return KVB_CHECK_FAIL("slot %u: in the hint heap but not marked\n", i);
+
         if (s->state == KVB_S_PRIMARY || s->state == KVB_S_INACTIVE) {
             if (kvb_map_find(p, s->hash) != i)
                 return KVB_CHECK_FAIL("slot %u: not reachable in the hash index\n", i);
@@ -1707,9 +2258,22 @@ static int kvb_check_locked(kvb_pool *p, uint32_t *dups)
     if (sum != p->block_count)
         return KVB_CHECK_FAIL("states add up to %llu, not %u\n", (unsigned long long)sum,
                               p->block_count);
-    if (p->ops->len(p->backend) != cnt[KVB_S_INACTIVE])
-        return KVB_CHECK_FAIL("inactive index holds %u, INACTIVE slots %u\n",
-                              p->ops->len(p->backend), cnt[KVB_S_INACTIVE]);
+    uint32_t hlen = p->hints ? p->hints->heap_len : 0;
+    uint32_t llen = p->prio ? p->prio->listed : 0;
+    if (p->ops->len(p->backend) + hlen + llen != cnt[KVB_S_INACTIVE])
+        return KVB_CHECK_FAIL("inactive index holds %u, the hint heap %u, the priority lists "
+                              "%u; INACTIVE slots %u\n",
+                              p->ops->len(p->backend), hlen, llen, cnt[KVB_S_INACTIVE]);
+    if (p->prio) {
+        const char *why = NULL;
+        if (kvb__prio_check(p->prio, &why) != 0)
+            return KVB_CHECK_FAIL("%s\n", why);
+    }
+    if (p->hints) {
+        const char *why = NULL;
+        if (kvb__hints_check(p->hints, &why) != 0)
+            return KVB_CHECK_FAIL("%s\n", why);
+    }
     uint32_t mapped = 0;
     for (uint32_t i = 0; i < p->map_cap; i++) {
         uint32_t cell = p->map[i];

@@ -15,6 +15,8 @@
 
 struct kvb_sketch;
 struct kvb_events;
+struct kvb_hints;
+struct kvb_prio;
 
 enum kvb_state {
     KVB_S_RESET = 0,
@@ -35,6 +37,9 @@ enum kvb_state {
 /* slot flags (lock) */
 #define KVB_F_RESET_ON_RELEASE 0x01u /* PRIMARY/INACTIVE: go to RESET at last release */
 #define KVB_F_MARK             0x02u /* transient, inside one locked call (batch validation) */
+#define KVB_F_HINTED           0x04u /* INACTIVE: kept in the hint heap, not in the backend */
+#define KVB_F_LISTED           0x08u /* INACTIVE: in a priority level list, not in the backend */
+#define KVB_F_PRIO             0x10u /* PRIMARY/INACTIVE: priority other than the default */
 
 /*
  * One slot per block id: 32 bytes, two per cache line.
@@ -79,7 +84,8 @@ struct kvb_counters {
     uint64_t allocations, allocations_from_reset, evictions, registrations, duplicates, dedups,
         stagings, match_requested, match_returned, eager_transitions, allocate_rollbacks,
         release_noops, lock_acquisitions, lock_contended, lock_wait_ns, resurrections,
-        scan_requested, scan_returned;
+        scan_requested, scan_returned, hint_added, hint_withdrawn, hint_unmatched, hint_rejected,
+        hint_evictions, retention_expired, retained_evictions;
 };
 
 struct kvb_pool {
@@ -133,7 +139,18 @@ struct kvb_pool {
     struct kvb_sketch *sketch; /* frequency sketch (the registry's or own_sketch), or NULL */
     bool own_sketch;
     struct kvb_events *events; /* event module state, NULL without a sink */
-    uint64_t ev_seq;           /* (lock) last event sequence number handed out */
+    /* Lookahead hints (hint.h), NULL without hint capacity. (const pointer; contents:
+     * lock.) An INACTIVE slot is in exactly one of the backend and the hint heap
+     * (KVB_F_HINTED); it is in the heap only while its hash has outstanding hints. */
+    struct kvb_hints *hints;
+    /* Retention priorities and durations (prio.h), NULL without `priorities`.
+     * (const pointer; contents: lock.) An INACTIVE slot is in exactly one of the
+     * backend, the hint heap and a priority list (KVB_F_LISTED); KVB_F_PRIO marks
+     * content whose priority is not the default, and only such content is listed. */
+    struct kvb_prio *prio;
+    kvb_clock clock; /* (const) filled with the default when the config leaves it NULL */
+    bool ext;        /* (const) hints or priorities: allocations take the longer path */
+    uint64_t ev_seq; /* (lock) last event sequence number handed out */
     char name[64];
 };
 

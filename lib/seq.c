@@ -124,6 +124,19 @@ int kvb_seq_set_salt(kvb_seq *seq, uint64_t salt_hash)
     return 0;
 }
 
+int kvb_seq_set_retention(kvb_seq *seq, const kvb_retention *r)
+{
+    if (!kvb_seq_ok(seq))
+        return -EINVAL;
+    if (r) {
+        uint32_t pr, d;
+        if (kvb_retention_lookup(r, 0, &pr, &d) != 0)
+            return -EINVAL;
+    }
+    seq->retention = r;
+    return 0;
+}
+
 int kvb_seq_match_prefix(kvb_seq *seq, const uint32_t *tokens, uint32_t n_tokens)
 {
     if (!kvb_seq_ok(seq) || (n_tokens && !tokens))
@@ -142,6 +155,15 @@ int kvb_seq_match_prefix(kvb_seq *seq, const uint32_t *tokens, uint32_t n_tokens
     int k = kvb_pool_match(seq->pool, seq->hashes, (uint32_t)n, seq->blocks);
     if (k <= 0)
         return k;
+    for (int i = 0; seq->retention && i < k; i++) { /* the adopted prefix is this request's too */
+        uint32_t pr, d;
+        kvb_retention_lookup(seq->retention, (uint64_t)i * seq->block_size, &pr, &d);
+        int rc = kvb_block_set_priority(&seq->blocks[i], pr, d);
+        if (rc < 0) {
+            kvb_block_release_n(seq->blocks, (uint32_t)k);
+            return rc;
+        }
+    }
     for (int i = 0; i < k; i++)
         seq->ids[i] = seq->blocks[i].id;
     seq->n_full = seq->n_blocks = (uint32_t)k;
@@ -225,7 +247,8 @@ int kvb_seq_append_tokens(kvb_seq *seq, const uint32_t *tokens, uint32_t n)
                 break;
         }
         if (!rc)
-            rc = kvb_pool_register(seq->pool, seq->staged, nc, &seq->blocks[first]);
+            rc = kvb_pool_register_retained(seq->pool, seq->staged, nc, seq->retention,
+                                            &seq->blocks[first]);
         if (rc) {
             for (uint32_t i = 0; i < j; i++)
                 (void)kvb_complete_reset(&seq->staged[i], &seq->muts[first + i]);

@@ -9,6 +9,10 @@
  *   - exact counter balance: the pools' allocation, registration, staging,
  *     match and eviction counters equal what the threads and callbacks saw;
  *   - misuse == 0 (the program never misuses a handle);
+ *   - lookahead hints balance: every thread withdraws what it hinted, so no use,
+ *     hashed entry or protected block is left and nothing was unmatched;
+ *   - retention priorities and (short, real-clock) durations set concurrently
+ *     leave the pool consistent (kvb_pool_check covers the lists and the heap);
  *   - registry presence agrees with the pools' content for every hash.
  * Exits non-zero on the first violation.
  *
@@ -29,6 +33,7 @@
 #define CHAINS 24
 #define DEPTH 6
 #define HOLD 24 /* handles of each kind a thread keeps at most */
+#define HINT_CAPACITY 24 /* small: hint calls meet -ENOSPC too */
 
 static kvb_pool *pools[NPOOLS];
 static kvb_registry *reg;
@@ -79,6 +84,14 @@ struct worker {
     int nb;
     kvb_weak w[HOLD];
     int nw;
+    /* outstanding hint calls: pool, chain, length, uses */
+    struct {
+        int pool;
+        uint32_t chain, n;
+        int32_t d;
+    } h[HOLD];
+    int nh;
+    uint64_t hinted[NPOOLS], withdrawn[NPOOLS];
 };
 
 static void check_rc(int rc, const char *what)
@@ -101,7 +114,7 @@ static void op(struct worker *w, uint64_t *s)
 {
     int pi = (int)rnd(s, NPOOLS);
     kvb_pool *p = pools[pi];
-    uint32_t kind = rnd(s, 14);
+    uint32_t kind = rnd(s, 16);
     w->op_count[kind]++;
     switch (kind) {
     case 0:
@@ -151,7 +164,12 @@ static void op(struct worker *w, uint64_t *s)
                 i++;
             }
         }
-        if (kvb_pool_register(cp, batch, (uint32_t)n, out) != 0)
+        kvb_retention ret;
+        kvb_retention_init(&ret);
+        kvb_retention_range rg[2] = {{0, 32, 80, 2}, {32, 0, 10, 0}};
+        ret.ranges = rg;
+        ret.n_ranges = 2;
+        if (kvb_pool_register_retained(cp, batch, (uint32_t)n, rnd(s, 2) ? &ret : NULL, out) != 0)
             FAIL("register");
         w->registered[pool_index(cp)] += (uint64_t)n;
         for (int i = 0; i < n; i++)
@@ -256,6 +274,46 @@ static void op(struct worker *w, uint64_t *s)
         }
         break;
     }
+    case 14: { /* lookahead hints: a queued request's prefix, withdrawn later */
+        if (w->nh < HOLD && (w->nh == 0 || rnd(s, 2))) {
+            uint32_t ch = rnd(s, CHAINS), n = 1 + rnd(s, DEPTH);
+            int32_t d = 1 + (int32_t)rnd(s, 2);
+            int rc = kvb_pool_hint(p, universe[ch], n, d);
+            check_rc(rc, "hint");
+            if (rc == 0) {
+                w->h[w->nh].pool = pi;
+                w->h[w->nh].chain = ch;
+                w->h[w->nh].n = n;
+                w->h[w->nh++].d = d;
+                w->hinted[pi] += n * (uint32_t)d;
+            }
+        } else if (w->nh) {
+            int i = (int)rnd(s, (uint32_t)w->nh);
+            if (kvb_pool_hint(pools[w->h[i].pool], universe[w->h[i].chain], w->h[i].n,
+                              -w->h[i].d) != 0)
+                FAIL("hint withdrawal");
+            w->withdrawn[w->h[i].pool] += w->h[i].n * (uint32_t)w->h[i].d;
+            w->h[i] = w->h[--w->nh];
+        }
+        break;
+    }
+    case 15: { /* retention priorities, some with short durations (a real clock) */
+        uint32_t prio = rnd(s, KVB_PRIORITY_MAX + 1), dur = rnd(s, 3) ? 0 : 1 + rnd(s, 3);
+        if (w->nb && rnd(s, 2)) {
+            kvb_block *b = &w->b[rnd(s, (uint32_t)w->nb)];
+            if (kvb_block_set_priority(b, prio, dur) != 0)
+                FAIL("set_priority of a held block");
+            int got = kvb_block_priority(b);
+            if (got < 0 || got > (int)KVB_PRIORITY_MAX)
+                FAIL("block_priority: %d", got);
+        } else {
+            uint32_t ch = rnd(s, CHAINS), n = 1 + rnd(s, DEPTH);
+            int rc = kvb_pool_set_priority(p, universe[ch], n, prio, dur);
+            if (rc < 0 || rc > (int)n)
+                FAIL("pool_set_priority: %d", rc);
+        }
+        break;
+    }
     case 13: { /* use count and address of held blocks */
         if (!w->nb)
             break;
@@ -280,6 +338,13 @@ static void release_all(struct worker *w)
     if (kvb_block_release_n(w->b, (uint32_t)w->nb) != 0)
         FAIL("final release_n");
     w->nb = 0;
+    while (w->nh) {
+        w->nh--;
+        if (kvb_pool_hint(pools[w->h[w->nh].pool], universe[w->h[w->nh].chain], w->h[w->nh].n,
+                          -w->h[w->nh].d) != 0)
+            FAIL("final hint withdrawal");
+        w->withdrawn[w->h[w->nh].pool] += w->h[w->nh].n * (uint32_t)w->h[w->nh].d;
+    }
 }
 
 static void *run(void *arg)
@@ -319,6 +384,8 @@ int main(int argc, char **argv)
         cfg.evict = i == 0 ? KVB_EVICT_LRU : KVB_EVICT_FIFO;
         cfg.dup_policy = i == 0 ? KVB_DUP_ALLOW : KVB_DUP_REJECT;
         cfg.name = i == 0 ? "gpu" : "host";
+        cfg.hint_capacity = HINT_CAPACITY;
+        cfg.priorities = true;
         /* user = the pool's index: callbacks fire only after pools[] is filled */
         cfg.callbacks = (kvb_callbacks){.user = &idx[i], .on_reset = on_reset, .on_evict = on_evict};
         if (kvb_pool_create(&cfg, &pools[i]) != 0)
@@ -346,7 +413,8 @@ int main(int argc, char **argv)
             FAIL("kvb_pool_check on pool %d", pi);
         kvb_stats s;
         kvb_pool_stats(p, &s);
-        uint64_t alloc = 0, staged = 0, regd = 0, matched = 0, req = 0, ev = 0;
+        uint64_t alloc = 0, staged = 0, regd = 0, matched = 0, req = 0, ev = 0, hinted = 0,
+                 withdrawn = 0;
         for (int i = 0; i < threads; i++) {
             alloc += w[i].allocated[pi];
             staged += w[i].staged[pi];
@@ -354,7 +422,16 @@ int main(int argc, char **argv)
             matched += w[i].matched[pi];
             req += w[i].requested[pi];
             ev += w[i].evicted[pi];
+            hinted += w[i].hinted[pi];
+            withdrawn += w[i].withdrawn[pi];
         }
+        if (s.hint_added != hinted || s.hint_withdrawn != withdrawn || hinted != withdrawn ||
+            s.hint_uses || s.hint_hashes || s.hint_protected || s.hint_unmatched)
+            FAIL("pool %d: hints do not balance (added %" PRIu64 "/%" PRIu64
+                 ", withdrawn %" PRIu64 "/%" PRIu64 ", left %" PRIu64 " uses on %u hashes, %u "
+                 "protected, %" PRIu64 " unmatched)",
+                 pi, s.hint_added, hinted, s.hint_withdrawn, withdrawn, s.hint_uses,
+                 s.hint_hashes, s.hint_protected, s.hint_unmatched);
         if (s.mutable_ || s.staged || s.primary || s.duplicate)
             FAIL("pool %d: blocks still held at the end", pi);
         if (s.reset + s.inactive != BLOCKS)
@@ -389,10 +466,13 @@ int main(int argc, char **argv)
         }
         printf("pool %-4s: allocations=%" PRIu64 " evictions=%" PRIu64 " registrations=%" PRIu64
                " duplicates=%" PRIu64 " dedups=%" PRIu64 " match_hits=%" PRIu64
-               " eager=%" PRIu64 " noops=%" PRIu64 " resets=%lu contended=%" PRIu64 "\n",
+               " eager=%" PRIu64 " noops=%" PRIu64 " resets=%lu contended=%" PRIu64
+               " hint_evictions=%" PRIu64 " hint_rejected=%" PRIu64 " retention_expired=%" PRIu64
+               " retained_evictions=%" PRIu64 "\n",
                kvb_pool_name(p), s.allocations, s.evictions, s.registrations, s.duplicates,
                s.dedups, s.match_returned, s.eager_transitions, s.release_noops,
-               (unsigned long)atomic_load(&cb_resets[pi]), s.lock_contended);
+               (unsigned long)atomic_load(&cb_resets[pi]), s.lock_contended, s.hint_evictions,
+               s.hint_rejected, s.retention_expired, s.retained_evictions);
         if (kvb_pool_check(p) != 0)
             FAIL("kvb_pool_check after presence scan on pool %d", pi);
         if (kvb_pool_destroy(p) != 0)

@@ -130,6 +130,17 @@ static void rm_pool(void *obj)
     cr_assert_eq(kvb_pool_destroy(obj), 0);
 }
 
+/* with lookahead hints and retention priorities: the hint table, records, heap and
+ * positions, the priority levels, lists and duration heap are allocated too */
+static int mk_pool_hints(const struct path *pp, void **out)
+{
+    kvb_pool_config cfg;
+    base_cfg(&cfg, pp->policy);
+    cfg.hint_capacity = 64;
+    cfg.priorities = true;
+    return kvb_pool_create(&cfg, (kvb_pool **)out);
+}
+
 static int mk_registry(const struct path *pp, void **out)
 {
     (void)pp;
@@ -282,6 +293,16 @@ Test(fault, pool_create_every_policy_every_k)
     }
 }
 
+Test(fault, pool_with_hints_and_priorities_every_policy_every_k)
+{
+    for (int pol = 0; pol < 16; pol++) {
+        struct path pp = {"pool_create(hints, priorities)", mk_pool_hints, rm_pool,
+                          (kvb_evict_policy)pol};
+        if (kvb_inactive_builtin(pp.policy))
+            every_k(&pp);
+    }
+}
+
 Test(fault, registry_create_every_k)
 {
     struct path pp = {"registry_create", mk_registry, rm_registry, KVB_EVICT_LRU};
@@ -337,6 +358,8 @@ static kvb_pool *cb_pool(uint32_t n)
     cfg.block_count = n;
     cfg.allocator = FA_ALLOC;
     cfg.callbacks = (kvb_callbacks){.on_reset = on_reset, .on_evict = on_evict};
+    cfg.hint_capacity = 32;
+    cfg.priorities = true;
     return tu_pool_cfg(&cfg);
 }
 
@@ -451,7 +474,16 @@ Test(fault, small_batches_and_handle_operations_never_allocate)
         kvb_mutable back;
         cr_assert_eq(kvb_complete_reset(&c[3], &back), 0);
         cr_assert_eq(kvb_mutable_stage(&back, hs[3], &c[3]), 0);
-        cr_assert_eq(kvb_pool_register(p, c, 4, b), 0);
+        cr_assert_eq(kvb_pool_hint(p, hs, 4, +1), 0);
+        kvb_retention ret;
+        kvb_retention_init(&ret);
+        kvb_retention_range rg = {0, 0, 60, 1000};
+        ret.ranges = &rg;
+        ret.n_ranges = 1;
+        cr_assert_eq(kvb_pool_register_retained(p, c, 4, &ret, b), 0);
+        cr_assert_eq(kvb_block_set_priority(&b[1], 10, 5), 0);
+        cr_assert_eq(kvb_block_priority(&b[1]), 10);
+        cr_assert_eq(kvb_pool_set_priority(p, hs, 2, 90, 0), 2);
         cr_assert_eq(kvb_block_clone(&b[0], &x), 0);
         kvb_weak w;
         kvb_block_downgrade(&x, &w);
@@ -464,6 +496,12 @@ Test(fault, small_batches_and_handle_operations_never_allocate)
         cr_assert_eq(kvb_block_release_n(b, 4), 0);
         cr_assert_eq(kvb_pool_match_scattered(p, hs, 4, b, hit), 4);
         cr_assert_eq(kvb_block_release_n(b, 4), 0);
+        kvb_mutable all[14]; /* the last 4 evict through the hint heap */
+        cr_assert_eq(kvb_pool_allocate(p, 10, all, NULL, NULL), 0);
+        cr_assert_eq(kvb_pool_allocate(p, 4, all + 10, NULL, NULL), 0);
+        for (int i = 0; i < 14; i++)
+            cr_assert_eq(kvb_mutable_release(&all[i]), 0);
+        cr_assert_eq(kvb_pool_hint(p, hs, 4, -1), 0);
         kvb_stats s;
         cr_assert_eq(kvb_pool_stats(p, &s), 0);
         (void)kvb_pool_available(p);

@@ -27,6 +27,7 @@
 
 #include "inactive_internal.h"
 #include "kvblock.h"
+#include "testutil.h"
 
 /* ------------------------------------------------------------------------ */
 /* Counting allocator                                                       */
@@ -247,6 +248,7 @@ static const struct backend_case backends[] = {
     {&kvb_inactive_tinylfu, MODEL_SET, 40},
     {&kvb_inactive_lineage, MODEL_LRU, 100},
     {&kvb_inactive_lineage_arc, MODEL_SET, 400},
+    {&kvb_inactive_adaptive, MODEL_SET, 480},
     {&test_lifo_ops, MODEL_LIFO, 0},
 };
 #define N_BACKENDS (sizeof backends / sizeof backends[0])
@@ -1004,6 +1006,527 @@ BACKEND_TEST(memory_per_block_at_1m)
 }
 
 /* ------------------------------------------------------------------------ */
+/* Pool-level scenarios: every backend under the pool's lookahead hints     */
+/* (the pool filters the backend's victims; no backend knows about hints)   */
+/* ------------------------------------------------------------------------ */
+
+static kvb_pool *hpool(const struct backend_case *bc, uint32_t blocks, uint32_t hint_capacity)
+{
+    kvb_pool_config cfg;
+    kvb_pool_config_init(&cfg);
+    cfg.block_count = blocks;
+    cfg.evict_ops = bc->ops;
+    cfg.hint_capacity = hint_capacity;
+    kvb_pool *p = NULL;
+    int rc = kvb_pool_create(&cfg, &p);
+    cr_assert_eq(rc, 0, "%s: kvb_pool_create: %s", bc->ops->name, kvb_strerror(rc));
+    return p;
+}
+
+/* The prefix replay of one request: match, allocate + stage + register the rest,
+ * release last block first. The evicted hashes are appended to ev (room for n). */
+static uint32_t hrequest(kvb_pool *p, const kvb_hash *h, uint32_t n, kvb_hash *ev, uint32_t *nev)
+{
+    kvb_block b[64];
+    kvb_mutable m[64];
+    kvb_complete c[64];
+    cr_assert_leq(n, 64);
+    int k = kvb_pool_match(p, h, n, b);
+    cr_assert_geq(k, 0);
+    uint32_t miss = n - (uint32_t)k, e = 0;
+    if (miss) {
+        cr_assert_eq(kvb_pool_allocate(p, miss, m, ev ? ev + *nev : NULL, &e), 0);
+        cr_assert_eq(kvb_pool_stage(p, m, h + k, miss, c), 0);
+        cr_assert_eq(kvb_pool_register(p, c, miss, b + k), 0);
+    }
+    if (nev)
+        *nev += e;
+    for (uint32_t i = 0; i < n / 2; i++) {
+        kvb_block t = b[i];
+        b[i] = b[n - 1 - i];
+        b[n - 1 - i] = t;
+    }
+    cr_assert_eq(kvb_block_release_n(b, n), 0);
+    return (uint32_t)k;
+}
+
+/* Allocate n blocks (evicting), report the evicted hashes, give the blocks back. */
+static uint32_t hevict(kvb_pool *p, uint32_t n, kvb_hash *ev)
+{
+    kvb_mutable m[64];
+    uint32_t e = 0;
+    cr_assert_leq(n, 64);
+    cr_assert_eq(kvb_pool_allocate(p, n, m, ev, &e), 0);
+    for (uint32_t i = 0; i < n; i++)
+        cr_assert_eq(kvb_mutable_release(&m[i]), 0);
+    return e;
+}
+
+static bool hin(const kvb_hash *set, uint32_t n, kvb_hash h)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (kvb_hash_equal(set[i], h))
+            return true;
+    return false;
+}
+
+static kvb_hash hroot(uint32_t i)
+{
+    kvb_hash h;
+    kvb_hash_make(0x5000 + i, 0, false, 0, &h);
+    return h;
+}
+
+static void hfinish(kvb_pool *p)
+{
+    cr_assert_eq(kvb_pool_check(p), 0, "kvb_pool_check failed");
+    cr_assert_eq(kvb_pool_destroy(p), 0);
+}
+
+BACKEND_TEST(hints_protect_until_nothing_else_is_left)
+{
+    kvb_pool *p = hpool(bc, 64, 64);
+    kvb_hash h[64], ev[64];
+    for (uint32_t i = 0; i < 64; i++) {
+        h[i] = hroot(i);
+        hrequest(p, &h[i], 1, NULL, NULL);
+    }
+    /* 16 hinted hashes, one call each: h[0] is needed first, h[60] last */
+    for (uint32_t i = 0; i < 64; i += 4)
+        cr_assert_eq(kvb_pool_hint(p, &h[i], 1, +1), 0);
+    /* 48 unhinted blocks go first, then the hinted ones, furthest need first */
+    uint32_t e = hevict(p, 56, ev);
+    cr_assert_eq(e, 56, "%s", bc->ops->name);
+    for (uint32_t i = 0; i < 48; i++) {
+        bool hinted = false;
+        for (uint32_t j = 0; j < 64; j += 4)
+            hinted |= kvb_hash_equal(ev[i], h[j]);
+        cr_assert_not(hinted, "%s: eviction %u took a hinted block while others were cached",
+                      bc->ops->name, i);
+    }
+    for (uint32_t i = 0; i < 8; i++)
+        cr_assert(kvb_hash_equal(ev[48 + i], h[60 - 4 * i]), "%s: hinted eviction %u out of order",
+                  bc->ops->name, i);
+    kvb_stats st;
+    kvb_pool_stats(p, &st);
+    cr_assert_eq(st.hint_evictions, 8);
+    cr_assert_eq(st.evictions, 56);
+    cr_assert_eq(st.hint_hashes, 16);
+    /* the rest are still cached: a match finds them */
+    for (uint32_t i = 0; i < 32; i += 4)
+        cr_assert_eq(hrequest(p, &h[i], 1, NULL, NULL), 1, "%s: h[%u] lost", bc->ops->name, i);
+    for (uint32_t i = 0; i < 64; i += 4)
+        cr_assert_eq(kvb_pool_hint(p, &h[i], 1, -1), 0);
+    kvb_pool_stats(p, &st);
+    cr_assert_eq(st.hint_uses, 0);
+    cr_assert_eq(st.hint_hashes, 0);
+    cr_assert_eq(st.hint_protected, 0);
+    cr_assert_eq(st.hint_unmatched, 0);
+    hfinish(p);
+}
+
+BACKEND_TEST(hints_one_request_goes_deepest_first)
+{
+    kvb_pool *p = hpool(bc, 16, 64);
+    kvb_hash chain[8], ev[16];
+    tu_chain(0x9000, 8, chain);
+    hrequest(p, chain, 8, NULL, NULL);
+    cr_assert_eq(kvb_pool_hint(p, chain, 8, +1), 0);
+    cr_assert_eq(hevict(p, 16, ev), 8); /* 8 free blocks first, then the chain */
+    for (uint32_t i = 0; i < 8; i++)
+        cr_assert(kvb_hash_equal(ev[i], chain[7 - i]), "%s: position %u evicted at %u",
+                  bc->ops->name, kvb_hash_position(ev[i]), i);
+    cr_assert_eq(kvb_pool_hint(p, chain, 8, -1), 0);
+    hfinish(p);
+}
+
+BACKEND_TEST(hints_given_before_the_content_is_cached)
+{
+    kvb_pool *p = hpool(bc, 8, 8);
+    kvb_hash h[8], ev[8];
+    for (uint32_t i = 0; i < 8; i++)
+        h[i] = hroot(100 + i);
+    cr_assert_eq(kvb_pool_hint(p, &h[3], 1, +2), 0); /* two queued requests want h[3] */
+    for (uint32_t i = 0; i < 8; i++)
+        hrequest(p, &h[i], 1, NULL, NULL);
+    cr_assert_eq(hevict(p, 7, ev), 7);
+    cr_assert_not(hin(ev, 7, h[3]), "%s", bc->ops->name);
+    cr_assert_eq(kvb_pool_hint(p, &h[3], 1, -1), 0); /* one of them was served */
+    cr_assert_eq(hevict(p, 7, ev), 0);               /* the 7 freed blocks come first */
+    cr_assert_eq(kvb_pool_hint(p, &h[3], 1, -1), 0); /* the other one too */
+    cr_assert_eq(hevict(p, 8, ev), 1);
+    cr_assert(kvb_hash_equal(ev[0], h[3]));
+    hfinish(p);
+}
+
+BACKEND_TEST(hints_withdrawn_blocks_are_ordinary_again)
+{
+    kvb_pool *p = hpool(bc, 8, 16);
+    kvb_hash h[8], ev[8];
+    for (uint32_t i = 0; i < 8; i++) {
+        h[i] = hroot(200 + i);
+        hrequest(p, &h[i], 1, NULL, NULL);
+    }
+    cr_assert_eq(kvb_pool_hint(p, h, 8, +1), 0);
+    cr_assert_eq(hevict(p, 2, ev), 2); /* sets blocks apart while looking for victims */
+    cr_assert_eq(kvb_pool_hint(p, h, 4, -1), 0);
+    /* the 2 blocks freed above come first, then two of the withdrawn h[0..3] */
+    cr_assert_eq(hevict(p, 4, ev), 2);
+    for (uint32_t i = 0; i < 2; i++)
+        cr_assert(hin(h, 4, ev[i]), "%s: eviction %u took a block still hinted", bc->ops->name,
+                  i);
+    cr_assert_eq(kvb_pool_hint(p, h + 4, 4, -1), 0);
+    kvb_stats st;
+    kvb_pool_stats(p, &st);
+    cr_assert_eq(st.hint_uses, 0);
+    cr_assert_eq(st.hint_protected, 0);
+    hfinish(p);
+}
+
+BACKEND_TEST(hints_hit_on_a_protected_block)
+{
+    kvb_pool *p = hpool(bc, 4, 8);
+    kvb_hash h[4], ev[4];
+    for (uint32_t i = 0; i < 4; i++) {
+        h[i] = hroot(300 + i);
+        hrequest(p, &h[i], 1, NULL, NULL);
+    }
+    cr_assert_eq(kvb_pool_hint(p, h, 2, +1), 0);
+    cr_assert_eq(hevict(p, 2, ev), 2); /* h[2], h[3]; h[0], h[1] set apart */
+    cr_assert_eq(hrequest(p, &h[0], 1, NULL, NULL), 1, "%s: protected block missed",
+                 bc->ops->name);
+    cr_assert_eq(kvb_pool_hint(p, h, 1, -1), 0);
+    cr_assert_eq(kvb_pool_check(p), 0);
+    cr_assert_eq(hrequest(p, &h[1], 1, NULL, NULL), 1);
+    cr_assert_eq(kvb_pool_hint(p, &h[1], 1, -1), 0);
+    cr_assert_eq(kvb_pool_reset_inactive(p), 2);
+    hfinish(p);
+}
+
+BACKEND_TEST(hints_reset_inactive_drains_protected_blocks)
+{
+    kvb_pool *p = hpool(bc, 32, 32);
+    kvb_hash h[32], ev[32];
+    for (uint32_t i = 0; i < 32; i++) {
+        h[i] = hroot(400 + i);
+        hrequest(p, &h[i], 1, NULL, NULL);
+    }
+    cr_assert_eq(kvb_pool_hint(p, h, 32, +1), 0);
+    cr_assert_eq(hevict(p, 4, ev), 4); /* sets the other 28 apart... or not: all hinted */
+    kvb_stats st;
+    kvb_pool_stats(p, &st);
+    cr_assert_eq(st.hint_evictions, 4);
+    cr_assert_eq(kvb_pool_reset_inactive(p), 28);
+    kvb_pool_stats(p, &st);
+    cr_assert_eq(st.hint_protected, 0);
+    cr_assert_eq(st.inactive, 0);
+    cr_assert_eq(kvb_pool_hint(p, h, 32, -1), 0);
+    hfinish(p);
+}
+
+/* A model of the hints: per hash, its outstanding (ticket, uses) oldest first. */
+#define HM_HASHES 48 /* 12 chains of 4 */
+struct hmodel {
+    kvb_hash h[HM_HASHES];
+    uint64_t tk[HM_HASHES][32];
+    uint32_t tu[HM_HASHES][32];
+    uint32_t nt[HM_HASHES];
+    uint64_t uses[HM_HASHES];
+    bool cached[HM_HASHES];
+    uint64_t ticket;
+};
+
+static int hm_index(const struct hmodel *m, kvb_hash h)
+{
+    for (int i = 0; i < HM_HASHES; i++)
+        if (kvb_hash_equal(m->h[i], h))
+            return i;
+    return -1;
+}
+
+static uint64_t hm_key(const struct hmodel *m, int i)
+{
+    return m->tk[i][0] << 24 | kvb_hash_position(m->h[i]);
+}
+
+static void hm_add(struct hmodel *m, int i, uint32_t u, uint64_t ticket)
+{
+    if (m->nt[i] && m->tk[i][m->nt[i] - 1] == ticket) {
+        m->tu[i][m->nt[i] - 1] += u;
+    } else {
+        cr_assert_lt(m->nt[i], 32);
+        m->tk[i][m->nt[i]] = ticket;
+        m->tu[i][m->nt[i]++] = u;
+    }
+    m->uses[i] += u;
+}
+
+static uint32_t hm_withdraw(struct hmodel *m, int i, uint32_t u)
+{
+    uint32_t taken = 0;
+    while (taken < u && m->nt[i]) {
+        uint32_t k = u - taken < m->tu[i][0] ? u - taken : m->tu[i][0];
+        m->tu[i][0] -= k;
+        taken += k;
+        if (m->tu[i][0] == 0) {
+            memmove(m->tk[i], m->tk[i] + 1, (m->nt[i] - 1) * sizeof m->tk[i][0]);
+            memmove(m->tu[i], m->tu[i] + 1, (m->nt[i] - 1) * sizeof m->tu[i][0]);
+            m->nt[i]--;
+        }
+    }
+    m->uses[i] -= taken;
+    return taken;
+}
+
+/* Random requests (chains sharing roots), hint additions and withdrawals on a small
+ * pool; after every allocation the evictions must respect the hints: a hinted block
+ * only when no unhinted block was cached, and those furthest need first. */
+BACKEND_TEST(hints_random_against_a_model)
+{
+    const uint32_t blocks = 12;
+    kvb_pool *p = hpool(bc, blocks, 24);
+    static struct hmodel m;
+    memset(&m, 0, sizeof m);
+    for (int c = 0; c < HM_HASHES / 4; c++)
+        tu_chain(0xa000 + 16 * (uint64_t)c, 4, &m.h[4 * c]);
+    uint64_t seed = 0x1234 + bc->model;
+    uint64_t unmatched = 0, rejected = 0;
+    for (int op = 0; op < 4000; op++) {
+        uint32_t r = rndn(&seed, 10);
+        if (r < 5) { /* a request: chain c, length 1..4 */
+            int c = (int)rndn(&seed, HM_HASHES / 4);
+            uint32_t n = 1 + rndn(&seed, 4);
+            kvb_hash ev[4];
+            uint32_t nev = 0;
+            kvb_block b[4];
+            int k = kvb_pool_match(p, &m.h[4 * c], n, b);
+            cr_assert_geq(k, 0);
+            bool held[HM_HASHES] = {0};
+            for (int j = 0; j < k; j++)
+                held[4 * c + j] = true;
+            uint32_t miss = n - (uint32_t)k;
+            kvb_mutable mu[4];
+            kvb_complete co[4];
+            if (miss) {
+                cr_assert_eq(kvb_pool_allocate(p, miss, mu, ev, &nev), 0);
+                /* check the victims against the model */
+                bool gone[HM_HASHES] = {0};
+                uint64_t last = UINT64_MAX;
+                bool any_hinted = false;
+                for (uint32_t e = 0; e < nev; e++) {
+                    int i = hm_index(&m, ev[e]);
+                    cr_assert_geq(i, 0);
+                    cr_assert(m.cached[i] && !held[i], "%s: evicted a block not cached",
+                              bc->ops->name);
+                    gone[i] = true;
+                    if (m.uses[i]) {
+                        any_hinted = true;
+                        cr_assert_leq(hm_key(&m, i), last, "%s: hinted victims out of order",
+                                      bc->ops->name);
+                        last = hm_key(&m, i);
+                    }
+                }
+                for (int i = 0; i < HM_HASHES; i++) {
+                    if (!m.cached[i] || held[i] || gone[i])
+                        continue;
+                    if (any_hinted)
+                        cr_assert(m.uses[i] != 0,
+                                  "%s: op %d: a hinted block was evicted while an unhinted "
+                                  "one stayed",
+                                  bc->ops->name, op);
+                    if (any_hinted)
+                        cr_assert_leq(hm_key(&m, i), last,
+                                      "%s: op %d: a hinted block needed later stayed",
+                                      bc->ops->name, op);
+                }
+                for (int i = 0; i < HM_HASHES; i++)
+                    if (gone[i])
+                        m.cached[i] = false;
+                cr_assert_eq(kvb_pool_stage(p, mu, &m.h[4 * c + k], miss, co), 0);
+                cr_assert_eq(kvb_pool_register(p, co, miss, b + k), 0);
+            }
+            for (uint32_t j = 0; j < n / 2; j++) {
+                kvb_block t = b[j];
+                b[j] = b[n - 1 - j];
+                b[n - 1 - j] = t;
+            }
+            cr_assert_eq(kvb_block_release_n(b, n), 0);
+            for (uint32_t j = 0; j < n; j++)
+                m.cached[4 * c + (int)j] = true;
+        } else if (r < 8) { /* hint a few hashes (a queued request: a chain prefix) */
+            int c = (int)rndn(&seed, HM_HASHES / 4);
+            uint32_t n = 1 + rndn(&seed, 4);
+            int32_t d = 1 + (int32_t)rndn(&seed, 2);
+            int rc = kvb_pool_hint(p, &m.h[4 * c], n, d);
+            if (rc == -ENOSPC) {
+                rejected++;
+                continue;
+            }
+            cr_assert_eq(rc, 0);
+            m.ticket++;
+            for (uint32_t j = 0; j < n; j++)
+                hm_add(&m, 4 * c + (int)j, (uint32_t)d, m.ticket);
+        } else { /* withdraw */
+            int c = (int)rndn(&seed, HM_HASHES / 4);
+            uint32_t n = 1 + rndn(&seed, 4);
+            int32_t d = 1 + (int32_t)rndn(&seed, 2);
+            cr_assert_eq(kvb_pool_hint(p, &m.h[4 * c], n, -d), 0);
+            for (uint32_t j = 0; j < n; j++)
+                unmatched += (uint32_t)d - hm_withdraw(&m, 4 * c + (int)j, (uint32_t)d);
+        }
+        if (op % 64 == 0)
+            cr_assert_eq(kvb_pool_check(p), 0, "%s: op %d", bc->ops->name, op);
+        kvb_stats st;
+        kvb_pool_stats(p, &st);
+        uint64_t uses = 0;
+        uint32_t hashes = 0;
+        for (int i = 0; i < HM_HASHES; i++) {
+            uses += m.uses[i];
+            hashes += m.uses[i] != 0;
+        }
+        cr_assert_eq(st.hint_uses, uses, "%s: op %d", bc->ops->name, op);
+        cr_assert_eq(st.hint_hashes, hashes);
+        cr_assert_eq(st.hint_unmatched, unmatched);
+        cr_assert_eq(st.hint_rejected, rejected);
+        if (op == 3999) { /* the scenario reached what it is about */
+            cr_assert_gt(st.hint_evictions, 0, "%s", bc->ops->name);
+            cr_assert_gt(rejected, 0, "%s", bc->ops->name);
+            cr_assert_gt(unmatched, 0, "%s", bc->ops->name);
+        }
+    }
+    hfinish(p);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Pool-level scenarios: every backend under retention priorities and       */
+/* durations (only default-priority blocks enter a backend)                 */
+/* ------------------------------------------------------------------------ */
+
+static uint64_t conf_now;
+
+static uint64_t conf_clock(void *ctx)
+{
+    (void)ctx;
+    return conf_now;
+}
+
+static kvb_pool *ppool(const struct backend_case *bc, uint32_t blocks, uint32_t hint_capacity)
+{
+    kvb_pool_config cfg;
+    kvb_pool_config_init(&cfg);
+    cfg.block_count = blocks;
+    cfg.evict_ops = bc->ops;
+    cfg.hint_capacity = hint_capacity;
+    cfg.priorities = true;
+    cfg.clock = (kvb_clock){.now_ms = conf_clock};
+    conf_now = 0;
+    kvb_pool *p = NULL;
+    int rc = kvb_pool_create(&cfg, &p);
+    cr_assert_eq(rc, 0, "%s: kvb_pool_create: %s", bc->ops->name, kvb_strerror(rc));
+    return p;
+}
+
+BACKEND_TEST(priorities_lowest_first)
+{
+    kvb_pool *p = ppool(bc, 32, 0);
+    kvb_hash h[32], ev[32];
+    /* 8 at 10 and 4 at 20 (below), 8 at the default, 4 at 60 and 8 at 90 (above) */
+    uint32_t level[32];
+    for (uint32_t i = 0; i < 32; i++) {
+        level[i] = i < 8 ? 10 : i < 12 ? 20 : i < 20 ? KVB_PRIORITY_DEFAULT : i < 24 ? 60 : 90;
+        h[i] = hroot(600 + i);
+    }
+    uint32_t order[32]; /* release order: interleaved levels */
+    for (uint32_t i = 0; i < 32; i++)
+        order[i] = (i * 13) % 32;
+    for (uint32_t j = 0; j < 32; j++) {
+        uint32_t i = order[j];
+        hrequest(p, &h[i], 1, NULL, NULL);
+        cr_assert_eq(kvb_pool_set_priority(p, &h[i], 1, level[i], 0), 1);
+    }
+    kvb_stats st;
+    kvb_pool_stats(p, &st);
+    cr_assert_eq(st.retained, 24, "%s", bc->ops->name);
+    cr_assert_eq(hevict(p, 32, ev), 32);
+    /* below the default: level by level, release order within a level */
+    uint32_t k = 0;
+    for (uint32_t lv = 0; lv <= 100; lv++) {
+        if (lv == KVB_PRIORITY_DEFAULT) { /* the backend's 8, in its own order */
+            for (uint32_t e = 0; e < 8; e++, k++) {
+                bool ok = false;
+                for (uint32_t i = 12; i < 20; i++)
+                    ok |= kvb_hash_equal(ev[k], h[i]);
+                cr_assert(ok, "%s: eviction %u is not a default-priority block", bc->ops->name,
+                          k);
+            }
+            continue;
+        }
+        for (uint32_t j = 0; j < 32; j++) {
+            uint32_t i = order[j];
+            if (level[i] != lv)
+                continue;
+            cr_assert(kvb_hash_equal(ev[k], h[i]), "%s: eviction %u out of order (level %u)",
+                      bc->ops->name, k, lv);
+            k++;
+        }
+    }
+    kvb_pool_stats(p, &st);
+    cr_assert_eq(st.retained_evictions, 12);
+    cr_assert_eq(st.retained, 0);
+    hfinish(p);
+}
+
+BACKEND_TEST(priorities_durations_return_to_the_default)
+{
+    kvb_pool *p = ppool(bc, 16, 0);
+    kvb_hash h[16], ev[16];
+    for (uint32_t i = 0; i < 16; i++) {
+        h[i] = hroot(700 + i);
+        hrequest(p, &h[i], 1, NULL, NULL);
+    }
+    /* a TTL pin on h[0..7]: 100 ms at the top priority */
+    cr_assert_eq(kvb_pool_set_priority(p, h, 8, KVB_PRIORITY_MAX, 100), 8);
+    conf_now = 99;
+    cr_assert_eq(hevict(p, 8, ev), 8);
+    for (uint32_t i = 0; i < 8; i++)
+        cr_assert_not(hin(h, 8, ev[i]), "%s: a pinned block went first", bc->ops->name);
+    conf_now = 100; /* the pins run out: ordinary blocks, the only ones left */
+    kvb_stats st;
+    kvb_pool_stats(p, &st);
+    cr_assert_eq(st.retention_expired, 8);
+    cr_assert_eq(st.retained, 0);
+    cr_assert_eq(st.retention_timers, 0);
+    cr_assert_eq(hevict(p, 16, ev), 8);
+    kvb_pool_stats(p, &st);
+    cr_assert_eq(st.retained_evictions, 0);
+    hfinish(p);
+}
+
+BACKEND_TEST(priorities_cached_blocks_move_both_ways)
+{
+    kvb_pool *p = ppool(bc, 8, 8);
+    kvb_hash h[8], ev[8];
+    for (uint32_t i = 0; i < 8; i++) {
+        h[i] = hroot(800 + i);
+        hrequest(p, &h[i], 1, NULL, NULL);
+    }
+    cr_assert_eq(kvb_pool_set_priority(p, h, 4, 70, 0), 4);  /* out of the backend */
+    cr_assert_eq(kvb_pool_set_priority(p, h, 2, KVB_PRIORITY_DEFAULT, 0), 2); /* back */
+    cr_assert_eq(kvb_pool_set_priority(p, h + 4, 1, 5, 0), 1);
+    cr_assert_eq(kvb_pool_hint(p, h + 4, 1, 1), 0); /* h[4]: low, but hinted */
+    cr_assert_eq(kvb_pool_check(p), 0);
+    cr_assert_eq(hevict(p, 8, ev), 8);
+    /* h[5..7] and h[0..1] (the default) in the backend's order, then h[2], h[3]
+     * (70, release order), then h[4] (hinted) */
+    for (uint32_t i = 0; i < 5; i++)
+        cr_assert(hin(h + 5, 3, ev[i]) || hin(h, 2, ev[i]), "%s: eviction %u", bc->ops->name, i);
+    cr_assert(kvb_hash_equal(ev[5], h[2]) && kvb_hash_equal(ev[6], h[3]), "%s", bc->ops->name);
+    cr_assert(kvb_hash_equal(ev[7], h[4]), "%s", bc->ops->name);
+    cr_assert_eq(kvb_pool_hint(p, h + 4, 1, -1), 0);
+    hfinish(p);
+}
+
+/* ------------------------------------------------------------------------ */
 /* Policy-specific order                                                    */
 /* ------------------------------------------------------------------------ */
 
@@ -1255,15 +1778,16 @@ Test(builtin, lookup)
     cr_assert_eq(kvb_inactive_builtin(KVB_EVICT_TINYLFU), &kvb_inactive_tinylfu);
     cr_assert_eq(kvb_inactive_builtin(KVB_EVICT_LINEAGE), &kvb_inactive_lineage);
     cr_assert_eq(kvb_inactive_builtin(KVB_EVICT_LINEAGE_ARC), &kvb_inactive_lineage_arc);
+    cr_assert_eq(kvb_inactive_builtin(KVB_EVICT_ADAPTIVE), &kvb_inactive_adaptive);
     /* out of range */
-    cr_assert_null(kvb_inactive_builtin((kvb_evict_policy)(KVB_EVICT_LINEAGE_ARC + 1)));
+    cr_assert_null(kvb_inactive_builtin((kvb_evict_policy)(KVB_EVICT_ADAPTIVE + 1)));
     cr_assert_null(kvb_inactive_builtin((kvb_evict_policy)99));
     cr_assert_null(kvb_inactive_builtin((kvb_evict_policy)-1));
 }
 
 Test(builtin, every_builtin_is_in_the_conformance_table)
 {
-    for (int p = KVB_EVICT_LRU; p <= KVB_EVICT_LINEAGE; p++) {
+    for (int p = KVB_EVICT_LRU; p <= KVB_EVICT_ADAPTIVE; p++) {
         const kvb_inactive_ops *ops = kvb_inactive_builtin((kvb_evict_policy)p);
         if (!ops)
             continue;

@@ -125,6 +125,22 @@ typedef struct replay_catalog {
 /* --publish: the replay's KV events go out on the vLLM wire (ZeroMQ PUB). */
 static kvb_publisher *replay_pub;
 static kvb_event_config replay_events;
+/* --lookahead: the pools' hint capacity (0: no hints) */
+static uint32_t replay_hint_capacity;
+/* --retention K:P[:MS] and --ttl MS: retention priorities, on the trace's clock */
+static struct {
+    bool on;
+    uint32_t blocks, priority, duration_ms;
+} replay_ret;
+static uint32_t replay_ttl_ms;
+static uint64_t replay_now_ms; /* the current request's timestamp (or index) */
+#define REPLAY_BLOCK_TOKENS 512 /* tokens per Mooncake block (shared/data/README.md) */
+
+static uint64_t replay_clock(void *ctx)
+{
+    (void)ctx;
+    return replay_now_ms;
+}
 
 static void replay_pool_config(kvb_pool_config *cfg, const replay_policy *pol, uint32_t capacity)
 {
@@ -133,6 +149,11 @@ static void replay_pool_config(kvb_pool_config *cfg, const replay_policy *pol, u
     cfg->evict = pol->evict;
     cfg->evict_ops = pol->ops;
     cfg->name = "replay";
+    cfg->hint_capacity = replay_hint_capacity;
+    if (replay_ret.on || replay_ttl_ms) {
+        cfg->priorities = true;
+        cfg->clock = (kvb_clock){.now_ms = replay_clock};
+    }
     if (replay_pub)
         cfg->events = &replay_events;
 }
@@ -238,6 +259,9 @@ typedef struct replay_opts {
     unsigned n_capacities;
     bool capacities_set; /* --capacity or --capacities given */
     uint32_t window;
+    uint32_t lookahead;
+    const char *retention; /* --retention as given */
+    uint32_t ttl;
     const char *plot;
     const char *publish, *publish_replay, *topic;
     bool csv, quiet;
@@ -273,8 +297,20 @@ static void replay_usage(FILE *f)
             "                      --policy all: 1000,2000,4000,8000,16000,32000)\n"
             "  --window W          keep the last W requests' blocks held (default 0); a request\n"
             "                      that cannot allocate releases the oldest held one and retries\n"
+            "  --lookahead W       hint the next W requests of the trace to the pool\n"
+            "                      (kvb_pool_hint; default 0: no hints): a request adds its\n"
+            "                      hashes W requests ahead and withdraws them once matched\n"
+            "  --retention K:P[:MS] the first K blocks of every request at retention priority\n"
+            "                      P (0..100, default 35), for MS ms of trace time (default:\n"
+            "                      no duration); hits refresh it\n"
+            "  --ttl MS            after each request, pin its blocks at priority 100 for MS ms\n"
+            "                      of trace time (the trace's timestamps; without them the\n"
+            "                      request index counts as milliseconds)\n"
             "  --csv               CSV: policy,capacity,requests,block_refs,hits,hit_ratio,\n"
-            "                      seconds,ns_per_block_ref,evictions,window,early_releases\n"
+            "                      seconds,ns_per_block_ref,evictions,window,early_releases,\n"
+            "                      lookahead,uncached_p50,uncached_p90,uncached_p99 (per request:\n"
+            "                      input tokens not found cached, or uncached blocks without\n"
+            "                      token counts; empty for the references)\n"
             "                      (hit_ratio a fraction)\n"
             "  --plot FILE.svg     write hit ratio vs capacity curves of every policy run\n"
             "  --repeat N          time N runs per configuration, keep the best (default 1)\n"
@@ -338,6 +374,9 @@ static void replay_parse_args(int argc, char **argv, replay_opts *o)
         O_CAPACITIES,
         O_POLICY,
         O_WINDOW,
+        O_LOOKAHEAD,
+        O_RETENTION,
+        O_TTL,
         O_CSV,
         O_PLOT,
         O_REPEAT,
@@ -356,6 +395,9 @@ static void replay_parse_args(int argc, char **argv, replay_opts *o)
         {"capacities", required_argument, NULL, O_CAPACITIES},
         {"policy", required_argument, NULL, O_POLICY},
         {"window", required_argument, NULL, O_WINDOW},
+        {"lookahead", required_argument, NULL, O_LOOKAHEAD},
+        {"retention", required_argument, NULL, O_RETENTION},
+        {"ttl", required_argument, NULL, O_TTL},
         {"csv", no_argument, NULL, O_CSV},
         {"plot", required_argument, NULL, O_PLOT},
         {"repeat", required_argument, NULL, O_REPEAT},
@@ -408,6 +450,33 @@ static void replay_parse_args(int argc, char **argv, replay_opts *o)
             if (!kvbt_parse_u64(optarg, 0, 1000000, &v))
                 replay_usage_error("--window: '%s' is not a count from 0 to 1000000", optarg);
             o->window = (uint32_t)v;
+            break;
+        case O_LOOKAHEAD:
+            if (!kvbt_parse_u64(optarg, 0, 1000000, &v))
+                replay_usage_error("--lookahead: '%s' is not a count from 0 to 1000000", optarg);
+            o->lookahead = (uint32_t)v;
+            break;
+        case O_RETENTION: {
+            unsigned k = 0, pr = 0, ms = 0;
+            char tail;
+            int got = sscanf(optarg, "%u:%u:%u%c", &k, &pr, &ms, &tail);
+            if (got < 2 || got > 3 || k == 0 || pr > KVB_PRIORITY_MAX)
+                replay_usage_error("--retention: '%s' is not K:P[:MS] (K >= 1 blocks, priority P "
+                                   "0..100, MS milliseconds)",
+                                   optarg);
+            o->retention = optarg;
+            replay_ret.on = true;
+            replay_ret.blocks = k;
+            replay_ret.priority = pr;
+            replay_ret.duration_ms = got == 3 ? ms : 0;
+            break;
+        }
+        case O_TTL:
+            if (!kvbt_parse_u64(optarg, 1, UINT32_MAX, &v))
+                replay_usage_error("--ttl: '%s' is not a duration in ms (1 to %u)", optarg,
+                                   UINT32_MAX);
+            o->ttl = (uint32_t)v;
+            replay_ttl_ms = o->ttl;
             break;
         case O_CSV:
             o->csv = true;
@@ -477,6 +546,8 @@ typedef struct replay_scratch {
     size_t maxn;      /* longest request */
     kvb_block *slots; /* window W: W + 1 slots of maxn handles, a ring of requests */
     uint32_t *slot_n; /* handles in each slot */
+    uint32_t *uncached; /* per request: tokens (or blocks) not found cached */
+    uint32_t *sorted;   /* scratch for the percentiles */
 } replay_scratch;
 
 /* One finished (policy, capacity) configuration. */
@@ -486,6 +557,8 @@ typedef struct replay_cell {
     uint64_t evictions;
     uint64_t early_releases; /* window requests released early to make room */
     uint64_t ns;             /* the replay loop only */
+    bool has_uncached;       /* pool runs: per-request uncached tokens (or blocks) */
+    uint32_t uncached[3];    /* their p50, p90, p99 */
 } replay_cell;
 
 /* Where request r comes from, for messages: "request 17 (line 17)". */
@@ -516,12 +589,108 @@ static void replay_release_slot(const kvbt_trace *t, uint64_t r, kvb_block *blk,
         replay_lib_fail(t, r, "kvb_block_release_n", rc, pol->name, capacity);
 }
 
+/* --lookahead: request r's hashes, delta +1 when it comes within reach, -1 once it
+ * has matched its prefix. */
+static void replay_hint(kvb_pool *pool, const kvbt_trace *t, const kvb_hash *hashes, uint64_t r,
+                        int32_t delta, const replay_policy *pol, uint32_t capacity)
+{
+    int rc = kvb_pool_hint(pool, hashes + t->off[r], (uint32_t)(t->off[r + 1] - t->off[r]), delta);
+    if (rc < 0)
+        replay_lib_fail(t, r, "kvb_pool_hint", rc, pol->name, capacity);
+}
+
+/* --retention: a hit refreshes the priority of the request's first blocks */
+static void replay_refresh(kvb_pool *pool, const kvbt_trace *t, uint64_t r, const kvb_hash *h,
+                           uint32_t n, const replay_policy *pol, uint32_t capacity)
+{
+    int rc = kvb_pool_set_priority(pool, h, n, replay_ret.priority, replay_ret.duration_ms);
+    if (rc < 0)
+        replay_lib_fail(t, r, "kvb_pool_set_priority", rc, pol->name, capacity);
+}
+
+/* --ttl: a finished request's blocks stay for the TTL (a paused session's pin) */
+static void replay_pin(kvb_pool *pool, const kvbt_trace *t, uint64_t r, const kvb_hash *h,
+                       uint32_t n, const replay_policy *pol, uint32_t capacity)
+{
+    int rc = kvb_pool_set_priority(pool, h, n, KVB_PRIORITY_MAX, replay_ttl_ms);
+    if (rc < 0)
+        replay_lib_fail(t, r, "kvb_pool_set_priority", rc, pol->name, capacity);
+}
+
+/* Tokens of request r that were not found cached with k prefix hits (the time to
+ * first token grows with them): its input length minus the cached blocks' tokens,
+ * or, for traces without token counts, its uncached blocks. */
+static inline uint32_t replay_uncached(const kvbt_trace *t, uint64_t r, uint32_t n, uint32_t k)
+{
+    if (!t->input_tokens)
+        return n - k;
+    uint64_t cached = (uint64_t)k * REPLAY_BLOCK_TOKENS;
+    return t->input_tokens[r] > cached ? (uint32_t)(t->input_tokens[r] - cached) : 0;
+}
+
+/* --retention: the first K blocks of a request at priority P (kvb_retention: a token
+ * range of the pool's block size, 16 tokens, per trace block) */
+static const kvb_retention *replay_retention(kvb_retention *r, kvb_retention_range *g)
+{
+    if (!replay_ret.on)
+        return NULL;
+    kvb_retention_init(r);
+    *g = (kvb_retention_range){.token_start = 0,
+                               .token_end = replay_ret.blocks * 16u,
+                               .priority = replay_ret.priority,
+                               .duration_ms = replay_ret.duration_ms};
+    r->ranges = g;
+    r->n_ranges = 1;
+    return r;
+}
+
+static int replay_cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* p50, p90, p99 of the per-request uncached tokens (nearest rank) */
+static void replay_percentiles(const kvbt_trace *t, replay_scratch *s, replay_cell *res)
+{
+    uint64_t n = t->n_requests;
+    if (n == 0)
+        return;
+    memcpy(s->sorted, s->uncached, (size_t)n * sizeof *s->sorted);
+    qsort(s->sorted, (size_t)n, sizeof *s->sorted, replay_cmp_u32);
+    const double q[3] = {0.50, 0.90, 0.99};
+    for (int i = 0; i < 3; i++) {
+        uint64_t rank = (uint64_t)ceil(q[i] * (double)n);
+        res->uncached[i] = s->sorted[rank ? rank - 1 : 0];
+    }
+    res->has_uncached = true;
+}
+
+/* The hint capacity --lookahead W needs: at most W + 1 requests are hinted at once
+ * (the one being served and the next W), each hash of each a (hash, call) pair. */
+static uint32_t replay_lookahead_capacity(const kvbt_trace *t, uint32_t lookahead)
+{
+    uint64_t best = 0, span = (uint64_t)lookahead + 1;
+    for (uint64_t r = 0; r < t->n_requests; r++) {
+        uint64_t end = r + span < t->n_requests ? r + span : t->n_requests;
+        uint64_t refs = t->off[end] - t->off[r];
+        best = refs > best ? refs : best;
+        if (end == t->n_requests)
+            break;
+    }
+    if (best > (1u << 30))
+        kvbt_die(prog, "--lookahead %u: %llu hinted blocks at once, more than a pool's hint "
+                       "capacity (2^30)",
+                 lookahead, (unsigned long long)best);
+    return best ? (uint32_t)best : 1;
+}
+
 /* One replay of the whole trace on a fresh pool. Returns 0, or the negative
  * errno of kvb_pool_create (the caller decides about -ENOTSUP); any other
  * library error ends the program with a message. */
 static int replay_run_pool(const kvbt_trace *t, const kvb_hash *hashes, const replay_policy *pol,
-                           uint32_t capacity, uint32_t window, replay_scratch *s,
-                           kvbt_progress *progress, replay_cell *res)
+                           uint32_t capacity, uint32_t window, uint32_t lookahead,
+                           replay_scratch *s, kvbt_progress *progress, replay_cell *res)
 {
     kvb_pool_config cfg;
     kvb_pool *pool;
@@ -536,8 +705,15 @@ static int replay_run_pool(const kvbt_trace *t, const kvb_hash *hashes, const re
     const uint64_t *off = t->off;
     const uint64_t n_requests = t->n_requests;
     uint64_t hits = 0, early = 0, excluded = 0;
+    kvb_retention retbuf;
+    kvb_retention_range rg;
+    const kvb_retention *ret = replay_retention(&retbuf, &rg);
+    const bool timed = replay_ttl_ms || (ret && replay_ret.duration_ms);
+    const uint32_t ret_blocks = replay_ret.blocks;
 
     uint64_t t0 = kvbt_now_ns();
+    for (uint64_t r = 0; r < lookahead && r < n_requests; r++)
+        replay_hint(pool, t, hashes, r, +1, pol, capacity); /* the first W requests */
     if (window == 0) {
         kvb_block *blk = s->blocks;
         for (uint64_t r0 = 0, r1; r0 < n_requests; r0 = r1) {
@@ -545,12 +721,21 @@ static int replay_run_pool(const kvbt_trace *t, const kvb_hash *hashes, const re
             for (uint64_t r = r0; r < r1; r++) {
                 const kvb_hash *h = hashes + off[r];
                 uint32_t n = (uint32_t)(off[r + 1] - off[r]);
+                if (timed)
+                    replay_now_ms = t->timestamp_ms ? t->timestamp_ms[r] : r;
+                if (lookahead && r + lookahead < n_requests)
+                    replay_hint(pool, t, hashes, r + lookahead, +1, pol, capacity);
 
                 rc = kvb_pool_match(pool, h, n, blk);
                 if (rc < 0)
                     replay_lib_fail(t, r, "kvb_pool_match", rc, pol->name, capacity);
                 uint32_t k = (uint32_t)rc;
                 hits += k;
+                s->uncached[r] = replay_uncached(t, r, n, k);
+                if (lookahead)
+                    replay_hint(pool, t, hashes, r, -1, pol, capacity);
+                if (ret && k)
+                    replay_refresh(pool, t, r, h, k < ret_blocks ? k : ret_blocks, pol, capacity);
 
                 uint32_t m = n - k;
                 if (m > 0) {
@@ -560,11 +745,14 @@ static int replay_run_pool(const kvbt_trace *t, const kvb_hash *hashes, const re
                     rc = kvb_pool_stage(pool, s->mut, h + k, m, s->cmp);
                     if (rc < 0)
                         replay_lib_fail(t, r, "kvb_pool_stage", rc, pol->name, capacity);
-                    rc = kvb_pool_register(pool, s->cmp, m, blk + k);
+                    rc = ret ? kvb_pool_register_retained(pool, s->cmp, m, ret, blk + k)
+                             : kvb_pool_register(pool, s->cmp, m, blk + k);
                     if (rc < 0)
                         replay_lib_fail(t, r, "kvb_pool_register", rc, pol->name, capacity);
                 }
 
+                if (replay_ttl_ms) /* the request's blocks, held now, cached next */
+                    replay_pin(pool, t, r, h, n, pol, capacity);
                 /* Last block first: reverse the handles, release them in one batch. */
                 for (uint32_t a = 0, b = n ? n - 1 : 0; a < b; a++, b--) {
                     kvb_block tmp = blk[a];
@@ -591,12 +779,21 @@ static int replay_run_pool(const kvbt_trace *t, const kvb_hash *hashes, const re
                 uint32_t n = (uint32_t)(off[r + 1] - off[r]);
                 uint32_t cur = head + count >= ring ? head + count - ring : head + count;
                 kvb_block *blk = s->slots + cur * stride;
+                if (timed)
+                    replay_now_ms = t->timestamp_ms ? t->timestamp_ms[r] : r;
+                if (lookahead && r + lookahead < n_requests)
+                    replay_hint(pool, t, hashes, r + lookahead, +1, pol, capacity);
 
                 rc = kvb_pool_match(pool, h, n, blk);
                 if (rc < 0)
                     replay_lib_fail(t, r, "kvb_pool_match", rc, pol->name, capacity);
                 uint32_t k = (uint32_t)rc;
                 hits += k;
+                s->uncached[r] = replay_uncached(t, r, n, k);
+                if (lookahead)
+                    replay_hint(pool, t, hashes, r, -1, pol, capacity);
+                if (ret && k)
+                    replay_refresh(pool, t, r, h, k < ret_blocks ? k : ret_blocks, pol, capacity);
 
                 uint32_t m = n - k;
                 if (m > 0) {
@@ -614,10 +811,13 @@ static int replay_run_pool(const kvbt_trace *t, const kvb_hash *hashes, const re
                     rc = kvb_pool_stage(pool, s->mut, h + k, m, s->cmp);
                     if (rc < 0)
                         replay_lib_fail(t, r, "kvb_pool_stage", rc, pol->name, capacity);
-                    rc = kvb_pool_register(pool, s->cmp, m, blk + k);
+                    rc = ret ? kvb_pool_register_retained(pool, s->cmp, m, ret, blk + k)
+                             : kvb_pool_register(pool, s->cmp, m, blk + k);
                     if (rc < 0)
                         replay_lib_fail(t, r, "kvb_pool_register", rc, pol->name, capacity);
                 }
+                if (replay_ttl_ms) /* the request's blocks, held now, cached later */
+                    replay_pin(pool, t, r, h, n, pol, capacity);
                 for (uint32_t a = 0, b = n ? n - 1 : 0; a < b; a++, b--) {
                     kvb_block tmp = blk[a];
                     blk[a] = blk[b];
@@ -658,6 +858,13 @@ static int replay_run_pool(const kvbt_trace *t, const kvb_hash *hashes, const re
                  "INVARIANT VIOLATION: kvb_pool_check() = %d (%s) after replaying %s with policy "
                  "%s, capacity %u, window %u: this is a kvblock bug",
                  rc, kvb_strerror(rc), t->name, pol->name, capacity, window);
+    if (st.hint_uses != 0 || st.hint_hashes != 0 || st.hint_protected != 0 ||
+        st.hint_unmatched != 0)
+        kvbt_die(prog,
+                 "after the replay (policy %s, capacity %u, lookahead %u) the pool reports %llu "
+                 "hint uses on %u hashes protecting %u blocks, %llu unmatched (all should be 0)",
+                 pol->name, capacity, lookahead, (unsigned long long)st.hint_uses, st.hint_hashes,
+                 st.hint_protected, (unsigned long long)st.hint_unmatched);
     if (st.misuse != 0 || st.mutable_ + st.staged + st.primary + st.duplicate != 0)
         kvbt_die(prog,
                  "after the replay (policy %s, capacity %u, window %u) the pool reports misuse "
@@ -672,6 +879,7 @@ static int replay_run_pool(const kvbt_trace *t, const kvb_hash *hashes, const re
     res->evictions = st.evictions;
     res->early_releases = early;
     res->ns = t1 - t0 - excluded;
+    replay_percentiles(t, s, res);
     return 0;
 }
 
@@ -681,7 +889,8 @@ static int replay_run_pool(const kvbt_trace *t, const kvb_hash *hashes, const re
 #define REPLAY_WARMUP 2048
 
 static void replay_warmup(const kvbt_trace *t, const kvb_hash *hashes, const replay_policy *pol,
-                          uint32_t capacity, uint32_t window, replay_scratch *s)
+                          uint32_t capacity, uint32_t window, uint32_t lookahead,
+                          replay_scratch *s)
 {
     kvbt_trace head = *t; /* a view of the first requests: only off[] is read past them */
     kvbt_progress off;
@@ -690,7 +899,7 @@ static void replay_warmup(const kvbt_trace *t, const kvb_hash *hashes, const rep
         head.n_requests = REPLAY_WARMUP;
     head.n_refs = t->off[head.n_requests];
     kvbt_progress_init(&off, false, 0);
-    int rc = replay_run_pool(&head, hashes, pol, capacity, window, s, &off, &cell);
+    int rc = replay_run_pool(&head, hashes, pol, capacity, window, lookahead, s, &off, &cell);
     if (rc < 0)
         kvbt_die(prog, "kvb_pool_create (policy %s, capacity %u): %s", pol->name, capacity,
                  kvb_strerror(rc));
@@ -719,6 +928,15 @@ static void replay_header(const kvbt_trace *t, const replay_opts *o, bool synthe
            "first; ");
     if (o->window)
         printf("the last %u requests hold their blocks; ", o->window);
+    if (o->lookahead)
+        printf("the pools are hinted the next %u requests; ", o->lookahead);
+    if (o->retention)
+        printf("the first %u blocks of each request at priority %u%s; ", replay_ret.blocks,
+               replay_ret.priority, replay_ret.duration_ms ? " (with a duration)" : "");
+    if (o->ttl)
+        printf("each request's blocks pinned for %u ms; ", o->ttl);
+    printf("uncached = per request, %s not found cached; ",
+           t->input_tokens ? "input tokens" : "blocks");
     printf("best of %llu\n\n", (unsigned long long)o->repeat);
 }
 
@@ -726,14 +944,15 @@ static void replay_columns(const replay_opts *o)
 {
     if (o->csv) {
         printf("policy,capacity,requests,block_refs,hits,hit_ratio,seconds,ns_per_block_ref,"
-               "evictions,window,early_releases\n");
+               "evictions,window,early_releases,lookahead,uncached_p50,uncached_p90,"
+               "uncached_p99\n");
         return;
     }
     printf("%-12s %10s %10s %10s %10s %9s %9s", "policy", "capacity", "hit ratio", "hits",
            "evictions", "ns/ref", "M refs/s");
     if (o->window)
         printf(" %9s", "early rel");
-    printf("\n");
+    printf("  %s\n", "uncached p50/p90/p99");
 }
 
 /* One finished configuration, to every sink: the text table or --csv on stdout.
@@ -747,16 +966,23 @@ static void replay_emit(const replay_opts *o, const kvbt_trace *t, const replay_
     double secs = (double)c->ns / 1e9;
     double nsref = refs > 0 ? (double)c->ns / refs : 0.0;
     if (o->csv) {
-        printf("%s,%u,%llu,%llu,%llu,%.6f,%.6f,%.2f,%llu,%u,%llu\n", pol->name, capacity,
+        printf("%s,%u,%llu,%llu,%llu,%.6f,%.6f,%.2f,%llu,%u,%llu,%u", pol->name, capacity,
                (unsigned long long)t->n_requests, (unsigned long long)t->n_refs,
                (unsigned long long)c->hits, ratio, secs, nsref, (unsigned long long)c->evictions,
-               o->window, (unsigned long long)c->early_releases);
+               o->window, (unsigned long long)c->early_releases,
+               pol->kind == REPLAY_POOL ? o->lookahead : 0);
+        if (c->has_uncached)
+            printf(",%u,%u,%u\n", c->uncached[0], c->uncached[1], c->uncached[2]);
+        else
+            printf(",,,\n");
     } else {
         printf("%-12s %10u %9.2f%% %10llu %10llu %9.1f %9.2f", pol->name, capacity,
                100.0 * ratio, (unsigned long long)c->hits, (unsigned long long)c->evictions,
                nsref, secs > 0 ? refs / secs / 1e6 : 0.0);
         if (o->window)
             printf(" %9llu", (unsigned long long)c->early_releases);
+        if (c->has_uncached)
+            printf("  %u/%u/%u", c->uncached[0], c->uncached[1], c->uncached[2]);
         printf("\n");
     }
     fflush(stdout);
@@ -875,6 +1101,49 @@ static void replay_plot(const replay_opts *o, const kvbt_trace *t, bool syntheti
         kvbt_die(prog, "--plot: %s", err);
     if (!o->quiet && !o->csv)
         printf("\nplot: %s\n", o->plot);
+
+    /* the TTFT proxy: p90 of the per-request uncached tokens, pool policies only */
+    ns = 0;
+    for (unsigned p = 0; p < n_sel; p++) {
+        kvbt_plot_series *se = &series[ns];
+        se->name = sel[p].name;
+        se->x = xs + (size_t)ns * o->n_capacities;
+        se->y = ys + (size_t)ns * o->n_capacities;
+        se->n = 0;
+        se->style = KVBT_PLOT_LINE;
+        for (unsigned c = 0; c < o->n_capacities; c++) {
+            const replay_cell *x = &cells[p * o->n_capacities + c];
+            if (!x->done || !x->has_uncached)
+                continue;
+            xs[(size_t)ns * o->n_capacities + se->n] = o->capacities[c];
+            ys[(size_t)ns * o->n_capacities + se->n] = x->uncached[1];
+            se->n++;
+        }
+        if (se->n)
+            ns++;
+    }
+    if (ns) {
+        size_t len = strlen(o->plot);
+        char *path2 = kvbt_xmalloc_array(len + 16, 1);
+        size_t stem = len >= 4 && strcmp(o->plot + len - 4, ".svg") == 0 ? len - 4 : len;
+        snprintf(path2, len + 16, "%.*s-uncached.svg", (int)stem, o->plot);
+        char title2[256];
+        snprintf(title2, sizeof title2, "Uncached %s per request, p90: %s",
+                 t->input_tokens ? "input tokens" : "blocks",
+                 synthetic ? "built-in synthetic workload" : t->name);
+        kvbt_plot plot2 = plot;
+        plot2.title = title2;
+        plot2.ylabel = t->input_tokens ? "p90 uncached input tokens (TTFT proxy)"
+                                       : "p90 uncached blocks per request";
+        plot2.n_series = ns;
+        plot2.ref_y = -1;
+        plot2.ref_label = NULL;
+        if (kvbt_plot_svg(path2, &plot2, err, sizeof err) < 0)
+            kvbt_die(prog, "--plot: %s", err);
+        if (!o->quiet && !o->csv)
+            printf("plot: %s\n", path2);
+        free(path2);
+    }
     free(series);
     free(xs);
     free(ys);
@@ -1060,12 +1329,17 @@ int main(int argc, char **argv)
         need_oracle = have_oracle;
     }
 
+    if (o.lookahead)
+        replay_hint_capacity = replay_lookahead_capacity(&t, o.lookahead);
+
     replay_scratch s;
     memset(&s, 0, sizeof s);
     s.maxn = (size_t)t.max_request_blocks;
     s.blocks = kvbt_xmalloc_array(s.maxn, sizeof *s.blocks);
     s.mut = kvbt_xmalloc_array(s.maxn, sizeof *s.mut);
     s.cmp = kvbt_xmalloc_array(s.maxn, sizeof *s.cmp);
+    s.uncached = kvbt_xmalloc_array(t.n_requests ? t.n_requests : 1, sizeof *s.uncached);
+    s.sorted = kvbt_xmalloc_array(t.n_requests ? t.n_requests : 1, sizeof *s.sorted);
     if (o.window) {
         double mib = ((double)o.window + 1) * (double)s.maxn * sizeof *s.slots / 1048576.0;
         if (mib > 4096)
@@ -1087,7 +1361,7 @@ int main(int argc, char **argv)
 
     for (unsigned p = 0; p < n_sel; p++) {
         if (sel[p].kind == REPLAY_POOL) {
-            replay_warmup(&t, hashes, &sel[p], o.capacities[0], o.window, &s);
+            replay_warmup(&t, hashes, &sel[p], o.capacities[0], o.window, o.lookahead, &s);
             break;
         }
     }
@@ -1107,7 +1381,8 @@ int main(int argc, char **argv)
                                     cap, (unsigned long long)++run, (unsigned long long)runs);
                 kvbt_progress_draw(&progress, true);
                 if (pol->kind == REPLAY_POOL) {
-                    rc = replay_run_pool(&t, hashes, pol, cap, o.window, &s, &progress, &cur);
+                    rc = replay_run_pool(&t, hashes, pol, cap, o.window, o.lookahead, &s, &progress,
+                                         &cur);
                     if (rc < 0)
                         kvbt_die(prog, "kvb_pool_create (policy %s, capacity %u): %s", pol->name,
                                  cap, kvb_strerror(rc));
@@ -1135,6 +1410,8 @@ int main(int argc, char **argv)
                 best.hits = cur.hits;
                 best.evictions = cur.evictions;
                 best.early_releases = cur.early_releases;
+                best.has_uncached = cur.has_uncached;
+                memcpy(best.uncached, cur.uncached, sizeof best.uncached);
                 if (cur.ns < best.ns)
                     best.ns = cur.ns;
             }
@@ -1160,6 +1437,8 @@ int main(int argc, char **argv)
     free(s.cmp);
     free(s.slots);
     free(s.slot_n);
+    free(s.uncached);
+    free(s.sorted);
     free(hashes);
     kvbt_trace_free(&t);
     if (replay_pub) {

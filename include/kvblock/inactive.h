@@ -101,6 +101,10 @@ KVB_API extern const kvb_inactive_ops kvb_inactive_lineage;
  * hit ratios on prefix-sharing workloads (docs/eviction.md). KVB_EVICT_LINEAGE_ARC.
  * It needs no frequency sketch. */
 KVB_API extern const kvb_inactive_ops kvb_inactive_lineage_arc;
+/** lru or lineage_arc, whichever miniature simulations on a sampled slice of the
+ * hashes say wins on the workload now (Waldspurger et al., ATC 2017); the blocks
+ * move to the winner when it changes. KVB_EVICT_ADAPTIVE. */
+KVB_API extern const kvb_inactive_ops kvb_inactive_adaptive;
 
 /**
  * @brief The built-in ops table for a policy, or NULL when it is not built in.

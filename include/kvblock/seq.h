@@ -59,6 +59,8 @@ typedef struct kvb_seq {
     kvb_complete *staged; /* [max_blocks], scratch */
     uint32_t *tail;       /* [block_size], tokens of the partial block */
     uint32_t *scratch;    /* [block_size] */
+    /* ---- additions ---- */
+    const kvb_retention *retention; /* kvb_seq_set_retention; NULL: none */
 } kvb_seq;
 
 /**
@@ -89,6 +91,21 @@ KVB_API void kvb_seq_fini(kvb_seq *seq);
  * Thread safety: one thread at a time per sequence. Ownership: none. Callbacks: none.
  */
 KVB_API int kvb_seq_set_salt(kvb_seq *seq, uint64_t salt_hash);
+
+/**
+ * @brief Retention priorities of the sequence's blocks by token range (TensorRT-LLM's
+ * KvCacheRetentionConfig): blocks the sequence registers, and the cached prefix it
+ * adopts, take the priority and duration r gives their first token
+ * (kvb_pool_register_retained, kvb_block_set_priority). Set r->decode_start to the
+ * prompt length for a decode-phase priority of the generated tokens. NULL: none.
+ * @return 0; -EINVAL (NULL seq, invalid r).
+ * Thread safety: one thread at a time per sequence.
+ * Ownership: the sequence keeps the pointer: r (and its ranges) must stay valid while
+ *            the sequence may register blocks, or until replaced. Appending tokens on
+ *            a pool created without `priorities` then fails with -ENOTSUP.
+ * Callbacks: none.
+ */
+KVB_API int kvb_seq_set_retention(kvb_seq *seq, const kvb_retention *r);
 
 /**
  * @brief Adopt a cached prefix: hash the full blocks of tokens (at most max_blocks)

@@ -23,7 +23,8 @@ typedef struct kvb_registry kvb_registry;
 
 typedef enum { KVB_DUP_ALLOW = 0, KVB_DUP_REJECT } kvb_dup_policy;
 typedef enum { KVB_EVICT_LRU = 0, KVB_EVICT_FIFO, KVB_EVICT_MULTI_LRU,
-               KVB_EVICT_TINYLFU, KVB_EVICT_LINEAGE, KVB_EVICT_LINEAGE_ARC } kvb_evict_policy;
+               KVB_EVICT_TINYLFU, KVB_EVICT_LINEAGE, KVB_EVICT_LINEAGE_ARC,
+               KVB_EVICT_ADAPTIVE } kvb_evict_policy;
 
 typedef struct kvb_callbacks {
     void *user;
@@ -73,6 +74,11 @@ typedef struct kvb_event_stats {
     uint32_t unresolved_parents;
 } kvb_event_stats;
 
+typedef struct kvb_clock {
+    void *ctx;
+    uint64_t (*now_ms)(void *ctx);
+} kvb_clock;
+
 typedef struct kvb_pool_config {
     uint32_t block_count;
     uint32_t block_size;
@@ -87,6 +93,9 @@ typedef struct kvb_pool_config {
     bool abort_on_misuse;
     kvb_allocator allocator;
     const kvb_event_config *events;
+    uint32_t hint_capacity;
+    bool priorities;
+    kvb_clock clock;
 } kvb_pool_config;
 
 typedef struct kvb_mutable  { kvb_pool *pool; uint32_t id; uint32_t gen; } kvb_mutable;
@@ -103,6 +112,11 @@ typedef struct kvb_stats {
              misuse, eager_transitions, allocate_rollbacks, release_noops;
     uint64_t lock_acquisitions, lock_contended, lock_wait_ns, resurrections;
     uint64_t scan_requested, scan_returned;
+    uint64_t hint_uses;
+    uint32_t hint_hashes, hint_protected;
+    uint64_t hint_added, hint_withdrawn, hint_unmatched, hint_rejected, hint_evictions;
+    uint32_t retained, retention_timers;
+    uint64_t retention_expired, retained_evictions;
 } kvb_stats;
 
 typedef struct kvb_registry_config {
@@ -190,14 +204,17 @@ LAYOUT = {
     "kvb_allocator": ["ctx", "alloc", "free"],
     "kvb_pool_config": ["block_count", "block_size", "dup_policy", "evict",
                         "multi_lru_thresholds", "reset_on_release", "registry", "name",
-                        "callbacks", "evict_ops", "abort_on_misuse", "allocator", "events"],
+                        "callbacks", "evict_ops", "abort_on_misuse", "allocator", "events",
+                        "hint_capacity", "priorities", "clock"],
     "kvb_stats": ["block_count", "reset", "mutable_", "staged", "primary", "duplicate",
                   "inactive", "peak_in_use", "allocations", "allocations_from_reset",
                   "evictions", "registrations", "duplicates", "dedups", "stagings",
                   "match_requested", "match_returned", "misuse", "eager_transitions",
                   "allocate_rollbacks", "release_noops", "lock_acquisitions",
                   "lock_contended", "lock_wait_ns", "resurrections", "scan_requested",
-                  "scan_returned"],
+                  "scan_returned", "hint_uses", "hint_hashes", "hint_protected", "hint_added",
+                  "hint_withdrawn", "hint_unmatched", "hint_rejected", "hint_evictions",
+                  "retained", "retention_timers", "retention_expired", "retained_evictions"],
     "kvb_event": ["type", "seq", "n", "hashes", "block_ids", "has_parent", "parent",
                   "block_size", "token_ids", "medium"],
     "kvb_event_config": ["user", "sink", "emit", "pow2_min", "pow2_max", "batch_max",

@@ -605,7 +605,8 @@ class Registry:
 
 # ---- pools -----------------------------------------------------------------------------
 
-_EVICT = {"lru": 0, "fifo": 1, "multi_lru": 2, "tinylfu": 3, "lineage": 4, "lineage_arc": 5}
+_EVICT = {"lru": 0, "fifo": 1, "multi_lru": 2, "tinylfu": 3, "lineage": 4, "lineage_arc": 5,
+          "adaptive": 6}
 _DUP = {"allow": 0, "reject": 1}
 _EVTYPE = {1: "stored", 2: "removed", 3: "cleared"}
 

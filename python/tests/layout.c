@@ -35,7 +35,9 @@ int main(void)
     F(kvb_pool_config, multi_lru_thresholds); F(kvb_pool_config, reset_on_release);
     F(kvb_pool_config, registry); F(kvb_pool_config, name); F(kvb_pool_config, callbacks);
     F(kvb_pool_config, evict_ops); F(kvb_pool_config, abort_on_misuse);
-    F(kvb_pool_config, allocator); F(kvb_pool_config, events); E();
+    F(kvb_pool_config, allocator); F(kvb_pool_config, events);
+    F(kvb_pool_config, hint_capacity); F(kvb_pool_config, priorities);
+    F(kvb_pool_config, clock); E();
     S(kvb_stats); F(kvb_stats, block_count); F(kvb_stats, reset); F(kvb_stats, mutable_);
     F(kvb_stats, staged); F(kvb_stats, primary); F(kvb_stats, duplicate); F(kvb_stats, inactive);
     F(kvb_stats, peak_in_use); F(kvb_stats, allocations); F(kvb_stats, allocations_from_reset);
@@ -44,7 +46,12 @@ int main(void)
     F(kvb_stats, match_returned); F(kvb_stats, misuse); F(kvb_stats, eager_transitions);
     F(kvb_stats, allocate_rollbacks); F(kvb_stats, release_noops);
     F(kvb_stats, lock_acquisitions); F(kvb_stats, lock_contended); F(kvb_stats, lock_wait_ns);
-    F(kvb_stats, resurrections); F(kvb_stats, scan_requested); F(kvb_stats, scan_returned); E();
+    F(kvb_stats, resurrections); F(kvb_stats, scan_requested); F(kvb_stats, scan_returned);
+    F(kvb_stats, hint_uses); F(kvb_stats, hint_hashes); F(kvb_stats, hint_protected);
+    F(kvb_stats, hint_added); F(kvb_stats, hint_withdrawn); F(kvb_stats, hint_unmatched);
+    F(kvb_stats, hint_rejected); F(kvb_stats, hint_evictions); F(kvb_stats, retained);
+    F(kvb_stats, retention_timers); F(kvb_stats, retention_expired);
+    F(kvb_stats, retained_evictions); E();
     S(kvb_event); F(kvb_event, type); F(kvb_event, seq); F(kvb_event, n); F(kvb_event, hashes);
     F(kvb_event, block_ids); F(kvb_event, has_parent); F(kvb_event, parent);
     F(kvb_event, block_size); F(kvb_event, token_ids); F(kvb_event, medium); E();

@@ -1,0 +1,110 @@
+/*
+ * prio.h - retention priorities and their durations (private): TensorRT-LLM's
+ * KvCacheRetentionConfig semantics on a pool's blocks.
+ *
+ * Every piece of content in a pool (a PRIMARY or INACTIVE block) has a priority,
+ * 0..100, KVB_PRIORITY_DEFAULT (35) unless set. A priority may come with a
+ * duration: when it runs out, the priority returns to the default. Among cached
+ * blocks the lowest priority is evicted first:
+ *
+ *   1. blocks below the default, lowest level first, least recently released
+ *      first within a level;
+ *   2. default-priority blocks, in the eviction backend's order;
+ *   3. blocks above the default, lowest level first, least recently released
+ *      first within a level;
+ *   4. (lookahead hints: blocks set apart because queued requests need them.)
+ *
+ * Only default-priority blocks enter the backend: a backend orders what it is
+ * given and never learns about priorities (custom backends work unchanged), and
+ * its history (ARC's ghosts, frequencies) is not disturbed by blocks it could not
+ * evict anyway. Within a non-default level the order is least recently released
+ * first, TensorRT-LLM's own order within a priority.
+ *
+ * This module holds the state: a priority byte per block, intrusive doubly linked
+ * lists per level (links per block, head/tail per level, a 128-bit mask of
+ * non-empty levels so the lowest one below or above the default is one
+ * count-trailing-zeros away), and the durations: a binary min-heap of (deadline,
+ * block) with each block's heap position, so setting, clearing and expiring a
+ * duration cost O(log n), and finding what is due costs O(1) per block due. The
+ * pool (pool.c) decides what moves where.
+ *
+ * Memory, all at create (only for pools created with `priorities`): 1 byte of
+ * priority, 8 bytes of list links, 4 bytes of heap position and a 16-byte heap
+ * node per block.
+ *
+ * Every function runs under the owning pool's mutex, except that `timers` may be
+ * read without it (relaxed: a hint whether the clock is worth reading).
+ */
+#ifndef KVB_PRIO_H
+#define KVB_PRIO_H
+
+#include "internal.h"
+#include <stdatomic.h>
+
+#define KVB_PRIO_NONE   UINT32_MAX
+#define KVB_PRIO_LEVELS (KVB_PRIORITY_MAX + 1)
+
+struct kvb_prio_timer {
+    uint64_t at; /* deadline, clock milliseconds */
+    uint32_t id, pad;
+};
+
+struct kvb_prio {
+    uint32_t block_count;
+    uint8_t *level;        /* per block: its priority */
+    uint32_t *prev, *next; /* per block: links of a level list (KVB_PRIO_NONE: not listed) */
+    uint32_t head[KVB_PRIO_LEVELS], tail[KVB_PRIO_LEVELS], len[KVB_PRIO_LEVELS];
+    uint64_t mask[2]; /* bit l: level l's list is not empty */
+    uint32_t listed;  /* blocks in level lists */
+    struct kvb_prio_timer *heap;
+    uint32_t *tpos; /* per block: heap index, KVB_PRIO_NONE without a duration */
+    uint32_t heap_len;
+    /* == heap_len; written under the lock, read without it (relaxed): a call reads
+     * the clock before taking the lock only when durations are pending */
+    _Atomic uint32_t timers;
+};
+
+int kvb__prio_create(uint32_t block_count, const kvb_allocator *a, struct kvb_prio **out);
+void kvb__prio_destroy(struct kvb_prio *pr, const kvb_allocator *a);
+size_t kvb__prio_memory(const struct kvb_prio *pr);
+
+/* ---- level lists ---- */
+/* Append id (not listed) to the tail of its level's list (level[id], not default). */
+void kvb__prio_push(struct kvb_prio *pr, uint32_t id);
+/* Put id back at the head of its level's list (rollback of a pop). */
+void kvb__prio_push_front(struct kvb_prio *pr, uint32_t id);
+/* Take id (listed) off its list. */
+void kvb__prio_unlink(struct kvb_prio *pr, uint32_t id);
+/* The lowest non-empty level in [lo, hi], or -1. */
+int kvb__prio_lowest(const struct kvb_prio *pr, uint32_t lo, uint32_t hi);
+/* Head of level l's list, taken off; KVB_PRIO_NONE when empty. */
+uint32_t kvb__prio_pop(struct kvb_prio *pr, uint32_t l);
+static inline bool kvb__prio_listed(const struct kvb_prio *pr, uint32_t id)
+{
+    return pr->prev[id] != KVB_PRIO_NONE;
+}
+
+/* ---- durations ---- */
+/* id's priority returns to the default at `at` (replaces a previous deadline). */
+void kvb__prio_timer_set(struct kvb_prio *pr, uint32_t id, uint64_t at);
+/* id has no duration any more (no-op when it had none). */
+void kvb__prio_timer_clear(struct kvb_prio *pr, uint32_t id);
+/* A block whose deadline is <= now, taken off the heap (earliest deadline, then
+ * lowest id, first); KVB_PRIO_NONE when none is due. */
+uint32_t kvb__prio_timer_due(struct kvb_prio *pr, uint64_t now);
+static inline uint32_t kvb__prio_timers(const struct kvb_prio *pr)
+{
+    return atomic_load_explicit(&pr->timers, memory_order_relaxed);
+}
+
+/* Internal consistency (kvb_pool_check): 0 or -EFAULT with a message in *why. */
+int kvb__prio_check(const struct kvb_prio *pr, const char **why);
+
+/* ---- kvb_retention (public helpers in prio.c) ---- */
+/* Whether r is a valid retention (see kvb_retention_lookup). */
+bool kvb__retention_valid(const kvb_retention *r);
+/* The priority and duration of a block starting at first_token; r must be valid. */
+void kvb__retention_get(const kvb_retention *r, uint64_t first_token, uint32_t *priority,
+                        uint32_t *duration_ms);
+
+#endif /* KVB_PRIO_H */
