@@ -93,6 +93,17 @@ pub struct kvb_pool_config {
     pub abort_on_misuse: bool,
     pub allocator: kvb_allocator,
     pub events: *const kvb_event_config,
+    pub hint_capacity: u32,
+    pub priorities: bool,
+    pub clock: kvb_clock,
+}
+
+/// A monotonic clock in milliseconds for retention durations (`now_ms` None: CLOCK_MONOTONIC).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct kvb_clock {
+    pub ctx: *mut c_void,
+    pub now_ms: Option<unsafe extern "C" fn(ctx: *mut c_void) -> u64>,
 }
 
 // ---- handles -------------------------------------------------------------------------
@@ -198,6 +209,18 @@ pub struct kvb_stats {
     pub resurrections: u64,
     pub scan_requested: u64,
     pub scan_returned: u64,
+    pub hint_uses: u64,
+    pub hint_hashes: u32,
+    pub hint_protected: u32,
+    pub hint_added: u64,
+    pub hint_withdrawn: u64,
+    pub hint_unmatched: u64,
+    pub hint_rejected: u64,
+    pub hint_evictions: u64,
+    pub retained: u32,
+    pub retention_timers: u32,
+    pub retention_expired: u64,
+    pub retained_evictions: u64,
 }
 
 extern "C" {

@@ -41,7 +41,8 @@ fn every_struct_has_the_c_layout() {
     check!(n, kvb_allocator { ctx, alloc, free });
     check!(n, kvb_pool_config { block_count, block_size, dup_policy, evict, multi_lru_thresholds,
         reset_on_release, registry, name, callbacks, evict_ops, abort_on_misuse, allocator,
-        events });
+        events, hint_capacity, priorities, clock });
+    check!(n, kvb_clock { ctx, now_ms });
     check!(n, kvb_mutable { pool, id, gen });
     check!(n, kvb_complete { pool, id, gen, hash });
     check!(n, kvb_block { pool, id, gen, hash });
@@ -51,7 +52,9 @@ fn every_struct_has_the_c_layout() {
         peak_in_use, allocations, allocations_from_reset, evictions, registrations, duplicates,
         dedups, stagings, match_requested, match_returned, misuse, eager_transitions,
         allocate_rollbacks, release_noops, lock_acquisitions, lock_contended, lock_wait_ns,
-        resurrections, scan_requested, scan_returned });
+        resurrections, scan_requested, scan_returned, hint_uses, hint_hashes, hint_protected,
+        hint_added, hint_withdrawn, hint_unmatched, hint_rejected, hint_evictions, retained,
+        retention_timers, retention_expired, retained_evictions });
     check!(n, kvb_index_config { block_size, seed, tier_weight, stale_after_s, drop_after_s,
         max_streams, max_entries_per_stream, shards, allocator });
     check!(n, kvb_index_stream_config { name, dp_rank, hashes, block_size });
