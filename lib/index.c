@@ -106,6 +106,7 @@
 #endif
 
 #define KVB_IX_GROUP       16u /* hashes a held match looks up together */
+#define KVB_IX_LOCK_RUN    16u /* changes a writer makes per write-lock hold */
 #define KVB_IX_MIN_CAP     16u
 #define KVB_IX_MATCH_STACK 1024u
 #define KVB_IX_CLASSES     24u /* holder array capacities 2^4 .. 2^23 */
@@ -970,22 +971,33 @@ static void stream_maybe_shrink(kvb_index *idx, struct kvb_ix_stream *st)
         (void)eng_resize(idx, st, ix_cap_for(st->en));
 }
 
+/* The write lock of shard s for the next change, keeping the one held when it
+ * is the same shard, for at most KVB_IX_LOCK_RUN changes in a row: a match
+ * waits for a few changes at most, however long the event or the clear. */
+static inline struct kvb_ix_shard *ix_wlock_for(struct kvb_ix_shard *s, struct kvb_ix_shard *held,
+                                                uint32_t *run)
+{
+    if (s == held && ++*run < KVB_IX_LOCK_RUN)
+        return held;
+    if (held)
+        ix_unlock(&held->lock);
+    ix_wrlock(&s->lock);
+    *run = 0;
+    return s;
+}
+
 /* Remove every holder of stream st from the key table and empty its maps
  * (keep_capacity: inside an apply, whose reservation must stay valid). */
 static void stream_clear_entries(kvb_index *idx, struct kvb_ix_stream *st, bool keep_capacity)
 {
     struct kvb_ix_shard *held = NULL;
+    uint32_t run = 0;
     for (uint32_t i = 0; i < st->rcap && st->rn; i++) {
         if (!st->rc[i])
             continue;
         uint64_t key = st->rk[i], m = ix_mix(key);
         struct kvb_ix_shard *s = &idx->shards[ix_shard_of(idx, m)];
-        if (s != held) {
-            if (held)
-                ix_unlock(&held->lock);
-            ix_wrlock(&s->lock);
-            held = s;
-        }
+        held = ix_wlock_for(s, held, &run);
         int rc = global_set(idx, s, key, m, st->id, 0, NULL, true);
         kvb_assert(rc == 0); /* removal never allocates */
         (void)rc;
@@ -2010,6 +2022,7 @@ static void commit_stored(kvb_index *idx, struct kvb_ix_stream *st, const kvb_in
     uint32_t t = ev->tier, sh = KVB_IX_COUNT_BITS * t;
     uint64_t max = idx->cfg.max_entries_per_stream;
     struct kvb_ix_shard *held = NULL;
+    uint32_t run = 0;
     for (uint32_t b = 0; b < ev->n_hashes; b++) {
         uint64_t key = engine ? ap->rh[(*k)++] : ev->hashes[b], m = ix_mix(key);
         uint32_t ri = rev_find(st, key, m);
@@ -2040,12 +2053,7 @@ static void commit_stored(kvb_index *idx, struct kvb_ix_stream *st, const kvb_in
         }
         if (c == 0) {
             struct kvb_ix_shard *s = &idx->shards[ix_shard_of(idx, m)];
-            if (s != held) {
-                if (held)
-                    ix_unlock(&held->lock);
-                ix_wrlock(&s->lock);
-                held = s;
-            }
+            held = ix_wlock_for(s, held, &run);
             uint32_t mask = kvb__ix_mask_of(counts) | 1u << t;
             if (global_set(idx, s, key, m, st->id, mask, &ap->rsv, true) != 0) {
                 kvb_assert(0);
@@ -2076,6 +2084,7 @@ static void commit_removed(kvb_index *idx, struct kvb_ix_stream *st, const kvb_i
     bool engine = st->kind == KVB_INDEX_HASHES_ENGINE;
     uint32_t t = ev->tier, sh = KVB_IX_COUNT_BITS * t;
     struct kvb_ix_shard *held = NULL;
+    uint32_t run = 0;
     for (uint32_t b = 0; b < ev->n_hashes; b++) {
         uint64_t key = ev->hashes[b];
         uint32_t ei = KVB_IX_NONE;
@@ -2096,12 +2105,7 @@ static void commit_removed(kvb_index *idx, struct kvb_ix_stream *st, const kvb_i
         st->rc[ri] -= 1u << sh;
         if (kvb__ix_count(st->rc[ri], t) == 0) {
             struct kvb_ix_shard *s = &idx->shards[ix_shard_of(idx, m)];
-            if (s != held) {
-                if (held)
-                    ix_unlock(&held->lock);
-                ix_wrlock(&s->lock);
-                held = s;
-            }
+            held = ix_wlock_for(s, held, &run);
             int rc = global_set(idx, s, key, m, st->id, kvb__ix_mask_of(st->rc[ri]), NULL, true);
             kvb_assert(rc == 0); /* a mask change or a removal never allocates */
             (void)rc;
