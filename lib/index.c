@@ -1,7 +1,8 @@
 /*
  * index.c - the fleet index (kvblock/index.h, FLEET.md): which stream (worker,
  * dp_rank) holds which router hash in which tier, built from KV events, and the
- * prefix match a router asks before it places a request.
+ * prefix match a router asks before it places a request. (Snapshots and the
+ * Prometheus text: index_snapshot.c.)
  *
  * Data layout.
  *  - Key table: `shards` shards chosen by the top bits of a mixed key
@@ -10,8 +11,9 @@
  *    any-size tables (homes by multiply-shift on the low 32 bits of the mixed
  *    key, kvb__cell_of), backward-shift deletion, load <= 0.8 (grown to 0.5).
  *    n == 0 marks an empty cell, so key 0 is an ordinary key. One holder is
- *    stored inline (data = stream id << 3 | tier mask); two or more live in a
- *    holder array of the shard's directory, sorted by stream id so that a match
+ *    stored inline (data = stream id << 3 | tier mask); 2..8 in a chunk of the
+ *    shard's chunk arena (no allocation per key); more in a holder array of
+ *    the shard's directory. Holders are sorted by stream id so that a match
  *    merge-intersects its candidates with them. Written by hand rather than
  *    with ck_hs: writers are serialised and readers hold a shard lock anyway,
  *    and under a lock a purpose-built open-addressing map is 3-4x faster than
@@ -21,31 +23,36 @@
  *    costs time proportional to its own entries; ENGINE streams also keep
  *    engine hash -> {router hash, copies over all tiers} (FLEET.md section 3:
  *    an entry lives while any copy in any tier does).
+ *  - Memory comes back: tables rebuilt smaller below load 1/8, chunk arenas
+ *    and directories compacted when 4x too big, checked for the shards a
+ *    writer touched, after the change (never inside pass 2 of an apply).
  *
  * Concurrency (index_internal.h has the field-by-field rules).
  *  - wmu serialises writers. A writer takes a shard's write lock only while it
- *    changes that shard's cells (within one event at a time, in event order)
- *    and swaps in grown tables under it (they are built with wmu alone while
- *    readers keep reading the old ones). Stream metadata readers need (state,
- *    counters, entries) and the stream table are under smu; a writer publishes
- *    its working sizes and counters there once per call.
+ *    changes that shard's cells (at most KVB_IX_LOCK_RUN changes per hold, in
+ *    event order) and swaps in grown tables under it (they are built with wmu
+ *    alone while readers keep reading the old ones). Stream metadata readers
+ *    need (state, counters, entries) and the stream table are under smu; a
+ *    writer publishes its working sizes and counters there once per call.
  *  - A match takes smu for reading for its whole duration (one acquisition:
  *    candidate filtering by state and result assembly see one stream table)
  *    and each shard's read lock only while it reads one key's holders; with
- *    a single shard it holds that shard's read lock for the whole walk
- *    (measured below at KVB_IX_DEFAULT_SHARDS).
+ *    a single shard (the default, measured below at KVB_IX_DEFAULT_SHARDS) it
+ *    holds that shard's read lock for the whole walk and looks the hashes up
+ *    by groups with prefetching.
  *  - Lock order: smu before a shard lock (readers); writers never hold smu and
  *    a shard lock together, nor two shard locks.
  *
  * kvb_index_apply is all or nothing under -ENOMEM. Pass 1 (no visible change)
  * computes the router hashes of an ENGINE stream's STORED blocks, counts the
- * keys each shard may gain, grows the stream's maps, the shard tables and
- * their directories for that worst case and allocates every holder array the
- * batch may need (a key with one other holder needs a 2-array; a full array
- * a bigger one). Pass 2 applies the events without allocating, taking arrays
- * from that reserve; what is left of it is freed afterwards. Holder arrays
- * never shrink inside pass 2 except to the inline form; a key this stream may
- * lose and regain within the batch gets its array reserved up front.
+ * keys each shard may gain, grows the stream's maps, the shard tables, chunk
+ * arenas and directories for that worst case and allocates every holder array
+ * the batch may need (a key with one other holder needs a chunk; a full chunk
+ * or array a bigger array). Pass 2 applies the events without allocating
+ * (asserted in debug builds), taking arrays from that reserve; what is left of
+ * it is freed afterwards. Holders never move to a smaller form inside pass 2
+ * except to the inline one; a key this stream may lose and regain within the
+ * batch gets its chunk reserved up front.
  * Router hashes inside a batch: an engine hash's router hash is the one it
  * already has (in the stream's map at the start of the batch, or from an
  * earlier STORED of the batch, a CLEARED resetting both); a parent is known
@@ -54,14 +61,16 @@
  * Match (FLEET.md section 5): candidates are the matchable holders of
  * hashes[0]; every later hash intersects the candidates still extending their
  * any-tier prefix; per candidate the longest device prefix, device-or-host
- * prefix and any-tier prefix; the walk stops when no candidate extends.
- * Candidates live on the stack (KVB_IX_MATCH_STACK), the heap only beyond.
+ * prefix and any-tier prefix; the walk stops when no candidate extends. Top k
+ * by partial selection. Candidates live on the stack (KVB_IX_MATCH_STACK), the
+ * heap only beyond.
  *
- * Invariants (checked by the tests through the public API):
+ * Invariants (checked by the tests through the public API, the model tests and
+ * torture_index):
  *  - a cell's holders are exactly the streams whose reverse map has a non-zero
  *    count for the key, and its tier mask is the set of tiers with one;
  *  - a stream's w_entries is the number of (key, tier) pairs with a count;
- *  - array form iff >= 2 holders; holder arrays sorted by stream id;
+ *  - inline iff 1 holder; holders sorted by stream id;
  *  - every allocation and free goes through kvb__ix_alloc/free (w.memory).
  */
 #include "index_internal.h"

@@ -1964,3 +1964,26 @@ Test(index_model, random_ops_8_shards)
     model_run(2, 8, 4000);
     model_run(3, 64, 2000);
 }
+
+Test(index_fault, match_heap_fallback)
+{
+    fa_reset();
+    kvb_index_config cfg = fa_cfg(1);
+    kvb_index *idx = mk_cfg(&cfg);
+    char name[16];
+    for (int w = 0; w < 1100; w++) { /* more holders than the match's stack */
+        snprintf(name, sizeof name, "w%d", w);
+        store(idx, add(idx, name, 0), KVB_TIER_DEVICE, H, 2);
+    }
+    kvb_index_result out[2];
+    fa_arm(1);
+    cr_assert_eq(kvb_index_match(idx, H, 2, out, 2), -ENOMEM);
+    fa_arm(0);
+    cr_assert_eq(kvb_index_match(idx, H, 2, out, 2), 1100);
+    cr_assert_eq(out[0].device, 2);
+    kvb_index_stats s;
+    kvb_index_stats_get(idx, &s);
+    cr_assert_eq(s.memory_bytes, FA.live); /* the match's buffer was given back */
+    cr_assert_eq(kvb_index_destroy(idx), 0);
+    fa_balanced();
+}
