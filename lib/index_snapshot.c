@@ -501,25 +501,6 @@ KVB_API int kvb_index_load(const char *path, const kvb_index_config *cfg, kvb_in
 
 /* ---- Prometheus text --------------------------------------------------------- */
 
-struct ix_out {
-    char *buf;
-    size_t cap, len;
-};
-
-static void out_printf(struct ix_out *o, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void out_printf(struct ix_out *o, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *dst = o->len < o->cap ? o->buf + o->len : NULL;
-    size_t room = o->len < o->cap ? o->cap - o->len : 0;
-    int n = vsnprintf(dst, room, fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        o->len += (size_t)n;
-}
-
 /* Label value escaping of the text format: backslash, double quote, newline. */
 static void escape_label(const char *in, char *out)
 {
@@ -540,10 +521,10 @@ static void escape_label(const char *in, char *out)
 
 #define IX_LABELS "worker=\"%s\",dp_rank=\"%lld\""
 
-static void metric_head(struct ix_out *o, const char *name, const char *type, const char *help)
+static void metric_head(struct kvb__out *o, const char *name, const char *type, const char *help)
 {
-    out_printf(o, "# HELP kvblock_index_%s %s\n# TYPE kvblock_index_%s %s\n", name, help, name,
-               type);
+    kvb__out_printf(o, "# HELP kvblock_index_%s %s\n# TYPE kvblock_index_%s %s\n", name, help, name,
+                    type);
 }
 
 enum ix_field {
@@ -588,7 +569,7 @@ KVB_API int kvb_index_metrics_text(const kvb_index *idx, char *buf, size_t cap)
     if (!idx || (cap && !buf))
         return -EINVAL;
     kvb_index *ix = (kvb_index *)idx;
-    struct ix_out o = {.buf = buf, .cap = cap, .len = 0};
+    struct kvb__out o = {.buf = buf, .cap = cap, .len = 0};
     if (cap)
         buf[0] = 0;
     uint64_t matches, matched;
@@ -611,7 +592,7 @@ KVB_API int kvb_index_metrics_text(const kvb_index *idx, char *buf, size_t cap)
     };
     for (size_t i = 0; i < sizeof g / sizeof g[0]; i++) {
         metric_head(&o, g[i].name, g[i].type, g[i].help);
-        out_printf(&o, "kvblock_index_%s %llu\n", g[i].name, (unsigned long long)g[i].v);
+        kvb__out_printf(&o, "kvblock_index_%s %llu\n", g[i].name, (unsigned long long)g[i].v);
     }
 
     static const struct {
@@ -636,9 +617,10 @@ KVB_API int kvb_index_metrics_text(const kvb_index *idx, char *buf, size_t cap)
                 continue;
             escape_label(st->name, name);
             for (int s = 0; s <= KVB_STREAM_STALE; s++)
-                out_printf(&o, "kvblock_index_stream_state{" IX_LABELS ",state=\"%s\"} %d\n", name,
-                           (long long)st->rank, kvb_stream_state_name((kvb_stream_state)s),
-                           st->state == (kvb_stream_state)s);
+                kvb__out_printf(&o, "kvblock_index_stream_state{" IX_LABELS ",state=\"%s\"} %d\n",
+                                name, (long long)st->rank,
+                                kvb_stream_state_name((kvb_stream_state)s),
+                                st->state == (kvb_stream_state)s);
         }
         for (int fi = 0; fi < F_COUNT; fi++) {
             metric_head(&o, f[fi].name, f[fi].type, f[fi].help);
@@ -647,8 +629,8 @@ KVB_API int kvb_index_metrics_text(const kvb_index *idx, char *buf, size_t cap)
                 if (!st)
                     continue;
                 escape_label(st->name, name);
-                out_printf(&o, "kvblock_index_%s{" IX_LABELS "} %lld\n", f[fi].name, name,
-                           (long long)st->rank, (long long)stream_field(st, fi));
+                kvb__out_printf(&o, "kvblock_index_%s{" IX_LABELS "} %lld\n", f[fi].name, name,
+                                (long long)st->rank, (long long)stream_field(st, fi));
             }
         }
         metric_head(&o, "stream_dropped_total", "counter",
@@ -659,10 +641,10 @@ KVB_API int kvb_index_metrics_text(const kvb_index *idx, char *buf, size_t cap)
                 continue;
             escape_label(st->name, name);
             for (int d = 0; d < KVB_DROP_COUNT; d++)
-                out_printf(&o,
-                           "kvblock_index_stream_dropped_total{" IX_LABELS ",reason=\"%s\"} %llu\n",
-                           name, (long long)st->rank, kvb_drop_reason_name((kvb_drop_reason)d),
-                           (unsigned long long)st->dropped[d]);
+                kvb__out_printf(
+                    &o, "kvblock_index_stream_dropped_total{" IX_LABELS ",reason=\"%s\"} %llu\n",
+                    name, (long long)st->rank, kvb_drop_reason_name((kvb_drop_reason)d),
+                    (unsigned long long)st->dropped[d]);
         }
     }
     pthread_rwlock_unlock(&ix->smu);

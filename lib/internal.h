@@ -52,6 +52,16 @@ static inline void kvb__free(const kvb_allocator *a, void *p, size_t size)
         a->free(a->ctx, p, size);
 }
 
+/* Text written snprintf-style (the metrics texts): kvb__out_printf appends what fits
+ * in buf[0..cap) and counts the full length in len, so the caller returns len as the
+ * size the whole text needs. */
+struct kvb__out {
+    char *buf;
+    size_t cap, len;
+};
+void kvb__out_printf(struct kvb__out *o, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
 /* Fold a 128-bit hash to 64 bits and mix it (DESIGN.md section 4): real content
  * hashes are uniform already, but hashes built from small integers (trace ids,
  * positions) would cluster in an open-addressing table without the multiply. */

@@ -7,25 +7,6 @@
 #include <stdarg.h>
 #include <string.h>
 
-struct kvb_out {
-    char *buf;
-    size_t cap, len;
-};
-
-static void kvb_out_printf(struct kvb_out *o, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void kvb_out_printf(struct kvb_out *o, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *dst = o->len < o->cap ? o->buf + o->len : NULL;
-    size_t room = o->len < o->cap ? o->cap - o->len : 0;
-    int n = vsnprintf(dst, room, fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        o->len += (size_t)n;
-}
-
 /* Escape a label value: backslash, double quote and newline. */
 static void kvb_escape_label(const char *in, char *out, size_t cap)
 {
@@ -54,28 +35,28 @@ int kvb_pool_metrics_text(kvb_pool *p, char *buf, size_t cap)
         return rc;
     char name[2 * sizeof p->name + 1];
     kvb_escape_label(p->name, name, sizeof name);
-    struct kvb_out o = {.buf = buf, .cap = cap, .len = 0};
+    struct kvb__out o = {.buf = buf, .cap = cap, .len = 0};
     if (cap)
         buf[0] = 0;
 
-    kvb_out_printf(&o, "# HELP kvblock_blocks Blocks by slot state.\n"
-                       "# TYPE kvblock_blocks gauge\n");
+    kvb__out_printf(&o, "# HELP kvblock_blocks Blocks by slot state.\n"
+                        "# TYPE kvblock_blocks gauge\n");
     const struct {
         const char *state;
         uint32_t v;
     } g[] = {{"reset", s.reset},     {"mutable", s.mutable_},    {"staged", s.staged},
              {"primary", s.primary}, {"duplicate", s.duplicate}, {"inactive", s.inactive}};
     for (size_t i = 0; i < sizeof g / sizeof g[0]; i++)
-        kvb_out_printf(&o, "kvblock_blocks{pool=\"%s\",state=\"%s\"} %u\n", name, g[i].state,
-                       g[i].v);
-    kvb_out_printf(&o,
-                   "# HELP kvblock_block_count Blocks managed by the pool.\n"
-                   "# TYPE kvblock_block_count gauge\n"
-                   "kvblock_block_count{pool=\"%s\"} %u\n"
-                   "# HELP kvblock_peak_in_use High watermark of blocks held.\n"
-                   "# TYPE kvblock_peak_in_use gauge\n"
-                   "kvblock_peak_in_use{pool=\"%s\"} %u\n",
-                   name, s.block_count, name, s.peak_in_use);
+        kvb__out_printf(&o, "kvblock_blocks{pool=\"%s\",state=\"%s\"} %u\n", name, g[i].state,
+                        g[i].v);
+    kvb__out_printf(&o,
+                    "# HELP kvblock_block_count Blocks managed by the pool.\n"
+                    "# TYPE kvblock_block_count gauge\n"
+                    "kvblock_block_count{pool=\"%s\"} %u\n"
+                    "# HELP kvblock_peak_in_use High watermark of blocks held.\n"
+                    "# TYPE kvblock_peak_in_use gauge\n"
+                    "kvblock_peak_in_use{pool=\"%s\"} %u\n",
+                    name, s.block_count, name, s.peak_in_use);
 
     const struct {
         const char *metric, *help;
@@ -114,40 +95,41 @@ int kvb_pool_metrics_text(kvb_pool *p, char *buf, size_t cap)
          s.retained_evictions},
     };
     for (size_t i = 0; i < sizeof c / sizeof c[0]; i++)
-        kvb_out_printf(&o,
-                       "# HELP kvblock_%s_total %s\n# TYPE kvblock_%s_total counter\n"
-                       "kvblock_%s_total{pool=\"%s\"} %llu\n",
-                       c[i].metric, c[i].help, c[i].metric, c[i].metric, name,
-                       (unsigned long long)c[i].v);
-    kvb_out_printf(&o,
-                   "# HELP kvblock_lock_wait_seconds_total Time spent waiting for the pool mutex.\n"
-                   "# TYPE kvblock_lock_wait_seconds_total counter\n"
-                   "kvblock_lock_wait_seconds_total{pool=\"%s\"} %.9f\n",
-                   name, (double)s.lock_wait_ns / 1e9);
-    kvb_out_printf(&o,
-                   "# HELP kvblock_hint_uses Expected uses outstanding from lookahead hints.\n"
-                   "# TYPE kvblock_hint_uses gauge\n"
-                   "kvblock_hint_uses{pool=\"%s\"} %llu\n"
-                   "# HELP kvblock_hint_hashes Hashes with outstanding lookahead hints.\n"
-                   "# TYPE kvblock_hint_hashes gauge\n"
-                   "kvblock_hint_hashes{pool=\"%s\"} %u\n"
-                   "# HELP kvblock_hint_protected Cached blocks set apart by lookahead hints.\n"
-                   "# TYPE kvblock_hint_protected gauge\n"
-                   "kvblock_hint_protected{pool=\"%s\"} %u\n",
-                   name, (unsigned long long)s.hint_uses, name, s.hint_hashes, name,
-                   s.hint_protected);
-    kvb_out_printf(&o,
-                   "# HELP kvblock_retained Cached blocks at a priority other than the default.\n"
-                   "# TYPE kvblock_retained gauge\n"
-                   "kvblock_retained{pool=\"%s\"} %u\n"
-                   "# HELP kvblock_retention_timers Retention durations pending.\n"
-                   "# TYPE kvblock_retention_timers gauge\n"
-                   "kvblock_retention_timers{pool=\"%s\"} %u\n",
-                   name, s.retained, name, s.retention_timers);
+        kvb__out_printf(&o,
+                        "# HELP kvblock_%s_total %s\n# TYPE kvblock_%s_total counter\n"
+                        "kvblock_%s_total{pool=\"%s\"} %llu\n",
+                        c[i].metric, c[i].help, c[i].metric, c[i].metric, name,
+                        (unsigned long long)c[i].v);
+    kvb__out_printf(
+        &o,
+        "# HELP kvblock_lock_wait_seconds_total Time spent waiting for the pool mutex.\n"
+        "# TYPE kvblock_lock_wait_seconds_total counter\n"
+        "kvblock_lock_wait_seconds_total{pool=\"%s\"} %.9f\n",
+        name, (double)s.lock_wait_ns / 1e9);
+    kvb__out_printf(&o,
+                    "# HELP kvblock_hint_uses Expected uses outstanding from lookahead hints.\n"
+                    "# TYPE kvblock_hint_uses gauge\n"
+                    "kvblock_hint_uses{pool=\"%s\"} %llu\n"
+                    "# HELP kvblock_hint_hashes Hashes with outstanding lookahead hints.\n"
+                    "# TYPE kvblock_hint_hashes gauge\n"
+                    "kvblock_hint_hashes{pool=\"%s\"} %u\n"
+                    "# HELP kvblock_hint_protected Cached blocks set apart by lookahead hints.\n"
+                    "# TYPE kvblock_hint_protected gauge\n"
+                    "kvblock_hint_protected{pool=\"%s\"} %u\n",
+                    name, (unsigned long long)s.hint_uses, name, s.hint_hashes, name,
+                    s.hint_protected);
+    kvb__out_printf(&o,
+                    "# HELP kvblock_retained Cached blocks at a priority other than the default.\n"
+                    "# TYPE kvblock_retained gauge\n"
+                    "kvblock_retained{pool=\"%s\"} %u\n"
+                    "# HELP kvblock_retention_timers Retention durations pending.\n"
+                    "# TYPE kvblock_retention_timers gauge\n"
+                    "kvblock_retention_timers{pool=\"%s\"} %u\n",
+                    name, s.retained, name, s.retention_timers);
     kvb_memory_stats m;
     if (kvb_pool_memory(p, &m) == 0) {
-        kvb_out_printf(&o, "# HELP kvblock_bookkeeping_bytes Bookkeeping memory by component.\n"
-                           "# TYPE kvblock_bookkeeping_bytes gauge\n");
+        kvb__out_printf(&o, "# HELP kvblock_bookkeeping_bytes Bookkeeping memory by component.\n"
+                            "# TYPE kvblock_bookkeeping_bytes gauge\n");
         const struct {
             const char *component;
             size_t v;
@@ -160,8 +142,8 @@ int kvb_pool_metrics_text(kvb_pool *p, char *buf, size_t cap)
                  {"priorities", m.priorities},
                  {"total", m.total}};
         for (size_t i = 0; i < sizeof b / sizeof b[0]; i++)
-            kvb_out_printf(&o, "kvblock_bookkeeping_bytes{pool=\"%s\",component=\"%s\"} %zu\n",
-                           name, b[i].component, b[i].v);
+            kvb__out_printf(&o, "kvblock_bookkeeping_bytes{pool=\"%s\",component=\"%s\"} %zu\n",
+                            name, b[i].component, b[i].v);
     }
     if (o.len > (size_t)INT32_MAX)
         return -EOVERFLOW;

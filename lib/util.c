@@ -2,6 +2,8 @@
  * util.c - error names, the default allocator, assertion failure reporting.
  */
 #include "internal.h"
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
 struct kvb_errdesc {
@@ -86,4 +88,16 @@ void kvb__assert_fail(const char *expr, const char *file, int line)
 {
     fprintf(stderr, "kvblock: internal assertion failed: %s (%s:%d)\n", expr, file, line);
     abort();
+}
+
+void kvb__out_printf(struct kvb__out *o, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *dst = o->len < o->cap ? o->buf + o->len : NULL;
+    size_t room = o->len < o->cap ? o->cap - o->len : 0;
+    int n = vsnprintf(dst, room, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        o->len += (size_t)n;
 }
