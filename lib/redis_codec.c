@@ -277,8 +277,9 @@ KVB_API int kvb_redis_entry_decode(const void *buf, size_t len, kvb_redis_entry 
             return -ENOMEM;
     }
     kvb_index_event *evs = mem;
-    uint64_t *hp = (uint64_t *)(evs + n_events);
-    uint32_t *tp = (uint32_t *)(hp + n_hashes);
+    /* no pointer arithmetic on NULL (an empty batch allocates nothing: UBSan) */
+    uint64_t *hp = mem ? (uint64_t *)(evs + n_events) : NULL;
+    uint32_t *tp = mem ? (uint32_t *)(hp + n_hashes) : NULL;
     off = RC_HEADER + 4ull * n_dropped;
     for (uint32_t i = 0; i < n_events; i++) {
         const uint8_t *q = p + off;
