@@ -17,6 +17,28 @@
 #ifdef KVB_HAVE_REDIS
 #include <hiredis/hiredis.h>
 #include <sys/time.h>
+#include <time.h>
+
+/* Monotonic milliseconds (the clock of every relay and replica timer). */
+static inline int64_t kvb__redis_mono_ms(void)
+{
+    return kvb_index_now_ns() / 1000000;
+}
+
+/* The CLOCK_MONOTONIC instant ms from now, for pthread_cond_timedwait on the
+ * relay's and replica's condition variables (created with that clock). */
+static inline struct timespec kvb__redis_deadline(int64_t ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long)(ms % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    return ts;
+}
 
 /* ---- connection (redis_conn.c) ------------------------------------------- */
 

@@ -116,11 +116,6 @@ struct kvb_redis_relay {
     uint64_t round;
 };
 
-static int64_t mono_ms(void)
-{
-    return kvb_index_now_ns() / 1000000;
-}
-
 static const kvb_redis_relay_stats *stats_locked(kvb_redis_relay *r)
 {
     return &r->st;
@@ -145,14 +140,7 @@ static void wait_ms(kvb_redis_relay *r, int64_t ms)
 {
     if (ms <= 0)
         return;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (ms % 1000) * 1000000;
-    if (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000;
-    }
+    struct timespec ts = kvb__redis_deadline(ms);
     pthread_mutex_lock(&r->mu);
     if (!r->stop)
         pthread_cond_timedwait(&r->cv, &r->mu, &ts);
@@ -510,7 +498,7 @@ static int lease_acquire(kvb_redis_relay *r)
     snprintf(minv, sizeof minv, "%llu", (unsigned long long)max_seen_inc(r));
     snprintf(ms, sizeof ms, "%u", r->cfg.lease_ms);
     const char *args[4] = {lease, incr, minv, ms};
-    int64_t t0 = mono_ms();
+    int64_t t0 = kvb__redis_mono_ms();
     redisReply *rep = kvb__rconn_script(&r->rc, KVB_RS_ACQUIRE, 2, 4, args, NULL);
     if (!rep)
         return -EIO;
@@ -542,7 +530,7 @@ static int lease_renew(kvb_redis_relay *r)
     snprintf(inc, sizeof inc, "%llu", (unsigned long long)r->inc);
     snprintf(ms, sizeof ms, "%u", r->cfg.lease_ms);
     const char *args[3] = {lease, inc, ms};
-    int64_t t0 = mono_ms();
+    int64_t t0 = kvb__redis_mono_ms();
     redisReply *rep = kvb__rconn_script(&r->rc, KVB_RS_RENEW, 1, 3, args, NULL);
     if (!rep)
         return -EIO;
@@ -579,7 +567,7 @@ static void to_lost(kvb_redis_relay *r)
     pthread_mutex_lock(&r->mu);
     r->st.lease_lost++;
     pthread_mutex_unlock(&r->mu);
-    r->acquire_due_ms = mono_ms();
+    r->acquire_due_ms = kvb__redis_mono_ms();
     set_state(r, KVB_REDIS_RELAY_LOST);
 }
 
@@ -1195,7 +1183,7 @@ static int write_snapshot(kvb_redis_relay *r)
     r->st.trimmed += trimmed;
     pthread_mutex_unlock(&r->mu);
     r->since_snapshot = 0;
-    r->snap_last_ms = mono_ms();
+    r->snap_last_ms = kvb__redis_mono_ms();
     return (int)(ilen + mlen > INT32_MAX ? INT32_MAX : ilen + mlen);
 }
 
@@ -1227,7 +1215,7 @@ static int takeover(kvb_redis_relay *r)
 {
     int64_t t0 = kvb_index_now_ns();
     for (int guard = 0; guard < 1000000; guard++) {
-        if (mono_ms() >= r->renew_due_ms) {
+        if (kvb__redis_mono_ms() >= r->renew_due_ms) {
             int rr = lease_renew(r);
             if (rr <= 0)
                 return rr == 0 ? -EPERM : rr;
@@ -1283,7 +1271,7 @@ static int takeover(kvb_redis_relay *r)
     r->lg.idx[0] = NULL; /* from now on the subscriber feeds it */
     r->st.takeover_ns = kvb_index_now_ns() - t0;
     r->since_snapshot = 0;
-    r->snap_last_ms = mono_ms();
+    r->snap_last_ms = kvb__redis_mono_ms();
     pthread_mutex_unlock(&r->mu);
     set_state(r, KVB_REDIS_RELAY_ACTIVE);
     return 0;
@@ -1295,7 +1283,7 @@ static void standby_step(kvb_redis_relay *r)
         if (standby_load(r) < 0)
             return;
     }
-    int64_t now = mono_ms();
+    int64_t now = kvb__redis_mono_ms();
     if (now >= r->scan_due_ms) {
         if (kvb__rlog_scan(&r->lg, &r->rc) < 0)
             return;
@@ -1333,7 +1321,7 @@ static void fence(kvb_redis_relay *r)
 
 static void active_step(kvb_redis_relay *r)
 {
-    int64_t now = mono_ms();
+    int64_t now = kvb__redis_mono_ms();
     if (now >= r->lease_deadline_ms) {
         to_lost(r); /* no renewal confirmed in time: we cannot know we hold it */
         return;
@@ -1368,7 +1356,7 @@ static void active_step(kvb_redis_relay *r)
     bool asked = r->snap_requests > r->snap_done;
     uint64_t target = r->snap_requests;
     pthread_mutex_unlock(&r->mu);
-    now = mono_ms();
+    now = kvb__redis_mono_ms();
     bool due = asked || (r->cfg.snapshot_entries && r->since_snapshot >= r->cfg.snapshot_entries) ||
                (r->cfg.snapshot_ms && r->since_snapshot &&
                 now - r->snap_last_ms >= (int64_t)r->cfg.snapshot_ms);
@@ -1401,7 +1389,7 @@ static void active_step(kvb_redis_relay *r)
                 if (sd < until)
                     until = sd;
             }
-            wait_ms(r, until - mono_ms());
+            wait_ms(r, until - kvb__redis_mono_ms());
         } else if (r->count) {
             /* items queued but none could be sent (all done, waiting to pop) */
             pop_done(r, false);
@@ -1413,7 +1401,7 @@ static void active_step(kvb_redis_relay *r)
  * again with a new incarnation when it is free, and verify nothing changed. */
 static void lost_step(kvb_redis_relay *r)
 {
-    int64_t now = mono_ms();
+    int64_t now = kvb__redis_mono_ms();
     if (now < r->acquire_due_ms) {
         wait_ms(r, r->acquire_due_ms - now);
         return;
@@ -1489,7 +1477,7 @@ static void *relay_main(void *arg)
             r->st.connected = false;
             r->st.errors = r->rc.errors;
             pthread_mutex_unlock(&r->mu);
-            if (st == KVB_REDIS_RELAY_ACTIVE && mono_ms() >= r->lease_deadline_ms)
+            if (st == KVB_REDIS_RELAY_ACTIVE && kvb__redis_mono_ms() >= r->lease_deadline_ms)
                 to_lost(r);
             if (kvb__rconn_connect(&r->rc) < 0) {
                 wait_ms(r, backoff);
@@ -1521,8 +1509,8 @@ static void *relay_main(void *arg)
     }
     /* stopping: append what is queued for at most io_timeout_ms, then let go */
     if (atomic_load(&r->state) == KVB_REDIS_RELAY_ACTIVE && kvb__rconn_ok(&r->rc)) {
-        int64_t until = mono_ms() + r->cfg.io_timeout_ms;
-        while (mono_ms() < until && mono_ms() < r->lease_deadline_ms) {
+        int64_t until = kvb__redis_mono_ms() + r->cfg.io_timeout_ms;
+        while (kvb__redis_mono_ms() < until && kvb__redis_mono_ms() < r->lease_deadline_ms) {
             int ar = append_round(r);
             if (ar <= 0)
                 break;
@@ -1667,24 +1655,11 @@ static int timed_wait_done(kvb_redis_relay *r, const struct timespec *deadline)
     return pthread_cond_timedwait(&r->done_cv, &r->mu, deadline);
 }
 
-static struct timespec deadline_of(uint32_t ms)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (long)(ms % 1000) * 1000000;
-    if (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000;
-    }
-    return ts;
-}
-
 KVB_API int kvb_redis_relay_wait_active(kvb_redis_relay *r, uint32_t timeout_ms)
 {
     if (!r)
         return -EINVAL;
-    struct timespec dl = deadline_of(timeout_ms);
+    struct timespec dl = kvb__redis_deadline(timeout_ms);
     pthread_mutex_lock(&r->mu);
     int ret = 0;
     for (;;) {
@@ -1718,7 +1693,7 @@ KVB_API int kvb_redis_relay_flush(kvb_redis_relay *r, uint32_t timeout_ms)
 {
     if (!r)
         return -EINVAL;
-    struct timespec dl = deadline_of(timeout_ms);
+    struct timespec dl = kvb__redis_deadline(timeout_ms);
     pthread_mutex_lock(&r->mu);
     uint64_t target = r->enq_total;
     int ret = 0;
@@ -1739,7 +1714,7 @@ KVB_API int kvb_redis_relay_snapshot(kvb_redis_relay *r, uint32_t timeout_ms, si
         return -EINVAL;
     if (atomic_load(&r->state) != KVB_REDIS_RELAY_ACTIVE)
         return -EAGAIN;
-    struct timespec dl = deadline_of(timeout_ms);
+    struct timespec dl = kvb__redis_deadline(timeout_ms);
     pthread_mutex_lock(&r->mu);
     uint64_t target = ++r->snap_requests;
     pthread_cond_signal(&r->cv);

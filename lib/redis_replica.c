@@ -44,21 +44,9 @@ struct kvb_redis_replica {
     int64_t created_ns;         /* (c) */
 };
 
-static int64_t mono_ms(void)
-{
-    return kvb_index_now_ns() / 1000000;
-}
-
 static void rep_wait(kvb_redis_replica *r, int64_t ms)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (ms % 1000) * 1000000;
-    if (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000;
-    }
+    struct timespec ts = kvb__redis_deadline(ms);
     pthread_mutex_lock(&r->mu);
     if (!r->stop)
         pthread_cond_timedwait(&r->cv, &r->mu, &ts);
@@ -177,7 +165,7 @@ static void *rep_main(void *arg)
             caught_up = false;
             scan_due = 0;
         }
-        int64_t now = mono_ms();
+        int64_t now = kvb__redis_mono_ms();
         if (now >= scan_due) {
             if (kvb__rlog_scan(&r->lg, &r->rc) < 0 || kvb__rlog_heads(&r->lg, &r->rc) < 0) {
                 if (kvb__rconn_ok(&r->rc))
@@ -353,14 +341,7 @@ KVB_API int kvb_redis_replica_wait_synced(kvb_redis_replica *r, uint32_t timeout
 {
     if (!r)
         return -EINVAL;
-    struct timespec dl;
-    clock_gettime(CLOCK_MONOTONIC, &dl);
-    dl.tv_sec += timeout_ms / 1000;
-    dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
-    if (dl.tv_nsec >= 1000000000) {
-        dl.tv_sec++;
-        dl.tv_nsec -= 1000000000;
-    }
+    struct timespec dl = kvb__redis_deadline(timeout_ms);
     pthread_mutex_lock(&r->mu);
     int ret = 0;
     while (r->st.state != KVB_REDIS_REPLICA_SYNCED) {
