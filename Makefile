@@ -120,10 +120,18 @@ $(BUILD)/stress/%: stress/%.c stress/stress.h $(TSTATIC)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) -DKVB_TESTING $(CFLAGS) $(LDFLAGS) $< -o $@ $(TSTATIC) $(LDLIBS_LIB)
 
-$(BUILD)/tools/%: tools/%.c $(STATIC) $(TOOL_COBJS)
+# A tool is tools/NAME.c (its main) plus, when the directory exists, the parts
+# in tools/NAME/*.c, compiled like tools/common/ (with -Itools) and linked in.
+# A mk/*.mk file that adds flags to $(BUILD)/tools/NAME adds them to
+# $(BUILD)/obj/tools/NAME/%.o too when the parts need them.
+.SECONDEXPANSION:
+tool_parts = $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tools/$(1)/*.c))
+$(BUILD)/obj/tools/%.o: CPPFLAGS += -Itools
+.SECONDARY: $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tools/*/*.c))
+$(BUILD)/tools/%: tools/%.c $(STATIC) $(TOOL_COBJS) $$(call tool_parts,$$*)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) -Itools $(CFLAGS) $(LDFLAGS) $< $(TOOL_COBJS) -o $@ $(STATIC) \
-	    $(LDLIBS_LIB) $(LDLIBS_TOOL)
+	$(CC) $(CPPFLAGS) -Itools $(CFLAGS) $(LDFLAGS) $< $(TOOL_COBJS) \
+	    $(filter $(BUILD)/obj/tools/$*/%.o,$^) -o $@ $(STATIC) $(LDLIBS_LIB) $(LDLIBS_TOOL)
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
 
