@@ -112,6 +112,40 @@ KVB_API extern const kvb_inactive_ops kvb_inactive_adaptive;
  */
 KVB_API const kvb_inactive_ops *kvb_inactive_builtin(kvb_evict_policy policy);
 
+/**
+ * @brief The i-th built-in eviction backend, for enumerating them (like
+ * sqlite3_vfs_find's list): i = 0, 1, 2, ... until NULL.
+ *
+ * The order is kvb_evict_policy order and stays so: while it returns a table,
+ * kvb_inactive_policy(i) == kvb_inactive_builtin((kvb_evict_policy)i), so the
+ * index is also the policy value to put in kvb_pool_config.evict (passing the
+ * table as kvb_pool_config.evict_ops gives the same pool). A backend added later
+ * is appended; a program that loops until NULL picks it up without a change.
+ *
+ * @param i  index, from 0
+ * @return the table, or NULL when i is past the last built-in backend
+ *
+ * Thread safety: pure; any thread, no lock.
+ * Ownership: returns a static table, never to be freed or modified; it outlives
+ * every pool.
+ * Callbacks: none.
+ */
+KVB_API const kvb_inactive_ops *kvb_inactive_policy(size_t i);
+
+/**
+ * @brief The built-in eviction backend called @p name (its kvb_inactive_ops.name,
+ * e.g. "lru", "lineage_arc"), like sqlite3_vfs_find.
+ *
+ * @param name  policy name, matched exactly (case-sensitive)
+ * @return the table, or NULL when name is NULL or no built-in backend has it
+ *
+ * Thread safety: pure; any thread, no lock.
+ * Ownership: returns a static table, never to be freed or modified; the name is
+ * only read during the call.
+ * Callbacks: none.
+ */
+KVB_API const kvb_inactive_ops *kvb_inactive_find(const char *name);
+
 #ifdef __cplusplus
 }
 #endif
