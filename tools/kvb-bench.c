@@ -71,6 +71,7 @@
  */
 #include "kvblock.h"
 
+#include "common/args.h"
 #include "common/util.h"
 
 #include <dlfcn.h>
@@ -811,11 +812,10 @@ static uint64_t sol_run(sol *s, const kvb_hash *H, const kvb_block *held, const 
 /* Policies                                                                 */
 /* ------------------------------------------------------------------------ */
 
-/* Every built-in policy value is tried (kvb_inactive_builtin gives its name);
- * values past KVB_EVICT_LINEAGE are probed too, so a backend added later shows
- * up without editing this tool. */
+/* The policies the library lists (kvb_inactive_policy; the index is the
+ * kvb_evict_policy value) that kvb_pool_create accepts: a backend added to the
+ * library later shows up without editing this tool. */
 #define BENCH_MAX_POLICIES 16
-static const char *const known_policy_names[] = {"lru", "fifo", "multi_lru", "tinylfu", "lineage"};
 
 typedef struct policy_info {
     kvb_evict_policy policy;
@@ -840,10 +840,10 @@ static int probe_policy(kvb_evict_policy pol)
 
 static void discover_policies(void)
 {
+    const kvb_inactive_ops *ops;
     n_policies = 0;
-    for (unsigned v = 0; v < BENCH_MAX_POLICIES; v++) {
-        const kvb_inactive_ops *ops = kvb_inactive_builtin((kvb_evict_policy)v);
-        if (!ops || probe_policy((kvb_evict_policy)v) != 0)
+    for (unsigned v = 0; v < BENCH_MAX_POLICIES && (ops = kvb_inactive_policy(v)) != NULL; v++) {
+        if (probe_policy((kvb_evict_policy)v) != 0)
             continue;
         policies[n_policies].policy = (kvb_evict_policy)v;
         policies[n_policies].name = ops->name;
@@ -913,71 +913,6 @@ static void usage(FILE *f)
             "2 bad usage. Targets are printed, never asserted.\n");
 }
 
-static KVBT_NORETURN KVBT_PRINTF(1, 2) void usage_error(const char *fmt, ...)
-{
-    va_list ap;
-    fprintf(stderr, "%s: ", prog);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "\nTry 'kvb-bench --help'.\n");
-    exit(2);
-}
-
-/* Split a comma list and call fn(item) for each. */
-static void for_each_item(const char *list, const char *opt, void (*fn)(const char *, void *),
-                          void *arg)
-{
-    char item[64];
-    const char *p = list;
-    for (;;) {
-        const char *comma = strchr(p, ',');
-        size_t len = comma ? (size_t)(comma - p) : strlen(p);
-        if (len == 0 || len >= sizeof item)
-            usage_error("%s: bad list '%s'", opt, list);
-        memcpy(item, p, len);
-        item[len] = '\0';
-        fn(item, arg);
-        if (!comma)
-            break;
-        p = comma + 1;
-    }
-}
-
-typedef struct u32_list {
-    uint32_t *v;
-    unsigned *n;
-    const char *opt;
-    uint64_t min, max;
-} u32_list;
-
-static void add_u32(const char *item, void *arg)
-{
-    u32_list *l = arg;
-    char buf[64];
-    uint64_t mul = 1, v;
-    size_t len = strlen(item);
-    snprintf(buf, sizeof buf, "%s", item);
-    if (len > 1 && (buf[len - 1] == 'k' || buf[len - 1] == 'K'))
-        mul = 1000, buf[len - 1] = '\0';
-    else if (len > 1 && buf[len - 1] == 'M')
-        mul = 1000000, buf[len - 1] = '\0';
-    if (!kvbt_parse_u64(buf, 0, UINT64_MAX / mul, &v) || v * mul < l->min || v * mul > l->max)
-        usage_error("%s: '%s' is not an integer from %llu to %llu", l->opt, item,
-                    (unsigned long long)l->min, (unsigned long long)l->max);
-    if (*l->n == MAX_LIST)
-        usage_error("%s: at most %d values", l->opt, MAX_LIST);
-    l->v[(*l->n)++] = (uint32_t)(v * mul);
-}
-
-static void parse_u32_list(const char *s, const char *opt, uint32_t *v, unsigned *n, uint64_t min,
-                           uint64_t max)
-{
-    u32_list l = {v, n, opt, min, max};
-    *n = 0;
-    for_each_item(s, opt, add_u32, &l);
-}
-
 static void add_policy(const char *item, void *arg)
 {
     opts *o = arg;
@@ -992,16 +927,14 @@ static void add_policy(const char *item, void *arg)
             return;
         }
     }
-    for (size_t i = 0; i < sizeof known_policy_names / sizeof known_policy_names[0]; i++)
-        if (strcmp(item, known_policy_names[i]) == 0)
-            kvbt_die(prog, "policy %s is not supported by this build of kvblock yet (ENOTSUP)",
-                     item);
+    if (kvb_inactive_find(item))
+        kvbt_die(prog, "policy %s: kvb_pool_create refuses it in this build", item);
     char avail[256] = "";
     for (unsigned i = 0; i < n_policies; i++) {
         strncat(avail, policies[i].name, sizeof avail - strlen(avail) - 1);
         strncat(avail, ", ", sizeof avail - strlen(avail) - 1);
     }
-    usage_error("--policy: unknown policy '%s' (available: %sall)", item, avail);
+    kvbt_usage_error(prog, "--policy: unknown policy '%s' (available: %sall)", item, avail);
 }
 
 static void add_op(const char *item, void *arg)
@@ -1017,7 +950,7 @@ static void add_op(const char *item, void *arg)
             o->op_sel[i] = any = true;
     }
     if (!any)
-        usage_error("--op: unknown operation '%s' (lifecycle, match_active, match_cached, "
+        kvbt_usage_error(prog, "--op: unknown operation '%s' (lifecycle, match_active, match_cached, "
                     "scattered, upgrade_live, upgrade_cached, clone, evict_alloc, all)",
                     item);
 }
@@ -1034,7 +967,7 @@ static void add_section(const char *item, void *arg)
     else if (strcmp(item, "all") == 0)
         o->sec_micro = o->sec_threads = o->sec_memory = true;
     else
-        usage_error("--section: unknown section '%s' (micro, threads, memory, all)", item);
+        kvbt_usage_error(prog, "--section: unknown section '%s' (micro, threads, memory, all)", item);
 }
 
 static void parse_args(int argc, char **argv, opts *o)
@@ -1072,7 +1005,8 @@ static void parse_args(int argc, char **argv, opts *o)
     };
     const char *blocks = NULL, *batch = NULL, *policy = NULL, *op = NULL, *section = NULL,
                *threads = NULL;
-    uint64_t reps = 0, work = 0, v;
+    static const char *const clock_names[] = {"wall", "cpu"};
+    uint64_t reps = 0, work = 0;
     int c;
 
     memset(o, 0, sizeof *o);
@@ -1098,14 +1032,10 @@ static void parse_args(int argc, char **argv, opts *o)
             threads = optarg;
             break;
         case O_REPS:
-            if (!kvbt_parse_u64(optarg, 1, 100000, &v))
-                usage_error("--reps: '%s' is not a count from 1 to 100000", optarg);
-            reps = v;
+            reps = kvbt_arg_u64(prog, "--reps", optarg, 1, 100000);
             break;
         case O_WORK:
-            if (!kvbt_parse_u64(optarg, 1, 1u << 24, &v))
-                usage_error("--work: '%s' is not a count from 1 to %u", optarg, 1u << 24);
-            work = v;
+            work = kvbt_arg_count(prog, "--work", optarg, 1, 1u << 24);
             break;
         case O_QUICK:
             o->quick = true;
@@ -1117,25 +1047,17 @@ static void parse_args(int argc, char **argv, opts *o)
             o->callgrind = true;
             break;
         case O_CLOCK:
-            if (strcmp(optarg, "cpu") == 0)
-                o->cpu_clock = true;
-            else if (strcmp(optarg, "wall") == 0)
-                o->cpu_clock = false;
-            else
-                usage_error("--clock: '%s' is neither wall nor cpu", optarg);
+            o->cpu_clock = kvbt_arg_choice(prog, "--clock", optarg, clock_names, 2) == 1;
             break;
         case 'h':
         case O_HELP:
             usage(stdout);
             exit(0);
-        case ':':
-            usage_error("option '%s' needs an argument", argv[optind - 1]);
         default:
-            usage_error("unknown option '%s'", argv[optind - 1]);
+            kvbt_usage_getopt(prog, c, argv);
         }
     }
-    if (optind < argc)
-        usage_error("unexpected argument '%s'", argv[optind]);
+    kvbt_usage_no_operands(prog, argc, argv);
 
     /* defaults, then the quick and callgrind presets, then explicit options */
     o->blocks[0] = 10000, o->blocks[1] = 1000000, o->n_blocks = 2;
@@ -1154,35 +1076,37 @@ static void parse_args(int argc, char **argv, opts *o)
         o->reps = 1, o->warmup = 1, o->work = 2048;
     }
     if (blocks)
-        parse_u32_list(blocks, "--blocks", o->blocks, &o->n_blocks, 2, KVB_MAX_BLOCKS);
+        o->n_blocks =
+            kvbt_arg_count_list(prog, "--blocks", blocks, 2, KVB_MAX_BLOCKS, o->blocks, MAX_LIST);
     if (batch) {
-        parse_u32_list(batch, "--batch", o->batch, &o->n_batch, 1, 4096);
+        o->n_batch = kvbt_arg_count_list(prog, "--batch", batch, 1, 4096, o->batch, MAX_LIST);
         o->batch_given = true;
     }
     if (threads)
-        parse_u32_list(threads, "--threads", o->threads, &o->n_threads, 1, 256);
+        o->n_threads =
+            kvbt_arg_count_list(prog, "--threads", threads, 1, 256, o->threads, MAX_LIST);
     if (reps)
         o->reps = (uint32_t)reps;
     if (work)
         o->work = (uint32_t)work;
     if (policy)
-        for_each_item(policy, "--policy", add_policy, o);
+        kvbt_arg_each(prog, "--policy", policy, add_policy, o);
     else
         for (unsigned i = 0; i < n_policies; i++)
             o->policy_sel[i] = true;
     if (op)
-        for_each_item(op, "--op", add_op, o);
+        kvbt_arg_each(prog, "--op", op, add_op, o);
     else
         for (int i = 0; i < OP_COUNT; i++)
             o->op_sel[i] = true;
     if (section)
-        for_each_item(section, "--section", add_section, o);
+        kvbt_arg_each(prog, "--section", section, add_section, o);
     else
         o->sec_micro = o->sec_threads = o->sec_memory = true;
     for (unsigned i = 0; i < o->n_batch; i++)
         for (unsigned j = 0; j < o->n_blocks; j++)
             if (o->batch[i] * 2 > o->blocks[j])
-                usage_error("--batch %u is more than half of the %u-block pool", o->batch[i],
+                kvbt_usage_error(prog, "--batch %u is more than half of the %u-block pool", o->batch[i],
                             o->blocks[j]);
 }
 

@@ -52,6 +52,7 @@
 #include "kvblock/publisher.h"
 #include "kvblock/subscriber.h"
 
+#include "common/args.h"
 #include "common/plot.h"
 #include "common/progress.h"
 #include "common/synth.h"
@@ -162,8 +163,8 @@ static void fleet_usage(FILE *f)
            "    --capacity C         blocks per worker (default 2000)\n"
            "    --policy LIST        all (default) or comma-separated policy names\n"
            "    --no-reference       skip the one-pool reference line\n"
-           "    --evict NAME         pool eviction policy (default lru; any backend the\n"
-           "                         library has: lru, fifo, multi_lru, tinylfu, ...)\n"
+           "    --evict NAME         pool eviction policy (default lru; any built-in\n"
+           "                         backend the library lists, kvb_inactive_policy)\n"
            "    --block-size N       tokens per pool block and router hash block\n"
            "                         (default 16); each trace block id becomes N tokens\n"
            "    --block-tokens N     tokens a trace block stands for in the service\n"
@@ -233,55 +234,11 @@ static void fleet_usage(FILE *f)
            "    kvb-fleet --plot fleet.svg\n");
 }
 
-static KVBT_NORETURN KVBT_PRINTF(1, 2) void fleet_usage_error(const char *fmt, ...)
+/* --policy: all, or a comma list of routing policies */
+static void fleet_add_policy(const char *item, void *arg)
 {
-    va_list ap;
-    fprintf(stderr, "%s: ", prog);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "\nTry 'kvb-fleet --help'.\n");
-    exit(2);
-}
-
-static double fleet_parse_double(const char *s, const char *opt, double min, double max)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !(v >= min && v <= max))
-        fleet_usage_error("%s: '%s' is not a number in [%g, %g]", opt, s, min, max);
-    return v;
-}
-
-static uint64_t fleet_parse_u64(const char *s, const char *opt, uint64_t min, uint64_t max)
-{
-    uint64_t v;
-    if (!kvbt_parse_u64(s, min, max, &v))
-        fleet_usage_error("%s: '%s' is not an integer from %llu to %llu", opt, s,
-                          (unsigned long long)min, (unsigned long long)max);
-    return v;
-}
-
-/* The evict enum value whose pool reports `name`, probed like kvb-replay does. */
-static bool fleet_evict_lookup(const char *name, kvb_evict_policy *out)
-{
-    for (int v = 0; v < 32; v++) {
-        kvb_pool_config cfg;
-        kvb_pool *pool;
-        kvb_pool_config_init(&cfg);
-        cfg.block_count = 1;
-        cfg.evict = (kvb_evict_policy)v;
-        if (kvb_pool_create(&cfg, &pool) != 0)
-            continue;
-        bool eq = strcmp(kvb_pool_policy_name(pool), name) == 0;
-        kvb_pool_destroy(pool);
-        if (eq) {
-            *out = (kvb_evict_policy)v;
-            return true;
-        }
-    }
-    return false;
+    fleet_opts *o = arg;
+    o->pol[kvbt_arg_choice(prog, "--policy", item, fleet_pol_names, POL_COUNT)] = true;
 }
 
 static void fleet_parse_args(int argc, char **argv, fleet_opts *o)
@@ -345,6 +302,8 @@ static void fleet_parse_args(int argc, char **argv, fleet_opts *o)
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
+    static const char *const transports[] = {"inproc", "zmq"}; /* fleet_transport order */
+    static const char *const guards[] = {"global", "target"};
     bool workers_set = false, capacity_set = false, requests_set = false;
     const char *policy = "all", *plot_w = "1,2,4,8,16";
     int c;
@@ -374,11 +333,11 @@ static void fleet_parse_args(int argc, char **argv, fleet_opts *o)
             o->trace = optarg;
             break;
         case O_WORKERS:
-            o->workers = (uint32_t)fleet_parse_u64(optarg, "--workers", 1, 1024);
+            o->workers = (uint32_t)kvbt_arg_u64(prog, "--workers", optarg, 1, 1024);
             workers_set = true;
             break;
         case O_CAPACITY:
-            o->capacity = (uint32_t)fleet_parse_u64(optarg, "--capacity", 1, KVB_MAX_BLOCKS);
+            o->capacity = (uint32_t)kvbt_arg_u64(prog, "--capacity", optarg, 1, KVB_MAX_BLOCKS);
             capacity_set = true;
             break;
         case O_POLICY:
@@ -391,47 +350,43 @@ static void fleet_parse_args(int argc, char **argv, fleet_opts *o)
             o->evict_name = optarg;
             break;
         case O_BLOCK_SIZE:
-            o->block_size = (uint32_t)fleet_parse_u64(optarg, "--block-size", 1, 1024);
+            o->block_size = (uint32_t)kvbt_arg_u64(prog, "--block-size", optarg, 1, 1024);
             if (o->block_size & (o->block_size - 1))
-                fleet_usage_error("--block-size: %u is not a power of two", o->block_size);
+                kvbt_usage_error(prog, "--block-size: %u is not a power of two", o->block_size);
             break;
         case O_BLOCK_TOKENS:
-            o->block_tokens = (uint32_t)fleet_parse_u64(optarg, "--block-tokens", 1, 1u << 20);
+            o->block_tokens = (uint32_t)kvbt_arg_u64(prog, "--block-tokens", optarg, 1, 1u << 20);
             break;
         case O_PREFILL:
-            o->prefill_tps = fleet_parse_double(optarg, "--prefill-tps", 1, 1e12);
+            o->prefill_tps = kvbt_arg_double(prog, "--prefill-tps", optarg, 1, 1e12);
             break;
         case O_TPOT:
-            o->tpot_ms = fleet_parse_double(optarg, "--tpot-ms", 0, 1e6);
+            o->tpot_ms = kvbt_arg_double(prog, "--tpot-ms", optarg, 0, 1e6);
             break;
         case O_TIME_SCALE:
-            o->time_scale = fleet_parse_double(optarg, "--time-scale", 1e-6, 1e9);
+            o->time_scale = kvbt_arg_double(prog, "--time-scale", optarg, 1e-6, 1e9);
             break;
         case O_RATE:
-            o->rate = fleet_parse_double(optarg, "--rate", 1e-6, 1e9);
+            o->rate = kvbt_arg_double(prog, "--rate", optarg, 1e-6, 1e9);
             break;
         case O_OUT_MEAN:
-            o->out_mean = (uint32_t)fleet_parse_u64(optarg, "--out-mean", 1, 1000000);
+            o->out_mean = (uint32_t)kvbt_arg_u64(prog, "--out-mean", optarg, 1, 1000000);
             break;
         case O_BAL_ABS:
-            o->balance_abs = (uint32_t)fleet_parse_u64(optarg, "--balance-abs", 0, 1u << 30);
+            o->balance_abs = (uint32_t)kvbt_arg_u64(prog, "--balance-abs", optarg, 0, 1u << 30);
             break;
         case O_BAL_REL:
-            o->balance_rel = fleet_parse_double(optarg, "--balance-rel", 0, 1e9);
+            o->balance_rel = kvbt_arg_double(prog, "--balance-rel", optarg, 0, 1e9);
             break;
         case O_CACHE_THR:
-            o->cache_threshold = fleet_parse_double(optarg, "--cache-threshold", 0, 1);
+            o->cache_threshold = kvbt_arg_double(prog, "--cache-threshold", optarg, 0, 1);
             break;
         case O_TRANSPORT:
-            if (strcmp(optarg, "inproc") == 0)
-                o->transport = TR_INPROC;
-            else if (strcmp(optarg, "zmq") == 0)
-                o->transport = TR_ZMQ;
-            else
-                fleet_usage_error("--transport: '%s' is not inproc or zmq", optarg);
+            o->transport =
+                (fleet_transport)kvbt_arg_choice(prog, "--transport", optarg, transports, 2);
             break;
         case O_SYNC_EVERY:
-            o->sync_every = (uint32_t)fleet_parse_u64(optarg, "--sync-every", 0, 1u << 30);
+            o->sync_every = (uint32_t)kvbt_arg_u64(prog, "--sync-every", optarg, 0, 1u << 30);
             break;
         case O_VERIFY:
             o->verify = true;
@@ -443,20 +398,15 @@ static void fleet_parse_args(int argc, char **argv, fleet_opts *o)
             plot_w = optarg;
             break;
         case O_SEED:
-            o->synth.seed = fleet_parse_u64(optarg, "--seed", 0, UINT64_MAX);
+            o->synth.seed = kvbt_arg_u64(prog, "--seed", optarg, 0, UINT64_MAX);
             o->synth_set = true;
             break;
         case O_REQUESTS:
-            o->synth.requests = fleet_parse_u64(optarg, "--requests", 1, 100000000);
+            o->synth.requests = kvbt_arg_u64(prog, "--requests", optarg, 1, 100000000);
             o->synth_set = requests_set = true;
             break;
         case O_GUARD:
-            if (strcmp(optarg, "global") == 0)
-                o->guard_target = false;
-            else if (strcmp(optarg, "target") == 0)
-                o->guard_target = true;
-            else
-                fleet_usage_error("--guard: '%s' is not global or target", optarg);
+            o->guard_target = kvbt_arg_choice(prog, "--guard", optarg, guards, 2) == 1;
             break;
         case O_QUICK:
             o->quick = true;
@@ -468,14 +418,11 @@ static void fleet_parse_args(int argc, char **argv, fleet_opts *o)
         case O_HELP:
             fleet_usage(stdout);
             exit(0);
-        case ':':
-            fleet_usage_error("option '%s' needs an argument", argv[optind - 1]);
         default:
-            fleet_usage_error("unknown option '%s'", argv[optind - 1]);
+            kvbt_usage_getopt(prog, c, argv);
         }
     }
-    if (optind < argc)
-        fleet_usage_error("unexpected argument '%s'", argv[optind]);
+    kvbt_usage_no_operands(prog, argc, argv);
     if (o->quick) {
         if (!requests_set)
             o->synth.requests = 2000;
@@ -484,51 +431,16 @@ static void fleet_parse_args(int argc, char **argv, fleet_opts *o)
         if (!capacity_set)
             o->capacity = 500;
     }
-    if (!fleet_evict_lookup(o->evict_name, &o->evict))
-        fleet_usage_error("--evict: '%s' is not an eviction policy of this build", o->evict_name);
+    o->evict = kvbt_arg_policy(prog, "--evict", o->evict_name);
 
-    /* --policy */
     if (strcmp(policy, "all") == 0) {
         for (int p = 0; p < POL_COUNT; p++)
             o->pol[p] = true;
     } else {
-        const char *p = policy;
-        for (;;) {
-            const char *comma = strchr(p, ',');
-            size_t len = comma ? (size_t)(comma - p) : strlen(p);
-            int found = -1;
-            for (int i = 0; i < POL_COUNT; i++)
-                if (strlen(fleet_pol_names[i]) == len && strncmp(p, fleet_pol_names[i], len) == 0)
-                    found = i;
-            if (found < 0)
-                fleet_usage_error("--policy: unknown policy in '%s' (round_robin, least_loaded, "
-                                  "kv_aware, all)",
-                                  policy);
-            o->pol[found] = true;
-            if (!comma)
-                break;
-            p = comma + 1;
-        }
+        kvbt_arg_each(prog, "--policy", policy, fleet_add_policy, o);
     }
-
-    /* --plot-workers */
-    {
-        const char *p = plot_w;
-        o->n_plot_w = 0;
-        for (;;) {
-            char item[16];
-            const char *comma = strchr(p, ',');
-            size_t len = comma ? (size_t)(comma - p) : strlen(p);
-            if (len == 0 || len >= sizeof item || o->n_plot_w == FLEET_MAX_PLOT_W)
-                fleet_usage_error("--plot-workers: bad list '%s'", plot_w);
-            memcpy(item, p, len);
-            item[len] = '\0';
-            o->plot_w[o->n_plot_w++] = (uint32_t)fleet_parse_u64(item, "--plot-workers", 1, 1024);
-            if (!comma)
-                break;
-            p = comma + 1;
-        }
-    }
+    o->n_plot_w = kvbt_arg_count_list(prog, "--plot-workers", plot_w, 1, 1024, o->plot_w,
+                                      FLEET_MAX_PLOT_W);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -61,6 +61,7 @@
 #include "kvblock.h"
 #include "kvblock/index.h"
 
+#include "common/args.h"
 #include "common/synth.h"
 #include "common/tokhash.h"
 #include "common/trace.h"
@@ -177,26 +178,6 @@ static void bench_usage(FILE *f)
                "    0 ok, 1 an error or a wrong answer of the index, 2 bad usage.\n");
 }
 
-static KVBT_NORETURN KVBT_PRINTF(1, 2) void bench_usage_error(const char *fmt, ...)
-{
-    va_list ap;
-    fprintf(stderr, "%s: ", prog);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "\nTry 'kvb-index-bench --help'.\n");
-    exit(2);
-}
-
-static uint64_t bench_parse(const char *s, const char *opt, uint64_t min, uint64_t max)
-{
-    uint64_t v;
-    if (!kvbt_parse_u64(s, min, max, &v))
-        bench_usage_error("%s: '%s' is not an integer from %llu to %llu", opt, s,
-                          (unsigned long long)min, (unsigned long long)max);
-    return v;
-}
-
 static void bench_parse_args(int argc, char **argv, bench_opts *o)
 {
     enum {
@@ -281,49 +262,49 @@ static void bench_parse_args(int argc, char **argv, bench_opts *o)
             only = optarg;
             break;
         case O_SEED:
-            o->seed = bench_parse(optarg, "--seed", 0, UINT64_MAX);
+            o->seed = kvbt_arg_u64(prog, "--seed", optarg, 0, UINT64_MAX);
             break;
         case O_AREQ:
-            o->a_requests = bench_parse(optarg, "--a-requests", 1, 10000000);
+            o->a_requests = kvbt_arg_u64(prog, "--a-requests", optarg, 1, 10000000);
             break;
         case O_AREPS:
-            o->a_reps = (uint32_t)bench_parse(optarg, "--a-reps", 1, 1000);
+            o->a_reps = (uint32_t)kvbt_arg_u64(prog, "--a-reps", optarg, 1, 1000);
             break;
         case O_BQ:
-            o->b_queries = bench_parse(optarg, "--b-queries", 100, 100000000);
+            o->b_queries = kvbt_arg_u64(prog, "--b-queries", optarg, 100, 100000000);
             break;
         case O_BSEQ:
-            o->b_sequences = (uint32_t)bench_parse(optarg, "--b-sequences", 16, 10000000);
+            o->b_sequences = (uint32_t)kvbt_arg_u64(prog, "--b-sequences", optarg, 16, 10000000);
             break;
         case O_CENT:
-            o->c_entries = bench_parse(optarg, "--c-entries", 1000, 1000000000);
+            o->c_entries = kvbt_arg_u64(prog, "--c-entries", optarg, 1000, 1000000000);
             break;
         case O_DEV:
-            o->d_events = bench_parse(optarg, "--d-events", 1000, 1000000000);
+            o->d_events = kvbt_arg_u64(prog, "--d-events", optarg, 1000, 1000000000);
             break;
         case O_DBATCH:
-            o->d_batch = (uint32_t)bench_parse(optarg, "--d-batch", 1, 100000);
+            o->d_batch = (uint32_t)kvbt_arg_u64(prog, "--d-batch", optarg, 1, 100000);
             break;
         case O_TRACE:
             o->trace = optarg;
             break;
         case O_EW:
-            o->e_workers = (uint32_t)bench_parse(optarg, "--e-workers", 1, 100000);
+            o->e_workers = (uint32_t)kvbt_arg_u64(prog, "--e-workers", optarg, 1, 100000);
             break;
         case O_EDUP:
-            o->e_dup = (uint32_t)bench_parse(optarg, "--e-dup", 1, 64);
+            o->e_dup = (uint32_t)kvbt_arg_u64(prog, "--e-dup", optarg, 1, 64);
             break;
         case O_EREQ:
-            o->e_requests = bench_parse(optarg, "--e-requests", 1, 100000000);
+            o->e_requests = kvbt_arg_u64(prog, "--e-requests", optarg, 1, 100000000);
             break;
         case O_EWIN:
-            o->e_window_ms = (uint32_t)bench_parse(optarg, "--e-window-ms", 1, 3600000);
+            o->e_window_ms = (uint32_t)kvbt_arg_u64(prog, "--e-window-ms", optarg, 1, 3600000);
             break;
         case O_THREADS:
-            o->e_threads = (uint32_t)bench_parse(optarg, "--threads", 1, 64);
+            o->e_threads = (uint32_t)kvbt_arg_u64(prog, "--threads", optarg, 1, 64);
             break;
         case O_K:
-            o->b_k = o->e_k = (uint32_t)bench_parse(optarg, "--k", 1, 1u << 20);
+            o->b_k = o->e_k = (uint32_t)kvbt_arg_u64(prog, "--k", optarg, 1, 1u << 20);
             break;
         case O_SNAPDIR:
             o->snapshot_dir = optarg;
@@ -332,14 +313,11 @@ static void bench_parse_args(int argc, char **argv, bench_opts *o)
         case O_HELP:
             bench_usage(stdout);
             exit(0);
-        case ':':
-            bench_usage_error("option '%s' needs an argument", argv[optind - 1]);
         default:
-            bench_usage_error("unknown option '%s'", argv[optind - 1]);
+            kvbt_usage_getopt(prog, c, argv);
         }
     }
-    if (optind < argc)
-        bench_usage_error("unexpected argument '%s'", argv[optind]);
+    kvbt_usage_no_operands(prog, argc, argv);
     if (o->quick) {
         if (!set[O_AREQ])
             o->a_requests = 3000;
@@ -365,7 +343,7 @@ static void bench_parse_args(int argc, char **argv, bench_opts *o)
             if (*p >= 'a' && *p <= 'e')
                 o->sec[*p - 'a'] = true;
             else if (*p != ',')
-                bench_usage_error("--only: '%s' is not a list of a, b, c, d, e", only);
+                kvbt_usage_error(prog, "--only: '%s' is not a list of a, b, c, d, e", only);
         }
     } else {
         for (int i = 0; i < 5; i++)

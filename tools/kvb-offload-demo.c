@@ -35,6 +35,7 @@
 #include "kvblock.h"
 #include "kvblock/publisher.h"
 
+#include "common/args.h"
 #include "common/synth.h"
 #include "common/trace.h"
 #include "common/util.h"
@@ -167,7 +168,8 @@ static void demo_usage(FILE *f)
             "  --seed N            synthetic workload seed (default 1)\n"
             "  --gpu BLOCKS        GPU tier capacity (default 1000)\n"
             "  --host BLOCKS       host tier capacity (default 8000)\n"
-            "  --policy NAME       lru (default), fifo, multi_lru, tinylfu, lineage\n"
+            "  --policy NAME       eviction policy: lru (default) or any other built-in one\n"
+            "                      (kvb_inactive_policy: fifo, multi_lru, lineage_arc, ...)\n"
             "  --show-moves N      print the first N individual moves (default 8)\n"
             "  --check             verify invariants, exit 1 on a violation\n"
             "  --publish ENDPOINT  publish both tiers' KV events (ZeroMQ, vLLM wire format)\n"
@@ -191,16 +193,23 @@ static KVBT_NORETURN void demo_bad(const char *msg, const char *arg)
 
 static void demo_parse(int argc, char **argv, demo_opts *o)
 {
-    static const struct option lo[] = {
-        {"trace", required_argument, 0, 't'},      {"limit", required_argument, 0, 'l'},
-        {"requests", required_argument, 0, 'r'},   {"seed", required_argument, 0, 's'},
-        {"gpu", required_argument, 0, 'g'},        {"host", required_argument, 0, 'H'},
-        {"policy", required_argument, 0, 'p'},     {"show-moves", required_argument, 0, 'm'},
-        {"check", no_argument, 0, 'c'},            {"publish", required_argument, 0, 'P'},
-        {"replay", required_argument, 0, 'R'},     {"topic", required_argument, 0, 'T'},
-        {"dump-final", required_argument, 0, 'd'}, {"wait-stdin", no_argument, 0, 'w'},
-        {"count-events", no_argument, 0, 'C'},     {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+    static const struct option lo[] = {{"trace", required_argument, 0, 't'},
+                                       {"limit", required_argument, 0, 'l'},
+                                       {"requests", required_argument, 0, 'r'},
+                                       {"seed", required_argument, 0, 's'},
+                                       {"gpu", required_argument, 0, 'g'},
+                                       {"host", required_argument, 0, 'H'},
+                                       {"policy", required_argument, 0, 'p'},
+                                       {"show-moves", required_argument, 0, 'm'},
+                                       {"check", no_argument, 0, 'c'},
+                                       {"publish", required_argument, 0, 'P'},
+                                       {"replay", required_argument, 0, 'R'},
+                                       {"topic", required_argument, 0, 'T'},
+                                       {"dump-final", required_argument, 0, 'd'},
+                                       {"wait-stdin", no_argument, 0, 'w'},
+                                       {"count-events", no_argument, 0, 'C'},
+                                       {"help", no_argument, 0, 'h'},
+                                       {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
     o->gpu_blocks = 1000;
     o->host_blocks = 8000;
@@ -211,7 +220,9 @@ static void demo_parse(int argc, char **argv, demo_opts *o)
     uint64_t v;
     while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
         switch (c) {
-        case 't': o->trace = optarg; break;
+        case 't':
+            o->trace = optarg;
+            break;
         case 'l':
             if (!kvbt_parse_u64(optarg, 1, UINT64_MAX, &o->limit))
                 demo_bad("--limit: not a count", optarg);
@@ -230,30 +241,41 @@ static void demo_parse(int argc, char **argv, demo_opts *o)
                 demo_bad("not a capacity", optarg);
             *(c == 'g' ? &o->gpu_blocks : &o->host_blocks) = (uint32_t)v;
             break;
-        case 'p': {
-            static const char *names[] = {"lru", "fifo", "multi_lru", "tinylfu", "lineage"};
-            int k = -1;
-            for (int i = 0; i < 5; i++)
-                if (!strcmp(optarg, names[i]))
-                    k = i;
-            if (k < 0)
-                demo_bad("--policy: unknown", optarg);
-            o->policy = (kvb_evict_policy)k;
+        case 'p':
+            if (!kvbt_policy_value(optarg, &o->policy))
+                demo_bad("--policy: not a built-in eviction policy", optarg);
             break;
-        }
         case 'm':
             if (!kvbt_parse_u64(optarg, 0, UINT64_MAX, &o->show_moves))
                 demo_bad("--show-moves: not a count", optarg);
             break;
-        case 'c': o->check = true; break;
-        case 'P': o->publish = optarg; break;
-        case 'R': o->replay = optarg; break;
-        case 'T': o->topic = optarg; break;
-        case 'd': o->dump = optarg; break;
-        case 'w': o->wait_stdin = true; break;
-        case 'C': o->count_events = true; break;
-        case 'h': demo_usage(stdout); exit(0);
-        default: demo_usage(stderr); exit(2);
+        case 'c':
+            o->check = true;
+            break;
+        case 'P':
+            o->publish = optarg;
+            break;
+        case 'R':
+            o->replay = optarg;
+            break;
+        case 'T':
+            o->topic = optarg;
+            break;
+        case 'd':
+            o->dump = optarg;
+            break;
+        case 'w':
+            o->wait_stdin = true;
+            break;
+        case 'C':
+            o->count_events = true;
+            break;
+        case 'h':
+            demo_usage(stdout);
+            exit(0);
+        default:
+            demo_usage(stderr);
+            exit(2);
         }
     }
     if (optind < argc)
@@ -278,8 +300,8 @@ static void count_sink(void *user, const kvb_pool *pool, const kvb_event *ev, ui
 }
 
 static kvb_pool *demo_pool(const char *name, uint32_t blocks, kvb_evict_policy pol,
-                           kvb_registry *reg, void (*on_evict)(void *, kvb_hash, uint32_t),
-                           demo *d, kvb_publisher *pub, const char *medium, bool count)
+                           kvb_registry *reg, void (*on_evict)(void *, kvb_hash, uint32_t), demo *d,
+                           kvb_publisher *pub, const char *medium, bool count)
 {
     kvb_pool_config cfg;
     kvb_event_config ec;
@@ -409,8 +431,8 @@ int main(int argc, char **argv)
     d.hc = kvbt_xmalloc_array(d.cap_pend, sizeof *d.hc);
     d.hb = kvbt_xmalloc_array(d.cap_pend, sizeof *d.hb);
     if (o.check)
-        d.shadow = demo_pool("gpu-only", o.gpu_blocks, o.policy, NULL, NULL, NULL, NULL, NULL,
-                             false);
+        d.shadow =
+            demo_pool("gpu-only", o.gpu_blocks, o.policy, NULL, NULL, NULL, NULL, NULL, false);
 
     printf("trace: %s (%s)\n", t.name, t.source);
     printf("  requests %llu, block refs %llu, unique blocks %llu, infinite-cache hit ratio "
@@ -420,7 +442,9 @@ int main(int argc, char **argv)
            t.n_refs ? 100.0 * (double)t.infinite_hits / (double)t.n_refs : 0.0);
     printf("tiers: gpu %u blocks, host %u blocks, policy %s, one registry%s\n", o.gpu_blocks,
            o.host_blocks, kvb_pool_policy_name(d.gpu),
-           pub ? ", events published" : o.count_events ? ", events counted" : "");
+           pub              ? ", events published"
+           : o.count_events ? ", events counted"
+                            : "");
     if (o.show_moves)
         printf("first %llu moves:\n", (unsigned long long)o.show_moves);
 
@@ -451,7 +475,8 @@ int main(int argc, char **argv)
             demo_offload(&d); /* copy out what the allocation evicted */
             for (uint32_t i = 0; i < need; i++) {
                 if (i < (uint32_t)kh)
-                    demo_copy(&d, "onboard", h[kg + (int)i], TIER_HOST, hb[i].id, TIER_GPU, m[i].id);
+                    demo_copy(&d, "onboard", h[kg + (int)i], TIER_HOST, hb[i].id, TIER_GPU,
+                              m[i].id);
                 if ((rc = kvb_mutable_stage(&m[i], h[(uint32_t)kg + i], &c[i])) < 0)
                     kvbt_die(prog, "stage: %s", kvb_strerror(rc));
             }
@@ -514,8 +539,7 @@ int main(int argc, char **argv)
     printf("  gpu                     %9.2f%%\n", 100.0 * (double)d.gpu_hits / refs);
     printf("  host                    %9.2f%%  (%.2f%% of the GPU misses)\n",
            100.0 * (double)d.host_hits / refs,
-           d.refs > d.gpu_hits ? 100.0 * (double)d.host_hits / (double)(d.refs - d.gpu_hits)
-                               : 0.0);
+           d.refs > d.gpu_hits ? 100.0 * (double)d.host_hits / (double)(d.refs - d.gpu_hits) : 0.0);
     printf("  gpu + host              %9.2f%%  (infinite cache %.2f%%)\n",
            100.0 * (double)(d.gpu_hits + d.host_hits) / refs,
            100.0 * (double)t.infinite_hits / refs);
@@ -539,7 +563,8 @@ int main(int argc, char **argv)
 
     if (o.check) {
         printf("checks:\n");
-        demo_expect(d.gpu_hits + d.host_hits + d.computed == d.refs, "gpu + host + computed == refs");
+        demo_expect(d.gpu_hits + d.host_hits + d.computed == d.refs,
+                    "gpu + host + computed == refs");
         demo_expect(d.offloaded + d.offload_skipped + d.offload_failed == gs.evictions,
                     "every GPU eviction offloaded or skipped");
         demo_expect(hs.registrations == d.offloaded, "host registrations == offloads");
