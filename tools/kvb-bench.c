@@ -34,8 +34,9 @@ static void print_header(const opts *o)
     for (unsigned p = 0; p < n_policies; p++)
         printf(" %s%s", policies[p].name, o->policy_sel[p] ? "" : "(not selected)");
     printf("\n");
-    printf("baseline (\"sol\", speed of light): plain arrays, free stack, one open-addressing "
-           "probe per\nblock, refcount word, intrusive LRU list; no lock, no states, no stats\n\n");
+    printf("baseline (\"sol\", speed of light): the pool's memory work on plain arrays (a Robin "
+           "Hood table\nof the pool's size, 32-byte records, LRU links, free stack); no hashing, "
+           "no lock, no states,\nno counters\n\n");
 }
 
 int main(int argc, char **argv)

@@ -152,6 +152,9 @@ extern unsigned n_policies;
 void discover_policies(void);
 
 #define MAX_LIST 16
+/* the largest --blocks: the baseline packs a block id and a displacement (under
+ * 62 cells) into 32 bits (sol.c) */
+#define BENCH_MAX_BLOCKS ((1u << 26) - 1)
 
 typedef struct opts {
     uint32_t blocks[MAX_LIST];

@@ -94,8 +94,8 @@ static void make_plan(plan *pl, enum op o, uint32_t n, uint32_t B, uint32_t work
 typedef struct micro_fx {
     lib_fx lib;
     sol base;
-    kvb_block *sol_held; /* the baseline's own handles: its generations differ */
-    kvb_weak *sol_weak;
+    sol_ref *sol_held; /* the baseline's own handles: its generations differ */
+    sol_weak *sol_weak;
     kvb_hash *H;
     uint64_t fresh;
     plan pl;
@@ -142,8 +142,8 @@ static void micro_setup(micro_fx *m, const policy_info *pi, uint32_t B, uint32_t
     }
     for (uint32_t i = 0; i < B; i++) {
         kvb_block_downgrade(&f->held[i], &f->weak[i]);
-        const kvb_block *b = &m->sol_held[i];
-        m->sol_weak[i] = (kvb_weak){.pool = NULL, .id = b->id, .gen = b->gen, .hash = b->hash};
+        const sol_ref *b = &m->sol_held[i];
+        m->sol_weak[i] = (sol_weak){.hash = m->H[i], .id = b->id, .gen = b->gen};
     }
 }
 

@@ -51,10 +51,12 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: kvb-bench [options]\n"
                "Micro benchmarks of a kvblock pool next to a same-binary \"speed of light\"\n"
-               "baseline (plain arrays, free stack, one probe per block, no lock, no states),\n"
+               "baseline (the pool's memory work on plain arrays: table, records, LRU links,\n"
+               "free stack; no hashing, no lock, no states, no counters),\n"
                "multi-thread throughput with lock contention counters, and bookkeeping memory.\n"
                "\n"
-               "  --blocks LIST     pool sizes (default 10000,1000000; k and M suffixes allowed)\n"
+               "  --blocks LIST     pool sizes (default 10000,1000000; k and M suffixes allowed;\n"
+               "                    at most 67108863, the baseline's limit)\n"
                "  --batch LIST      batch sizes (default 1,16,64; threads: 16 unless given)\n"
                "  --policy LIST     policies or all (default all built-in: the ones\n"
                "                    kvb_pool_create accepts; the others are skipped)\n"
@@ -250,7 +252,7 @@ void parse_args(int argc, char **argv, opts *o)
     }
     if (blocks)
         o->n_blocks =
-            kvbt_arg_count_list(prog, "--blocks", blocks, 2, KVB_MAX_BLOCKS, o->blocks, MAX_LIST);
+            kvbt_arg_count_list(prog, "--blocks", blocks, 2, BENCH_MAX_BLOCKS, o->blocks, MAX_LIST);
     if (batch) {
         o->n_batch = kvbt_arg_count_list(prog, "--batch", batch, 1, 4096, o->batch, MAX_LIST);
         o->batch_given = true;

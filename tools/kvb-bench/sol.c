@@ -1,51 +1,108 @@
 /*
- * tools/kvb-bench/sol.c - the "speed of light" baseline: the same logical work
- * as a pool on plain arrays - a free stack, one open-addressing probe per block
- * (linear probing, 8-byte cells holding a 32-bit hash tag beside the id, so a
- * probe reads a slot only on a tag match and backward-shift deletion never reads
- * one; find-or-insert in one probe), one 32-byte record per block (hash,
- * refcount word), an intrusive LRU list in a dense array of links - with no
- * lock, no atomics, no state machine, no validation beyond what the operation
- * needs, no callbacks, no statistics. sol_run mirrors lib_run (lib.c) operation
- * by operation, on the same plan.
+ * tools/kvb-bench/sol.c - the "speed of light" baseline: the memory work a pool
+ * does for each operation, on plain arrays, and nothing else (issue 16: "the
+ * lookups, list links and free-list moves ... no hashing, no states, no locks,
+ * no counters"), so that the ratio library / baseline says what the library's
+ * bookkeeping costs.
+ *
+ * The memory work, with the pool's layout:
+ *  - a hash table of the pool's size (B + 3B/4 + 8 cells of 32 bits), linear
+ *    probing in Robin Hood order with the displacement packed beside the id
+ *    (the pool's scheme: a probe compares a slot's hash only where the
+ *    displacement says the entry shares the key's home; deletion shifts the
+ *    following entries back until one sits at its home, reading no slot);
+ *  - one 32-byte record per block (the pool's slot size): hash and a
+ *    generation << 32 | refcount word;
+ *  - an intrusive LRU list in a dense array of links;
+ *  - a free stack.
+ * A lookup is one probe sequence from the key's home cell and one hash compare
+ * in the record; taking a reference is one add to the word (a cached block also
+ * leaves the list); releasing the last one links the block at the list's tail
+ * (and bumps the generation, so weak handles to cached blocks take the lookup
+ * path as in the pool); a new block is a free-stack pop or an eviction (unlink
+ * the oldest, erase it from the table); a registration is one insert that also
+ * finds existing content.
+ *
+ * What it leaves out is everything else: the home cell is the top 32 bits of
+ * the key's low word scaled to the table (no mixing: the keys are hashes), no
+ * state machine, no lock, no atomics, no statistics, no callbacks or events,
+ * no validation beyond what the operation needs, handles of 8 bytes, no
+ * wrap-around (the table has a tail of cells past the last home cell, and an
+ * insert that would probe past it dies: displacements are packed in the bits
+ * the id leaves, so pools are limited to 2^26 - 1 blocks, BENCH_MAX_BLOCKS).
+ * Every helper is inlined into one loop per operation, and batch calls on large
+ * tables prefetch as the pool does: the home cells of the batch, then the
+ * records they name (lookups) or the victims' records and home cells
+ * (evictions), so that the batch's independent misses overlap.
+ *
+ * It is the pool's table algorithm, not the fastest possible one: in cache, the
+ * Robin Hood probes' data-dependent branches mispredict about once per lookup
+ * (cachegrind), which the former baseline's half-full table of 64-bit tagged
+ * cells avoided; out of cache it spends less (docs/performance.md).
+ *
+ * sol_run mirrors lib_run (lib.c) operation by operation, on the same plan.
+ * The baseline checks what keeps the benchmark honest (every match of a
+ * planned hit hits, no eviction from an empty list) and dies otherwise.
  */
 #include "kvb-bench/sol.h"
 
+#define SOL_INLINE static inline __attribute__((always_inline))
+
+static KVBT_NORETURN void sol_fail(const char *what)
+{
+    kvbt_die(prog, "baseline: %s failed (a kvb-bench bug)", what);
+}
+
+/* the pool's cell count for B blocks (lib/pool.c: load <= 0.57) */
 static uint32_t sol_map_cap(uint32_t B)
 {
-    uint32_t cap = 2;
-    while (cap < 2ull * B)
-        cap <<= 1;
-    return cap;
+    return B + B / 4 * 3 + 8;
+}
+
+/* Longest probe sequence (displacement) an insert may create; the table has that
+ * many cells past the last home cell, so probes never wrap (see sol_init). */
+static uint32_t sol_disp_limit(uint32_t B)
+{
+    uint32_t id_bits = 32 - (uint32_t)__builtin_clz(B);
+    uint32_t disp_max = (uint32_t)((1ull << (32 - id_bits)) - 1);
+    return disp_max - 1 < 255 ? disp_max - 1 : 255;
 }
 
 size_t sol_bytes(uint32_t B)
 {
     return (size_t)B * sizeof(struct sol_slot) + ((size_t)B + 1) * sizeof(struct sol_link) +
-           (size_t)sol_map_cap(B) * sizeof(uint64_t) + (size_t)B * sizeof(uint32_t);
+           ((size_t)sol_map_cap(B) + sol_disp_limit(B)) * sizeof(uint32_t) +
+           (size_t)B * sizeof(uint32_t);
 }
 
 void sol_init(sol *s, uint32_t B, uint32_t maxw)
 {
     memset(s, 0, sizeof *s);
     s->B = B;
-    uint32_t cap = sol_map_cap(B);
-    s->mask = cap - 1;
-    s->shift = 64 - (uint32_t)__builtin_ctz(cap);
+    if (B > BENCH_MAX_BLOCKS)
+        kvbt_die(prog, "baseline: %u blocks, more than its packed cells allow (%u)", B,
+                 BENCH_MAX_BLOCKS);
+    s->cap = sol_map_cap(B);
+    s->id_bits = 32 - (uint32_t)__builtin_clz(B); /* 2^bits > B: an all-ones cell is no id */
+    s->id_mask = (1u << s->id_bits) - 1;
+    /* Displacements stay below disp_limit < disp_max, the displacement an empty
+     * (all-ones) cell reads as; cells [cap, cap + disp_limit) catch the probes that
+     * run past the last home cell (the last one is never written, so every probe
+     * meets an empty cell or a richer entry before the end). */
+    s->disp_limit = sol_disp_limit(B);
+    s->prefetch = B >= 65536;
     s->slot = kvbt_xmalloc_array(B, sizeof *s->slot);
     s->link = kvbt_xmalloc_array((size_t)B + 1, sizeof *s->link);
-    s->map = kvbt_xmalloc_array(cap, sizeof *s->map);
+    s->map = kvbt_xmalloc_array((size_t)s->cap + s->disp_limit, sizeof *s->map);
     s->stack = kvbt_xmalloc_array(B, sizeof *s->stack);
-    memset(s->map, 0xff, (size_t)cap * sizeof *s->map);
+    memset(s->map, 0xff, ((size_t)s->cap + s->disp_limit) * sizeof *s->map);
     memset(s->slot, 0, (size_t)B * sizeof *s->slot);
-    for (uint32_t i = 0; i < B; i++) {
-        s->slot[i].word = 1ull << 32;
+    for (uint32_t i = 0; i < B; i++)
         s->stack[i] = B - 1 - i; /* pops 0, 1, 2, ... like the library's first pass */
-    }
     s->nfree = B;
     s->link[B].prev = s->link[B].next = B;
-    s->mut = kvbt_xmalloc_array(maxw, sizeof *s->mut);
-    s->cmp = kvbt_xmalloc_array(maxw, sizeof *s->cmp);
+    s->ids = kvbt_xmalloc_array(maxw, sizeof *s->ids);
+    s->home = kvbt_xmalloc_array(maxw, sizeof *s->home);
     s->out = kvbt_xmalloc_array(maxw, sizeof *s->out);
     s->hit = kvbt_xmalloc_array(maxw, sizeof *s->hit);
 }
@@ -56,247 +113,315 @@ void sol_fini(sol *s)
     free(s->link);
     free(s->map);
     free(s->stack);
-    free(s->mut);
-    free(s->cmp);
+    free(s->ids);
+    free(s->home);
     free(s->out);
     free(s->hit);
 }
 
-/* Map cells: tag << 32 | id, where tag is the top 32 bits of the mixed hash; the
- * home index is the tag's top log2(capacity) bits, so deletion never reads a
- * slot and a probe reads a slot only when the tag matches. */
-#define SOL_EMPTY UINT64_MAX
+/* ---- the table --------------------------------------------------------------- */
 
-static inline uint64_t sol_mix(kvb_hash h)
+/* The key's home cell: its top bits, scaled to the table (the keys are hashes). */
+SOL_INLINE uint32_t sol_home(const sol *s, kvb_hash h)
 {
-    return (h.hi ^ h.lo) * 0x9E3779B97F4A7C15ull;
+    return (uint32_t)(((h.lo >> 32) * (uint64_t)s->cap) >> 32);
 }
 
-static inline uint32_t sol_tag_home(const sol *s, uint32_t tag)
+SOL_INLINE uint32_t sol_disp(const sol *s, uint32_t cell)
 {
-    return tag >> (s->shift - 32);
+    return cell >> s->id_bits;
 }
 
-static inline uint32_t sol_find(const sol *s, kvb_hash h)
+/* The block holding h, probing from its home cell i; SOL_NONE when absent. An
+ * empty cell reads as the largest displacement, above any entry's: no test of
+ * its own until a displacement differs. */
+SOL_INLINE uint32_t sol_find(const sol *s, kvb_hash h, uint32_t i)
 {
-    uint32_t tag = (uint32_t)(sol_mix(h) >> 32);
-    for (uint32_t i = sol_tag_home(s, tag);; i = (i + 1) & s->mask) {
-        uint64_t c = s->map[i];
-        if (c == SOL_EMPTY)
+    for (uint32_t d = 0;; d++, i++) {
+        uint32_t cell = s->map[i];
+        uint32_t cd = sol_disp(s, cell);
+        if (cd == d) {
+            uint32_t id = cell & s->id_mask;
+            if (s->slot[id].hash.lo == h.lo && s->slot[id].hash.hi == h.hi)
+                return id;
+        } else if (cd < d || cell == SOL_NONE) {
             return SOL_NONE;
-        uint32_t id = (uint32_t)c;
-        if ((uint32_t)(c >> 32) == tag && s->slot[id].hash.lo == h.lo &&
-            s->slot[id].hash.hi == h.hi)
-            return id;
+        }
     }
 }
 
-/* One probe: the block already holding id's hash, or id after inserting it. */
-static inline uint32_t sol_find_or_insert(sol *s, uint32_t id)
+/* One probe sequence from home cell i: the block already holding id's hash, or
+ * id after inserting it (taking the cell of the first richer entry and carrying
+ * that one on, Robin Hood). */
+SOL_INLINE uint32_t sol_insert(sol *s, uint32_t id, uint32_t i)
 {
-    kvb_hash h = s->slot[id].hash;
-    uint32_t tag = (uint32_t)(sol_mix(h) >> 32);
-    for (uint32_t i = sol_tag_home(s, tag);; i = (i + 1) & s->mask) {
-        uint64_t c = s->map[i];
-        if (c == SOL_EMPTY) {
-            s->map[i] = (uint64_t)tag << 32 | id;
+    const kvb_hash h = s->slot[id].hash;
+    uint32_t d = 0, cell;
+    for (;; d++, i++) {
+        cell = s->map[i];
+        if (cell == SOL_NONE) {
+            if (d >= s->disp_limit)
+                sol_fail("insert (a probe sequence longer than the table's tail)");
+            s->map[i] = d << s->id_bits | id;
             return id;
         }
-        uint32_t e = (uint32_t)c;
-        if ((uint32_t)(c >> 32) == tag && s->slot[e].hash.lo == h.lo && s->slot[e].hash.hi == h.hi)
-            return e;
-    }
-}
-
-/* Backward-shift deletion: homes come from the tags, no slot is read. */
-static inline void sol_erase(sol *s, uint32_t id)
-{
-    uint32_t tag = (uint32_t)(sol_mix(s->slot[id].hash) >> 32);
-    uint32_t i = sol_tag_home(s, tag);
-    while ((uint32_t)s->map[i] != id)
-        i = (i + 1) & s->mask;
-    for (uint32_t j = i;;) {
-        j = (j + 1) & s->mask;
-        uint64_t e = s->map[j];
-        if (e == SOL_EMPTY)
+        uint32_t cd = sol_disp(s, cell);
+        if (cd < d)
             break;
-        uint32_t home = sol_tag_home(s, (uint32_t)(e >> 32));
-        if (((j - home) & s->mask) >= ((j - i) & s->mask)) {
-            s->map[i] = e;
-            i = j;
+        if (cd == d) {
+            uint32_t e = cell & s->id_mask;
+            if (s->slot[e].hash.lo == h.lo && s->slot[e].hash.hi == h.hi)
+                return e;
         }
     }
-    s->map[i] = SOL_EMPTY;
-}
-
-static inline void sol_lru_unlink(sol *s, uint32_t id)
-{
-    struct sol_link *x = &s->link[id];
-    s->link[x->prev].next = x->next;
-    s->link[x->next].prev = x->prev;
-    s->ncached--;
-}
-
-static inline void sol_lru_push(sol *s, uint32_t id)
-{
-    uint32_t t = s->link[s->B].prev;
-    s->link[id].prev = t;
-    s->link[id].next = s->B;
-    s->link[t].next = id;
-    s->link[s->B].prev = id;
-    s->ncached++;
-}
-
-/* a new life of the slot: generation + 1, count rc */
-static inline uint32_t sol_renew(sol *s, uint32_t id, uint32_t rc)
-{
-    uint32_t gen = (uint32_t)(s->slot[id].word >> 32) + 1;
-    s->slot[id].word = (uint64_t)gen << 32 | rc;
-    return gen;
-}
-
-/* Free stack first, then the oldest cached blocks; victims are unlinked first
- * and erased from the map in a second pass (independent misses overlap). */
-static inline int sol_allocate(sol *s, uint32_t n, kvb_mutable *out)
-{
-    if (s->nfree + s->ncached < n)
-        return -ENOSPC;
-    uint32_t i = 0;
-    for (; i < n && s->nfree; i++)
-        out[i].id = s->stack[--s->nfree];
-    uint32_t first_victim = i;
-    for (; i < n; i++) {
-        uint32_t id = s->link[s->B].next;
-        sol_lru_unlink(s, id);
-        out[i].id = id;
+    for (uint32_t carry = id;; d++, i++) {
+        if (d >= s->disp_limit)
+            sol_fail("insert (a probe sequence longer than the table's tail)");
+        cell = s->map[i];
+        if (cell == SOL_NONE) {
+            s->map[i] = d << s->id_bits | carry;
+            return id;
+        }
+        uint32_t cd = sol_disp(s, cell);
+        if (cd < d) {
+            s->map[i] = d << s->id_bits | carry;
+            carry = cell & s->id_mask;
+            d = cd;
+        }
     }
-    for (uint32_t j = first_victim; j < n; j++)
-        sol_erase(s, out[j].id);
-    for (uint32_t j = 0; j < n; j++) {
-        out[j].pool = NULL;
-        out[j].gen = sol_renew(s, out[j].id, 0);
-    }
-    return 0;
 }
 
-static inline void sol_stage(sol *s, const kvb_mutable *m, kvb_hash h, kvb_complete *c)
+/* Erase id, probing from its home cell i; backward shift (displacement - 1) until
+ * an empty cell or an entry at its home. */
+SOL_INLINE void sol_erase(sol *s, uint32_t id, uint32_t i)
 {
-    s->slot[m->id].hash = h;
-    *c = (kvb_complete){.pool = NULL, .id = m->id, .gen = m->gen, .hash = h};
-}
-
-/* take one reference on id (resurrecting it from the cache when its count is 0) */
-static inline uint32_t sol_acquire(sol *s, uint32_t id)
-{
-    if ((uint32_t)s->slot[id].word == 0) {
-        sol_lru_unlink(s, id);
-        return sol_renew(s, id, 1);
+    while ((s->map[i] & s->id_mask) != id) {
+        if (s->map[i] == SOL_NONE)
+            sol_fail("erase (absent)");
+        i++;
     }
-    s->slot[id].word++;
-    return (uint32_t)(s->slot[id].word >> 32);
+    for (uint32_t cell; (cell = s->map[i + 1]) != SOL_NONE && sol_disp(s, cell) != 0; i++)
+        s->map[i] = cell - (1u << s->id_bits);
+    s->map[i] = SOL_NONE;
 }
 
-static inline void sol_register(sol *s, const kvb_complete *in, uint32_t n, kvb_block *out)
+/* Home cells of n hashes into home[], each cell prefetched (then, for lookups,
+ * the record its entry names), so that the misses of the batch overlap. */
+SOL_INLINE void sol_prefetch_lookups(const sol *s, const kvb_hash *h, uint32_t n, uint32_t *home)
 {
     for (uint32_t i = 0; i < n; i++) {
-        uint32_t id = in[i].id;
-        uint32_t e = sol_find_or_insert(s, id);
-        uint32_t gen;
-        if (e == id) {
-            gen = sol_renew(s, id, 1);
-        } else { /* content already present: share it, free the new block */
-            gen = sol_acquire(s, e);
-            s->stack[s->nfree++] = id;
-        }
-        out[i] = (kvb_block){.pool = NULL, .id = e, .gen = gen, .hash = s->slot[e].hash};
+        home[i] = sol_home(s, h[i]);
+        __builtin_prefetch(&s->map[home[i]]);
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t cell = s->map[home[i]];
+        if (cell != SOL_NONE)
+            __builtin_prefetch(&s->slot[cell & s->id_mask]);
     }
 }
 
-static inline void sol_release(sol *s, const kvb_block *b, uint32_t n)
+/* ---- the list and the references --------------------------------------------- */
+
+SOL_INLINE void sol_unlink(sol *s, uint32_t id)
+{
+    struct sol_link x = s->link[id];
+    s->link[x.prev].next = x.next;
+    s->link[x.next].prev = x.prev;
+}
+
+SOL_INLINE void sol_push(sol *s, uint32_t id)
+{
+    uint32_t t = s->link[s->B].prev;
+    s->link[id] = (struct sol_link){.prev = t, .next = s->B};
+    s->link[t].next = id;
+    s->link[s->B].prev = id;
+}
+
+/* One more reference on id (out of the cache when it had none): its generation. */
+SOL_INLINE uint32_t sol_acquire(sol *s, uint32_t id)
+{
+    uint64_t w = s->slot[id].word;
+    if ((uint32_t)w == 0)
+        sol_unlink(s, id);
+    s->slot[id].word = w + 1;
+    return (uint32_t)(w >> 32);
+}
+
+/* The last reference gone: a new generation, linked at the list's tail. */
+SOL_INLINE void sol_release(sol *s, const sol_ref *b, uint32_t n)
 {
     for (uint32_t i = 0; i < n; i++) {
         uint32_t id = b[i].id;
-        if ((uint32_t)--s->slot[id].word == 0) {
-            sol_renew(s, id, 0);
-            sol_lru_push(s, id);
+        uint64_t w = s->slot[id].word - 1;
+        if ((uint32_t)w == 0) {
+            w += 1ull << 32;
+            sol_push(s, id);
+        }
+        s->slot[id].word = w;
+    }
+}
+
+/* ---- the operations ------------------------------------------------------------- */
+
+/* n new blocks into ids[]: free-stack pops, then the oldest cached blocks, all
+ * unlinked first, then erased from the table (pf: their records, then their
+ * home cells, prefetched in between). */
+SOL_INLINE void sol_allocate_pf(sol *s, uint32_t n, uint32_t *ids, bool pf)
+{
+    uint32_t i = 0;
+    for (; i < n && s->nfree; i++)
+        ids[i] = s->stack[--s->nfree];
+    const uint32_t v = i;
+    for (; i < n; i++) {
+        uint32_t id = s->link[s->B].next;
+        if (id == s->B)
+            sol_fail("allocate (nothing to evict)");
+        sol_unlink(s, id);
+        ids[i] = id;
+        if (pf)
+            __builtin_prefetch(&s->slot[id]);
+    }
+    if (pf)
+        for (uint32_t j = v; j < n; j++) {
+            s->home[j] = sol_home(s, s->slot[ids[j]].hash);
+            __builtin_prefetch(&s->map[s->home[j]]);
+        }
+    for (uint32_t j = v; j < n; j++)
+        sol_erase(s, ids[j], pf ? s->home[j] : sol_home(s, s->slot[ids[j]].hash));
+}
+
+SOL_INLINE void sol_allocate(sol *s, uint32_t n, uint32_t *ids)
+{
+    if (s->prefetch)
+        sol_allocate_pf(s, n, ids, true);
+    else
+        sol_allocate_pf(s, n, ids, false);
+}
+
+SOL_INLINE void sol_stage(sol *s, const uint32_t *ids, const kvb_hash *h, uint32_t n)
+{
+    for (uint32_t j = 0; j < n; j++)
+        s->slot[ids[j]].hash = h[j];
+}
+
+/* Register n staged blocks: each one insert (a block whose content is already
+ * present goes back to the free stack, its reference is to the present one). */
+SOL_INLINE void sol_register_pf(sol *s, const uint32_t *ids, uint32_t n, sol_ref *out, bool pf)
+{
+    for (uint32_t j = 0; j < n; j++) {
+        uint32_t id = ids[j];
+        uint32_t e = sol_insert(s, id, pf ? s->home[j] : sol_home(s, s->slot[id].hash));
+        if (e == id) {
+            uint64_t w = s->slot[id].word + 1;
+            s->slot[id].word = w;
+            out[j] = (sol_ref){id, (uint32_t)(w >> 32)};
+        } else {
+            out[j] = (sol_ref){e, sol_acquire(s, e)};
+            s->stack[s->nfree++] = id;
         }
     }
 }
 
-static inline uint32_t sol_match(sol *s, const kvb_hash *h, uint32_t n, kvb_block *out)
+SOL_INLINE void sol_register(sol *s, const uint32_t *ids, uint32_t n, sol_ref *out)
+{
+    if (!s->prefetch) {
+        sol_register_pf(s, ids, n, out, false);
+        return;
+    }
+    for (uint32_t j = 0; j < n; j++) {
+        s->home[j] = sol_home(s, s->slot[ids[j]].hash);
+        __builtin_prefetch(&s->map[s->home[j]]);
+    }
+    sol_register_pf(s, ids, n, out, true);
+}
+
+/* Prefix match: stops at the first miss (pf: the homes were prefetched). */
+SOL_INLINE uint32_t sol_match_pf(sol *s, const kvb_hash *h, uint32_t n, sol_ref *out, bool pf)
 {
     uint32_t k = 0;
     for (; k < n; k++) {
-        uint32_t id = sol_find(s, h[k]);
+        uint32_t id = sol_find(s, h[k], pf ? s->home[k] : sol_home(s, h[k]));
         if (id == SOL_NONE)
             break;
-        out[k] = (kvb_block){.pool = NULL, .id = id, .gen = sol_acquire(s, id), .hash = h[k]};
+        out[k] = (sol_ref){id, sol_acquire(s, id)};
     }
     return k;
 }
 
-static inline uint32_t sol_scattered(sol *s, const kvb_hash *h, uint32_t n, kvb_block *out,
-                                     bool *hit)
+SOL_INLINE uint32_t sol_match(sol *s, const kvb_hash *h, uint32_t n, sol_ref *out)
+{
+    if (!s->prefetch)
+        return sol_match_pf(s, h, n, out, false);
+    sol_prefetch_lookups(s, h, n, s->home);
+    return sol_match_pf(s, h, n, out, true);
+}
+
+/* Independent lookups (pf: the homes were prefetched). */
+SOL_INLINE uint32_t sol_scattered_pf(sol *s, const kvb_hash *h, uint32_t n, sol_ref *out, bool *hit,
+                                     bool pf)
 {
     uint32_t k = 0;
     for (uint32_t i = 0; i < n; i++) {
-        uint32_t id = sol_find(s, h[i]);
+        uint32_t id = sol_find(s, h[i], pf ? s->home[i] : sol_home(s, h[i]));
         hit[i] = id != SOL_NONE;
-        if (hit[i]) {
-            out[i] = (kvb_block){.pool = NULL, .id = id, .gen = sol_acquire(s, id), .hash = h[i]};
+        if (id != SOL_NONE) {
+            out[i] = (sol_ref){id, sol_acquire(s, id)};
             k++;
         } else {
-            memset(&out[i], 0, sizeof out[i]);
+            out[i] = (sol_ref){SOL_NONE, 0};
         }
     }
     return k;
 }
 
-static inline int sol_clone(sol *s, const kvb_block *b, kvb_block *out)
+SOL_INLINE uint32_t sol_scattered(sol *s, const kvb_hash *h, uint32_t n, sol_ref *out, bool *hit)
+{
+    if (!s->prefetch)
+        return sol_scattered_pf(s, h, n, out, hit, false);
+    sol_prefetch_lookups(s, h, n, s->home);
+    return sol_scattered_pf(s, h, n, out, hit, true);
+}
+
+SOL_INLINE bool sol_clone(sol *s, const sol_ref *b, sol_ref *out)
 {
     uint64_t w = s->slot[b->id].word;
     if ((uint32_t)(w >> 32) != b->gen || (uint32_t)w == 0)
-        return -ESTALE;
+        return false;
     s->slot[b->id].word = w + 1;
     *out = *b;
-    return 0;
+    return true;
 }
 
-static inline int sol_upgrade(sol *s, const kvb_weak *wk, kvb_block *out)
+/* A live weak handle takes a reference on its block; a stale one (the block went
+ * to the cache) looks its content up. */
+SOL_INLINE bool sol_upgrade(sol *s, const sol_weak *wk, sol_ref *out)
 {
     uint64_t w = s->slot[wk->id].word;
     if ((uint32_t)(w >> 32) == wk->gen && (uint32_t)w != 0) {
         s->slot[wk->id].word = w + 1;
-        *out = (kvb_block){.pool = NULL, .id = wk->id, .gen = wk->gen, .hash = wk->hash};
-        return 0;
+        *out = (sol_ref){wk->id, wk->gen};
+        return true;
     }
-    uint32_t id = sol_find(s, wk->hash);
+    uint32_t id = sol_find(s, wk->hash, sol_home(s, wk->hash));
     if (id == SOL_NONE)
-        return -ENOENT;
-    *out = (kvb_block){.pool = NULL, .id = id, .gen = sol_acquire(s, id), .hash = wk->hash};
-    return 0;
+        return false;
+    *out = (sol_ref){id, sol_acquire(s, id)};
+    return true;
 }
 
-void sol_admit(sol *s, const kvb_hash *h, uint32_t n, kvb_block *out)
+void sol_admit(sol *s, const kvb_hash *h, uint32_t n, sol_ref *out)
 {
-    if (sol_allocate(s, n, s->mut) != 0)
-        kvbt_die(prog, "baseline: out of blocks");
-    for (uint32_t j = 0; j < n; j++)
-        sol_stage(s, &s->mut[j], h[j], &s->cmp[j]);
-    sol_register(s, s->cmp, n, out);
+    sol_allocate(s, n, s->ids);
+    sol_stage(s, s->ids, h, n);
+    sol_register(s, s->ids, n, out);
 }
 
-void sol_release_n(sol *s, const kvb_block *b, uint32_t n)
+void sol_release_n(sol *s, const sol_ref *b, uint32_t n)
 {
     sol_release(s, b, n);
 }
 
-static KVBT_NORETURN void sol_fail(const char *what)
-{
-    kvbt_die(prog, "baseline: %s failed (a kvb-bench bug)", what);
-}
-
-uint64_t sol_run(sol *s, const kvb_hash *H, const kvb_block *held, const kvb_weak *weak, enum op o,
+uint64_t sol_run(sol *s, const kvb_hash *H, const sol_ref *held, const sol_weak *weak, enum op o,
                  const plan *pl)
 {
     const uint32_t n = pl->n, k = pl->k;
@@ -306,12 +431,9 @@ uint64_t sol_run(sol *s, const kvb_hash *H, const kvb_block *held, const kvb_wea
     case OP_LIFECYCLE:
         region_begin();
         for (uint32_t b = 0; b < k; b++) {
-            const kvb_hash *h = pl->q + (size_t)b * n;
-            if (sol_allocate(s, n, s->mut) != 0)
-                sol_fail("allocate");
-            for (uint32_t j = 0; j < n; j++)
-                sol_stage(s, &s->mut[j], h[j], &s->cmp[j]);
-            sol_register(s, s->cmp, n, s->out);
+            sol_allocate(s, n, s->ids);
+            sol_stage(s, s->ids, pl->q + (size_t)b * n, n);
+            sol_register(s, s->ids, n, s->out);
             sol_release(s, s->out, n);
         }
         ns = region_end();
@@ -337,10 +459,10 @@ uint64_t sol_run(sol *s, const kvb_hash *H, const kvb_block *held, const kvb_wea
     case OP_UPGRADE_LIVE:
         region_begin();
         for (uint32_t b = 0; b < k; b++) {
-            const kvb_weak *wk = weak + pl->pos[b];
-            kvb_block *out = s->out + (size_t)b * n;
+            const sol_weak *wk = weak + pl->pos[b];
+            sol_ref *out = s->out + (size_t)b * n;
             for (uint32_t j = 0; j < n; j++)
-                if (sol_upgrade(s, &wk[j], &out[j]) != 0)
+                if (!sol_upgrade(s, &wk[j], &out[j]))
                     sol_fail("upgrade");
         }
         ns = region_end();
@@ -349,9 +471,9 @@ uint64_t sol_run(sol *s, const kvb_hash *H, const kvb_block *held, const kvb_wea
     case OP_CLONE:
         region_begin();
         for (uint32_t b = 0; b < k; b++) {
-            const kvb_block *src = held + pl->pos[b];
+            const sol_ref *src = held + pl->pos[b];
             for (uint32_t j = 0; j < n; j++)
-                if (sol_clone(s, &src[j], &s->out[j]) != 0)
+                if (!sol_clone(s, &src[j], &s->out[j]))
                     sol_fail("clone");
             sol_release(s, s->out, n);
         }
@@ -369,9 +491,9 @@ uint64_t sol_run(sol *s, const kvb_hash *H, const kvb_block *held, const kvb_wea
     case OP_UPGRADE_CACHED:
         region_begin();
         for (uint32_t b = 0; b < k; b++) {
-            const kvb_weak *wk = weak + pl->pos[b];
+            const sol_weak *wk = weak + pl->pos[b];
             for (uint32_t j = 0; j < n; j++)
-                if (sol_upgrade(s, &wk[j], &s->out[j]) != 0)
+                if (!sol_upgrade(s, &wk[j], &s->out[j]))
                     sol_fail("upgrade (cached)");
             sol_release(s, s->out, n);
         }
@@ -380,12 +502,11 @@ uint64_t sol_run(sol *s, const kvb_hash *H, const kvb_block *held, const kvb_wea
     case OP_EVICT_ALLOC:
         region_begin();
         for (uint32_t b = 0; b < k; b++)
-            if (sol_allocate(s, n, s->mut + (size_t)b * n) != 0)
-                sol_fail("allocate (evicting)");
+            sol_allocate(s, n, s->ids + (size_t)b * n);
         ns = region_end();
-        for (uint32_t j = 0; j < pl->w; j++)
-            sol_stage(s, &s->mut[j], pl->q[j], &s->cmp[j]);
-        sol_register(s, s->cmp, pl->w, s->out);
+        /* put fresh content back in the cache (the free stack stays empty) */
+        sol_stage(s, s->ids, pl->q, pl->w);
+        sol_register(s, s->ids, pl->w, s->out);
         sol_release(s, s->out, pl->w);
         break;
     case OP_COUNT:
