@@ -12,7 +12,7 @@
  * uint32 arrival (exact while the live arrivals span less than 2^31), ties
  * broken by the lower id so the order is deterministic.
  *
- * Algorithm: a list sorted by that order, plus a binary min-heap for what
+ * Algorithm: a list (ilist.h) sorted by that order, plus a binary min-heap for what
  * cannot go on the list. In a pool almost every insert is either new content
  * (the newest arrival: appended to the list's tail, or, when a request's
  * blocks are released last first, linked just before the block linked by the
@@ -36,7 +36,7 @@
  * create O(block_count).
  *
  * Invariants:
- *  - the list (through node[].next from the sentinel at block_count) is
+ *  - the list (through node[].link from the sentinel at block_count) is
  *    sorted under the order above; its entries are LINKED, present or not;
  *  - heap[0..hlen) is a min-heap under the same order; pos[heap[i].id] == i
  *    for i < hlen, and pos[id] == KVB_FIFO_NONE for every id not on it;
@@ -57,11 +57,12 @@
  *
  * Locking: none of its own; every method runs under the owning pool's mutex.
  */
+#include "ilist.h"
 #include "internal.h"
 
 #include <string.h>
 
-#define KVB_FIFO_NONE UINT32_MAX
+#define KVB_FIFO_NONE KVB_ILIST_NONE
 
 /* st[] bits */
 #define KVB_FIFO_LINKED  1 /* on the list (present or not) */
@@ -72,7 +73,8 @@ struct kvb_fifo_entry {
 };
 
 struct kvb_fifo_node {
-    uint32_t prev, next, arrival;
+    struct kvb_ilink link;
+    uint32_t arrival;
 };
 
 /* Every field is protected by the owning pool's mutex. */
@@ -114,8 +116,7 @@ static void kvb_fifo_free(struct kvb_fifo *f)
 
 static void kvb_fifo_reset(struct kvb_fifo *f)
 {
-    uint32_t s = f->block_count;
-    f->node[s].prev = f->node[s].next = s;
+    kvb_ilist_init(KVB_ILIST(f->node, link), f->block_count);
     memset(f->st, 0, f->block_count);
     memset(f->pos, 0xff, (size_t)f->block_count * sizeof *f->pos); /* nothing on the heap */
     f->len = f->hlen = 0;
@@ -163,9 +164,7 @@ static inline struct kvb_fifo_entry kvb_fifo_node_entry(const struct kvb_fifo *f
 
 static inline void kvb_fifo_unlink(struct kvb_fifo *f, uint32_t id)
 {
-    uint32_t p = f->node[id].prev, n = f->node[id].next;
-    f->node[p].next = n;
-    f->node[n].prev = p;
+    kvb_ilist_remove(KVB_ILIST(f->node, link), id);
     f->st[id] &= (uint8_t)~KVB_FIFO_LINKED;
 }
 
@@ -174,7 +173,8 @@ static inline void kvb_fifo_unlink(struct kvb_fifo *f, uint32_t id)
 static inline uint32_t kvb_fifo_first(struct kvb_fifo *f)
 {
     uint32_t s = f->block_count, id;
-    while ((id = f->node[s].next) != s && !(f->st[id] & KVB_FIFO_PRESENT))
+    while ((id = kvb_ilist_first(KVB_ILIST(f->node, link), s)) != s &&
+           !(f->st[id] & KVB_FIFO_PRESENT))
         kvb_fifo_unlink(f, id);
     return id;
 }
@@ -236,24 +236,34 @@ static void kvb_fifo_heap_delete(struct kvb_fifo *f, uint32_t i)
 
 /* ---- operations ---- */
 
-/* Put an absent id in (see the file comment for where it goes). */
+/* Absent id released again after a hit (still linked, same arrival): marked
+ * present in place. False (nothing done) otherwise. Checked before
+ * kvb_fifo_add so that this common case stays a few instructions. */
+static inline bool kvb_fifo_add_in_place(struct kvb_fifo *f, uint32_t id, uint32_t arrival)
+{
+    if (!(f->st[id] & KVB_FIFO_LINKED) || f->node[id].arrival != arrival)
+        return false;
+    f->st[id] |= KVB_FIFO_PRESENT;
+    f->len++;
+    return true;
+}
+
+/* Put an absent id in, when kvb_fifo_add_in_place could not (see the file
+ * comment for where it goes). */
 static void kvb_fifo_add(struct kvb_fifo *f, uint32_t id, uint32_t arrival)
 {
     struct kvb_fifo_entry e = {.arrival = arrival, .id = id};
     f->len++;
-    if (f->st[id] & KVB_FIFO_LINKED) {
-        if (f->node[id].arrival == arrival) { /* released again after a hit: in place */
-            f->st[id] |= KVB_FIFO_PRESENT;
-            return;
-        }
+    if (f->st[id] & KVB_FIFO_LINKED)
         kvb_fifo_unlink(f, id); /* other content since: its old place is stale */
-    }
     /* After the tail, or just before the last block linked (a request's
      * blocks released last first arrive in descending order); else the heap. */
-    uint32_t s = f->block_count, at = f->node[s].prev; /* link before `next` = after `at` */
+    struct kvb_ilist il = KVB_ILIST(f->node, link);
+    uint32_t s = f->block_count, at = kvb_ilist_last(il, s); /* link after `at` */
     if (at != s && !kvb_fifo_before(kvb_fifo_node_entry(f, at), e)) {
         uint32_t fg = f->finger;
-        uint32_t p = fg < s && (f->st[fg] & KVB_FIFO_LINKED) ? f->node[fg].prev : KVB_FIFO_NONE;
+        uint32_t p =
+            fg < s && (f->st[fg] & KVB_FIFO_LINKED) ? kvb_ilist_prev(il, fg) : KVB_FIFO_NONE;
         if (p == KVB_FIFO_NONE || !kvb_fifo_before(e, kvb_fifo_node_entry(f, fg)) ||
             (p != s && !kvb_fifo_before(kvb_fifo_node_entry(f, p), e))) {
             f->st[id] = KVB_FIFO_PRESENT;
@@ -262,10 +272,8 @@ static void kvb_fifo_add(struct kvb_fifo *f, uint32_t id, uint32_t arrival)
         }
         at = p;
     }
-    uint32_t next = f->node[at].next;
-    f->node[id] = (struct kvb_fifo_node){.prev = at, .next = next, .arrival = arrival};
-    f->node[at].next = id;
-    f->node[next].prev = id;
+    f->node[id].arrival = arrival;
+    kvb_ilist_insert_after(il, at, id);
     f->st[id] = KVB_FIFO_LINKED | KVB_FIFO_PRESENT;
     f->finger = id;
 }
@@ -278,7 +286,8 @@ static int kvb_fifo_insert(void *self, kvb_hash hash, uint32_t id, uint32_t arri
         return -EINVAL;
     if (f->st[id] & KVB_FIFO_PRESENT)
         return -EEXIST;
-    kvb_fifo_add(f, id, arrival);
+    if (!kvb_fifo_add_in_place(f, id, arrival))
+        kvb_fifo_add(f, id, arrival);
     return 0;
 }
 
@@ -364,8 +373,10 @@ static void kvb_fifo_unevict(void *self, const uint32_t *ids, const kvb_hash *ha
     }
     for (uint32_t i = 0; i < n; i++) {
         uint32_t id = ids[i];
-        if (id < f->block_count && !(f->st[id] & KVB_FIFO_PRESENT))
-            kvb_fifo_add(f, id, arrivals ? arrivals[i] : base + i);
+        uint32_t arrival = arrivals ? arrivals[i] : base + i;
+        if (id < f->block_count && !(f->st[id] & KVB_FIFO_PRESENT) &&
+            !kvb_fifo_add_in_place(f, id, arrival))
+            kvb_fifo_add(f, id, arrival);
     }
 }
 

@@ -12,7 +12,7 @@
  * the expected result: the tree order and the release order agree there.
  *
  * Algorithm: every cached block gets a release stamp (a per-instance counter,
- * compared as serial numbers). New releases are appended to a list, which is
+ * compared as serial numbers). New releases are appended to a list (ilist.h), which is
  * therefore sorted by stamp (the LRU end first). Blocks that come back with an
  * old stamp (a parked block that became a leaf, a block put back by unevict)
  * go to a binary min-heap by stamp instead. evict takes the older of the list
@@ -48,6 +48,7 @@
  *
  * Locking: none of its own; every method runs under the owning pool's mutex.
  */
+#include "ilist.h"
 #include "internal.h"
 #include "lineage_index.h"
 
@@ -58,10 +59,10 @@ enum { KVB_LIN_ABSENT = 0, KVB_LIN_LISTED, KVB_LIN_HEAPED, KVB_LIN_PARKED };
 /* Every field is protected by the owning pool's mutex. */
 struct kvb_lineage {
     struct kvb_lx lx;
-    uint32_t *prev, *next; /* block_count + 1 entries; [head] is the list sentinel */
-    uint32_t *stamp;       /* release stamp per block (kept after eviction, for unevict) */
-    uint32_t *heap;        /* [0, hlen): HEAPED ids, min-heap by stamp */
-    uint32_t *hpos;        /* heap index of a HEAPED id */
+    struct kvb_ilink *link; /* block_count + 1 entries; [head] is the list sentinel */
+    uint32_t *stamp;        /* release stamp per block (kept after eviction, for unevict) */
+    uint32_t *heap;         /* [0, hlen): HEAPED ids, min-heap by stamp */
+    uint32_t *hpos;         /* heap index of a HEAPED id */
     uint8_t *state;
     uint32_t head; /* == block_count */
     uint32_t clock, len, hlen;
@@ -70,7 +71,7 @@ struct kvb_lineage {
 
 static size_t kvb_lin_arrays_bytes(uint32_t bc)
 {
-    return 2 * ((size_t)bc + 1) * sizeof(uint32_t) + (size_t)bc * (3 * sizeof(uint32_t) + 1);
+    return ((size_t)bc + 1) * sizeof(struct kvb_ilink) + (size_t)bc * (3 * sizeof(uint32_t) + 1);
 }
 
 static void kvb_lin_free(struct kvb_lineage *l)
@@ -78,8 +79,7 @@ static void kvb_lin_free(struct kvb_lineage *l)
     kvb_allocator a = l->allocator;
     size_t n = l->head;
     kvb_lx_fini(&l->lx, &a);
-    kvb__free(&a, l->prev, (n + 1) * sizeof *l->prev);
-    kvb__free(&a, l->next, (n + 1) * sizeof *l->next);
+    kvb__free(&a, l->link, (n + 1) * sizeof *l->link);
     kvb__free(&a, l->stamp, n * sizeof *l->stamp);
     kvb__free(&a, l->heap, n * sizeof *l->heap);
     kvb__free(&a, l->hpos, n * sizeof *l->hpos);
@@ -100,17 +100,16 @@ static int kvb_lin_create(const kvb_inactive_params *params, void **out)
     l->allocator = a;
     l->head = params->block_count;
     int rc = kvb_lx_init(&l->lx, params->block_count, &a);
-    l->prev = kvb__alloc(&a, (n + 1) * sizeof *l->prev);
-    l->next = kvb__alloc(&a, (n + 1) * sizeof *l->next);
+    l->link = kvb__alloc(&a, (n + 1) * sizeof *l->link);
     l->stamp = kvb__calloc(&a, n, sizeof *l->stamp);
     l->heap = kvb__alloc(&a, n * sizeof *l->heap);
     l->hpos = kvb__alloc(&a, n * sizeof *l->hpos);
     l->state = kvb__calloc(&a, n, 1);
-    if (rc || !l->prev || !l->next || !l->stamp || !l->heap || !l->hpos || !l->state) {
+    if (rc || !l->link || !l->stamp || !l->heap || !l->hpos || !l->state) {
         kvb_lin_free(l);
         return -ENOMEM;
     }
-    l->prev[l->head] = l->next[l->head] = l->head;
+    kvb_ilist_init(KVB_ILIST_LINKS(l->link), l->head);
     *out = l;
     return 0;
 }
@@ -119,24 +118,6 @@ static void kvb_lin_destroy(void *self)
 {
     if (self)
         kvb_lin_free(self);
-}
-
-/* Link id before node `at` (the sentinel or a listed id). */
-static void kvb_lin_link_before(struct kvb_lineage *l, uint32_t at, uint32_t id)
-{
-    uint32_t p = l->prev[at];
-    l->prev[id] = p;
-    l->next[id] = at;
-    l->next[p] = id;
-    l->prev[at] = id;
-    l->state[id] = KVB_LIN_LISTED;
-}
-
-static void kvb_lin_unlink(struct kvb_lineage *l, uint32_t id)
-{
-    uint32_t p = l->prev[id], n = l->next[id];
-    l->next[p] = n;
-    l->prev[n] = p;
 }
 
 /* a's stamp is older than b's (serial-number order). */
@@ -223,7 +204,8 @@ static int kvb_lin_insert(void *self, kvb_hash hash, uint32_t id, uint32_t arriv
         return -EEXIST;
     kvb_lx_add(&l->lx, id, hash);
     l->stamp[id] = ++l->clock;
-    kvb_lin_link_before(l, l->head, id); /* MRU end */
+    kvb_ilist_push_tail(KVB_ILIST_LINKS(l->link), l->head, id); /* MRU end */
+    l->state[id] = KVB_LIN_LISTED;
     l->len++;
     return 0;
 }
@@ -239,7 +221,7 @@ static bool kvb_lin_remove(void *self, kvb_hash hash, uint32_t id)
     else if (l->state[id] == KVB_LIN_HEAPED)
         kvb_lin_hdel(l, id);
     else
-        kvb_lin_unlink(l, id);
+        kvb_ilist_remove(KVB_ILIST_LINKS(l->link), id);
     kvb_lin_gone(l, id);
     return true;
 }
@@ -257,12 +239,12 @@ static uint32_t kvb_lin_evict(void *self, uint32_t n, uint32_t *out)
         return 0;
     uint32_t k = 0;
     while (k < n && l->len > 0) {
-        uint32_t id = l->next[l->head];
+        uint32_t id = kvb_ilist_first(KVB_ILIST_LINKS(l->link), l->head);
         if (l->hlen > 0 && (id == l->head || kvb_lin_older(l, l->heap[0], id))) {
             id = l->heap[0];
             kvb_lin_hdel(l, id);
         } else if (id != l->head) {
-            kvb_lin_unlink(l, id);
+            kvb_ilist_remove(KVB_ILIST_LINKS(l->link), id);
         } else {
             /* len > 0 implies a leaf in the list or the heap: the deepest cached
              * block is a leaf and leaves are never parked. Keeps a bug from looping. */
@@ -291,7 +273,7 @@ static void kvb_lin_drain(void *self)
     struct kvb_lineage *l = self;
     memset(l->state, 0, l->head);
     kvb_lx_clear(&l->lx);
-    l->prev[l->head] = l->next[l->head] = l->head;
+    kvb_ilist_init(KVB_ILIST_LINKS(l->link), l->head);
     l->len = 0;
     l->hlen = 0;
 }

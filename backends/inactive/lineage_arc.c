@@ -59,6 +59,7 @@
  *
  * Locking: none of its own; every method runs under the owning pool's mutex.
  */
+#include "ilist.h"
 #include "internal.h"
 #include "lineage_index.h"
 
@@ -79,10 +80,12 @@ enum { KVB_LARC_ABSENT = 0, KVB_LARC_T1 = 1, KVB_LARC_T2 = 2 };
 #define KVB_LARC_LOGGED 16          /* evicted, in the log: the where bits still name its list */
 #define KVB_LARC_SEG    0x80000000u /* log flag; block ids are < 2^30 */
 
-/* A ghost: fingerprint, list links, and seql = its list's insertion counter
+/* A ghost: fingerprint, list links (ilist.h), and seql = its list's insertion counter
  * when added (30 bits, wrapping) | list << 30 (0 free, 1 B1, 2 B2). */
 struct kvb_larc_gslot {
-    uint32_t fp, prev, next, seql;
+    uint32_t fp;
+    struct kvb_ilink link;
+    uint32_t seql;
 };
 #define KVB_LARC_SEQ_MASK 0x3fffffffu
 
@@ -103,9 +106,10 @@ struct kvb_larc_ghosts {
     uint32_t lseq[3];              /* insertions per list (wrapping, 30 bits used) */
 };
 
-/* A block: list links, fingerprint of its content, arrival at its last insert. */
+/* A block: list links (ilist.h), fingerprint of its content, arrival at its last insert. */
 struct kvb_larc_blk {
-    uint32_t prev, next, fp, arrival;
+    struct kvb_ilink link;
+    uint32_t fp, arrival;
 };
 
 /* Every field is protected by the owning pool's mutex. */
@@ -217,10 +221,8 @@ static void kvb_larc_gtab_erase(struct kvb_larc_ghosts *g, uint32_t i)
 
 static void kvb_larc_gunlink(struct kvb_larc_ghosts *g, uint32_t s)
 {
-    struct kvb_larc_gslot *gs = &g->slot[s];
-    g->slot[gs->prev].next = gs->next;
-    g->slot[gs->next].prev = gs->prev;
-    g->size[kvb_larc_glist(gs)]--;
+    kvb_ilist_remove(KVB_ILIST(g->slot, link), s);
+    g->size[kvb_larc_glist(&g->slot[s])]--;
 }
 
 /* Take ghost slot s (table position tpos) off its list and free it. */
@@ -229,28 +231,28 @@ static void kvb_larc_gdrop(struct kvb_larc_ghosts *g, uint32_t s, uint32_t tpos)
     kvb_larc_gtab_erase(g, tpos);
     kvb_larc_gunlink(g, s);
     g->slot[s].seql = 0;
-    g->slot[s].next = g->free_head;
-    g->free_head = s;
+    kvb_ilist_free_push(KVB_ILIST(g->slot, link), &g->free_head, s);
 }
 
 /* Record an evicted hash as the newest ghost of list l (1 = B1, 2 = B2). */
 static void kvb_larc_gadd(struct kvb_larc_ghosts *g, uint32_t fp, uint32_t l)
 {
+    struct kvb_ilist il = KVB_ILIST(g->slot, link);
     uint32_t tpos = 0, s, i = kvb_larc_ghome(g, fp); /* ctl[i]: prefetched by the commit */
     if (g->free_head == KVB_LARC_NONE) {
         /* full: drop the oldest ghost of the longer list (ARC's rule) */
         uint32_t victim = g->size[1] > g->size[2] ? 1 : 2;
         if (g->size[victim] == 0)
             victim = 3 - victim;
-        s = g->slot[g->cap + victim - 1].next;
+        s = kvb_ilist_first(il, g->cap + victim - 1);
         /* the next victim of this list: its slot was prefetched by the last
          * drop, so its table cells can be asked for now, and the slot after it */
-        uint32_t s2 = g->slot[s].next;
+        uint32_t s2 = kvb_ilist_next(il, s);
         if (s2 < g->cap) {
             uint32_t h2 = kvb_larc_ghome(g, g->slot[s2].fp);
             __builtin_prefetch(&g->ctl[h2]);
             __builtin_prefetch(&g->tab[h2]);
-            __builtin_prefetch(&g->slot[g->slot[s2].next]);
+            __builtin_prefetch(&g->slot[kvb_ilist_next(il, s2)]);
         }
         (void)kvb_larc_gfind(g, g->slot[s].fp, &tpos);
         kvb_larc_gdrop(g, s, tpos);
@@ -269,19 +271,13 @@ static void kvb_larc_gadd(struct kvb_larc_ghosts *g, uint32_t fp, uint32_t l)
     if (s != KVB_LARC_NONE) {
         kvb_larc_gunlink(g, s);
     } else {
-        s = g->free_head;
-        g->free_head = g->slot[s].next;
+        s = kvb_ilist_free_pop(il, &g->free_head);
         g->tab[i] = s;
         g->ctl[i] = kvb_larc_gctl(tag, d);
         g->slot[s].fp = fp;
     }
-    struct kvb_larc_gslot *gs = &g->slot[s];
-    gs->seql = (++g->lseq[l] & KVB_LARC_SEQ_MASK) | l << 30;
-    uint32_t head = g->cap + l - 1, p = g->slot[head].prev;
-    gs->prev = p;
-    gs->next = head;
-    g->slot[p].next = s;
-    g->slot[head].prev = s;
+    g->slot[s].seql = (++g->lseq[l] & KVB_LARC_SEQ_MASK) | l << 30;
+    kvb_ilist_push_tail(il, g->cap + l - 1, s);
     g->size[l]++;
 }
 
@@ -303,20 +299,15 @@ static size_t kvb_larc_gbytes(uint32_t cap)
 /* Link id into list l (T1 or T2): at the MRU end, or the LRU end. */
 static inline void kvb_larc_link(struct kvb_larc *a, uint32_t l, uint32_t id, bool lru_end)
 {
-    uint32_t head = a->bc + l - 1;
-    uint32_t at = lru_end ? head : a->blk[head].prev; /* link after `at` */
-    uint32_t n = a->blk[at].next;
-    a->blk[id].prev = at;
-    a->blk[id].next = n;
-    a->blk[n].prev = id;
-    a->blk[at].next = id;
+    if (lru_end)
+        kvb_ilist_push_head(KVB_ILIST(a->blk, link), a->bc + l - 1, id);
+    else
+        kvb_ilist_push_tail(KVB_ILIST(a->blk, link), a->bc + l - 1, id);
 }
 
 static inline void kvb_larc_unlink(struct kvb_larc *a, uint32_t id)
 {
-    uint32_t p = a->blk[id].prev, n = a->blk[id].next;
-    a->blk[p].next = n;
-    a->blk[n].prev = p;
+    kvb_ilist_remove(KVB_ILIST(a->blk, link), id);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -349,12 +340,15 @@ static void kvb_larc_reset_ghosts(struct kvb_larc_ghosts *g)
     memset(g->tab, 0xff, kvb_larc_gtab_cap(g->cap) * sizeof *g->tab);
     memset(g->ctl, 0, kvb_larc_gtab_cap(g->cap));
     for (uint32_t i = 0; i < 2; i++) {
-        uint32_t h = g->cap + i;
-        g->slot[h] = (struct kvb_larc_gslot){.fp = 0, .prev = h, .next = h, .seql = 0};
+        g->slot[g->cap + i] = (struct kvb_larc_gslot){.fp = 0, .seql = 0};
+        kvb_ilist_init(KVB_ILIST(g->slot, link), g->cap + i);
     }
+    /* every slot free: the free list is 0, 1, ..., cap - 1 */
     for (uint32_t s = 0; s < g->cap; s++)
         g->slot[s] = (struct kvb_larc_gslot){
-            .fp = 0, .prev = 0, .next = s + 1 < g->cap ? s + 1 : KVB_LARC_NONE, .seql = 0};
+            .fp = 0,
+            .link = {.prev = 0, .next = s + 1 < g->cap ? s + 1 : KVB_LARC_NONE},
+            .seql = 0};
     g->free_head = 0;
     g->size[1] = g->size[2] = 0;
 }
@@ -391,7 +385,7 @@ static int kvb_larc_create(const kvb_inactive_params *params, void **out)
         return -ENOMEM;
     }
     for (uint32_t i = 0; i < 2; i++)
-        a->blk[n + i].prev = a->blk[n + i].next = (uint32_t)n + i;
+        kvb_ilist_init(KVB_ILIST(a->blk, link), (uint32_t)n + i);
     kvb_larc_reset_ghosts(g);
     a->p = KVB_LARC_P0 * (double)n;
     a->step = sqrt((double)n / 1024.0);
@@ -529,17 +523,18 @@ static bool kvb_larc_contains(const void *self, uint32_t id)
  * NONE when the list holds nothing but parked blocks. */
 static uint32_t kvb_larc_pop(struct kvb_larc *a, uint32_t l)
 {
+    struct kvb_ilist il = KVB_ILIST(a->blk, link);
     uint32_t head = a->bc + l - 1;
     for (;;) {
-        uint32_t id = a->blk[head].next;
+        uint32_t id = kvb_ilist_first(il, head);
         if (id == head)
             return KVB_LARC_NONE;
         /* its up key's tree cell (kvb_lx_del, when it goes) while is_leaf
          * looks up its down key */
         uint64_t up = a->lx.node[id].up;
         __builtin_prefetch(&a->lx.tab[kvb_lx_home(&a->lx, up)]);
-        kvb_larc_unlink(a, id);
-        __builtin_prefetch(&a->lx.node[a->blk[head].next]); /* the next candidate */
+        kvb_ilist_remove(il, id);
+        __builtin_prefetch(&a->lx.node[kvb_ilist_first(il, head)]); /* the next candidate */
         if (kvb_lx_is_leaf(&a->lx, id))
             return id;
         kvb_lx_park(&a->lx, id);
@@ -589,7 +584,7 @@ static void kvb_larc_drain(void *self)
     memset(a->st, 0, a->bc);
     kvb_lx_clear(&a->lx);
     for (uint32_t i = 0; i < 2; i++)
-        a->blk[a->bc + i].prev = a->blk[a->bc + i].next = a->bc + i;
+        kvb_ilist_init(KVB_ILIST(a->blk, link), a->bc + i);
     a->cnt[KVB_LARC_T1] = a->cnt[KVB_LARC_T2] = 0;
     a->len = 0;
 }

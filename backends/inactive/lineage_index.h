@@ -22,7 +22,8 @@
  *
  * Parking: a backend keeps its blocks in its own queues and discovers at
  * eviction time that the candidate is not a leaf; it then *parks* it on the
- * list of its down key (it left the queue, it is still cached). When the
+ * list of its down key (an ilist.h open list whose first index the key's table
+ * entry keeps; it left the queue, it is still cached). When the
  * last child of key K leaves (hit or eviction), kvb_lx_del() hands back the
  * blocks parked on K: they are leaves now and go back to their queue. A block
  * is parked at most once per child insertion, so parking is O(1) amortized.
@@ -49,11 +50,12 @@
 #ifndef KVB_LINEAGE_INDEX_H
 #define KVB_LINEAGE_INDEX_H
 
+#include "ilist.h"
 #include "internal.h"
 
 #include <string.h>
 
-#define KVB_LX_NONE UINT32_MAX
+#define KVB_LX_NONE KVB_ILIST_NONE
 
 struct kvb_lx_ent {
     uint64_t key;    /* 0: empty slot */
@@ -64,7 +66,7 @@ struct kvb_lx_ent {
 /* Per block id. */
 struct kvb_lx_node {
     uint64_t up, down;     /* keys; 0: none */
-    uint32_t pnext, pprev; /* parked list links */
+    struct kvb_ilink park; /* parked list links (open list); NONE when not parked */
 };
 
 struct kvb_lx {
@@ -213,7 +215,7 @@ static inline void kvb_lx_add_keys(struct kvb_lx *x, uint32_t id, uint64_t up, u
     struct kvb_lx_node *nd = &x->node[id];
     nd->up = up;
     nd->down = down;
-    nd->pnext = nd->pprev = KVB_LX_NONE;
+    nd->park.prev = nd->park.next = KVB_LX_NONE;
     if (up)
         x->tab[kvb_lx_get(x, up)].kids++;
 }
@@ -231,7 +233,7 @@ static inline void kvb_lx_add(struct kvb_lx *x, uint32_t id, kvb_hash h)
 static inline void kvb_lx_readd(struct kvb_lx *x, uint32_t id)
 {
     struct kvb_lx_node *nd = &x->node[id];
-    nd->pnext = nd->pprev = KVB_LX_NONE;
+    nd->park.prev = nd->park.next = KVB_LX_NONE;
     if (nd->up)
         x->tab[kvb_lx_get(x, nd->up)].kids++;
 }
@@ -254,30 +256,21 @@ static inline void kvb_lx_park(struct kvb_lx *x, uint32_t id)
     kvb_assert(i != KVB_LX_NONE && x->tab[i].kids > 0);
     if (i == KVB_LX_NONE)
         i = kvb_lx_get(x, nd->down); /* cannot happen; stay consistent anyway */
-    uint32_t head = x->tab[i].parked;
-    nd->pprev = KVB_LX_NONE;
-    nd->pnext = head;
-    if (head != KVB_LX_NONE)
-        x->node[head].pprev = id;
-    x->tab[i].parked = id;
+    kvb_ilist_open_push(KVB_ILIST(x->node, park), &x->tab[i].parked, id);
 }
 
 /* Take a parked block off its parked list (it is being removed). */
 static inline void kvb_lx_unpark(struct kvb_lx *x, uint32_t id)
 {
-    struct kvb_lx_node *nd = &x->node[id];
-    uint32_t p = nd->pprev, n = nd->pnext;
-    if (p != KVB_LX_NONE) {
-        x->node[p].pnext = n;
-    } else {
-        uint32_t i = kvb_lx_find(x, nd->down);
+    struct kvb_ilist il = KVB_ILIST(x->node, park);
+    uint32_t *first = NULL; /* the list's first index: looked up only when id is first */
+    if (kvb_ilist_prev(il, id) == KVB_LX_NONE) {
+        uint32_t i = kvb_lx_find(x, x->node[id].down);
         kvb_assert(i != KVB_LX_NONE && x->tab[i].parked == id);
         if (i != KVB_LX_NONE)
-            x->tab[i].parked = n;
+            first = &x->tab[i].parked;
     }
-    if (n != KVB_LX_NONE)
-        x->node[n].pprev = p;
-    nd->pnext = nd->pprev = KVB_LX_NONE;
+    kvb_ilist_open_remove(il, first, id);
 }
 
 /* Block id leaves the cache (it must not be parked: unpark it first; its keys
@@ -304,7 +297,7 @@ static inline uint32_t kvb_lx_del(struct kvb_lx *x, uint32_t id)
 /* The block after f in a list returned by kvb_lx_del(). */
 static inline uint32_t kvb_lx_next_freed(const struct kvb_lx *x, uint32_t f)
 {
-    return x->node[f].pnext;
+    return kvb_ilist_next(KVB_ILIST(x->node, park), f);
 }
 
 #endif /* KVB_LINEAGE_INDEX_H */

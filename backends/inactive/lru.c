@@ -1,10 +1,10 @@
 /*
  * lru.c - the "lru" inactive index: least recently inserted (released) first.
  *
- * Algorithm: an intrusive circular doubly linked list threaded through one
- * array of {prev, next} links indexed by block id (Linux list.h style, the
- * node lives in the per-block slot). Index block_count is the list head, a
- * sentinel that is never a block. The head's next is the LRU end (evicted
+ * Algorithm: an intrusive circular doubly linked list (ilist.h) threaded
+ * through one array of {prev, next} links indexed by block id (Linux list.h
+ * style, the node lives in the per-block slot). Index block_count is the list
+ * head, a sentinel that is never a block. The head's next is the LRU end (evicted
  * first); insert appends at the MRU end (head's prev). Blocks in the cache are
  * never touched: a hit takes them out (remove), and their next release
  * inserts them again at the MRU end. Every operation is O(1) except drain,
@@ -24,27 +24,24 @@
  * Locking: none of its own; every method runs under the owning pool's mutex
  * (kvblock/inactive.h).
  */
+#include "ilist.h"
 #include "internal.h"
 
 #include <string.h>
 
-#define KVB_LRU_NONE UINT32_MAX
-
-struct kvb_lru_link {
-    uint32_t prev, next;
-};
+#define KVB_LRU_NONE KVB_ILIST_NONE
 
 /* Every field is protected by the owning pool's mutex. */
 struct kvb_lru {
-    struct kvb_lru_link *link; /* block_count + 1 entries; [head] is the sentinel */
-    uint32_t head;             /* == block_count */
-    uint32_t len;              /* number of present ids */
-    kvb_allocator allocator;   /* what link and this struct were allocated with */
+    struct kvb_ilink *link;  /* block_count + 1 entries; [head] is the sentinel */
+    uint32_t head;           /* == block_count */
+    uint32_t len;            /* number of present ids */
+    kvb_allocator allocator; /* what link and this struct were allocated with */
 };
 
 static size_t kvb_lru_link_bytes(uint32_t block_count)
 {
-    return ((size_t)block_count + 1) * sizeof(struct kvb_lru_link);
+    return ((size_t)block_count + 1) * sizeof(struct kvb_ilink);
 }
 
 static int kvb_lru_create(const kvb_inactive_params *params, void **out)
@@ -67,8 +64,7 @@ static int kvb_lru_create(const kvb_inactive_params *params, void **out)
     }
     /* Every block absent (all bits set = KVB_LRU_NONE); the head points at itself. */
     memset(l->link, 0xff, kvb_lru_link_bytes(params->block_count));
-    l->link[l->head].prev = l->head;
-    l->link[l->head].next = l->head;
+    kvb_ilist_init(KVB_ILIST_LINKS(l->link), l->head);
     *out = l;
     return 0;
 }
@@ -88,23 +84,10 @@ static bool kvb_lru_present(const struct kvb_lru *l, uint32_t id)
     return id < l->head && l->link[id].prev != KVB_LRU_NONE;
 }
 
-/* Link absent id in after node `at` (the head or a present id). */
-static void kvb_lru_link_after(struct kvb_lru *l, uint32_t at, uint32_t id)
-{
-    uint32_t nx = l->link[at].next;
-    l->link[id].prev = at;
-    l->link[id].next = nx;
-    l->link[nx].prev = id;
-    l->link[at].next = id;
-    l->len++;
-}
-
 /* Unlink present id and mark it absent. */
 static void kvb_lru_unlink(struct kvb_lru *l, uint32_t id)
 {
-    uint32_t p = l->link[id].prev, nx = l->link[id].next;
-    l->link[p].next = nx;
-    l->link[nx].prev = p;
+    kvb_ilist_remove(KVB_ILIST_LINKS(l->link), id);
     l->link[id].prev = KVB_LRU_NONE;
     l->link[id].next = KVB_LRU_NONE;
     l->len--;
@@ -119,8 +102,8 @@ static int kvb_lru_insert(void *self, kvb_hash hash, uint32_t id, uint32_t arriv
         return -EINVAL;
     if (kvb_lru_present(l, id))
         return -EEXIST;
-    /* MRU end: after the current last element (head's prev). */
-    kvb_lru_link_after(l, l->link[l->head].prev, id);
+    kvb_ilist_push_tail(KVB_ILIST_LINKS(l->link), l->head, id); /* MRU end */
+    l->len++;
     return 0;
 }
 
@@ -146,7 +129,7 @@ static uint32_t kvb_lru_evict(void *self, uint32_t n, uint32_t *out)
         return 0;
     uint32_t k = 0;
     while (k < n && l->len > 0) {
-        uint32_t id = l->link[l->head].next; /* LRU end */
+        uint32_t id = kvb_ilist_first(KVB_ILIST_LINKS(l->link), l->head); /* LRU end */
         kvb_lru_unlink(l, id);
         out[k++] = id;
     }
@@ -162,15 +145,12 @@ static uint32_t kvb_lru_len(const void *self)
 static void kvb_lru_drain(void *self)
 {
     struct kvb_lru *l = self;
-    uint32_t id = l->link[l->head].next;
-    while (id != l->head) {
-        uint32_t nx = l->link[id].next;
+    struct kvb_ilist il = KVB_ILIST_LINKS(l->link);
+    KVB_ILIST_FOREACH_SAFE(il, l->head, id) {
         l->link[id].prev = KVB_LRU_NONE;
         l->link[id].next = KVB_LRU_NONE;
-        id = nx;
     }
-    l->link[l->head].prev = l->head;
-    l->link[l->head].next = l->head;
+    kvb_ilist_init(il, l->head);
     l->len = 0;
 }
 
@@ -187,8 +167,10 @@ static void kvb_lru_unevict(void *self, const uint32_t *ids, const kvb_hash *has
         return;
     for (uint32_t i = n; i-- > 0;) {
         uint32_t id = ids[i];
-        if (id < l->head && !kvb_lru_present(l, id))
-            kvb_lru_link_after(l, l->head, id);
+        if (id < l->head && !kvb_lru_present(l, id)) {
+            kvb_ilist_push_head(KVB_ILIST_LINKS(l->link), l->head, id);
+            l->len++;
+        }
     }
 }
 

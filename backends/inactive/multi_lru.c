@@ -19,7 +19,7 @@
  * sketch's aging, which lowers every count alike).
  *
  * Structure: one array of {prev, next} links indexed by block id with four
- * sentinels at block_count + level (Linux list.h style), a level byte per
+ * sentinels at block_count + level (ilist.h, Linux list.h style), a level byte per
  * block, and a 4-bit mask of non-empty levels so evict finds the coldest one
  * with one count-trailing-zeros. Every operation is O(1) except drain
  * (O(len)) and create (O(block_count)).
@@ -34,6 +34,7 @@
  *
  * Locking: none of its own; every method runs under the owning pool's mutex.
  */
+#include "ilist.h"
 #include "internal.h"
 
 #include <string.h>
@@ -41,14 +42,10 @@
 #define KVB_MLRU_LEVELS 4
 #define KVB_MLRU_ABSENT 0x80 /* flag: absent; the low bits keep the last level */
 
-struct kvb_mlru_link {
-    uint32_t prev, next;
-};
-
 /* Every field is protected by the owning pool's mutex. */
 struct kvb_mlru {
-    struct kvb_mlru_link *link; /* block_count + 4 entries; sentinels at block_count + l */
-    uint8_t *level;             /* per block: 0..3 present; KVB_MLRU_ABSENT | last level */
+    struct kvb_ilink *link; /* block_count + 4 entries; sentinels at block_count + l */
+    uint8_t *level;         /* per block: 0..3 present; KVB_MLRU_ABSENT | last level */
     uint32_t block_count, len;
     uint32_t nonempty; /* bit l: level l has entries */
     uint32_t count[KVB_MLRU_LEVELS];
@@ -60,7 +57,7 @@ struct kvb_mlru {
 
 static size_t kvb_mlru_link_bytes(uint32_t bc)
 {
-    return ((size_t)bc + KVB_MLRU_LEVELS) * sizeof(struct kvb_mlru_link);
+    return ((size_t)bc + KVB_MLRU_LEVELS) * sizeof(struct kvb_ilink);
 }
 
 static int kvb_mlru_create(const kvb_inactive_params *params, void **out)
@@ -89,10 +86,8 @@ static int kvb_mlru_create(const kvb_inactive_params *params, void **out)
         return -ENOMEM;
     }
     memset(m->level, KVB_MLRU_ABSENT, m->block_count);
-    for (uint32_t l = 0; l < KVB_MLRU_LEVELS; l++) {
-        uint32_t s = m->block_count + l;
-        m->link[s].prev = m->link[s].next = s;
-    }
+    for (uint32_t l = 0; l < KVB_MLRU_LEVELS; l++)
+        kvb_ilist_init(KVB_ILIST_LINKS(m->link), m->block_count + l);
     *out = m;
     return 0;
 }
@@ -113,14 +108,14 @@ static bool kvb_mlru_present(const struct kvb_mlru *m, uint32_t id)
     return id < m->block_count && !(m->level[id] & KVB_MLRU_ABSENT);
 }
 
-/* Link absent id after node `at` (a sentinel or a present id) in level l. */
-static void kvb_mlru_link_after(struct kvb_mlru *m, uint32_t at, uint32_t id, uint32_t l)
+/* Link absent id in level l: at its MRU end, or its LRU end when lru_end. */
+static void kvb_mlru_link(struct kvb_mlru *m, uint32_t id, uint32_t l, bool lru_end)
 {
-    uint32_t nx = m->link[at].next;
-    m->link[id].prev = at;
-    m->link[id].next = nx;
-    m->link[nx].prev = id;
-    m->link[at].next = id;
+    struct kvb_ilist il = KVB_ILIST_LINKS(m->link);
+    if (lru_end)
+        kvb_ilist_push_head(il, m->block_count + l, id);
+    else
+        kvb_ilist_push_tail(il, m->block_count + l, id);
     m->level[id] = (uint8_t)l;
     m->count[l]++;
     m->nonempty |= 1u << l;
@@ -130,9 +125,7 @@ static void kvb_mlru_link_after(struct kvb_mlru *m, uint32_t at, uint32_t id, ui
 static void kvb_mlru_unlink(struct kvb_mlru *m, uint32_t id)
 {
     uint32_t l = m->level[id];
-    uint32_t p = m->link[id].prev, nx = m->link[id].next;
-    m->link[p].next = nx;
-    m->link[nx].prev = p;
+    kvb_ilist_remove(KVB_ILIST_LINKS(m->link), id);
     m->level[id] = (uint8_t)(KVB_MLRU_ABSENT | l);
     if (--m->count[l] == 0)
         m->nonempty &= ~(1u << l);
@@ -153,9 +146,7 @@ static int kvb_mlru_insert(void *self, kvb_hash hash, uint32_t id, uint32_t arri
         return -EINVAL;
     if (kvb_mlru_present(m, id))
         return -EEXIST;
-    uint32_t l = kvb_mlru_level_of(m, hash);
-    uint32_t s = m->block_count + l;
-    kvb_mlru_link_after(m, m->link[s].prev, id, l); /* MRU end of its level */
+    kvb_mlru_link(m, id, kvb_mlru_level_of(m, hash), false); /* MRU end of its level */
     return 0;
 }
 
@@ -182,7 +173,7 @@ static uint32_t kvb_mlru_evict(void *self, uint32_t n, uint32_t *out)
     uint32_t k = 0;
     while (k < n && m->nonempty) {
         uint32_t l = (uint32_t)__builtin_ctz(m->nonempty); /* coldest non-empty level */
-        uint32_t id = m->link[m->block_count + l].next;    /* its LRU end */
+        uint32_t id = kvb_ilist_first(KVB_ILIST_LINKS(m->link), m->block_count + l); /* LRU end */
         kvb_mlru_unlink(m, id);
         out[k++] = id;
     }
@@ -198,14 +189,12 @@ static uint32_t kvb_mlru_len(const void *self)
 static void kvb_mlru_drain(void *self)
 {
     struct kvb_mlru *m = self;
+    struct kvb_ilist il = KVB_ILIST_LINKS(m->link);
     for (uint32_t l = 0; l < KVB_MLRU_LEVELS; l++) {
-        uint32_t s = m->block_count + l;
-        for (uint32_t id = m->link[s].next; id != s;) {
-            uint32_t nx = m->link[id].next;
+        KVB_ILIST_FOREACH_SAFE(il, m->block_count + l, id) {
             m->level[id] = (uint8_t)(KVB_MLRU_ABSENT | l);
-            id = nx;
         }
-        m->link[s].prev = m->link[s].next = s;
+        kvb_ilist_init(il, m->block_count + l);
         m->count[l] = 0;
     }
     m->nonempty = 0;
@@ -229,7 +218,7 @@ static void kvb_mlru_unevict(void *self, const uint32_t *ids, const kvb_hash *ha
         if (id >= m->block_count || kvb_mlru_present(m, id))
             continue;
         uint32_t l = m->level[id] & (KVB_MLRU_LEVELS - 1);
-        kvb_mlru_link_after(m, m->block_count + l, id, l); /* LRU end */
+        kvb_mlru_link(m, id, l, true);
     }
 }
 

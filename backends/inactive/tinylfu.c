@@ -6,8 +6,8 @@
  * Admission Policy" (ACM ToS 2017), and Caffeine's BoundedLocalCache
  * (window, segmented main area, admission duel, hill-climbing window size).
  *
- * Structure: three LRU lists threaded through one link array indexed by block
- * id: the recency WINDOW, and the main area split into PROBATION and
+ * Structure: three LRU lists (ilist.h) threaded through one link array indexed
+ * by block id: the recency WINDOW, and the main area split into PROBATION and
  * PROTECTED (at most 80% of the main area). New content enters the window. A
  * hit takes a block out (the pool's rule: a cached block is never touched);
  * when it comes back (same content: its arrival number is unchanged) it goes
@@ -59,6 +59,7 @@
  *
  * Locking: none of its own; every method runs under the owning pool's mutex.
  */
+#include "ilist.h"
 #include "internal.h"
 
 #include <string.h>
@@ -78,17 +79,13 @@ enum { KVB_TLFU_WINDOW = 0, KVB_TLFU_PROBATION, KVB_TLFU_PROTECTED, KVB_TLFU_NSE
 #define KVB_TLFU_SEG    0x40000000u /* log flag: first entry of an evict call (ids < 2^30) */
 #define KVB_TLFU_ID(e)  ((e) & ~(KVB_TLFU_MOVED | KVB_TLFU_SEG))
 
-struct kvb_tlfu_link {
-    uint32_t prev, next;
-};
-
 /* Every field is protected by the owning pool's mutex. */
 struct kvb_tlfu {
-    struct kvb_tlfu_link *link; /* block_count + 3: sentinels at block_count + seg */
-    kvb_hash *hash;             /* per block: its content (frequency queries) */
-    uint32_t *arrival;          /* per block: arrival at its last insert */
-    uint8_t *seg;               /* per block: segment, or ABSENT | (HIT) | last segment */
-    uint32_t *log;              /* evict log: ids, MOVED flag for window -> probation */
+    struct kvb_ilink *link; /* block_count + 3: sentinels at block_count + seg */
+    kvb_hash *hash;         /* per block: its content (frequency queries) */
+    uint32_t *arrival;      /* per block: arrival at its last insert */
+    uint8_t *seg;           /* per block: segment, or ABSENT | (HIT) | last segment */
+    uint32_t *log;          /* evict log: ids, MOVED flag for window -> probation */
     uint32_t nlog;
     uint32_t block_count, len;
     uint32_t count[KVB_TLFU_NSEG];
@@ -103,7 +100,7 @@ struct kvb_tlfu {
 static size_t kvb_tlfu_bytes(uint32_t bc)
 {
     size_t n = bc;
-    return (n + KVB_TLFU_NSEG) * sizeof(struct kvb_tlfu_link) + n * sizeof(kvb_hash) +
+    return (n + KVB_TLFU_NSEG) * sizeof(struct kvb_ilink) + n * sizeof(kvb_hash) +
            n * sizeof(uint32_t) + n + 2 * n * sizeof(uint32_t);
 }
 
@@ -141,10 +138,8 @@ static int kvb_tlfu_create(const kvb_inactive_params *params, void **out)
         return -ENOMEM;
     }
     memset(t->seg, KVB_TLFU_ABSENT, n);
-    for (uint32_t s = 0; s < KVB_TLFU_NSEG; s++) {
-        uint32_t h = t->block_count + s;
-        t->link[h].prev = t->link[h].next = h;
-    }
+    for (uint32_t s = 0; s < KVB_TLFU_NSEG; s++)
+        kvb_ilist_init(KVB_ILIST_LINKS(t->link), t->block_count + s);
     t->frequency = params->frequency;
     t->frequency_ctx = params->frequency_ctx;
     t->window_max = (double)n * KVB_TLFU_WINDOW0;
@@ -173,13 +168,11 @@ static bool kvb_tlfu_present(const struct kvb_tlfu *t, uint32_t id)
 /* Link id in segment s: at the MRU end, or the LRU end when lru_end. */
 static void kvb_tlfu_link(struct kvb_tlfu *t, uint32_t id, uint32_t s, bool lru_end)
 {
-    uint32_t h = t->block_count + s;
-    uint32_t at = lru_end ? h : t->link[h].prev; /* insert after `at` */
-    uint32_t nx = t->link[at].next;
-    t->link[id].prev = at;
-    t->link[id].next = nx;
-    t->link[nx].prev = id;
-    t->link[at].next = id;
+    struct kvb_ilist il = KVB_ILIST_LINKS(t->link);
+    if (lru_end)
+        kvb_ilist_push_head(il, t->block_count + s, id);
+    else
+        kvb_ilist_push_tail(il, t->block_count + s, id);
     t->seg[id] = (uint8_t)s;
     t->count[s]++;
 }
@@ -187,16 +180,14 @@ static void kvb_tlfu_link(struct kvb_tlfu *t, uint32_t id, uint32_t s, bool lru_
 static void kvb_tlfu_unlink(struct kvb_tlfu *t, uint32_t id)
 {
     uint32_t s = t->seg[id];
-    uint32_t p = t->link[id].prev, nx = t->link[id].next;
-    t->link[p].next = nx;
-    t->link[nx].prev = p;
+    kvb_ilist_remove(KVB_ILIST_LINKS(t->link), id);
     t->count[s]--;
     t->seg[id] = (uint8_t)(KVB_TLFU_ABSENT | s);
 }
 
 static uint32_t kvb_tlfu_lru(const struct kvb_tlfu *t, uint32_t s)
 {
-    uint32_t h = t->block_count + s, id = t->link[h].next;
+    uint32_t h = t->block_count + s, id = kvb_ilist_first(KVB_ILIST_LINKS(t->link), h);
     return id == h ? UINT32_MAX : id;
 }
 
@@ -343,14 +334,12 @@ static uint32_t kvb_tlfu_len(const void *self)
 static void kvb_tlfu_drain(void *self)
 {
     struct kvb_tlfu *t = self;
+    struct kvb_ilist il = KVB_ILIST_LINKS(t->link);
     for (uint32_t s = 0; s < KVB_TLFU_NSEG; s++) {
-        uint32_t h = t->block_count + s;
-        for (uint32_t id = t->link[h].next; id != h;) {
-            uint32_t nx = t->link[id].next;
+        KVB_ILIST_FOREACH_SAFE(il, t->block_count + s, id) {
             t->seg[id] = (uint8_t)(KVB_TLFU_ABSENT | s);
-            id = nx;
         }
-        t->link[h].prev = t->link[h].next = h;
+        kvb_ilist_init(il, t->block_count + s);
         t->count[s] = 0;
     }
     t->len = 0;
