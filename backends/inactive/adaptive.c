@@ -41,6 +41,7 @@
  *
  * Locking: none of its own; every method runs under the owning pool's mutex.
  */
+#include "ilist.h"
 #include "internal.h"
 
 #include <math.h>
@@ -60,11 +61,11 @@ enum { KVB_ADA_LRU = 0, KVB_ADA_ARC = 1 };
 /* miniature caches over 64-bit fingerprints                                */
 /* ------------------------------------------------------------------------ */
 
-/* One entry of a miniature: fingerprint, list links, list (0 free, 1 T1/lru, 2 T2,
+/* One entry of a miniature: fingerprint, list links (ilist.h), list (0 free, 1 T1/lru, 2 T2,
  * 3 B1, 4 B2) and, for ghosts, the list's insertion count when added. */
 struct kvb_mini_ent {
     uint64_t fp;
-    uint32_t prev, next;
+    struct kvb_ilink link;
     uint32_t list, seq;
 };
 
@@ -120,21 +121,15 @@ static void kvb_mini_tab_erase(struct kvb_mini *m, uint32_t i)
 
 static void kvb_mini_unlink(struct kvb_mini *m, uint32_t x)
 {
-    struct kvb_mini_ent *en = &m->e[x];
-    m->e[en->prev].next = en->next;
-    m->e[en->next].prev = en->prev;
-    m->size[en->list]--;
+    kvb_ilist_remove(KVB_ILIST(m->e, link), x);
+    m->size[m->e[x].list]--;
 }
 
 /* x to the MRU end of list l */
 static void kvb_mini_link(struct kvb_mini *m, uint32_t x, uint32_t l)
 {
-    uint32_t head = m->n + l, last = m->e[head].prev;
     struct kvb_mini_ent *en = &m->e[x];
-    en->prev = last;
-    en->next = head;
-    m->e[last].next = x;
-    m->e[head].prev = x;
+    kvb_ilist_push_tail(KVB_ILIST(m->e, link), m->n + l, x);
     en->list = l;
     en->seq = ++m->lseq[l];
     m->size[l]++;
@@ -143,7 +138,7 @@ static void kvb_mini_link(struct kvb_mini *m, uint32_t x, uint32_t l)
 /* the LRU entry of list l, unlinked; its table cell stays */
 static uint32_t kvb_mini_oldest(struct kvb_mini *m, uint32_t l)
 {
-    uint32_t x = m->e[m->n + l].next;
+    uint32_t x = kvb_ilist_first(KVB_ILIST(m->e, link), m->n + l);
     kvb_mini_unlink(m, x);
     return x;
 }
@@ -155,14 +150,12 @@ static void kvb_mini_drop(struct kvb_mini *m, uint32_t x)
     (void)kvb_mini_find(m, m->e[x].fp, &cell);
     kvb_mini_tab_erase(m, cell);
     m->e[x].list = 0;
-    m->e[x].next = m->free_head;
-    m->free_head = x;
+    kvb_ilist_free_push(KVB_ILIST(m->e, link), &m->free_head, x);
 }
 
 static uint32_t kvb_mini_new(struct kvb_mini *m, uint64_t fp, uint32_t cell)
 {
-    uint32_t x = m->free_head;
-    m->free_head = m->e[x].next;
+    uint32_t x = kvb_ilist_free_pop(KVB_ILIST(m->e, link), &m->free_head);
     m->e[x].fp = fp;
     m->tab[cell] = x;
     return x;
@@ -186,9 +179,11 @@ static int kvb_mini_init(struct kvb_mini *m, uint32_t cap, bool arc, const kvb_a
         return -ENOMEM;
     memset(m->tab, 0xff, (size_t)m->tcap * sizeof *m->tab);
     for (uint32_t i = 0; i < m->n; i++)
-        m->e[i] = (struct kvb_mini_ent){.next = i + 1 < m->n ? i + 1 : KVB_ADA_NONE};
-    for (uint32_t l = 0; l < 5; l++)
-        m->e[m->n + l] = (struct kvb_mini_ent){.prev = m->n + l, .next = m->n + l};
+        m->e[i] = (struct kvb_mini_ent){.link.next = i + 1 < m->n ? i + 1 : KVB_ADA_NONE};
+    for (uint32_t l = 0; l < 5; l++) {
+        m->e[m->n + l] = (struct kvb_mini_ent){.list = 0};
+        kvb_ilist_init(KVB_ILIST(m->e, link), m->n + l);
+    }
     m->free_head = 0;
     m->p = 0.1 * cap;
     m->step = sqrt((double)cap / 1024.0);
