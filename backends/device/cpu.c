@@ -3,7 +3,7 @@
  * of each table image and a plain byte array per KV buffer.
  *
  * It is deliberately the simplest correct implementation of the ops contract
- * in device_impl.h (the Vulkan backend is tested against it): an upload is a
+ * in lib/device_backend.h (the Vulkan backend is tested against it): an upload is a
  * memcpy per span, a slot mapping is a loop over the tokens reading the device
  * copy, a block copy is a memcpy per pair (the front end has rejected
  * overlapping pairs). Every operation completes before it returns, so
@@ -11,7 +11,7 @@
  * count them (one per sync, slot mapping, read, write and copy batch) so that
  * statistics compare across backends.
  */
-#include "device_impl.h"
+#include "device_backend.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

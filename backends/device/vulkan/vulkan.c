@@ -1,5 +1,5 @@
 /*
- * vulkan.c - the Vulkan device backend (ops contract: ../device_impl.h).
+ * vulkan.c - the Vulkan device backend (ops contract: lib/device_backend.h).
  *
  * Device. One instance and one logical device per kvb_device. The physical
  * device is the best by type (discrete > integrated > virtual > CPU, first on
@@ -52,7 +52,7 @@
  * is split into several submissions. KVBLOCK_VULKAN_MAX_RANGE lowers the range
  * for tests.
  */
-#include "../device_impl.h"
+#include "device_backend.h"
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,6 +1,10 @@
 /*
- * device_impl.h - private interface between the device front end
- * (backends/device/device.c) and the device backends (cpu.c, vulkan/).
+ * device_backend.h - the contract between the device front end (lib/device.c)
+ * and the device backends (backends/device/cpu.c, backends/device/vulkan/):
+ * the ops table a backend implements and the handle structs both sides use.
+ * Internal to the library (not installed); it lives in lib/ so that the front
+ * end includes no backend's header, the backends include it through -Ilib as
+ * they include internal.h: backends depend on lib, never the reverse.
  *
  * The front end owns everything that does not depend on the device: argument
  * checks, the host shadow of each block table, dirty-span tracking and
@@ -18,8 +22,8 @@
  * A backend is a versioned ops table (SQLite style): `version` first, methods
  * only ever appended.
  */
-#ifndef KVB_DEVICE_IMPL_H
-#define KVB_DEVICE_IMPL_H
+#ifndef KVB_DEVICE_BACKEND_H
+#define KVB_DEVICE_BACKEND_H
 
 #include "kvblock/device.h"
 #include <errno.h>
@@ -125,4 +129,4 @@ extern const struct kvb_device_ops kvb__device_cpu_ops;
 extern const struct kvb_device_ops kvb__device_vulkan_ops;
 #endif
 
-#endif /* KVB_DEVICE_IMPL_H */
+#endif /* KVB_DEVICE_BACKEND_H */

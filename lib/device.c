@@ -2,6 +2,10 @@
  * device.c - the device front end: backend selection, block-table shadows with
  * dirty-span tracking, argument and hazard checks, statistics.
  *
+ * It sits in lib/ beside the eviction front end (inactive.c), and the backends
+ * it drives sit in backends/device/ (cpu.c, vulkan/) beside the eviction
+ * backends; the contract between them is device_backend.h.
+ *
  * Dirty tracking. Every edit writes the host shadow at once and compares old
  * and new values, so only entries whose value really changed are marked: a
  * scheduler that rewrites whole rows each step (vLLM style) uploads only the
@@ -19,7 +23,7 @@
  * Invariant: every word of the shadow that is not inside a dirty interval (or a
  * dirty context length) equals the device image.
  */
-#include "device_impl.h"
+#include "device_backend.h"
 #include "internal.h"
 #include <stdlib.h>
 #include <string.h>
