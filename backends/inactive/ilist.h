@@ -39,6 +39,13 @@
  * Free lists (stacks of unused slots, lineage_arc's ghosts, adaptive's
  * miniatures): singly linked through next, NONE-terminated; prev is unused.
  *
+ * List sets (multi_lru's levels, tinylfu's segments): nlists <=
+ * KVB_ILIST_SET_MAX circular lists over one array of bare links, list k's
+ * sentinel at base + k (base = block_count), and a tag byte per node: k while
+ * the node is on list k, KVB_ILIST_SET_OFF | k once it has left list k (the
+ * low bits keep the list it was last on; the bits between are the caller's,
+ * e.g. tinylfu's HIT). count[k] is the length of list k.
+ *
  * Cost: every operation O(1), but iteration. No locking: the owning backend
  * runs under its pool's mutex.
  */
@@ -48,6 +55,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #define KVB_ILIST_NONE UINT32_MAX
 
@@ -113,26 +121,26 @@ static inline uint32_t kvb_ilist_last(struct kvb_ilist l, uint32_t s)
     return kvb_ilist_at(l, s)->prev;
 }
 
+/* Link id (on no list) between the adjacent nodes p and nx (p.next == nx). */
+static inline void kvb_ilist_link_between(struct kvb_ilist l, uint32_t p, uint32_t nx, uint32_t id)
+{
+    struct kvb_ilink *n = kvb_ilist_at(l, id);
+    n->prev = p;
+    n->next = nx;
+    kvb_ilist_at(l, nx)->prev = id;
+    kvb_ilist_at(l, p)->next = id;
+}
+
 /* Link id (on no list) right after node `at` (a sentinel or a linked node). */
 static inline void kvb_ilist_insert_after(struct kvb_ilist l, uint32_t at, uint32_t id)
 {
-    struct kvb_ilink *a = kvb_ilist_at(l, at), *n = kvb_ilist_at(l, id);
-    uint32_t nx = a->next;
-    n->prev = at;
-    n->next = nx;
-    kvb_ilist_at(l, nx)->prev = id;
-    a->next = id;
+    kvb_ilist_link_between(l, at, kvb_ilist_next(l, at), id);
 }
 
 /* Link id (on no list) right before node `at` (a sentinel or a linked node). */
 static inline void kvb_ilist_insert_before(struct kvb_ilist l, uint32_t at, uint32_t id)
 {
-    struct kvb_ilink *a = kvb_ilist_at(l, at), *n = kvb_ilist_at(l, id);
-    uint32_t p = a->prev;
-    n->prev = p;
-    n->next = at;
-    kvb_ilist_at(l, p)->next = id;
-    a->prev = id;
+    kvb_ilist_link_between(l, kvb_ilist_prev(l, at), at, id);
 }
 
 /* Link id at the head end of list s (evicted first). */
@@ -145,6 +153,15 @@ static inline void kvb_ilist_push_head(struct kvb_ilist l, uint32_t s, uint32_t 
 static inline void kvb_ilist_push_tail(struct kvb_ilist l, uint32_t s, uint32_t id)
 {
     kvb_ilist_insert_before(l, s, id);
+}
+
+/* Link id at the head end of list s when at_head, else at its tail end. */
+static inline void kvb_ilist_push(struct kvb_ilist l, uint32_t s, uint32_t id, bool at_head)
+{
+    if (at_head)
+        kvb_ilist_push_head(l, s, id);
+    else
+        kvb_ilist_push_tail(l, s, id);
 }
 
 /* Unlink id from its list; id's own links are left as they were. */
@@ -232,6 +249,86 @@ static inline uint32_t kvb_ilist_free_pop(struct kvb_ilist l, uint32_t *top)
     uint32_t id = *top;
     *top = kvb_ilist_at(l, id)->next;
     return id;
+}
+
+/* ---- list sets: several lists over one array, a tag byte per node ---- */
+
+#define KVB_ILIST_SET_MAX       4
+#define KVB_ILIST_SET_OFF       0x80 /* tag flag: on no list; the low bits keep the last one */
+#define KVB_ILIST_SET_LIST(tag) ((uint32_t)(tag) & (KVB_ILIST_SET_MAX - 1))
+
+struct kvb_ilist_set {
+    struct kvb_ilink *link; /* base + nlists entries; sentinel of list k at base + k */
+    uint8_t *tag;           /* base entries */
+    uint32_t base, nlists;
+    uint32_t count[KVB_ILIST_SET_MAX];
+};
+
+static inline struct kvb_ilist kvb_ilist_set_view(const struct kvb_ilist_set *ls)
+{
+    return KVB_ILIST_LINKS(ls->link);
+}
+
+/* Set up ls over the caller's arrays (link: base + nlists entries, tag: base
+ * bytes): every list empty, every node off (last list 0). */
+static inline void kvb_ilist_set_init(struct kvb_ilist_set *ls, struct kvb_ilink *link,
+                                      uint8_t *tag, uint32_t base, uint32_t nlists)
+{
+    ls->link = link;
+    ls->tag = tag;
+    ls->base = base;
+    ls->nlists = nlists;
+    memset(tag, KVB_ILIST_SET_OFF, base);
+    for (uint32_t k = 0; k < KVB_ILIST_SET_MAX; k++) {
+        ls->count[k] = 0;
+        if (k < nlists)
+            kvb_ilist_init(kvb_ilist_set_view(ls), base + k);
+    }
+}
+
+/* Whether id (any value) is a node on one of the lists. */
+static inline bool kvb_ilist_set_on(const struct kvb_ilist_set *ls, uint32_t id)
+{
+    return id < ls->base && !(ls->tag[id] & KVB_ILIST_SET_OFF);
+}
+
+/* Link id (on no list) into list k: at its head end when at_head, else its tail end. */
+static inline void kvb_ilist_set_link(struct kvb_ilist_set *ls, uint32_t id, uint32_t k,
+                                      bool at_head)
+{
+    kvb_ilist_push(kvb_ilist_set_view(ls), ls->base + k, id, at_head);
+    ls->tag[id] = (uint8_t)k;
+    ls->count[k]++;
+}
+
+/* Unlink id (on a list) and tag it off; returns the list it was on. */
+static inline uint32_t kvb_ilist_set_unlink(struct kvb_ilist_set *ls, uint32_t id)
+{
+    uint32_t k = ls->tag[id];
+    kvb_ilist_remove(kvb_ilist_set_view(ls), id);
+    ls->tag[id] = (uint8_t)(KVB_ILIST_SET_OFF | k);
+    ls->count[k]--; /* after the tag: a caller reading count[k] next needs no reload */
+    return k;
+}
+
+/* The head end of list k, or KVB_ILIST_NONE when it is empty. */
+static inline uint32_t kvb_ilist_set_head(const struct kvb_ilist_set *ls, uint32_t k)
+{
+    uint32_t id = kvb_ilist_first(kvb_ilist_set_view(ls), ls->base + k);
+    return id == ls->base + k ? KVB_ILIST_NONE : id;
+}
+
+/* Empty every list; each node is tagged off with the list it was on. O(nodes on lists). */
+static inline void kvb_ilist_set_drain(struct kvb_ilist_set *ls)
+{
+    struct kvb_ilist il = kvb_ilist_set_view(ls);
+    for (uint32_t k = 0; k < ls->nlists; k++) {
+        KVB_ILIST_FOREACH_SAFE(il, ls->base + k, id) {
+            ls->tag[id] = (uint8_t)(KVB_ILIST_SET_OFF | k);
+        }
+        kvb_ilist_init(il, ls->base + k);
+        ls->count[k] = 0;
+    }
 }
 
 #endif /* KVB_ILIST_H */

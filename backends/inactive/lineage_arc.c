@@ -299,10 +299,7 @@ static size_t kvb_larc_gbytes(uint32_t cap)
 /* Link id into list l (T1 or T2): at the MRU end, or the LRU end. */
 static inline void kvb_larc_link(struct kvb_larc *a, uint32_t l, uint32_t id, bool lru_end)
 {
-    if (lru_end)
-        kvb_ilist_push_head(KVB_ILIST(a->blk, link), a->bc + l - 1, id);
-    else
-        kvb_ilist_push_tail(KVB_ILIST(a->blk, link), a->bc + l - 1, id);
+    kvb_ilist_push(KVB_ILIST(a->blk, link), a->bc + l - 1, id, lru_end);
 }
 
 static inline void kvb_larc_unlink(struct kvb_larc *a, uint32_t id)

@@ -18,16 +18,16 @@
  * counts only change through hits, which take them out, or through the
  * sketch's aging, which lowers every count alike).
  *
- * Structure: one array of {prev, next} links indexed by block id with four
- * sentinels at block_count + level (ilist.h, Linux list.h style), a level byte per
- * block, and a 4-bit mask of non-empty levels so evict finds the coldest one
- * with one count-trailing-zeros. Every operation is O(1) except drain
+ * Structure: an ilist.h list set (Linux list.h style): one array of {prev,
+ * next} links indexed by block id with four sentinels at block_count + level,
+ * a level byte per block (its tag), and a 4-bit mask of non-empty levels so
+ * evict finds the coldest one with one count-trailing-zeros. Every operation is O(1) except drain
  * (O(len)) and create (O(block_count)).
  *
- * Invariants: level[id] < 4 iff id is present, and then it is on list
- * level[id]; an absent id has the KVB_MLRU_ABSENT bit set (its low bits keep
- * the level it was evicted from, for unevict); nonempty bit l is set iff list
- * l is non-empty; len is the number of present ids.
+ * Invariants: the tag of id is < 4 iff id is present, and then it is on list
+ * tag; an absent id has the KVB_ILIST_SET_OFF bit set (its low bits keep the
+ * level it was evicted from, for unevict); nonempty bit l is set iff list l
+ * is non-empty; len is the number of present ids.
  *
  * Memory: 9 bytes per block plus four sentinels, allocated at create; nothing
  * after. Bad calls return an error or false and change nothing.
@@ -39,16 +39,15 @@
 
 #include <string.h>
 
-#define KVB_MLRU_LEVELS 4
-#define KVB_MLRU_ABSENT 0x80 /* flag: absent; the low bits keep the last level */
+#define KVB_MLRU_LEVELS 4 /* <= KVB_ILIST_SET_MAX */
 
 /* Every field is protected by the owning pool's mutex. */
 struct kvb_mlru {
-    struct kvb_ilink *link; /* block_count + 4 entries; sentinels at block_count + l */
-    uint8_t *level;         /* per block: 0..3 present; KVB_MLRU_ABSENT | last level */
+    /* the levels: links (block_count + 4 entries, sentinels at block_count + l)
+     * and tags (per block: 0..3 present; KVB_ILIST_SET_OFF | last level) */
+    struct kvb_ilist_set lv;
     uint32_t block_count, len;
     uint32_t nonempty; /* bit l: level l has entries */
-    uint32_t count[KVB_MLRU_LEVELS];
     uint8_t thresholds[3];
     uint32_t (*frequency)(void *ctx, kvb_hash hash);
     void *frequency_ctx;
@@ -77,17 +76,15 @@ static int kvb_mlru_create(const kvb_inactive_params *params, void **out)
     memcpy(m->thresholds, t, 3);
     m->frequency = params->frequency;
     m->frequency_ctx = params->frequency_ctx;
-    m->link = kvb__alloc(&a, kvb_mlru_link_bytes(m->block_count));
-    m->level = kvb__alloc(&a, m->block_count);
-    if (!m->link || !m->level) {
-        kvb__free(&a, m->link, kvb_mlru_link_bytes(m->block_count));
-        kvb__free(&a, m->level, m->block_count);
+    struct kvb_ilink *link = kvb__alloc(&a, kvb_mlru_link_bytes(m->block_count));
+    uint8_t *level = kvb__alloc(&a, m->block_count);
+    if (!link || !level) {
+        kvb__free(&a, link, kvb_mlru_link_bytes(m->block_count));
+        kvb__free(&a, level, m->block_count);
         kvb__free(&a, m, sizeof *m);
         return -ENOMEM;
     }
-    memset(m->level, KVB_MLRU_ABSENT, m->block_count);
-    for (uint32_t l = 0; l < KVB_MLRU_LEVELS; l++)
-        kvb_ilist_init(KVB_ILIST_LINKS(m->link), m->block_count + l);
+    kvb_ilist_set_init(&m->lv, link, level, m->block_count, KVB_MLRU_LEVELS);
     *out = m;
     return 0;
 }
@@ -98,36 +95,28 @@ static void kvb_mlru_destroy(void *self)
     if (!m)
         return;
     kvb_allocator a = m->allocator;
-    kvb__free(&a, m->link, kvb_mlru_link_bytes(m->block_count));
-    kvb__free(&a, m->level, m->block_count);
+    kvb__free(&a, m->lv.link, kvb_mlru_link_bytes(m->block_count));
+    kvb__free(&a, m->lv.tag, m->block_count);
     kvb__free(&a, m, sizeof *m);
 }
 
 static bool kvb_mlru_present(const struct kvb_mlru *m, uint32_t id)
 {
-    return id < m->block_count && !(m->level[id] & KVB_MLRU_ABSENT);
+    return kvb_ilist_set_on(&m->lv, id);
 }
 
 /* Link absent id in level l: at its MRU end, or its LRU end when lru_end. */
 static void kvb_mlru_link(struct kvb_mlru *m, uint32_t id, uint32_t l, bool lru_end)
 {
-    struct kvb_ilist il = KVB_ILIST_LINKS(m->link);
-    if (lru_end)
-        kvb_ilist_push_head(il, m->block_count + l, id);
-    else
-        kvb_ilist_push_tail(il, m->block_count + l, id);
-    m->level[id] = (uint8_t)l;
-    m->count[l]++;
+    kvb_ilist_set_link(&m->lv, id, l, lru_end);
     m->nonempty |= 1u << l;
     m->len++;
 }
 
-static void kvb_mlru_unlink(struct kvb_mlru *m, uint32_t id)
+static inline void kvb_mlru_unlink(struct kvb_mlru *m, uint32_t id)
 {
-    uint32_t l = m->level[id];
-    kvb_ilist_remove(KVB_ILIST_LINKS(m->link), id);
-    m->level[id] = (uint8_t)(KVB_MLRU_ABSENT | l);
-    if (--m->count[l] == 0)
+    uint32_t l = kvb_ilist_set_unlink(&m->lv, id);
+    if (m->lv.count[l] == 0)
         m->nonempty &= ~(1u << l);
     m->len--;
 }
@@ -173,7 +162,7 @@ static uint32_t kvb_mlru_evict(void *self, uint32_t n, uint32_t *out)
     uint32_t k = 0;
     while (k < n && m->nonempty) {
         uint32_t l = (uint32_t)__builtin_ctz(m->nonempty); /* coldest non-empty level */
-        uint32_t id = kvb_ilist_first(KVB_ILIST_LINKS(m->link), m->block_count + l); /* LRU end */
+        uint32_t id = kvb_ilist_first(kvb_ilist_set_view(&m->lv), m->block_count + l); /* LRU end */
         kvb_mlru_unlink(m, id);
         out[k++] = id;
     }
@@ -189,20 +178,13 @@ static uint32_t kvb_mlru_len(const void *self)
 static void kvb_mlru_drain(void *self)
 {
     struct kvb_mlru *m = self;
-    struct kvb_ilist il = KVB_ILIST_LINKS(m->link);
-    for (uint32_t l = 0; l < KVB_MLRU_LEVELS; l++) {
-        KVB_ILIST_FOREACH_SAFE(il, m->block_count + l, id) {
-            m->level[id] = (uint8_t)(KVB_MLRU_ABSENT | l);
-        }
-        kvb_ilist_init(il, m->block_count + l);
-        m->count[l] = 0;
-    }
+    kvb_ilist_set_drain(&m->lv);
     m->nonempty = 0;
     m->len = 0;
 }
 
 /* Put the entries of the last evict back at the LRU end of the levels they
- * were evicted from (kept in level[]'s low bits), last first, so the next
+ * were evicted from (kept in their tags' low bits), last first, so the next
  * evict returns them again in the same order and the state is what it was.
  * Ids out of range or present (not from the last evict) are skipped. */
 static void kvb_mlru_unevict(void *self, const uint32_t *ids, const kvb_hash *hashes,
@@ -217,7 +199,7 @@ static void kvb_mlru_unevict(void *self, const uint32_t *ids, const kvb_hash *ha
         uint32_t id = ids[i];
         if (id >= m->block_count || kvb_mlru_present(m, id))
             continue;
-        uint32_t l = m->level[id] & (KVB_MLRU_LEVELS - 1);
+        uint32_t l = KVB_ILIST_SET_LIST(m->lv.tag[id]);
         kvb_mlru_link(m, id, l, true);
     }
 }

@@ -6,8 +6,8 @@
  * Admission Policy" (ACM ToS 2017), and Caffeine's BoundedLocalCache
  * (window, segmented main area, admission duel, hill-climbing window size).
  *
- * Structure: three LRU lists (ilist.h) threaded through one link array indexed
- * by block id: the recency WINDOW, and the main area split into PROBATION and
+ * Structure: three LRU lists (an ilist.h list set) threaded through one link
+ * array indexed by block id: the recency WINDOW, and the main area split into PROBATION and
  * PROTECTED (at most 80% of the main area). New content enters the window. A
  * hit takes a block out (the pool's rule: a cached block is never touched);
  * when it comes back (same content: its arrival number is unchanged) it goes
@@ -73,22 +73,21 @@
 
 enum { KVB_TLFU_WINDOW = 0, KVB_TLFU_PROBATION, KVB_TLFU_PROTECTED, KVB_TLFU_NSEG };
 
-#define KVB_TLFU_ABSENT 0x80        /* seg flag: not cached; low bits keep the last segment */
-#define KVB_TLFU_HIT    0x40        /* seg flag (absent blocks): taken out by a hit */
-#define KVB_TLFU_MOVED  0x80000000u /* log flag: window -> probation move */
-#define KVB_TLFU_SEG    0x40000000u /* log flag: first entry of an evict call (ids < 2^30) */
-#define KVB_TLFU_ID(e)  ((e) & ~(KVB_TLFU_MOVED | KVB_TLFU_SEG))
+#define KVB_TLFU_HIT   0x40        /* tag flag (absent blocks): taken out by a hit */
+#define KVB_TLFU_MOVED 0x80000000u /* log flag: window -> probation move */
+#define KVB_TLFU_SEG   0x40000000u /* log flag: first entry of an evict call (ids < 2^30) */
+#define KVB_TLFU_ID(e) ((e) & ~(KVB_TLFU_MOVED | KVB_TLFU_SEG))
 
 /* Every field is protected by the owning pool's mutex. */
 struct kvb_tlfu {
-    struct kvb_ilink *link; /* block_count + 3: sentinels at block_count + seg */
-    kvb_hash *hash;         /* per block: its content (frequency queries) */
-    uint32_t *arrival;      /* per block: arrival at its last insert */
-    uint8_t *seg;           /* per block: segment, or ABSENT | (HIT) | last segment */
-    uint32_t *log;          /* evict log: ids, MOVED flag for window -> probation */
+    /* the segments: links (block_count + 3, sentinels at block_count + seg) and
+     * tags (per block: segment, or KVB_ILIST_SET_OFF | (HIT) | last segment) */
+    struct kvb_ilist_set sg;
+    kvb_hash *hash;    /* per block: its content (frequency queries) */
+    uint32_t *arrival; /* per block: arrival at its last insert */
+    uint32_t *log;     /* evict log: ids, MOVED flag for window -> probation */
     uint32_t nlog;
     uint32_t block_count, len;
-    uint32_t count[KVB_TLFU_NSEG];
     /* window target and hill climbing */
     double window_max, step, prev_rate;
     uint64_t sample_hits, sample_events, sample_size;
@@ -108,10 +107,10 @@ static void kvb_tlfu_free(struct kvb_tlfu *t)
 {
     kvb_allocator a = t->allocator;
     size_t n = t->block_count;
-    kvb__free(&a, t->link, (n + KVB_TLFU_NSEG) * sizeof *t->link);
+    kvb__free(&a, t->sg.link, (n + KVB_TLFU_NSEG) * sizeof *t->sg.link);
     kvb__free(&a, t->hash, n * sizeof *t->hash);
     kvb__free(&a, t->arrival, n * sizeof *t->arrival);
-    kvb__free(&a, t->seg, n);
+    kvb__free(&a, t->sg.tag, n);
     kvb__free(&a, t->log, 2 * n * sizeof *t->log);
     kvb__free(&a, t, sizeof *t);
 }
@@ -128,18 +127,16 @@ static int kvb_tlfu_create(const kvb_inactive_params *params, void **out)
         return -ENOMEM;
     t->allocator = a;
     t->block_count = params->block_count;
-    t->link = kvb__alloc(&a, (n + KVB_TLFU_NSEG) * sizeof *t->link);
+    t->sg.link = kvb__alloc(&a, (n + KVB_TLFU_NSEG) * sizeof *t->sg.link);
     t->hash = kvb__alloc(&a, n * sizeof *t->hash);
     t->arrival = kvb__alloc(&a, n * sizeof *t->arrival);
-    t->seg = kvb__alloc(&a, n);
+    t->sg.tag = kvb__alloc(&a, n);
     t->log = kvb__alloc(&a, 2 * n * sizeof *t->log);
-    if (!t->link || !t->hash || !t->arrival || !t->seg || !t->log) {
+    if (!t->sg.link || !t->hash || !t->arrival || !t->sg.tag || !t->log) {
         kvb_tlfu_free(t);
         return -ENOMEM;
     }
-    memset(t->seg, KVB_TLFU_ABSENT, n);
-    for (uint32_t s = 0; s < KVB_TLFU_NSEG; s++)
-        kvb_ilist_init(KVB_ILIST_LINKS(t->link), t->block_count + s);
+    kvb_ilist_set_init(&t->sg, t->sg.link, t->sg.tag, t->block_count, KVB_TLFU_NSEG);
     t->frequency = params->frequency;
     t->frequency_ctx = params->frequency_ctx;
     t->window_max = (double)n * KVB_TLFU_WINDOW0;
@@ -162,33 +159,7 @@ static void kvb_tlfu_destroy(void *self)
 
 static bool kvb_tlfu_present(const struct kvb_tlfu *t, uint32_t id)
 {
-    return id < t->block_count && !(t->seg[id] & KVB_TLFU_ABSENT);
-}
-
-/* Link id in segment s: at the MRU end, or the LRU end when lru_end. */
-static void kvb_tlfu_link(struct kvb_tlfu *t, uint32_t id, uint32_t s, bool lru_end)
-{
-    struct kvb_ilist il = KVB_ILIST_LINKS(t->link);
-    if (lru_end)
-        kvb_ilist_push_head(il, t->block_count + s, id);
-    else
-        kvb_ilist_push_tail(il, t->block_count + s, id);
-    t->seg[id] = (uint8_t)s;
-    t->count[s]++;
-}
-
-static void kvb_tlfu_unlink(struct kvb_tlfu *t, uint32_t id)
-{
-    uint32_t s = t->seg[id];
-    kvb_ilist_remove(KVB_ILIST_LINKS(t->link), id);
-    t->count[s]--;
-    t->seg[id] = (uint8_t)(KVB_TLFU_ABSENT | s);
-}
-
-static uint32_t kvb_tlfu_lru(const struct kvb_tlfu *t, uint32_t s)
-{
-    uint32_t h = t->block_count + s, id = kvb_ilist_first(KVB_ILIST_LINKS(t->link), h);
-    return id == h ? UINT32_MAX : id;
+    return kvb_ilist_set_on(&t->sg, id);
 }
 
 static uint32_t kvb_tlfu_freq(const struct kvb_tlfu *t, uint32_t id)
@@ -200,11 +171,11 @@ static uint32_t kvb_tlfu_freq(const struct kvb_tlfu *t, uint32_t id)
 static void kvb_tlfu_balance(struct kvb_tlfu *t)
 {
     double main_max = (double)t->block_count - t->window_max;
-    while (t->count[KVB_TLFU_PROTECTED] > 0 &&
-           (double)t->count[KVB_TLFU_PROTECTED] > KVB_TLFU_PROTECTED_SHARE * main_max) {
-        uint32_t id = kvb_tlfu_lru(t, KVB_TLFU_PROTECTED);
-        kvb_tlfu_unlink(t, id);
-        kvb_tlfu_link(t, id, KVB_TLFU_PROBATION, false);
+    while (t->sg.count[KVB_TLFU_PROTECTED] > 0 &&
+           (double)t->sg.count[KVB_TLFU_PROTECTED] > KVB_TLFU_PROTECTED_SHARE * main_max) {
+        uint32_t id = kvb_ilist_set_head(&t->sg, KVB_TLFU_PROTECTED);
+        kvb_ilist_set_unlink(&t->sg, id);
+        kvb_ilist_set_link(&t->sg, id, KVB_TLFU_PROBATION, false);
     }
 }
 
@@ -242,17 +213,17 @@ static int kvb_tlfu_insert(void *self, kvb_hash hash, uint32_t id, uint32_t arri
     if (kvb_tlfu_present(t, id))
         return -EEXIST;
     t->nlog = 0;
-    uint8_t old = t->seg[id];
+    uint8_t old = t->sg.tag[id];
     uint32_t s = KVB_TLFU_WINDOW;
     if ((old & KVB_TLFU_HIT) && t->arrival[id] == arrival && kvb_hash_equal(t->hash[id], hash)) {
-        uint32_t from = old & 3; /* back from a hit: Caffeine's on-access move */
+        uint32_t from = KVB_ILIST_SET_LIST(old); /* back from a hit: Caffeine's on-access move */
         s = from == KVB_TLFU_WINDOW ? KVB_TLFU_WINDOW : KVB_TLFU_PROTECTED;
     } else {
         kvb_tlfu_climb(t, false); /* new content: a miss */
     }
     t->hash[id] = hash;
     t->arrival[id] = arrival;
-    kvb_tlfu_link(t, id, s, false);
+    kvb_ilist_set_link(&t->sg, id, s, false);
     t->len++;
     if (s == KVB_TLFU_PROTECTED)
         kvb_tlfu_balance(t);
@@ -266,8 +237,8 @@ static bool kvb_tlfu_remove(void *self, kvb_hash hash, uint32_t id)
     if (!kvb_tlfu_present(t, id))
         return false;
     t->nlog = 0;
-    kvb_tlfu_unlink(t, id);
-    t->seg[id] |= KVB_TLFU_HIT;
+    kvb_ilist_set_unlink(&t->sg, id);
+    t->sg.tag[id] |= KVB_TLFU_HIT;
     t->len--;
     kvb_tlfu_climb(t, true);
     return true;
@@ -278,11 +249,11 @@ static bool kvb_tlfu_contains(const void *self, uint32_t id)
     return kvb_tlfu_present(self, id);
 }
 
-/* The main area's victim: probation LRU, else protected LRU; UINT32_MAX if empty. */
+/* The main area's victim: probation LRU, else protected LRU; KVB_ILIST_NONE if empty. */
 static uint32_t kvb_tlfu_main_victim(const struct kvb_tlfu *t)
 {
-    uint32_t v = kvb_tlfu_lru(t, KVB_TLFU_PROBATION);
-    return v != UINT32_MAX ? v : kvb_tlfu_lru(t, KVB_TLFU_PROTECTED);
+    uint32_t v = kvb_ilist_set_head(&t->sg, KVB_TLFU_PROBATION);
+    return v != KVB_ILIST_NONE ? v : kvb_ilist_set_head(&t->sg, KVB_TLFU_PROTECTED);
 }
 
 static uint32_t kvb_tlfu_evict(void *self, uint32_t n, uint32_t *out)
@@ -293,12 +264,12 @@ static uint32_t kvb_tlfu_evict(void *self, uint32_t n, uint32_t *out)
     uint32_t k = 0, seg = KVB_TLFU_SEG;
     while (k < n && t->len > 0) {
         uint32_t victim = kvb_tlfu_main_victim(t), x;
-        if ((double)t->count[KVB_TLFU_WINDOW] > t->window_max && victim != UINT32_MAX) {
-            uint32_t cand = kvb_tlfu_lru(t, KVB_TLFU_WINDOW);
+        if ((double)t->sg.count[KVB_TLFU_WINDOW] > t->window_max && victim != KVB_ILIST_NONE) {
+            uint32_t cand = kvb_ilist_set_head(&t->sg, KVB_TLFU_WINDOW);
             uint32_t fc = kvb_tlfu_freq(t, cand), fv = kvb_tlfu_freq(t, victim);
             if (fc > fv) { /* admit the candidate: strictly hotter */
-                kvb_tlfu_unlink(t, cand);
-                kvb_tlfu_link(t, cand, KVB_TLFU_PROBATION, false);
+                kvb_ilist_set_unlink(&t->sg, cand);
+                kvb_ilist_set_link(&t->sg, cand, KVB_TLFU_PROBATION, false);
                 t->log[t->nlog++] = cand | KVB_TLFU_MOVED | seg;
                 seg = 0;
                 x = victim;
@@ -306,19 +277,19 @@ static uint32_t kvb_tlfu_evict(void *self, uint32_t n, uint32_t *out)
                 x = cand;
             }
         } else {
-            x = victim != UINT32_MAX ? victim : kvb_tlfu_lru(t, KVB_TLFU_WINDOW);
+            x = victim != KVB_ILIST_NONE ? victim : kvb_ilist_set_head(&t->sg, KVB_TLFU_WINDOW);
         }
-        kvb_tlfu_unlink(t, x);
+        kvb_ilist_set_unlink(&t->sg, x);
         t->len--;
         t->log[t->nlog++] = x | seg;
         seg = 0;
         out[k++] = x;
     }
     /* the window's overflow moves to probation (Caffeine's evictFromWindow) */
-    while ((double)t->count[KVB_TLFU_WINDOW] > t->window_max) {
-        uint32_t id = kvb_tlfu_lru(t, KVB_TLFU_WINDOW);
-        kvb_tlfu_unlink(t, id);
-        kvb_tlfu_link(t, id, KVB_TLFU_PROBATION, false);
+    while ((double)t->sg.count[KVB_TLFU_WINDOW] > t->window_max) {
+        uint32_t id = kvb_ilist_set_head(&t->sg, KVB_TLFU_WINDOW);
+        kvb_ilist_set_unlink(&t->sg, id);
+        kvb_ilist_set_link(&t->sg, id, KVB_TLFU_PROBATION, false);
         t->log[t->nlog++] = id | KVB_TLFU_MOVED | seg;
         seg = 0;
     }
@@ -334,14 +305,7 @@ static uint32_t kvb_tlfu_len(const void *self)
 static void kvb_tlfu_drain(void *self)
 {
     struct kvb_tlfu *t = self;
-    struct kvb_ilist il = KVB_ILIST_LINKS(t->link);
-    for (uint32_t s = 0; s < KVB_TLFU_NSEG; s++) {
-        KVB_ILIST_FOREACH_SAFE(il, t->block_count + s, id) {
-            t->seg[id] = (uint8_t)(KVB_TLFU_ABSENT | s);
-        }
-        kvb_ilist_init(il, t->block_count + s);
-        t->count[s] = 0;
-    }
+    kvb_ilist_set_drain(&t->sg);
     t->len = 0;
     t->nlog = 0;
 }
@@ -368,10 +332,10 @@ static void kvb_tlfu_unevict(void *self, const uint32_t *ids, const kvb_hash *ha
         uint32_t e = t->log[--t->nlog];
         uint32_t id = KVB_TLFU_ID(e);
         if (e & KVB_TLFU_MOVED) { /* back from the probation MRU end to the window LRU end */
-            kvb_tlfu_unlink(t, id);
-            kvb_tlfu_link(t, id, KVB_TLFU_WINDOW, true);
+            kvb_ilist_set_unlink(&t->sg, id);
+            kvb_ilist_set_link(&t->sg, id, KVB_TLFU_WINDOW, true);
         } else { /* back at the LRU end of its segment */
-            kvb_tlfu_link(t, id, t->seg[id] & 3, true);
+            kvb_ilist_set_link(&t->sg, id, KVB_ILIST_SET_LIST(t->sg.tag[id]), true);
             t->len++;
         }
     }
