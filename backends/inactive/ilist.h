@@ -17,8 +17,9 @@
  * KVB_ILIST_LINKS(links) (an array of bare links): the address of element
  * 0's link and the element size. Build it at each use, do not store it: the
  * size is then a compile-time constant, and once these functions are inlined
- * the index arithmetic is the same as the hand-written array access it
- * replaces (perf/budget.txt holds the backends to that).
+ * the index arithmetic is that of the hand-written array access it replaced,
+ * give or take the compiler's register allocation (make perf-check holds the
+ * backends to their instruction budgets).
  *
  * Circular lists (with a sentinel s):
  *  - empty: s.prev == s.next == s;
@@ -46,8 +47,9 @@
  * low bits keep the list it was last on; the bits between are the caller's,
  * e.g. tinylfu's HIT). count[k] is the length of list k.
  *
- * Cost: every operation O(1), but iteration. No locking: the owning backend
- * runs under its pool's mutex.
+ * Cost: every operation O(1) but iteration, kvb_ilist_set_drain (O(nodes on
+ * the lists)) and kvb_ilist_set_init (O(base)). No locking: the owning
+ * backend runs under its pool's mutex.
  */
 #ifndef KVB_ILIST_H
 #define KVB_ILIST_H
