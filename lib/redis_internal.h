@@ -16,6 +16,7 @@
 
 #ifdef KVB_HAVE_REDIS
 #include <hiredis/hiredis.h>
+#include <pthread.h>
 #include <sys/time.h>
 #include <time.h>
 
@@ -38,6 +39,68 @@ static inline struct timespec kvb__redis_deadline(int64_t ms)
         ts.tv_nsec -= 1000000000;
     }
     return ts;
+}
+
+/* ---- the relay's and the replica's own thread ------------------------------ */
+/* Each object has a mutex mu, a condition variable cv its thread waits on
+ * (CLOCK_MONOTONIC, kvb__redis_cond_init) and a stop flag under mu. */
+
+/* A condition variable on CLOCK_MONOTONIC (kvb__redis_deadline's clock). */
+static inline void kvb__redis_cond_init(pthread_cond_t *cv)
+{
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(cv, &ca);
+    pthread_condattr_destroy(&ca);
+}
+
+/* The thread sleeps on cv for at most ms (not at all when ms <= 0 or *stop):
+ * a signal of cv (work, stop) ends the wait early. */
+static inline void kvb__redis_wait(pthread_mutex_t *mu, pthread_cond_t *cv, const bool *stop,
+                                   int64_t ms)
+{
+    if (ms <= 0)
+        return;
+    struct timespec ts = kvb__redis_deadline(ms);
+    pthread_mutex_lock(mu);
+    if (!*stop)
+        pthread_cond_timedwait(cv, mu, &ts);
+    pthread_mutex_unlock(mu);
+}
+
+/* *stop, read under mu. */
+static inline bool kvb__redis_stopping(pthread_mutex_t *mu, const bool *stop)
+{
+    pthread_mutex_lock(mu);
+    bool s = *stop;
+    pthread_mutex_unlock(mu);
+    return s;
+}
+
+/* Set *stop under mu, wake the thread and join it. */
+static inline void kvb__redis_stop_join(pthread_mutex_t *mu, pthread_cond_t *cv, bool *stop,
+                                        pthread_t thread)
+{
+    pthread_mutex_lock(mu);
+    *stop = true;
+    pthread_cond_broadcast(cv);
+    pthread_mutex_unlock(mu);
+    pthread_join(thread, NULL);
+}
+
+/* Start the object's thread fn(arg), named for top -H, perf and the bench:
+ * 0, or a negative errno (nothing started). *started: whether destroy must
+ * stop and join it. */
+static inline int kvb__redis_thread_start(pthread_t *thread, bool *started, void *(*fn)(void *),
+                                          void *arg, const char *name)
+{
+    int ret = pthread_create(thread, NULL, fn, arg);
+    *started = ret == 0;
+    if (ret != 0)
+        return -ret;
+    pthread_setname_np(*thread, name);
+    return 0;
 }
 
 /* ---- connection (redis_conn.c) ------------------------------------------- */
