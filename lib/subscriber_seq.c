@@ -426,6 +426,24 @@ static bool sub_has_streams(kvb_subscriber *s, struct sub_worker *w)
     return sub_ids(s, w, ids) > 0;
 }
 
+/* The catch-up replay of everything the buffer holds from expected (proving
+ * the incarnation when expected > 0); a proven restart reads the new
+ * incarnation from 0, once. Returns SUB_RP_DONE or SUB_RP_FAIL for the last
+ * replay, or -1 when there is nothing more to do (stopping, a second
+ * restart). */
+static int sub_replay_all(kvb_subscriber *s, struct sub_worker *w)
+{
+    for (int attempt = 0; attempt < 2; attempt++) {
+        int rc = sub_replay(s, w, INT64_MAX, w->expected > 0);
+        if (s->halt)
+            return -1;
+        if (rc != SUB_RP_RESTART && rc != SUB_RP_UNVERIFIED)
+            return rc;
+        sub_restart(s, w, -1); /* read the new incarnation from 0 */
+    }
+    return -1;
+}
+
 /* The transport came up: resume by replay, or clear. */
 static void sub_catch_up(kvb_subscriber *s, struct sub_worker *w, bool reconnect)
 {
@@ -440,27 +458,18 @@ static void sub_catch_up(kvb_subscriber *s, struct sub_worker *w, bool reconnect
     bool any = w->expected < 0;
     if (any)
         w->expected = 0; /* cleared, nothing to prove: take all the buffer holds */
-    for (int attempt = 0; attempt < 2; attempt++) {
-        int rc = sub_replay(s, w, INT64_MAX, w->expected > 0);
-        if (s->halt)
-            return;
-        if (rc == SUB_RP_RESTART || rc == SUB_RP_UNVERIFIED) {
-            sub_restart(s, w, -1);
-            continue; /* read the new incarnation from 0 */
+    int rc = sub_replay_all(s, w);
+    if (rc == SUB_RP_DONE) {
+        w->st.heard = true;
+        w->conn_verified = true;
+    } else if (rc == SUB_RP_FAIL) {
+        w->st.replay_failures++;
+        if (known && sub_has_streams(s, w)) {
+            sub_clear(s, w, KVB_STREAM_RESYNCING, -1);
+            w->expected = -1;
+        } else if (any && w->expected == 0) {
+            w->expected = -1; /* nothing came: still any */
         }
-        if (rc == SUB_RP_DONE) {
-            w->st.heard = true;
-            w->conn_verified = true;
-        } else {
-            w->st.replay_failures++;
-            if (known && sub_has_streams(s, w)) {
-                sub_clear(s, w, KVB_STREAM_RESYNCING, -1);
-                w->expected = -1;
-            } else if (any && w->expected == 0) {
-                w->expected = -1; /* nothing came: still any */
-            }
-        }
-        return;
     }
 }
 
@@ -472,22 +481,13 @@ void kvb__sub_followup(kvb_subscriber *s, struct sub_worker *w)
     bool any = w->expected < 0;
     if (any)
         w->expected = 0; /* cleared after a failed catch-up: take what the buffer holds */
-    for (int attempt = 0; attempt < 2; attempt++) {
-        int rc = sub_replay(s, w, INT64_MAX, w->expected > 0);
-        if (s->halt)
-            return;
-        if (rc == SUB_RP_RESTART || rc == SUB_RP_UNVERIFIED) {
-            sub_restart(s, w, -1);
-            continue;
-        }
-        if (rc == SUB_RP_DONE)
-            w->conn_verified = true;
-        if (rc == SUB_RP_FAIL) {
-            w->st.replay_failures++;
-            if (any && w->expected == 0)
-                w->expected = -1; /* nothing came: still any */
-        }
-        return;
+    int rc = sub_replay_all(s, w);
+    if (rc == SUB_RP_DONE)
+        w->conn_verified = true;
+    if (rc == SUB_RP_FAIL) {
+        w->st.replay_failures++;
+        if (any && w->expected == 0)
+            w->expected = -1; /* nothing came: still any */
     }
 }
 
