@@ -3,8 +3,10 @@
  * contract): the connection (lib/redis_conn.c: URL, connect, scripts, reply
  * checks) and the log follower (lib/redis_log.c: reading streams, applying
  * entries to one or two indexes with the position / incarnation / ordinal
- * rules, snapshot metadata). Used by lib/redis_relay.c and
- * lib/redis_replica.c. Everything here runs on one object's own thread (the
+ * rules; lib/redis_snapshot.c: snapshot metadata), the thread plumbing of a
+ * relay or replica, and the little-endian helpers of the entry encoding
+ * (lib/redis_codec.c). Used by lib/redis_relay*.c and lib/redis_replica.c.
+ * Everything here runs on one object's own thread (the
  * relay's or the replica's); nothing is shared between threads unless a field
  * says so.
  */
@@ -13,6 +15,34 @@
 
 #include "internal.h"
 #include "kvblock/redis.h"
+
+/* Little-endian stores and loads of the log entry encoding (redis_codec.c,
+ * built with or without hiredis) and of the snapshot metadata
+ * (redis_snapshot.c). */
+static inline void kvb__rle_put32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+static inline void kvb__rle_put64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+static inline uint32_t kvb__rle_get32(const uint8_t *p)
+{
+    uint32_t v = 0;
+    for (int i = 3; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+static inline uint64_t kvb__rle_get64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
 
 #ifdef KVB_HAVE_REDIS
 #include <hiredis/hiredis.h>
@@ -302,7 +332,7 @@ int kvb__rlog_heads(struct kvb__rlog *lg, struct kvb__rconn *rc);
 /* Entries behind the heads, and the stream-clock ms span behind. */
 void kvb__rlog_lag(const struct kvb__rlog *lg, uint64_t *entries, double *ms);
 
-/* Snapshot metadata: every worker's covered id, position, ordinal, incarnation
+/* Snapshot metadata (redis_snapshot.c): every worker's covered id, position, ordinal, incarnation
  * and state, plus the index blob's length and checksum. malloc'd. */
 int kvb__rlog_meta_encode(const struct kvb__rlog *lg, uint64_t inc, const void *index,
                           size_t index_len, void **out, size_t *out_len);
