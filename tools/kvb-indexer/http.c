@@ -82,8 +82,8 @@ ixd_mhd_result ixd_send_json(struct MHD_Connection *c, ixd_req *r, unsigned stat
 }
 
 KVBT_PRINTF(4, 5)
-ixd_mhd_result
-    ixd_error(struct MHD_Connection *c, ixd_req *r, unsigned status, const char *fmt, ...)
+ixd_mhd_result ixd_error(struct MHD_Connection *c, ixd_req *r, unsigned status, const char *fmt,
+                         ...)
 {
     char msg[512];
     va_list ap;
