@@ -274,6 +274,7 @@ static inline bool kvb__ix_sparse(uint32_t cap, uint64_t n)
     return cap > KVB_IX_MIN_CAP * 4 && n * 8 < cap;
 }
 
+/* The rwlocks of the stream table and the shards (failure is a bug: asserted). */
 static inline void kvb__ix_wrlock(pthread_rwlock_t *l)
 {
     int rc = pthread_rwlock_wrlock(l);
@@ -295,6 +296,8 @@ static inline void kvb__ix_unlock(pthread_rwlock_t *l)
     (void)rc;
 }
 
+/* The cell of key (m: its mix) in shard s, or KVB_IX_NONE (caller holds the
+ * shard's lock, or wmu). */
 static inline uint32_t kvb__ix_shard_find(const struct kvb_ix_shard *s, uint64_t key, uint64_t m)
 {
     if (!s->cap)
@@ -310,6 +313,8 @@ static inline uint32_t kvb__ix_shard_find(const struct kvb_ix_shard *s, uint64_t
     }
 }
 
+/* The holder count of an occupied cell, and its holder words (in place),
+ * sorted by stream id. */
 static inline uint32_t kvb__ix_cell_count(const struct kvb_ix_cell *c)
 {
     return c->n & KVB_IX_CNT;
