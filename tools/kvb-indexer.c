@@ -97,8 +97,8 @@ static void ixd_index_config(kvb_index_config *cfg)
     if (o->drop_after > 0)
         cfg->drop_after_s = o->drop_after;
     if (cfg->drop_after_s < cfg->stale_after_s)
-        ixd_usage_error("--drop-after (%g s) must be at least --stale-after (%g s)",
-                        cfg->drop_after_s, cfg->stale_after_s);
+        kvbt_usage_error(prog, "--drop-after (%g s) must be at least --stale-after (%g s)",
+                         cfg->drop_after_s, cfg->stale_after_s);
 }
 
 static void ixd_open_index(void)

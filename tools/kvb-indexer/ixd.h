@@ -33,6 +33,7 @@
 #include <jansson.h>
 #include <microhttpd.h>
 
+#include "common/args.h"
 #include "common/util.h"
 #include "kvblock.h"
 #include "kvblock/index.h"
@@ -151,8 +152,6 @@ typedef struct ixd_req {
 
 /* ---- options.c ------------------------------------------------------------ */
 
-/* "prog: message" and the --help hint on stderr, exit 2. */
-KVBT_NORETURN KVBT_PRINTF(1, 2) void ixd_usage_error(const char *fmt, ...);
 /* strdup that exits on out of memory. */
 char *ixd_strdup(const char *s);
 /* The --worker kind's name (vllm, sglang, kvblock). */

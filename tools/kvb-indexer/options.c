@@ -217,17 +217,6 @@ static void ixd_help(FILE *f)
         KVB_INDEX_NAME_MAX - 1, (unsigned)KVB_HASH_DYNAMO_SEED);
 }
 
-KVBT_NORETURN KVBT_PRINTF(1, 2) void ixd_usage_error(const char *fmt, ...)
-{
-    va_list ap;
-    fprintf(stderr, "%s: ", prog);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "\nTry '%s --help' for more information.\n", prog);
-    exit(2);
-}
-
 char *ixd_strdup(const char *s)
 {
     size_t n = strlen(s) + 1;
@@ -282,12 +271,14 @@ static void ixd_parse_worker(ixd_opts *o, const char *spec)
 {
     const char *eq = strchr(spec, '=');
     if (!eq || eq == spec)
-        ixd_usage_error("--worker '%s': expected NAME=ENDPOINT[,replay=...][,kind=...]"
-                        "[,block-size=N][,topic=T]",
-                        spec);
+        kvbt_usage_error(prog,
+                         "--worker '%s': expected NAME=ENDPOINT[,replay=...][,kind=...]"
+                         "[,block-size=N][,topic=T]",
+                         spec);
     size_t nlen = (size_t)(eq - spec);
     if (nlen >= KVB_INDEX_NAME_MAX)
-        ixd_usage_error("--worker '%s': name longer than %d bytes", spec, KVB_INDEX_NAME_MAX - 1);
+        kvbt_usage_error(prog, "--worker '%s': name longer than %d bytes", spec,
+                         KVB_INDEX_NAME_MAX - 1);
     ixd_worker w;
     memset(&w, 0, sizeof w);
     w.kind = KVB_WIRE_VLLM;
@@ -295,10 +286,10 @@ static void ixd_parse_worker(ixd_opts *o, const char *spec)
     memcpy(w.name, spec, nlen);
     w.name[nlen] = '\0';
     if (strchr(w.name, ',') || !ixd_printable(w.name, false))
-        ixd_usage_error("--worker '%s': a name is printable ASCII without ',', '=' or blanks",
-                        spec);
+        kvbt_usage_error(
+            prog, "--worker '%s': a name is printable ASCII without ',', '=' or blanks", spec);
     if (!ixd_printable(eq + 1, true))
-        ixd_usage_error("--worker '%s': endpoints and topic are printable ASCII", spec);
+        kvbt_usage_error(prog, "--worker '%s': endpoints and topic are printable ASCII", spec);
     char *rest = ixd_strdup(eq + 1);
     char *save = NULL;
     bool first = true, have_kind = false, have_bs = false;
@@ -306,24 +297,26 @@ static void ixd_parse_worker(ixd_opts *o, const char *spec)
         if (first) {
             if (!tok || eq[1] == ',' || !strstr(tok, "://") || strstr(tok, "://") == tok ||
                 !strstr(tok, "://")[3])
-                ixd_usage_error("--worker '%s': '%s' is not a ZeroMQ endpoint "
-                                "(tcp://HOST:PORT, ipc://PATH, ...)",
-                                spec, tok ? tok : "");
+                kvbt_usage_error(prog,
+                                 "--worker '%s': '%s' is not a ZeroMQ endpoint "
+                                 "(tcp://HOST:PORT, ipc://PATH, ...)",
+                                 spec, tok ? tok : "");
             w.endpoint = ixd_strdup(tok);
             first = false;
             continue;
         }
         char *v = strchr(tok, '=');
         if (!v)
-            ixd_usage_error("--worker '%s': '%s' is not KEY=VALUE", spec, tok);
+            kvbt_usage_error(prog, "--worker '%s': '%s' is not KEY=VALUE", spec, tok);
         *v++ = '\0';
         if (!strcmp(tok, "replay")) {
             if (w.replay || !strstr(v, "://") || strstr(v, "://") == v || !strstr(v, "://")[3])
-                ixd_usage_error("--worker '%s': bad or repeated replay endpoint '%s'", spec, v);
+                kvbt_usage_error(prog, "--worker '%s': bad or repeated replay endpoint '%s'", spec,
+                                 v);
             w.replay = ixd_strdup(v);
         } else if (!strcmp(tok, "kind")) {
             if (have_kind)
-                ixd_usage_error("--worker '%s': kind given twice", spec);
+                kvbt_usage_error(prog, "--worker '%s': kind given twice", spec);
             have_kind = true;
             if (!strcmp(v, "vllm"))
                 w.kind = KVB_WIRE_VLLM;
@@ -332,28 +325,31 @@ static void ixd_parse_worker(ixd_opts *o, const char *spec)
             else if (!strcmp(v, "kvblock"))
                 w.kind = KVB_WIRE_KVBLOCK;
             else
-                ixd_usage_error("--worker '%s': kind '%s' is not vllm, sglang or kvblock", spec, v);
+                kvbt_usage_error(prog, "--worker '%s': kind '%s' is not vllm, sglang or kvblock",
+                                 spec, v);
         } else if (!strcmp(tok, "block-size")) {
             uint64_t bs;
             if (have_bs || !kvbt_parse_u64(v, 1, 1024, &bs) || !ixd_pow2_block(bs))
-                ixd_usage_error("--worker '%s': block-size '%s' is not a power of two "
-                                "in 1..1024 (or given twice)",
-                                spec, v);
+                kvbt_usage_error(prog,
+                                 "--worker '%s': block-size '%s' is not a power of two "
+                                 "in 1..1024 (or given twice)",
+                                 spec, v);
             have_bs = true;
             w.block_size = (uint32_t)bs;
         } else if (!strcmp(tok, "topic")) {
             if (w.topic)
-                ixd_usage_error("--worker '%s': topic given twice", spec);
+                kvbt_usage_error(prog, "--worker '%s': topic given twice", spec);
             w.topic = ixd_strdup(v);
         } else {
-            ixd_usage_error("--worker '%s': unknown key '%s' (replay, kind, block-size, topic)",
-                            spec, tok);
+            kvbt_usage_error(prog,
+                             "--worker '%s': unknown key '%s' (replay, kind, block-size, topic)",
+                             spec, tok);
         }
     }
     free(rest);
     for (size_t i = 0; i < o->n_workers; i++)
         if (!strcmp(o->workers[i].name, w.name))
-            ixd_usage_error("--worker '%s': worker '%s' given twice", spec, w.name);
+            kvbt_usage_error(prog, "--worker '%s': worker '%s' given twice", spec, w.name);
     o->workers = kvbt_xrealloc(o->workers, (o->n_workers + 1) * sizeof *o->workers);
     o->workers[o->n_workers++] = w;
 }
@@ -363,21 +359,22 @@ void ixd_parse_listen(const char *spec, struct sockaddr_storage *ss, socklen_t *
 {
     const char *colon = strrchr(spec, ':');
     if (!colon)
-        ixd_usage_error("--listen '%s': expected HOST:PORT", spec);
+        kvbt_usage_error(prog, "--listen '%s': expected HOST:PORT", spec);
     uint64_t port;
     if (!kvbt_parse_u64(colon + 1, 0, 65535, &port))
-        ixd_usage_error("--listen '%s': port '%s' is not 0..65535", spec, colon + 1);
+        kvbt_usage_error(prog, "--listen '%s': port '%s' is not 0..65535", spec, colon + 1);
     size_t hlen = (size_t)(colon - spec);
     char host[256];
     if (hlen >= sizeof host)
-        ixd_usage_error("--listen '%s': host name too long", spec);
+        kvbt_usage_error(prog, "--listen '%s': host name too long", spec);
     memcpy(host, spec, hlen);
     host[hlen] = '\0';
     if (hlen >= 2 && host[0] == '[' && host[hlen - 1] == ']') {
         memmove(host, host + 1, hlen - 2);
         host[hlen - 2] = '\0';
     } else if (strchr(host, ':')) {
-        ixd_usage_error("--listen '%s': write an IPv6 address in brackets ([::1]:8181)", spec);
+        kvbt_usage_error(prog, "--listen '%s': write an IPv6 address in brackets ([::1]:8181)",
+                         spec);
     }
     struct addrinfo hints, *res = NULL;
     memset(&hints, 0, sizeof hints);
@@ -391,10 +388,10 @@ void ixd_parse_listen(const char *spec, struct sockaddr_storage *ss, socklen_t *
         hints.ai_family = AF_INET;
     int rc = getaddrinfo(h, portstr, &hints, &res);
     if (rc != 0 || !res)
-        ixd_usage_error("--listen '%s': %s", spec, gai_strerror(rc));
+        kvbt_usage_error(prog, "--listen '%s': %s", spec, gai_strerror(rc));
     if (res->ai_addrlen > sizeof *ss) {
         freeaddrinfo(res);
-        ixd_usage_error("--listen '%s': unsupported address", spec);
+        kvbt_usage_error(prog, "--listen '%s': unsupported address", spec);
     }
     memset(ss, 0, sizeof *ss);
     memcpy(ss, res->ai_addr, res->ai_addrlen);
@@ -473,7 +470,7 @@ static void ixd_read_config(const char *path, ixd_argv *a)
     while ((got = getline(&line, &cap, f)) >= 0) {
         lineno++;
         if (memchr(line, '\0', (size_t)got))
-            ixd_usage_error("%s:%u: NUL byte in the line", path, lineno);
+            kvbt_usage_error(prog, "%s:%u: NUL byte in the line", path, lineno);
         char *s = line;
         for (char *p = s; *p; p++) /* a comment: '#' at the start or after a blank */
             if (*p == '#' && (p == s || p[-1] == ' ' || p[-1] == '\t')) {
@@ -498,9 +495,9 @@ static void ixd_read_config(const char *path, ixd_argv *a)
         while (*v == ' ' || *v == '\t')
             v++;
         if (!ixd_file_option(name))
-            ixd_usage_error("%s:%u: unknown option '%s'", path, lineno, name);
+            kvbt_usage_error(prog, "%s:%u: unknown option '%s'", path, lineno, name);
         if (!*v)
-            ixd_usage_error("%s:%u: option '%s' needs a value", path, lineno, name);
+            kvbt_usage_error(prog, "%s:%u: option '%s' needs a value", path, lineno, name);
         char opt[80];
         snprintf(opt, sizeof opt, "--%s", name);
         ixd_argv_push(a, opt);
@@ -539,7 +536,7 @@ void ixd_parse(int argc, char **argv, ixd_opts *o)
         }
         if (c == OPT_CONFIG) {
             if (config)
-                ixd_usage_error("--config given twice");
+                kvbt_usage_error(prog, "--config given twice");
             config = optarg;
         }
     }
@@ -569,30 +566,31 @@ void ixd_parse(int argc, char **argv, ixd_opts *o)
             break; /* read above */
         case OPT_BLOCK_SIZE:
             if (!kvbt_parse_u64(optarg, 1, 1024, &v) || !ixd_pow2_block(v))
-                ixd_usage_error("--block-size '%s': not a power of two in 1..1024", optarg);
+                kvbt_usage_error(prog, "--block-size '%s': not a power of two in 1..1024", optarg);
             o->block_size = (uint32_t)v;
             break;
         case OPT_SEED:
             if (!kvbt_parse_u64(optarg, 0, UINT64_MAX, &v))
-                ixd_usage_error("--seed '%s': not a decimal number in 0..2^64-1", optarg);
+                kvbt_usage_error(prog, "--seed '%s': not a decimal number in 0..2^64-1", optarg);
             o->seed = v;
             break;
         case OPT_SNAPSHOT:
             if (!*optarg)
-                ixd_usage_error("--snapshot: empty path");
+                kvbt_usage_error(prog, "--snapshot: empty path");
             free(o->snapshot);
             o->snapshot = ixd_strdup(optarg);
             break;
         case OPT_STALE:
         case OPT_DROP:
             if (!ixd_parse_seconds(optarg, c == OPT_STALE ? &o->stale_after : &o->drop_after))
-                ixd_usage_error("--%s '%s': not a positive number of seconds",
-                                c == OPT_STALE ? "stale-after" : "drop-after", optarg);
+                kvbt_usage_error(prog, "--%s '%s': not a positive number of seconds",
+                                 c == OPT_STALE ? "stale-after" : "drop-after", optarg);
             break;
         case OPT_REDIS:
             if (strncmp(optarg, "redis://", 8) != 0 || !optarg[8] || !ixd_printable(optarg, false))
-                ixd_usage_error("--redis '%s': expected redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]",
-                                optarg);
+                kvbt_usage_error(
+                    prog, "--redis '%s': expected redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]",
+                    optarg);
             free(o->redis);
             o->redis = ixd_strdup(optarg);
             break;
@@ -602,30 +600,32 @@ void ixd_parse(int argc, char **argv, ixd_opts *o)
             else if (!strcmp(optarg, "replica"))
                 o->role = IXD_REPLICA;
             else
-                ixd_usage_error("--role '%s': relay or replica", optarg);
+                kvbt_usage_error(prog, "--role '%s': relay or replica", optarg);
             o->role_given = true;
             break;
         case OPT_REDIS_PREFIX:
             if (!*optarg || strlen(optarg) > 64 || !ixd_printable(optarg, false))
-                ixd_usage_error("--redis-prefix '%s': 1 to 64 bytes of printable ASCII without "
-                                "blanks",
-                                optarg);
+                kvbt_usage_error(prog,
+                                 "--redis-prefix '%s': 1 to 64 bytes of printable ASCII without "
+                                 "blanks",
+                                 optarg);
             free(o->redis_prefix);
             o->redis_prefix = ixd_strdup(optarg);
             break;
         case OPT_SNAP_BATCHES:
             if (!kvbt_parse_u64(optarg, 0, UINT32_MAX, &v))
-                ixd_usage_error("--snapshot-every-batches '%s': not an integer in 0..4294967295",
-                                optarg);
+                kvbt_usage_error(
+                    prog, "--snapshot-every-batches '%s': not an integer in 0..4294967295", optarg);
             o->snapshot_batches = (int64_t)v;
             break;
         case OPT_SNAP_EVERY: {
             double sv = 0;
             if (strcmp(optarg, "0") != 0 &&
                 (!ixd_parse_seconds(optarg, &sv) || sv * 1000.0 > (double)UINT32_MAX || sv < 0.001))
-                ixd_usage_error("--snapshot-every '%s': not a number of seconds in 0.001..4294967 "
-                                "(or 0: never)",
-                                optarg);
+                kvbt_usage_error(prog,
+                                 "--snapshot-every '%s': not a number of seconds in 0.001..4294967 "
+                                 "(or 0: never)",
+                                 optarg);
             o->snapshot_every_s = sv;
             break;
         }
@@ -633,41 +633,44 @@ void ixd_parse(int argc, char **argv, ixd_opts *o)
             ixd_help(stdout);
             exit(0);
         default: /* getopt printed what was wrong */
-            fprintf(stderr, "Try '%s --help' for more information.\n", prog);
+            fprintf(stderr, "Try '%s --help'.\n", prog);
             exit(2);
         }
     }
     if (optind < all.n)
-        ixd_usage_error("unexpected argument '%s'", all.v[optind]);
+        kvbt_usage_error(prog, "unexpected argument '%s'", all.v[optind]);
     if (!o->listen)
         o->listen = ixd_strdup(IXD_DEFAULT_LISTEN);
     if (o->role_given && !o->redis)
-        ixd_usage_error("--role needs --redis URL (router replicas share the index through "
-                        "Redis)");
+        kvbt_usage_error(prog, "--role needs --redis URL (router replicas share the index through "
+                               "Redis)");
     if (o->redis && !o->role_given)
-        ixd_usage_error("--redis needs --role relay or --role replica");
+        kvbt_usage_error(prog, "--redis needs --role relay or --role replica");
     if (!o->redis && (o->redis_prefix || o->snapshot_batches >= 0 || o->snapshot_every_s >= 0))
-        ixd_usage_error("--redis-prefix, --snapshot-every-batches and --snapshot-every apply "
-                        "with --redis only");
+        kvbt_usage_error(prog,
+                         "--redis-prefix, --snapshot-every-batches and --snapshot-every apply "
+                         "with --redis only");
     if (o->redis && o->snapshot)
-        ixd_usage_error("--snapshot FILE does not apply with --redis: Redis holds the snapshot "
-                        "(the active relay writes it; see --snapshot-every-batches, "
-                        "--snapshot-every)");
+        kvbt_usage_error(prog,
+                         "--snapshot FILE does not apply with --redis: Redis holds the snapshot "
+                         "(the active relay writes it; see --snapshot-every-batches, "
+                         "--snapshot-every)");
     if (o->role == IXD_REPLICA && o->n_workers)
-        ixd_usage_error("--role replica takes no --worker: a replica learns the fleet from "
-                        "Redis (give the workers to the relays)");
+        kvbt_usage_error(prog, "--role replica takes no --worker: a replica learns the fleet from "
+                               "Redis (give the workers to the relays)");
     if (o->role == IXD_REPLICA && (o->snapshot_batches >= 0 || o->snapshot_every_s >= 0))
-        ixd_usage_error("--snapshot-every-batches and --snapshot-every are relay options "
-                        "(the active relay writes the snapshot)");
+        kvbt_usage_error(prog, "--snapshot-every-batches and --snapshot-every are relay options "
+                               "(the active relay writes the snapshot)");
     if (o->role == IXD_RELAY && !o->n_workers)
-        ixd_usage_error("--role relay needs at least one --worker");
+        kvbt_usage_error(prog, "--role relay needs at least one --worker");
     for (size_t i = 0; i < o->n_workers; i++) {
         ixd_worker *w = &o->workers[i];
         if (w->kind != KVB_WIRE_KVBLOCK && w->block_size && w->block_size != o->block_size)
-            ixd_usage_error("--worker %s: kind=%s needs block-size=%u (--block-size): its "
-                            "router hashes are recomputed from token ids at the index's "
-                            "block size",
-                            w->name, ixd_kind_name(w->kind), o->block_size);
+            kvbt_usage_error(prog,
+                             "--worker %s: kind=%s needs block-size=%u (--block-size): its "
+                             "router hashes are recomputed from token ids at the index's "
+                             "block size",
+                             w->name, ixd_kind_name(w->kind), o->block_size);
     }
     for (int i = 0; i < cl.n; i++)
         free(cl.v[i]);
