@@ -25,8 +25,7 @@
  * entry's size. Positions are kept below 2^53 so that the Lua scripts, whose
  * numbers are doubles, compare them exactly.
  */
-#include "internal.h"
-#include "kvblock/redis.h"
+#include "redis_internal.h"
 #include <string.h>
 #include <xxhash.h>
 
@@ -46,33 +45,9 @@ static void put16(uint8_t *p, uint16_t v)
     p[0] = (uint8_t)v;
     p[1] = (uint8_t)(v >> 8);
 }
-static void put32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-static void put64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
 static uint16_t get16(const uint8_t *p)
 {
     return (uint16_t)(p[0] | (uint16_t)p[1] << 8);
-}
-static uint32_t get32(const uint8_t *p)
-{
-    uint32_t v = 0;
-    for (int i = 3; i >= 0; i--)
-        v = v << 8 | p[i];
-    return v;
-}
-static uint64_t get64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = v << 8 | p[i];
-    return v;
 }
 
 static bool kind_ok(int k)
@@ -155,45 +130,45 @@ KVB_API long kvb_redis_entry_encode(const kvb_redis_entry *e, void *buf, size_t 
         return (long)size;
 
     uint8_t *p = buf;
-    put32(p, RC_MAGIC);
+    kvb__rle_put32(p, RC_MAGIC);
     put8(p + 4, KVB_REDIS_ENTRY_VERSION);
     put8(p + 5, (uint8_t)e->kind);
     put8(p + 6, (uint8_t)e->state);
     put8(p + 7, (uint8_t)e->reason);
-    put64(p + 8, e->ep);
-    put64(p + 16, (uint64_t)e->seq);
-    put32(p + 24, e->sub);
+    kvb__rle_put64(p + 8, e->ep);
+    kvb__rle_put64(p + 16, (uint64_t)e->seq);
+    kvb__rle_put32(p + 24, e->sub);
     put8(p + 28, (uint8_t)e->hashes);
     put8(p + 29, (uint8_t)KVB_DROP_COUNT);
     put16(p + 30, 0);
-    put64(p + 32, (uint64_t)e->dp_rank);
-    put32(p + 40, e->block_size);
-    put32(p + 44, e->n_events);
+    kvb__rle_put64(p + 32, (uint64_t)e->dp_rank);
+    kvb__rle_put32(p + 40, e->block_size);
+    kvb__rle_put32(p + 44, e->n_events);
     uint64_t tsbits;
     memcpy(&tsbits, &e->ts, sizeof tsbits);
-    put64(p + 48, tsbits);
-    put64(p + 56, (uint64_t)e->relay_ns);
+    kvb__rle_put64(p + 48, tsbits);
+    kvb__rle_put64(p + 56, (uint64_t)e->relay_ns);
     uint8_t *q = p + RC_HEADER;
     for (int r = 0; r < KVB_DROP_COUNT; r++, q += 4)
-        put32(q, e->kind == KVB_REDIS_ENTRY_BATCH ? e->dropped[r] : 0);
+        kvb__rle_put32(q, e->kind == KVB_REDIS_ENTRY_BATCH ? e->dropped[r] : 0);
     for (uint32_t i = 0; i < e->n_events; i++) {
         const kvb_index_event *ev = &e->events[i];
         put8(q, (uint8_t)ev->type);
         put8(q + 1, (uint8_t)ev->tier);
         put8(q + 2, ev->has_parent ? 1 : 0);
         put8(q + 3, 0);
-        put32(q + 4, ev->n_hashes);
-        put32(q + 8, ev->n_tokens);
-        put32(q + 12, ev->block_size);
-        put64(q + 16, ev->has_parent ? ev->parent : 0);
-        put64(q + 24, ev->salt_key);
+        kvb__rle_put32(q + 4, ev->n_hashes);
+        kvb__rle_put32(q + 8, ev->n_tokens);
+        kvb__rle_put32(q + 12, ev->block_size);
+        kvb__rle_put64(q + 16, ev->has_parent ? ev->parent : 0);
+        kvb__rle_put64(q + 24, ev->salt_key);
         q += RC_EVENT;
         for (uint32_t j = 0; j < ev->n_hashes; j++, q += 8)
-            put64(q, ev->hashes[j]);
+            kvb__rle_put64(q, ev->hashes[j]);
         for (uint32_t j = 0; j < ev->n_tokens; j++, q += 4)
-            put32(q, ev->tokens[j]);
+            kvb__rle_put32(q, ev->tokens[j]);
     }
-    put64(q, XXH3_64bits(p, (size_t)(q - p)));
+    kvb__rle_put64(q, XXH3_64bits(p, (size_t)(q - p)));
     kvb_assert((uint64_t)(q + RC_SUM - p) == size);
     return (long)size;
 }
@@ -216,19 +191,19 @@ KVB_API int kvb_redis_entry_decode(const void *buf, size_t len, kvb_redis_entry 
     const uint8_t *p = buf;
     if (len < RC_HEADER + RC_SUM || len > KVB_REDIS_ENTRY_MAX_BYTES)
         return -EBADMSG;
-    if (get32(p) != RC_MAGIC || p[4] != KVB_REDIS_ENTRY_VERSION)
+    if (kvb__rle_get32(p) != RC_MAGIC || p[4] != KVB_REDIS_ENTRY_VERSION)
         return -EBADMSG;
-    if (get64(p + len - RC_SUM) != XXH3_64bits(p, len - RC_SUM))
+    if (kvb__rle_get64(p + len - RC_SUM) != XXH3_64bits(p, len - RC_SUM))
         return -EBADMSG;
 
     int kind = p[5], state = p[6], reason = p[7];
-    uint64_t ep = get64(p + 8);
-    int64_t seq = (int64_t)get64(p + 16);
-    uint32_t sub = get32(p + 24);
+    uint64_t ep = kvb__rle_get64(p + 8);
+    int64_t seq = (int64_t)kvb__rle_get64(p + 16);
+    uint32_t sub = kvb__rle_get32(p + 24);
     int hashes = p[28];
     uint32_t n_dropped = p[29];
-    int64_t rank = (int64_t)get64(p + 32);
-    uint32_t block_size = get32(p + 40), n_events = get32(p + 44);
+    int64_t rank = (int64_t)kvb__rle_get64(p + 32);
+    uint32_t block_size = kvb__rle_get32(p + 40), n_events = kvb__rle_get32(p + 44);
     if (!kind_ok(kind) || !state_ok(kind, state) || reason > KVB_REDIS_CLEAR_ANOMALY ||
         (kind != KVB_REDIS_ENTRY_CLEAR && reason != 0))
         return -EBADMSG;
@@ -238,7 +213,7 @@ KVB_API int kvb_redis_entry_decode(const void *buf, size_t len, kvb_redis_entry 
         return -EBADMSG;
     if (kind != KVB_REDIS_ENTRY_BATCH && n_events)
         return -EBADMSG;
-    uint64_t tsbits = get64(p + 48);
+    uint64_t tsbits = kvb__rle_get64(p + 48);
     double ts;
     memcpy(&ts, &tsbits, sizeof ts);
 
@@ -252,9 +227,10 @@ KVB_API int kvb_redis_entry_decode(const void *buf, size_t len, kvb_redis_entry 
         if (end - off < RC_EVENT)
             return -EBADMSG;
         const uint8_t *q = p + off;
-        uint32_t nh = get32(q + 4), nt = get32(q + 8);
+        uint32_t nh = kvb__rle_get32(q + 4), nt = kvb__rle_get32(q + 8);
         if (q[0] < KVB_INDEX_EV_STORED || q[0] > KVB_INDEX_EV_CLEARED || q[1] >= KVB_TIER_COUNT ||
-            q[2] > 1 || q[3] != 0 || get32(q + 12) > 1024 || (q[2] == 0 && get64(q + 16) != 0))
+            q[2] > 1 || q[3] != 0 || kvb__rle_get32(q + 12) > 1024 ||
+            (q[2] == 0 && kvb__rle_get64(q + 16) != 0))
             return -EBADMSG;
         off += RC_EVENT;
         uint64_t need = 8ull * nh + 4ull * nt;
@@ -288,18 +264,18 @@ KVB_API int kvb_redis_entry_decode(const void *buf, size_t len, kvb_redis_entry 
         ev->type = (kvb_index_ev_type)q[0];
         ev->tier = (kvb_tier)q[1];
         ev->has_parent = q[2] != 0;
-        ev->n_hashes = get32(q + 4);
-        ev->n_tokens = get32(q + 8);
-        ev->block_size = get32(q + 12);
-        ev->parent = get64(q + 16);
-        ev->salt_key = get64(q + 24);
+        ev->n_hashes = kvb__rle_get32(q + 4);
+        ev->n_tokens = kvb__rle_get32(q + 8);
+        ev->block_size = kvb__rle_get32(q + 12);
+        ev->parent = kvb__rle_get64(q + 16);
+        ev->salt_key = kvb__rle_get64(q + 24);
         q += RC_EVENT;
         ev->hashes = ev->n_hashes ? hp : NULL;
         for (uint32_t j = 0; j < ev->n_hashes; j++, q += 8)
-            *hp++ = get64(q);
+            *hp++ = kvb__rle_get64(q);
         ev->tokens = ev->n_tokens ? tp : NULL;
         for (uint32_t j = 0; j < ev->n_tokens; j++, q += 4)
-            *tp++ = get32(q);
+            *tp++ = kvb__rle_get32(q);
         off = (size_t)(q - p);
     }
 
@@ -313,11 +289,11 @@ KVB_API int kvb_redis_entry_decode(const void *buf, size_t len, kvb_redis_entry 
     out->hashes = (kvb_index_hashes_kind)hashes;
     out->block_size = block_size;
     out->ts = ts;
-    out->relay_ns = (int64_t)get64(p + 56);
+    out->relay_ns = (int64_t)kvb__rle_get64(p + 56);
     out->n_events = n_events;
     out->events = n_events ? evs : NULL;
     for (uint32_t r = 0; r < n_dropped && r < KVB_DROP_COUNT; r++)
-        out->dropped[r] = get32(p + RC_HEADER + 4 * r);
+        out->dropped[r] = kvb__rle_get32(p + RC_HEADER + 4 * r);
     out->priv_ = mem;
     return 0;
 }

@@ -120,39 +120,6 @@ bool kvb__rr_err(const redisReply *r)
     return r && r->type == REDIS_REPLY_ERROR;
 }
 
-bool kvb__parse_i64(const char *s, size_t len, int64_t *out)
-{
-    if (!s || len == 0 || len > 20)
-        return false;
-    size_t i = 0;
-    bool neg = false;
-    if (s[0] == '-') {
-        neg = true;
-        i = 1;
-        if (len == 1)
-            return false;
-    }
-    uint64_t v = 0;
-    for (; i < len; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return false;
-        uint64_t d = (uint64_t)(s[i] - '0');
-        if (v > (UINT64_MAX - d) / 10)
-            return false;
-        v = v * 10 + d;
-    }
-    if (neg) {
-        if (v > (uint64_t)INT64_MAX + 1)
-            return false;
-        *out = v == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)v;
-    } else {
-        if (v > (uint64_t)INT64_MAX)
-            return false;
-        *out = (int64_t)v;
-    }
-    return true;
-}
-
 static bool parse_u64(const char *s, size_t len, uint64_t *out)
 {
     if (!s || len == 0 || len > 20)
@@ -167,6 +134,26 @@ static bool parse_u64(const char *s, size_t len, uint64_t *out)
         v = v * 10 + d;
     }
     *out = v;
+    return true;
+}
+
+bool kvb__parse_i64(const char *s, size_t len, int64_t *out)
+{
+    if (!s || len == 0 || len > 20)
+        return false;
+    bool neg = s[0] == '-';
+    uint64_t v;
+    if (!parse_u64(s + neg, len - neg, &v))
+        return false;
+    if (neg) {
+        if (v > (uint64_t)INT64_MAX + 1)
+            return false;
+        *out = v == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)v;
+    } else {
+        if (v > (uint64_t)INT64_MAX)
+            return false;
+        *out = (int64_t)v;
+    }
     return true;
 }
 

@@ -3,8 +3,10 @@
  * contract): the connection (lib/redis_conn.c: URL, connect, scripts, reply
  * checks) and the log follower (lib/redis_log.c: reading streams, applying
  * entries to one or two indexes with the position / incarnation / ordinal
- * rules, snapshot metadata). Used by lib/redis_relay.c and
- * lib/redis_replica.c. Everything here runs on one object's own thread (the
+ * rules; lib/redis_snapshot.c: snapshot metadata), the thread plumbing of a
+ * relay or replica, and the little-endian helpers of the entry encoding
+ * (lib/redis_codec.c). Used by lib/redis_relay*.c and lib/redis_replica.c.
+ * Everything here runs on one object's own thread (the
  * relay's or the replica's); nothing is shared between threads unless a field
  * says so.
  */
@@ -14,8 +16,37 @@
 #include "internal.h"
 #include "kvblock/redis.h"
 
+/* Little-endian stores and loads of the log entry encoding (redis_codec.c,
+ * built with or without hiredis) and of the snapshot metadata
+ * (redis_snapshot.c). */
+static inline void kvb__rle_put32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+static inline void kvb__rle_put64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+static inline uint32_t kvb__rle_get32(const uint8_t *p)
+{
+    uint32_t v = 0;
+    for (int i = 3; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+static inline uint64_t kvb__rle_get64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
 #ifdef KVB_HAVE_REDIS
 #include <hiredis/hiredis.h>
+#include <pthread.h>
 #include <sys/time.h>
 #include <time.h>
 
@@ -38,6 +69,68 @@ static inline struct timespec kvb__redis_deadline(int64_t ms)
         ts.tv_nsec -= 1000000000;
     }
     return ts;
+}
+
+/* ---- the relay's and the replica's own thread ------------------------------ */
+/* Each object has a mutex mu, a condition variable cv its thread waits on
+ * (CLOCK_MONOTONIC, kvb__redis_cond_init) and a stop flag under mu. */
+
+/* A condition variable on CLOCK_MONOTONIC (kvb__redis_deadline's clock). */
+static inline void kvb__redis_cond_init(pthread_cond_t *cv)
+{
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(cv, &ca);
+    pthread_condattr_destroy(&ca);
+}
+
+/* The thread sleeps on cv for at most ms (not at all when ms <= 0 or *stop):
+ * a signal of cv (work, stop) ends the wait early. */
+static inline void kvb__redis_wait(pthread_mutex_t *mu, pthread_cond_t *cv, const bool *stop,
+                                   int64_t ms)
+{
+    if (ms <= 0)
+        return;
+    struct timespec ts = kvb__redis_deadline(ms);
+    pthread_mutex_lock(mu);
+    if (!*stop)
+        pthread_cond_timedwait(cv, mu, &ts);
+    pthread_mutex_unlock(mu);
+}
+
+/* *stop, read under mu. */
+static inline bool kvb__redis_stopping(pthread_mutex_t *mu, const bool *stop)
+{
+    pthread_mutex_lock(mu);
+    bool s = *stop;
+    pthread_mutex_unlock(mu);
+    return s;
+}
+
+/* Set *stop under mu, wake the thread and join it. */
+static inline void kvb__redis_stop_join(pthread_mutex_t *mu, pthread_cond_t *cv, bool *stop,
+                                        pthread_t thread)
+{
+    pthread_mutex_lock(mu);
+    *stop = true;
+    pthread_cond_broadcast(cv);
+    pthread_mutex_unlock(mu);
+    pthread_join(thread, NULL);
+}
+
+/* Start the object's thread fn(arg), named for top -H, perf and the bench:
+ * 0, or a negative errno (nothing started). *started: whether destroy must
+ * stop and join it. */
+static inline int kvb__redis_thread_start(pthread_t *thread, bool *started, void *(*fn)(void *),
+                                          void *arg, const char *name)
+{
+    int ret = pthread_create(thread, NULL, fn, arg);
+    *started = ret == 0;
+    if (ret != 0)
+        return -ret;
+    pthread_setname_np(*thread, name);
+    return 0;
 }
 
 /* ---- connection (redis_conn.c) ------------------------------------------- */
@@ -239,7 +332,7 @@ int kvb__rlog_heads(struct kvb__rlog *lg, struct kvb__rconn *rc);
 /* Entries behind the heads, and the stream-clock ms span behind. */
 void kvb__rlog_lag(const struct kvb__rlog *lg, uint64_t *entries, double *ms);
 
-/* Snapshot metadata: every worker's covered id, position, ordinal, incarnation
+/* Snapshot metadata (redis_snapshot.c): every worker's covered id, position, ordinal, incarnation
  * and state, plus the index blob's length and checksum. malloc'd. */
 int kvb__rlog_meta_encode(const struct kvb__rlog *lg, uint64_t inc, const void *index,
                           size_t index_len, void **out, size_t *out_len);

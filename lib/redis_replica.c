@@ -44,23 +44,6 @@ struct kvb_redis_replica {
     int64_t created_ns;         /* (c) */
 };
 
-static void rep_wait(kvb_redis_replica *r, int64_t ms)
-{
-    struct timespec ts = kvb__redis_deadline(ms);
-    pthread_mutex_lock(&r->mu);
-    if (!r->stop)
-        pthread_cond_timedwait(&r->cv, &r->mu, &ts);
-    pthread_mutex_unlock(&r->mu);
-}
-
-static bool rep_stopping(kvb_redis_replica *r)
-{
-    pthread_mutex_lock(&r->mu);
-    bool s = r->stop;
-    pthread_mutex_unlock(&r->mu);
-    return s;
-}
-
 static void set_rstate(kvb_redis_replica *r, kvb_redis_replica_state s)
 {
     pthread_mutex_lock(&r->mu);
@@ -135,7 +118,7 @@ static void *rep_main(void *arg)
     uint32_t backoff = r->cfg.backoff_min_ms;
     bool need_load = true, was_connected = false, caught_up = false;
     int64_t scan_due = 0;
-    while (!rep_stopping(r)) {
+    while (!kvb__redis_stopping(&r->mu, &r->stop)) {
         if (!kvb__rconn_ok(&r->rc)) {
             if (was_connected || r->lg.n) {
                 kvb__rlog_set_lagging(&r->lg, true);
@@ -144,7 +127,7 @@ static void *rep_main(void *arg)
             caught_up = false;
             publish(r);
             if (kvb__rconn_connect(&r->rc) < 0) {
-                rep_wait(r, backoff);
+                kvb__redis_wait(&r->mu, &r->cv, &r->stop, backoff);
                 backoff = backoff * 2 > r->cfg.backoff_max_ms ? r->cfg.backoff_max_ms : backoff * 2;
                 continue;
             }
@@ -158,7 +141,8 @@ static void *rep_main(void *arg)
         }
         if (need_load || r->lg.reload_wanted) {
             if (rep_load(r) < 0) {
-                rep_wait(r, backoff); /* out of memory, or the connection broke */
+                kvb__redis_wait(&r->mu, &r->cv, &r->stop,
+                                backoff); /* out of memory, or the connection broke */
                 continue;
             }
             need_load = false;
@@ -188,7 +172,7 @@ static void *rep_main(void *arg)
         if (got > 0 && !r->lg.reload_wanted)
             r->lg.fresh_holes = 0;
         if (!r->lg.n)
-            rep_wait(r, r->cfg.block_ms);
+            kvb__redis_wait(&r->mu, &r->cv, &r->stop, r->cfg.block_ms);
         if (got > 0 || caught_up)
             publish(r);
         if (!full && !r->lg.reload_wanted && !caught_up) {
@@ -263,21 +247,15 @@ KVB_API int kvb_redis_replica_create(const kvb_redis_replica_config *cfg, kvb_re
     pthread_rwlock_init(&r->swap, &ra);
     pthread_rwlockattr_destroy(&ra);
     pthread_mutex_init(&r->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&r->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    kvb__redis_cond_init(&r->cv);
     atomic_init(&r->pinned, 0);
     r->created_ns = kvb_index_now_ns();
     r->st.state = KVB_REDIS_REPLICA_CONNECTING;
-    ret = pthread_create(&r->thread, NULL, rep_main, r);
-    if (ret != 0) {
+    ret = kvb__redis_thread_start(&r->thread, &r->thread_started, rep_main, r, "kvb-replica");
+    if (ret < 0) {
         kvb_redis_replica_destroy(r);
-        return -ret;
+        return ret;
     }
-    r->thread_started = true;
-    pthread_setname_np(r->thread, "kvb-replica"); /* for top -H, perf and the bench */
     *out = r;
     return 0;
 }
@@ -288,13 +266,8 @@ KVB_API int kvb_redis_replica_destroy(kvb_redis_replica *r)
         return -EINVAL;
     if (atomic_load(&r->pinned) > 0)
         return -EBUSY;
-    if (r->thread_started) {
-        pthread_mutex_lock(&r->mu);
-        r->stop = true;
-        pthread_cond_broadcast(&r->cv);
-        pthread_mutex_unlock(&r->mu);
-        pthread_join(r->thread, NULL);
-    }
+    if (r->thread_started)
+        kvb__redis_stop_join(&r->mu, &r->cv, &r->stop, r->thread);
     kvb__rconn_close(&r->rc);
     for (int x = 0; x < KVB_RLOG_IDX; x++)
         if (r->lg.idx[x])

@@ -1,5 +1,6 @@
 # mk/fleet.mk - the fleet simulator (tools/kvb-fleet.c) and the fleet index
-# benchmarks (tools/kvb-index-bench.c), FLEET.md sections 1, 5 and 10.
+# benchmarks (tools/kvb-index-bench.c, its sections in tools/kvb-index-bench/),
+# FLEET.md sections 1, 5 and 10.
 #
 # Both tools are built by the Makefile's tools/% pattern rule against
 # libkvblock.a. Until the fleet index sources (lib/index*.c, lib/subscriber*.c)

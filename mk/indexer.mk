@@ -1,9 +1,11 @@
-# mk/indexer.mk - kvb-indexer, the fleet index daemon (tools/kvb-indexer.c,
-# FLEET.md section 7), and its end-to-end suite (tests/fleet/).
+# mk/indexer.mk - kvb-indexer, the fleet index daemon (tools/kvb-indexer.c and
+# its parts tools/kvb-indexer/*.c, FLEET.md section 7), and its end-to-end
+# suite (tests/fleet/).
 #
 # The tool is built by the Makefile's tools/% pattern rule; this file adds
 # libmicrohttpd and jansson to that one target (target-specific, `private` so
-# that the library objects it depends on are not compiled with them). When
+# that the library objects it depends on are not compiled with them) and their
+# compiler flags to its parts, $(BUILD)/obj/tools/kvb-indexer/*.o. When
 # pkg-config finds no libmicrohttpd or jansson (Debian: libmicrohttpd-dev,
 # libjansson-dev), or the fleet index sources (lib/index*.c, lib/subscriber*.c)
 # are not in the tree, tools/kvb-indexer.c is left out of TOOL_SRCS with a
@@ -59,6 +61,7 @@ INDEXER_CFLAGS := $(shell pkg-config --cflags $(INDEXER_PKGS))
 INDEXER_LIBS := $(shell pkg-config --libs $(INDEXER_PKGS))
 $(INDEXER): private CPPFLAGS += $(INDEXER_CFLAGS)
 $(INDEXER): private LDLIBS_TOOL += $(INDEXER_LIBS)
+$(BUILD)/obj/tools/kvb-indexer/%.o: CPPFLAGS += $(INDEXER_CFLAGS)
 endif
 
 CHECKS += check-indexer check-indexer-redis

@@ -51,6 +51,8 @@ Test(subscriber, unavailable_without_zmq)
 #include <unistd.h>
 #include <zmq.h>
 
+#include "support/msgpack_build.h"
+
 #define DEADLINE_MS 10000
 #define SAFETY_S    60 /* alarm() per test */
 #define H(i)        (0x9E3779B97F4A7C15ull * ((uint64_t)(i) + 1))
@@ -362,109 +364,28 @@ static void truth_apply(tp *t, int64_t rank, const tev *e)
                 t->t_cnt[i] = 0;
 }
 
-static void pk_str(msgpack_packer *pk, const char *s)
-{
-    msgpack_pack_str(pk, strlen(s));
-    msgpack_pack_str_body(pk, s, strlen(s));
-}
-
-static void pk_hashes(msgpack_packer *pk, const tev *e)
-{
-    msgpack_pack_array(pk, e->n);
-    for (uint32_t j = 0; j < e->n; j++)
-        msgpack_pack_uint64(pk, e->h[j]);
-}
-
 /* One event: map (current vLLM) or tagged array (legacy). */
-static void pk_event(msgpack_packer *pk, const tev *e, bool map)
+static void pk_event(pk *k, const tev *e, bool map)
 {
-    static const char *tag[] = {"", "BlockStored", "BlockRemoved", "AllBlocksCleared"};
-    if (e->type == KVB_INDEX_EV_STORED) {
-        if (map) {
-            msgpack_pack_map(pk, 8);
-            pk_str(pk, "type");
-            pk_str(pk, tag[e->type]);
-            pk_str(pk, "block_hashes");
-        } else {
-            msgpack_pack_array(pk, 7);
-            pk_str(pk, tag[e->type]);
-        }
-        pk_hashes(pk, e);
-        if (map)
-            pk_str(pk, "parent_block_hash");
-        if (e->has_parent)
-            msgpack_pack_uint64(pk, e->parent);
-        else
-            msgpack_pack_nil(pk);
-        if (map)
-            pk_str(pk, "token_ids");
-        msgpack_pack_array(pk, e->ntok);
-        for (uint32_t j = 0; j < e->ntok; j++)
-            msgpack_pack_uint32(pk, e->tok[j]);
-        if (map)
-            pk_str(pk, "block_size");
-        msgpack_pack_uint32(pk, 16);
-        if (map)
-            pk_str(pk, "lora_id");
-        msgpack_pack_nil(pk);
-        if (map)
-            pk_str(pk, "medium");
-        pk_str(pk, "GPU");
-        if (map) {
-            pk_str(pk, "lora_name");
-            msgpack_pack_nil(pk);
-        }
-    } else if (e->type == KVB_INDEX_EV_REMOVED) {
-        if (map) {
-            msgpack_pack_map(pk, 3);
-            pk_str(pk, "type");
-            pk_str(pk, tag[e->type]);
-            pk_str(pk, "block_hashes");
-        } else {
-            msgpack_pack_array(pk, 3);
-            pk_str(pk, tag[e->type]);
-        }
-        pk_hashes(pk, e);
-        if (map)
-            pk_str(pk, "medium");
-        pk_str(pk, "GPU");
-    } else if (map) {
-        msgpack_pack_map(pk, 1);
-        pk_str(pk, "type");
-        pk_str(pk, tag[e->type]);
-    } else {
-        msgpack_pack_array(pk, 1);
-        pk_str(pk, tag[e->type]);
-    }
+    if (e->type == KVB_INDEX_EV_STORED)
+        pk_stored(k, map, e->h, e->n, e->has_parent, e->parent, e->tok, 0, e->ntok, 16, "GPU", 0);
+    else if (e->type == KVB_INDEX_EV_REMOVED)
+        pk_removed(k, map, e->h, e->n, "GPU");
+    else
+        pk_cleared(k, map);
 }
 
 /* A batch: [ts, events, rank] with map events, with array events, or a map batch. */
-static void tp_encode(tp *t, msgpack_sbuffer *sb, int64_t rank, const tev *ev, uint32_t nev)
+static void tp_encode(tp *t, pk *k, int64_t rank, const tev *ev, uint32_t nev)
 {
     int layout = (int)(t->sends++ % 3);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
     double ts = (double)now.tv_sec + (double)now.tv_nsec * 1e-9 + 1e-6 * t->sends;
-    if (layout == 2) {
-        msgpack_pack_map(&pk, 3);
-        pk_str(&pk, "ts");
-    } else {
-        msgpack_pack_array(&pk, 3);
-    }
-    msgpack_pack_double(&pk, ts);
-    if (layout == 2)
-        pk_str(&pk, "events");
-    msgpack_pack_array(&pk, nev);
+    pk_batch_begin(k, layout == 2, ts, nev);
     for (uint32_t i = 0; i < nev; i++)
-        pk_event(&pk, &ev[i], layout != 1);
-    if (layout == 2)
-        pk_str(&pk, "data_parallel_rank");
-    if (rank >= 0)
-        msgpack_pack_int64(&pk, rank);
-    else
-        msgpack_pack_nil(&pk);
+        pk_event(k, &ev[i], layout != 1);
+    pk_batch_end(k, layout == 2, rank);
 }
 
 static void tp_send_raw(tp *t, const void *const *part, const size_t *len, int n)
@@ -477,29 +398,29 @@ static void tp_send_raw(tp *t, const void *const *part, const size_t *len, int n
  * buffer, or both (how). The truth follows every batch the engine produced. */
 static uint64_t tp_batch(tp *t, int64_t rank, const tev *ev, uint32_t nev, unsigned how)
 {
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    tp_encode(t, &sb, rank, ev, nev);
+    pk k;
+    pk_init(&k);
+    tp_encode(t, &k, rank, ev, nev);
     uint64_t seq = t->next_seq++;
     for (uint32_t i = 0; i < nev; i++)
         truth_apply(t, rank, &ev[i]);
     if (how & TP_WIRE) {
         unsigned char sq[8];
         put_be64(seq, sq);
-        const void *part[3] = {"kv", sq, sb.data};
-        size_t len[3] = {2, 8, sb.size};
+        const void *part[3] = {"kv", sq, k.sb.data};
+        size_t len[3] = {2, 8, k.sb.size};
         tp_send_raw(t, part, len, 3);
     }
     if (how & TP_KEEP) {
         pthread_mutex_lock(&t->mu);
         cr_assert_lt(t->nbuf, TP_BUF);
         t->buf[t->nbuf].seq = seq;
-        t->buf[t->nbuf].n = sb.size;
-        t->buf[t->nbuf].p = (unsigned char *)msgpack_sbuffer_release(&sb);
+        t->buf[t->nbuf].n = k.sb.size;
+        t->buf[t->nbuf].p = (unsigned char *)msgpack_sbuffer_release(&k.sb);
         t->nbuf++;
         pthread_mutex_unlock(&t->mu);
     }
-    msgpack_sbuffer_destroy(&sb);
+    pk_fini(&k);
     return seq;
 }
 
@@ -1566,14 +1487,14 @@ static void hung_child(const char *ep)
     }
     tp t; /* only for its encoder */
     memset(&t, 0, sizeof t);
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
+    pk k;
+    pk_init(&k);
     tev e = ev_stored(0, 3);
-    tp_encode(&t, &sb, 0, &e, 1);
+    tp_encode(&t, &k, 0, &e, 1);
     unsigned char sq[8] = {0};
     zmq_send(pub, "kv", 2, ZMQ_SNDMORE);
     zmq_send(pub, sq, 8, ZMQ_SNDMORE);
-    zmq_send(pub, sb.data, sb.size, 0);
+    zmq_send(pub, k.sb.data, k.sb.size, 0);
     for (;;) { /* keep serving (heartbeats, resubscriptions) until killed */
         zmq_pollitem_t it = {pub, 0, ZMQ_POLLIN, 0};
         if (zmq_poll(&it, 1, 100) > 0)

@@ -37,171 +37,24 @@ Test(wire, unavailable_without_msgpack)
 #include <unistd.h>
 #include <zmq.h>
 
+#include "support/msgpack_build.h"
+
 /* ---- building payloads -------------------------------------------------------- */
-
-typedef struct pk {
-    msgpack_sbuffer sb;
-    msgpack_packer p;
-} pk;
-
-static void pk_init(pk *k)
-{
-    msgpack_sbuffer_init(&k->sb);
-    msgpack_packer_init(&k->p, &k->sb, msgpack_sbuffer_write);
-}
-
-static void pk_fini(pk *k)
-{
-    msgpack_sbuffer_destroy(&k->sb);
-}
-
-static void S(pk *k, const char *s)
-{
-    size_t n = strlen(s);
-    msgpack_pack_str(&k->p, n);
-    msgpack_pack_str_body(&k->p, s, n);
-}
-static void U(pk *k, uint64_t v)
-{
-    msgpack_pack_uint64(&k->p, v);
-}
-static void I(pk *k, int64_t v)
-{
-    msgpack_pack_int64(&k->p, v);
-}
-static void NIL(pk *k)
-{
-    msgpack_pack_nil(&k->p);
-}
-static void A(pk *k, size_t n)
-{
-    msgpack_pack_array(&k->p, n);
-}
-static void M(pk *k, size_t n)
-{
-    msgpack_pack_map(&k->p, n);
-}
-static void D(pk *k, double v)
-{
-    msgpack_pack_double(&k->p, v);
-}
-static void BIN(pk *k, const void *p, size_t n)
-{
-    msgpack_pack_bin(&k->p, n);
-    msgpack_pack_bin_body(&k->p, p, n);
-}
-static void SB(pk *k, const void *p, size_t n) /* a str with raw bytes */
-{
-    msgpack_pack_str(&k->p, n);
-    msgpack_pack_str_body(&k->p, p, n);
-}
-static void UARR(pk *k, const uint64_t *v, size_t n)
-{
-    A(k, n);
-    for (size_t i = 0; i < n; i++)
-        U(k, v[i]);
-}
-static void TOK(pk *k, uint32_t first, size_t n) /* first, first+1, ... */
-{
-    A(k, n);
-    for (size_t i = 0; i < n; i++)
-        U(k, first + i);
-}
 
 /* [1.5, <n events follow>, rank] batch header; events, then end_batch_rank */
 static void batch_begin(pk *k, size_t n_events)
 {
     pk_init(k);
-    A(k, 3);
-    D(k, 1.5);
-    A(k, n_events);
+    pk_batch_begin(k, false, 1.5, n_events);
 }
 static void batch_end(pk *k, int64_t rank)
 {
-    if (rank < 0)
-        NIL(k);
-    else
-        I(k, rank);
+    pk_batch_end(k, false, rank);
 }
 
 static int dec(const pk *k, kvb_wire_kind kind, kvb_index_batch *b)
 {
     return kvb_index_decode(k->sb.data, k->sb.size, kind, b);
-}
-
-/* A map BlockStored of vLLM with the usual fields; extra pairs follow when
- * nextra > 0 (the caller packs them). */
-static void stored_map(pk *k, const uint64_t *h, size_t n, bool has_parent, uint64_t parent,
-                       uint32_t tok0, size_t ntok, uint32_t bs, const char *medium, size_t nextra)
-{
-    M(k, 8 + nextra);
-    S(k, "type");
-    S(k, "BlockStored");
-    S(k, "block_hashes");
-    UARR(k, h, n);
-    S(k, "parent_block_hash");
-    if (has_parent)
-        U(k, parent);
-    else
-        NIL(k);
-    S(k, "token_ids");
-    TOK(k, tok0, ntok);
-    S(k, "block_size");
-    U(k, bs);
-    S(k, "lora_id");
-    NIL(k);
-    S(k, "medium");
-    if (medium)
-        S(k, medium);
-    else
-        NIL(k);
-    S(k, "lora_name");
-    NIL(k);
-}
-
-/* The same as a legacy array (7 elements + nextra trailing ones). */
-static void stored_arr(pk *k, const uint64_t *h, size_t n, bool has_parent, uint64_t parent,
-                       uint32_t tok0, size_t ntok, uint32_t bs, const char *medium, size_t nextra)
-{
-    A(k, 7 + nextra);
-    S(k, "BlockStored");
-    UARR(k, h, n);
-    if (has_parent)
-        U(k, parent);
-    else
-        NIL(k);
-    TOK(k, tok0, ntok);
-    U(k, bs);
-    NIL(k);
-    if (medium)
-        S(k, medium);
-    else
-        NIL(k);
-}
-
-static void removed_map(pk *k, const uint64_t *h, size_t n, const char *medium)
-{
-    M(k, 3);
-    S(k, "type");
-    S(k, "BlockRemoved");
-    S(k, "block_hashes");
-    UARR(k, h, n);
-    S(k, "medium");
-    if (medium)
-        S(k, medium);
-    else
-        NIL(k);
-}
-
-static void removed_arr(pk *k, const uint64_t *h, size_t n, const char *medium)
-{
-    A(k, 3);
-    S(k, "BlockRemoved");
-    UARR(k, h, n);
-    if (medium)
-        S(k, medium);
-    else
-        NIL(k);
 }
 
 /* The first part of a map BlockStored with n0 blocks, 2 tokens per block,
@@ -272,18 +125,15 @@ static void pack_reference(pk *k, bool map_events)
     uint64_t h1[3] = {1, 2, UINT64_MAX}, h2[2] = {7, 8};
     batch_begin(k, 4);
     if (map_events) {
-        stored_map(k, h1, 3, false, 0, 10, 12, 4, "GPU", 0);
-        stored_map(k, h2, 2, true, UINT64_MAX, 50, 8, 4, "CPU", 0);
-        removed_map(k, h1, 2, NULL);
-        M(k, 1);
-        S(k, "type");
-        S(k, "AllBlocksCleared");
+        pk_stored(k, true, h1, 3, false, 0, NULL, 10, 12, 4, "GPU", 0);
+        pk_stored(k, true, h2, 2, true, UINT64_MAX, NULL, 50, 8, 4, "CPU", 0);
+        pk_removed(k, true, h1, 2, NULL);
+        pk_cleared(k, true);
     } else {
-        stored_arr(k, h1, 3, false, 0, 10, 12, 4, "GPU", 0);
-        stored_arr(k, h2, 2, true, UINT64_MAX, 50, 8, 4, "CPU", 0);
-        removed_arr(k, h1, 2, NULL);
-        A(k, 1);
-        S(k, "AllBlocksCleared");
+        pk_stored(k, false, h1, 3, false, 0, NULL, 10, 12, 4, "GPU", 0);
+        pk_stored(k, false, h2, 2, true, UINT64_MAX, NULL, 50, 8, 4, "CPU", 0);
+        pk_removed(k, false, h1, 2, NULL);
+        pk_cleared(k, false);
     }
     batch_end(k, 3);
 }
@@ -364,13 +214,13 @@ Test(wire, map_batch_equals_array_batch)
     uint64_t h[2] = {5, 6};
     pk k1, k2;
     batch_begin(&k1, 1);
-    stored_map(&k1, h, 2, false, 0, 0, 4, 2, "GPU", 0);
+    pk_stored(&k1, true, h, 2, false, 0, NULL, 0, 4, 2, "GPU", 0);
     batch_end(&k1, 2);
     pk_init(&k2);
     M(&k2, 4);
     S(&k2, "events"); /* any key order */
     A(&k2, 1);
-    stored_map(&k2, h, 2, false, 0, 0, 4, 2, "GPU", 0);
+    pk_stored(&k2, true, h, 2, false, 0, NULL, 0, 4, 2, "GPU", 0);
     S(&k2, "future_field");
     A(&k2, 0);
     S(&k2, "data_parallel_rank");
@@ -612,7 +462,7 @@ Test(wire, digests_take_their_last_eight_bytes_big_endian)
     U(&k, 2);
     NIL(&k);
     NIL(&k);
-    removed_arr(&k, (uint64_t[]){0}, 0, "GPU");
+    pk_removed(&k, false, (uint64_t[]){0}, 0, "GPU");
     batch_end(&k, 0);
     kvb_index_batch b;
     cr_assert_eq(dec(&k, KVB_WIRE_VLLM, &b), 0);
@@ -644,7 +494,7 @@ Test(wire, digests_take_their_last_eight_bytes_big_endian)
             TOK(&k, 0, 2);
             U(&k, 2);
             NIL(&k);
-            removed_arr(&k, (uint64_t[]){3}, 1, NULL);
+            pk_removed(&k, false, (uint64_t[]){3}, 1, NULL);
             batch_end(&k, 0);
             cr_assert_eq(dec(&k, KVB_WIRE_VLLM, &b), 0);
             cr_expect_eq(b.n_events, 1, "len %zu parent %d: dropped, the rest decodes", lens[i],
@@ -985,7 +835,7 @@ static void pack_extra(pk *k, void (*fill)(pk *, int))
     A(k, 4);
     for (int i = 0; i < 4; i++)
         fill(k, i);
-    removed_map(k, (uint64_t[]){9}, 1, "GPU");
+    pk_removed(k, true, (uint64_t[]){9}, 1, "GPU");
     batch_end(k, 0);
 }
 
@@ -1401,7 +1251,7 @@ Test(wire, a_wrong_type_in_any_field_drops_that_event_only)
             replaces |= !strcmp(fields[f], cases[c].field);
         pk k;
         batch_begin(&k, 3);
-        removed_map(&k, (uint64_t[]){1}, 1, "GPU");
+        pk_removed(&k, true, (uint64_t[]){1}, 1, "GPU");
         M(&k, 7 + !replaces);
         S(&k, "type");
         S(&k, "BlockStored");
@@ -1423,7 +1273,7 @@ Test(wire, a_wrong_type_in_any_field_drops_that_event_only)
             S(&k, cases[c].field);
             cases[c].val(&k);
         }
-        removed_arr(&k, (uint64_t[]){2}, 1, "GPU");
+        pk_removed(&k, false, (uint64_t[]){2}, 1, "GPU");
         batch_end(&k, 0);
         for (int kind = 0; kind < 3; kind++) {
             kvb_index_batch b;

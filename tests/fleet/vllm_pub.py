@@ -1,26 +1,8 @@
 #!/usr/bin/python3
 """A small, scriptable publisher of vLLM's KV events, for the kvb-indexer tests.
 
-Written from vLLM's field lists (vllm/distributed/kv_events.py):
-
-  EventBatch       ts: float, events: list, data_parallel_rank: int | None
-                   current vLLM: a msgpack map {"ts", "events", "data_parallel_rank"};
-                   older (array_like=True): [ts, events, data_parallel_rank]
-  BlockStored      block_hashes, parent_block_hash, token_ids, block_size, lora_id,
-                   medium, lora_name, extra_keys=None, group_idx=None,
-                   kv_cache_spec_kind=None, kv_cache_spec_sliding_window=None
-  BlockRemoved     block_hashes, medium, group_idx=None
-  AllBlocksCleared (no fields)
-  events are msgspec structs with tag=True and omit_defaults=True: current vLLM
-  writes maps with a "type" key (fields with a default are left out while they
-  hold it); the legacy layout is an array, the tag first, then the fields in
-  declaration order.
-
-ZmqEventPublisher: a PUB socket sends [topic, seq as 8 bytes big-endian, payload]
-per batch, seq counting from 0; the last buffer_steps (seq, payload) are kept for
-replay. The replay ROUTER socket takes [identity, "", start as 8 bytes big-endian]
-and answers [identity, "", seq, payload] for every buffered batch with
-seq >= start, then [identity, "", -1 as 8 bytes, ""].
+vLLM's events and batches, and its ZmqEventPublisher protocol, are written once in
+kv_events.py (shared with tests/redis/publisher.py); this module re-exports them.
 
 This publisher binds an XPUB socket instead of a PUB (the same messages on the
 wire) so that a test can wait until a subscription has arrived instead of
@@ -53,82 +35,16 @@ import sys
 import threading
 import time
 
-import msgpack
+import msgpack  # noqa: F401 (the tests use vp.msgpack)
 import zmq
 
 # The router hashes kvb-indexer computes for tokens (kvb_index_hashes), written
 # independently of libkvblock: the tests' truth. Re-exported for publishers'
 # users: vllm_pub.router_hashes(tokens, block_size, seed, lora_name, cache_salt).
 from fleet_model import router_hashes  # noqa: F401
-
-END_SEQ = (-1).to_bytes(8, "big", signed=True)
-
-
-# ---- events in vLLM's spelling ---------------------------------------------------
-
-def block_stored(block_hashes, parent_block_hash, token_ids, block_size=16, lora_id=None,
-                 medium="GPU", lora_name=None, extra_keys=None, group_idx=None,
-                 kv_cache_spec_kind=None, kv_cache_spec_sliding_window=None):
-    ev = {"type": "BlockStored", "block_hashes": list(block_hashes),
-          "parent_block_hash": parent_block_hash, "token_ids": list(token_ids),
-          "block_size": block_size, "lora_id": lora_id, "medium": medium,
-          "lora_name": lora_name}
-    # omit_defaults: fields with a default are written only when they differ from it
-    for k, v in (("extra_keys", extra_keys), ("group_idx", group_idx),
-                 ("kv_cache_spec_kind", kv_cache_spec_kind),
-                 ("kv_cache_spec_sliding_window", kv_cache_spec_sliding_window)):
-        if v is not None:
-            ev[k] = v
-    return ev
-
-
-def block_removed(block_hashes, medium="GPU", group_idx=None):
-    ev = {"type": "BlockRemoved", "block_hashes": list(block_hashes), "medium": medium}
-    if group_idx is not None:
-        ev["group_idx"] = group_idx
-    return ev
-
-
-def all_blocks_cleared():
-    return {"type": "AllBlocksCleared"}
-
-
-_STORED_FIELDS = ("block_hashes", "parent_block_hash", "token_ids", "block_size", "lora_id",
-                  "medium", "lora_name", "extra_keys", "group_idx", "kv_cache_spec_kind",
-                  "kv_cache_spec_sliding_window")
-_REMOVED_FIELDS = ("block_hashes", "medium", "group_idx")
-
-
-def _as_array(ev):
-    """Legacy layout: [tag, fields in declaration order]; trailing defaults omitted
-    (the oldest releases stop after medium)."""
-    t = ev["type"]
-    if t == "BlockStored":
-        fields, required = _STORED_FIELDS, 6
-    elif t == "BlockRemoved":
-        fields, required = _REMOVED_FIELDS, 2
-    elif t == "AllBlocksCleared":
-        return [t]
-    else:  # unknown types keep their own fields, in their order
-        return [t] + [v for k, v in ev.items() if k != "type"]
-    vals = [ev.get(k) for k in fields]
-    n = len(vals)
-    while n > required and vals[n - 1] is None:
-        n -= 1
-    return [t] + vals[:n]
-
-
-def encode_batch(events, dp_rank=0, layout="map", ts=None):
-    ts = time.time() if ts is None else ts
-    if layout == "map":
-        batch = {"ts": ts, "events": events, "data_parallel_rank": dp_rank}
-        if dp_rank is None:
-            del batch["data_parallel_rank"]  # omit_defaults
-    elif layout == "array":
-        batch = [ts, [_as_array(e) for e in events], dp_rank]
-    else:
-        raise ValueError(layout)
-    return msgpack.packb(batch, use_bin_type=True)
+# vLLM's events, batches and replay protocol (re-exported: vllm_pub.block_stored, ...).
+from kv_events import (all_blocks_cleared, block_removed, block_stored,  # noqa: F401
+                       encode_batch, replay_answer, replay_request)
 
 
 # ---- an engine's block hashes ----------------------------------------------------
@@ -237,17 +153,14 @@ class Publisher:
             while not self._stop.is_set():
                 if not router.poll(50):
                     continue
-                frames = router.recv_multipart()
-                if len(frames) != 3:
+                req = replay_request(router.recv_multipart())
+                if req is None:
                     continue  # vLLM: "Invalid replay request"
-                ident, _, start = frames
-                start = int.from_bytes(start, "big")
+                prefix, start = req
                 self.replay_requests += 1
                 with self.lock:
                     items = [(s, p) for s, p in self.buffer if s >= start]
-                for s, p in items:
-                    router.send_multipart([ident, b"", s.to_bytes(8, "big"), p])
-                router.send_multipart([ident, b"", END_SEQ, b""])
+                replay_answer(router, prefix, items)
         finally:
             router.close(0)
 

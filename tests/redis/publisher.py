@@ -17,6 +17,9 @@ Control on stdin, one command per line: `go` starts publishing (`--batches` at
 `--rate` per second); when done it writes the truth (JSON) to --truth and
 prints `done` on stdout. `quit` (or end of input) exits. Replay requests are
 served the whole time.
+
+The events, the batch encoding and the replay answers are tests/fleet/kv_events.py
+(shared with the kvb-indexer tests' publisher, tests/fleet/vllm_pub.py).
 """
 import argparse
 import json
@@ -25,8 +28,10 @@ import random
 import sys
 import time
 
-import msgpack
 import zmq
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fleet"))
+import kv_events  # noqa: E402
 
 TIERS = [("GPU", "d"), ("CPU", "h"), ("DISK", "k")]
 
@@ -65,20 +70,9 @@ def main():
     buf = []  # payloads by seq
     seq = 0
 
-    def ev_stored(hashes, tier, parent):
-        if a.layout == "map":
-            return {"type": "BlockStored", "block_hashes": hashes,
-                    "parent_block_hash": parent, "token_ids": [], "block_size": 16,
-                    "lora_id": None, "medium": tier}
-        return ["BlockStored", hashes, parent, [], 16, None, tier]
-
-    def ev_removed(hashes, tier):
-        if a.layout == "map":
-            return {"type": "BlockRemoved", "block_hashes": hashes, "medium": tier}
-        return ["BlockRemoved", hashes, tier]
-
-    def ev_cleared():
-        return {"type": "AllBlocksCleared"} if a.layout == "map" else ["AllBlocksCleared"]
+    def encode(events, rank):
+        """[ts, events, rank]: an array batch, the events in --layout."""
+        return kv_events.encode_batch(events, rank, a.layout, batch_layout="array")
 
     # vllm kind: per rank a list of chains [tokens, engine hashes, held blocks, tier]
     chains = {r: [] for r in ranks}
@@ -111,12 +105,7 @@ def main():
                 c[2] += k
                 if len(c[0]) > len(c[4]):
                     c[4] = list(c[0])
-                if a.layout == "map":
-                    events.append({"type": "BlockStored", "block_hashes": hs,
-                                   "parent_block_hash": parent, "token_ids": toks,
-                                   "block_size": 16, "lora_id": None, "medium": c[3]})
-                else:
-                    events.append(["BlockStored", hs, parent, toks, 16, None, c[3]])
+                events.append(kv_events.block_stored(hs, parent, toks, 16, medium=c[3]))
             else:
                 c = rng.choice(live)
                 k = min(rng.randint(1, 3), c[2])
@@ -125,10 +114,10 @@ def main():
                 # the chain may grow again only from its new tail: forget the removed
                 del c[1][c[2]:]
                 del c[0][16 * c[2]:]
-                events.append(ev_removed(hs, c[3]))
+                events.append(kv_events.block_removed(hs, c[3]))
         batches_of[rank] += 1
         last_seq_of[rank] = seq
-        return msgpack.packb([time.time(), events, rank], use_bin_type=True)
+        return encode(events, rank)
 
     def make_batch():
         if a.kind == "vllm":
@@ -141,7 +130,7 @@ def main():
             removable = [k for k in h if k[0] not in pinned] if x >= 0.60 else None
             if x < 0.0004:
                 h.clear()  # rare: a whole rank's cache dropped
-                events.append(ev_cleared())
+                events.append(kv_events.all_blocks_cleared())
             elif x < 0.60 or not removable or (x < 0.7 and len(removable) < 300):
                 tier, _ = TIERS[0] if rng.random() < 0.7 else rng.choice(TIERS[1:])
                 n = rng.randint(1, 4)
@@ -157,7 +146,7 @@ def main():
                         pinned.add(hh)
                     h[(hh, tier)] = h.get((hh, tier), 0) + 1
                 parent = rng.getrandbits(64) if rng.random() < 0.5 else None
-                events.append(ev_stored(hs, tier, parent))
+                events.append(kv_events.block_stored(hs, parent, [], 16, medium=tier))
             else:
                 keys = removable
                 tier = rng.choice(keys)[1]
@@ -172,12 +161,10 @@ def main():
                 if rng.random() < 0.05:
                     ghost = rng.getrandbits(64)  # a block it never held: harmless
                     hs.append(ghost)
-                events.append(ev_removed(hs, tier))
+                events.append(kv_events.block_removed(hs, tier))
         batches_of[rank] += 1
         last_seq_of[rank] = seq
-        if a.layout == "map":
-            return msgpack.packb([time.time(), events, rank], use_bin_type=True)
-        return msgpack.packb([time.time(), events, rank], use_bin_type=True)
+        return encode(events, rank)
 
     def serve_replay():
         while True:
@@ -185,16 +172,11 @@ def main():
                 msg = router.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            ident = msg[0]
-            delim = len(msg) >= 3 and msg[1] == b""
-            body = msg[2] if delim else (msg[1] if len(msg) > 1 else b"")
-            if len(body) != 8:
+            req = kv_events.replay_request(msg)
+            if req is None:
                 continue
-            start = int.from_bytes(body, "big", signed=True)
-            pre = [ident, b""] if delim else [ident]
-            for s in range(max(start, 0), len(buf)):
-                router.send_multipart(pre + [s.to_bytes(8, "big"), buf[s]])
-            router.send_multipart(pre + [(-1).to_bytes(8, "big", signed=True), b""])
+            prefix, start = req
+            kv_events.replay_answer(router, prefix, ((s, buf[s]) for s in range(start, len(buf))))
 
     def write_truth():
         truth = {"name": a.name, "last_seq": seq - 1, "ranks": {}, "hashes": sorted(every_hash)}
