@@ -15,10 +15,16 @@ be used from any thread (calls release the GIL); a handle or batch object must
 not be used by two threads at once (as a C handle must not be released twice).
 Callbacks (on_evict, on_reset, the event sink) run in whatever thread triggers
 them, with no kvblock lock held, and may call back into the pool.
+
+Arguments are checked: a wrong type raises TypeError, a wrong value ValueError,
+each naming the call and the parameter (see kvblock._args); errors of the C
+library raise KvbError.
 """
 import collections
 import errno
 
+from . import _args
+from ._args import U32, type_error
 from ._ffi import LAYOUT, _Padded, ffi, lib
 
 _BLOCK_SIZE = ffi.sizeof("kvb_block")
@@ -33,6 +39,9 @@ class KvbError(OSError):
     name (kvb_err_name: "ENOSPC", "ESTALE", ...), strerror kvb_strerror's text."""
 
     def __init__(self, rc, what=""):
+        if type(rc) is not int:
+            rc = _args.integer("KvbError", "rc", rc, -_args.INT_MAX, _args.INT_MAX)
+        what = _args.string("KvbError", "what", what)
         msg = ffi.string(lib.kvb_strerror(rc)).decode()
         super().__init__(-rc, f"{what}: {msg}" if what else msg)
         self.name = ffi.string(lib.kvb_err_name(rc)).decode()
@@ -47,11 +56,13 @@ def _check(rc, what):
 
 def strerror(err):
     """kvb_strerror: the text of a (negative or positive) errno value."""
+    err = _args.integer("strerror", "err", err, -_args.INT_MAX, _args.INT_MAX)
     return ffi.string(lib.kvb_strerror(-abs(err))).decode()
 
 
 def err_name(err):
     """kvb_err_name: "ENOSPC" for ENOSPC or -ENOSPC."""
+    err = _args.integer("err_name", "err", err, -_args.INT_MAX, _args.INT_MAX)
     return ffi.string(lib.kvb_err_name(-abs(err))).decode()
 
 
@@ -59,17 +70,26 @@ def err_name(err):
 
 
 class Hash:
-    """A 128-bit positional lineage hash (kvb_hash): immutable, hashable."""
+    """A 128-bit positional lineage hash (kvb_hash): immutable, hashable.
+    Hash(hi, lo) takes the two 64-bit words (unsigned); Hash.make builds one."""
 
     __slots__ = ("hi", "lo")
 
     def __init__(self, hi, lo):
+        if type(hi) is not int or type(lo) is not int or (hi | lo) >> 64:
+            hi = _args.u64("Hash", "hi", hi)  # (hi | lo) >> 64: either < 0 or >= 2**64
+            lo = _args.u64("Hash", "lo", lo)
         self.hi = hi
         self.lo = lo
 
     @classmethod
     def make(cls, current, parent=None, position=0):
-        """kvb_hash_make(current, parent, parent is not None, position)."""
+        """kvb_hash_make(current, parent, parent is not None, position): current and
+        parent are 64-bit sequence hashes (ints), position the block's index."""
+        current = _args.u64("Hash.make", "current", current)
+        if parent is not None:
+            parent = _args.u64("Hash.make", "parent", parent)
+        position = _args.u32("Hash.make", "position", position)
         out = ffi.new("kvb_hash *")
         _check(lib.kvb_hash_make(current, parent or 0, parent is not None, position, out),
                "kvb_hash_make")
@@ -96,10 +116,12 @@ class Hash:
         return lib.kvb_hash_parent_fragment(self._c())
 
     def is_parent_of(self, child):
+        _args.instance("Hash.is_parent_of", "child", child, Hash)
         return bool(lib.kvb_hash_is_parent(self._c(), child._c()))
 
     def extend(self, current):
         """The child hash at the next position (kvb_hash_extend)."""
+        current = _args.u64("Hash.extend", "current", current)
         out = ffi.new("kvb_hash *")
         _check(lib.kvb_hash_extend(self._c(), current, out), "kvb_hash_extend")
         return Hash(out.hi, out.lo)
@@ -119,26 +141,46 @@ class Hash:
         return f"Hash({self})"
 
 
+_HASHES_TEXT = "a kvblock.Hashes, a list of kvblock.Hash or a buffer of 16-byte hashes"
+
+
 class Hashes:
     """A compact array of kvb_hash (16 bytes each), the input of batch calls.
-    Slicing with step 1 gives a view sharing the memory (no copy)."""
+    Slicing with step 1 gives a view sharing the memory (no copy).
+
+    Hashes(n) is n zero hashes (to be filled, e.g. by from_lineage(out=...));
+    Hashes(iterable of Hash) copies them."""
 
     __slots__ = ("_buf", "_ptr", "_n")
 
     def __init__(self, n_or_iterable=0):
         if isinstance(n_or_iterable, int):
-            n = n_or_iterable
+            n = _args.u32("Hashes", "n_or_iterable", n_or_iterable)
             self._buf = ffi.new("kvb_hash[]", max(n, 1))
             self._ptr = self._buf
             self._n = n
         else:
-            items = list(n_or_iterable)
-            self._buf = ffi.new("kvb_hash[]", max(len(items), 1))
+            self._fill(n_or_iterable, "Hashes", "n_or_iterable",
+                       "a count or an iterable of kvblock.Hash")
+
+    def _fill(self, iterable, where, name, expected=_HASHES_TEXT):
+        if isinstance(iterable, (str, bytes, bytearray, float)):
+            raise _not_hashes(where, name, iterable, expected)
+        try:
+            items = list(iterable)
+        except TypeError:
+            raise _not_hashes(where, name, iterable, expected) from None
+        buf = ffi.new("kvb_hash[]", max(len(items), 1))
+        try:
             for i, h in enumerate(items):
-                self._buf[i].hi = h.hi
-                self._buf[i].lo = h.lo
-            self._ptr = self._buf
-            self._n = len(items)
+                buf[i].hi = h.hi
+                buf[i].lo = h.lo
+        except (AttributeError, TypeError, OverflowError):
+            _bad_hash_item(where, name, items)
+            raise
+        self._buf = buf
+        self._ptr = buf
+        self._n = len(items)
 
     @classmethod
     def _view(cls, buf, ptr, n):
@@ -151,17 +193,32 @@ class Hashes:
     @classmethod
     def from_buffer(cls, data):
         """A view of any buffer holding 16-byte hashes (hi, lo as native u64)."""
-        mv = memoryview(data).cast("B")
+        return cls._of_buffer(data, "Hashes.from_buffer", "data",
+                              "a buffer of 16-byte hashes (bytes, bytearray, memoryview...)")
+
+    @classmethod
+    def _of_buffer(cls, data, where, name, expected=_HASHES_TEXT):
+        try:
+            mv = memoryview(data).cast("B")
+        except TypeError:
+            raise _not_hashes(where, name, data, expected) from None
         if len(mv) % _HASH_SIZE:
-            raise ValueError("buffer size is not a multiple of 16")
+            raise ValueError(f"{where}: {name} is a buffer of {len(mv)} bytes, not a "
+                             f"multiple of {_HASH_SIZE} (one kvb_hash)")
         buf = ffi.from_buffer("kvb_hash[]", mv, require_writable=False)
         return cls._view((buf, data), buf, len(mv) // _HASH_SIZE)
 
     @classmethod
     def from_tokens(cls, tokens, block_size=16, salt_hash=0):
         """Lineage hashes of the full blocks of a token sequence (kvb_hash_tokens)."""
-        tptr, n_tok, keep = _u32(tokens)
-        cap = n_tok // block_size if block_size > 0 else 0
+        return cls._of_tokens(tokens, block_size, salt_hash, "Hashes.from_tokens")
+
+    @classmethod
+    def _of_tokens(cls, tokens, block_size, salt_hash, where):
+        block_size = _args.u32(where, "block_size", block_size, lo=1)
+        salt_hash = _args.u64(where, "salt_hash", salt_hash)
+        tptr, n_tok, keep = _u32(tokens, where, "tokens")
+        cap = n_tok // block_size
         out = cls(cap)
         k = _check(lib.kvb_hash_tokens(tptr, n_tok, block_size, salt_hash, out._ptr, cap),
                    "kvb_hash_tokens")
@@ -172,19 +229,37 @@ class Hashes:
     def from_lineage(cls, ids, out=None, offset=0):
         """The prefix-replay convention: id ids[j] after ids[j-1] at position j
         (kvb_hash_make(ids[j], ids[j-1], j > 0, j)). Writes into out at offset
-        when given (and returns out)."""
-        n = len(ids)
+        when given (and returns out): out must hold offset + len(ids) hashes."""
+        where = "Hashes.from_lineage"
+        if isinstance(ids, (str, bytes, bytearray)):
+            raise type_error(where, "ids", "a sequence of int ids", ids)
+        try:
+            n = len(ids)
+        except TypeError:
+            raise type_error(where, "ids", "a sequence of int ids", ids) from None
         if out is None:
+            if offset != 0:
+                raise ValueError(f"{where}: offset {offset!r} given without out")
             out = cls(n)
-            offset = 0
+        else:
+            _args.instance(where, "out", out, Hashes)
+            offset = _args.u32(where, "offset", offset)
+            if offset + n > out._n:
+                raise ValueError(f"{where}: out holds {out._n} hashes, too few for "
+                                 f"{n} ids at offset {offset}")
         make = lib.kvb_hash_make
         p = out._ptr + offset
         prev = 0
-        for j, x in enumerate(ids):
-            rc = make(x, prev, j > 0, j, p + j)
-            if rc < 0:
-                raise KvbError(rc, "kvb_hash_make")
-            prev = x
+        j = 0
+        try:
+            for j, x in enumerate(ids):
+                rc = make(x, prev, j > 0, j, p + j)
+                if rc < 0:
+                    raise KvbError(rc, "kvb_hash_make")
+                prev = x
+        except (TypeError, OverflowError):
+            _args.u64(where, f"ids[{j}]", ids[j])
+            raise
         return out
 
     def __len__(self):
@@ -196,11 +271,7 @@ class Hashes:
             if step != 1:
                 raise ValueError("Hashes slices must be contiguous")
             return Hashes._view(self._buf, self._ptr + start, max(0, stop - start))
-        if i < 0:
-            i += self._n
-        if not 0 <= i < self._n:
-            raise IndexError(i)
-        h = self._ptr[i]
+        h = self._ptr[_args.index_of("Hashes", i, self._n)]
         return Hash(h.hi, h.lo)
 
     def __iter__(self):
@@ -216,21 +287,43 @@ class Hashes:
         return f"Hashes({self._n})"
 
 
-def _hashes(x):
+def _not_hashes(where, name, x, expected=_HASHES_TEXT):
+    hint = ""
+    if isinstance(x, int):
+        hint = " (make hashes with kvblock.hash_tokens, Hashes.from_lineage or Hash.make)"
+    return type_error(where, name, expected, x, hint)
+
+
+def _bad_hash_item(where, name, items):
+    """Raise the error of the first item of items that is not a usable Hash."""
+    for i, h in enumerate(items):
+        if not (hasattr(h, "hi") and hasattr(h, "lo")):
+            hint = ""
+            if isinstance(h, int):
+                hint = (" (make hashes with kvblock.hash_tokens, Hashes.from_lineage or "
+                        "Hash.make)")
+            raise type_error(where, f"{name}[{i}]",
+                             "a kvblock.Hash (or an object with int .hi and .lo)", h, hint)
+        _args.u64(where, f"{name}[{i}].hi", h.hi)
+        _args.u64(where, f"{name}[{i}].lo", h.lo)
+
+
+def _hashes(x, where, name="hashes"):
     """(pointer, n, keepalive) for a Hashes, a list of Hash or a buffer."""
     if isinstance(x, Hashes):
         return x._ptr, x._n, x
     if isinstance(x, (list, tuple)):
-        h = Hashes(x)
+        h = Hashes.__new__(Hashes)
+        h._fill(x, where, name)
         return h._ptr, h._n, h
     if isinstance(x, Hash):
         h = Hashes([x])
         return h._ptr, 1, h
-    h = Hashes.from_buffer(x)
+    h = Hashes._of_buffer(x, where, name)
     return h._ptr, h._n, h
 
 
-def _u32(tokens):
+def _u32(tokens, where, name):
     """(uint32_t pointer, count, keepalive) for a list of ints or a uint32 buffer
     (array('I'), memoryview...): buffers are used in place."""
     try:
@@ -240,34 +333,52 @@ def _u32(tokens):
     if mv is not None and mv.itemsize == 4 and mv.format in ("I", "=I", "<I", "@I"):
         mv = mv.cast("B").cast("I")
         return ffi.from_buffer("uint32_t[]", mv, require_writable=False), len(mv), mv
-    lst = list(tokens)
+    expected = "a list of int token ids or a uint32 buffer (array('I'))"
+    if isinstance(tokens, (str, float)):
+        raise type_error(where, name, expected, tokens)
+    try:
+        lst = list(tokens)
+    except TypeError:
+        raise type_error(where, name, expected, tokens) from None
     arr = ffi.new("uint32_t[]", max(len(lst), 1))
-    for i, t in enumerate(lst):
-        arr[i] = t
+    try:
+        for i, t in enumerate(lst):
+            arr[i] = t
+    except (TypeError, OverflowError):
+        for i, t in enumerate(lst):
+            _args.u32(where, f"{name}[{i}]", t)
+        raise
     return arr, len(lst), arr
 
 
 def hash_salt(salt):
-    """XXH3-64 of the salt bytes (seed 0); b"" gives 0."""
+    """XXH3-64 of the salt bytes (seed 0); b"" gives 0. salt: str (UTF-8) or bytes."""
     if isinstance(salt, str):
         salt = salt.encode()
+    elif not isinstance(salt, bytes):
+        try:
+            salt = memoryview(salt).tobytes()
+        except TypeError:
+            raise type_error("hash_salt", "salt", "a str or bytes", salt) from None
     return lib.kvb_hash_salt(salt, len(salt))
 
 
 def hash_block(tokens, salt_hash=0):
     """XXH3-64 of the tokens as little-endian u32, seeded with salt_hash."""
-    ptr, n, keep = _u32(tokens)
+    salt_hash = _args.u64("hash_block", "salt_hash", salt_hash)
+    ptr, n, keep = _u32(tokens, "hash_block", "tokens")
     return lib.kvb_hash_block(ptr, n, salt_hash)
 
 
 def hash_chain(parent_seq, block_hash):
     """One sequence-hash chain step (XXH3-64, seed 1337, of the two u64)."""
-    return lib.kvb_hash_chain(parent_seq, block_hash)
+    return lib.kvb_hash_chain(_args.u64("hash_chain", "parent_seq", parent_seq),
+                              _args.u64("hash_chain", "block_hash", block_hash))
 
 
 def hash_tokens(tokens, block_size=16, salt_hash=0):
     """Lineage hashes of the full blocks of tokens, as a Hashes buffer."""
-    return Hashes.from_tokens(tokens, block_size, salt_hash)
+    return Hashes._of_tokens(tokens, block_size, salt_hash, "hash_tokens")
 
 
 # ---- handles --------------------------------------------------------------------
@@ -321,6 +432,7 @@ class Mutable(_Handle):
 
     def stage(self, hash):
         """MUTABLE -> STAGED with its content hash; consumes self."""
+        _args.instance("Mutable.stage", "hash", hash, Hash)
         c = Complete(self._pool)
         _check(lib.kvb_mutable_stage(self._ptr, hash._c(), c._ptr), "kvb_mutable_stage")
         return c
@@ -342,7 +454,8 @@ class Complete(_Handle):
     def register(self):
         """Register this one block; consumes self, returns a Block."""
         b = Block(self._pool)
-        _check(lib.kvb_pool_register(self._pool._p, self._ptr, 1, b._ptr), "kvb_pool_register")
+        _check(lib.kvb_pool_register(self._pool._h("Complete.register"), self._ptr, 1, b._ptr),
+               "kvb_pool_register")
         return b
 
     def reset(self):
@@ -422,6 +535,9 @@ class Weak(_Handle):
 # ---- batches ------------------------------------------------------------------------
 
 
+_new_object = object.__new__
+
+
 class _Batch:
     """An array of C handles; len() is how many are meaningful."""
 
@@ -430,25 +546,42 @@ class _Batch:
     _item = None
 
     def __init__(self, pool, capacity):
+        if type(capacity) is not int or not 0 <= capacity <= U32 or type(pool) is not Pool:
+            where = type(self).__name__
+            _args.instance(where, "pool", pool, Pool)
+            capacity = _args.u32(where, "capacity", capacity)
         self._pool = pool
         self._cap = capacity
         self._arr = ffi.new(self._ctype + "[]", max(capacity, 1))
         self._n = 0
         self.hit = None
 
-    def _reserve(self, n):
+    @classmethod
+    def _new(cls, pool, capacity):
+        """A batch for the binding's own calls, whose pool and capacity are right
+        already (no checks, one Python frame)."""
+        self = _new_object(cls)
+        self._pool = pool
+        self._cap = capacity
+        self._arr = ffi.new(cls._ctype + "[]", max(capacity, 1))
+        self._n = 0
+        self.hit = None
+        if cls is Blocks:
+            self._scratch = None
+        return self
+
+    def _reserve(self, n, where="", name="out"):
         if n > self._cap:
-            raise ValueError(f"batch of capacity {self._cap} cannot hold {n} handles")
+            raise ValueError(f"{where + ': ' if where else ''}{name} is a "
+                             f"{type(self).__name__} of capacity {self._cap}: it cannot hold "
+                             f"{n} handles")
 
     def __len__(self):
         return self._n
 
     def __getitem__(self, i):
-        if i < 0:
-            i += self._n
-        if not 0 <= i < self._n:
-            raise IndexError(i)
-        return self._item(self._pool, self._arr + i, self)
+        return self._item(self._pool, self._arr + _args.index_of(type(self).__name__, i, self._n),
+                          self)
 
     def __iter__(self):
         for i in range(self._n):
@@ -566,9 +699,12 @@ _ESTALE = errno.ESTALE
 
 
 class Registry:
-    """A registry shared by the pools of several tiers: presence and frequency."""
+    """A registry shared by the pools of several tiers: presence and frequency.
+    Registry(capacity=0): capacity 0 takes the C default."""
 
     def __init__(self, capacity=0):
+        self._r = None
+        capacity = _args.u32("Registry", "capacity", capacity)
         cfg = _Padded("kvb_registry_config")
         lib.kvb_registry_config_init(cfg.ptr)
         if capacity:
@@ -577,18 +713,28 @@ class Registry:
         _check(lib.kvb_registry_create(cfg.ptr, out), "kvb_registry_create")
         self._r = out[0]
 
+    def _h(self, where):
+        r = self._r
+        if r is None:
+            raise ValueError(f"{where}: the Registry is closed")
+        return r
+
     def present(self, hashes, pool):
         """[bool]: is each hash present (held or cached) in pool?"""
-        ptr, n, keep = _hashes(hashes)
+        r = self._h("Registry.present")
+        ptr, n, keep = _hashes(hashes, "Registry.present")
+        p = _args.instance("Registry.present", "pool", pool, Pool)._h("Registry.present")
         out = ffi.new("bool[]", max(n, 1))
-        _check(lib.kvb_registry_present(self._r, ptr, n, pool._p, out), "kvb_registry_present")
+        _check(lib.kvb_registry_present(r, ptr, n, p, out), "kvb_registry_present")
         return [bool(out[i]) for i in range(n)]
 
     def frequency(self, hash):
-        return lib.kvb_registry_frequency(self._r, hash._c())
+        _args.instance("Registry.frequency", "hash", hash, Hash)
+        return lib.kvb_registry_frequency(self._h("Registry.frequency"), hash._c())
 
     def touch(self, hash):
-        lib.kvb_registry_touch(self._r, hash._c())
+        _args.instance("Registry.touch", "hash", hash, Hash)
+        lib.kvb_registry_touch(self._h("Registry.touch"), hash._c())
 
     def close(self):
         if self._r is not None:
@@ -608,6 +754,7 @@ class Registry:
 _EVICT = {"lru": 0, "fifo": 1, "multi_lru": 2, "tinylfu": 3, "lineage": 4, "lineage_arc": 5,
           "adaptive": 6}
 _DUP = {"allow": 0, "reject": 1}
+_EMIT = {"all": 0, "pow2": 1}
 _EVTYPE = {1: "stored", 2: "removed", 3: "cleared"}
 
 Event = collections.namedtuple(
@@ -647,16 +794,38 @@ class Pool:
                  reset_on_release=False, name=None, registry=None, on_evict=None,
                  on_reset=None, events=None, events_emit="all", pow2_range=(0, 0),
                  events_batch_max=0, events_delay_ms=0, events_medium=None):
+        self._p = None
+        w = "Pool"
+        block_count = _args.u32(w, "block_count", block_count)
+        block_size = _args.u32(w, "block_size", block_size)
+        evict = _args.choice(w, "evict", evict, _EVICT)
+        dup = _args.choice(w, "dup", dup, _DUP)
+        _args.string(w, "name", name, none_ok=True)
+        if registry is not None:
+            _args.instance(w, "registry", registry, Registry, "a kvblock.Registry or None")
+            registry._h(w)
+        _args.callback(w, "on_evict", on_evict)
+        _args.callback(w, "on_reset", on_reset)
+        _args.callback(w, "events", events)
+        emit = _args.choice(w, "events_emit", events_emit, _EMIT)
+        if isinstance(pow2_range, (str, bytes)):
+            raise type_error(w, "pow2_range", "a pair of ints (min, max)", pow2_range)
+        try:
+            pow2_min, pow2_max = pow2_range
+        except (TypeError, ValueError):
+            raise type_error(w, "pow2_range", "a pair of ints (min, max)", pow2_range) from None
+        pow2_min = _args.u32(w, "pow2_range[0]", pow2_min)
+        pow2_max = _args.u32(w, "pow2_range[1]", pow2_max)
+        events_batch_max = _args.u32(w, "events_batch_max", events_batch_max)
+        events_delay_ms = _args.u32(w, "events_delay_ms", events_delay_ms)
+        _args.string(w, "events_medium", events_medium, none_ok=True)
         cfg = _Padded("kvb_pool_config")
         c = cfg.ptr
         lib.kvb_pool_config_init(c)
         c.block_count = block_count
         c.block_size = block_size
-        try:
-            c.evict = _EVICT[evict]
-            c.dup_policy = _DUP[dup]
-        except KeyError as e:
-            raise ValueError(f"unknown policy {e}") from None
+        c.evict = evict
+        c.dup_policy = dup
         c.reset_on_release = bool(reset_on_release)
         keep = []
         if name is not None:
@@ -688,8 +857,8 @@ class Pool:
                               _sink)
             self._cbs.append(cb)
             ec.ptr.sink = cb
-            ec.ptr.emit = {"all": 0, "pow2": 1}[events_emit]
-            ec.ptr.pow2_min, ec.ptr.pow2_max = pow2_range
+            ec.ptr.emit = emit
+            ec.ptr.pow2_min, ec.ptr.pow2_max = pow2_min, pow2_max
             ec.ptr.batch_max = events_batch_max
             ec.ptr.batch_delay_ms = events_delay_ms
             if events_medium is not None:
@@ -703,6 +872,13 @@ class Pool:
         self._p = out[0]
 
     # -- lifetime --
+
+    def _h(self, where):
+        """The C pool; ValueError once closed."""
+        p = self._p
+        if p is None:
+            raise ValueError(f"{where}: the Pool is closed")
+        return p
 
     def close(self):
         """kvb_pool_destroy: KvbError EBUSY (pool unchanged) while handles are out."""
@@ -729,44 +905,78 @@ class Pool:
 
     @property
     def id(self):
-        return lib.kvb_pool_id(self._p)
+        return lib.kvb_pool_id(self._h("Pool.id"))
 
     @property
     def block_count(self):
-        return lib.kvb_pool_block_count(self._p)
+        return lib.kvb_pool_block_count(self._h("Pool.block_count"))
 
     @property
     def block_size(self):
-        return lib.kvb_pool_block_size(self._p)
+        return lib.kvb_pool_block_size(self._h("Pool.block_size"))
 
     @property
     def name(self):
-        return ffi.string(lib.kvb_pool_name(self._p)).decode()
+        return ffi.string(lib.kvb_pool_name(self._h("Pool.name"))).decode()
 
     @property
     def policy(self):
-        return ffi.string(lib.kvb_pool_policy_name(self._p)).decode()
+        return ffi.string(lib.kvb_pool_policy_name(self._h("Pool.policy"))).decode()
 
     @property
     def available(self):
-        return lib.kvb_pool_available(self._p)
+        return lib.kvb_pool_available(self._h("Pool.available"))
+
+    # -- argument errors of the batch calls (called only once a call has failed) --
+
+    def _bad_out(self, where, out, cls, need, name="out"):
+        """Raise why out (not None) cannot take need handles of this pool."""
+        _args.instance(where, name, out, cls, f"a kvblock.{cls.__name__} or None")
+        if out._pool is not self:
+            raise ValueError(f"{where}: {name} is a {cls.__name__} of another Pool")
+        out._reserve(need, where, name)
+
+    def _bad_args(self, where, hashes=None, out=None, cls=None, batch=None, bcls=None,
+                  bname=None):
+        """Find the wrong argument of a batch call that raised TypeError,
+        AttributeError or OverflowError inside cffi, and raise a clear error."""
+        self._h(where)
+        if batch is not None or bcls is not None:
+            _args.instance(where, bname, batch, bcls)
+        if hashes is not None:
+            _hashes(hashes, where)
+        if out is not None:
+            self._bad_out(where, out, cls, 0)
 
     # -- batch calls --
 
     def allocate(self, n, out=None, evicted=None):
         """n mutable blocks, all or nothing (KvbError ENOSPC). evicted: a Hashes of
         capacity >= n to receive the evicted hashes (its length is set)."""
-        if out is None:
-            out = Mutables(self, n)
-        elif n > out._cap:
-            out._reserve(n)
-        ev, nev = ffi.NULL, ffi.NULL
-        if evicted is not None:
-            if len(evicted) < n:
-                raise ValueError("evicted must be a Hashes of length >= n")
-            ev = evicted._ptr
-            nev = ffi.new("uint32_t *")
-        rc = lib.kvb_pool_allocate(self._p, n, out._arr, ev, nev)
+        try:
+            if out is None:
+                if type(n) is not int or not 0 <= n <= U32:
+                    n = _args.u32("Pool.allocate", "n", n)
+                out = Mutables._new(self, n)
+            elif out._pool is not self or n > out._cap:
+                self._bad_out("Pool.allocate", out, Mutables, n)
+            ev, nev = ffi.NULL, ffi.NULL
+            if evicted is not None:
+                if type(evicted) is not Hashes:
+                    raise type_error("Pool.allocate", "evicted", "a kvblock.Hashes or None",
+                                     evicted)
+                if len(evicted) < n:
+                    raise ValueError(f"Pool.allocate: evicted must be a Hashes of length >= n "
+                                     f"({n}), not {len(evicted)}")
+                ev = evicted._ptr
+                nev = ffi.new("uint32_t *")
+            rc = lib.kvb_pool_allocate(self._p, n, out._arr, ev, nev)
+        except (TypeError, AttributeError, OverflowError):
+            self._h("Pool.allocate")
+            _args.u32("Pool.allocate", "n", n)
+            if out is not None:
+                self._bad_out("Pool.allocate", out, Mutables, 0)
+            raise
         if rc < 0:
             raise KvbError(rc, "kvb_pool_allocate")
         out._n = n
@@ -776,19 +986,33 @@ class Pool:
 
     def stage(self, mutables, hashes, out=None, offset=0):
         """Stage mutables[i] with hashes[offset + i] under one lock: consumes mutables."""
-        if type(hashes) is Hashes:
-            ptr, n, keep = hashes._ptr, hashes._n, None
-        else:
-            ptr, n, keep = _hashes(hashes)
-        n -= offset
-        ptr += offset
-        if n != mutables._n:
-            raise ValueError(f"{mutables._n} mutable blocks, {n} hashes")
-        if out is None:
-            out = Completes(self, n)
-        elif n > out._cap:
-            out._reserve(n)
-        rc = lib.kvb_pool_stage(self._p, mutables._arr, ptr, n, out._arr)
+        try:
+            if type(hashes) is Hashes:
+                ptr, n, keep = hashes._ptr, hashes._n, None
+            else:
+                ptr, n, keep = _hashes(hashes, "Pool.stage")
+            if offset:
+                if offset < 0:  # (past the end: n < 0, refused below)
+                    _args.u32("Pool.stage", "offset", offset)
+                n -= offset
+                ptr += offset
+            if n != mutables._n:
+                self._bad_args("Pool.stage", batch=mutables, bcls=Mutables, bname="mutables")
+                if n < 0:
+                    raise ValueError(f"Pool.stage: offset {offset} is past the end of "
+                                     f"hashes ({n + offset})")
+                raise ValueError(f"Pool.stage: {mutables._n} mutable blocks but {n} hashes"
+                                 + (f" from offset {offset}" if offset else ""))
+            if out is None:
+                out = Completes._new(self, n)
+            elif out._pool is not self or n > out._cap:
+                self._bad_out("Pool.stage", out, Completes, n)
+            rc = lib.kvb_pool_stage(self._p, mutables._arr, ptr, n, out._arr)
+        except (TypeError, AttributeError, OverflowError):
+            _args.u32("Pool.stage", "offset", offset)
+            self._bad_args("Pool.stage", out=out, cls=Completes, batch=mutables, bcls=Mutables,
+                           bname="mutables")
+            raise
         if rc < 0:
             raise KvbError(rc, "kvb_pool_stage")
         out._n = n
@@ -797,13 +1021,23 @@ class Pool:
     def register(self, completes, out=None, offset=0):
         """Register the staged blocks under one lock: consumes them, returns Blocks
         (written into out at offset when given; out's length becomes offset + n)."""
-        n = completes._n
-        if out is None:
-            out = Blocks(self, n)
-            offset = 0
-        elif offset + n > out._cap:
-            out._reserve(offset + n)
-        rc = lib.kvb_pool_register(self._p, completes._arr, n, out._arr + offset)
+        try:
+            n = completes._n
+            if out is None:
+                if offset != 0:
+                    raise ValueError(f"Pool.register: offset {offset!r} given without out")
+                out = Blocks._new(self, n)
+            elif out._pool is not self or not 0 <= offset <= out._cap - n:
+                self._bad_out("Pool.register", out, Blocks, 0)
+                offset = _args.u32("Pool.register", "offset", offset)
+                raise ValueError(f"Pool.register: out (a Blocks of capacity {out._cap}) cannot "
+                                 f"hold {n} blocks at offset {offset}")
+            rc = lib.kvb_pool_register(self._p, completes._arr, n, out._arr + offset)
+        except (TypeError, AttributeError, OverflowError):
+            _args.u32("Pool.register", "offset", offset)
+            self._bad_args("Pool.register", out=out, cls=Blocks, batch=completes,
+                           bcls=Completes, bname="completes")
+            raise
         if rc < 0:
             raise KvbError(rc, "kvb_pool_register")
         out._n = offset + n
@@ -813,30 +1047,37 @@ class Pool:
     def match(self, hashes, out=None):
         """Prefix match under one lock: Blocks for the leading hashes found (active or
         cached); len(result) is the prefix length."""
-        if type(hashes) is Hashes:
-            ptr, n, keep = hashes._ptr, hashes._n, None
-        else:
-            ptr, n, keep = _hashes(hashes)
-        if out is None:
-            out = Blocks(self, n)
-        elif n > out._cap:
-            out._reserve(n)
-        rc = lib.kvb_pool_match(self._p, ptr, n, out._arr)
+        try:
+            if type(hashes) is Hashes:
+                ptr, n, keep = hashes._ptr, hashes._n, None
+            else:
+                ptr, n, keep = _hashes(hashes, "Pool.match")
+            if out is None:
+                out = Blocks._new(self, n)
+            elif out._pool is not self or n > out._cap:
+                self._bad_out("Pool.match", out, Blocks, n)
+            rc = lib.kvb_pool_match(self._p, ptr, n, out._arr)
+        except (TypeError, AttributeError, OverflowError):
+            self._bad_args("Pool.match", hashes=hashes, out=out, cls=Blocks)
+            raise
         if rc < 0:
             raise KvbError(rc, "kvb_pool_match")
         out._n = rc
         return out
 
     def _scattered(self, hashes, out, touch, scan):
-        ptr, n, keep = _hashes(hashes)
+        where = "Pool.scan" if scan else "Pool.match_scattered"
+        p = self._h(where)
+        ptr, n, keep = _hashes(hashes, where)
         if out is None:
-            out = Blocks(self, n)
-        out._reserve(n)
+            out = Blocks._new(self, n)
+        else:
+            self._bad_out(where, out, Blocks, n)
         hit = ffi.new("bool[]", max(n, 1))
         if scan:
-            rc = lib.kvb_pool_scan(self._p, ptr, n, bool(touch), out._arr, hit)
+            rc = lib.kvb_pool_scan(p, ptr, n, bool(touch), out._arr, hit)
         else:
-            rc = lib.kvb_pool_match_scattered(self._p, ptr, n, out._arr, hit)
+            rc = lib.kvb_pool_match_scattered(p, ptr, n, out._arr, hit)
         _check(rc, "kvb_pool_scan" if scan else "kvb_pool_match_scattered")
         out._n = n
         out.hit = [bool(hit[i]) for i in range(n)]
@@ -852,37 +1093,41 @@ class Pool:
 
     def put(self, hashes):
         """allocate + stage + register in three batch calls: Blocks for hashes."""
-        ptr, n, keep = _hashes(hashes)
+        self._h("Pool.put")
+        ptr, n, keep = _hashes(hashes, "Pool.put")
         h = keep if isinstance(keep, Hashes) else Hashes._view(keep, ptr, n)
         return self.register(self.stage(self.allocate(n), h))
 
     # -- maintenance and statistics --
 
     def reset_inactive(self):
-        return _check(lib.kvb_pool_reset_inactive(self._p), "kvb_pool_reset_inactive")
+        return _check(lib.kvb_pool_reset_inactive(self._h("Pool.reset_inactive")),
+                      "kvb_pool_reset_inactive")
 
     def check(self):
-        _check(lib.kvb_pool_check(self._p), "kvb_pool_check")
+        _check(lib.kvb_pool_check(self._h("Pool.check")), "kvb_pool_check")
 
     def stats(self):
         """A coherent snapshot of gauges and counters, as a dict."""
         s = _Padded("kvb_stats")
-        _check(lib.kvb_pool_stats(self._p, s.ptr), "kvb_pool_stats")
+        _check(lib.kvb_pool_stats(self._h("Pool.stats"), s.ptr), "kvb_pool_stats")
         return {f: getattr(s.ptr, f) for f in LAYOUT["kvb_stats"]}
 
     def metrics_text(self):
         """Prometheus text exposition of the stats."""
-        need = _check(lib.kvb_pool_metrics_text(self._p, ffi.NULL, 0), "kvb_pool_metrics_text")
+        p = self._h("Pool.metrics_text")
+        need = _check(lib.kvb_pool_metrics_text(p, ffi.NULL, 0), "kvb_pool_metrics_text")
         buf = ffi.new("char[]", need + 1)
-        _check(lib.kvb_pool_metrics_text(self._p, buf, need + 1), "kvb_pool_metrics_text")
+        _check(lib.kvb_pool_metrics_text(p, buf, need + 1), "kvb_pool_metrics_text")
         return ffi.string(buf).decode()
 
     def events_flush(self):
-        _check(lib.kvb_pool_events_flush(self._p), "kvb_pool_events_flush")
+        _check(lib.kvb_pool_events_flush(self._h("Pool.events_flush")), "kvb_pool_events_flush")
 
     def events_stats(self):
         s = _Padded("kvb_event_stats")
-        _check(lib.kvb_pool_events_stats(self._p, s.ptr), "kvb_pool_events_stats")
+        _check(lib.kvb_pool_events_stats(self._h("Pool.events_stats"), s.ptr),
+               "kvb_pool_events_stats")
         return {f: getattr(s.ptr, f) for f in LAYOUT["kvb_event_stats"]}
 
     def __repr__(self):

@@ -19,16 +19,47 @@ The module imports nothing from kvblock: it can be copied alone into a router
 that does not load libkvblock. A FleetClient may be shared by threads: each keeps
 its own persistent connection (http.client; keep_alive=False for one connection
 per call).
+
+A wrong argument raises TypeError (wrong type) or ValueError (wrong value),
+naming the call and the parameter, before any request is sent.
 """
 import http.client
 import json
 import operator
 import threading
 import urllib.parse
+from array import array as _array
 
 __all__ = ["FleetClient", "FleetError"]
 
 _U64 = (1 << 64) - 1
+_U32 = (1 << 32) - 1
+
+
+def _type_error(where, name, expected, v):
+    r = repr(v)
+    if len(r) > 48:
+        r = r[:45] + "..."
+    return TypeError(f"{where}: {name} must be {expected}, not {type(v).__name__} {r}")
+
+
+def _int(where, name, v, lo, hi, expected):
+    """v as an int in [lo, hi] (ints and numpy integers; not floats, strings, bools)."""
+    if isinstance(v, (bool, float)):
+        raise _type_error(where, name, expected, v)
+    try:
+        v = operator.index(v)
+    except TypeError:
+        raise _type_error(where, name, expected, v) from None
+    if not lo <= v <= hi:
+        raise ValueError(f"{where}: {name} must be {expected}, not {v!r}")
+    return v
+
+
+def _str_or_none(where, name, v):
+    if v is not None and not isinstance(v, str):
+        raise _type_error(where, name, "a str or None", v)
+    return v
 
 
 class FleetError(Exception):
@@ -46,16 +77,42 @@ class FleetError(Exception):
         self.url = url
 
 
-def _u64(h):
-    if isinstance(h, bool):
-        raise TypeError(f"hash {h!r} is not an integer")
-    if not isinstance(h, int):
-        h = operator.index(h)  # numpy integers and the like; floats (lossy) raise TypeError
+def _u64(h, where="FleetClient.match", name="hash"):
+    if isinstance(h, (bool, float)) or not isinstance(h, int):
+        try:
+            if isinstance(h, (bool, float)):
+                raise TypeError
+            h = operator.index(h)  # numpy integers and the like; floats (lossy) refused
+        except TypeError:
+            raise _type_error(where, name, "an int hash (u64, or i64 as SGLang prints it)",
+                              h) from None
     if -(1 << 63) <= h < 0:
         return h & _U64
     if not 0 <= h <= _U64:
-        raise ValueError(f"hash {h} does not fit in 64 bits")
+        raise ValueError(f"{where}: {name} = {h} does not fit in 64 bits")
     return h
+
+
+def _list(where, name, v, expected):
+    """list(v) for an iterable v that is not a str, bytes or dict."""
+    if isinstance(v, (str, bytes, bytearray, dict)):
+        raise _type_error(where, name, expected, v)
+    try:
+        return list(v)
+    except TypeError:
+        raise _type_error(where, name, expected, v) from None
+
+
+def _tokens(where, tokens):
+    """The token ids as a list of int, each in [0, 2**32)."""
+    expected = "a list of int token ids"
+    if type(tokens) is not _array:
+        tokens = _list(where, "tokens", tokens, expected)
+    try:
+        return _array("I", tokens).tolist()  # one C loop; refuses floats, strings, < 0
+    except (TypeError, OverflowError):
+        return [_int(where, f"tokens[{i}]", t, 0, _U32, "an integer in [0, 2**32)")
+                for i, t in enumerate(tokens)]
 
 
 class FleetClient:
@@ -69,6 +126,15 @@ class FleetClient:
     """
 
     def __init__(self, base_url="http://127.0.0.1:8181", timeout=5.0, keep_alive=True):
+        if not isinstance(base_url, str):
+            raise _type_error("FleetClient", "base_url", "a str URL", base_url)
+        if timeout is not None:
+            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+                raise _type_error("FleetClient", "timeout", "a number of seconds or None",
+                                  timeout)
+            if not timeout > 0:
+                raise ValueError(f"FleetClient: timeout must be a number of seconds > 0 or "
+                                 f"None, not {timeout!r}")
         if "://" not in base_url:
             base_url = "http://" + base_url
         self.base_url = base_url.rstrip("/")
@@ -161,24 +227,32 @@ class FleetClient:
         size, or block_size when given, the LoRA name and the cache salt) or hashes
         (u64 router hashes). Returns {"blocks": n, "workers": [{"worker", "dp_rank",
         "device", "host", "disk", "score", ...}, ...]}, best first."""
+        w = "FleetClient.match"
         if (tokens is None) == (hashes is None):
-            raise ValueError("match: pass tokens or hashes (exactly one)")
+            raise ValueError(f"{w}: pass tokens or hashes (exactly one)")
+        _str_or_none(w, "lora_name", lora_name)
+        _str_or_none(w, "cache_salt", cache_salt)
         body = {}
         if tokens is not None:
-            body["tokens"] = [int(t) for t in tokens]
+            body["tokens"] = _tokens(w, tokens)
             if lora_name is not None:
                 body["lora_name"] = lora_name
             if cache_salt is not None:
                 body["cache_salt"] = cache_salt
             if block_size is not None:
-                body["block_size"] = int(block_size)
+                body["block_size"] = _int(w, "block_size", block_size, 1, _U32,
+                                          "an integer in [1, 2**32) or None")
         else:
             if lora_name is not None or cache_salt is not None:
-                raise ValueError("match: lora_name and cache_salt go with tokens (hashes "
+                raise ValueError(f"{w}: lora_name and cache_salt go with tokens (hashes "
                                  "already carry them)")
-            body["hashes"] = [_u64(h) for h in hashes]
+            if block_size is not None:
+                raise ValueError(f"{w}: block_size goes with tokens (hashes are already "
+                                 "computed)")
+            body["hashes"] = [_u64(h, w, f"hashes[{i}]") for i, h in
+                              enumerate(_list(w, "hashes", hashes, "a list of int hashes"))]
         if top_k is not None:
-            body["top_k"] = int(top_k)
+            body["top_k"] = _int(w, "top_k", top_k, 0, _U32, "an integer >= 0 or None")
         return self._json("POST", "/v1/match", body)
 
     def workers(self):

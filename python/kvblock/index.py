@@ -30,7 +30,10 @@ stream states "live", "resyncing", "lagging", "stale".
 
 Errors raise KvbError (an OSError, see kvblock.core) whose .name is the errno
 name of the C call: EEXIST, ENOENT, EINVAL, EBADMSG, ETIMEDOUT, ENOTSUP...;
-closing an Index while a Subscriber on it is open raises EBUSY.
+closing an Index while a Subscriber on it is open raises EBUSY. A wrong argument
+raises TypeError (wrong type) or ValueError (wrong value) naming the call and the
+parameter, before anything reaches the C library; a closed Index or Subscriber
+raises ValueError.
 
 Threads. Every C call releases the GIL. Index methods may be called from any
 thread, concurrently (matches run in parallel with the subscriber's C thread
@@ -43,6 +46,7 @@ by that Subscriber's close, never under its running thread. Do not drop the last
 reference to a Subscriber inside its own callback.
 """
 import collections
+import collections.abc
 import errno
 import operator
 import os
@@ -50,6 +54,8 @@ import struct
 import threading
 from array import array as _array
 
+from . import _args
+from ._args import I64_MAX, U32, type_error
 from ._ffi import _Padded, ffi, lib
 from .core import KvbError
 
@@ -121,7 +127,11 @@ def subscriber_available():
 # ---- value conversion -------------------------------------------------------------
 
 
-def _u64(hashes):
+_HASHES_TEXT = "a list of int hashes or a u64 buffer (array('Q'))"
+_TOKENS_TEXT = "a list of int token ids or a u32 buffer (array('I'))"
+
+
+def _u64(hashes, where="", name="hashes"):
     """(uint64_t pointer, count, keepalive) for a list of ints or a u64 buffer.
     Lists go through array('Q') (a C loop, faster than cffi's own conversion);
     array('Q') and other u64 buffers are used in place."""
@@ -135,34 +145,44 @@ def _u64(hashes):
             mv = None
         if mv is not None:
             if mv.itemsize != 8 or mv.format not in ("Q", "=Q", "<Q", "@Q", "L", "@L"):
-                raise TypeError("a hash buffer must hold unsigned 64-bit integers "
-                                "(array('Q'))")
+                raise TypeError(f"{where}: {name}: a hash buffer must hold unsigned 64-bit "
+                                f"integers (array('Q')), not format {mv.format!r}")
             mv = mv.cast("B").cast("Q")
             return _from_buffer("uint64_t[]", mv, require_writable=False), len(mv), mv
-        hashes = list(hashes)
+        if isinstance(hashes, (str, float, dict)):
+            raise type_error(where, name, _HASHES_TEXT, hashes)
+        try:
+            hashes = list(hashes)
+        except TypeError:
+            raise type_error(where, name, _HASHES_TEXT, hashes) from None
     if not hashes:
         return _EMPTY_U64, 0, None
     try:
         a = _array("Q", hashes)
-    except OverflowError:  # signed (SGLang) hashes, or out of range: checked one by one
-        a = _array("Q", [_hash_int(h) for h in hashes])
-    except TypeError:  # numpy integers and other ints that are not int
-        a = _array("Q", [_hash_int(h) for h in hashes])
+    except (OverflowError, TypeError):
+        # signed (SGLang) hashes, numpy integers, or wrong values: one by one
+        a = _array("Q", [_hash_int(h, where, f"{name}[{i}]") for i, h in enumerate(hashes)])
     return _from_buffer("uint64_t[]", a), len(a), a
 
 
-def _hash_int(h):
-    if isinstance(h, float):
-        raise TypeError(f"hash {h!r} is a float (hashes are 64-bit integers)")
-    h = operator.index(h)
+def _hash_int(h, where="", name="hash"):
+    """h as a u64: ints in [0, 2**64), or negative down to -2**63 (two's complement)."""
+    if isinstance(h, float) or not isinstance(h, int):
+        try:
+            if isinstance(h, float):
+                raise TypeError
+            h = operator.index(h)
+        except TypeError:
+            raise type_error(where, name, "an int hash (u64, or i64 as SGLang sends it)",
+                             h) from None
     if -(1 << 63) <= h < 0:
         return h & _U64
     if not 0 <= h <= _U64:
-        raise ValueError(f"hash {h} does not fit in 64 bits")
+        raise ValueError(f"{where}: {name} = {h} does not fit in 64 bits")
     return h
 
 
-def _u32(tokens):
+def _u32(tokens, where="", name="tokens"):
     """(uint32_t pointer, count, keepalive) for a list of ints or a u32 buffer."""
     tp = type(tokens)
     if tp is _array and tokens.typecode == "I":
@@ -174,59 +194,98 @@ def _u32(tokens):
             mv = None
         if mv is not None:
             if mv.itemsize != 4 or mv.format not in ("I", "=I", "<I", "@I"):
-                raise TypeError("a token buffer must hold unsigned 32-bit integers "
-                                "(array('I'))")
+                raise TypeError(f"{where}: {name}: a token buffer must hold unsigned 32-bit "
+                                f"integers (array('I')), not format {mv.format!r}")
             mv = mv.cast("B").cast("I")
             return _from_buffer("uint32_t[]", mv, require_writable=False), len(mv), mv
-        tokens = list(tokens)
+        if isinstance(tokens, (str, float, dict)):
+            raise type_error(where, name, _TOKENS_TEXT, tokens)
+        try:
+            tokens = list(tokens)
+        except TypeError:
+            raise type_error(where, name, _TOKENS_TEXT, tokens) from None
     if not tokens:
         return _EMPTY_U32, 0, None
     try:
         a = _array("I", tokens)
-    except TypeError:  # numpy integers and the like
-        a = _array("I", [operator.index(t) for t in tokens])
+    except (OverflowError, TypeError):  # numpy integers and the like, or wrong values
+        a = _array("I", [_args.u32(where, f"{name}[{i}]", t) for i, t in enumerate(tokens)])
     return _from_buffer("uint32_t[]", a), len(a), a
 
 
-def _cstr(s):
+def _cstr(s, where="", name="string"):
     """NULL for None, else NUL-terminated bytes (cffi passes bytes as char *)."""
     if s is None:
         return ffi.NULL
-    return s.encode() if isinstance(s, str) else bytes(s)
+    if isinstance(s, str):
+        return s.encode()
+    if isinstance(s, (bytes, bytearray)):
+        return bytes(s)
+    raise type_error(where, name, "a str, bytes or None", s)
 
 
-def _rank(dp_rank):
-    return NO_RANK if dp_rank is None else int(dp_rank)
+def _lora(lora_name, where):
+    """A LoRA name as _cstr: a str, bytes, or a numeric id (named by its decimal text)."""
+    if isinstance(lora_name, int) and not isinstance(lora_name, bool):
+        lora_name = str(lora_name)
+    elif not (lora_name is None or isinstance(lora_name, (str, bytes, bytearray))):
+        raise type_error(where, "lora_name", "a str, bytes, an int LoRA id or None", lora_name)
+    return _cstr(lora_name, where, "lora_name")
 
 
-def _tier(t):
+def _name_arg(v, where, name="worker"):
+    """A worker (or subscription) name as NUL-terminated bytes."""
+    if isinstance(v, str):
+        return v.encode()
+    raise type_error(where, name, "a str", v)
+
+
+def _rank(dp_rank, where=""):
+    if dp_rank is None:
+        return NO_RANK
+    return _args.integer(where, "dp_rank", dp_rank, NO_RANK, I64_MAX,
+                         "None or an integer >= 0 (-1: no rank)")
+
+
+def _tier(t, where="", name="tier"):
     if isinstance(t, int):
         if not 0 <= t < 3:
-            raise ValueError(f"tier {t}")
+            raise ValueError(f"{where}: {name} {t} is not a tier (0, 1, 2 or one of {TIERS})")
         return t
+    if not isinstance(t, str):
+        raise type_error(where, name, f"one of {TIERS} (or GPU, CPU, DISK, STORAGE)", t)
     try:
         return _TIER[t.lower()]
-    except (KeyError, AttributeError):
-        raise ValueError(f"unknown tier {t!r}: one of {TIERS} (or GPU, CPU, DISK, "
+    except KeyError:
+        raise ValueError(f"{where}: unknown {name} {t!r}: one of {TIERS} (or GPU, CPU, DISK, "
                          f"STORAGE)") from None
 
 
-def _state(s):
+def _state(s, where="", name="state"):
     if isinstance(s, int):
+        if not 0 <= s < len(STATES):
+            raise ValueError(f"{where}: {name} {s} is not a state (0-3 or one of {STATES})")
         return s
+    if not isinstance(s, str):
+        raise type_error(where, name, f"one of {STATES}", s)
     try:
         return _STATE[s]
     except KeyError:
-        raise ValueError(f"unknown state {s!r}: one of {STATES}") from None
+        raise ValueError(f"{where}: unknown {name} {s!r}: one of {STATES}") from None
 
 
-def _lookup(table, key, what):
+def _lookup(table, key, what, where=""):
     if isinstance(key, int):
+        if key not in table.values():
+            raise ValueError(f"{where}: {what} {key} is not one of "
+                             f"{sorted(set(table.values()))} (or {tuple(table)})")
         return key
+    if not isinstance(key, str):
+        raise type_error(where, what, f"one of {tuple(table)}", key)
     try:
         return table[key.lower()]
-    except (KeyError, AttributeError):
-        raise ValueError(f"unknown {what} {key!r}: one of {tuple(table)}") from None
+    except KeyError:
+        raise ValueError(f"{where}: unknown {what} {key!r}: one of {tuple(table)}") from None
 
 
 def _name(v, table):
@@ -237,10 +296,8 @@ def salt_key(lora_name=None, cache_salt=None):
     """kvb_index_salt_key: the salt key of a LoRA adapter (a name, or a numeric id,
     named by its decimal text) and a cache salt; 0 for plain text (both absent or
     empty), otherwise kvb_hash_chain(kvb_hash_salt(lora), kvb_hash_salt(salt)) | 1."""
-    if isinstance(lora_name, int):
-        lora_name = str(lora_name)
-    lo = b"" if lora_name is None else _cstr(lora_name)
-    sa = b"" if cache_salt is None else _cstr(cache_salt)
+    lo = b"" if lora_name is None else _lora(lora_name, "salt_key")
+    sa = b"" if cache_salt is None else _cstr(cache_salt, "salt_key", "cache_salt")
     return lib.kvb_index_salt_key(lo, len(lo), sa, len(sa))
 
 
@@ -289,11 +346,11 @@ skipped, only non-zero reasons). apply(stream, batch) applies the events and add
 the drops to the stream's counters."""
 
 
-def _event_from_dict(d):
+def _event_from_dict(d, where="", name="event"):
     g = d.get
     t = g("type")
     if t is None:
-        raise ValueError(f"event without a type: {d!r}")
+        raise ValueError(f"{where}: {name} has no type: {d!r}")
     tier = g("tier")
     if tier is None:
         tier = g("medium") or "device"
@@ -309,38 +366,50 @@ def _event_from_dict(d):
         lora = g("lora_name")
         if lora is None and g("lora_id") is not None:
             lora = str(g("lora_id"))
-        sk = salt_key(lora, g("cache_salt"))
+        if lora is not None and (isinstance(lora, bool) or
+                                 not isinstance(lora, (str, bytes, bytearray, int))):
+            raise type_error(where, f"{name}['lora_name']", "a str, bytes or an int id", lora)
+        cs = g("cache_salt")
+        if cs is not None and not isinstance(cs, (str, bytes, bytearray)):
+            raise type_error(where, f"{name}['cache_salt']", "a str or bytes", cs)
+        sk = salt_key(lora, cs)
     return IndexEvent(t, tier, hashes, parent, tokens, g("block_size") or 0, sk)
 
 
-def _c_events(events):
+def _c_events(events, where):
     """A kvb_index_event[] for a list of IndexEvent / dicts, and what keeps it alive."""
     n = len(events)
     arr = ffi.new("kvb_index_event[]", max(n, 1))
     keep = [arr]
     for i, e in enumerate(events):
+        name = f"events[{i}]"
         if isinstance(e, dict):
-            e = _event_from_dict(e)
+            e = _event_from_dict(e, where, name)
         elif not isinstance(e, IndexEvent):
+            if not isinstance(e, (tuple, list)) or not 1 <= len(e) <= len(IndexEvent._fields):
+                raise type_error(where, name, "an IndexEvent, a dict or a tuple "
+                                 "(type, tier, hashes, parent, tokens, block_size, salt_key)", e)
             e = IndexEvent(*e)
         c = arr[i]
-        c.type = _lookup(_EVTYPE, e.type, "event type")
-        c.tier = _tier(e.tier if e.tier is not None else 0)
-        if e.hashes is not None and len(e.hashes):
-            hp, hn, hk = _u64(e.hashes)
-            keep.append(hk)
-            c.hashes = hp
-            c.n_hashes = hn
+        c.type = _lookup(_EVTYPE, e.type, f"{name}.type", where)
+        c.tier = _tier(e.tier if e.tier is not None else 0, where, f"{name}.tier")
+        if e.hashes is not None:
+            hp, hn, hk = _u64(e.hashes, where, f"{name}.hashes")
+            if hn:
+                keep.append(hk)
+                c.hashes = hp
+                c.n_hashes = hn
         if e.parent is not None:
             c.has_parent = True
-            c.parent = _hash_int(e.parent)
-        if e.tokens is not None and len(e.tokens):
-            tp, tn, tk = _u32(e.tokens)
-            keep.append(tk)
-            c.tokens = tp
-            c.n_tokens = tn
-        c.block_size = e.block_size or 0
-        c.salt_key = e.salt_key or 0
+            c.parent = _hash_int(e.parent, where, f"{name}.parent")
+        if e.tokens is not None:
+            tp, tn, tk = _u32(e.tokens, where, f"{name}.tokens")
+            if tn:
+                keep.append(tk)
+                c.tokens = tp
+                c.n_tokens = tn
+        c.block_size = _args.u32(where, f"{name}.block_size", e.block_size or 0)
+        c.salt_key = _args.u64(where, f"{name}.salt_key", e.salt_key or 0)
     return arr, n, keep
 
 
@@ -365,14 +434,24 @@ def decode(payload, kind="vllm"):
     """kvb_index_decode: one raw KV-event payload (the msgpack frame) as a Batch.
     kind: "vllm" (map or legacy array layout), "sglang" or "kvblock".
     KvbError EBADMSG when it is not a batch of any known layout."""
-    k = _lookup(_WIRE, kind, "wire kind")
-    buf = ffi.from_buffer(payload)
+    k = _lookup(_WIRE, kind, "kind", "decode")
+    buf = _payload(payload, "decode")
     b = _Padded("kvb_index_batch")
     _check(lib.kvb_index_decode(buf, len(buf), k, b.ptr), "kvb_index_decode")
     try:
         return _py_batch(b.ptr)
     finally:
         lib.kvb_index_batch_fini(b.ptr)
+
+
+def _payload(payload, where, name="payload"):
+    """A cffi view of a bytes-like payload."""
+    if isinstance(payload, str):
+        raise type_error(where, name, "bytes (a raw msgpack payload)", payload)
+    try:
+        return ffi.from_buffer(payload)
+    except TypeError:
+        raise type_error(where, name, "bytes (a raw msgpack payload)", payload) from None
 
 
 # ---- results ----------------------------------------------------------------------
@@ -472,30 +551,39 @@ def _info_dict(s):
 
 
 def _config(block_size, seed, tier_weights, stale_after, drop_after, max_streams,
-            max_entries_per_stream, shards):
+            max_entries_per_stream, shards, where="Index"):
     cfg = _Padded("kvb_index_config")
     c = cfg.ptr
     lib.kvb_index_config_init(c)
     if block_size is not None:
-        c.block_size = block_size
+        c.block_size = _args.u32(where, "block_size", block_size)
     if seed is not None:
-        c.seed = seed
+        c.seed = _args.u64(where, "seed", seed)
     if tier_weights is not None:
-        w = list(tier_weights)
+        if isinstance(tier_weights, (str, bytes)):
+            raise type_error(where, "tier_weights", "three numbers (device, host, disk)",
+                             tier_weights)
+        try:
+            w = list(tier_weights)
+        except TypeError:
+            raise type_error(where, "tier_weights", "three numbers (device, host, disk)",
+                             tier_weights) from None
         if len(w) != 3:
-            raise ValueError("tier_weights: three weights (device, host, disk)")
+            raise ValueError(f"{where}: tier_weights: three weights (device, host, disk), "
+                             f"not {len(w)}")
         for i in range(3):
-            c.tier_weight[i] = w[i]
+            c.tier_weight[i] = _args.number(where, f"tier_weights[{i}]", w[i])
     if stale_after is not None:
-        c.stale_after_s = stale_after
+        c.stale_after_s = _args.number(where, "stale_after", stale_after)
     if drop_after is not None:
-        c.drop_after_s = drop_after
+        c.drop_after_s = _args.number(where, "drop_after", drop_after)
     if max_streams is not None:
-        c.max_streams = max_streams
+        c.max_streams = _args.u32(where, "max_streams", max_streams)
     if max_entries_per_stream is not None:
-        c.max_entries_per_stream = max_entries_per_stream
+        c.max_entries_per_stream = _args.u32(where, "max_entries_per_stream",
+                                             max_entries_per_stream)
     if shards is not None:
-        c.shards = shards
+        c.shards = _args.u32(where, "shards", shards)
     return cfg
 
 
@@ -542,10 +630,10 @@ class Index:
 
     # -- lifetime --
 
-    def _h(self):
+    def _h(self, where="Index"):
         p = self._p
         if p is None:
-            raise ValueError("the Index is closed")
+            raise ValueError(f"{where}: the Index is closed")
         return p
 
     @property
@@ -593,7 +681,8 @@ class Index:
     def config(self):
         """The configuration the index runs with, defaults filled in, as a dict."""
         cfg = _Padded("kvb_index_config")
-        _check(lib.kvb_index_config_get(self._h(), cfg.ptr), "kvb_index_config_get")
+        _check(lib.kvb_index_config_get(self._h("Index.config"), cfg.ptr),
+               "kvb_index_config_get")
         c = cfg.ptr
         return {"block_size": c.block_size, "seed": c.seed,
                 "tier_weights": tuple(c.tier_weight[i] for i in range(3)),
@@ -605,18 +694,19 @@ class Index:
 
     def hashes(self, tokens, lora_name=None, cache_salt=None):
         """Router hashes of a request's full blocks (kvb_index_hashes), a list of int."""
-        tp, n, keep = _u32(tokens)
+        w = "Index.hashes"
+        p = self._h(w)
+        tp, n, keep = _u32(tokens, w)
+        lo, sa = _lora(lora_name, w), _cstr(cache_salt, w, "cache_salt")
         cap = n // self.block_size
         out = ffi.new("uint64_t[]", max(cap, 1))
-        if isinstance(lora_name, int):
-            lora_name = str(lora_name)
-        k = _check(lib.kvb_index_hashes(self._h(), tp, n, _cstr(lora_name), _cstr(cache_salt),
-                                        out, cap), "kvb_index_hashes")
+        k = _check(lib.kvb_index_hashes(p, tp, n, lo, sa, out, cap), "kvb_index_hashes")
         return list(ffi.unpack(out, k))
 
     def block_seed(self, salt_key=0):
         """The chain seed of blocks with this salt key (kvb_index_block_seed)."""
-        return lib.kvb_index_block_seed(self._h(), salt_key)
+        return lib.kvb_index_block_seed(self._h("Index.block_seed"),
+                                        _args.u64("Index.block_seed", "salt_key", salt_key))
 
     salt_key = staticmethod(salt_key)
     decode = staticmethod(decode)
@@ -629,14 +719,16 @@ class Index:
         "engine" (vLLM, SGLang: router hashes recomputed from token ids). Returns its
         id. KvbError EEXIST unless exist_ok (then the existing id is returned),
         EINVAL (bad name), ENOSPC (max_streams)."""
+        w = "Index.add_stream"
+        p = self._h(w)
         sc = _Padded("kvb_index_stream_config")
-        nm = ffi.new("char[]", worker.encode())
+        nm = ffi.new("char[]", _name_arg(worker, w))
         sc.ptr.name = nm
-        sc.ptr.dp_rank = _rank(dp_rank)
-        sc.ptr.hashes = _lookup(_HASHKIND, hashes, "hash kind")
-        sc.ptr.block_size = block_size
+        sc.ptr.dp_rank = _rank(dp_rank, w)
+        sc.ptr.hashes = _lookup(_HASHKIND, hashes, "hashes", w)
+        sc.ptr.block_size = _args.u32(w, "block_size", block_size)
         out = ffi.new("uint32_t *")
-        rc = lib.kvb_index_stream_add(self._h(), sc.ptr, out)
+        rc = lib.kvb_index_stream_add(p, sc.ptr, out)
         if rc == -errno.EEXIST and exist_ok:
             return out[0]
         _check(rc, "kvb_index_stream_add")
@@ -644,75 +736,102 @@ class Index:
 
     def find_stream(self, worker, dp_rank=None):
         """The id of stream (worker, dp_rank), or None."""
+        w = "Index.find_stream"
         out = ffi.new("uint32_t *")
-        rc = lib.kvb_index_stream_find(self._h(), worker.encode(), _rank(dp_rank), out)
+        rc = lib.kvb_index_stream_find(self._h(w), _name_arg(worker, w), _rank(dp_rank, w), out)
         if rc == -errno.ENOENT:
             return None
         _check(rc, "kvb_index_stream_find")
         return out[0]
 
-    def _sid(self, stream):
+    def _sid(self, stream, where="Index"):
         """A stream id from an id, a worker name (no rank) or (worker, dp_rank)."""
-        if isinstance(stream, int):
+        if type(stream) is int and 0 <= stream <= U32:
             return stream
+        if isinstance(stream, int) and not isinstance(stream, bool):
+            return _args.u32(where, "stream", stream)
         if isinstance(stream, str):
             name, rank = stream, None
-        else:
+        elif isinstance(stream, tuple) and len(stream) == 2:
             name, rank = stream
+        else:
+            raise type_error(where, "stream", "a stream id (int), a worker name (str) or "
+                             "(worker, dp_rank)", stream)
         out = ffi.new("uint32_t *")
-        _check(lib.kvb_index_stream_find(self._h(), name.encode(), _rank(rank), out),
+        _check(lib.kvb_index_stream_find(self._h(where), _name_arg(name, where, "stream"),
+                                         _rank(rank, where), out),
                f"kvb_index_stream_find({name!r}, {rank})")
         return out[0]
 
     def remove_stream(self, stream):
         """Remove a stream and free its entries. KvbError ENOENT."""
-        _check(lib.kvb_index_stream_remove(self._h(), self._sid(stream)),
+        w = "Index.remove_stream"
+        _check(lib.kvb_index_stream_remove(self._h(w), self._sid(stream, w)),
                "kvb_index_stream_remove")
 
     def remove_worker(self, worker):
         """Remove every stream (rank) of a worker; returns how many."""
-        return _check(lib.kvb_index_worker_remove(self._h(), worker.encode()),
+        w = "Index.remove_worker"
+        return _check(lib.kvb_index_worker_remove(self._h(w), _name_arg(worker, w)),
                       "kvb_index_worker_remove")
 
     def clear_stream(self, stream, state="live"):
         """Drop what the stream holds, count a clear, set its state."""
-        _check(lib.kvb_index_stream_clear(self._h(), self._sid(stream), _state(state)),
+        w = "Index.clear_stream"
+        st = _state(state, w)
+        _check(lib.kvb_index_stream_clear(self._h(w), self._sid(stream, w), st),
                "kvb_index_stream_clear")
 
     def set_state(self, stream, state):
-        _check(lib.kvb_index_stream_set_state(self._h(), self._sid(stream), _state(state)),
+        w = "Index.set_state"
+        st = _state(state, w)
+        _check(lib.kvb_index_stream_set_state(self._h(w), self._sid(stream, w), st),
                "kvb_index_stream_set_state")
 
     def set_seq(self, stream, last_seq):
-        _check(lib.kvb_index_stream_set_seq(self._h(), self._sid(stream), last_seq),
+        w = "Index.set_seq"
+        seq = _args.i64(w, "last_seq", last_seq)
+        _check(lib.kvb_index_stream_set_seq(self._h(w), self._sid(stream, w), seq),
                "kvb_index_stream_set_seq")
 
     def count(self, stream, counter, delta=1):
         """Advance a caller-kept counter: "gaps", "replays", "restarts", "clears"."""
-        _check(lib.kvb_index_stream_count(self._h(), self._sid(stream),
-                                          _lookup(_COUNTER, counter, "counter"), delta),
+        w = "Index.count"
+        c = _lookup(_COUNTER, counter, "counter", w)
+        delta = _args.u64(w, "delta", delta)
+        _check(lib.kvb_index_stream_count(self._h(w), self._sid(stream, w), c, delta),
                "kvb_index_stream_count")
 
     def drop(self, stream, dropped):
         """Count drops: a dict reason -> count (reasons of DROP_REASONS)."""
+        w = "Index.drop"
+        if not isinstance(dropped, collections.abc.Mapping):
+            raise type_error(w, "dropped", "a dict reason -> count", dropped)
         arr = ffi.new("uint32_t[11]")
         for r, v in dropped.items():
-            arr[_lookup(_DROP, r, "drop reason")] += v
-        _check(lib.kvb_index_stream_drop(self._h(), self._sid(stream), arr),
+            i = _lookup(_DROP, r, "drop reason", w)
+            arr[i] = _args.u32(w, f"dropped[{r!r}] (with the other counts of that reason)",
+                               arr[i] + _args.u32(w, f"dropped[{r!r}]", v))
+        _check(lib.kvb_index_stream_drop(self._h(w), self._sid(stream, w), arr),
                "kvb_index_stream_drop")
 
     def heard(self, stream, connected=True, now_ns=None):
         """Liveness input: the stream's transport is up (True) or down (False)."""
+        w = "Index.heard"
         if now_ns is None:
             now_ns = lib.kvb_index_now_ns()
-        _check(lib.kvb_index_stream_heard(self._h(), self._sid(stream), bool(connected),
+        else:
+            now_ns = _args.i64(w, "now_ns", now_ns)
+        _check(lib.kvb_index_stream_heard(self._h(w), self._sid(stream, w), bool(connected),
                                           now_ns), "kvb_index_stream_heard")
 
     def tick(self, now_ns=None):
         """Apply the liveness timeouts; returns how many streams changed state."""
         if now_ns is None:
             now_ns = lib.kvb_index_now_ns()
-        return _check(lib.kvb_index_tick(self._h(), now_ns), "kvb_index_tick")
+        else:
+            now_ns = _args.i64("Index.tick", "now_ns", now_ns)
+        return _check(lib.kvb_index_tick(self._h("Index.tick"), now_ns), "kvb_index_tick")
 
     @staticmethod
     def now_ns():
@@ -721,7 +840,7 @@ class Index:
 
     def streams(self):
         """Ids of the current streams, ascending."""
-        p = self._h()
+        p = self._h("Index.streams")
         cap = 64
         while True:
             ids = ffi.new("uint32_t[]", cap)
@@ -744,8 +863,9 @@ class Index:
                     if e.name != "ENOENT":
                         raise
             return out
+        w = "Index.stream_info"
         info = _Padded("kvb_index_stream_info")
-        _check(lib.kvb_index_stream_info_get(self._h(), self._sid(stream), info.ptr),
+        _check(lib.kvb_index_stream_info_get(self._h(w), self._sid(stream, w), info.ptr),
                "kvb_index_stream_info_get")
         return _info_dict(info.ptr)
 
@@ -757,7 +877,9 @@ class Index:
         A Batch's decoder drops are added to the stream's counters. Events or blocks
         the index cannot use are counted per reason (stream_info()["dropped"]), not
         raised. KvbError ENOENT (no such stream), EINVAL, ENOMEM (nothing applied)."""
-        sid = self._sid(stream)
+        w = "Index.apply"
+        sid = self._sid(stream, w)
+        seq = _args.i64(w, "seq", seq)
         dropped = None
         if isinstance(events, Batch):
             dropped = events.dropped
@@ -765,9 +887,16 @@ class Index:
         elif isinstance(events, (IndexEvent, dict)):
             events = [events]
         elif not isinstance(events, (list, tuple)):
-            events = list(events)
-        arr, n, keep = _c_events(events)
-        _check(lib.kvb_index_apply(self._h(), sid, arr, n, seq), "kvb_index_apply")
+            if isinstance(events, (str, bytes, bytearray)):
+                raise type_error(w, "events", "a list of IndexEvent or dicts, or a Batch",
+                                 events)
+            try:
+                events = list(events)
+            except TypeError:
+                raise type_error(w, "events", "a list of IndexEvent or dicts, or a Batch",
+                                 events) from None
+        arr, n, keep = _c_events(events, w)
+        _check(lib.kvb_index_apply(self._h(w), sid, arr, n, seq), "kvb_index_apply")
         if dropped:
             self.drop(sid, dropped)
 
@@ -775,10 +904,12 @@ class Index:
         """Decode a raw payload and apply it in C (no Python objects per event), adding
         the decoder's drops to the stream. Returns the number of events applied.
         KvbError EBADMSG (nothing applied) when the payload is not a batch."""
-        sid = self._sid(stream)
-        p = self._h()
-        k = _lookup(_WIRE, kind, "wire kind")
-        buf = ffi.from_buffer(payload)
+        w = "Index.apply_payload"
+        sid = self._sid(stream, w)
+        p = self._h(w)
+        k = _lookup(_WIRE, kind, "kind", w)
+        seq = _args.i64(w, "seq", seq)
+        buf = _payload(payload, w)
         b = _Padded("kvb_index_batch")
         _check(lib.kvb_index_decode(buf, len(buf), k, b.ptr), "kvb_index_decode")
         try:
@@ -809,11 +940,13 @@ class Index:
         a Matches list of MatchResult, best first (score, then fewest entries, then
         name), streams with no prefix left out; at most k when k is given (.total
         says how many streams matched)."""
-        hp, n, keep = _u64(hashes)
+        hp, n, keep = _u64(hashes, "Index.match")
         p = self._p
         if p is None:
-            self._h()
+            self._h("Index.match")
         if k is not None:
+            if type(k) is not int or not 0 <= k <= U32:
+                k = _args.u32("Index.match", "k", k)
             buf, mv, cap = self._buf(k)
             total = lib.kvb_index_match(p, hp, n, buf, k)
             if total < 0:
@@ -832,15 +965,17 @@ class Index:
         """kvb_index_match_tokens: hash a request (tokens as a list or array('I'),
         its LoRA name or id and cache salt) and match it. Returns Matches like
         match(); .blocks is the request's number of full blocks."""
-        tp, n, keep = _u32(tokens)
-        if lora_name is not None and not isinstance(lora_name, (str, bytes)):
-            lora_name = str(lora_name)
-        lo, sa = _cstr(lora_name), _cstr(cache_salt)
+        w = "Index.match_tokens"
+        tp, n, keep = _u32(tokens, w)
+        lo = ffi.NULL if lora_name is None else _lora(lora_name, w)
+        sa = ffi.NULL if cache_salt is None else _cstr(cache_salt, w, "cache_salt")
         p = self._p
         if p is None:
-            self._h()
+            self._h(w)
         blocks = ffi.new("uint32_t *")
         if k is not None:
+            if type(k) is not int or not 0 <= k <= U32:
+                k = _args.u32(w, "k", k)
             buf, mv, cap = self._buf(k)
             total = lib.kvb_index_match_tokens(p, tp, n, lo, sa, buf, k, blocks)
             if total < 0:
@@ -860,14 +995,15 @@ class Index:
     def save(self, path):
         """Write a snapshot atomically (write, fsync, rename); returns its size."""
         out = ffi.new("size_t *")
-        _check(lib.kvb_index_save(self._h(), os.fsencode(path), out), "kvb_index_save")
+        _check(lib.kvb_index_save(self._h("Index.save"), _path(path, "Index.save"), out),
+               "kvb_index_save")
         return out[0]
 
     def dumps(self):
         """The same snapshot as bytes (kvb_index_save_mem)."""
         buf = ffi.new("void **")
         n = ffi.new("size_t *")
-        _check(lib.kvb_index_save_mem(self._h(), buf, n), "kvb_index_save_mem")
+        _check(lib.kvb_index_save_mem(self._h("Index.dumps"), buf, n), "kvb_index_save_mem")
         try:
             return ffi.buffer(buf[0], n[0])[:]
         finally:
@@ -878,42 +1014,43 @@ class Index:
         """An Index from a snapshot file. Keyword arguments as the constructor's; when
         given, block_size and seed must be the snapshot's (KvbError EINVAL otherwise).
         KvbError ENOENT (no file), EBADMSG (corrupt, truncated: nothing loaded)."""
-        cfg = cls._load_config(config)
+        path = _path(path, "Index.load")
+        cfg = cls._load_config(config, "Index.load")
         out = ffi.new("kvb_index **")
-        _check(lib.kvb_index_load(os.fsencode(path), cfg.ptr if cfg else ffi.NULL, out),
-               "kvb_index_load")
+        _check(lib.kvb_index_load(path, cfg.ptr if cfg else ffi.NULL, out), "kvb_index_load")
         return cls._adopt(out[0])
 
     @classmethod
     def loads(cls, data, **config):
         """An Index from snapshot bytes (dumps())."""
-        cfg = cls._load_config(config)
-        buf = ffi.from_buffer(data)
+        buf = _payload(data, "Index.loads", "data")
+        cfg = cls._load_config(config, "Index.loads")
         out = ffi.new("kvb_index **")
         _check(lib.kvb_index_load_mem(buf, len(buf), cfg.ptr if cfg else ffi.NULL, out),
                "kvb_index_load_mem")
         return cls._adopt(out[0])
 
     @classmethod
-    def _load_config(cls, config):
+    def _load_config(cls, config, where):
         if not config:
             return None
         bad = set(config) - set(cls._KW)
         if bad:
-            raise TypeError(f"unknown configuration {sorted(bad)}")
-        return _config(*(config.get(k) for k in cls._KW))
+            raise TypeError(f"{where}: unknown configuration {sorted(bad)}: the keywords are "
+                            f"{cls._KW}")
+        return _config(*(config.get(k) for k in cls._KW), where=where)
 
     # -- stats --
 
     def stats(self):
         """Counters of the whole index (kvb_index_stats) as a dict."""
         s = _Padded("kvb_index_stats")
-        _check(lib.kvb_index_stats_get(self._h(), s.ptr), "kvb_index_stats_get")
+        _check(lib.kvb_index_stats_get(self._h("Index.stats"), s.ptr), "kvb_index_stats_get")
         return {f: getattr(s.ptr, f) for f in _STATS_FIELDS}
 
     def metrics_text(self):
         """Prometheus text exposition of the index and of every stream."""
-        p = self._h()
+        p = self._h("Index.metrics_text")
         cap = 1 << 14
         while True:
             buf = ffi.new("char[]", cap)
@@ -921,6 +1058,13 @@ class Index:
             if need < cap:
                 return ffi.string(buf, need).decode()
             cap = need + 4096  # streams may be added between the two calls
+
+
+def _path(path, where):
+    try:
+        return os.fsencode(path)
+    except TypeError:
+        raise type_error(where, "path", "a str, bytes or os.PathLike path", path) from None
 
 
 _STATS_FIELDS = ("streams", "keys", "entries", "memory_bytes", "batches", "events",
@@ -953,18 +1097,22 @@ class Subscriber:
         self._s = None
         self._index = None
         self._workers = []
+        w = "Subscriber"
+        _args.instance(w, "index", index, Index)
+        _args.callback(w, "callback", callback)
         cfg = _Padded("kvb_subscriber_config")
         c = cfg.ptr
         lib.kvb_subscriber_config_init(c)
-        c.index = index._h()
-        for name, v in (("replay_timeout_ms", replay_timeout_ms),
-                        ("heartbeat_ivl_ms", heartbeat_ivl_ms), ("tick_ms", tick_ms),
-                        ("max_message_bytes", max_message_bytes),
-                        ("max_replay_batches", max_replay_batches),
-                        ("reconnect_ivl_ms", reconnect_ivl_ms),
-                        ("reconnect_ivl_max_ms", reconnect_ivl_max_ms)):
+        c.index = index._h(w)
+        for name, v, hi in (("replay_timeout_ms", replay_timeout_ms, U32),
+                            ("heartbeat_ivl_ms", heartbeat_ivl_ms, U32),
+                            ("tick_ms", tick_ms, U32),
+                            ("max_message_bytes", max_message_bytes, I64_MAX),
+                            ("max_replay_batches", max_replay_batches, U32),
+                            ("reconnect_ivl_ms", reconnect_ivl_ms, _args.INT_MAX),
+                            ("reconnect_ivl_max_ms", reconnect_ivl_max_ms, _args.INT_MAX)):
             if v is not None:
-                setattr(c, name, v)
+                setattr(c, name, _args.integer(w, name, v, 0, hi))
         self._cb = None
         if callback is not None:
             def _note(user, note, worker, seq, batch, state, f=callback):
@@ -984,33 +1132,40 @@ class Subscriber:
     def index(self):
         return self._index
 
-    def _h(self):
+    def _h(self, where="Subscriber"):
         s = self._s
         if s is None:
-            raise ValueError("the Subscriber is closed")
+            raise ValueError(f"{where}: the Subscriber is closed")
         return s
 
     def add_worker(self, name, endpoint, replay=None, kind="vllm", block_size=0, topic=""):
         """Subscribe to a worker's PUB endpoint (replay: its ROUTER endpoint for gaps).
         kind: "vllm" (events carry token ids: engine hashes), "sglang", or "kvblock"
         (block hashes are router hashes). KvbError EEXIST, EINVAL, or a connect error."""
+        where = "Subscriber.add_worker"
+        sub = self._h(where)
         w = _Padded("kvb_subscriber_worker")
-        strs = [ffi.new("char[]", name.encode()), ffi.new("char[]", endpoint.encode())]
+        strs = [ffi.new("char[]", _name_arg(name, where, "name")),
+                ffi.new("char[]", _name_arg(endpoint, where, "endpoint"))]
         w.ptr.name, w.ptr.endpoint = strs
+        _args.string(where, "replay", replay, none_ok=True)
+        _args.string(where, "topic", topic, none_ok=True)
         if replay:
             strs.append(ffi.new("char[]", replay.encode()))
             w.ptr.replay_endpoint = strs[-1]
         if topic:
             strs.append(ffi.new("char[]", topic.encode()))
             w.ptr.topic = strs[-1]
-        w.ptr.kind = _lookup(_WIRE, kind, "wire kind")
-        w.ptr.block_size = block_size
-        _check(lib.kvb_subscriber_add_worker(self._h(), w.ptr), "kvb_subscriber_add_worker")
+        w.ptr.kind = _lookup(_WIRE, kind, "kind", where)
+        w.ptr.block_size = _args.u32(where, "block_size", block_size)
+        _check(lib.kvb_subscriber_add_worker(sub, w.ptr), "kvb_subscriber_add_worker")
         self._workers.append(name)
 
     def remove_worker(self, name, drop=False):
         """Unsubscribe; drop=True also removes the worker's streams from the index."""
-        _check(lib.kvb_subscriber_remove_worker(self._h(), name.encode(), bool(drop)),
+        w = "Subscriber.remove_worker"
+        _check(lib.kvb_subscriber_remove_worker(self._h(w), _name_arg(name, w, "name"),
+                                                bool(drop)),
                "kvb_subscriber_remove_worker")
         if name in self._workers:
             self._workers.remove(name)
@@ -1026,8 +1181,10 @@ class Subscriber:
         name, a dict name -> that for every worker."""
         if name is None:
             return {n: self.worker_info(n) for n in self._workers}
+        w = "Subscriber.worker_info"
         info = _Padded("kvb_subscriber_worker_info")
-        _check(lib.kvb_subscriber_worker_info_get(self._h(), name.encode(), info.ptr),
+        _check(lib.kvb_subscriber_worker_info_get(self._h(w), _name_arg(name, w, "name"),
+                                                  info.ptr),
                "kvb_subscriber_worker_info_get")
         i = info.ptr
         return {"name": ffi.string(i.name).decode(), "connected": bool(i.connected),
@@ -1038,12 +1195,17 @@ class Subscriber:
 
     def ready(self):
         """Whether every worker has been heard from or marked stale (/healthz)."""
-        return bool(lib.kvb_subscriber_ready(self._h()))
+        return bool(lib.kvb_subscriber_ready(self._h("Subscriber.ready")))
 
     def sync(self, timeout=5.0):
         """Wait until the subscriber thread has processed what had arrived on its
         sockets when called. KvbError ETIMEDOUT after timeout seconds."""
-        _check(lib.kvb_subscriber_sync(self._h(), int(timeout * 1000)), "kvb_subscriber_sync")
+        w = "Subscriber.sync"
+        ms = int(_args.number(w, "timeout", timeout, lo=0) * 1000)
+        if ms > U32:
+            raise ValueError(f"{w}: timeout must be at most {U32 // 1000} seconds, "
+                             f"not {timeout!r}")
+        _check(lib.kvb_subscriber_sync(self._h(w), ms), "kvb_subscriber_sync")
 
     def close(self):
         """Stop the thread and close the sockets (the index keeps its streams)."""
