@@ -170,6 +170,7 @@ typedef struct opts {
     uint32_t reps, warmup, work;
     uint64_t thread_work;
     bool csv, quick, callgrind, cpu_clock;
+    bool events; /* --events: also run each micro operation on a pool with a drop sink */
 } opts;
 
 /* Parse argv into o (after discover_policies); usage errors exit 2, --help 0. */
@@ -207,6 +208,10 @@ static inline void lib_stage(kvb_pool *p, kvb_mutable *m, const kvb_hash *h, uin
     if (rc != 0)
         lib_fail(n == 1 ? "kvb_mutable_stage" : "kvb_pool_stage", rc, ctx);
 }
+
+/* The --events sink: drops every event (adds their count to *(uint64_t *)user, so
+ * the teardown can tell that events really were delivered). */
+void bench_drop_sink(void *user, const kvb_pool *pool, const kvb_event *events, uint32_t n);
 
 /* allocate + stage + register n blocks with hashes h into out; not timed */
 void lib_admit(lib_fx *f, const kvb_hash *h, uint32_t n, kvb_block *out);

@@ -41,6 +41,14 @@
  * plan, back to back, and the ratio column is the median of the per-repetition
  * ratios, so it holds when the machine is noisy.
  *
+ * --events: a second pool of the same policy and size, created with an event
+ * sink that drops every event (kvb_event_config_init's defaults: emit all,
+ * deliver at once, so the pool numbers, queues, coalesces and delivers every
+ * record), filled the same way and run on the same plans, back to back with
+ * the plain pool (alternating which goes first). Its row, op+events, shows it
+ * beside the plain pool (the "sol" columns of that row) with the median of the
+ * per-repetition events/plain ratios; in CSV the same row with those meanings.
+ *
  * --callgrind-ops: run each operation once on a small pool between
  * CALLGRIND_START_INSTRUMENTATION / STOP and dump the counters with a label
  * (CALLGRIND_DUMP_STATS_AT "kvb-bench <name> blocks=<count>"); the perf/ scripts
@@ -62,6 +70,10 @@ static void micro_header(const opts *o)
            o->cpu_clock ? "thread CPU" : "wall", o->reps, o->work, o->warmup);
     printf("%-14s %-9s %8s %5s %8s %8s %8s | %7s %7s %7s | %6s\n", "op", "policy", "blocks",
            "batch", "min", "median", "max", "sol min", "sol med", "sol max", "ratio");
+    if (o->events)
+        printf("(--events: each op+events row is a second pool with a sink that drops every "
+               "event;\n its right-hand columns are the plain pool's row and its ratio is "
+               "events / plain)\n");
 }
 
 /* Build the plan of repetition r for op/batch: deterministic from the seed. */
@@ -93,6 +105,8 @@ static void make_plan(plan *pl, enum op o, uint32_t n, uint32_t B, uint32_t work
 
 typedef struct micro_fx {
     lib_fx lib;
+    lib_fx ev;          /* --events: the same pool with a drop sink (ev.pool NULL without) */
+    uint64_t ev_events; /* events the drop sink saw */
     sol base;
     sol_ref *sol_held; /* the baseline's own handles: its generations differ */
     sol_weak *sol_weak;
@@ -102,74 +116,110 @@ typedef struct micro_fx {
     uint32_t maxw;
 } micro_fx;
 
-static void micro_setup(micro_fx *m, const policy_info *pi, uint32_t B, uint32_t work)
+/* Create f's pool (with events when evc) and scratch; fill it: every block
+ * PRIMARY with one held reference, H[i] in held[i], and one weak handle each. */
+static void lib_setup(lib_fx *f, const policy_info *pi, uint32_t B, uint32_t maxw,
+                      const kvb_hash *H, const kvb_event_config *evc)
 {
-    memset(m, 0, sizeof *m);
-    m->maxw = work > B ? work : B; /* evict_alloc and the fill use up to B */
     kvb_pool_config cfg;
     kvb_pool_config_init(&cfg);
     cfg.block_count = B;
     cfg.evict = pi->policy;
     cfg.name = "bench";
-    int rc = kvb_pool_create(&cfg, &m->lib.pool);
+    cfg.events = evc;
+    int rc = kvb_pool_create(&cfg, &f->pool);
     if (rc != 0)
-        kvbt_die(prog, "kvb_pool_create (%s, %u blocks): %s", pi->name, B, kvb_strerror(rc));
-    lib_fx *f = &m->lib;
+        kvbt_die(prog, "kvb_pool_create (%s, %u blocks%s): %s", pi->name, B,
+                 evc ? ", events" : "", kvb_strerror(rc));
     f->B = B;
-    snprintf(f->ctx, sizeof f->ctx, "policy %s, %u blocks", pi->name, B);
+    snprintf(f->ctx, sizeof f->ctx, "policy %s, %u blocks%s", pi->name, B, evc ? ", events" : "");
+    f->H = H;
+    f->held = kvbt_xmalloc_array(B, sizeof *f->held);
+    f->weak = kvbt_xmalloc_array(B, sizeof *f->weak);
+    f->mut = kvbt_xmalloc_array(maxw, sizeof *f->mut);
+    f->cmp = kvbt_xmalloc_array(maxw, sizeof *f->cmp);
+    f->out = kvbt_xmalloc_array(maxw, sizeof *f->out);
+    f->hit = kvbt_xmalloc_array(maxw, sizeof *f->hit);
+    for (uint32_t i = 0; i < B; i += 256) {
+        uint32_t c = B - i < 256 ? B - i : 256;
+        lib_admit(f, H + i, c, f->held + i);
+    }
+    for (uint32_t i = 0; i < B; i++)
+        kvb_block_downgrade(&f->held[i], &f->weak[i]);
+}
+
+static void micro_setup(micro_fx *m, const policy_info *pi, uint32_t B, uint32_t work,
+                        bool events)
+{
+    memset(m, 0, sizeof *m);
+    m->maxw = work > B ? work : B; /* evict_alloc and the fill use up to B */
     m->H = kvbt_xmalloc_array(B, sizeof *m->H);
     for (uint32_t i = 0; i < B; i++)
         m->H[i] = bench_hash(i);
     m->fresh = B;
-    f->H = m->H;
-    f->held = kvbt_xmalloc_array(B, sizeof *f->held);
-    f->weak = kvbt_xmalloc_array(B, sizeof *f->weak);
-    f->mut = kvbt_xmalloc_array(m->maxw, sizeof *f->mut);
-    f->cmp = kvbt_xmalloc_array(m->maxw, sizeof *f->cmp);
-    f->out = kvbt_xmalloc_array(m->maxw, sizeof *f->out);
-    f->hit = kvbt_xmalloc_array(m->maxw, sizeof *f->hit);
+    lib_setup(&m->lib, pi, B, m->maxw, m->H, NULL);
+    if (events) {
+        kvb_event_config evc;
+        kvb_event_config_init(&evc);
+        evc.sink = bench_drop_sink;
+        evc.user = &m->ev_events;
+        lib_setup(&m->ev, pi, B, m->maxw, m->H, &evc);
+    }
     sol_init(&m->base, B, m->maxw);
     m->sol_held = kvbt_xmalloc_array(B, sizeof *m->sol_held);
     m->sol_weak = kvbt_xmalloc_array(B, sizeof *m->sol_weak);
     m->pl.pos = kvbt_xmalloc_array(m->maxw, sizeof *m->pl.pos);
     m->pl.q = kvbt_xmalloc_array(m->maxw, sizeof *m->pl.q);
-
-    /* fill: every block PRIMARY with one held reference, H[i] in held[i] */
     for (uint32_t i = 0; i < B; i += 256) {
         uint32_t c = B - i < 256 ? B - i : 256;
-        lib_admit(f, m->H + i, c, f->held + i);
         sol_admit(&m->base, m->H + i, c, m->sol_held + i);
     }
     for (uint32_t i = 0; i < B; i++) {
-        kvb_block_downgrade(&f->held[i], &f->weak[i]);
         const sol_ref *b = &m->sol_held[i];
         m->sol_weak[i] = (sol_weak){.hash = m->H[i], .id = b->id, .gen = b->gen};
     }
 }
 
-static void micro_teardown(micro_fx *m)
+static void lib_teardown(lib_fx *f)
 {
-    int rc = kvb_pool_check(m->lib.pool);
+    int rc = kvb_pool_check(f->pool);
     if (rc != 0)
         kvbt_die(prog,
                  "INVARIANT VIOLATION: kvb_pool_check() = %d after the benchmark (%s): "
                  "a kvblock bug",
-                 rc, m->lib.ctx);
+                 rc, f->ctx);
     kvb_stats st;
-    kvb_pool_stats(m->lib.pool, &st);
+    kvb_pool_stats(f->pool, &st);
     if (st.misuse)
         kvbt_die(prog, "the pool counted %llu handle misuses (%s): a kvb-bench bug",
-                 (unsigned long long)st.misuse, m->lib.ctx);
-    rc = kvb_pool_destroy(m->lib.pool);
+                 (unsigned long long)st.misuse, f->ctx);
+    rc = kvb_pool_destroy(f->pool);
     if (rc != 0)
-        kvbt_die(prog, "kvb_pool_destroy: %s (%s)", kvb_strerror(rc), m->lib.ctx);
+        kvbt_die(prog, "kvb_pool_destroy: %s (%s)", kvb_strerror(rc), f->ctx);
+    free(f->held);
+    free(f->weak);
+    free(f->mut);
+    free(f->cmp);
+    free(f->out);
+    free(f->hit);
+}
+
+static void micro_teardown(micro_fx *m)
+{
+    if (m->ev.pool) {
+        /* the drop sink must really have been called, and nothing lost */
+        kvb_event_stats es;
+        int rc = kvb_pool_events_stats(m->ev.pool, &es);
+        if (rc != 0)
+            lib_fail("kvb_pool_events_stats", rc, m->ev.ctx);
+        if (es.lost || es.events != m->ev_events || m->ev_events == 0)
+            kvbt_die(prog, "events: %llu delivered, %llu seen by the sink, %llu lost (%s)",
+                     (unsigned long long)es.events, (unsigned long long)m->ev_events,
+                     (unsigned long long)es.lost, m->ev.ctx);
+        lib_teardown(&m->ev);
+    }
+    lib_teardown(&m->lib);
     free(m->H);
-    free(m->lib.held);
-    free(m->lib.weak);
-    free(m->lib.mut);
-    free(m->lib.cmp);
-    free(m->lib.out);
-    free(m->lib.hit);
     free(m->pl.pos);
     free(m->pl.q);
     free(m->sol_held);
@@ -185,7 +235,25 @@ static void micro_to_cached(micro_fx *m)
     int rc = kvb_block_release_n(f->held, f->B);
     if (rc != 0)
         lib_fail("kvb_block_release_n (all)", rc, f->ctx);
+    if (m->ev.pool) {
+        rc = kvb_block_release_n(m->ev.held, m->ev.B);
+        if (rc != 0)
+            lib_fail("kvb_block_release_n (all)", rc, m->ev.ctx);
+    }
     sol_release_n(&m->base, m->sol_held, f->B);
+}
+
+static void print_row(const opts *o, const char *name, const char *policy, uint32_t B, uint32_t n,
+                      uint32_t w, const micro_result *res)
+{
+    if (o->csv)
+        printf("micro,%s,%s,%u,%u,%u,%u,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.3f,%s\n", name, policy, B,
+               n, o->reps, w, res->lib.min, res->lib.med, res->lib.max, res->base.min,
+               res->base.med, res->base.max, res->ratio, o->cpu_clock ? "cpu" : "wall");
+    else
+        printf("%-14s %-9s %8u %5u %8.1f %8.1f %8.1f | %7.1f %7.1f %7.1f | %6.2f\n", name, policy,
+               B, n, res->lib.min, res->lib.med, res->lib.max, res->base.min, res->base.med,
+               res->base.max, res->ratio);
 }
 
 static void micro_run_op(micro_fx *m, const opts *o, const policy_info *pi, enum op op, uint32_t n,
@@ -195,18 +263,28 @@ static void micro_run_op(micro_fx *m, const opts *o, const policy_info *pi, enum
     double *lib_ns = kvbt_xmalloc_array(total, sizeof(double));
     double *sol_ns = kvbt_xmalloc_array(total, sizeof(double));
     double *ratio = kvbt_xmalloc_array(total, sizeof(double));
+    double *ev_ns = kvbt_xmalloc_array(total, sizeof(double));
+    double *ev_ratio = kvbt_xmalloc_array(total, sizeof(double));
     unsigned nm = 0;
 
     for (unsigned r = 0; r < total; r++) {
         uint64_t salt = ((uint64_t)op << 48) ^ ((uint64_t)n << 32) ^ r;
         make_plan(&m->pl, op, n, B, o->work, &m->fresh, m->H, salt);
-        uint64_t tl = lib_run(&m->lib, op, &m->pl);
+        /* the events pool runs the same plan; which pool goes first alternates */
+        uint64_t te = 0, tl;
+        if (m->ev.pool && (r & 1))
+            te = lib_run(&m->ev, op, &m->pl);
+        tl = lib_run(&m->lib, op, &m->pl);
+        if (m->ev.pool && !(r & 1))
+            te = lib_run(&m->ev, op, &m->pl);
         uint64_t tb = sol_run(&m->base, m->H, m->sol_held, m->sol_weak, op, &m->pl);
         if (r < o->warmup)
             continue;
         lib_ns[nm] = (double)tl / m->pl.w;
         sol_ns[nm] = (double)tb / m->pl.w;
         ratio[nm] = tb ? (double)tl / (double)tb : 0.0;
+        ev_ns[nm] = (double)te / m->pl.w;
+        ev_ratio[nm] = tl ? (double)te / (double)tl : 0.0;
         nm++;
     }
     micro_result res = {.op = op, .policy = pi->name, .blocks = B, .batch = n};
@@ -214,18 +292,23 @@ static void micro_run_op(micro_fx *m, const opts *o, const policy_info *pi, enum
     res.base = bench_summarize(sol_ns, nm);
     res.ratio = bench_summarize(ratio, nm).med;
     record_micro(&res);
-    if (o->csv)
-        printf("micro,%s,%s,%u,%u,%u,%u,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.3f,%s\n", op_names[op],
-               pi->name, B, n, o->reps, m->pl.w, res.lib.min, res.lib.med, res.lib.max,
-               res.base.min, res.base.med, res.base.max, res.ratio, o->cpu_clock ? "cpu" : "wall");
-    else
-        printf("%-14s %-9s %8u %5u %8.1f %8.1f %8.1f | %7.1f %7.1f %7.1f | %6.2f\n", op_names[op],
-               pi->name, B, n, res.lib.min, res.lib.med, res.lib.max, res.base.min, res.base.med,
-               res.base.max, res.ratio);
+    print_row(o, op_names[op], pi->name, B, n, m->pl.w, &res);
+    if (m->ev.pool) {
+        /* the events row: the events pool beside the plain one */
+        char name[32];
+        snprintf(name, sizeof name, "%s+events", op_names[op]);
+        micro_result er = {.op = op, .policy = pi->name, .blocks = B, .batch = n};
+        er.lib = bench_summarize(ev_ns, nm);
+        er.base = res.lib;
+        er.ratio = bench_summarize(ev_ratio, nm).med;
+        print_row(o, name, pi->name, B, n, m->pl.w, &er);
+    }
     fflush(stdout);
     free(lib_ns);
     free(sol_ns);
     free(ratio);
+    free(ev_ns);
+    free(ev_ratio);
 }
 
 /* Callgrind mode: one warm-up repetition uninstrumented, then one instrumented
@@ -238,6 +321,8 @@ static void micro_callgrind_op(micro_fx *m, const opts *o, const policy_info *pi
         region_mode = REGION_OFF;
         make_plan(&m->pl, op, n, B, o->work, &m->fresh, m->H, r);
         lib_run(&m->lib, op, &m->pl);
+        if (m->ev.pool)
+            lib_run(&m->ev, op, &m->pl);
         sol_run(&m->base, m->H, m->sol_held, m->sol_weak, op, &m->pl);
     }
     make_plan(&m->pl, op, n, B, o->work, &m->fresh, m->H, 1000);
@@ -246,6 +331,12 @@ static void micro_callgrind_op(micro_fx *m, const opts *o, const policy_info *pi
     snprintf(label, sizeof label, "kvb-bench %s/%s/b%u blocks=%u", op_names[op], pi->name, n,
              m->pl.w);
     CALLGRIND_DUMP_STATS_AT(label);
+    if (m->ev.pool) {
+        lib_run(&m->ev, op, &m->pl);
+        snprintf(label, sizeof label, "kvb-bench %s+events/%s/b%u blocks=%u", op_names[op],
+                 pi->name, n, m->pl.w);
+        CALLGRIND_DUMP_STATS_AT(label);
+    }
     /* the baseline does not depend on the policy: dumped with the first one only */
     if (dump_sol) {
         sol_run(&m->base, m->H, m->sol_held, m->sol_weak, op, &m->pl);
@@ -272,7 +363,7 @@ void micro_section(const opts *o)
                 continue;
             const policy_info *pi = &policies[p];
             micro_fx m;
-            micro_setup(&m, pi, B, o->work);
+            micro_setup(&m, pi, B, o->work, o->events);
             bool cached_done = false;
             for (int op = 0; op < OP_COUNT; op++) {
                 if (!o->op_sel[op])

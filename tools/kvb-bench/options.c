@@ -75,6 +75,11 @@ static void usage(FILE *f)
                "  --clock wall|cpu  micro timing clock: wall (CLOCK_MONOTONIC, default) or cpu\n"
                "                    (CLOCK_THREAD_CPUTIME_ID: leaves out time the thread was\n"
                "                    preempted, for a machine shared with other load)\n"
+               "  --events          micro: also run every operation on a second pool whose\n"
+               "                    events go to a sink that drops them (emit all, deliver at\n"
+               "                    once) and print an op+events row: that pool's ns per block\n"
+               "                    beside the plain pool's, ratio = events / plain (per-\n"
+               "                    repetition median); with --callgrind-ops, op+events dumps\n"
                "  --callgrind-ops   instruction-count mode for callgrind (make perf-check):\n"
                "                    valgrind --tool=callgrind --instr-atstart=no kvb-bench\n"
                "                    --callgrind-ops; default 4096 blocks, batches 1,16\n"
@@ -160,6 +165,7 @@ void parse_args(int argc, char **argv, opts *o)
         O_CSV,
         O_CALLGRIND,
         O_CLOCK,
+        O_EVENTS,
         O_HELP
     };
     static const struct option longopts[] = {
@@ -175,6 +181,7 @@ void parse_args(int argc, char **argv, opts *o)
         {"csv", no_argument, NULL, O_CSV},
         {"callgrind-ops", no_argument, NULL, O_CALLGRIND},
         {"clock", required_argument, NULL, O_CLOCK},
+        {"events", no_argument, NULL, O_EVENTS},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -223,6 +230,9 @@ void parse_args(int argc, char **argv, opts *o)
             break;
         case O_CLOCK:
             o->cpu_clock = kvbt_arg_choice(prog, "--clock", optarg, clock_names, 2) == 1;
+            break;
+        case O_EVENTS:
+            o->events = true;
             break;
         case 'h':
         case O_HELP:
