@@ -82,6 +82,7 @@
  * are set at create.
  */
 #include "events_internal.h"
+#include "hash_layout.h"
 #include <poll.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -205,9 +206,9 @@ KVB_API void kvb_event_config_init(kvb_event_config *cfg)
  * Open addressing, linear probing, backward-shift deletion; capacity >= 2 x
  * block_count fixed at first use (at most block_count hashes are stored).
  */
-static uint64_t kvb_ev_key_frag(kvb_hash h)
+static uint64_t kvb_ev_key_frag(kvb_hash h, uint32_t pos)
 {
-    return kvb_hash_child_fragment(kvb_hash_current(h), kvb_hash_position(h) + 1);
+    return kvb__hash_child_fragment(kvb__hash_current(h), pos + 1);
 }
 
 static uint32_t kvb_ev_idx_home(const struct kvb_events *ev, uint32_t pos, uint64_t frag)
@@ -240,14 +241,24 @@ static uint32_t kvb_ev_idx_find(const struct kvb_events *ev, uint32_t pos, uint6
     return i;
 }
 
+/* Start loading the home cell of h's key (insert and remove both probe from
+ * there): worth it only when the index is larger than the caches. */
+#define EV_PREFETCH_AHEAD 8u
+#define EV_PREFETCH_MIN   (1u << 16) /* cells (2 MiB) */
+static inline void kvb_ev_idx_prefetch(const struct kvb_events *ev, kvb_hash h)
+{
+    uint32_t pos = kvb__hash_position(h);
+    __builtin_prefetch(&ev->idx[kvb_ev_idx_home(ev, pos, kvb_ev_key_frag(h, pos))], 1);
+}
+
 static void kvb_ev_idx_insert(struct kvb_events *ev, kvb_hash h)
 {
     /* Load stays <= 1/2: the pool stores at most block_count hashes. Past that
      * (only after lost records left stale keys) stop indexing. */
     if (!ev->idx)
         return;
-    uint32_t pos = kvb_hash_position(h);
-    uint64_t frag = kvb_ev_key_frag(h);
+    uint32_t pos = kvb__hash_position(h);
+    uint64_t frag = kvb_ev_key_frag(h, pos);
     uint32_t i = kvb_ev_idx_find(ev, pos, frag);
     struct kvb_ev_cell *c = &ev->idx[i];
     if (!c->count) {
@@ -265,8 +276,8 @@ static void kvb_ev_idx_remove(struct kvb_events *ev, kvb_hash h)
 {
     if (!ev->idx)
         return;
-    uint32_t pos = kvb_hash_position(h);
-    uint64_t frag = kvb_ev_key_frag(h);
+    uint32_t pos = kvb__hash_position(h);
+    uint64_t frag = kvb_ev_key_frag(h, pos);
     uint32_t i = kvb_ev_idx_find(ev, pos, frag);
     struct kvb_ev_cell *c = &ev->idx[i];
     if (!c->count)
@@ -300,12 +311,12 @@ static void kvb_ev_idx_clear(struct kvb_events *ev)
 /* The stored parent of child, when exactly one stored hash fits. */
 static bool kvb_ev_idx_parent(const struct kvb_events *ev, kvb_hash child, kvb_hash *out)
 {
-    uint32_t pos = kvb_hash_position(child);
+    uint32_t pos = kvb__hash_position(child);
     if (!ev->idx || pos == 0)
         return false;
     const struct kvb_ev_cell *c =
-        &ev->idx[kvb_ev_idx_find(ev, pos - 1, kvb_hash_parent_fragment(child))];
-    if (c->count != 1 || !kvb_hash_is_parent(c->x, child))
+        &ev->idx[kvb_ev_idx_find(ev, pos - 1, kvb__hash_parent_fragment(child))];
+    if (c->count != 1 || !kvb__hash_is_parent(c->x, child))
         return false;
     *out = c->x;
     return true;
@@ -470,7 +481,7 @@ static bool kvb_ev_emit_ok(const struct kvb_events *ev, kvb_hash h)
 {
     if (ev->cfg.emit == KVB_EVENT_EMIT_ALL)
         return true;
-    uint32_t pos = kvb_hash_position(h);
+    uint32_t pos = kvb__hash_position(h);
     return pos >= ev->cfg.pow2_min && (!ev->cfg.pow2_max || pos <= ev->cfg.pow2_max) && pos &&
            !(pos & (pos - 1));
 }
@@ -499,8 +510,14 @@ static void kvb_ev_process(struct kvb_events *ev, kvb_pool *p, const struct kvb_
                            uint32_t n)
 {
     kvb_ev_lazy_init(ev, p);
+    const bool prefetch = ev->idx && ev->idx_mask >= EV_PREFETCH_MIN;
+    if (prefetch)
+        for (uint32_t i = 0; i < n && i < EV_PREFETCH_AHEAD; i++)
+            kvb_ev_idx_prefetch(ev, recs[i].hash);
     for (uint32_t i = 0; i < n; i++) {
         const struct kvb_cb_ev *r = &recs[i];
+        if (prefetch && i + EV_PREFETCH_AHEAD < n)
+            kvb_ev_idx_prefetch(ev, recs[i + EV_PREFETCH_AHEAD].hash);
         if (r->kind == KVB_CB_CLEARED) {
             kvb_ev_room(ev, p, false);
             kvb_ev_new(ev, p, KVB_EVENT_CLEARED);
@@ -532,17 +549,17 @@ static void kvb_ev_process(struct kvb_events *ev, kvb_pool *p, const struct kvb_
             bool have =
                 want_tok && ev->cfg.tokens(ev->cfg.user, p, r->hash, r->id, ev->toks + ev->ntok);
             if (!last || last->type != KVB_EVENT_STORED || ev->open_tokens != have ||
-                !kvb_hash_is_parent(ev->hs[ev->nh - 1], r->hash)) {
+                !kvb__hash_is_parent(ev->hs[ev->nh - 1], r->hash)) {
                 kvb_hash parent = {0, 0};
                 bool has_parent = false;
                 if (last && last->type == KVB_EVENT_STORED &&
-                    kvb_hash_is_parent(ev->hs[ev->nh - 1], r->hash)) {
+                    kvb__hash_is_parent(ev->hs[ev->nh - 1], r->hash)) {
                     parent = ev->hs[ev->nh - 1]; /* split only by tokens */
                     has_parent = true;
                 } else {
                     has_parent = kvb_ev_idx_parent(ev, r->hash, &parent);
                 }
-                if (!has_parent && kvb_hash_position(r->hash) > 0 &&
+                if (!has_parent && kvb__hash_position(r->hash) > 0 &&
                     ev->cfg.emit == KVB_EVENT_EMIT_ALL)
                     ev->d_unresolved++;
                 last = kvb_ev_new(ev, p, KVB_EVENT_STORED);

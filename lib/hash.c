@@ -57,6 +57,7 @@
  */
 #define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack (portable path) */
 #include "internal.h"
+#include "hash_layout.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -81,58 +82,11 @@ static const bool kvb_hash_le_host = false;
 _Static_assert(sizeof(kvb_hash) == 16, "kvb_hash must be two uint64_t without padding");
 _Static_assert(KVB_HASH_MAX_POSITION == (1u << 24) - 1, "layout assumes a 24-bit position");
 
-/* ---- layout ---------------------------------------------------------------- */
-
-static inline uint64_t kvb_hash_mask(uint32_t bits)
-{
-    return bits >= 64 ? ~(uint64_t)0 : ((uint64_t)1 << bits) - 1;
-}
-
-/* Mode of a position (must be <= KVB_HASH_MAX_POSITION). */
-static inline uint32_t kvb_hash_mode_for(uint32_t position)
-{
-    return position < (1u << 8) ? 0 : position < (1u << 16) ? 1 : 2;
-}
-
-/* Decoded mode; mode 3 (never produced) is read with mode 2's field widths. */
-static inline uint32_t kvb_hash_mode(kvb_hash h)
-{
-    uint32_t mode = (uint32_t)(h.hi >> 62);
-    return mode > 2 ? 2 : mode;
-}
-
-static inline uint32_t kvb_hash_r_bits(uint32_t mode)
-{
-    return 54 - 8 * mode;
-}
-
-static inline uint32_t kvb_hash_p_bits(uint32_t mode)
-{
-    return 8 * (mode + 1);
-}
-
-/* Low R bits of a 64-bit sequence hash: the fragment a child stores. Low, not
- * top: real sequence hashes are uniform in every bit, but hashes built from
- * small integers (trace ids) differ only in their low bits, and with the top
- * bits every such block would look like the child of every block one position
- * up (prefix-aware eviction and event parents could not tell them apart). */
-static inline uint64_t kvb_hash_fragment_of(uint64_t seq, uint32_t r)
-{
-    return seq & kvb_hash_mask(r);
-}
+/* ---- layout: lib/hash_layout.h (shared with events.c's inlined decoding) ---- */
 
 KVB_API uint64_t kvb_hash_child_fragment(uint64_t parent_seq, uint32_t child_position)
 {
-    if (child_position > KVB_HASH_MAX_POSITION)
-        return 0;
-    return kvb_hash_fragment_of(parent_seq, kvb_hash_r_bits(kvb_hash_mode_for(child_position)));
-}
-
-/* Produced by kvb_hash_make(): mode not 3 and minimal for the position. */
-static bool kvb_hash_well_formed(kvb_hash h)
-{
-    uint32_t raw_mode = (uint32_t)(h.hi >> 62);
-    return raw_mode != 3 && raw_mode == kvb_hash_mode_for(kvb_hash_position(h));
+    return kvb__hash_child_fragment(parent_seq, child_position);
 }
 
 KVB_API int kvb_hash_make(uint64_t current, uint64_t parent, bool has_parent, uint32_t position,
@@ -153,19 +107,17 @@ KVB_API int kvb_hash_make(uint64_t current, uint64_t parent, bool has_parent, ui
 
 KVB_API uint32_t kvb_hash_position(kvb_hash h)
 {
-    uint32_t mode = kvb_hash_mode(h);
-    return (uint32_t)((h.hi >> kvb_hash_r_bits(mode)) & kvb_hash_mask(kvb_hash_p_bits(mode)));
+    return kvb__hash_position(h);
 }
 
 KVB_API uint64_t kvb_hash_current(kvb_hash h)
 {
-    uint32_t r = kvb_hash_r_bits(kvb_hash_mode(h));
-    return h.lo >> r | (h.hi & kvb_hash_mask(r)) << (64 - r);
+    return kvb__hash_current(h);
 }
 
 KVB_API uint64_t kvb_hash_parent_fragment(kvb_hash h)
 {
-    return h.lo & kvb_hash_mask(kvb_hash_r_bits(kvb_hash_mode(h)));
+    return kvb__hash_parent_fragment(h);
 }
 
 KVB_API uint32_t kvb_hash_fragment_bits(kvb_hash h)
@@ -180,20 +132,12 @@ KVB_API bool kvb_hash_equal(kvb_hash a, kvb_hash b)
 
 KVB_API bool kvb_hash_is_parent(kvb_hash parent, kvb_hash child)
 {
-    if (!kvb_hash_well_formed(parent) || !kvb_hash_well_formed(child))
-        return false;
-    /* Positions are <= 2^24 - 1 here, so + 1 cannot wrap. */
-    if (kvb_hash_position(child) != kvb_hash_position(parent) + 1)
-        return false;
-    /* The child's mode decides how many bits of the parent it kept (the two
-     * modes differ across 255 -> 256 and 65535 -> 65536). */
-    uint32_t r = kvb_hash_fragment_bits(child);
-    return kvb_hash_parent_fragment(child) == kvb_hash_fragment_of(kvb_hash_current(parent), r);
+    return kvb__hash_is_parent(parent, child);
 }
 
 KVB_API int kvb_hash_extend(kvb_hash parent, uint64_t current, kvb_hash *out)
 {
-    if (!out || !kvb_hash_well_formed(parent))
+    if (!out || !kvb__hash_well_formed(parent))
         return -EINVAL;
     uint32_t position = kvb_hash_position(parent);
     if (position >= KVB_HASH_MAX_POSITION)
