@@ -7,6 +7,7 @@
  */
 #include "testutil.h"
 #include "kvblock/seq.h"
+#include "support/rng.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -276,8 +277,7 @@ Test(priority, against_a_reference_model)
     uint64_t seed = 42;
     uint32_t prios[] = {0, 5, 20, 34, 35, 35, 35, 35, 36, 60, 90, 100};
     for (int op = 0; op < 20000; op++) {
-        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-        uint32_t r = (uint32_t)(seed >> 33);
+        uint32_t r = (uint32_t)(tu_lcg_next(&seed) >> 33);
         switch (r % 8) {
         case 0: /* time passes */
             now_ms += (r >> 3) % 40;

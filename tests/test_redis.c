@@ -18,6 +18,7 @@
 #include <xxhash.h>
 
 #include "kvblock/redis.h"
+#include "support/rng.h"
 
 static const uint64_t H1[] = {11, 12, 13};
 static const uint64_t H2[] = {0xfedcba9876543210ull};
@@ -334,12 +335,8 @@ Test(redis_codec, random_inputs_never_trusted)
     int ok = 0;
     for (int round = 0; round < 20000; round++) {
         size_t len = 72 + (size_t)(x % 400);
-        for (size_t i = 0; i < len; i++) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            b[i] = (uint8_t)x;
-        }
+        for (size_t i = 0; i < len; i++)
+            b[i] = (uint8_t)tu_xorshift64(&x);
         /* a plausible header so that the field checks are reached */
         b[0] = 'K', b[1] = 'V', b[2] = 'B', b[3] = 'R', b[4] = 1;
         b[5] = (uint8_t)(1 + x % 5);
@@ -780,10 +777,7 @@ struct liar {
 
 static uint64_t liar_rand(struct liar *l)
 {
-    l->rng ^= l->rng << 13;
-    l->rng ^= l->rng >> 7;
-    l->rng ^= l->rng << 17;
-    return l->rng;
+    return tu_xorshift64(&l->rng);
 }
 
 /* One random RESP value (nested at most `depth`). */

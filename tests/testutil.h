@@ -2,8 +2,9 @@
  * testutil.h - shared helpers for the Criterion suites: pools, content, the
  * handle life cycle in one call, and the end of every scenario. Every test ends
  * with kvb_pool_check() clean and kvb_pool_destroy() == 0, so a leaked handle
- * fails the test. Helpers without Criterion (shared with the torture programs
- * and the fuzz targets) are in tests/support/.
+ * fails the test. The helpers the torture programs and fuzz targets share
+ * with the suites (generators, the fail-at-k allocator, the park harness) are
+ * in tests/support/, included as "support/NAME.h".
  */
 #ifndef KVB_TESTUTIL_H
 #define KVB_TESTUTIL_H
