@@ -81,8 +81,8 @@ static void sink(void *user, const kvb_pool *pool, const kvb_event *e, uint32_t 
             int d = e[i].type == KVB_EVENT_STORED ? 1 : -1;
             r->count[u] += d;
             if (r->count[u] < 0 || r->count[u] > 1)
-                FAIL("pool %d: %s for a hash %s", r->index,
-                     d > 0 ? "STORED" : "REMOVED", d > 0 ? "already stored" : "not stored");
+                FAIL("pool %d: %s for a hash %s", r->index, d > 0 ? "STORED" : "REMOVED",
+                     d > 0 ? "already stored" : "not stored");
         }
     }
     pthread_mutex_unlock(&r->mu);
@@ -96,19 +96,15 @@ static void sink(void *user, const kvb_pool *pool, const kvb_event *e, uint32_t 
     }
 }
 
-struct worker {
-    uint64_t seed, ops;
-};
-
-static void *work(void *arg)
+static void work(void *arg, uint64_t seed, uint64_t ops)
 {
-    struct worker *w = arg;
-    uint64_t s = w->seed;
+    (void)arg;
+    uint64_t s = seed;
     kvb_block b[DEPTH], x[DEPTH];
     kvb_mutable m[DEPTH];
     kvb_complete c[DEPTH];
     bool hit[DEPTH];
-    for (uint64_t op = 0; op < w->ops; op++) {
+    for (uint64_t op = 0; op < ops; op++) {
         uint64_t r = tu_rng_next(&s);
         kvb_pool *p = pools[r & 1];
         const kvb_hash *ch = universe + ((r >> 1) % CHAINS) * DEPTH;
@@ -155,7 +151,6 @@ static void *work(void *arg)
         }
         }
     }
-    return NULL;
 }
 
 int main(int argc, char **argv)
@@ -186,12 +181,7 @@ int main(int argc, char **argv)
         if (kvb_pool_create(&cfg, &pools[i]) != 0)
             FAIL("pool_create");
     }
-    struct worker *w = calloc((size_t)a.threads, sizeof *w);
-    if (!w)
-        FAIL("out of memory");
-    for (int i = 0; i < a.threads; i++)
-        w[i] = (struct worker){.seed = torture_seed(a.seed, i), .ops = a.ops};
-    torture_run(a.threads, w, sizeof *w, work);
+    torture_run(&a, NULL, 0, work);
 
     for (int i = 0; i < NPOOLS; i++) {
         kvb_pool *p = pools[i];
@@ -235,7 +225,6 @@ int main(int argc, char **argv)
         FAIL("registry_destroy");
     for (int i = 0; i < NPOOLS; i++)
         pthread_mutex_destroy(&rp[i].mu);
-    free(w);
     printf("torture_events: OK\n");
     return 0;
 }

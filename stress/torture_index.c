@@ -46,7 +46,6 @@
 #include <string.h>
 #include <time.h>
 
-
 enum { BS = 4, L = 12, NQ = 24, NJ = 3, MAXW = 16 };
 
 static kvb_index *IDX;
@@ -123,10 +122,10 @@ static void add_stream(struct writer *wr, int j)
 {
     char name[32];
     stream_name(name, sizeof name, wr->w, j);
-    kvb_index_stream_config sc = {
-        .name = name,
-        .dp_rank = j,
-        .hashes = j == 2 ? KVB_INDEX_HASHES_ENGINE : KVB_INDEX_HASHES_ROUTER};
+    kvb_index_stream_config sc = {.name = name,
+                                  .dp_rank = j,
+                                  .hashes =
+                                      j == 2 ? KVB_INDEX_HASHES_ENGINE : KVB_INDEX_HASHES_ROUTER};
     int rc = kvb_index_stream_add(IDX, &sc, &wr->s[j].id);
     if (rc)
         FAIL("stream_add %s: %s", name, kvb_strerror(rc));
@@ -210,9 +209,8 @@ static void *writer_main(void *arg)
                 FAIL("apply: %s", kvb_strerror(rc));
         } else if (what < 960) {
             if (kvb_index_stream_set_state(IDX, m->id, KVB_STREAM_STALE) ||
-                kvb_index_stream_set_state(IDX, m->id,
-                                           tu_rnd(&wr->rng, 2) ? KVB_STREAM_LIVE
-                                                            : KVB_STREAM_LAGGING))
+                kvb_index_stream_set_state(
+                    IDX, m->id, tu_rnd(&wr->rng, 2) ? KVB_STREAM_LIVE : KVB_STREAM_LAGGING))
                 FAIL("set_state");
         } else if (what < 975) {
             if (kvb_index_stream_clear(IDX, m->id, KVB_STREAM_RESYNCING))
@@ -288,13 +286,13 @@ static void check_results(const kvb_index_result *res, int r, uint32_t k, uint32
             FAIL("score %f, want %f", x->score, s);
         if (i > 0) {
             const kvb_index_result *p = &res[i - 1];
-            int c = p->score > x->score                                ? -1
-                    : p->score < x->score                              ? 1
-                    : p->entries != x->entries                         ? (p->entries < x->entries ? -1 : 1)
-                    : strcmp(p->worker, x->worker)                     ? strcmp(p->worker, x->worker)
-                    : p->dp_rank < x->dp_rank                          ? -1
-                    : p->dp_rank > x->dp_rank                          ? 1
-                                                                       : 0;
+            int c = p->score > x->score            ? -1
+                    : p->score < x->score          ? 1
+                    : p->entries != x->entries     ? (p->entries < x->entries ? -1 : 1)
+                    : strcmp(p->worker, x->worker) ? strcmp(p->worker, x->worker)
+                    : p->dp_rank < x->dp_rank      ? -1
+                    : p->dp_rank > x->dp_rank      ? 1
+                                                   : 0;
             if (c > 0)
                 FAIL("results out of order at %u", i);
             if (p->stream == x->stream)
@@ -358,8 +356,8 @@ static void *reader_main(void *arg)
             kvb_index_stats_get(IDX, &st);
             if (st.keys > st.entries || st.streams > (uint32_t)(W * NJ) ||
                 st.streams < (uint32_t)(W * NJ - W))
-                FAIL("stats: keys %" PRIu64 " entries %" PRIu64 " streams %u", st.keys,
-                     st.entries, st.streams);
+                FAIL("stats: keys %" PRIu64 " entries %" PRIu64 " streams %u", st.keys, st.entries,
+                     st.streams);
             uint32_t ids[MAXW * NJ];
             int ns = kvb_index_streams(IDX, ids, MAXW * NJ);
             if (ns > W * NJ || ns < W * NJ - W)
@@ -458,8 +456,8 @@ static void final_check(void)
                     for (int t = 0; t < KVB_TIER_COUNT; t++) {
                         uint32_t c = m->cnt[q][i][t];
                         for (uint32_t x = 0; x < c; x++) {
-                            kvb_index_event e = make_event(j, KVB_INDEX_EV_REMOVED, q, i, i + 1,
-                                                           (kvb_tier)t);
+                            kvb_index_event e =
+                                make_event(j, KVB_INDEX_EV_REMOVED, q, i, i + 1, (kvb_tier)t);
                             if (kvb_index_apply(IDX, m->id, &e, 1, -1))
                                 FAIL("drain apply");
                             kvb_index_stream_info in;

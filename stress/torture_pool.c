@@ -27,11 +27,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define NPOOLS 2
-#define BLOCKS 48 /* small: constant eviction */
-#define CHAINS 24
-#define DEPTH 6
-#define HOLD 24 /* handles of each kind a thread keeps at most */
+#define NPOOLS        2
+#define BLOCKS        48 /* small: constant eviction */
+#define CHAINS        24
+#define DEPTH         6
+#define HOLD          24 /* handles of each kind a thread keeps at most */
 #define HINT_CAPACITY 24 /* small: hint calls meet -ENOSPC too */
 
 static kvb_pool *pools[NPOOLS];
@@ -66,7 +66,6 @@ static void on_evict(void *user, kvb_hash h, uint32_t id)
 }
 
 struct worker {
-    uint64_t seed, ops;
     torture_books books[NPOOLS]; /* what this thread did (compared with the pool counters) */
     uint64_t op_count[16];
     kvb_mutable m[HOLD];
@@ -162,7 +161,8 @@ static void op(struct worker *w, uint64_t *s)
         kvb_retention_range rg[2] = {{0, 32, 80, 2}, {32, 0, 10, 0}};
         ret.ranges = rg;
         ret.n_ranges = 2;
-        if (kvb_pool_register_retained(cp, batch, (uint32_t)n, tu_rnd(s, 2) ? &ret : NULL, out) != 0)
+        if (kvb_pool_register_retained(cp, batch, (uint32_t)n, tu_rnd(s, 2) ? &ret : NULL, out) !=
+            0)
             FAIL("register");
         w->books[pool_index(cp)].registered += (uint64_t)n;
         for (int i = 0; i < n; i++)
@@ -340,14 +340,13 @@ static void release_all(struct worker *w)
     }
 }
 
-static void *run(void *arg)
+static void run(void *arg, uint64_t seed, uint64_t ops)
 {
     struct worker *w = arg;
-    uint64_t s = w->seed;
-    for (uint64_t i = 0; i < w->ops; i++)
+    uint64_t s = seed;
+    for (uint64_t i = 0; i < ops; i++)
         op(w, &s);
     release_all(w);
-    return NULL;
 }
 
 int main(int argc, char **argv)
@@ -356,19 +355,14 @@ int main(int argc, char **argv)
     torture_chains(1000, CHAINS, DEPTH, &universe[0][0]);
     if (kvb_registry_create(NULL, &reg) != 0)
         FAIL("registry_create");
-    static int idx[NPOOLS] = {0, 1};
     for (int i = 0; i < NPOOLS; i++) {
         kvb_pool_config cfg;
-        kvb_pool_config_init(&cfg);
-        cfg.block_count = BLOCKS;
-        cfg.registry = reg;
-        cfg.evict = i == 0 ? KVB_EVICT_LRU : KVB_EVICT_FIFO;
-        cfg.dup_policy = i == 0 ? KVB_DUP_ALLOW : KVB_DUP_REJECT;
+        /* user = the pool's index: callbacks fire only after pools[] is filled */
+        torture_pair_config(i, BLOCKS, reg,
+                            (kvb_callbacks){.on_reset = on_reset, .on_evict = on_evict}, &cfg);
         cfg.name = i == 0 ? "gpu" : "host";
         cfg.hint_capacity = HINT_CAPACITY;
         cfg.priorities = true;
-        /* user = the pool's index: callbacks fire only after pools[] is filled */
-        cfg.callbacks = (kvb_callbacks){.user = &idx[i], .on_reset = on_reset, .on_evict = on_evict};
         if (kvb_pool_create(&cfg, &pools[i]) != 0)
             FAIL("pool_create");
     }
@@ -376,11 +370,7 @@ int main(int argc, char **argv)
     struct worker *w = calloc((size_t)a.threads, sizeof *w);
     if (!w)
         FAIL("out of memory");
-    for (int i = 0; i < a.threads; i++) {
-        w[i].seed = torture_seed(a.seed, i);
-        w[i].ops = a.ops;
-    }
-    torture_run(a.threads, w, sizeof *w, run);
+    torture_run(&a, w, sizeof *w, run);
 
     uint64_t total_ops = 0;
     for (int pi = 0; pi < NPOOLS; pi++) {
@@ -393,21 +383,21 @@ int main(int argc, char **argv)
             withdrawn += w[i].withdrawn[pi];
         }
         b.on_evict = atomic_load(&cb_evicts[pi]);
-        kvb_stats s = torture_check_pool(pi, p, &b,
-                                         TORTURE_ALLOCATIONS | TORTURE_MATCHES | TORTURE_ON_EVICT);
+        kvb_stats s =
+            torture_check_pool(pi, p, &b, TORTURE_ALLOCATIONS | TORTURE_MATCHES | TORTURE_ON_EVICT);
         if (s.hint_added != hinted || s.hint_withdrawn != withdrawn || hinted != withdrawn ||
             s.hint_uses || s.hint_hashes || s.hint_protected || s.hint_unmatched)
-            FAIL("pool %d: hints do not balance (added %" PRIu64 "/%" PRIu64
-                 ", withdrawn %" PRIu64 "/%" PRIu64 ", left %" PRIu64 " uses on %u hashes, %u "
+            FAIL("pool %d: hints do not balance (added %" PRIu64 "/%" PRIu64 ", withdrawn %" PRIu64
+                 "/%" PRIu64 ", left %" PRIu64 " uses on %u hashes, %u "
                  "protected, %" PRIu64 " unmatched)",
-                 pi, s.hint_added, hinted, s.hint_withdrawn, withdrawn, s.hint_uses,
-                 s.hint_hashes, s.hint_protected, s.hint_unmatched);
+                 pi, s.hint_added, hinted, s.hint_withdrawn, withdrawn, s.hint_uses, s.hint_hashes,
+                 s.hint_protected, s.hint_unmatched);
         /* presence: nothing is held, so present <=> cached */
         torture_check_presence(pi, reg, p, &universe[0][0], CHAINS, DEPTH);
         printf("pool %-4s: allocations=%" PRIu64 " evictions=%" PRIu64 " registrations=%" PRIu64
-               " duplicates=%" PRIu64 " dedups=%" PRIu64 " match_hits=%" PRIu64
-               " eager=%" PRIu64 " noops=%" PRIu64 " resets=%lu contended=%" PRIu64
-               " hint_evictions=%" PRIu64 " hint_rejected=%" PRIu64 " retention_expired=%" PRIu64
+               " duplicates=%" PRIu64 " dedups=%" PRIu64 " match_hits=%" PRIu64 " eager=%" PRIu64
+               " noops=%" PRIu64 " resets=%lu contended=%" PRIu64 " hint_evictions=%" PRIu64
+               " hint_rejected=%" PRIu64 " retention_expired=%" PRIu64
                " retained_evictions=%" PRIu64 "\n",
                kvb_pool_name(p), s.allocations, s.evictions, s.registrations, s.duplicates,
                s.dedups, s.match_returned, s.eager_transitions, s.release_noops,

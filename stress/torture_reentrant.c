@@ -36,32 +36,31 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define NPOOLS 2
-#define BLOCKS 32
-#define CHAINS 12
-#define DEPTH 4
-#define HOLD 6
-#define STASH 8
+#define NPOOLS  2
+#define BLOCKS  32
+#define CHAINS  12
+#define DEPTH   4
+#define HOLD    6
+#define STASH   8
 #define MAXNEST 2
-#define NCAT 8
+#define NCAT    8
 #define NNESTED 8
 
-static const char *const cat_names[NCAT] = {"produce", "match",   "release", "release_n",
-                                            "drain",   "pressure", "flush",  "complete"};
+static const char *const cat_names[NCAT] = {"produce", "match",    "release", "release_n",
+                                            "drain",   "pressure", "flush",   "complete"};
 static const int op_cat[] = {0, 0, 1, 1, 2, 3, 4, 5, 6, 7};
 #define NOPS ((uint32_t)(sizeof op_cat / sizeof op_cat[0]))
-static const char *const nested_names[NNESTED] = {"produce", "match",  "drain", "churn",
-                                                  "unstash", "upgrade", "peek", "none"};
+static const char *const nested_names[NNESTED] = {"produce", "match",   "drain", "churn",
+                                                  "unstash", "upgrade", "peek",  "none"};
 
 static kvb_pool *pools[NPOOLS];
 static kvb_registry *reg;
 static kvb_hash universe[CHAINS][DEPTH];
 static kvb_hash content[NPOOLS][BLOCKS];
 static atomic_ulong cb_evicts[NPOOLS], cb_resets[NPOOLS];
-static int pool_idx[NPOOLS] = {0, 1};
 
 struct worker {
-    uint64_t seed, ops, nseed;
+    uint64_t nseed; /* the callbacks' generator */
     torture_books books[NPOOLS];
     uint64_t busy[NPOOLS];
     uint64_t op_count[NCAT], nested_count[NNESTED], max_depth_seen;
@@ -157,8 +156,8 @@ static void drain(int pi)
     if (rc < 0 || rc > BLOCKS)
         FAIL("reset_inactive returned %d", rc);
     if (w->evicts_at[d] - e0 != (uint64_t)rc || w->resets_at[d] - r0 != (uint64_t)rc)
-        FAIL("drain of %d blocks at depth %d fired %" PRIu64 " on_evict, %" PRIu64 " on_reset",
-             rc, d, w->evicts_at[d] - e0, w->resets_at[d] - r0);
+        FAIL("drain of %d blocks at depth %d fired %" PRIu64 " on_evict, %" PRIu64 " on_reset", rc,
+             d, w->evicts_at[d] - e0, w->resets_at[d] - r0);
     w->books[pi].drained += (uint64_t)rc;
 }
 
@@ -425,12 +424,13 @@ static void op(uint64_t *s)
     }
 }
 
-static void *run(void *arg)
+static void run(void *arg, uint64_t seed, uint64_t ops)
 {
     struct worker *w = arg;
     self = w;
-    uint64_t s = w->seed;
-    for (uint64_t i = 0; i < w->ops; i++)
+    w->nseed = ~seed;
+    uint64_t s = seed;
+    for (uint64_t i = 0; i < ops; i++)
         op(&s);
     /* give everything back; releases may still stash from callbacks: loop */
     while (w->nc) {
@@ -451,7 +451,6 @@ static void *run(void *arg)
     while (w->ns)
         flush_stash();
     self = NULL; /* late callbacks of this thread (none expected) do no nested work */
-    return NULL;
 }
 
 int main(int argc, char **argv)
@@ -460,29 +459,13 @@ int main(int argc, char **argv)
     torture_chains(9000, CHAINS, DEPTH, &universe[0][0]);
     if (kvb_registry_create(NULL, &reg) != 0)
         FAIL("registry_create");
-    for (int pi = 0; pi < NPOOLS; pi++) {
-        kvb_pool_config cfg;
-        kvb_pool_config_init(&cfg);
-        cfg.block_count = BLOCKS;
-        cfg.registry = reg;
-        cfg.evict = pi == 0 ? KVB_EVICT_LRU : KVB_EVICT_FIFO;
-        cfg.dup_policy = pi == 0 ? KVB_DUP_ALLOW : KVB_DUP_REJECT;
-        cfg.name = pi == 0 ? "lru-allow" : "fifo-reject";
-        cfg.callbacks = (kvb_callbacks){.user = &pool_idx[pi], .on_reset = on_reset,
-                                        .on_evict = on_evict};
-        if (kvb_pool_create(&cfg, &pools[pi]) != 0)
-            FAIL("pool_create");
-    }
+    torture_pair_create(BLOCKS, reg, (kvb_callbacks){.on_reset = on_reset, .on_evict = on_evict},
+                        pools);
 
     struct worker *w = calloc((size_t)a.threads, sizeof *w);
     if (!w)
         FAIL("out of memory");
-    for (int i = 0; i < a.threads; i++) {
-        w[i].seed = torture_seed(a.seed, i);
-        w[i].nseed = ~w[i].seed;
-        w[i].ops = a.ops;
-    }
-    torture_run(a.threads, w, sizeof *w, run);
+    torture_run(&a, w, sizeof *w, run);
 
     uint64_t total_ops = 0, nested_ops = 0, per_cat[NCAT] = {0}, per_nested[NNESTED] = {0},
              maxd = 0;
@@ -508,13 +491,12 @@ int main(int argc, char **argv)
         }
         b.on_evict = atomic_load(&cb_evicts[pi]);
         b.on_reset = atomic_load(&cb_resets[pi]);
-        kvb_stats st = torture_check_pool(pi, p, &b,
-                                          TORTURE_ALLOCATIONS | TORTURE_ON_EVICT |
-                                              TORTURE_ON_RESET);
+        kvb_stats st = torture_check_pool(
+            pi, p, &b, TORTURE_ALLOCATIONS | TORTURE_ON_EVICT | TORTURE_ON_RESET);
         torture_check_presence(pi, reg, p, &universe[0][0], CHAINS, DEPTH);
         printf("pool %-11s: allocations=%" PRIu64 " evictions=%" PRIu64 " drained=%" PRIu64
-               " busy=%" PRIu64 " registrations=%" PRIu64 " duplicates=%" PRIu64
-               " dedups=%" PRIu64 " resets=%lu eager=%" PRIu64 " contended=%" PRIu64 "\n",
+               " busy=%" PRIu64 " registrations=%" PRIu64 " duplicates=%" PRIu64 " dedups=%" PRIu64
+               " resets=%lu eager=%" PRIu64 " contended=%" PRIu64 "\n",
                kvb_pool_name(p), st.allocations, st.evictions, b.drained, busy, st.registrations,
                st.duplicates, st.dedups, (unsigned long)atomic_load(&cb_resets[pi]),
                st.eager_transitions, st.lock_contended);
@@ -532,8 +514,7 @@ int main(int argc, char **argv)
     printf("\nnested (in callbacks, max depth %" PRIu64 "):", maxd);
     for (int k = 0; k < NNESTED; k++)
         printf(" %s=%" PRIu64, nested_names[k], per_nested[k]);
-    printf("\ntorture_reentrant: OK, %" PRIu64 " operations + %" PRIu64
-           " nested in callbacks\n",
+    printf("\ntorture_reentrant: OK, %" PRIu64 " operations + %" PRIu64 " nested in callbacks\n",
            total_ops, nested_ops);
     free(w);
     return 0;

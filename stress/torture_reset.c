@@ -40,8 +40,8 @@
 #define NPOOLS 2
 #define BLOCKS 32
 #define CHAINS 12
-#define DEPTH 4
-#define NCAT 7
+#define DEPTH  4
+#define NCAT   7
 
 static const char *const cat_names[NCAT] = {"match", "scattered", "scan",    "produce",
                                             "reset", "pressure",  "snapshot"};
@@ -55,7 +55,6 @@ static kvb_hash universe[CHAINS][DEPTH];
 static kvb_hash content[NPOOLS][BLOCKS];
 static atomic_ulong cb_evicts[NPOOLS], cb_resets[NPOOLS];
 static _Thread_local uint64_t tl_evicts, tl_resets;
-static int pool_idx[NPOOLS] = {0, 1};
 
 static void on_reset(void *user, uint32_t id)
 {
@@ -77,7 +76,6 @@ static void on_evict(void *user, kvb_hash h, uint32_t id)
 }
 
 struct worker {
-    uint64_t seed, ops;
     torture_books books[NPOOLS];
     uint64_t busy[NPOOLS], drains[NPOOLS];
     uint64_t op_count[NCAT];
@@ -90,8 +88,7 @@ static void verify_ref(int pi, const kvb_block *b, kvb_hash expect, const char *
     if (!kvb_hash_equal(b->hash, expect))
         FAIL("%s: handle hash differs from the requested one", how);
     if (!kvb_hash_equal(content[pi][b->id], expect))
-        FAIL("%s: block %u of pool %d holds other content (found after a drain?)", how, b->id,
-             pi);
+        FAIL("%s: block %u of pool %d holds other content (found after a drain?)", how, b->id, pi);
 }
 
 static void release_all(kvb_block *b, uint32_t n, const bool *hit)
@@ -161,8 +158,7 @@ static int allocate_counted(struct worker *w, int pi, uint32_t n, kvb_mutable *m
         w->books[pi].evicted += nev;
     }
     if (tl_evicts - before != nev)
-        FAIL("allocate evicted %u blocks but fired %" PRIu64 " on_evict", nev,
-             tl_evicts - before);
+        FAIL("allocate evicted %u blocks but fired %" PRIu64 " on_evict", nev, tl_evicts - before);
     return rc;
 }
 
@@ -227,8 +223,8 @@ static void snapshot(int pi)
     kvb_stats st;
     if (kvb_pool_stats(pools[pi], &st) != 0)
         FAIL("stats");
-    uint64_t sum = (uint64_t)st.reset + st.mutable_ + st.staged + st.primary + st.duplicate +
-                   st.inactive;
+    uint64_t sum =
+        (uint64_t)st.reset + st.mutable_ + st.staged + st.primary + st.duplicate + st.inactive;
     if (sum != BLOCKS || st.block_count != BLOCKS)
         FAIL("torn stats snapshot: gauges add up to %" PRIu64, sum);
     uint32_t a = kvb_pool_available(pools[pi]);
@@ -266,13 +262,12 @@ static void op(struct worker *w, uint64_t *s)
     }
 }
 
-static void *run(void *arg)
+static void run(void *arg, uint64_t seed, uint64_t ops)
 {
     struct worker *w = arg;
-    uint64_t s = w->seed;
-    for (uint64_t i = 0; i < w->ops; i++)
+    uint64_t s = seed;
+    for (uint64_t i = 0; i < ops; i++)
         op(w, &s);
-    return NULL;
 }
 
 int main(int argc, char **argv)
@@ -281,28 +276,13 @@ int main(int argc, char **argv)
     torture_chains(7000, CHAINS, DEPTH, &universe[0][0]);
     if (kvb_registry_create(NULL, &reg) != 0)
         FAIL("registry_create");
-    for (int pi = 0; pi < NPOOLS; pi++) {
-        kvb_pool_config cfg;
-        kvb_pool_config_init(&cfg);
-        cfg.block_count = BLOCKS;
-        cfg.registry = reg;
-        cfg.evict = pi == 0 ? KVB_EVICT_LRU : KVB_EVICT_FIFO;
-        cfg.dup_policy = pi == 0 ? KVB_DUP_ALLOW : KVB_DUP_REJECT;
-        cfg.name = pi == 0 ? "lru-allow" : "fifo-reject";
-        cfg.callbacks = (kvb_callbacks){.user = &pool_idx[pi], .on_reset = on_reset,
-                                        .on_evict = on_evict};
-        if (kvb_pool_create(&cfg, &pools[pi]) != 0)
-            FAIL("pool_create");
-    }
+    torture_pair_create(BLOCKS, reg, (kvb_callbacks){.on_reset = on_reset, .on_evict = on_evict},
+                        pools);
 
     struct worker *w = calloc((size_t)a.threads, sizeof *w);
     if (!w)
         FAIL("out of memory");
-    for (int i = 0; i < a.threads; i++) {
-        w[i].seed = torture_seed(a.seed, i);
-        w[i].ops = a.ops;
-    }
-    torture_run(a.threads, w, sizeof *w, run);
+    torture_run(&a, w, sizeof *w, run);
 
     uint64_t total_ops = 0, per_cat[NCAT] = {0};
     for (int i = 0; i < a.threads; i++)
@@ -342,8 +322,8 @@ int main(int argc, char **argv)
             FAIL("kvb_pool_check after the final drain on pool %d", pi);
         printf("pool %-11s: drains=%" PRIu64 " busy=%" PRIu64 " drained=%" PRIu64
                " allocations=%" PRIu64 " evictions=%" PRIu64 " registrations=%" PRIu64
-               " match_hits=%" PRIu64 " scan_hits=%" PRIu64 " eager=%" PRIu64
-               " contended=%" PRIu64 "\n",
+               " match_hits=%" PRIu64 " scan_hits=%" PRIu64 " eager=%" PRIu64 " contended=%" PRIu64
+               "\n",
                kvb_pool_name(p), drains, busy, b.drained, st.allocations, st.evictions,
                st.registrations, st.match_returned, st.scan_returned, st.eager_transitions,
                st.lock_contended);

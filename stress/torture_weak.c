@@ -39,14 +39,14 @@
 
 #define NPOOLS 2
 #define BLOCKS 32
-#define NHASH 48
-#define HOLD 4 /* block references a thread keeps at most */
-#define NOPS 12 /* op kinds drawn per step; several kinds share a category */
-#define NCAT 9
+#define NHASH  48
+#define HOLD   4  /* block references a thread keeps at most */
+#define NOPS   12 /* op kinds drawn per step; several kinds share a category */
+#define NCAT   9
 
-static const char *const cat_names[NCAT] = {"produce", "upgrade",   "self_race",
-                                            "pressure", "release",  "release_n",
-                                            "match",   "clone",     "republish"};
+static const char *const cat_names[NCAT] = {"produce",  "upgrade", "self_race",
+                                            "pressure", "release", "release_n",
+                                            "match",    "clone",   "republish"};
 static const int op_cat[NOPS] = {0, 0, 1, 1, 1, 2, 3, 4, 5, 6, 7, 8};
 
 static kvb_pool *pools[NPOOLS];
@@ -56,7 +56,6 @@ static kvb_hash content[NPOOLS][BLOCKS];
 /* Published weak references: (gen << 32) | (id + 1), 0 = none. Relaxed only. */
 static _Atomic uint64_t board[NPOOLS][NHASH];
 static atomic_ulong cb_evicts[NPOOLS], cb_resets[NPOOLS];
-static int pool_idx[NPOOLS] = {0, 1};
 
 static void on_reset(void *user, uint32_t id)
 {
@@ -81,7 +80,6 @@ struct held {
 };
 
 struct worker {
-    uint64_t seed, ops;
     torture_books books[NPOOLS];
     uint64_t upgrades, upgrade_same_life, upgrade_other_life, upgrade_enoent, board_empty;
     uint64_t op_count[NCAT];
@@ -329,17 +327,16 @@ static void op(struct worker *w, uint64_t *s)
     }
 }
 
-static void *run(void *arg)
+static void run(void *arg, uint64_t seed, uint64_t ops)
 {
     struct worker *w = arg;
-    uint64_t s = w->seed;
-    for (uint64_t i = 0; i < w->ops; i++)
+    uint64_t s = seed;
+    for (uint64_t i = 0; i < ops; i++)
         op(w, &s);
     for (int i = 0; i < w->nh; i++)
         if (kvb_block_release(&w->h[i].b) != 0)
             FAIL("final release");
     w->nh = 0;
-    return NULL;
 }
 
 int main(int argc, char **argv)
@@ -354,27 +351,13 @@ int main(int argc, char **argv)
                               &universe[pi][k]) != 0)
                 FAIL("hash_make");
         }
-    for (int pi = 0; pi < NPOOLS; pi++) {
-        kvb_pool_config cfg;
-        kvb_pool_config_init(&cfg);
-        cfg.block_count = BLOCKS;
-        cfg.evict = pi == 0 ? KVB_EVICT_LRU : KVB_EVICT_FIFO;
-        cfg.dup_policy = pi == 0 ? KVB_DUP_ALLOW : KVB_DUP_REJECT;
-        cfg.name = pi == 0 ? "lru-allow" : "fifo-reject";
-        cfg.callbacks = (kvb_callbacks){.user = &pool_idx[pi], .on_reset = on_reset,
-                                        .on_evict = on_evict};
-        if (kvb_pool_create(&cfg, &pools[pi]) != 0)
-            FAIL("pool_create");
-    }
+    torture_pair_create(BLOCKS, NULL, (kvb_callbacks){.on_reset = on_reset, .on_evict = on_evict},
+                        pools);
 
     struct worker *w = calloc((size_t)a.threads, sizeof *w);
     if (!w)
         FAIL("out of memory");
-    for (int i = 0; i < a.threads; i++) {
-        w[i].seed = torture_seed(a.seed, i);
-        w[i].ops = a.ops;
-    }
-    torture_run(a.threads, w, sizeof *w, run);
+    torture_run(&a, w, sizeof *w, run);
 
     uint64_t total_ops = 0, upgrades = 0, same = 0, other = 0, enoent = 0, empty = 0;
     uint64_t per_op[NCAT] = {0};
@@ -396,14 +379,13 @@ int main(int argc, char **argv)
             torture_books_add(&b, &w[i].books[pi]);
         b.on_evict = atomic_load(&cb_evicts[pi]);
         b.on_reset = atomic_load(&cb_resets[pi]);
-        kvb_stats st = torture_check_pool(pi, p, &b,
-                                          TORTURE_ALLOCATIONS | TORTURE_ON_EVICT |
-                                              TORTURE_ON_RESET);
+        kvb_stats st = torture_check_pool(
+            pi, p, &b, TORTURE_ALLOCATIONS | TORTURE_ON_EVICT | TORTURE_ON_RESET);
         if (st.allocations_from_reset + st.evictions != st.allocations)
             FAIL("pool %d: from_reset + evictions != allocations", pi);
         printf("pool %-11s: allocations=%" PRIu64 " evictions=%" PRIu64 " registrations=%" PRIu64
-               " duplicates=%" PRIu64 " dedups=%" PRIu64 " resurrections=%" PRIu64
-               " eager=%" PRIu64 " noops=%" PRIu64 " contended=%" PRIu64 "\n",
+               " duplicates=%" PRIu64 " dedups=%" PRIu64 " resurrections=%" PRIu64 " eager=%" PRIu64
+               " noops=%" PRIu64 " contended=%" PRIu64 "\n",
                kvb_pool_name(p), st.allocations, st.evictions, st.registrations, st.duplicates,
                st.dedups, st.resurrections, st.eager_transitions, st.release_noops,
                st.lock_contended);

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define HDR 16                           /* size_t size, then the marker */
+#define HDR  16                    /* size_t size, then the marker */
 #define MARK 0x6b76622d66612d31ull /* "kvb-fa-1" */
 
 void tu_fa_init(tu_fa *fa, size_t max_size)
@@ -96,8 +96,7 @@ size_t tu_fa_live(tu_fa *fa)
 bool tu_fa_balanced(tu_fa *fa)
 {
     pthread_mutex_lock(&fa->mu);
-    bool ok = fa->n_alloc == fa->n_free && fa->bytes_alloc == fa->bytes_free &&
-              fa->mismatches == 0;
+    bool ok = fa->n_alloc == fa->n_free && fa->bytes_alloc == fa->bytes_free && fa->mismatches == 0;
     pthread_mutex_unlock(&fa->mu);
     return ok;
 }

@@ -33,9 +33,9 @@ typedef struct tu_fa {
 } tu_fa;
 
 /* A static tu_fa: `static tu_fa FA = TU_FA_INITIALIZER(0);` */
-#define TU_FA_INITIALIZER(max)                                                                  \
-    {                                                                                           \
-        .mu = PTHREAD_MUTEX_INITIALIZER, .max_size = (max)                                      \
+#define TU_FA_INITIALIZER(max)                                                                     \
+    {                                                                                              \
+        .mu = PTHREAD_MUTEX_INITIALIZER, .max_size = (max)                                         \
     }
 
 /* Initialise fa (mutex included): every counter 0, disarmed. */

@@ -55,8 +55,9 @@ void torture_chains(uint64_t base, int chains, int depth, kvb_hash *out)
 }
 
 struct start {
-    void *(*fn)(void *);
-    void *arg;
+    torture_fn fn;
+    void *worker;
+    uint64_t seed, ops;
     pthread_barrier_t *bar;
 };
 
@@ -64,27 +65,53 @@ static void *trampoline(void *arg)
 {
     struct start *s = arg;
     pthread_barrier_wait(s->bar);
-    return s->fn(s->arg);
+    s->fn(s->worker, s->seed, s->ops);
+    return NULL;
 }
 
-void torture_run(int threads, void *workers, size_t size, void *(*fn)(void *))
+void torture_run(const torture_args *a, void *workers, size_t size, torture_fn fn)
 {
-    pthread_t *t = calloc((size_t)threads, sizeof *t);
-    struct start *st = calloc((size_t)threads, sizeof *st);
+    pthread_t *t = calloc((size_t)a->threads, sizeof *t);
+    struct start *st = calloc((size_t)a->threads, sizeof *st);
     pthread_barrier_t bar;
     if (!t || !st)
         FAIL("out of memory");
-    pthread_barrier_init(&bar, NULL, (unsigned)threads);
-    for (int i = 0; i < threads; i++) {
-        st[i] = (struct start){fn, (char *)workers + (size_t)i * size, &bar};
+    pthread_barrier_init(&bar, NULL, (unsigned)a->threads);
+    for (int i = 0; i < a->threads; i++) {
+        void *w = workers ? (char *)workers + (size_t)i * size : NULL;
+        st[i] = (struct start){fn, w, torture_seed(a->seed, i), a->ops, &bar};
         if (pthread_create(&t[i], NULL, trampoline, &st[i]) != 0)
             FAIL("pthread_create");
     }
-    for (int i = 0; i < threads; i++)
+    for (int i = 0; i < a->threads; i++)
         pthread_join(t[i], NULL);
     pthread_barrier_destroy(&bar);
     free(st);
     free(t);
+}
+
+void torture_pair_config(int pi, uint32_t blocks, kvb_registry *reg, kvb_callbacks cb,
+                         kvb_pool_config *cfg)
+{
+    static int index[2] = {0, 1};
+    kvb_pool_config_init(cfg);
+    cfg->block_count = blocks;
+    cfg->registry = reg;
+    cfg->evict = pi == 0 ? KVB_EVICT_LRU : KVB_EVICT_FIFO;
+    cfg->dup_policy = pi == 0 ? KVB_DUP_ALLOW : KVB_DUP_REJECT;
+    cfg->name = pi == 0 ? "lru-allow" : "fifo-reject";
+    cfg->callbacks = cb;
+    cfg->callbacks.user = &index[pi];
+}
+
+void torture_pair_create(uint32_t blocks, kvb_registry *reg, kvb_callbacks cb, kvb_pool *pools[2])
+{
+    for (int pi = 0; pi < 2; pi++) {
+        kvb_pool_config cfg;
+        torture_pair_config(pi, blocks, reg, cb, &cfg);
+        if (kvb_pool_create(&cfg, &pools[pi]) != 0)
+            FAIL("pool_create");
+    }
 }
 
 void torture_books_add(torture_books *sum, const torture_books *b)
@@ -131,8 +158,7 @@ kvb_stats torture_check_pool(int pi, kvb_pool *p, const torture_books *b, unsign
         balance(pi, "allocations", st.allocations, b->allocated);
         balance(pi, "stagings", st.stagings, b->staged);
         balance(pi, "registrations", st.registrations, b->registered);
-        balance(pi, "evictions (by allocations + drained)", st.evictions,
-                b->evicted + b->drained);
+        balance(pi, "evictions (by allocations + drained)", st.evictions, b->evicted + b->drained);
     }
     if (check & TORTURE_MATCHES) {
         balance(pi, "match_requested", st.match_requested, b->match_requested);
@@ -143,8 +169,8 @@ kvb_stats torture_check_pool(int pi, kvb_pool *p, const torture_books *b, unsign
         balance(pi, "scan_returned", st.scan_returned, b->scan_returned);
     }
     if ((check & TORTURE_ON_EVICT) && b->on_evict != st.evictions)
-        FAIL("pool %d: on_evict fired %" PRIu64 " times for %" PRIu64 " evictions", pi,
-             b->on_evict, st.evictions);
+        FAIL("pool %d: on_evict fired %" PRIu64 " times for %" PRIu64 " evictions", pi, b->on_evict,
+             st.evictions);
     if (check & TORTURE_ON_RESET) {
         uint64_t resets = b->unregistered + st.dedups + st.duplicates + b->drained;
         if (b->on_reset != resets)

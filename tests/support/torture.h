@@ -50,10 +50,24 @@ static inline uint64_t torture_seed(uint64_t seed, int i)
  * sequence hash base + 16 c + d, child of block d - 1. */
 void torture_chains(uint64_t base, int chains, int depth, kvb_hash *out);
 
-/* Run fn on `threads` threads, thread i with argument (char *)workers + i * size;
- * they start together (a barrier) and the call returns when every one has
- * finished. */
-void torture_run(int threads, void *workers, size_t size, void *(*fn)(void *));
+/* What thread i runs: its worker ((char *)workers + i * size), its seed
+ * (torture_seed(a->seed, i)) and its number of operations (a->ops). */
+typedef void (*torture_fn)(void *worker, uint64_t seed, uint64_t ops);
+
+/* Run fn on a->threads threads; they start together (a barrier) and the call
+ * returns when every one has finished. workers: a->threads structs of `size`
+ * bytes (NULL and 0 when the threads keep no state). */
+void torture_run(const torture_args *a, void *workers, size_t size, torture_fn fn);
+
+/* The two pools most programs share, pool pi of the pair: pool 0 lru keeping
+ * duplicates ("lru-allow"), pool 1 fifo rejecting them ("fifo-reject"), of
+ * `blocks` blocks, attached to reg (may be NULL); the callbacks' user is a
+ * pointer to the pool's number pi (an int). */
+void torture_pair_config(int pi, uint32_t blocks, kvb_registry *reg, kvb_callbacks cb,
+                         kvb_pool_config *cfg);
+
+/* Create both pools of the pair as configured by torture_pair_config. */
+void torture_pair_create(uint32_t blocks, kvb_registry *reg, kvb_callbacks cb, kvb_pool *pools[2]);
 
 /* What the threads did to one pool, counted by themselves, and what the pool's
  * callbacks saw. */
@@ -71,11 +85,11 @@ typedef struct torture_books {
 
 /* What torture_check_pool compares, besides what it always checks. */
 enum {
-    TORTURE_ALLOCATIONS = 1 << 0,  /* allocations, stagings, registrations, evictions */
-    TORTURE_MATCHES = 1 << 1,      /* match requested / returned */
-    TORTURE_SCANS = 1 << 2,        /* scan requested / returned */
-    TORTURE_ON_EVICT = 1 << 3,     /* on_evict == evictions */
-    TORTURE_ON_RESET = 1 << 4,     /* on_reset == unregistered + dedups + duplicates + drained */
+    TORTURE_ALLOCATIONS = 1 << 0, /* allocations, stagings, registrations, evictions */
+    TORTURE_MATCHES = 1 << 1,     /* match requested / returned */
+    TORTURE_SCANS = 1 << 2,       /* scan requested / returned */
+    TORTURE_ON_EVICT = 1 << 3,    /* on_evict == evictions */
+    TORTURE_ON_RESET = 1 << 4,    /* on_reset == unregistered + dedups + duplicates + drained */
 };
 
 /* sum += b */
