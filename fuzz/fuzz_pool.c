@@ -94,7 +94,6 @@ static uint64_t fuzz_clock(void *ctx)
     return g_now;
 }
 
-
 static void on_reset(void *user, uint32_t id)
 {
     int pi = *(int *)user;
@@ -123,16 +122,16 @@ static void sink(void *user, const kvb_pool *pool, const kvb_event *e, uint32_t 
     int pi = pool == M.P[0].real ? 0 : pool == M.P[1].real ? 1 : -1;
     CHECK(pi >= 0, "event for an unknown pool");
     for (uint32_t i = 0; i < n; i++) {
-        CHECK(e[i].seq == ev_last_seq[pi] + 1, "event seq %" PRIu64 " after %" PRIu64,
-              e[i].seq, ev_last_seq[pi]);
+        CHECK(e[i].seq == ev_last_seq[pi] + 1, "event seq %" PRIu64 " after %" PRIu64, e[i].seq,
+              ev_last_seq[pi]);
         ev_last_seq[pi] = e[i].seq;
         if (e[i].type == KVB_EVENT_CLEARED) {
             CHECK(e[i].n == 0, "CLEARED with %u hashes", e[i].n);
             rec_push(&got_ev, pi, EV_CLEARED, 0, (kvb_hash){0, 0});
             continue;
         }
-        CHECK(e[i].type == KVB_EVENT_STORED || e[i].type == KVB_EVENT_REMOVED,
-              "event type %d", (int)e[i].type);
+        CHECK(e[i].type == KVB_EVENT_STORED || e[i].type == KVB_EVENT_REMOVED, "event type %d",
+              (int)e[i].type);
         CHECK(e[i].n > 0, "empty STORED/REMOVED event");
         for (uint32_t k = 0; k < e[i].n; k++)
             rec_push(&got_ev, pi, e[i].type == KVB_EVENT_STORED ? EV_STORED : EV_REMOVED,
@@ -146,24 +145,23 @@ static void sink(void *user, const kvb_pool *pool, const kvb_event *e, uint32_t 
 
 static void compare_logs(const char *what)
 {
-    CHECK(got_cb.n == M.cb.n, "%s: %u callbacks fired, model expects %u", what, got_cb.n,
-          M.cb.n);
+    CHECK(got_cb.n == M.cb.n, "%s: %u callbacks fired, model expects %u", what, got_cb.n, M.cb.n);
     for (uint32_t i = 0; i < got_cb.n; i++) {
         const struct rec *a = &got_cb.r[i], *b = &M.cb.r[i];
         CHECK(a->pool == b->pool && a->kind == b->kind && a->id == b->id,
-              "%s: callback %u is (pool %d, %s, id %u), model expects (pool %d, %s, id %u)",
-              what, i, a->pool, a->kind == CB_RESET ? "on_reset" : "on_evict", a->id, b->pool,
+              "%s: callback %u is (pool %d, %s, id %u), model expects (pool %d, %s, id %u)", what,
+              i, a->pool, a->kind == CB_RESET ? "on_reset" : "on_evict", a->id, b->pool,
               b->kind == CB_RESET ? "on_reset" : "on_evict", b->id);
         if (a->kind == CB_EVICT)
             CHECK(heq(a->h, b->h), "%s: on_evict %u with another hash", what, i);
     }
-    CHECK(got_ev.n == M.ev.n, "%s: %u event records delivered, model expects %u", what,
-          got_ev.n, M.ev.n);
+    CHECK(got_ev.n == M.ev.n, "%s: %u event records delivered, model expects %u", what, got_ev.n,
+          M.ev.n);
     for (uint32_t i = 0; i < got_ev.n; i++) {
         const struct rec *a = &got_ev.r[i], *b = &M.ev.r[i];
         CHECK(a->pool == b->pool && a->kind == b->kind && heq(a->h, b->h),
-              "%s: event record %u is (pool %d, kind %d), model expects (pool %d, kind %d)",
-              what, i, a->pool, a->kind, b->pool, b->kind);
+              "%s: event record %u is (pool %d, kind %d), model expects (pool %d, kind %d)", what,
+              i, a->pool, a->kind, b->pool, b->kind);
     }
 }
 
@@ -173,8 +171,8 @@ static void compare_pool(const struct mpool *mp, const char *what)
     CHECK(kvb_pool_check(p) == 0, "%s: kvb_pool_check failed on pool %d", what, mp->idx);
     kvb_stats s;
     CHECK(kvb_pool_stats(p, &s) == 0, "stats");
-#define EQ(field, val)                                                                         \
-    CHECK((uint64_t)(field) == (uint64_t)(val), "%s: pool %d: %s is %" PRIu64 ", model %" PRIu64, \
+#define EQ(field, val)                                                                             \
+    CHECK((uint64_t)(field) == (uint64_t)(val), "%s: pool %d: %s is %" PRIu64 ", model %" PRIu64,  \
           what, mp->idx, #field, (uint64_t)(field), (uint64_t)(val))
     EQ(s.block_count, mp->n);
     EQ(s.reset, mp->count[S_RESET]);
@@ -225,10 +223,14 @@ static void compare_pool(const struct mpool *mp, const char *what)
     EQ(s.retained_evictions, mp->retained_evictions);
 #undef EQ
     for (uint32_t i = 0; i < mp->n; i++) {
-        CHECK(kvb__test_slot_gen(p, i) == mp->s[i].gen, "%s: pool %d slot %u generation %u, "
-              "model %u", what, mp->idx, i, kvb__test_slot_gen(p, i), mp->s[i].gen);
-        CHECK(kvb__test_slot_state(p, i) == mp->s[i].state, "%s: pool %d slot %u state %d, "
-              "model %d", what, mp->idx, i, kvb__test_slot_state(p, i), mp->s[i].state);
+        CHECK(kvb__test_slot_gen(p, i) == mp->s[i].gen,
+              "%s: pool %d slot %u generation %u, "
+              "model %u",
+              what, mp->idx, i, kvb__test_slot_gen(p, i), mp->s[i].gen);
+        CHECK(kvb__test_slot_state(p, i) == mp->s[i].state,
+              "%s: pool %d slot %u state %d, "
+              "model %d",
+              what, mp->idx, i, kvb__test_slot_state(p, i), mp->s[i].state);
     }
     if (REG) {
         bool pres[NU];
@@ -550,8 +552,8 @@ static void op_complete(struct rd *r)
     put_m(out);
 }
 
-static void fill_block_check(const kvb_block *b, const struct mpool *mp, uint32_t id,
-                             uint32_t gen, const char *what)
+static void fill_block_check(const kvb_block *b, const struct mpool *mp, uint32_t id, uint32_t gen,
+                             const char *what)
 {
     CHECK(b->pool == mp->real && b->id == id && b->gen == gen && heq(b->hash, mp->s[id].hash),
           "%s: block (id %u, gen %u), model (id %u, gen %u)", what, b->id, b->gen, id, gen);
@@ -631,8 +633,8 @@ static void op_register(struct rd *r)
         /* validation of the whole batch first */
         bool bad = false, mark[MAXB] = {false};
         for (uint32_t k = 0; k < n && !bad; k++) { /* (batch[] is consumed by now) */
-            if (before[k].pool != mp->real ||
-                !m_valid(mp, before[k].id, before[k].gen, S_STAGED) || mark[before[k].id])
+            if (before[k].pool != mp->real || !m_valid(mp, before[k].id, before[k].gen, S_STAGED) ||
+                mark[before[k].id])
                 bad = true;
             else
                 mark[before[k].id] = true;
@@ -746,8 +748,7 @@ static void op_lookup(struct rd *r)
             put_b(out[j]);
             k++;
         } else {
-            CHECK(is_zero(&out[j], sizeof out[j]), "lookup: out[%u] not zero-filled on a miss",
-                  j);
+            CHECK(is_zero(&out[j], sizeof out[j]), "lookup: out[%u] not zero-filled on a miss", j);
         }
     }
     CHECK(rc == (int)k, "lookup kind %d: %d hits, model %u", kind, rc, k);
@@ -868,8 +869,7 @@ static void op_release_n(struct rd *r)
     CHECK(rc == want, "release_n(%u): %d, model %d", n, rc, want);
     for (uint32_t k = 0; k < n; k++) {
         if (valid[k]) {
-            CHECK(is_zero(&batch[k], sizeof batch[k]), "release_n: valid handle %u not cleared",
-                  k);
+            CHECK(is_zero(&batch[k], sizeof batch[k]), "release_n: valid handle %u not cleared", k);
             memset(&TB[idx[k]], 0, sizeof TB[idx[k]]);
         } else {
             CHECK(!memcmp(&batch[k], &before[k], sizeof batch[k]),
@@ -1066,14 +1066,11 @@ static struct prefix handle_at(int kind, uint8_t i)
     case 0:
         return (struct prefix){&TM[i % NM].pool, &TM[i % NM].id, &TM[i % NM].gen, NULL};
     case 1:
-        return (struct prefix){&TC[i % NC].pool, &TC[i % NC].id, &TC[i % NC].gen,
-                               &TC[i % NC].hash};
+        return (struct prefix){&TC[i % NC].pool, &TC[i % NC].id, &TC[i % NC].gen, &TC[i % NC].hash};
     case 2:
-        return (struct prefix){&TB[i % NB].pool, &TB[i % NB].id, &TB[i % NB].gen,
-                               &TB[i % NB].hash};
+        return (struct prefix){&TB[i % NB].pool, &TB[i % NB].id, &TB[i % NB].gen, &TB[i % NB].hash};
     default:
-        return (struct prefix){&TW[i % NW].pool, &TW[i % NW].id, &TW[i % NW].gen,
-                               &TW[i % NW].hash};
+        return (struct prefix){&TW[i % NW].pool, &TW[i % NW].id, &TW[i % NW].gen, &TW[i % NW].hash};
     }
 }
 
@@ -1225,8 +1222,7 @@ static void op_hint(struct rd *r)
             continue;
         /* no use left: a block set apart goes back into the policy's order */
         for (uint32_t id = 0; id < mp->n; id++)
-            if (mp->s[id].state == S_INACTIVE && mp->s[id].diverted &&
-                heq(mp->s[id].hash, hs[i])) {
+            if (mp->s[id].state == S_INACTIVE && mp->s[id].diverted && heq(mp->s[id].hash, hs[i])) {
                 mp->s[id].diverted = false;
                 if (mp->s[id].prio != KVB_PRIORITY_DEFAULT) { /* its priority's list */
                     mp->s[id].listed = true;
@@ -1391,8 +1387,7 @@ static void op_config(struct rd *r)
     CHECK(rc == want, "pool_create (config case %d, value %u): %d, model %d", what % 10, v, rc,
           want);
     if (rc == 0) {
-        CHECK(kvb_pool_check(p) == 0 && kvb_pool_available(p) == cfg.block_count,
-              "a fresh pool");
+        CHECK(kvb_pool_check(p) == 0 && kvb_pool_available(p) == cfg.block_count, "a fresh pool");
         CHECK(kvb_pool_destroy(p) == 0, "destroy of a fresh pool");
     } else {
         CHECK(p == (kvb_pool *)&FA, "failed create wrote its out-parameter");
@@ -1475,8 +1470,7 @@ static void setup(struct rd *r)
         /* the top bits of the block-count byte pick one of the other built-in
          * policies: the model adopts their eviction order (it only checks that the
          * victims were cached), so pool A then always has callbacks to follow */
-        kvb_evict_policy other =
-            (kvb_evict_policy)(KVB_EVICT_FIFO + (nn >> 6) + ((nb >> 7) & 1));
+        kvb_evict_policy other = (kvb_evict_policy)(KVB_EVICT_FIFO + (nn >> 6) + ((nb >> 7) & 1));
         bool use_other = i == 0 && (nn >> 6) && kvb_inactive_builtin(other);
         if (use_other)
             cfg->evict = other;
@@ -1484,8 +1478,8 @@ static void setup(struct rd *r)
         cfg->allocator = tu_fa_allocator(&FA);
         cfg->registry = REG;
         if ((c & 0x20) || i == 1 || use_other)
-            cfg->callbacks = (kvb_callbacks){.user = &pool_user[i], .on_reset = on_reset,
-                                             .on_evict = on_evict};
+            cfg->callbacks =
+                (kvb_callbacks){.user = &pool_user[i], .on_reset = on_reset, .on_evict = on_evict};
         if (i == 0 && (c & 0x40))
             cfg->events = &EVCFG;
         cfg->hint_capacity = i == 0 ? 6 : 0; /* small: -ENOSPC happens; B: -ENOTSUP */
@@ -1664,7 +1658,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             fprintf(stderr, "step %zu: %s%s [", g_step, name, inject ? " (fail next alloc)" : "");
             for (size_t b = start; b < r.i; b++)
                 fprintf(stderr, " %02x", data[b]);
-            fprintf(stderr, " ] -> %d (%s), %u callbacks, %u event records\n", g_rc, kvb_err_name(g_rc), got_cb.n, got_ev.n);
+            fprintf(stderr, " ] -> %d (%s), %u callbacks, %u event records\n", g_rc,
+                    kvb_err_name(g_rc), got_cb.n, got_ev.n);
         }
         if (g_enomem) { /* failed whole: nothing may have happened */
             CHECK(got_cb.n == 0 && got_ev.n == 0, "%s: -ENOMEM, yet callbacks or events fired",

@@ -217,8 +217,7 @@ static void check_reencode(const kvb_index_batch *b, kvb_wire_kind kind)
         uint32_t drops = 0;
         for (int k = 0; k < KVB_DROP_COUNT; k++)
             drops += r.dropped[k];
-        CHECK(drops == 0, "re-encoded batch (%s layout): %u dropped", map ? "map" : "array",
-              drops);
+        CHECK(drops == 0, "re-encoded batch (%s layout): %u dropped", map ? "map" : "array", drops);
         check_same(b, &r, false, map ? "re-encoded as maps" : "re-encoded as arrays");
         kvb_index_batch_fini(&r);
         msgpack_sbuffer_destroy(&sb);

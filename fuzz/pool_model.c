@@ -153,8 +153,7 @@ void m_ev(struct mpool *mp, int kind, kvb_hash h)
 int m_find(const struct mpool *mp, kvb_hash h)
 {
     for (uint32_t i = 0; i < mp->n; i++)
-        if ((mp->s[i].state == S_PRIMARY || mp->s[i].state == S_INACTIVE) &&
-            heq(mp->s[i].hash, h))
+        if ((mp->s[i].state == S_PRIMARY || mp->s[i].state == S_INACTIVE) && heq(mp->s[i].hash, h))
             return (int)i;
     return -1;
 }
@@ -441,7 +440,7 @@ void model_reset(struct mpool *mp, const kvb_pool_config *cfg, kvb_pool *real, i
     mp->evict = cfg->evict;
     mp->hint_cap = cfg->hint_capacity;
     mp->prio = cfg->priorities;
-    mp->policy = cfg->evict == KVB_EVICT_LRU ? POL_LRU
+    mp->policy = cfg->evict == KVB_EVICT_LRU    ? POL_LRU
                  : cfg->evict == KVB_EVICT_FIFO ? POL_FIFO
                                                 : POL_OTHER;
     for (uint32_t i = 0; i < mp->n; i++) {

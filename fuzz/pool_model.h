@@ -32,10 +32,10 @@ extern size_t g_step; /* operation number, for messages */
 /* Report a model mismatch and abort. */
 void fail(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 
-#define CHECK(cond, ...)                                                                       \
-    do {                                                                                       \
-        if (!(cond))                                                                           \
-            fail(__VA_ARGS__);                                                                 \
+#define CHECK(cond, ...)                                                                           \
+    do {                                                                                           \
+        if (!(cond))                                                                               \
+            fail(__VA_ARGS__);                                                                     \
     } while (0)
 
 /* ---- the hash universe ---- */
@@ -50,8 +50,8 @@ bool heq(kvb_hash a, kvb_hash b);
 
 /* ---- the model's state ---- */
 
-#define MAXB 48
-#define RC_MAX (UINT32_MAX - 1)
+#define MAXB          48
+#define RC_MAX        (UINT32_MAX - 1)
 #define KVB_DUPS_MAX_ ((1u << 26) - 1) /* duplicates one primary can hold (lib/pool.h) */
 
 enum { S_RESET, S_MUTABLE, S_STAGED, S_PRIMARY, S_DUPLICATE, S_INACTIVE, S_N };
@@ -63,17 +63,17 @@ struct mslot {
      * PRIMARY (kept apart, under the lock); phantom: saturation added by the test */
     uint32_t gen, rc, dups, arrival, prim, phantom;
     uint8_t state;
-    bool flag;     /* reset on release */
-    bool diverted; /* INACTIVE, set apart by hints (not in the policy's order) */
-    bool listed;   /* INACTIVE, in its priority level's list (not in the policy's order) */
-    uint8_t prio;  /* PRIMARY/INACTIVE: retention priority */
+    bool flag;      /* reset on release */
+    bool diverted;  /* INACTIVE, set apart by hints (not in the policy's order) */
+    bool listed;    /* INACTIVE, in its priority level's list (not in the policy's order) */
+    uint8_t prio;   /* PRIMARY/INACTIVE: retention priority */
     uint64_t until; /* its duration's deadline (0: none) */
     uint64_t lseq;  /* place in its level list */
 };
 
 struct mcounters {
-    uint64_t allocations, from_reset, evictions, registrations, duplicates, dedups, stagings,
-        mreq, mret, misuse, resurrections, sreq, sret, noops;
+    uint64_t allocations, from_reset, evictions, registrations, duplicates, dedups, stagings, mreq,
+        mret, misuse, resurrections, sreq, sret, noops;
 };
 
 /* hints of one universe hash: its outstanding (ticket, uses), oldest first */

@@ -232,8 +232,7 @@ static int replay(const evlog *l, hset *s)
 
 /* The replayed set must equal the hashes of universe[] the pool holds (scan,
  * no touch), and hold nothing else. Releases what the scan took. */
-static void expect_replay_matches_pool(evlog *l, kvb_pool *p, const kvb_hash *universe,
-                                       uint32_t nu)
+static void expect_replay_matches_pool(evlog *l, kvb_pool *p, const kvb_hash *universe, uint32_t nu)
 {
     hset s = {0};
     pthread_mutex_lock(&l->mu);
@@ -251,8 +250,7 @@ static void expect_replay_matches_pool(evlog *l, kvb_pool *p, const kvb_hash *un
         if (present != hit[i])
             mismatch++;
     }
-    cr_expect_eq(mismatch, 0, "%u hashes differ between the replayed index and the pool",
-                 mismatch);
+    cr_expect_eq(mismatch, 0, "%u hashes differ between the replayed index and the pool", mismatch);
     cr_expect_eq(in_set, s.n, "the replayed index holds hashes the workload never used");
     cr_expect_eq((size_t)hits, s.n, "pool holds %d, replayed index %zu", hits, s.n);
     for (uint32_t i = 0; i < nu; i++)
@@ -739,7 +737,8 @@ Test(events, tokens_and_medium)
     cr_expect(l.ev[2].has_parent && kvb_hash_equal(l.ev[2].parent, c[2]));
     for (uint32_t t = 0; t < 32; t++) {
         uint32_t blk = t / 16;
-        cr_expect_eq(l.tok[l.ev[0].tok_off + t], (uint32_t)kvb_hash_current(c[blk]) * 1000u + t % 16);
+        cr_expect_eq(l.tok[l.ev[0].tok_off + t],
+                     (uint32_t)kvb_hash_current(c[blk]) * 1000u + t % 16);
     }
     cr_expect_eq(l.tok[l.ev[2].tok_off], (uint32_t)kvb_hash_current(c[3]) * 1000u);
     for (int i = 0; i < 3; i++)
@@ -1082,8 +1081,8 @@ static void mt_run(kvb_event_config *ec, evlog *l, uint32_t blocks, uint64_t see
     struct mt_ctx ctx[4];
     pthread_t t[4];
     for (int i = 0; i < 4; i++) {
-        ctx[i] = (struct mt_ctx){.p = p, .u = u, .seed = seed * 7919 + (uint64_t)i + 1,
-                                 .ops = 20000};
+        ctx[i] =
+            (struct mt_ctx){.p = p, .u = u, .seed = seed * 7919 + (uint64_t)i + 1, .ops = 20000};
         cr_assert_eq(pthread_create(&t[i], NULL, mt_worker, &ctx[i]), 0);
     }
     for (int i = 0; i < 4; i++)

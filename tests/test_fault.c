@@ -32,8 +32,8 @@ static void expect_balanced(const char *what, long k)
 {
     cr_expect_eq(FA.n_alloc, FA.n_free, "%s, k=%ld: %ld allocations, %ld frees", what, k,
                  FA.n_alloc, FA.n_free);
-    cr_expect_eq(FA.bytes_alloc, FA.bytes_free, "%s, k=%ld: %zu bytes allocated, %zu freed",
-                 what, k, FA.bytes_alloc, FA.bytes_free);
+    cr_expect_eq(FA.bytes_alloc, FA.bytes_free, "%s, k=%ld: %zu bytes allocated, %zu freed", what,
+                 k, FA.bytes_alloc, FA.bytes_free);
     cr_expect_eq(FA.mismatches, 0, "%s, k=%ld: free called with a different size", what, k);
 }
 
@@ -190,10 +190,9 @@ static void every_k(const struct path *pp)
             expect_balanced(pp->what, 0);
             break;
         }
-        cr_expect_eq(rc, -ENOMEM, "%s: allocation %ld of %ld failed: returned %d (%s)",
-                     pp->what, k, used, rc, kvb_err_name(rc));
-        cr_expect_eq(obj, sentinel, "%s, k=%ld: out-parameter written on failure", pp->what,
-                     k);
+        cr_expect_eq(rc, -ENOMEM, "%s: allocation %ld of %ld failed: returned %d (%s)", pp->what, k,
+                     used, rc, kvb_err_name(rc));
+        cr_expect_eq(obj, sentinel, "%s, k=%ld: out-parameter written on failure", pp->what, k);
         if (rc == 0 && obj != sentinel)
             pp->destroy(obj);
         expect_balanced(pp->what, k);
@@ -312,8 +311,7 @@ static kvb_stats snap(kvb_pool *p)
 static void expect_unchanged(kvb_pool *p, const kvb_stats *before, const char *what)
 {
     kvb_stats now = snap(p);
-    cr_expect_eq(memcmp(&now, before, sizeof now), 0, "%s: a failed call changed the pool",
-                 what);
+    cr_expect_eq(memcmp(&now, before, sizeof now), 0, "%s: a failed call changed the pool", what);
 }
 
 #define NB 24 /* > KVB_CBQ_LOCAL / 3: every batch call below needs a heap buffer */

@@ -167,14 +167,10 @@ struct backend_case {
  *   {&kvb_inactive_tinylfu, MODEL_SET, 24},
  *   {&kvb_inactive_lineage, MODEL_SET, 40}, */
 static const struct backend_case backends[] = {
-    {&kvb_inactive_lru, MODEL_LRU, 8},
-    {&kvb_inactive_fifo, MODEL_FIFO, 26},
-    {&kvb_inactive_multi_lru, MODEL_SET, 10},
-    {&kvb_inactive_tinylfu, MODEL_SET, 40},
-    {&kvb_inactive_lineage, MODEL_LRU, 100},
-    {&kvb_inactive_lineage_arc, MODEL_SET, 400},
-    {&kvb_inactive_adaptive, MODEL_SET, 480},
-    {&test_lifo_ops, MODEL_LIFO, 0},
+    {&kvb_inactive_lru, MODEL_LRU, 8},        {&kvb_inactive_fifo, MODEL_FIFO, 26},
+    {&kvb_inactive_multi_lru, MODEL_SET, 10}, {&kvb_inactive_tinylfu, MODEL_SET, 40},
+    {&kvb_inactive_lineage, MODEL_LRU, 100},  {&kvb_inactive_lineage_arc, MODEL_SET, 400},
+    {&kvb_inactive_adaptive, MODEL_SET, 480}, {&test_lifo_ops, MODEL_LIFO, 0},
 };
 #define N_BACKENDS (sizeof backends / sizeof backends[0])
 
@@ -1084,8 +1080,7 @@ BACKEND_TEST(hints_withdrawn_blocks_are_ordinary_again)
     /* the 2 blocks freed above come first, then two of the withdrawn h[0..3] */
     cr_assert_eq(hevict(p, 4, ev), 2);
     for (uint32_t i = 0; i < 2; i++)
-        cr_assert(hin(h, 4, ev[i]), "%s: eviction %u took a block still hinted", bc->ops->name,
-                  i);
+        cr_assert(hin(h, 4, ev[i]), "%s: eviction %u took a block still hinted", bc->ops->name, i);
     cr_assert_eq(kvb_pool_hint(p, h + 4, 4, -1), 0);
     kvb_stats st;
     kvb_pool_stats(p, &st);
@@ -1104,8 +1099,7 @@ BACKEND_TEST(hints_hit_on_a_protected_block)
     }
     cr_assert_eq(kvb_pool_hint(p, h, 2, +1), 0);
     cr_assert_eq(hevict(p, 2, ev), 2); /* h[2], h[3]; h[0], h[1] set apart */
-    cr_assert_eq(hrequest(p, &h[0], 1, NULL, NULL), 1, "%s: protected block missed",
-                 bc->ops->name);
+    cr_assert_eq(hrequest(p, &h[0], 1, NULL, NULL), 1, "%s: protected block missed", bc->ops->name);
     cr_assert_eq(kvb_pool_hint(p, h, 1, -1), 0);
     cr_assert_eq(kvb_pool_check(p), 0);
     cr_assert_eq(hrequest(p, &h[1], 1, NULL, NULL), 1);
@@ -1367,8 +1361,7 @@ BACKEND_TEST(priorities_lowest_first)
                 bool ok = false;
                 for (uint32_t i = 12; i < 20; i++)
                     ok |= kvb_hash_equal(ev[k], h[i]);
-                cr_assert(ok, "%s: eviction %u is not a default-priority block", bc->ops->name,
-                          k);
+                cr_assert(ok, "%s: eviction %u is not a default-priority block", bc->ops->name, k);
             }
             continue;
         }
@@ -1421,7 +1414,7 @@ BACKEND_TEST(priorities_cached_blocks_move_both_ways)
         h[i] = hroot(800 + i);
         hrequest(p, &h[i], 1, NULL, NULL);
     }
-    cr_assert_eq(kvb_pool_set_priority(p, h, 4, 70, 0), 4);  /* out of the backend */
+    cr_assert_eq(kvb_pool_set_priority(p, h, 4, 70, 0), 4); /* out of the backend */
     cr_assert_eq(kvb_pool_set_priority(p, h, 2, KVB_PRIORITY_DEFAULT, 0), 2); /* back */
     cr_assert_eq(kvb_pool_set_priority(p, h + 4, 1, 5, 0), 1);
     cr_assert_eq(kvb_pool_hint(p, h + 4, 1, 1), 0); /* h[4]: low, but hinted */

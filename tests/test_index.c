@@ -92,8 +92,7 @@ static void cleared(kvb_index *idx, uint32_t sid)
 
 /* The result of stream sid in a match of h[0..n), or NULL. */
 static kvb_index_result RES[64];
-static const kvb_index_result *match_of(kvb_index *idx, const uint64_t *h, uint32_t n,
-                                        uint32_t sid)
+static const kvb_index_result *match_of(kvb_index *idx, const uint64_t *h, uint32_t n, uint32_t sid)
 {
     int r = kvb_index_match(idx, h, n, RES, 64);
     cr_assert(r >= 0, "match: %s", kvb_strerror(r));
@@ -110,8 +109,8 @@ static void expect(kvb_index *idx, const uint64_t *h, uint32_t n, uint32_t sid, 
     const kvb_index_result *r = match_of(idx, h, n, sid);
     uint32_t d = r ? r->device : 0, ho = r ? r->host : 0, di = r ? r->disk : 0;
     cr_assert(d == dev && ho == host && di == disk,
-              "stream %u: got device %u host %u disk %u, want %u %u %u", sid, d, ho, di, dev,
-              host, disk);
+              "stream %u: got device %u host %u disk %u, want %u %u %u", sid, d, ho, di, dev, host,
+              disk);
     if (r)
         cr_assert(dev + host + disk > 0);
 }
@@ -592,8 +591,8 @@ Test(index, capacity_bound)
     cr_assert_eq(in.entries, 4);
     cr_assert_eq(in.dropped[KVB_DROP_CAPACITY], 2);
     expect(idx, H, 6, a, 4, 0, 0);
-    store(idx, a, KVB_TIER_HOST, H, 1);                 /* a new (key, tier): dropped */
-    store(idx, a, KVB_TIER_DEVICE, H, 1);               /* a copy: no new entry, kept */
+    store(idx, a, KVB_TIER_HOST, H, 1);   /* a new (key, tier): dropped */
+    store(idx, a, KVB_TIER_DEVICE, H, 1); /* a copy: no new entry, kept */
     cr_assert_eq(info(idx, a).dropped[KVB_DROP_CAPACITY], 3);
     removed(idx, a, KVB_TIER_DEVICE, H + 3, 1);
     store(idx, a, KVB_TIER_HOST, H + 3, 1); /* room again */
@@ -604,13 +603,13 @@ Test(index, capacity_bound)
 Test(index, order_and_top_k)
 {
     kvb_index *idx = mk(0);
-    uint32_t a = add(idx, "a", 0), b = add(idx, "b", 0), c = add(idx, "c", 0),
-             d = add(idx, "c", 1), e = add(idx, "e", 0);
-    store(idx, a, KVB_TIER_DEVICE, H, 2);  /* score 2 */
-    store(idx, b, KVB_TIER_HOST, H, 4);    /* 3.2 */
-    store(idx, c, KVB_TIER_DEVICE, H, 3);  /* 3, 3 entries */
-    store(idx, d, KVB_TIER_DEVICE, H, 3);  /* 3, 3 entries: after c (rank) */
-    store(idx, e, KVB_TIER_DEVICE, H, 3);  /* 3, 5 entries: after c and d (load) */
+    uint32_t a = add(idx, "a", 0), b = add(idx, "b", 0), c = add(idx, "c", 0), d = add(idx, "c", 1),
+             e = add(idx, "e", 0);
+    store(idx, a, KVB_TIER_DEVICE, H, 2); /* score 2 */
+    store(idx, b, KVB_TIER_HOST, H, 4);   /* 3.2 */
+    store(idx, c, KVB_TIER_DEVICE, H, 3); /* 3, 3 entries */
+    store(idx, d, KVB_TIER_DEVICE, H, 3); /* 3, 3 entries: after c (rank) */
+    store(idx, e, KVB_TIER_DEVICE, H, 3); /* 3, 5 entries: after c and d (load) */
     store(idx, e, KVB_TIER_DEVICE, H + 10, 2);
     uint32_t want[] = {b, c, d, e, a};
     for (uint32_t k = 0; k <= 6; k++) {
@@ -848,7 +847,8 @@ Test(index, engine_map_lifetime_across_tiers_and_copies)
     cr_assert_eq(info(idx, v).dropped[KVB_DROP_UNKNOWN_PARENT], 3);
     cr_assert_eq(info(idx, v).entries, 0);
     /* an ENGINE stream of another block size cannot be recomputed */
-    kvb_index_stream_config sc = {.name = "v32", .hashes = KVB_INDEX_HASHES_ENGINE, .block_size = 32};
+    kvb_index_stream_config sc = {
+        .name = "v32", .hashes = KVB_INDEX_HASHES_ENGINE, .block_size = 32};
     uint32_t w;
     cr_assert_eq(kvb_index_stream_add(idx, &sc, &w), 0);
     kvb_index_event e = ev_eng(&e0, 1, tok, false, 0, KVB_TIER_DEVICE, 0);
@@ -1054,8 +1054,8 @@ static uint32_t fault_batch(void)
     for (int i = 0; i < 64; i++)
         FK[i] = (uint64_t)i * 0x9E3779B97F4A7C15ull;
     uint32_t n = 0;
-    FEV[n++] = ev_of(KVB_INDEX_EV_STORED, KVB_TIER_HOST, FK + 5, 30);   /* 5..34 */
-    FEV[n++] = ev_of(KVB_INDEX_EV_REMOVED, KVB_TIER_HOST, FK + 12, 4);  /* shared with b */
+    FEV[n++] = ev_of(KVB_INDEX_EV_STORED, KVB_TIER_HOST, FK + 5, 30);  /* 5..34 */
+    FEV[n++] = ev_of(KVB_INDEX_EV_REMOVED, KVB_TIER_HOST, FK + 12, 4); /* shared with b */
     FEV[n++] = ev_of(KVB_INDEX_EV_STORED, KVB_TIER_HOST, FK + 12, 4);
     FEV[n++] = ev_of(KVB_INDEX_EV_STORED, KVB_TIER_DISK, FK + 40, 20);
     FEV[n++] = ev_of(KVB_INDEX_EV_CLEARED, KVB_TIER_DEVICE, NULL, 0);
@@ -1173,10 +1173,10 @@ static void fault_apply_run(uint32_t shards, int kind)
     for (int i = 0; i < 600; i++)
         eh[i] = 0x9000 + (uint64_t)i;
     fill_tokens(etok, 600 * BS, 1);
-    kvb_index_event big[3] = {ev_eng(eh, 300, etok, true, BE[3], KVB_TIER_HOST, 0),
-                              ev_of(KVB_INDEX_EV_REMOVED, KVB_TIER_HOST, eh + 100, 50),
-                              ev_eng(eh + 300, 300, etok + 300 * BS, true, eh[299],
-                                     KVB_TIER_DEVICE, 0)};
+    kvb_index_event big[3] = {
+        ev_eng(eh, 300, etok, true, BE[3], KVB_TIER_HOST, 0),
+        ev_of(KVB_INDEX_EV_REMOVED, KVB_TIER_HOST, eh + 100, 50),
+        ev_eng(eh + 300, 300, etok + 300 * BS, true, eh[299], KVB_TIER_DEVICE, 0)};
 
     /* the expected result, from a run without failures */
     kvb_index_config cfg = fa_cfg(shards);
@@ -1564,8 +1564,8 @@ Test(index_snapshot, corruption_refused)
     reseal(c, len + 1);
     cr_assert_eq(kvb_index_load_mem(c, len + 1, NULL, &cp), -EBADMSG);
     /* duplicate key: the second key record of "a" becomes the first */
-    size_t keys = 26 + 4 + 1 + 1 + 8 + 1 + 4 + 1 + 8 + 8 + 8 + 8 * KVB_COUNT_COUNT +
-                  8 * KVB_DROP_COUNT + 4;
+    size_t keys =
+        26 + 4 + 1 + 1 + 8 + 1 + 4 + 1 + 8 + 8 + 8 + 8 * KVB_COUNT_COUNT + 8 * KVB_DROP_COUNT + 4;
     memcpy(c, buf, len);
     memcpy(c + keys + 12, c + keys, 12);
     reseal(c, len);
@@ -1603,9 +1603,10 @@ Test(index, metrics_text)
     cr_assert_not_null(strstr(t, "kvblock_index_matches_total 1\n"));
     cr_assert_not_null(strstr(t, "kvblock_index_matched_blocks_total 4\n"));
     cr_assert_not_null(strstr(t, "# TYPE kvblock_index_memory_bytes gauge\n"));
+    cr_assert_not_null(strstr(
+        t, "kvblock_index_stream_entries{worker=\"we\\\"ird\\\\na\\nme\",dp_rank=\"3\"} 4\n"));
     cr_assert_not_null(
-        strstr(t, "kvblock_index_stream_entries{worker=\"we\\\"ird\\\\na\\nme\",dp_rank=\"3\"} 4\n"));
-    cr_assert_not_null(strstr(t, "kvblock_index_stream_entries{worker=\"plain\",dp_rank=\"-1\"} 2\n"));
+        strstr(t, "kvblock_index_stream_entries{worker=\"plain\",dp_rank=\"-1\"} 2\n"));
     cr_assert_not_null(strstr(
         t, "kvblock_index_stream_state{worker=\"plain\",dp_rank=\"-1\",state=\"lagging\"} 1\n"));
     cr_assert_not_null(strstr(

@@ -298,8 +298,8 @@ Test(limits, null_arguments_hashes_and_errors)
     cr_expect_str_eq(kvb_err_name(-ESTALE), "ESTALE");
     cr_expect_str_eq(kvb_err_name(99999), "EUNKNOWN");
     /* the fleet code's errors have names too (snapshots, subscriber, Redis) */
-    static const int fleet_errs[] = {EBADMSG, ETIMEDOUT, EADDRINUSE, ECONNREFUSED,
-                                     ECONNRESET, EACCES, EALREADY, EPROTO, EPERM};
+    static const int fleet_errs[] = {EBADMSG, ETIMEDOUT, EADDRINUSE, ECONNREFUSED, ECONNRESET,
+                                     EACCES,  EALREADY,  EPROTO,     EPERM};
     for (size_t i = 0; i < sizeof fleet_errs / sizeof fleet_errs[0]; i++)
         cr_expect_str_neq(kvb_err_name(-fleet_errs[i]), "EUNKNOWN", "errno %d", fleet_errs[i]);
     cr_expect_str_eq(kvb_err_name(-EBADMSG), "EBADMSG");

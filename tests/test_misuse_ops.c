@@ -33,16 +33,16 @@
 enum htype { HT_MUTABLE, HT_COMPLETE, HT_BLOCK, HT_WEAK };
 enum mkind { MK_DOUBLE, MK_REUSED, MK_FOREIGN, MK_ZEROED, MK_DESTROY };
 enum opk {
-    OP_RELEASE,      /* mutable, complete, block */
-    OP_STAGE,        /* mutable */
-    OP_RESET,        /* complete */
-    OP_REGISTER,     /* complete */
-    OP_RELEASE_N,    /* block (batch of the bad handle and a valid one) */
-    OP_CLONE,        /* block */
-    OP_SET_RESET,    /* block */
-    OP_ADDRESS,      /* block */
-    OP_USE_COUNT,    /* block: returns 0, not an error */
-    OP_UPGRADE,      /* weak */
+    OP_RELEASE,   /* mutable, complete, block */
+    OP_STAGE,     /* mutable */
+    OP_RESET,     /* complete */
+    OP_REGISTER,  /* complete */
+    OP_RELEASE_N, /* block (batch of the bad handle and a valid one) */
+    OP_CLONE,     /* block */
+    OP_SET_RESET, /* block */
+    OP_ADDRESS,   /* block */
+    OP_USE_COUNT, /* block: returns 0, not an error */
+    OP_UPGRADE,   /* weak */
 };
 
 struct row {
@@ -53,6 +53,8 @@ struct row {
     int misuse_delta; /* expected change of p's misuse counter */
 };
 
+/* one row per line */
+/* clang-format off */
 #define R(t, k, o, e, d) {HT_##t, MK_##k, OP_##o, e, d}
 static struct row rows[] = {
     /* mutable */
@@ -122,12 +124,13 @@ static struct row rows[] = {
     R(WEAK, DESTROY, UPGRADE, 0, 0), /* the refused destroy changed nothing */
 };
 #undef R
+/* clang-format on */
 
 static const char *const tname[] = {"mutable", "complete", "block", "weak"};
 static const char *const kname[] = {"double", "reused", "foreign", "zeroed", "destroy"};
-static const char *const oname[] = {"release",   "stage",     "reset", "register",
-                                    "release_n", "clone",     "set_reset_on_release",
-                                    "address",   "use_count", "upgrade"};
+static const char *const oname[] = {
+    "release", "stage",     "reset",  "register", "release_n", "clone", "set_reset_on_release",
+    "address", "use_count", "upgrade"};
 
 typedef union {
     kvb_mutable m;
@@ -473,8 +476,7 @@ static void no_block_lost(kvb_pool *p, uint32_t n)
     kvb_stats s;
     kvb_pool_stats(p, &s);
     cr_expect_eq(s.mutable_ + s.staged + s.primary + s.duplicate, 0, "nothing held");
-    cr_expect_eq(s.reset + s.inactive, n, "reset %u + inactive %u != %u", s.reset, s.inactive,
-                 n);
+    cr_expect_eq(s.reset + s.inactive, n, "reset %u + inactive %u != %u", s.reset, s.inactive, n);
     cr_expect_eq(kvb_pool_check(p), 0);
 }
 
@@ -497,8 +499,7 @@ ParameterizedTest(struct row *r, misuse_ops, row)
     int rc = run_op(r, &bad);
 
     cr_expect_eq(rc, r->err, "%s x %s x %s: returned %d (%s), expected %d (%s)", tname[r->type],
-                 kname[r->kind], oname[r->op], rc, kvb_err_name(rc), r->err,
-                 kvb_err_name(r->err));
+                 kname[r->kind], oname[r->op], rc, kvb_err_name(rc), r->err, kvb_err_name(r->err));
     cr_expect_eq(misuse(E.p) - mp, (uint64_t)r->misuse_delta,
                  "%s x %s x %s: misuse of p moved by %llu, expected %d", tname[r->type],
                  kname[r->kind], oname[r->op], (unsigned long long)(misuse(E.p) - mp),

@@ -81,9 +81,9 @@ static struct inst mk(const kvb_inactive_ops *ops, uint32_t n)
 static void done(struct inst *in)
 {
     in->ops->destroy(in->self);
-    cr_expect(tu_fa_balanced(in->fa), "%s: %ld allocations, %ld frees, %zu bytes live, %ld bad frees",
-              in->ops->name, in->fa->n_alloc, in->fa->n_free, tu_fa_live(in->fa),
-              in->fa->mismatches);
+    cr_expect(tu_fa_balanced(in->fa),
+              "%s: %ld allocations, %ld frees, %zu bytes live, %ld bad frees", in->ops->name,
+              in->fa->n_alloc, in->fa->n_free, tu_fa_live(in->fa), in->fa->mismatches);
     free(in->fa);
     in->fa = NULL;
 }
@@ -258,7 +258,7 @@ Test(fifo, pool_release_patterns)
     cr_assert_eq(out[1], 2);
     cr_assert_eq(ins_id(&in, 0, 0), 0);  /* back: oldest of all again */
     cr_assert_eq(ins_id(&in, 9, 40), 0); /* new content in slot 9: newest */
-    for (uint32_t b = 4; b-- > 0;)   /* one more request, last first */
+    for (uint32_t b = 4; b-- > 0;)       /* one more request, last first */
         cr_assert_eq(ins_id(&in, 12 + b, 20 + b), 0);
     uint32_t want[] = {0, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 14, 15, 9};
     expect_batch(&in, want, 14);
@@ -779,7 +779,8 @@ static void prefix_property(kvb_evict_policy pol, const kvb_inactive_ops *ops)
         kvb_hash h[LEN];
         uint64_t prev = 0;
         for (uint32_t j = 0; j < n; j++) {
-            uint64_t cur = j < k ? seqh(f, j) : tu_mix64(((uint64_t)f << 40) ^ (tail << 20) ^ j) | 1;
+            uint64_t cur =
+                j < k ? seqh(f, j) : tu_mix64(((uint64_t)f << 40) ^ (tail << 20) ^ j) | 1;
             cr_assert_eq(kvb_hash_make(cur, prev, j > 0, j, &h[j]), 0);
             prev = cur;
         }

@@ -203,8 +203,8 @@ static void decode(const frame *payload, dbatch *d)
                         : !strcmp(v->tag, "AllBlocksCleared") ? 1
                                                               : 0;
         cr_assert_neq(want, 0, "unknown tag %s", v->tag);
-        cr_assert_eq(v->map ? e->via.map.size : e->via.array.size, want, "%s has %u fields",
-                     v->tag, want);
+        cr_assert_eq(v->map ? e->via.map.size : e->via.array.size, want, "%s has %u fields", v->tag,
+                     want);
         if (want == 1)
             continue;
         const msgpack_object *hs = field(e, 1, "block_hashes");
@@ -247,8 +247,8 @@ static void decode(const frame *payload, dbatch *d)
 
 /* ---- fixtures ---------------------------------------------------------------- */
 
-static kvb_publisher *mk_pub_layout(const ends *e, const char *medium, int64_t rank,
-                                    uint32_t qcap, kvb_publisher_layout layout)
+static kvb_publisher *mk_pub_layout(const ends *e, const char *medium, int64_t rank, uint32_t qcap,
+                                    kvb_publisher_layout layout)
 {
     kvb_publisher_config cfg;
     kvb_publisher_config_init(&cfg);
@@ -333,7 +333,7 @@ static void wire_format_and_replay(kvb_publisher_layout layout)
     kvb_hash c[3];
     tu_chain(0xabcdef, 3, c);
     kvb_block b[3];
-    tu_put(gpu, c, 2, b);      /* batch 0: STORED [c0 c1] */
+    tu_put(gpu, c, 2, b);         /* batch 0: STORED [c0 c1] */
     tu_put(gpu, c + 2, 1, b + 2); /* batch 1: STORED [c2] parent c1 */
     for (int i = 0; i < 3; i++)
         cr_assert_eq(kvb_block_release(&b[i]), 0);
@@ -499,7 +499,11 @@ Test(publisher, burst_with_a_tiny_queue_drops_and_leaves_gaps)
     kvb_pool *p = tu_pool(4, KVB_EVICT_LRU);
     kvb_hash h = tu_hash(1);
     uint32_t id = 0;
-    kvb_event ev = {.type = KVB_EVENT_STORED, .seq = 1, .n = 1, .hashes = &h, .block_ids = &id,
+    kvb_event ev = {.type = KVB_EVENT_STORED,
+                    .seq = 1,
+                    .n = 1,
+                    .hashes = &h,
+                    .block_ids = &id,
                     .block_size = 16};
     for (int i = 0; i < 20000; i++)
         kvb_publisher_sink(pub, p, &ev, 1);
@@ -566,7 +570,6 @@ Test(publisher, create_errors)
     cr_expect_eq(kvb_publisher_flush(NULL, 0), -EINVAL);
     (void)pub2;
 }
-
 
 Test(publisher, offset_by_rank_gives_each_rank_its_endpoints)
 {

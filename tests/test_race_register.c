@@ -13,7 +13,7 @@
 #include <pthread.h>
 
 /* slot states as kvb__test_slot_state reports them (enum kvb_state, lib/pool.h) */
-#define ST_PRIMARY 3
+#define ST_PRIMARY   3
 #define ST_DUPLICATE 4
 
 struct regger {

@@ -101,14 +101,14 @@ Test(race_threads, concurrent_match_clone_release_one_block)
 
 /* ---- available is never torn ----------------------------------------------------------- */
 
-#define AV_N 64
-#define AV_K 8
+#define AV_N      64
+#define AV_K      8
 #define AV_CYCLES 3000
 
 struct churn {
     kvb_pool *p;
     atomic_int done;
-    int failed_line; /* no Criterion assertion off the test's own thread */
+    int failed_line;               /* no Criterion assertion off the test's own thread */
     sem_t sample_req, sample_done; /* lockstep phase for the first cycles */
     int lockstep;
 };
@@ -121,12 +121,12 @@ static void lockstep(struct churn *c)
     }
 }
 
-#define CHURN_CHECK(e)                                                                      \
-    do {                                                                                    \
-        if (!(e)) {                                                                         \
-            c->failed_line = __LINE__;                                                      \
-            goto out;                                                                       \
-        }                                                                                   \
+#define CHURN_CHECK(e)                                                                             \
+    do {                                                                                           \
+        if (!(e)) {                                                                                \
+            c->failed_line = __LINE__;                                                             \
+            goto out;                                                                              \
+        }                                                                                          \
     } while (0)
 
 static void *churner(void *arg)
@@ -139,8 +139,8 @@ static void *churner(void *arg)
         CHURN_CHECK(kvb_pool_allocate(c->p, AV_K, m, NULL, NULL) == 0); /* N -> N-K */
         lockstep(c);
         for (int i = 0; i < AV_K; i++)
-            CHURN_CHECK(kvb_mutable_stage(&m[i], tu_hash((uint64_t)(cycle * AV_K + i)),
-                                          &cp[i]) == 0);
+            CHURN_CHECK(kvb_mutable_stage(&m[i], tu_hash((uint64_t)(cycle * AV_K + i)), &cp[i]) ==
+                        0);
         lockstep(c);
         CHURN_CHECK(kvb_pool_register(c->p, cp, AV_K, b) == 0); /* still N-K */
         lockstep(c);
