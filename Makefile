@@ -1,5 +1,6 @@
 # kvblock - one entry point. Pattern rules only: a new lib/*.c, backends/*/*.c,
-# tests/test_*.c, stress/*.c or tools/*.c is picked up without editing this file.
+# tests/test_*.c, tests/support/*.c, stress/*.c or tools/*.c is picked up without
+# editing this file.
 # Optional components add themselves through mk/*.mk (e.g. mk/vulkan.mk).
 #
 #   make                 static + shared library, tools, tests, stress programs
@@ -54,6 +55,9 @@ endif
 LIB_SRCS    := $(wildcard lib/*.c backends/inactive/*.c backends/device/*.c)
 TEST_SRCS   := $(wildcard tests/test_*.c)
 STRESS_SRCS := $(wildcard stress/*.c)
+# helpers shared by the tests, the torture programs and the fuzz targets
+SUPPORT_SRCS := $(wildcard tests/support/*.c)
+SUPPORT_HDRS := $(wildcard tests/support/*.h)
 TOOL_SRCS   := $(wildcard tools/*.c)
 TOOL_COMMON := $(wildcard tools/common/*.c)
 CHECKS      := check-unit check-install
@@ -64,12 +68,14 @@ CHECKS      := check-unit check-install
 LIB_OBJS   := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 TLIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/tobj/%.o)
 TOOL_COBJS := $(TOOL_COMMON:%.c=$(BUILD)/obj/%.o)
+SUPPORT_OBJS := $(SUPPORT_SRCS:%.c=$(BUILD)/tobj/%.o)
 TESTS      := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
 STRESS     := $(STRESS_SRCS:stress/%.c=$(BUILD)/stress/%)
 TOOLS      := $(TOOL_SRCS:tools/%.c=$(BUILD)/tools/%)
 
 STATIC     := $(BUILD)/libkvblock.a
 TSTATIC    := $(BUILD)/libkvblock_test.a
+SUPPORT    := $(BUILD)/libkvblock_support.a
 SHARED     := $(BUILD)/libkvblock.so.$(VERSION)
 SONAME     := libkvblock.so.$(SOVERSION)
 
@@ -100,6 +106,11 @@ $(TSTATIC): $(TLIB_OBJS)
 	@rm -f $@
 	ar rcs $@ $^
 
+# tests/support/*.c, compiled like the test library (KVB_TESTING hooks)
+$(SUPPORT): $(SUPPORT_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
 $(SHARED): $(LIB_OBJS) lib/kvblock.map
 	$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--version-script=lib/kvblock.map $(LDFLAGS) \
 	    -o $@ $(LIB_OBJS) $(LDLIBS_LIB)
@@ -111,14 +122,16 @@ $(BUILD)/kvblock.pc: kvblock.pc.in Makefile
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' \
 	    -e 's|@LIBS_PRIVATE@|$(LDLIBS_LIB)|' kvblock.pc.in > $@
 
-$(BUILD)/tests/%: tests/%.c $(TSTATIC) tests/testutil.h
+# Tests and torture programs include the shared helpers as "support/NAME.h".
+$(BUILD)/tests/%: tests/%.c $(TSTATIC) $(SUPPORT) tests/testutil.h $(SUPPORT_HDRS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) -DKVB_TESTING -Itests $(CFLAGS) $(LDFLAGS) $< -o $@ $(TSTATIC) \
+	$(CC) $(CPPFLAGS) -DKVB_TESTING -Itests $(CFLAGS) $(LDFLAGS) $< -o $@ $(SUPPORT) $(TSTATIC) \
 	    $(CRITERION_LIBS) $(LDLIBS_LIB)
 
-$(BUILD)/stress/%: stress/%.c stress/stress.h $(TSTATIC)
+$(BUILD)/stress/%: stress/%.c $(TSTATIC) $(SUPPORT) $(SUPPORT_HDRS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) -DKVB_TESTING $(CFLAGS) $(LDFLAGS) $< -o $@ $(TSTATIC) $(LDLIBS_LIB)
+	$(CC) $(CPPFLAGS) -DKVB_TESTING -Itests $(CFLAGS) $(LDFLAGS) $< -o $@ $(SUPPORT) $(TSTATIC) \
+	    $(LDLIBS_LIB)
 
 # A tool is tools/NAME.c (its main) plus, when the directory exists, the parts
 # in tools/NAME/*.c, compiled like tools/common/ (with -Itools) and linked in.

@@ -4,8 +4,8 @@
  *
  * Build and run: `make fuzz` (FUZZ_SECONDS, default 60), `make fuzz-regress`
  * (the committed corpus in fuzz/corpus/fuzz_pool once, for CI). See mk/fuzz.mk.
- * Built with -DKVB_FUZZ_MAIN it is a plain program replaying the files named on
- * its command line (any compiler, no libFuzzer).
+ * Linked with fuzz/replay_main.c instead of libFuzzer it is a plain program
+ * replaying the files named on its command line (any compiler).
  *
  * Input format: byte 0 configures the run (block counts, policies, duplicate
  * policy, reset-on-release default, callbacks, registry, event sink), then a
@@ -18,20 +18,21 @@
  * absurd counts, NULL out-parameters, invalid hashes, bad configurations,
  * injected allocation failures and saturated reference counts.
  *
- * The model (struct mpool) is a plain single-threaded restatement of the
- * contract of kvblock.h / DESIGN.md section 2: six slot states, generations
- * that change on every transition, a FIFO free list, LRU (insertion order) and
- * FIFO (arrival order) eviction, resurrection, duplicates holding a reference
- * on their primary, reset-on-release, the misuse counter, the counters of
- * kvb_stats, the callbacks (and their order), registry presence, the
- * flattened event stream, and lookahead hints (kvb_pool_hint on pool A, which
- * has a small hint capacity; pool B has none): per hash a FIFO of (ticket, uses),
- * victims that are hinted set apart instead of evicted, the set-apart blocks
- * evicted last by (next need, position), withdrawal back into the policy order;
- * and retention priorities (pool A, when its policy is lru or fifo): a level per
- * content, blocks below the default evicted first and blocks above it last (least
- * recently released first within a level, the policy's order at the default),
- * durations on an injected clock that an operation advances. After every call the harness compares: the return
+ * The model (struct mpool, fuzz/pool_model.c) is a plain single-threaded
+ * restatement of the contract of kvblock.h / DESIGN.md section 2: six slot
+ * states, generations that change on every transition, a FIFO free list, LRU
+ * (insertion order) and FIFO (arrival order) eviction, resurrection, duplicates
+ * holding a reference on their primary, reset-on-release, the misuse counter,
+ * the counters of kvb_stats, the callbacks (and their order), registry
+ * presence, the flattened event stream, and lookahead hints (kvb_pool_hint on
+ * pool A, which has a small hint capacity; pool B has none): per hash a FIFO of
+ * (ticket, uses), victims that are hinted set apart instead of evicted, the
+ * set-apart blocks evicted last by (next need, position), withdrawal back into
+ * the policy order; and retention priorities (pool A, when its policy is lru or
+ * fifo): a level per content, blocks below the default evicted first and blocks
+ * above it last (least recently released first within a level, the policy's
+ * order at the default), durations on an injected clock that an operation
+ * advances. This file is the harness: after every call it compares the return
  * value; the handles produced (pool, id, generation, hash: ids are predicted
  * too, since the free list and both built-in policies are deterministic) and
  * consumed (cleared on success, untouched on failure); the callbacks fired;
@@ -42,6 +43,8 @@
  * balance. Any difference aborts with a message (a crash for libFuzzer).
  */
 #include "kvblock.h"
+#include "pool_model.h"
+#include "support/fail_alloc.h"
 #include "testing.h"
 #include <inttypes.h>
 #include <stdarg.h>
@@ -63,184 +66,21 @@ static uint8_t u8(struct rd *r)
     return r->i < r->n ? r->p[r->i++] : 0;
 }
 
-static size_t g_step; /* operation number, for messages */
-static bool g_trace;  /* FUZZ_TRACE=1: print every operation */
-static int g_rc;      /* result of the operation's library call, for the trace */
-
-static void fail(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
-static void fail(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "fuzz_pool: MODEL MISMATCH at step %zu: ", g_step);
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
-    va_end(ap);
-    abort();
-}
-
-#define CHECK(cond, ...)                                                                       \
-    do {                                                                                       \
-        if (!(cond))                                                                           \
-            fail(__VA_ARGS__);                                                                 \
-    } while (0)
+static bool g_trace; /* FUZZ_TRACE=1: print every operation */
+static int g_rc;     /* result of the operation's library call, for the trace */
 
 /* ------------------------------------------------------------------------ */
 /* allocator: counts, checks sizes, fails on request                        */
 /* ------------------------------------------------------------------------ */
 
-static struct {
-    long n_alloc, n_free, mismatch;
-    size_t bytes_alloc, bytes_free;
-    bool armed;    /* fail the next allocation */
-    bool consumed; /* an armed failure happened */
-} FA;
-
-static void *fa_alloc(void *ctx, size_t size)
-{
-    (void)ctx;
-    if (FA.armed) {
-        FA.armed = false;
-        FA.consumed = true;
-        return NULL;
-    }
-    if (size > ((size_t)1 << 32))
-        return NULL;
-    unsigned char *p = malloc(size + 16);
-    if (!p)
-        return NULL;
-    memcpy(p, &size, sizeof size);
-    FA.n_alloc++;
-    FA.bytes_alloc += size;
-    return p + 16;
-}
-
-static void fa_free(void *ctx, void *ptr, size_t size)
-{
-    (void)ctx;
-    if (!ptr)
-        return;
-    unsigned char *p = (unsigned char *)ptr - 16;
-    size_t stored;
-    memcpy(&stored, p, sizeof stored);
-    if (stored != size)
-        FA.mismatch++;
-    FA.n_free++;
-    FA.bytes_free += size;
-    free(p);
-}
-
-static const kvb_allocator FA_ALLOC = {.alloc = fa_alloc, .free = fa_free};
+/* The fail-at-k allocator (tests/support/fail_alloc.h) armed with k = 1 by an
+ * operation whose opcode asks for a failure; requests over 4 GiB fail. */
+static tu_fa FA = TU_FA_INITIALIZER((size_t)1 << 32);
 
 /* ------------------------------------------------------------------------ */
-/* hashes                                                                   */
+/* the library's configuration and observations                             */
 /* ------------------------------------------------------------------------ */
 
-#define NU 16 /* universe: 3 chains of 4, 3 loose hashes at large positions, 1 invalid */
-static kvb_hash U[NU];
-
-static void universe_init(void)
-{
-    for (int c = 0; c < 3; c++)
-        for (int d = 0; d < 4; d++)
-            kvb_hash_make(100u + (uint64_t)c * 10 + (uint64_t)d,
-                          100u + (uint64_t)c * 10 + (uint64_t)d - 1, d > 0, (uint32_t)d,
-                          &U[c * 4 + d]);
-    kvb_hash_make(7001, 5, true, 300, &U[12]);
-    kvb_hash_make(7002, 6, true, 70000, &U[13]);
-    kvb_hash_make(7003, 7, true, KVB_HASH_MAX_POSITION, &U[14]);
-    U[15] = (kvb_hash){3ull << 62, 1}; /* mode 3: invalid, kvb_mutable_stage says -EINVAL */
-}
-
-static bool hash_valid(kvb_hash h)
-{
-    return (h.hi >> 62) != 3;
-}
-
-static bool heq(kvb_hash a, kvb_hash b)
-{
-    return a.hi == b.hi && a.lo == b.lo;
-}
-
-/* ------------------------------------------------------------------------ */
-/* the model                                                                */
-/* ------------------------------------------------------------------------ */
-
-#define MAXB 48
-#define RC_MAX (UINT32_MAX - 1)
-#define KVB_DUPS_MAX_ ((1u << 26) - 1) /* duplicates one primary can hold (lib/pool.h) */
-
-enum { S_RESET, S_MUTABLE, S_STAGED, S_PRIMARY, S_DUPLICATE, S_INACTIVE, S_N };
-enum { POL_LRU, POL_FIFO, POL_OTHER };
-
-struct mslot {
-    kvb_hash hash;
-    /* rc: the handles' references (the lock-free count); dups: duplicates holding a
-     * PRIMARY (kept apart, under the lock); phantom: saturation added by the test */
-    uint32_t gen, rc, dups, arrival, prim, phantom;
-    uint8_t state;
-    bool flag;     /* reset on release */
-    bool diverted; /* INACTIVE, set apart by hints (not in the policy's order) */
-    bool listed;   /* INACTIVE, in its priority level's list (not in the policy's order) */
-    uint8_t prio;  /* PRIMARY/INACTIVE: retention priority */
-    uint64_t until; /* its duration's deadline (0: none) */
-    uint64_t lseq;  /* place in its level list */
-};
-
-struct mcounters {
-    uint64_t allocations, from_reset, evictions, registrations, duplicates, dedups, stagings,
-        mreq, mret, misuse, resurrections, sreq, sret, noops;
-};
-
-/* hints of one universe hash: its outstanding (ticket, uses), oldest first */
-#define MAXT 16
-struct mhint {
-    uint64_t tk[MAXT];
-    uint32_t tu[MAXT], nt;
-    uint64_t uses;
-};
-
-struct mpool {
-    kvb_pool *real;
-    int idx;
-    uint32_t n;
-    bool reject, reset_default, callbacks, events;
-    int policy;
-    kvb_evict_policy evict;
-    struct mslot s[MAXB];
-    uint32_t freeq[MAXB], fhead, flen;
-    uint32_t lru[MAXB], nlru; /* INACTIVE ids in insertion order (lru policy) */
-    uint32_t arrival_seq;
-    uint32_t count[S_N];
-    uint32_t peak;
-    struct mcounters c;
-    uint32_t hint_cap;
-    bool prio; /* created with priorities */
-    uint64_t lseq, expired, retained_evictions;
-    uint64_t ticket;
-    struct mhint h[NU];
-    uint64_t h_added, h_withdrawn, h_unmatched, h_rejected, h_evictions;
-};
-
-/* expected and observed side effects of one call */
-enum { CB_RESET = 1, CB_EVICT, EV_STORED, EV_REMOVED, EV_CLEARED };
-struct rec {
-    int pool, kind;
-    uint32_t id;
-    kvb_hash h;
-};
-#define MAXREC 4096
-struct reclog {
-    struct rec r[MAXREC];
-    uint32_t n;
-};
-
-struct model {
-    struct mpool P[2];
-    struct reclog cb, ev; /* expected callbacks and events of the current call */
-};
-
-static struct model M;
 static struct reclog got_cb, got_ev; /* what the library actually did */
 static uint64_t ev_last_seq[2];
 static kvb_registry *REG;
@@ -248,388 +88,11 @@ static kvb_pool_config CFG[2];
 static kvb_event_config EVCFG;
 static int pool_user[2] = {0, 1};
 
-static void rec_push(struct reclog *l, int pool, int kind, uint32_t id, kvb_hash h)
-{
-    CHECK(l->n < MAXREC, "record log overflow");
-    l->r[l->n++] = (struct rec){pool, kind, id, h};
-}
-
-static struct mpool *mp_of(const kvb_pool *p)
-{
-    if (!p)
-        return NULL;
-    if (p == M.P[0].real)
-        return &M.P[0];
-    if (p == M.P[1].real)
-        return &M.P[1];
-    fail("a handle names an unknown pool %p", (const void *)p);
-}
-
-static uint32_t held(const struct mpool *mp)
-{
-    return mp->count[S_MUTABLE] + mp->count[S_STAGED] + mp->count[S_PRIMARY] +
-           mp->count[S_DUPLICATE];
-}
-
-static void free_push(struct mpool *mp, uint32_t id)
-{
-    mp->freeq[(mp->fhead + mp->flen) % MAXB] = id;
-    mp->flen++;
-}
-
-static uint32_t free_pop(struct mpool *mp)
-{
-    uint32_t id = mp->freeq[mp->fhead];
-    mp->fhead = (mp->fhead + 1) % MAXB;
-    mp->flen--;
-    return id;
-}
-
-static void lru_remove(struct mpool *mp, uint32_t id)
-{
-    for (uint32_t i = 0; i < mp->nlru; i++)
-        if (mp->lru[i] == id) {
-            memmove(&mp->lru[i], &mp->lru[i + 1], (mp->nlru - i - 1) * sizeof mp->lru[0]);
-            mp->nlru--;
-            return;
-        }
-    fail("model: inactive id %u not in the lru order", id);
-}
-
-static uint32_t m_trans(struct mpool *mp, uint32_t id, int to, uint32_t rc)
-{
-    struct mslot *s = &mp->s[id];
-    int from = s->state;
-    if (from == S_INACTIVE && s->diverted)
-        s->diverted = false;
-    else if (from == S_INACTIVE && s->listed)
-        s->listed = false;
-    else if (from == S_INACTIVE)
-        lru_remove(mp, id);
-    if ((from == S_PRIMARY || from == S_INACTIVE) && (to == S_RESET || to == S_MUTABLE)) {
-        s->prio = KVB_PRIORITY_DEFAULT; /* the content leaves, so does its priority */
-        s->until = 0;
-    }
-    mp->count[from]--;
-    mp->count[to]++;
-    s->state = (uint8_t)to;
-    s->gen++;
-    if (s->gen == 0)
-        s->gen = 1;
-    s->rc = rc;
-    if (to == S_RESET) {
-        s->flag = false;
-        free_push(mp, id);
-    } else if (to == S_INACTIVE && s->prio != KVB_PRIORITY_DEFAULT) {
-        s->listed = true;
-        s->lseq = ++mp->lseq;
-    } else if (to == S_INACTIVE) {
-        mp->lru[mp->nlru++] = id;
-    }
-    if (held(mp) > mp->peak)
-        mp->peak = held(mp);
-    return s->gen;
-}
-
-static void m_cb(struct mpool *mp, int kind, uint32_t id, kvb_hash h)
-{
-    if (mp->callbacks)
-        rec_push(&M.cb, mp->idx, kind, id, h);
-}
-
-static void m_ev(struct mpool *mp, int kind, kvb_hash h)
-{
-    if (mp->events)
-        rec_push(&M.ev, mp->idx, kind, 0, h);
-}
-
-static int m_find(const struct mpool *mp, kvb_hash h)
-{
-    for (uint32_t i = 0; i < mp->n; i++)
-        if ((mp->s[i].state == S_PRIMARY || mp->s[i].state == S_INACTIVE) &&
-            heq(mp->s[i].hash, h))
-            return (int)i;
-    return -1;
-}
-
-/* one reference to the block holding h (resurrecting a cached one), or -1 */
-static int m_acquire(struct mpool *mp, kvb_hash h, uint32_t *gen)
-{
-    int id = m_find(mp, h);
-    if (id < 0)
-        return -1;
-    struct mslot *s = &mp->s[id];
-    if (s->state == S_PRIMARY) {
-        /* a count of 0 here means "held by its duplicates only" (one thread: no
-         * release window is ever open) */
-        CHECK(s->rc > 0 || s->dups > 0, "model: PRIMARY %d with no holder", id);
-        if (s->rc >= RC_MAX)
-            return -1;
-        s->rc++;
-        *gen = s->gen;
-        return id;
-    }
-    mp->c.resurrections++;
-    *gen = m_trans(mp, (uint32_t)id, S_PRIMARY, 1);
-    return id;
-}
-
-/* the last reference of (id) went: its transition, and its primary's if it was the
- * duplicate holding the primary's last reference */
-static void m_last_release(struct mpool *mp, uint32_t id)
-{
-    for (;;) {
-        struct mslot *s = &mp->s[id];
-        if (s->state == S_PRIMARY) {
-            if (s->dups)
-                return; /* still held by its duplicates: their last one moves it */
-            if (s->flag) {
-                m_trans(mp, id, S_RESET, 0);
-                m_cb(mp, CB_RESET, id, s->hash);
-                m_ev(mp, EV_REMOVED, s->hash);
-            } else {
-                m_trans(mp, id, S_INACTIVE, 0);
-            }
-            return;
-        }
-        CHECK(s->state == S_DUPLICATE, "model: last release of a slot in state %d", s->state);
-        uint32_t pid = s->prim;
-        m_trans(mp, id, S_RESET, 0);
-        m_cb(mp, CB_RESET, id, s->hash);
-        struct mslot *ps = &mp->s[pid];
-        CHECK(ps->state == S_PRIMARY && ps->dups > 0, "model: duplicate without its primary");
-        ps->dups--;
-        if (ps->dups || ps->rc)
-            return;
-        id = pid; /* no handle and no duplicate left: the primary's move is ours */
-    }
-}
-
-/* the first `need` eviction victims in policy order (known policies), among the
- * blocks not set apart by hints: lru is the insertion order; fifo the arrival order
- * (serial-number compare, then id) */
-static void m_victims(const struct mpool *mp, uint32_t need, uint32_t *out)
-{
-    if (mp->policy == POL_LRU) {
-        memcpy(out, mp->lru, need * sizeof *out);
-        return;
-    }
-    uint32_t ids[MAXB], k = 0;
-    for (uint32_t i = 0; i < mp->n; i++)
-        if (mp->s[i].state == S_INACTIVE && !mp->s[i].diverted && !mp->s[i].listed)
-            ids[k++] = i;
-    for (uint32_t a = 0; a < need; a++) { /* selection: n <= 48 */
-        uint32_t best = a;
-        for (uint32_t b = a + 1; b < k; b++) {
-            uint32_t x = mp->s[ids[b]].arrival, y = mp->s[ids[best]].arrival;
-            if ((x != y && ((x - y) & 0x80000000u)) || (x == y && ids[b] < ids[best]))
-                best = b;
-        }
-        uint32_t t = ids[a];
-        ids[a] = ids[best];
-        ids[best] = t;
-        out[a] = ids[a];
-    }
-}
-
-/* ---- hints ---- */
-
-static int u_index(kvb_hash h)
-{
-    for (int k = 0; k < NU - 1; k++)
-        if (heq(U[k], h))
-            return k;
-    return -1;
-}
-
-static bool m_hinted(const struct mpool *mp, kvb_hash h)
-{
-    int k = u_index(h);
-    return k >= 0 && mp->h[k].uses > 0;
-}
-
-/* the heap key of a set-apart block: next need << 24 | position */
-static uint64_t m_hkey(const struct mpool *mp, uint32_t id)
-{
-    int k = u_index(mp->s[id].hash);
-    CHECK(k >= 0 && mp->h[k].uses, "model: set-apart block %u without hints", id);
-    return mp->h[k].tk[0] << 24 | kvb_hash_position(mp->s[id].hash);
-}
-
-static uint32_t m_hint_entries(const struct mpool *mp, uint32_t *records)
-{
-    uint32_t e = 0, r = 0;
-    for (int k = 0; k < NU; k++)
-        if (mp->h[k].uses) {
-            e++;
-            r += mp->h[k].nt - 1; /* the oldest lives in the entry */
-        }
-    *records = r;
-    return e;
-}
-
-static uint32_t m_protected(const struct mpool *mp)
-{
-    uint32_t n = 0;
-    for (uint32_t i = 0; i < mp->n; i++)
-        n += mp->s[i].state == S_INACTIVE && mp->s[i].diverted;
-    return n;
-}
-
-/* the head of the non-empty level list with the lowest level in [lo, hi], or -1 */
-static int m_list_head(const struct mpool *mp, uint32_t lo, uint32_t hi)
-{
-    int best = -1;
-    for (uint32_t i = 0; i < mp->n; i++) {
-        const struct mslot *s = &mp->s[i];
-        if (s->state != S_INACTIVE || !s->listed || s->prio < lo || s->prio > hi)
-            continue;
-        if (best < 0 || s->prio < mp->s[best].prio ||
-            (s->prio == mp->s[best].prio && s->lseq < mp->s[best].lseq))
-            best = (int)i;
-    }
-    return best;
-}
-
-/* A block taken from where it waits (its list or the policy's order): set apart when
- * hinted, else out[(*k)++]. Victims are marked `diverted` too, which keeps them out
- * of every order until m_trans moves them. */
-static void m_take(struct mpool *mp, uint32_t id, uint32_t *out, uint32_t *k)
-{
-    struct mslot *s = &mp->s[id];
-    if (s->listed)
-        s->listed = false;
-    else
-        lru_remove(mp, id); /* (the lru list tracks the policy's blocks whatever the policy) */
-    s->diverted = true;
-    if (!m_hinted(mp, s->hash))
-        out[(*k)++] = id;
-}
-
-static uint32_t m_in_policy(const struct mpool *mp)
-{
-    uint32_t nb = 0;
-    for (uint32_t i = 0; i < mp->n; i++)
-        nb += mp->s[i].state == S_INACTIVE && !mp->s[i].diverted && !mp->s[i].listed;
-    return nb;
-}
-
-/* Victims of an allocation needing `need` blocks past the free list (known policies):
- * the lists below the default priority, the policy's order, the lists above the
- * default (hinted blocks set apart on the way), then the set-apart blocks by key,
- * largest first (ties: the library's choice, from lib[], checked). */
-static void m_victims_hinted(struct mpool *mp, uint32_t need, uint32_t *out, const uint32_t *lib)
-{
-    uint32_t k = 0;
-    int l;
-    while (k < need && (l = m_list_head(mp, 0, KVB_PRIORITY_DEFAULT - 1)) >= 0)
-        m_take(mp, (uint32_t)l, out, &k);
-    while (k < need && m_in_policy(mp)) {
-        uint32_t order[1];
-        m_victims(mp, 1, order);
-        m_take(mp, order[0], out, &k);
-    }
-    while (k < need && (l = m_list_head(mp, KVB_PRIORITY_DEFAULT + 1, KVB_PRIORITY_MAX)) >= 0)
-        m_take(mp, (uint32_t)l, out, &k);
-    while (k < need) {
-        uint64_t best = 0;
-        bool any = false;
-        for (uint32_t i = 0; i < mp->n; i++) {
-            if (mp->s[i].state != S_INACTIVE || !mp->s[i].diverted)
-                continue;
-            bool taken = false;
-            for (uint32_t j = 0; j < k; j++)
-                taken |= out[j] == i;
-            if (taken)
-                continue;
-            uint64_t key = m_hkey(mp, i);
-            if (!any || key > best)
-                best = key;
-            any = true;
-        }
-        CHECK(any, "model: allocation ran out of cached blocks");
-        uint32_t id = lib[k];
-        CHECK(id < mp->n && mp->s[id].state == S_INACTIVE && mp->s[id].diverted &&
-                  m_hkey(mp, id) == best,
-              "allocate: protected victim %u is not one needed furthest ahead", id);
-        for (uint32_t j = 0; j < k; j++)
-            CHECK(out[j] != id, "allocate: block %u evicted twice", id);
-        out[k++] = id;
-        mp->h_evictions++;
-    }
-}
-
-/* ---- retention priorities ---- */
-
-static uint64_t g_now = 1000; /* the injected clock of pool A */
-
 static uint64_t fuzz_clock(void *ctx)
 {
     (void)ctx;
     return g_now;
 }
-
-/* content id (PRIMARY/INACTIVE) gets a priority and duration */
-static void m_set_prio(struct mpool *mp, uint32_t id, uint32_t prio, uint32_t dur)
-{
-    struct mslot *s = &mp->s[id];
-    bool moves = s->state == S_INACTIVE && !s->diverted && s->prio != prio;
-    if (moves) {
-        if (s->listed)
-            s->listed = false;
-        else
-            lru_remove(mp, id);
-    }
-    s->prio = (uint8_t)prio;
-    s->until = dur && prio != KVB_PRIORITY_DEFAULT ? g_now + dur : 0;
-    if (moves) {
-        if (prio != KVB_PRIORITY_DEFAULT) {
-            s->listed = true;
-            s->lseq = ++mp->lseq;
-        } else {
-            mp->lru[mp->nlru++] = id;
-        }
-    }
-}
-
-/* durations due now, earliest deadline (then lowest id) first */
-static void m_expire(struct mpool *mp)
-{
-    for (;;) {
-        int best = -1;
-        for (uint32_t i = 0; i < mp->n; i++) {
-            const struct mslot *s = &mp->s[i];
-            if (!s->until || s->until > g_now)
-                continue;
-            if (best < 0 || s->until < mp->s[best].until)
-                best = (int)i;
-        }
-        if (best < 0)
-            return;
-        struct mslot *s = &mp->s[best];
-        s->until = 0;
-        s->prio = KVB_PRIORITY_DEFAULT;
-        mp->expired++;
-        if (s->listed) { /* cached at its old priority: into the policy's order */
-            s->listed = false;
-            mp->lru[mp->nlru++] = (uint32_t)best;
-        }
-    }
-}
-
-static bool m_valid(const struct mpool *mp, uint32_t id, uint32_t gen, int st)
-{
-    return id < mp->n && mp->s[id].state == st && mp->s[id].gen == gen;
-}
-
-static bool m_ref_valid(const struct mpool *mp, uint32_t id, uint32_t gen)
-{
-    return id < mp->n && mp->s[id].gen == gen && mp->s[id].rc > 0;
-}
-
-/* ------------------------------------------------------------------------ */
-/* the library's observations                                               */
-/* ------------------------------------------------------------------------ */
 
 static void on_reset(void *user, uint32_t id)
 {
@@ -659,16 +122,16 @@ static void sink(void *user, const kvb_pool *pool, const kvb_event *e, uint32_t 
     int pi = pool == M.P[0].real ? 0 : pool == M.P[1].real ? 1 : -1;
     CHECK(pi >= 0, "event for an unknown pool");
     for (uint32_t i = 0; i < n; i++) {
-        CHECK(e[i].seq == ev_last_seq[pi] + 1, "event seq %" PRIu64 " after %" PRIu64,
-              e[i].seq, ev_last_seq[pi]);
+        CHECK(e[i].seq == ev_last_seq[pi] + 1, "event seq %" PRIu64 " after %" PRIu64, e[i].seq,
+              ev_last_seq[pi]);
         ev_last_seq[pi] = e[i].seq;
         if (e[i].type == KVB_EVENT_CLEARED) {
             CHECK(e[i].n == 0, "CLEARED with %u hashes", e[i].n);
             rec_push(&got_ev, pi, EV_CLEARED, 0, (kvb_hash){0, 0});
             continue;
         }
-        CHECK(e[i].type == KVB_EVENT_STORED || e[i].type == KVB_EVENT_REMOVED,
-              "event type %d", (int)e[i].type);
+        CHECK(e[i].type == KVB_EVENT_STORED || e[i].type == KVB_EVENT_REMOVED, "event type %d",
+              (int)e[i].type);
         CHECK(e[i].n > 0, "empty STORED/REMOVED event");
         for (uint32_t k = 0; k < e[i].n; k++)
             rec_push(&got_ev, pi, e[i].type == KVB_EVENT_STORED ? EV_STORED : EV_REMOVED,
@@ -682,24 +145,23 @@ static void sink(void *user, const kvb_pool *pool, const kvb_event *e, uint32_t 
 
 static void compare_logs(const char *what)
 {
-    CHECK(got_cb.n == M.cb.n, "%s: %u callbacks fired, model expects %u", what, got_cb.n,
-          M.cb.n);
+    CHECK(got_cb.n == M.cb.n, "%s: %u callbacks fired, model expects %u", what, got_cb.n, M.cb.n);
     for (uint32_t i = 0; i < got_cb.n; i++) {
         const struct rec *a = &got_cb.r[i], *b = &M.cb.r[i];
         CHECK(a->pool == b->pool && a->kind == b->kind && a->id == b->id,
-              "%s: callback %u is (pool %d, %s, id %u), model expects (pool %d, %s, id %u)",
-              what, i, a->pool, a->kind == CB_RESET ? "on_reset" : "on_evict", a->id, b->pool,
+              "%s: callback %u is (pool %d, %s, id %u), model expects (pool %d, %s, id %u)", what,
+              i, a->pool, a->kind == CB_RESET ? "on_reset" : "on_evict", a->id, b->pool,
               b->kind == CB_RESET ? "on_reset" : "on_evict", b->id);
         if (a->kind == CB_EVICT)
             CHECK(heq(a->h, b->h), "%s: on_evict %u with another hash", what, i);
     }
-    CHECK(got_ev.n == M.ev.n, "%s: %u event records delivered, model expects %u", what,
-          got_ev.n, M.ev.n);
+    CHECK(got_ev.n == M.ev.n, "%s: %u event records delivered, model expects %u", what, got_ev.n,
+          M.ev.n);
     for (uint32_t i = 0; i < got_ev.n; i++) {
         const struct rec *a = &got_ev.r[i], *b = &M.ev.r[i];
         CHECK(a->pool == b->pool && a->kind == b->kind && heq(a->h, b->h),
-              "%s: event record %u is (pool %d, kind %d), model expects (pool %d, kind %d)",
-              what, i, a->pool, a->kind, b->pool, b->kind);
+              "%s: event record %u is (pool %d, kind %d), model expects (pool %d, kind %d)", what,
+              i, a->pool, a->kind, b->pool, b->kind);
     }
 }
 
@@ -709,8 +171,8 @@ static void compare_pool(const struct mpool *mp, const char *what)
     CHECK(kvb_pool_check(p) == 0, "%s: kvb_pool_check failed on pool %d", what, mp->idx);
     kvb_stats s;
     CHECK(kvb_pool_stats(p, &s) == 0, "stats");
-#define EQ(field, val)                                                                         \
-    CHECK((uint64_t)(field) == (uint64_t)(val), "%s: pool %d: %s is %" PRIu64 ", model %" PRIu64, \
+#define EQ(field, val)                                                                             \
+    CHECK((uint64_t)(field) == (uint64_t)(val), "%s: pool %d: %s is %" PRIu64 ", model %" PRIu64,  \
           what, mp->idx, #field, (uint64_t)(field), (uint64_t)(val))
     EQ(s.block_count, mp->n);
     EQ(s.reset, mp->count[S_RESET]);
@@ -761,10 +223,14 @@ static void compare_pool(const struct mpool *mp, const char *what)
     EQ(s.retained_evictions, mp->retained_evictions);
 #undef EQ
     for (uint32_t i = 0; i < mp->n; i++) {
-        CHECK(kvb__test_slot_gen(p, i) == mp->s[i].gen, "%s: pool %d slot %u generation %u, "
-              "model %u", what, mp->idx, i, kvb__test_slot_gen(p, i), mp->s[i].gen);
-        CHECK(kvb__test_slot_state(p, i) == mp->s[i].state, "%s: pool %d slot %u state %d, "
-              "model %d", what, mp->idx, i, kvb__test_slot_state(p, i), mp->s[i].state);
+        CHECK(kvb__test_slot_gen(p, i) == mp->s[i].gen,
+              "%s: pool %d slot %u generation %u, "
+              "model %u",
+              what, mp->idx, i, kvb__test_slot_gen(p, i), mp->s[i].gen);
+        CHECK(kvb__test_slot_state(p, i) == mp->s[i].state,
+              "%s: pool %d slot %u state %d, "
+              "model %d",
+              what, mp->idx, i, kvb__test_slot_state(p, i), mp->s[i].state);
     }
     if (REG) {
         bool pres[NU];
@@ -847,30 +313,6 @@ static void purge(const kvb_pool *p)
 /* pools                                                                    */
 /* ------------------------------------------------------------------------ */
 
-static void model_reset(struct mpool *mp, const kvb_pool_config *cfg, kvb_pool *real, int idx)
-{
-    memset(mp, 0, sizeof *mp);
-    mp->real = real;
-    mp->idx = idx;
-    mp->n = cfg->block_count;
-    mp->reject = cfg->dup_policy == KVB_DUP_REJECT;
-    mp->reset_default = cfg->reset_on_release;
-    mp->callbacks = cfg->callbacks.on_reset != NULL;
-    mp->events = cfg->events != NULL;
-    mp->evict = cfg->evict;
-    mp->hint_cap = cfg->hint_capacity;
-    mp->prio = cfg->priorities;
-    mp->policy = cfg->evict == KVB_EVICT_LRU ? POL_LRU
-                 : cfg->evict == KVB_EVICT_FIFO ? POL_FIFO
-                                                : POL_OTHER;
-    for (uint32_t i = 0; i < mp->n; i++) {
-        mp->s[i].gen = 1;
-        mp->s[i].prio = KVB_PRIORITY_DEFAULT;
-        free_push(mp, i);
-    }
-    mp->count[S_RESET] = mp->n;
-}
-
 static void pool_create_or_die(int idx)
 {
     kvb_pool *p = NULL;
@@ -931,7 +373,7 @@ static void op_allocate(struct rd *r)
         want = -EINVAL;
     else if (n && (n > mp->n || mp->flen + mp->count[S_INACTIVE] < n))
         want = -ENOSPC;
-    if (rc == -ENOMEM && FA.consumed) {
+    if (rc == -ENOMEM && FA.failed) {
         g_enomem = true;
         return;
     }
@@ -1110,8 +552,8 @@ static void op_complete(struct rd *r)
     put_m(out);
 }
 
-static void fill_block_check(const kvb_block *b, const struct mpool *mp, uint32_t id,
-                             uint32_t gen, const char *what)
+static void fill_block_check(const kvb_block *b, const struct mpool *mp, uint32_t id, uint32_t gen,
+                             const char *what)
 {
     CHECK(b->pool == mp->real && b->id == id && b->gen == gen && heq(b->hash, mp->s[id].hash),
           "%s: block (id %u, gen %u), model (id %u, gen %u)", what, b->id, b->gen, id, gen);
@@ -1191,8 +633,8 @@ static void op_register(struct rd *r)
         /* validation of the whole batch first */
         bool bad = false, mark[MAXB] = {false};
         for (uint32_t k = 0; k < n && !bad; k++) { /* (batch[] is consumed by now) */
-            if (before[k].pool != mp->real ||
-                !m_valid(mp, before[k].id, before[k].gen, S_STAGED) || mark[before[k].id])
+            if (before[k].pool != mp->real || !m_valid(mp, before[k].id, before[k].gen, S_STAGED) ||
+                mark[before[k].id])
                 bad = true;
             else
                 mark[before[k].id] = true;
@@ -1208,7 +650,7 @@ static void op_register(struct rd *r)
             }
         }
     }
-    if (rc == -ENOMEM && FA.consumed) {
+    if (rc == -ENOMEM && FA.failed) {
         CHECK(!memcmp(batch, before, sizeof batch), "register: -ENOMEM consumed handles");
         g_enomem = true;
         return;
@@ -1280,7 +722,7 @@ static void op_lookup(struct rd *r)
         CHECK(rc == -EINVAL, "lookup with NULL arrays: %d", rc);
         return;
     }
-    if (rc == -ENOMEM && FA.consumed) {
+    if (rc == -ENOMEM && FA.failed) {
         g_enomem = true;
         return;
     }
@@ -1306,8 +748,7 @@ static void op_lookup(struct rd *r)
             put_b(out[j]);
             k++;
         } else {
-            CHECK(is_zero(&out[j], sizeof out[j]), "lookup: out[%u] not zero-filled on a miss",
-                  j);
+            CHECK(is_zero(&out[j], sizeof out[j]), "lookup: out[%u] not zero-filled on a miss", j);
         }
     }
     CHECK(rc == (int)k, "lookup kind %d: %d hits, model %u", kind, rc, k);
@@ -1428,8 +869,7 @@ static void op_release_n(struct rd *r)
     CHECK(rc == want, "release_n(%u): %d, model %d", n, rc, want);
     for (uint32_t k = 0; k < n; k++) {
         if (valid[k]) {
-            CHECK(is_zero(&batch[k], sizeof batch[k]), "release_n: valid handle %u not cleared",
-                  k);
+            CHECK(is_zero(&batch[k], sizeof batch[k]), "release_n: valid handle %u not cleared", k);
             memset(&TB[idx[k]], 0, sizeof TB[idx[k]]);
         } else {
             CHECK(!memcmp(&batch[k], &before[k], sizeof batch[k]),
@@ -1539,7 +979,7 @@ static void op_reset_inactive(struct rd *r)
     struct mpool *mp = &M.P[u8(r) & 1];
     int rc = kvb_pool_reset_inactive(mp->real);
     g_rc = rc;
-    if (rc == -ENOMEM && FA.consumed) {
+    if (rc == -ENOMEM && FA.failed) {
         g_enomem = true;
         return;
     }
@@ -1626,14 +1066,11 @@ static struct prefix handle_at(int kind, uint8_t i)
     case 0:
         return (struct prefix){&TM[i % NM].pool, &TM[i % NM].id, &TM[i % NM].gen, NULL};
     case 1:
-        return (struct prefix){&TC[i % NC].pool, &TC[i % NC].id, &TC[i % NC].gen,
-                               &TC[i % NC].hash};
+        return (struct prefix){&TC[i % NC].pool, &TC[i % NC].id, &TC[i % NC].gen, &TC[i % NC].hash};
     case 2:
-        return (struct prefix){&TB[i % NB].pool, &TB[i % NB].id, &TB[i % NB].gen,
-                               &TB[i % NB].hash};
+        return (struct prefix){&TB[i % NB].pool, &TB[i % NB].id, &TB[i % NB].gen, &TB[i % NB].hash};
     default:
-        return (struct prefix){&TW[i % NW].pool, &TW[i % NW].id, &TW[i % NW].gen,
-                               &TW[i % NW].hash};
+        return (struct prefix){&TW[i % NW].pool, &TW[i % NW].id, &TW[i % NW].gen, &TW[i % NW].hash};
     }
 }
 
@@ -1785,8 +1222,7 @@ static void op_hint(struct rd *r)
             continue;
         /* no use left: a block set apart goes back into the policy's order */
         for (uint32_t id = 0; id < mp->n; id++)
-            if (mp->s[id].state == S_INACTIVE && mp->s[id].diverted &&
-                heq(mp->s[id].hash, hs[i])) {
+            if (mp->s[id].state == S_INACTIVE && mp->s[id].diverted && heq(mp->s[id].hash, hs[i])) {
                 mp->s[id].diverted = false;
                 if (mp->s[id].prio != KVB_PRIORITY_DEFAULT) { /* its priority's list */
                     mp->s[id].listed = true;
@@ -1873,7 +1309,7 @@ static void op_config(struct rd *r)
     kvb_pool_config cfg;
     kvb_pool_config_init(&cfg);
     cfg.block_count = 1 + v % 8;
-    cfg.allocator = FA_ALLOC;
+    cfg.allocator = tu_fa_allocator(&FA);
     kvb_event_config ev;
     kvb_event_config_init(&ev);
     ev.sink = sink_noop;
@@ -1909,11 +1345,13 @@ static void op_config(struct rd *r)
         want = zero || (t0 >= 1 && t0 < t1 && t1 < t2 && t2 <= 15) ? 0 : -EINVAL;
         break;
     }
-    case 5:
-        cfg.allocator.alloc = v & 1 ? fa_alloc : NULL;
-        cfg.allocator.free = v & 1 ? NULL : fa_free;
+    case 5: { /* half an allocator */
+        kvb_allocator fa = tu_fa_allocator(&FA);
+        cfg.allocator.alloc = v & 1 ? fa.alloc : NULL;
+        cfg.allocator.free = v & 1 ? NULL : fa.free;
         want = -EINVAL;
         break;
+    }
     case 6:
         ev.sink = NULL;
         cfg.events = &ev;
@@ -1942,15 +1380,14 @@ static void op_config(struct rd *r)
     kvb_pool *p = (kvb_pool *)&FA;
     int rc = kvb_pool_create(&cfg, &p);
     g_rc = rc;
-    if (rc == -ENOMEM && FA.consumed) /* validation may come after some allocations */
+    if (rc == -ENOMEM && FA.failed) /* validation may come after some allocations */
         want = -ENOMEM;
     if (what % 10 == 3 && want == -EINVAL && rc == -ENOTSUP)
         want = -ENOTSUP;
     CHECK(rc == want, "pool_create (config case %d, value %u): %d, model %d", what % 10, v, rc,
           want);
     if (rc == 0) {
-        CHECK(kvb_pool_check(p) == 0 && kvb_pool_available(p) == cfg.block_count,
-              "a fresh pool");
+        CHECK(kvb_pool_check(p) == 0 && kvb_pool_available(p) == cfg.block_count, "a fresh pool");
         CHECK(kvb_pool_destroy(p) == 0, "destroy of a fresh pool");
     } else {
         CHECK(p == (kvb_pool *)&FA, "failed create wrote its out-parameter");
@@ -1973,7 +1410,7 @@ static void op_destroy(struct rd *r)
         m_ev(mp, EV_CLEARED, (kvb_hash){0, 0});
     compare_logs("destroy");
     purge(old);
-    FA.armed = false;
+    tu_fa_arm(&FA, 0);
     pool_create_or_die(pi);
     if (M.P[1 - pi].real == old)
         fail("pool address reused while the other pool lives?");
@@ -2017,7 +1454,7 @@ static void setup(struct rd *r)
     memset(TB, 0, sizeof TB);
     memset(TW, 0, sizeof TW);
     cur_m = cur_c = cur_b = cur_w = 0;
-    memset(&FA, 0, sizeof FA);
+    tu_fa_reset(&FA);
     REG = NULL;
     if (c & 0x80)
         CHECK(kvb_registry_create(NULL, &REG) == 0, "registry_create");
@@ -2033,17 +1470,16 @@ static void setup(struct rd *r)
         /* the top bits of the block-count byte pick one of the other built-in
          * policies: the model adopts their eviction order (it only checks that the
          * victims were cached), so pool A then always has callbacks to follow */
-        kvb_evict_policy other =
-            (kvb_evict_policy)(KVB_EVICT_FIFO + (nn >> 6) + ((nb >> 7) & 1));
+        kvb_evict_policy other = (kvb_evict_policy)(KVB_EVICT_FIFO + (nn >> 6) + ((nb >> 7) & 1));
         bool use_other = i == 0 && (nn >> 6) && kvb_inactive_builtin(other);
         if (use_other)
             cfg->evict = other;
         cfg->reset_on_release = i == 0 && (c & 0x10);
-        cfg->allocator = FA_ALLOC;
+        cfg->allocator = tu_fa_allocator(&FA);
         cfg->registry = REG;
         if ((c & 0x20) || i == 1 || use_other)
-            cfg->callbacks = (kvb_callbacks){.user = &pool_user[i], .on_reset = on_reset,
-                                             .on_evict = on_evict};
+            cfg->callbacks =
+                (kvb_callbacks){.user = &pool_user[i], .on_reset = on_reset, .on_evict = on_evict};
         if (i == 0 && (c & 0x40))
             cfg->events = &EVCFG;
         cfg->hint_capacity = i == 0 ? 6 : 0; /* small: -ENOSPC happens; B: -ENOTSUP */
@@ -2057,7 +1493,7 @@ static void setup(struct rd *r)
 /* release everything still held (rebuilding lost handles from the model), destroy */
 static void teardown(void)
 {
-    FA.armed = false;
+    tu_fa_arm(&FA, 0);
     for (int pi = 0; pi < 2; pi++) {
         struct mpool *mp = &M.P[pi];
         for (uint32_t id = 0; id < mp->n; id++) { /* saturation phantoms first */
@@ -2116,7 +1552,7 @@ static void teardown(void)
     CHECK(FA.n_alloc == FA.n_free && FA.bytes_alloc == FA.bytes_free,
           "allocator: %ld allocations / %ld frees, %zu / %zu bytes", FA.n_alloc, FA.n_free,
           FA.bytes_alloc, FA.bytes_free);
-    CHECK(FA.mismatch == 0, "allocator: free called with another size");
+    CHECK(FA.mismatches == 0, "allocator: free called with another size");
 }
 
 #define MAX_STEPS 4096
@@ -2139,8 +1575,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         saved = M;
         g_rc = 0;
         g_enomem = false;
-        FA.consumed = false;
-        FA.armed = inject;
+        tu_fa_arm(&FA, inject ? 1 : 0);
         const char *name = "?";
         switch (op % 16) {
         case 0:
@@ -2218,12 +1653,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             op_destroy(&r);
             break;
         }
-        FA.armed = false;
+        tu_fa_arm(&FA, 0);
         if (g_trace) {
             fprintf(stderr, "step %zu: %s%s [", g_step, name, inject ? " (fail next alloc)" : "");
             for (size_t b = start; b < r.i; b++)
                 fprintf(stderr, " %02x", data[b]);
-            fprintf(stderr, " ] -> %d (%s), %u callbacks, %u event records\n", g_rc, kvb_err_name(g_rc), got_cb.n, got_ev.n);
+            fprintf(stderr, " ] -> %d (%s), %u callbacks, %u event records\n", g_rc,
+                    kvb_err_name(g_rc), got_cb.n, got_ev.n);
         }
         if (g_enomem) { /* failed whole: nothing may have happened */
             CHECK(got_cb.n == 0 && got_ev.n == 0, "%s: -ENOMEM, yet callbacks or events fired",
@@ -2236,23 +1672,3 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     teardown();
     return 0;
 }
-
-#ifdef KVB_FUZZ_MAIN
-/* replay: fuzz_pool FILE... (no libFuzzer needed) */
-int main(int argc, char **argv)
-{
-    for (int i = 1; i < argc; i++) {
-        FILE *f = fopen(argv[i], "rb");
-        if (!f) {
-            perror(argv[i]);
-            return 2;
-        }
-        static uint8_t buf[1 << 20];
-        size_t n = fread(buf, 1, sizeof buf, f);
-        fclose(f);
-        LLVMFuzzerTestOneInput(buf, n);
-    }
-    printf("fuzz_pool: %d inputs replayed, no mismatch\n", argc - 1);
-    return 0;
-}
-#endif

@@ -5,9 +5,9 @@
  *
  * Build and run: `make fuzz` (FUZZ_SECONDS, default 60; FUZZ_NAMES=fuzz_wire for
  * this target alone), `make fuzz-regress` (the committed corpus in
- * fuzz/corpus/fuzz_wire once, for CI). Seeds: fuzz/seeds_wire.py. Built with
- * -DKVB_FUZZ_MAIN it is a plain program replaying the files named on its
- * command line (any compiler, no libFuzzer).
+ * fuzz/corpus/fuzz_wire once, for CI). Seeds: fuzz/seeds_wire.py. Linked with
+ * fuzz/replay_main.c instead of libFuzzer it is a plain program replaying the
+ * files named on its command line (any compiler).
  *
  * Checks, any failure aborts (a crash for libFuzzer); ASan, UBSan and LSan
  * watch memory, undefined behaviour and leaks:
@@ -217,8 +217,7 @@ static void check_reencode(const kvb_index_batch *b, kvb_wire_kind kind)
         uint32_t drops = 0;
         for (int k = 0; k < KVB_DROP_COUNT; k++)
             drops += r.dropped[k];
-        CHECK(drops == 0, "re-encoded batch (%s layout): %u dropped", map ? "map" : "array",
-              drops);
+        CHECK(drops == 0, "re-encoded batch (%s layout): %u dropped", map ? "map" : "array", drops);
         check_same(b, &r, false, map ? "re-encoded as maps" : "re-encoded as arrays");
         kvb_index_batch_fini(&r);
         msgpack_sbuffer_destroy(&sb);
@@ -257,23 +256,3 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     return 0;
 }
 #endif /* KVB_HAVE_ZMQ */
-
-#ifdef KVB_FUZZ_MAIN
-/* replay: fuzz_wire FILE... (no libFuzzer needed) */
-int main(int argc, char **argv)
-{
-    static uint8_t buf[1 << 20];
-    for (int i = 1; i < argc; i++) {
-        FILE *f = fopen(argv[i], "rb");
-        if (!f) {
-            perror(argv[i]);
-            return 2;
-        }
-        size_t n = fread(buf, 1, sizeof buf, f);
-        fclose(f);
-        LLVMFuzzerTestOneInput(buf, n);
-    }
-    printf("fuzz_wire: %d inputs replayed, no failure\n", argc - 1);
-    return 0;
-}
-#endif

@@ -10,28 +10,26 @@
  * on every call that they are never entered concurrently and that seq grows by
  * exactly one per event, and replay the stream into a set. At the end (after a
  * flush) the replayed set must equal the pool's cached-or-active hashes, found
- * with kvb_pool_scan over every hash used; nothing may be lost.
+ * with kvb_pool_scan over every hash used; nothing may be lost; nothing is held,
+ * and registry presence equals the pool's content.
  * Exits non-zero on the first violation.
  *
  * usage: torture_events [threads=8] [ops_per_thread=200000] [seed=time]
  */
 #include "kvblock.h"
+#include "support/torture.h"
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define NPOOLS 2
 #define BLOCKS 48
 #define CHAINS 24
 #define DEPTH  6
 #define NU     (CHAINS * DEPTH)
-
-#define STRESS_NAME "torture_events"
-#include "stress.h"
 
 static kvb_hash universe[NU];
 static kvb_pool *pools[NPOOLS];
@@ -83,8 +81,8 @@ static void sink(void *user, const kvb_pool *pool, const kvb_event *e, uint32_t 
             int d = e[i].type == KVB_EVENT_STORED ? 1 : -1;
             r->count[u] += d;
             if (r->count[u] < 0 || r->count[u] > 1)
-                FAIL("pool %d: %s for a hash %s", r->index,
-                     d > 0 ? "STORED" : "REMOVED", d > 0 ? "already stored" : "not stored");
+                FAIL("pool %d: %s for a hash %s", r->index, d > 0 ? "STORED" : "REMOVED",
+                     d > 0 ? "already stored" : "not stored");
         }
     }
     pthread_mutex_unlock(&r->mu);
@@ -98,20 +96,16 @@ static void sink(void *user, const kvb_pool *pool, const kvb_event *e, uint32_t 
     }
 }
 
-struct worker {
-    uint64_t seed, ops;
-};
-
-static void *work(void *arg)
+static void work(void *arg, uint64_t seed, uint64_t ops)
 {
-    struct worker *w = arg;
-    uint64_t s = w->seed;
+    (void)arg;
+    uint64_t s = seed;
     kvb_block b[DEPTH], x[DEPTH];
     kvb_mutable m[DEPTH];
     kvb_complete c[DEPTH];
     bool hit[DEPTH];
-    for (uint64_t op = 0; op < w->ops; op++) {
-        uint64_t r = rng_next(&s);
+    for (uint64_t op = 0; op < ops; op++) {
+        uint64_t r = tu_rng_next(&s);
         kvb_pool *p = pools[r & 1];
         const kvb_hash *ch = universe + ((r >> 1) % CHAINS) * DEPTH;
         uint32_t len = 1 + (uint32_t)((r >> 8) % DEPTH);
@@ -157,25 +151,12 @@ static void *work(void *arg)
         }
         }
     }
-    return NULL;
 }
 
 int main(int argc, char **argv)
 {
-    int threads = argc > 1 ? atoi(argv[1]) : 8;
-    uint64_t ops = argc > 2 ? strtoull(argv[2], NULL, 10) : 200000;
-    uint64_t seed = argc > 3 ? strtoull(argv[3], NULL, 10) : (uint64_t)time(NULL);
-    if (threads < 1 || threads > 256 || ops == 0) {
-        fprintf(stderr, "usage: torture_events [threads 1..256] [ops>0] [seed]\n");
-        return 2;
-    }
-    printf("torture_events: threads=%d ops/thread=%" PRIu64 " seed=%" PRIu64 "\n", threads, ops,
-           seed);
-    for (int ch = 0; ch < CHAINS; ch++)
-        for (int d = 0; d < DEPTH; d++)
-            kvb_hash_make(5000u + (uint64_t)ch * 16 + (uint64_t)d,
-                          5000u + (uint64_t)ch * 16 + (uint64_t)d - 1, d > 0, (uint32_t)d,
-                          &universe[ch * DEPTH + d]);
+    torture_args a = torture_start(argc, argv, "torture_events", 8, 200000);
+    torture_chains(5000, CHAINS, DEPTH, universe);
     kvb_registry *reg;
     if (kvb_registry_create(NULL, &reg) != 0)
         FAIL("registry_create");
@@ -200,15 +181,7 @@ int main(int argc, char **argv)
         if (kvb_pool_create(&cfg, &pools[i]) != 0)
             FAIL("pool_create");
     }
-    pthread_t *t = calloc((size_t)threads, sizeof *t);
-    struct worker *w = calloc((size_t)threads, sizeof *w);
-    for (int i = 0; i < threads; i++) {
-        w[i] = (struct worker){.seed = seed * 1000003u + (uint64_t)i, .ops = ops};
-        if (pthread_create(&t[i], NULL, work, &w[i]) != 0)
-            FAIL("pthread_create");
-    }
-    for (int i = 0; i < threads; i++)
-        pthread_join(t[i], NULL);
+    torture_run(&a, NULL, 0, work);
 
     for (int i = 0; i < NPOOLS; i++) {
         kvb_pool *p = pools[i];
@@ -223,8 +196,8 @@ int main(int argc, char **argv)
         if (st.lost || st.waiting || st.events != events || st.last_seq != events)
             FAIL("pool %d: lost %" PRIu64 ", waiting %u, delivered %" PRIu64 " vs %" PRIu64, i,
                  st.lost, st.waiting, st.events, events);
-        if (kvb_pool_check(p) != 0)
-            FAIL("pool %d: kvb_pool_check", i);
+        torture_books none = {0}; /* nothing counted: the event stream is the check */
+        torture_check_pool(i, p, &none, 0);
         kvb_block b[NU];
         bool hit[NU];
         int k = kvb_pool_scan(p, universe, NU, false, b, hit);
@@ -240,6 +213,7 @@ int main(int argc, char **argv)
         for (int u = 0; u < NU; u++)
             if (hit[u])
                 kvb_block_release(&b[u]);
+        torture_check_presence(i, reg, p, universe, CHAINS, DEPTH);
         printf("  pool %d: %" PRIu64 " records, %" PRIu64 " events in %" PRIu64
                " deliveries; replayed index == pool (%d hashes cached or active)\n",
                i, st.records, st.events, st.deliveries, k);
@@ -251,8 +225,6 @@ int main(int argc, char **argv)
         FAIL("registry_destroy");
     for (int i = 0; i < NPOOLS; i++)
         pthread_mutex_destroy(&rp[i].mu);
-    free(t);
-    free(w);
     printf("torture_events: OK\n");
     return 0;
 }

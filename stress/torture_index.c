@@ -37,6 +37,7 @@
 #include "annotate.h"
 #include "kvblock.h"
 #include "kvblock/index.h"
+#include "support/torture.h"
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -44,9 +45,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-#define STRESS_NAME "torture_index"
-#include "stress.h"
 
 enum { BS = 4, L = 12, NQ = 24, NJ = 3, MAXW = 16 };
 
@@ -105,7 +103,7 @@ static bool held_any(const struct smodel *m, int q, int i)
 static int pick_seq(struct writer *wr)
 {
     for (;;) {
-        int q = (int)rnd(&wr->rng, NQ);
+        int q = (int)tu_rnd(&wr->rng, NQ);
         if (owner_of(q) == wr->w || owner_of(q) < 0)
             return q;
     }
@@ -116,18 +114,18 @@ static kvb_tier pick_tier(struct writer *wr, int j)
     if (j == 0)
         return KVB_TIER_DEVICE;
     if (j == 1)
-        return rnd(&wr->rng, 2) ? KVB_TIER_HOST : KVB_TIER_DISK;
-    return (kvb_tier)rnd(&wr->rng, 3);
+        return tu_rnd(&wr->rng, 2) ? KVB_TIER_HOST : KVB_TIER_DISK;
+    return (kvb_tier)tu_rnd(&wr->rng, 3);
 }
 
 static void add_stream(struct writer *wr, int j)
 {
     char name[32];
     stream_name(name, sizeof name, wr->w, j);
-    kvb_index_stream_config sc = {
-        .name = name,
-        .dp_rank = j,
-        .hashes = j == 2 ? KVB_INDEX_HASHES_ENGINE : KVB_INDEX_HASHES_ROUTER};
+    kvb_index_stream_config sc = {.name = name,
+                                  .dp_rank = j,
+                                  .hashes =
+                                      j == 2 ? KVB_INDEX_HASHES_ENGINE : KVB_INDEX_HASHES_ROUTER};
     int rc = kvb_index_stream_add(IDX, &sc, &wr->s[j].id);
     if (rc)
         FAIL("stream_add %s: %s", name, kvb_strerror(rc));
@@ -183,23 +181,23 @@ static void *writer_main(void *arg)
 {
     struct writer *wr = arg;
     for (long op = 0; op < OPS; op++) {
-        int j = (int)rnd(&wr->rng, NJ), what = (int)rnd(&wr->rng, 1000);
+        int j = (int)tu_rnd(&wr->rng, NJ), what = (int)tu_rnd(&wr->rng, 1000);
         struct smodel *m = &wr->s[j];
         if (what < 940) {
             /* a batch: ENGINE streams one event (the model's parent rule is
              * per batch start), ROUTER streams up to three */
             kvb_index_event ev[3];
-            uint32_t n = j == 2 ? 1 : 1 + rnd(&wr->rng, 3);
+            uint32_t n = j == 2 ? 1 : 1 + tu_rnd(&wr->rng, 3);
             for (uint32_t e = 0; e < n; e++) {
-                uint32_t x = rnd(&wr->rng, 100);
+                uint32_t x = tu_rnd(&wr->rng, 100);
                 kvb_index_ev_type type = x < 55   ? KVB_INDEX_EV_STORED
                                          : x < 99 ? KVB_INDEX_EV_REMOVED
                                                   : KVB_INDEX_EV_CLEARED;
                 int q = pick_seq(wr);
-                int a = (int)rnd(&wr->rng, L);
-                if (type == KVB_INDEX_EV_STORED && rnd(&wr->rng, 3) == 0)
+                int a = (int)tu_rnd(&wr->rng, L);
+                if (type == KVB_INDEX_EV_STORED && tu_rnd(&wr->rng, 3) == 0)
                     a = 0;
-                int b = a + 1 + (int)rnd(&wr->rng, 4);
+                int b = a + 1 + (int)tu_rnd(&wr->rng, 4);
                 if (b > L)
                     b = L;
                 kvb_tier t = pick_tier(wr, j);
@@ -211,9 +209,8 @@ static void *writer_main(void *arg)
                 FAIL("apply: %s", kvb_strerror(rc));
         } else if (what < 960) {
             if (kvb_index_stream_set_state(IDX, m->id, KVB_STREAM_STALE) ||
-                kvb_index_stream_set_state(IDX, m->id,
-                                           rnd(&wr->rng, 2) ? KVB_STREAM_LIVE
-                                                            : KVB_STREAM_LAGGING))
+                kvb_index_stream_set_state(
+                    IDX, m->id, tu_rnd(&wr->rng, 2) ? KVB_STREAM_LIVE : KVB_STREAM_LAGGING))
                 FAIL("set_state");
         } else if (what < 975) {
             if (kvb_index_stream_clear(IDX, m->id, KVB_STREAM_RESYNCING))
@@ -289,13 +286,13 @@ static void check_results(const kvb_index_result *res, int r, uint32_t k, uint32
             FAIL("score %f, want %f", x->score, s);
         if (i > 0) {
             const kvb_index_result *p = &res[i - 1];
-            int c = p->score > x->score                                ? -1
-                    : p->score < x->score                              ? 1
-                    : p->entries != x->entries                         ? (p->entries < x->entries ? -1 : 1)
-                    : strcmp(p->worker, x->worker)                     ? strcmp(p->worker, x->worker)
-                    : p->dp_rank < x->dp_rank                          ? -1
-                    : p->dp_rank > x->dp_rank                          ? 1
-                                                                       : 0;
+            int c = p->score > x->score            ? -1
+                    : p->score < x->score          ? 1
+                    : p->entries != x->entries     ? (p->entries < x->entries ? -1 : 1)
+                    : strcmp(p->worker, x->worker) ? strcmp(p->worker, x->worker)
+                    : p->dp_rank < x->dp_rank      ? -1
+                    : p->dp_rank > x->dp_rank      ? 1
+                                                   : 0;
             if (c > 0)
                 FAIL("results out of order at %u", i);
             if (p->stream == x->stream)
@@ -348,19 +345,19 @@ static void *reader_main(void *arg)
      * operations (keeps CI-sized runs short under helgrind and DRD) */
     while (atomic_load_explicit(&writers_left, memory_order_relaxed) > 0 && it < OPS) {
         it++;
-        int q = (int)rnd(&rng, NQ);
-        int a = rnd(&rng, 4) ? 0 : (int)rnd(&rng, L);
-        uint32_t n = 1 + rnd(&rng, (uint32_t)(L - a));
-        uint32_t k = rnd(&rng, 9);
+        int q = (int)tu_rnd(&rng, NQ);
+        int a = tu_rnd(&rng, 4) ? 0 : (int)tu_rnd(&rng, L);
+        uint32_t n = 1 + tu_rnd(&rng, (uint32_t)(L - a));
+        uint32_t k = tu_rnd(&rng, 9);
         int r = kvb_index_match(IDX, &K[q][a], n, k ? res : NULL, k);
         check_results(res, r, k, n, q, &cfg);
-        if (rnd(&rng, 64) == 0) {
+        if (tu_rnd(&rng, 64) == 0) {
             kvb_index_stats st;
             kvb_index_stats_get(IDX, &st);
             if (st.keys > st.entries || st.streams > (uint32_t)(W * NJ) ||
                 st.streams < (uint32_t)(W * NJ - W))
-                FAIL("stats: keys %" PRIu64 " entries %" PRIu64 " streams %u", st.keys,
-                     st.entries, st.streams);
+                FAIL("stats: keys %" PRIu64 " entries %" PRIu64 " streams %u", st.keys, st.entries,
+                     st.streams);
             uint32_t ids[MAXW * NJ];
             int ns = kvb_index_streams(IDX, ids, MAXW * NJ);
             if (ns > W * NJ || ns < W * NJ - W)
@@ -377,20 +374,20 @@ static void *reader_main(void *arg)
                 }
             }
             char name[32];
-            stream_name(name, sizeof name, (int)rnd(&rng, (uint32_t)W), 1);
+            stream_name(name, sizeof name, (int)tu_rnd(&rng, (uint32_t)W), 1);
             uint32_t id;
             int rc = kvb_index_stream_find(IDX, name, 1, &id);
             if (rc && rc != -ENOENT)
                 FAIL("find: %s", kvb_strerror(rc));
         }
-        if (rnd(&rng, 2048) == 0) {
+        if (tu_rnd(&rng, 2048) == 0) {
             int len = kvb_index_metrics_text(IDX, text, sizeof text);
             if (len <= 0 || (size_t)len >= sizeof text || strlen(text) != (size_t)len)
                 FAIL("metrics_text: %d", len);
         }
-        if (rnd(&rng, 512) == 0)
+        if (tu_rnd(&rng, 512) == 0)
             check_snapshot();
-        if (rnd(&rng, 16) == 0) {
+        if (tu_rnd(&rng, 16) == 0) {
             /* a request from tokens: the same keys */
             uint32_t blocks;
             r = kvb_index_match_tokens(IDX, TOK[q], (size_t)n * BS, NULL, NULL, res, 8, &blocks);
@@ -459,8 +456,8 @@ static void final_check(void)
                     for (int t = 0; t < KVB_TIER_COUNT; t++) {
                         uint32_t c = m->cnt[q][i][t];
                         for (uint32_t x = 0; x < c; x++) {
-                            kvb_index_event e = make_event(j, KVB_INDEX_EV_REMOVED, q, i, i + 1,
-                                                           (kvb_tier)t);
+                            kvb_index_event e =
+                                make_event(j, KVB_INDEX_EV_REMOVED, q, i, i + 1, (kvb_tier)t);
                             if (kvb_index_apply(IDX, m->id, &e, 1, -1))
                                 FAIL("drain apply");
                             kvb_index_stream_info in;
@@ -485,6 +482,7 @@ static void final_check(void)
 
 int main(int argc, char **argv)
 {
+    torture_init("torture_index");
     int threads = argc > 1 ? atoi(argv[1]) : 4;
     OPS = argc > 2 ? atol(argv[2]) : 5000;
     uint64_t seed = argc > 3 ? strtoull(argv[3], NULL, 10) : (uint64_t)time(NULL);
@@ -512,15 +510,15 @@ int main(int argc, char **argv)
     uint64_t s = seed;
     for (int q = 0; q < NQ; q++) {
         for (int i = 0; i < L * BS; i++)
-            TOK[q][i] = (uint32_t)rng_next(&s);
+            TOK[q][i] = (uint32_t)tu_rng_next(&s);
         if (kvb_index_hashes(IDX, TOK[q], L * BS, NULL, NULL, K[q], L) != L)
             FAIL("hashes");
         for (int i = 0; i < L; i++)
-            EH[q][i] = rng_next(&s) | 1ull << 63;
+            EH[q][i] = tu_rng_next(&s) | 1ull << 63;
     }
     for (int w = 0; w < W; w++) {
         WR[w].w = w;
-        WR[w].rng = seed * 1000003u + (uint64_t)w;
+        WR[w].rng = torture_seed(seed, w);
         for (int j = 0; j < NJ; j++)
             add_stream(&WR[w], j);
     }

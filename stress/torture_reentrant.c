@@ -29,45 +29,40 @@
  * usage: torture_reentrant [threads=8] [ops_per_thread=200000] [seed=time]
  */
 #include "kvblock.h"
+#include "support/torture.h"
 #include <inttypes.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#define NPOOLS 2
-#define BLOCKS 32
-#define CHAINS 12
-#define DEPTH 4
-#define HOLD 6
-#define STASH 8
+#define NPOOLS  2
+#define BLOCKS  32
+#define CHAINS  12
+#define DEPTH   4
+#define HOLD    6
+#define STASH   8
 #define MAXNEST 2
-#define NCAT 8
+#define NCAT    8
 #define NNESTED 8
 
-static const char *const cat_names[NCAT] = {"produce", "match",   "release", "release_n",
-                                            "drain",   "pressure", "flush",  "complete"};
+static const char *const cat_names[NCAT] = {"produce", "match",    "release", "release_n",
+                                            "drain",   "pressure", "flush",   "complete"};
 static const int op_cat[] = {0, 0, 1, 1, 2, 3, 4, 5, 6, 7};
 #define NOPS ((uint32_t)(sizeof op_cat / sizeof op_cat[0]))
-static const char *const nested_names[NNESTED] = {"produce", "match",  "drain", "churn",
-                                                  "unstash", "upgrade", "peek", "none"};
+static const char *const nested_names[NNESTED] = {"produce", "match",   "drain", "churn",
+                                                  "unstash", "upgrade", "peek",  "none"};
 
 static kvb_pool *pools[NPOOLS];
 static kvb_registry *reg;
 static kvb_hash universe[CHAINS][DEPTH];
 static kvb_hash content[NPOOLS][BLOCKS];
 static atomic_ulong cb_evicts[NPOOLS], cb_resets[NPOOLS];
-static int pool_idx[NPOOLS] = {0, 1};
-
-#define STRESS_NAME "torture_reentrant"
-#include "stress.h"
 
 struct worker {
-    uint64_t seed, ops, nseed;
-    uint64_t allocated[NPOOLS], evicted[NPOOLS], staged[NPOOLS], registered[NPOOLS],
-        released_unreg[NPOOLS], drained[NPOOLS], busy[NPOOLS];
+    uint64_t nseed; /* the callbacks' generator */
+    torture_books books[NPOOLS];
+    uint64_t busy[NPOOLS];
     uint64_t op_count[NCAT], nested_count[NNESTED], max_depth_seen;
     /* main-loop holdings: touched only by the main loop */
     kvb_block b[HOLD];
@@ -118,8 +113,8 @@ static int allocate_counted(int pi, uint32_t n, kvb_mutable *m)
         FAIL("allocate at depth %d evicted %u but fired %" PRIu64 " on_evict", d, nev,
              w->evicts_at[d] - before);
     if (rc == 0) {
-        w->allocated[pi] += n;
-        w->evicted[pi] += nev;
+        w->books[pi].allocated += n;
+        w->books[pi].evicted += nev;
     }
     return rc;
 }
@@ -137,10 +132,10 @@ static int produce_into(int pi, uint32_t c, uint32_t n, kvb_block *out)
         if (kvb_mutable_stage(&m[i], universe[c][i], &cp[i]) != 0)
             FAIL("stage");
     }
-    w->staged[pi] += n;
+    w->books[pi].staged += n;
     if (kvb_pool_register(pools[pi], cp, n, out) != 0)
         FAIL("register");
-    w->registered[pi] += n;
+    w->books[pi].registered += n;
     for (uint32_t i = 0; i < n; i++)
         verify_ref(pi, &out[i], universe[c][i], "register");
     return 0;
@@ -161,16 +156,16 @@ static void drain(int pi)
     if (rc < 0 || rc > BLOCKS)
         FAIL("reset_inactive returned %d", rc);
     if (w->evicts_at[d] - e0 != (uint64_t)rc || w->resets_at[d] - r0 != (uint64_t)rc)
-        FAIL("drain of %d blocks at depth %d fired %" PRIu64 " on_evict, %" PRIu64 " on_reset",
-             rc, d, w->evicts_at[d] - e0, w->resets_at[d] - r0);
-    w->drained[pi] += (uint64_t)rc;
+        FAIL("drain of %d blocks at depth %d fired %" PRIu64 " on_evict, %" PRIu64 " on_reset", rc,
+             d, w->evicts_at[d] - e0, w->resets_at[d] - r0);
+    w->books[pi].drained += (uint64_t)rc;
 }
 
 /* allocate some mutable blocks and give them back (each release fires on_reset) */
 static void churn(int pi, uint64_t *s)
 {
     struct worker *w = self;
-    uint32_t n = 1 + rnd(s, 3);
+    uint32_t n = 1 + tu_rnd(s, 3);
     kvb_mutable m[3];
     if (allocate_counted(pi, n, m) != 0)
         return;
@@ -183,14 +178,14 @@ static void churn(int pi, uint64_t *s)
             FAIL("mutable_release");
         if (w->resets_at[d] - r0 != 1)
             FAIL("mutable_release fired %" PRIu64 " on_reset", w->resets_at[d] - r0);
-        w->released_unreg[pi]++;
+        w->books[pi].unregistered++;
     }
 }
 
 static void stash_push(kvb_block b, uint64_t *s)
 {
     struct worker *w = self;
-    if (w->nw < STASH && rnd(s, 2))
+    if (w->nw < STASH && tu_rnd(s, 2))
         kvb_block_downgrade(&b, &w->weak[w->nw++]);
     if (w->ns < STASH) {
         w->stash[w->ns++] = b;
@@ -204,19 +199,19 @@ static void stash_push(kvb_block b, uint64_t *s)
 static void nested(uint64_t *s)
 {
     struct worker *w = self;
-    int pi = (int)rnd(s, NPOOLS);
-    uint32_t kind = rnd(s, NNESTED);
+    int pi = (int)tu_rnd(s, NPOOLS);
+    uint32_t kind = tu_rnd(s, NNESTED);
     w->nested_count[kind]++;
     if ((uint64_t)depth > w->max_depth_seen)
         w->max_depth_seen = (uint64_t)depth;
     switch (kind) {
     case 0: { /* produce a chain prefix; stash some of it */
-        uint32_t c = rnd(s, CHAINS), n = 1 + rnd(s, DEPTH);
+        uint32_t c = tu_rnd(s, CHAINS), n = 1 + tu_rnd(s, DEPTH);
         kvb_block out[DEPTH];
         if (produce_into(pi, c, n, out) != 0)
             break;
         for (uint32_t i = 0; i < n; i++) {
-            if (rnd(s, 3) == 0) {
+            if (tu_rnd(s, 3) == 0) {
                 stash_push(out[i], s);
             } else if (kvb_block_release(&out[i]) != 0) {
                 FAIL("release in callback");
@@ -225,7 +220,7 @@ static void nested(uint64_t *s)
         break;
     }
     case 1: { /* match and release */
-        uint32_t c = rnd(s, CHAINS), n = 1 + rnd(s, DEPTH);
+        uint32_t c = tu_rnd(s, CHAINS), n = 1 + tu_rnd(s, DEPTH);
         kvb_block out[DEPTH];
         int k = kvb_pool_match(pools[pi], universe[c], n, out);
         if (k < 0)
@@ -272,9 +267,9 @@ static void nested(uint64_t *s)
             FAIL("torn stats in callback");
         if (kvb_pool_available(pools[pi]) > BLOCKS)
             FAIL("available > block_count in callback");
-        if (rnd(s, 8) == 0 && kvb_pool_check(pools[pi]) != 0)
+        if (tu_rnd(s, 8) == 0 && kvb_pool_check(pools[pi]) != 0)
             FAIL("kvb_pool_check in callback");
-        if (kvb_registry_present(reg, universe[rnd(s, CHAINS)], DEPTH, pools[pi], NULL) < 0)
+        if (kvb_registry_present(reg, universe[tu_rnd(s, CHAINS)], DEPTH, pools[pi], NULL) < 0)
             FAIL("registry_present in callback");
         break;
     }
@@ -289,7 +284,7 @@ static void maybe_nested(void)
     if (!w || depth >= MAXNEST)
         return;
     uint64_t *s = &w->nseed;
-    if (rnd(s, 4) == 0)
+    if (tu_rnd(s, 4) == 0)
         return;
     depth++;
     nested(s);
@@ -344,20 +339,20 @@ static void flush_stash(void)
 static void op(uint64_t *s)
 {
     struct worker *w = self;
-    int pi = (int)rnd(s, NPOOLS);
-    int cat = op_cat[rnd(s, NOPS)];
+    int pi = (int)tu_rnd(s, NPOOLS);
+    int cat = op_cat[tu_rnd(s, NOPS)];
     w->op_count[cat]++;
     switch (cat) {
     case 0: { /* produce, keep some, or stage only */
-        uint32_t c = rnd(s, CHAINS), n = 1 + rnd(s, DEPTH);
-        if (rnd(s, 4) == 0 && w->nc < HOLD) { /* staged but not registered yet */
+        uint32_t c = tu_rnd(s, CHAINS), n = 1 + tu_rnd(s, DEPTH);
+        if (tu_rnd(s, 4) == 0 && w->nc < HOLD) { /* staged but not registered yet */
             kvb_mutable m;
             if (allocate_counted(pi, 1, &m) != 0)
                 break;
             content[pi][m.id] = universe[c][0];
             if (kvb_mutable_stage(&m, universe[c][0], &w->c[w->nc]) != 0)
                 FAIL("stage");
-            w->staged[pi]++;
+            w->books[pi].staged++;
             w->nc++;
             break;
         }
@@ -369,7 +364,7 @@ static void op(uint64_t *s)
         break;
     }
     case 1: {
-        uint32_t c = rnd(s, CHAINS), n = 1 + rnd(s, DEPTH);
+        uint32_t c = tu_rnd(s, CHAINS), n = 1 + tu_rnd(s, DEPTH);
         kvb_block out[DEPTH];
         int k = kvb_pool_match(pools[pi], universe[c], n, out);
         if (k < 0)
@@ -382,7 +377,7 @@ static void op(uint64_t *s)
     }
     case 2:
         if (w->nb) {
-            int i = (int)rnd(s, (uint32_t)w->nb);
+            int i = (int)tu_rnd(s, (uint32_t)w->nb);
             kvb_block b = w->b[i];
             w->b[i] = w->b[--w->nb];
             if (kvb_block_release(&b) != 0)
@@ -411,33 +406,31 @@ static void op(uint64_t *s)
         if (w->nc) {
             kvb_complete cp = w->c[--w->nc];
             int cpi = pool_index(cp.pool);
-            if (rnd(s, 2)) {
+            if (tu_rnd(s, 2)) {
                 kvb_block b;
                 kvb_hash h = cp.hash;
                 if (kvb_pool_register(cp.pool, &cp, 1, &b) != 0)
                     FAIL("register of a staged block");
-                w->registered[cpi]++;
+                w->books[cpi].registered++;
                 verify_ref(cpi, &b, h, "register");
                 keep(b);
             } else {
                 if (kvb_complete_release(&cp) != 0)
                     FAIL("complete_release");
-                w->released_unreg[cpi]++;
+                w->books[cpi].unregistered++;
             }
         }
         break;
     }
 }
 
-static pthread_barrier_t start;
-
-static void *run(void *arg)
+static void run(void *arg, uint64_t seed, uint64_t ops)
 {
     struct worker *w = arg;
     self = w;
-    uint64_t s = w->seed;
-    pthread_barrier_wait(&start);
-    for (uint64_t i = 0; i < w->ops; i++)
+    w->nseed = ~seed;
+    uint64_t s = seed;
+    for (uint64_t i = 0; i < ops; i++)
         op(&s);
     /* give everything back; releases may still stash from callbacks: loop */
     while (w->nc) {
@@ -445,7 +438,7 @@ static void *run(void *arg)
         int cpi = pool_index(cp.pool); /* before the release clears cp */
         if (kvb_complete_release(&cp) != 0)
             FAIL("final complete_release");
-        w->released_unreg[cpi]++;
+        w->books[cpi].unregistered++;
     }
     {
         kvb_block tmp[HOLD];
@@ -458,60 +451,25 @@ static void *run(void *arg)
     while (w->ns)
         flush_stash();
     self = NULL; /* late callbacks of this thread (none expected) do no nested work */
-    return NULL;
 }
 
 int main(int argc, char **argv)
 {
-    int threads = argc > 1 ? atoi(argv[1]) : 8;
-    uint64_t ops = argc > 2 ? strtoull(argv[2], NULL, 10) : 200000;
-    uint64_t seed = argc > 3 ? strtoull(argv[3], NULL, 10) : (uint64_t)time(NULL);
-    if (threads < 1 || threads > 256 || ops == 0) {
-        fprintf(stderr, "usage: torture_reentrant [threads 1..256] [ops>0] [seed]\n");
-        return 2;
-    }
-    printf("torture_reentrant: threads=%d ops/thread=%" PRIu64 " seed=%" PRIu64 "\n", threads,
-           ops, seed);
-    for (int c = 0; c < CHAINS; c++)
-        for (int d = 0; d < DEPTH; d++)
-            kvb_hash_make(9000u + (uint64_t)c * 16 + (uint64_t)d,
-                          9000u + (uint64_t)c * 16 + (uint64_t)d - 1, d > 0, (uint32_t)d,
-                          &universe[c][d]);
+    torture_args a = torture_start(argc, argv, "torture_reentrant", 8, 200000);
+    torture_chains(9000, CHAINS, DEPTH, &universe[0][0]);
     if (kvb_registry_create(NULL, &reg) != 0)
         FAIL("registry_create");
-    for (int pi = 0; pi < NPOOLS; pi++) {
-        kvb_pool_config cfg;
-        kvb_pool_config_init(&cfg);
-        cfg.block_count = BLOCKS;
-        cfg.registry = reg;
-        cfg.evict = pi == 0 ? KVB_EVICT_LRU : KVB_EVICT_FIFO;
-        cfg.dup_policy = pi == 0 ? KVB_DUP_ALLOW : KVB_DUP_REJECT;
-        cfg.name = pi == 0 ? "lru-allow" : "fifo-reject";
-        cfg.callbacks = (kvb_callbacks){.user = &pool_idx[pi], .on_reset = on_reset,
-                                        .on_evict = on_evict};
-        if (kvb_pool_create(&cfg, &pools[pi]) != 0)
-            FAIL("pool_create");
-    }
+    torture_pair_create(BLOCKS, reg, (kvb_callbacks){.on_reset = on_reset, .on_evict = on_evict},
+                        pools);
 
-    struct worker *w = calloc((size_t)threads, sizeof *w);
-    pthread_t *t = calloc((size_t)threads, sizeof *t);
-    if (!w || !t)
+    struct worker *w = calloc((size_t)a.threads, sizeof *w);
+    if (!w)
         FAIL("out of memory");
-    pthread_barrier_init(&start, NULL, (unsigned)threads);
-    for (int i = 0; i < threads; i++) {
-        w[i].seed = seed * 1000003u + (uint64_t)i;
-        w[i].nseed = ~w[i].seed;
-        w[i].ops = ops;
-        if (pthread_create(&t[i], NULL, run, &w[i]) != 0)
-            FAIL("pthread_create");
-    }
-    for (int i = 0; i < threads; i++)
-        pthread_join(t[i], NULL);
-    pthread_barrier_destroy(&start);
+    torture_run(&a, w, sizeof *w, run);
 
     uint64_t total_ops = 0, nested_ops = 0, per_cat[NCAT] = {0}, per_nested[NNESTED] = {0},
              maxd = 0;
-    for (int i = 0; i < threads; i++) {
+    for (int i = 0; i < a.threads; i++) {
         for (int k = 0; k < NCAT; k++) {
             total_ops += w[i].op_count[k];
             per_cat[k] += w[i].op_count[k];
@@ -525,59 +483,21 @@ int main(int argc, char **argv)
     }
     for (int pi = 0; pi < NPOOLS; pi++) {
         kvb_pool *p = pools[pi];
-        if (kvb_pool_check(p) != 0)
-            FAIL("kvb_pool_check on pool %d", pi);
-        kvb_stats st;
-        kvb_pool_stats(p, &st);
-        uint64_t alloc = 0, ev = 0, staged = 0, regd = 0, unreg = 0, drained = 0, busy = 0;
-        for (int i = 0; i < threads; i++) {
-            alloc += w[i].allocated[pi];
-            ev += w[i].evicted[pi];
-            staged += w[i].staged[pi];
-            regd += w[i].registered[pi];
-            unreg += w[i].released_unreg[pi];
-            drained += w[i].drained[pi];
+        torture_books b = {0};
+        uint64_t busy = 0;
+        for (int i = 0; i < a.threads; i++) {
+            torture_books_add(&b, &w[i].books[pi]);
             busy += w[i].busy[pi];
         }
-        if (st.mutable_ || st.staged || st.primary || st.duplicate)
-            FAIL("pool %d: blocks still held at the end", pi);
-        if (st.reset + st.inactive != BLOCKS)
-            FAIL("pool %d: reset + inactive != block_count", pi);
-        if (st.allocations != alloc || st.stagings != staged || st.registrations != regd ||
-            st.evictions != ev + drained)
-            FAIL("pool %d: counters do not balance (alloc %" PRIu64 "/%" PRIu64
-                 ", staged %" PRIu64 "/%" PRIu64 ", reg %" PRIu64 "/%" PRIu64
-                 ", evictions %" PRIu64 "/%" PRIu64 "+%" PRIu64 ")",
-                 pi, st.allocations, alloc, st.stagings, staged, st.registrations, regd,
-                 st.evictions, ev, drained);
-        if (atomic_load(&cb_evicts[pi]) != st.evictions)
-            FAIL("pool %d: on_evict fired %lu times for %" PRIu64 " evictions", pi,
-                 (unsigned long)atomic_load(&cb_evicts[pi]), st.evictions);
-        uint64_t resets = unreg + st.dedups + st.duplicates + drained;
-        if (atomic_load(&cb_resets[pi]) != resets)
-            FAIL("pool %d: on_reset fired %lu times, expected %" PRIu64, pi,
-                 (unsigned long)atomic_load(&cb_resets[pi]), resets);
-        if (st.misuse)
-            FAIL("pool %d: misuse counter %" PRIu64, pi, st.misuse);
-        for (int c = 0; c < CHAINS; c++) {
-            bool present[DEPTH], hit[DEPTH];
-            kvb_block out[DEPTH];
-            if (kvb_registry_present(reg, universe[c], DEPTH, p, present) < 0)
-                FAIL("registry_present");
-            if (kvb_pool_scan(p, universe[c], DEPTH, false, out, hit) < 0)
-                FAIL("scan");
-            for (int d = 0; d < DEPTH; d++) {
-                if (present[d] != hit[d])
-                    FAIL("pool %d chain %d depth %d: registry says %d, pool says %d", pi, c, d,
-                         present[d], hit[d]);
-                if (hit[d])
-                    kvb_block_release(&out[d]);
-            }
-        }
+        b.on_evict = atomic_load(&cb_evicts[pi]);
+        b.on_reset = atomic_load(&cb_resets[pi]);
+        kvb_stats st = torture_check_pool(
+            pi, p, &b, TORTURE_ALLOCATIONS | TORTURE_ON_EVICT | TORTURE_ON_RESET);
+        torture_check_presence(pi, reg, p, &universe[0][0], CHAINS, DEPTH);
         printf("pool %-11s: allocations=%" PRIu64 " evictions=%" PRIu64 " drained=%" PRIu64
-               " busy=%" PRIu64 " registrations=%" PRIu64 " duplicates=%" PRIu64
-               " dedups=%" PRIu64 " resets=%lu eager=%" PRIu64 " contended=%" PRIu64 "\n",
-               kvb_pool_name(p), st.allocations, st.evictions, drained, busy, st.registrations,
+               " busy=%" PRIu64 " registrations=%" PRIu64 " duplicates=%" PRIu64 " dedups=%" PRIu64
+               " resets=%lu eager=%" PRIu64 " contended=%" PRIu64 "\n",
+               kvb_pool_name(p), st.allocations, st.evictions, b.drained, busy, st.registrations,
                st.duplicates, st.dedups, (unsigned long)atomic_load(&cb_resets[pi]),
                st.eager_transitions, st.lock_contended);
         if (kvb_pool_check(p) != 0)
@@ -594,10 +514,8 @@ int main(int argc, char **argv)
     printf("\nnested (in callbacks, max depth %" PRIu64 "):", maxd);
     for (int k = 0; k < NNESTED; k++)
         printf(" %s=%" PRIu64, nested_names[k], per_nested[k]);
-    printf("\ntorture_reentrant: OK, %" PRIu64 " operations + %" PRIu64
-           " nested in callbacks\n",
+    printf("\ntorture_reentrant: OK, %" PRIu64 " operations + %" PRIu64 " nested in callbacks\n",
            total_ops, nested_ops);
     free(w);
-    free(t);
     return 0;
 }

@@ -30,19 +30,18 @@
  * usage: torture_reset [threads=8] [ops_per_thread=200000] [seed=time]
  */
 #include "kvblock.h"
+#include "support/torture.h"
 #include <inttypes.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define NPOOLS 2
 #define BLOCKS 32
 #define CHAINS 12
-#define DEPTH 4
-#define NCAT 7
+#define DEPTH  4
+#define NCAT   7
 
 static const char *const cat_names[NCAT] = {"match", "scattered", "scan",    "produce",
                                             "reset", "pressure",  "snapshot"};
@@ -56,10 +55,6 @@ static kvb_hash universe[CHAINS][DEPTH];
 static kvb_hash content[NPOOLS][BLOCKS];
 static atomic_ulong cb_evicts[NPOOLS], cb_resets[NPOOLS];
 static _Thread_local uint64_t tl_evicts, tl_resets;
-static int pool_idx[NPOOLS] = {0, 1};
-
-#define STRESS_NAME "torture_reset"
-#include "stress.h"
 
 static void on_reset(void *user, uint32_t id)
 {
@@ -81,10 +76,8 @@ static void on_evict(void *user, kvb_hash h, uint32_t id)
 }
 
 struct worker {
-    uint64_t seed, ops;
-    uint64_t allocated[NPOOLS], evicted[NPOOLS], staged[NPOOLS], registered[NPOOLS],
-        mreleased[NPOOLS], drained[NPOOLS], busy[NPOOLS], drains[NPOOLS], requested[NPOOLS],
-        returned[NPOOLS], scan_requested[NPOOLS], scan_returned[NPOOLS];
+    torture_books books[NPOOLS];
+    uint64_t busy[NPOOLS], drains[NPOOLS];
     uint64_t op_count[NCAT];
 };
 
@@ -95,8 +88,7 @@ static void verify_ref(int pi, const kvb_block *b, kvb_hash expect, const char *
     if (!kvb_hash_equal(b->hash, expect))
         FAIL("%s: handle hash differs from the requested one", how);
     if (!kvb_hash_equal(content[pi][b->id], expect))
-        FAIL("%s: block %u of pool %d holds other content (found after a drain?)", how, b->id,
-             pi);
+        FAIL("%s: block %u of pool %d holds other content (found after a drain?)", how, b->id, pi);
 }
 
 static void release_all(kvb_block *b, uint32_t n, const bool *hit)
@@ -112,13 +104,13 @@ static void release_all(kvb_block *b, uint32_t n, const bool *hit)
 
 static void do_match(struct worker *w, uint64_t *s, int pi)
 {
-    uint32_t c = rnd(s, CHAINS), n = 1 + rnd(s, DEPTH);
+    uint32_t c = tu_rnd(s, CHAINS), n = 1 + tu_rnd(s, DEPTH);
     kvb_block out[DEPTH];
     int k = kvb_pool_match(pools[pi], universe[c], n, out);
     if (k < 0 || (uint32_t)k > n)
         FAIL("match returned %d", k);
-    w->requested[pi] += n;
-    w->returned[pi] += (uint64_t)k;
+    w->books[pi].match_requested += n;
+    w->books[pi].match_returned += (uint64_t)k;
     for (int i = 0; i < k; i++)
         verify_ref(pi, &out[i], universe[c][i], "match");
     release_all(out, (uint32_t)k, NULL);
@@ -130,8 +122,8 @@ static void do_lookup_each(struct worker *w, uint64_t *s, int pi, bool scan)
     kvb_block out[DEPTH];
     bool hit[DEPTH];
     for (int i = 0; i < DEPTH; i++)
-        q[i] = universe[rnd(s, CHAINS)][rnd(s, DEPTH)];
-    int k = scan ? kvb_pool_scan(pools[pi], q, DEPTH, rnd(s, 2), out, hit)
+        q[i] = universe[tu_rnd(s, CHAINS)][tu_rnd(s, DEPTH)];
+    int k = scan ? kvb_pool_scan(pools[pi], q, DEPTH, tu_rnd(s, 2), out, hit)
                  : kvb_pool_match_scattered(pools[pi], q, DEPTH, out, hit);
     if (k < 0)
         FAIL("%s: %s", scan ? "scan" : "match_scattered", kvb_strerror(k));
@@ -144,11 +136,11 @@ static void do_lookup_each(struct worker *w, uint64_t *s, int pi, bool scan)
     if (hits != k)
         FAIL("lookup returned %d but %d hit flags", k, hits);
     if (scan) {
-        w->scan_requested[pi] += DEPTH;
-        w->scan_returned[pi] += (uint64_t)k;
+        w->books[pi].scan_requested += DEPTH;
+        w->books[pi].scan_returned += (uint64_t)k;
     } else {
-        w->requested[pi] += DEPTH;
-        w->returned[pi] += (uint64_t)k;
+        w->books[pi].match_requested += DEPTH;
+        w->books[pi].match_returned += (uint64_t)k;
     }
     release_all(out, DEPTH, hit);
 }
@@ -162,19 +154,18 @@ static int allocate_counted(struct worker *w, int pi, uint32_t n, kvb_mutable *m
     if (rc != 0 && rc != -ENOSPC)
         FAIL("allocate: %s", kvb_strerror(rc));
     if (rc == 0) {
-        w->allocated[pi] += n;
-        w->evicted[pi] += nev;
+        w->books[pi].allocated += n;
+        w->books[pi].evicted += nev;
     }
     if (tl_evicts - before != nev)
-        FAIL("allocate evicted %u blocks but fired %" PRIu64 " on_evict", nev,
-             tl_evicts - before);
+        FAIL("allocate evicted %u blocks but fired %" PRIu64 " on_evict", nev, tl_evicts - before);
     return rc;
 }
 
 /* register a chain prefix: allocate, write the payload, stage, register, release */
 static void produce(struct worker *w, uint64_t *s, int pi)
 {
-    uint32_t c = rnd(s, CHAINS), n = 1 + rnd(s, DEPTH);
+    uint32_t c = tu_rnd(s, CHAINS), n = 1 + tu_rnd(s, DEPTH);
     kvb_mutable m[DEPTH];
     kvb_complete cp[DEPTH];
     kvb_block out[DEPTH];
@@ -185,10 +176,10 @@ static void produce(struct worker *w, uint64_t *s, int pi)
         if (kvb_mutable_stage(&m[i], universe[c][i], &cp[i]) != 0)
             FAIL("stage");
     }
-    w->staged[pi] += n;
+    w->books[pi].staged += n;
     if (kvb_pool_register(pools[pi], cp, n, out) != 0)
         FAIL("register");
-    w->registered[pi] += n;
+    w->books[pi].registered += n;
     for (uint32_t i = 0; i < n; i++)
         verify_ref(pi, &out[i], universe[c][i], "register");
     release_all(out, n, NULL);
@@ -210,12 +201,12 @@ static void drain(struct worker *w, int pi)
         FAIL("drain of %d blocks fired %" PRIu64 " on_evict and %" PRIu64 " on_reset", rc,
              tl_evicts - e0, tl_resets - r0);
     w->drains[pi]++;
-    w->drained[pi] += (uint64_t)rc;
+    w->books[pi].drained += (uint64_t)rc;
 }
 
 static void pressure(struct worker *w, uint64_t *s, int pi)
 {
-    uint32_t n = 1 + rnd(s, BLOCKS / 2);
+    uint32_t n = 1 + tu_rnd(s, BLOCKS / 2);
     kvb_mutable m[BLOCKS / 2];
     if (allocate_counted(w, pi, n, m) != 0)
         return;
@@ -224,7 +215,7 @@ static void pressure(struct worker *w, uint64_t *s, int pi)
     for (uint32_t i = 0; i < n; i++)
         if (kvb_mutable_release(&m[i]) != 0)
             FAIL("mutable_release");
-    w->mreleased[pi] += n;
+    w->books[pi].unregistered += n;
 }
 
 static void snapshot(int pi)
@@ -232,8 +223,8 @@ static void snapshot(int pi)
     kvb_stats st;
     if (kvb_pool_stats(pools[pi], &st) != 0)
         FAIL("stats");
-    uint64_t sum = (uint64_t)st.reset + st.mutable_ + st.staged + st.primary + st.duplicate +
-                   st.inactive;
+    uint64_t sum =
+        (uint64_t)st.reset + st.mutable_ + st.staged + st.primary + st.duplicate + st.inactive;
     if (sum != BLOCKS || st.block_count != BLOCKS)
         FAIL("torn stats snapshot: gauges add up to %" PRIu64, sum);
     uint32_t a = kvb_pool_available(pools[pi]);
@@ -243,8 +234,8 @@ static void snapshot(int pi)
 
 static void op(struct worker *w, uint64_t *s)
 {
-    int pi = (int)rnd(s, NPOOLS);
-    int cat = op_cat[rnd(s, NOPS)];
+    int pi = (int)tu_rnd(s, NPOOLS);
+    int cat = op_cat[tu_rnd(s, NOPS)];
     w->op_count[cat]++;
     switch (cat) {
     case 0:
@@ -271,133 +262,50 @@ static void op(struct worker *w, uint64_t *s)
     }
 }
 
-static pthread_barrier_t start;
-
-static void *run(void *arg)
+static void run(void *arg, uint64_t seed, uint64_t ops)
 {
     struct worker *w = arg;
-    uint64_t s = w->seed;
-    pthread_barrier_wait(&start);
-    for (uint64_t i = 0; i < w->ops; i++)
+    uint64_t s = seed;
+    for (uint64_t i = 0; i < ops; i++)
         op(w, &s);
-    return NULL;
 }
 
 int main(int argc, char **argv)
 {
-    int threads = argc > 1 ? atoi(argv[1]) : 8;
-    uint64_t ops = argc > 2 ? strtoull(argv[2], NULL, 10) : 200000;
-    uint64_t seed = argc > 3 ? strtoull(argv[3], NULL, 10) : (uint64_t)time(NULL);
-    if (threads < 1 || threads > 256 || ops == 0) {
-        fprintf(stderr, "usage: torture_reset [threads 1..256] [ops>0] [seed]\n");
-        return 2;
-    }
-    printf("torture_reset: threads=%d ops/thread=%" PRIu64 " seed=%" PRIu64 "\n", threads, ops,
-           seed);
-    for (int c = 0; c < CHAINS; c++)
-        for (int d = 0; d < DEPTH; d++)
-            kvb_hash_make(7000u + (uint64_t)c * 16 + (uint64_t)d,
-                          7000u + (uint64_t)c * 16 + (uint64_t)d - 1, d > 0, (uint32_t)d,
-                          &universe[c][d]);
+    torture_args a = torture_start(argc, argv, "torture_reset", 8, 200000);
+    torture_chains(7000, CHAINS, DEPTH, &universe[0][0]);
     if (kvb_registry_create(NULL, &reg) != 0)
         FAIL("registry_create");
-    for (int pi = 0; pi < NPOOLS; pi++) {
-        kvb_pool_config cfg;
-        kvb_pool_config_init(&cfg);
-        cfg.block_count = BLOCKS;
-        cfg.registry = reg;
-        cfg.evict = pi == 0 ? KVB_EVICT_LRU : KVB_EVICT_FIFO;
-        cfg.dup_policy = pi == 0 ? KVB_DUP_ALLOW : KVB_DUP_REJECT;
-        cfg.name = pi == 0 ? "lru-allow" : "fifo-reject";
-        cfg.callbacks = (kvb_callbacks){.user = &pool_idx[pi], .on_reset = on_reset,
-                                        .on_evict = on_evict};
-        if (kvb_pool_create(&cfg, &pools[pi]) != 0)
-            FAIL("pool_create");
-    }
+    torture_pair_create(BLOCKS, reg, (kvb_callbacks){.on_reset = on_reset, .on_evict = on_evict},
+                        pools);
 
-    struct worker *w = calloc((size_t)threads, sizeof *w);
-    pthread_t *t = calloc((size_t)threads, sizeof *t);
-    if (!w || !t)
+    struct worker *w = calloc((size_t)a.threads, sizeof *w);
+    if (!w)
         FAIL("out of memory");
-    pthread_barrier_init(&start, NULL, (unsigned)threads);
-    for (int i = 0; i < threads; i++) {
-        w[i].seed = seed * 1000003u + (uint64_t)i;
-        w[i].ops = ops;
-        if (pthread_create(&t[i], NULL, run, &w[i]) != 0)
-            FAIL("pthread_create");
-    }
-    for (int i = 0; i < threads; i++)
-        pthread_join(t[i], NULL);
-    pthread_barrier_destroy(&start);
+    torture_run(&a, w, sizeof *w, run);
 
     uint64_t total_ops = 0, per_cat[NCAT] = {0};
-    for (int i = 0; i < threads; i++)
+    for (int i = 0; i < a.threads; i++)
         for (int k = 0; k < NCAT; k++) {
             total_ops += w[i].op_count[k];
             per_cat[k] += w[i].op_count[k];
         }
     for (int pi = 0; pi < NPOOLS; pi++) {
         kvb_pool *p = pools[pi];
-        if (kvb_pool_check(p) != 0)
-            FAIL("kvb_pool_check on pool %d", pi);
-        kvb_stats st;
-        kvb_pool_stats(p, &st);
-        uint64_t alloc = 0, ev = 0, staged = 0, regd = 0, mrel = 0, drained = 0, busy = 0,
-                 drains = 0, req = 0, ret = 0, sreq = 0, sret = 0;
-        for (int i = 0; i < threads; i++) {
-            alloc += w[i].allocated[pi];
-            ev += w[i].evicted[pi];
-            staged += w[i].staged[pi];
-            regd += w[i].registered[pi];
-            mrel += w[i].mreleased[pi];
-            drained += w[i].drained[pi];
+        torture_books b = {0};
+        uint64_t busy = 0, drains = 0;
+        for (int i = 0; i < a.threads; i++) {
+            torture_books_add(&b, &w[i].books[pi]);
             busy += w[i].busy[pi];
             drains += w[i].drains[pi];
-            req += w[i].requested[pi];
-            ret += w[i].returned[pi];
-            sreq += w[i].scan_requested[pi];
-            sret += w[i].scan_returned[pi];
         }
-        if (st.mutable_ || st.staged || st.primary || st.duplicate)
-            FAIL("pool %d: blocks still held at the end", pi);
-        if (st.reset + st.inactive != BLOCKS)
-            FAIL("pool %d: reset + inactive != block_count", pi);
-        if (st.allocations != alloc || st.stagings != staged || st.registrations != regd ||
-            st.evictions != ev + drained || st.match_requested != req ||
-            st.match_returned != ret || st.scan_requested != sreq || st.scan_returned != sret)
-            FAIL("pool %d: counters do not balance (alloc %" PRIu64 "/%" PRIu64
-                 ", evictions %" PRIu64 "/%" PRIu64 "+%" PRIu64 ", match %" PRIu64 "/%" PRIu64
-                 ", scan %" PRIu64 "/%" PRIu64 ")",
-                 pi, st.allocations, alloc, st.evictions, ev, drained, st.match_returned, ret,
-                 st.scan_returned, sret);
-        if (atomic_load(&cb_evicts[pi]) != st.evictions)
-            FAIL("pool %d: on_evict fired %lu times for %" PRIu64 " evictions", pi,
-                 (unsigned long)atomic_load(&cb_evicts[pi]), st.evictions);
-        uint64_t resets = mrel + st.dedups + st.duplicates + drained;
-        if (atomic_load(&cb_resets[pi]) != resets)
-            FAIL("pool %d: on_reset fired %lu times, expected %" PRIu64, pi,
-                 (unsigned long)atomic_load(&cb_resets[pi]), resets);
-        if (st.misuse)
-            FAIL("pool %d: misuse counter %" PRIu64, pi, st.misuse);
+        b.on_evict = atomic_load(&cb_evicts[pi]);
+        b.on_reset = atomic_load(&cb_resets[pi]);
+        kvb_stats st = torture_check_pool(pi, p, &b,
+                                          TORTURE_ALLOCATIONS | TORTURE_MATCHES | TORTURE_SCANS |
+                                              TORTURE_ON_EVICT | TORTURE_ON_RESET);
         /* presence: nothing is held, so present <=> cached */
-        uint32_t cached = 0;
-        for (int c = 0; c < CHAINS; c++) {
-            bool present[DEPTH], hit[DEPTH];
-            kvb_block out[DEPTH];
-            if (kvb_registry_present(reg, universe[c], DEPTH, p, present) < 0)
-                FAIL("registry_present");
-            if (kvb_pool_scan(p, universe[c], DEPTH, false, out, hit) < 0)
-                FAIL("scan");
-            for (int d = 0; d < DEPTH; d++) {
-                if (present[d] != hit[d])
-                    FAIL("pool %d chain %d depth %d: registry says %d, pool says %d", pi, c, d,
-                         present[d], hit[d]);
-                if (hit[d]) {
-                    cached++;
-                    kvb_block_release(&out[d]);
-                }
-            }
-        }
+        uint32_t cached = torture_check_presence(pi, reg, p, &universe[0][0], CHAINS, DEPTH);
         if (cached != st.inactive)
             FAIL("pool %d: %u hashes cached, inactive gauge %u", pi, cached, st.inactive);
         /* a final drain empties the cache and the registry forgets everything */
@@ -414,9 +322,9 @@ int main(int argc, char **argv)
             FAIL("kvb_pool_check after the final drain on pool %d", pi);
         printf("pool %-11s: drains=%" PRIu64 " busy=%" PRIu64 " drained=%" PRIu64
                " allocations=%" PRIu64 " evictions=%" PRIu64 " registrations=%" PRIu64
-               " match_hits=%" PRIu64 " scan_hits=%" PRIu64 " eager=%" PRIu64
-               " contended=%" PRIu64 "\n",
-               kvb_pool_name(p), drains, busy, drained, st.allocations, st.evictions,
+               " match_hits=%" PRIu64 " scan_hits=%" PRIu64 " eager=%" PRIu64 " contended=%" PRIu64
+               "\n",
+               kvb_pool_name(p), drains, busy, b.drained, st.allocations, st.evictions,
                st.registrations, st.match_returned, st.scan_returned, st.eager_transitions,
                st.lock_contended);
         if (kvb_pool_destroy(p) != 0)
@@ -429,6 +337,5 @@ int main(int argc, char **argv)
         printf(" %s=%" PRIu64, cat_names[k], per_cat[k]);
     printf("\ntorture_reset: OK, %" PRIu64 " operations\n", total_ops);
     free(w);
-    free(t);
     return 0;
 }

@@ -30,24 +30,23 @@
  */
 #include "annotate.h"
 #include "kvblock.h"
+#include "support/torture.h"
 #include <inttypes.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define NPOOLS 2
 #define BLOCKS 32
-#define NHASH 48
-#define HOLD 4 /* block references a thread keeps at most */
-#define NOPS 12 /* op kinds drawn per step; several kinds share a category */
-#define NCAT 9
+#define NHASH  48
+#define HOLD   4  /* block references a thread keeps at most */
+#define NOPS   12 /* op kinds drawn per step; several kinds share a category */
+#define NCAT   9
 
-static const char *const cat_names[NCAT] = {"produce", "upgrade",   "self_race",
-                                            "pressure", "release",  "release_n",
-                                            "match",   "clone",     "republish"};
+static const char *const cat_names[NCAT] = {"produce",  "upgrade", "self_race",
+                                            "pressure", "release", "release_n",
+                                            "match",    "clone",   "republish"};
 static const int op_cat[NOPS] = {0, 0, 1, 1, 1, 2, 3, 4, 5, 6, 7, 8};
 
 static kvb_pool *pools[NPOOLS];
@@ -57,10 +56,6 @@ static kvb_hash content[NPOOLS][BLOCKS];
 /* Published weak references: (gen << 32) | (id + 1), 0 = none. Relaxed only. */
 static _Atomic uint64_t board[NPOOLS][NHASH];
 static atomic_ulong cb_evicts[NPOOLS], cb_resets[NPOOLS];
-static int pool_idx[NPOOLS] = {0, 1};
-
-#define STRESS_NAME "torture_weak"
-#include "stress.h"
 
 static void on_reset(void *user, uint32_t id)
 {
@@ -85,9 +80,7 @@ struct held {
 };
 
 struct worker {
-    uint64_t seed, ops;
-    uint64_t allocated[NPOOLS], evicted[NPOOLS], staged[NPOOLS], registered[NPOOLS],
-        mreleased[NPOOLS];
+    torture_books books[NPOOLS];
     uint64_t upgrades, upgrade_same_life, upgrade_other_life, upgrade_enoent, board_empty;
     uint64_t op_count[NCAT];
     struct held h[HOLD];
@@ -117,7 +110,7 @@ static void verify_ref(const kvb_block *b, kvb_hash expect, const char *how)
 
 static void keep(struct worker *w, kvb_block b, uint64_t *s)
 {
-    if (w->nh < HOLD && rnd(s, 2)) {
+    if (w->nh < HOLD && tu_rnd(s, 2)) {
         w->h[w->nh].b = b;
         w->h[w->nh].pi = pool_index(b.pool);
         w->nh++;
@@ -143,7 +136,7 @@ static void allocate_rc(int rc, const char *what)
 static void produce(struct worker *w, uint64_t *s, int pi)
 {
     kvb_pool *p = pools[pi];
-    uint32_t n = 1 + rnd(s, 2);
+    uint32_t n = 1 + tu_rnd(s, 2);
     kvb_mutable m[2];
     kvb_complete c[2];
     kvb_block out[2];
@@ -154,18 +147,18 @@ static void produce(struct worker *w, uint64_t *s, int pi)
     allocate_rc(rc, "allocate");
     if (rc)
         return;
-    w->allocated[pi] += n;
-    w->evicted[pi] += nev;
+    w->books[pi].allocated += n;
+    w->books[pi].evicted += nev;
     for (uint32_t i = 0; i < n; i++) {
-        k[i] = rnd(s, NHASH);
+        k[i] = tu_rnd(s, NHASH);
         content[pi][m[i].id] = universe[pi][k[i]]; /* we own the MUTABLE block */
         if (kvb_mutable_stage(&m[i], universe[pi][k[i]], &c[i]) != 0)
             FAIL("stage");
     }
-    w->staged[pi] += n;
+    w->books[pi].staged += n;
     if (kvb_pool_register(p, c, n, out) != 0)
         FAIL("register");
-    w->registered[pi] += n;
+    w->books[pi].registered += n;
     for (uint32_t i = 0; i < n; i++) {
         verify_ref(&out[i], universe[pi][k[i]], "register");
         publish(pi, k[i], &out[i]);
@@ -176,7 +169,7 @@ static void produce(struct worker *w, uint64_t *s, int pi)
 /* upgrade a weak reference taken from the board */
 static void upgrade(struct worker *w, uint64_t *s, int pi)
 {
-    uint32_t k = rnd(s, NHASH);
+    uint32_t k = tu_rnd(s, NHASH);
     uint64_t v = atomic_load_explicit(&board[pi][k], memory_order_relaxed);
     if (!v) {
         w->board_empty++;
@@ -208,7 +201,7 @@ static void self_race(struct worker *w, uint64_t *s)
 {
     if (!w->nh)
         return;
-    int i = (int)rnd(s, (uint32_t)w->nh);
+    int i = (int)tu_rnd(s, (uint32_t)w->nh);
     kvb_weak wk;
     kvb_block_downgrade(&w->h[i].b, &wk);
     kvb_hash h = w->h[i].b.hash;
@@ -236,7 +229,7 @@ static void self_race(struct worker *w, uint64_t *s)
 static void pressure(struct worker *w, uint64_t *s, int pi)
 {
     kvb_pool *p = pools[pi];
-    uint32_t n = 1 + rnd(s, BLOCKS / 2);
+    uint32_t n = 1 + tu_rnd(s, BLOCKS / 2);
     kvb_mutable m[BLOCKS / 2];
     kvb_hash ev[BLOCKS / 2];
     uint32_t nev = 0;
@@ -244,14 +237,14 @@ static void pressure(struct worker *w, uint64_t *s, int pi)
     allocate_rc(rc, "allocate (pressure)");
     if (rc)
         return;
-    w->allocated[pi] += n;
-    w->evicted[pi] += nev;
+    w->books[pi].allocated += n;
+    w->books[pi].evicted += nev;
     for (uint32_t i = 0; i < n; i++)
         content[pi][m[i].id] = (kvb_hash){~0ull, m[i].id}; /* garbage: not a content hash */
     for (uint32_t i = 0; i < n; i++)
         if (kvb_mutable_release(&m[i]) != 0)
             FAIL("mutable_release");
-    w->mreleased[pi] += n;
+    w->books[pi].unregistered += n;
 }
 
 static void match(struct worker *w, uint64_t *s, int pi)
@@ -260,7 +253,7 @@ static void match(struct worker *w, uint64_t *s, int pi)
     kvb_block out[3];
     bool hit[3];
     for (int i = 0; i < 3; i++)
-        q[i] = universe[pi][rnd(s, NHASH)];
+        q[i] = universe[pi][tu_rnd(s, NHASH)];
     int k = kvb_pool_match_scattered(pools[pi], q, 3, out, hit);
     if (k < 0)
         FAIL("match_scattered: %s", kvb_strerror(k));
@@ -274,8 +267,8 @@ static void match(struct worker *w, uint64_t *s, int pi)
 
 static void op(struct worker *w, uint64_t *s)
 {
-    int pi = (int)rnd(s, NPOOLS);
-    uint32_t kind = rnd(s, NOPS);
+    int pi = (int)tu_rnd(s, NPOOLS);
+    uint32_t kind = tu_rnd(s, NOPS);
     w->op_count[op_cat[kind]]++;
     switch (kind) {
     case 0:
@@ -295,7 +288,7 @@ static void op(struct worker *w, uint64_t *s)
         break;
     case 7:
         if (w->nh) {
-            int i = (int)rnd(s, (uint32_t)w->nh);
+            int i = (int)tu_rnd(s, (uint32_t)w->nh);
             if (kvb_block_release(&w->h[i].b) != 0)
                 FAIL("release of a held block");
             w->h[i] = w->h[--w->nh];
@@ -315,7 +308,7 @@ static void op(struct worker *w, uint64_t *s)
         break;
     case 10:
         if (w->nh) {
-            struct held *hd = &w->h[rnd(s, (uint32_t)w->nh)];
+            struct held *hd = &w->h[tu_rnd(s, (uint32_t)w->nh)];
             kvb_block c;
             if (kvb_block_clone(&hd->b, &c) != 0)
                 FAIL("clone of a held block");
@@ -325,7 +318,7 @@ static void op(struct worker *w, uint64_t *s)
         break;
     case 11: /* publish one of ours again (a weak reference to a live block) */
         if (w->nh) {
-            struct held *hd = &w->h[rnd(s, (uint32_t)w->nh)];
+            struct held *hd = &w->h[tu_rnd(s, (uint32_t)w->nh)];
             for (uint32_t k = 0; k < NHASH; k++)
                 if (kvb_hash_equal(universe[hd->pi][k], hd->b.hash))
                     publish(hd->pi, k, &hd->b);
@@ -334,33 +327,21 @@ static void op(struct worker *w, uint64_t *s)
     }
 }
 
-static pthread_barrier_t start;
-
-static void *run(void *arg)
+static void run(void *arg, uint64_t seed, uint64_t ops)
 {
     struct worker *w = arg;
-    uint64_t s = w->seed;
-    pthread_barrier_wait(&start);
-    for (uint64_t i = 0; i < w->ops; i++)
+    uint64_t s = seed;
+    for (uint64_t i = 0; i < ops; i++)
         op(w, &s);
     for (int i = 0; i < w->nh; i++)
         if (kvb_block_release(&w->h[i].b) != 0)
             FAIL("final release");
     w->nh = 0;
-    return NULL;
 }
 
 int main(int argc, char **argv)
 {
-    int threads = argc > 1 ? atoi(argv[1]) : 8;
-    uint64_t ops = argc > 2 ? strtoull(argv[2], NULL, 10) : 200000;
-    uint64_t seed = argc > 3 ? strtoull(argv[3], NULL, 10) : (uint64_t)time(NULL);
-    if (threads < 1 || threads > 256 || ops == 0) {
-        fprintf(stderr, "usage: torture_weak [threads 1..256] [ops>0] [seed]\n");
-        return 2;
-    }
-    printf("torture_weak: threads=%d ops/thread=%" PRIu64 " seed=%" PRIu64 "\n", threads, ops,
-           seed);
+    torture_args a = torture_start(argc, argv, "torture_weak", 8, 200000);
     KVB_ATOMIC_VAR(board, sizeof board);
     for (int pi = 0; pi < NPOOLS; pi++)
         for (uint32_t k = 0; k < NHASH; k++) {
@@ -370,37 +351,17 @@ int main(int argc, char **argv)
                               &universe[pi][k]) != 0)
                 FAIL("hash_make");
         }
-    for (int pi = 0; pi < NPOOLS; pi++) {
-        kvb_pool_config cfg;
-        kvb_pool_config_init(&cfg);
-        cfg.block_count = BLOCKS;
-        cfg.evict = pi == 0 ? KVB_EVICT_LRU : KVB_EVICT_FIFO;
-        cfg.dup_policy = pi == 0 ? KVB_DUP_ALLOW : KVB_DUP_REJECT;
-        cfg.name = pi == 0 ? "lru-allow" : "fifo-reject";
-        cfg.callbacks = (kvb_callbacks){.user = &pool_idx[pi], .on_reset = on_reset,
-                                        .on_evict = on_evict};
-        if (kvb_pool_create(&cfg, &pools[pi]) != 0)
-            FAIL("pool_create");
-    }
+    torture_pair_create(BLOCKS, NULL, (kvb_callbacks){.on_reset = on_reset, .on_evict = on_evict},
+                        pools);
 
-    struct worker *w = calloc((size_t)threads, sizeof *w);
-    pthread_t *t = calloc((size_t)threads, sizeof *t);
-    if (!w || !t)
+    struct worker *w = calloc((size_t)a.threads, sizeof *w);
+    if (!w)
         FAIL("out of memory");
-    pthread_barrier_init(&start, NULL, (unsigned)threads);
-    for (int i = 0; i < threads; i++) {
-        w[i].seed = seed * 1000003u + (uint64_t)i;
-        w[i].ops = ops;
-        if (pthread_create(&t[i], NULL, run, &w[i]) != 0)
-            FAIL("pthread_create");
-    }
-    for (int i = 0; i < threads; i++)
-        pthread_join(t[i], NULL);
-    pthread_barrier_destroy(&start);
+    torture_run(&a, w, sizeof *w, run);
 
     uint64_t total_ops = 0, upgrades = 0, same = 0, other = 0, enoent = 0, empty = 0;
     uint64_t per_op[NCAT] = {0};
-    for (int i = 0; i < threads; i++) {
+    for (int i = 0; i < a.threads; i++) {
         for (int k = 0; k < NCAT; k++) {
             total_ops += w[i].op_count[k];
             per_op[k] += w[i].op_count[k];
@@ -413,44 +374,18 @@ int main(int argc, char **argv)
     }
     for (int pi = 0; pi < NPOOLS; pi++) {
         kvb_pool *p = pools[pi];
-        if (kvb_pool_check(p) != 0)
-            FAIL("kvb_pool_check on pool %d", pi);
-        kvb_stats st;
-        kvb_pool_stats(p, &st);
-        uint64_t alloc = 0, ev = 0, staged = 0, regd = 0, mrel = 0;
-        for (int i = 0; i < threads; i++) {
-            alloc += w[i].allocated[pi];
-            ev += w[i].evicted[pi];
-            staged += w[i].staged[pi];
-            regd += w[i].registered[pi];
-            mrel += w[i].mreleased[pi];
-        }
-        if (st.mutable_ || st.staged || st.primary || st.duplicate)
-            FAIL("pool %d: blocks still held at the end", pi);
-        if (st.reset + st.inactive != BLOCKS)
-            FAIL("pool %d: reset %u + inactive %u != %u", pi, st.reset, st.inactive, BLOCKS);
-        if (st.allocations != alloc || st.evictions != ev || st.stagings != staged ||
-            st.registrations != regd)
-            FAIL("pool %d: counters do not balance (alloc %" PRIu64 "/%" PRIu64
-                 ", evict %" PRIu64 "/%" PRIu64 ", staged %" PRIu64 "/%" PRIu64
-                 ", reg %" PRIu64 "/%" PRIu64 ")",
-                 pi, st.allocations, alloc, st.evictions, ev, st.stagings, staged,
-                 st.registrations, regd);
+        torture_books b = {0};
+        for (int i = 0; i < a.threads; i++)
+            torture_books_add(&b, &w[i].books[pi]);
+        b.on_evict = atomic_load(&cb_evicts[pi]);
+        b.on_reset = atomic_load(&cb_resets[pi]);
+        kvb_stats st = torture_check_pool(
+            pi, p, &b, TORTURE_ALLOCATIONS | TORTURE_ON_EVICT | TORTURE_ON_RESET);
         if (st.allocations_from_reset + st.evictions != st.allocations)
             FAIL("pool %d: from_reset + evictions != allocations", pi);
-        if (atomic_load(&cb_evicts[pi]) != st.evictions)
-            FAIL("pool %d: on_evict fired %lu times for %" PRIu64 " evictions", pi,
-                 (unsigned long)atomic_load(&cb_evicts[pi]), st.evictions);
-        uint64_t resets = mrel + st.dedups + st.duplicates;
-        if (atomic_load(&cb_resets[pi]) != resets)
-            FAIL("pool %d: on_reset fired %lu times, expected %" PRIu64
-                 " (mutable releases + dedups + duplicates)",
-                 pi, (unsigned long)atomic_load(&cb_resets[pi]), resets);
-        if (st.misuse)
-            FAIL("pool %d: misuse counter %" PRIu64, pi, st.misuse);
         printf("pool %-11s: allocations=%" PRIu64 " evictions=%" PRIu64 " registrations=%" PRIu64
-               " duplicates=%" PRIu64 " dedups=%" PRIu64 " resurrections=%" PRIu64
-               " eager=%" PRIu64 " noops=%" PRIu64 " contended=%" PRIu64 "\n",
+               " duplicates=%" PRIu64 " dedups=%" PRIu64 " resurrections=%" PRIu64 " eager=%" PRIu64
+               " noops=%" PRIu64 " contended=%" PRIu64 "\n",
                kvb_pool_name(p), st.allocations, st.evictions, st.registrations, st.duplicates,
                st.dedups, st.resurrections, st.eager_transitions, st.release_noops,
                st.lock_contended);
@@ -466,6 +401,5 @@ int main(int argc, char **argv)
         printf(" %s=%" PRIu64, cat_names[k], per_op[k]);
     printf("\ntorture_weak: OK, %" PRIu64 " operations\n", total_ops);
     free(w);
-    free(t);
     return 0;
 }

@@ -1,7 +1,18 @@
-// The public headers compile as C++ (extern "C", no C-only constructs outside
-// #ifndef __cplusplus), and kvb_release resolves through overloads.
+// The public headers from C++: all of them in one translation unit (each alone
+// is compiled by make check-headers), extern "C" linkage of the API, and
+// kvb_release resolving through the C++ overloads. Built and run by
+// make check-headers (this tree) and make check-install (the installed headers
+// and libkvblock.so).
 #include <kvblock.h>
 #include <kvblock/device.h>
+#include <kvblock/events.h>
+#include <kvblock/inactive.h>
+#include <kvblock/index.h>
+#include <kvblock/publisher.h>
+#include <kvblock/redis.h>
+#include <kvblock/registry.h>
+#include <kvblock/seq.h>
+#include <kvblock/subscriber.h>
 
 int main()
 {

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "kvblock/device.h"
+#include "support/rng.h"
 
 /* ------------------------------------------------------------------------ */
 /* helpers                                                                  */
@@ -829,12 +830,7 @@ BOTH(two_threads_share_a_device)
 static uint64_t rng_state;
 static uint32_t rnd(void)
 {
-    uint64_t x = rng_state;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    rng_state = x;
-    return (uint32_t)(x >> 16);
+    return (uint32_t)(tu_xorshift64(&rng_state) >> 16);
 }
 static uint32_t rnd_below(uint32_t n)
 {

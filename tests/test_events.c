@@ -19,6 +19,8 @@
 #include "testutil.h"
 #include "testing.h"
 #include "events_internal.h"
+#include "support/park.h"
+#include "support/rng.h"
 #include <pthread.h>
 #include <sched.h>
 #include <semaphore.h>
@@ -155,18 +157,6 @@ static kvb_pool *ev_pool(uint32_t n, evlog *l, kvb_event_config *ec, kvb_dup_pol
     return tu_pool_cfg(&cfg);
 }
 
-/* Allocate, stage and register n blocks with hashes h[0..n) in one batch. */
-static void put(kvb_pool *p, const kvb_hash *h, uint32_t n, kvb_block *out)
-{
-    kvb_mutable m[64];
-    kvb_complete c[64];
-    cr_assert(n <= 64);
-    cr_assert_eq(kvb_pool_allocate(p, n, m, NULL, NULL), 0);
-    for (uint32_t i = 0; i < n; i++)
-        cr_assert_eq(kvb_mutable_stage(&m[i], h[i], &c[i]), 0);
-    cr_assert_eq(kvb_pool_register(p, c, n, out), 0);
-}
-
 static void release_all(kvb_block *b, uint32_t n)
 {
     for (uint32_t i = 0; i < n; i++)
@@ -242,8 +232,7 @@ static int replay(const evlog *l, hset *s)
 
 /* The replayed set must equal the hashes of universe[] the pool holds (scan,
  * no touch), and hold nothing else. Releases what the scan took. */
-static void expect_replay_matches_pool(evlog *l, kvb_pool *p, const kvb_hash *universe,
-                                       uint32_t nu)
+static void expect_replay_matches_pool(evlog *l, kvb_pool *p, const kvb_hash *universe, uint32_t nu)
 {
     hset s = {0};
     pthread_mutex_lock(&l->mu);
@@ -261,8 +250,7 @@ static void expect_replay_matches_pool(evlog *l, kvb_pool *p, const kvb_hash *un
         if (present != hit[i])
             mismatch++;
     }
-    cr_expect_eq(mismatch, 0, "%u hashes differ between the replayed index and the pool",
-                 mismatch);
+    cr_expect_eq(mismatch, 0, "%u hashes differ between the replayed index and the pool", mismatch);
     cr_expect_eq(in_set, s.n, "the replayed index holds hashes the workload never used");
     cr_expect_eq((size_t)hits, s.n, "pool holds %d, replayed index %zu", hits, s.n);
     for (uint32_t i = 0; i < nu; i++)
@@ -283,14 +271,14 @@ Test(events, register_new_primary_emits_one_stored_per_chain)
     kvb_hash c[4];
     tu_chain(100, 4, c);
     kvb_block b[4];
-    put(p, c, 3, b);
+    tu_put(p, c, 3, b);
     cr_assert_eq(l.n, 1, "one chain registered in one call: one event");
     expect_event(&l, 0, KVB_EVENT_STORED, 3, c);
     cr_expect_not(l.ev[0].has_parent, "position 0 has no parent");
     cr_expect_eq(l.ev[0].block_size, 16);
     for (uint32_t i = 0; i < 3; i++)
         cr_expect_eq(l.ids[i], b[i].id);
-    put(p, c + 3, 1, b + 3);
+    tu_put(p, c + 3, 1, b + 3);
     cr_assert_eq(l.n, 2);
     expect_event(&l, 1, KVB_EVENT_STORED, 1, c + 3);
     cr_expect(l.ev[1].has_parent, "the parent was reported stored: resolved");
@@ -318,7 +306,7 @@ Test(events, unrelated_blocks_in_one_call_are_separate_events_in_one_delivery)
     kvb_pool *p = ev_pool(8, &l, NULL, KVB_DUP_ALLOW);
     kvb_hash h[3] = {tu_hash(1), tu_hash(2), tu_hash(3)};
     kvb_block b[3];
-    put(p, h, 3, b);
+    tu_put(p, h, 3, b);
     cr_expect_eq(l.calls, 1);
     cr_assert_eq(l.n, 3, "position-0 hashes are not a chain");
     for (int i = 0; i < 3; i++)
@@ -336,8 +324,8 @@ Test(events, duplicate_and_resurrection_never_emit)
     kvb_pool *p = ev_pool(8, &l, NULL, KVB_DUP_ALLOW);
     kvb_hash h = tu_hash(7);
     kvb_block a, d, m;
-    put(p, &h, 1, &a);
-    put(p, &h, 1, &d); /* ALLOW: a DUPLICATE */
+    tu_put(p, &h, 1, &a);
+    tu_put(p, &h, 1, &d); /* ALLOW: a DUPLICATE */
     kvb_stats s;
     kvb_pool_stats(p, &s);
     cr_expect_eq(s.duplicates, 1);
@@ -348,7 +336,7 @@ Test(events, duplicate_and_resurrection_never_emit)
     cr_assert_eq(kvb_pool_match(p, &h, 1, &m), 1);
     cr_expect_eq(l.n, 1, "a resurrection emits nothing");
     kvb_block again;
-    put(p, &h, 1, &again); /* registering a held hash again: a duplicate */
+    tu_put(p, &h, 1, &again); /* registering a held hash again: a duplicate */
     cr_expect_eq(l.n, 1);
     cr_assert_eq(kvb_block_release(&again), 0);
     cr_assert_eq(kvb_block_release(&m), 0);
@@ -367,8 +355,8 @@ Test(events, reject_never_emits)
     kvb_pool *p = ev_pool(8, &l, NULL, KVB_DUP_REJECT);
     kvb_hash h = tu_hash(9);
     kvb_block a, r;
-    put(p, &h, 1, &a);
-    put(p, &h, 1, &r);
+    tu_put(p, &h, 1, &a);
+    tu_put(p, &h, 1, &r);
     cr_expect_eq(r.id, a.id, "REJECT hands out the primary");
     kvb_stats s;
     kvb_pool_stats(p, &s);
@@ -377,7 +365,7 @@ Test(events, reject_never_emits)
     release_all(&a, 1);
     release_all(&r, 1);
     /* REJECT against a cached hash: resurrected, still nothing */
-    put(p, &h, 1, &r);
+    tu_put(p, &h, 1, &r);
     cr_expect_eq(l.n, 1);
     release_all(&r, 1);
     tu_finish(p);
@@ -394,7 +382,7 @@ Test(events, eviction_by_allocate_emits_removed_in_eviction_order)
     kvb_pool *p = ev_pool(4, &l, NULL, KVB_DUP_ALLOW);
     kvb_hash h[4] = {tu_hash(1), tu_hash(2), tu_hash(3), tu_hash(4)};
     kvb_block b[4];
-    put(p, h, 4, b);
+    tu_put(p, h, 4, b);
     release_all(b, 4); /* LRU order: 1, 2, 3, 4 */
     cr_assert_eq(l.n, 4);
     kvb_mutable m[3];
@@ -427,7 +415,7 @@ Test(events, reset_on_release_emits_removed)
     kvb_pool *p = ev_pool(4, &l, NULL, KVB_DUP_ALLOW);
     kvb_hash h = tu_hash(5);
     kvb_block b, c;
-    put(p, &h, 1, &b);
+    tu_put(p, &h, 1, &b);
     cr_assert_eq(kvb_block_clone(&b, &c), 0);
     cr_assert_eq(kvb_block_set_reset_on_release(&b, true), 0);
     cr_assert_eq(kvb_block_release(&b), 0);
@@ -453,7 +441,7 @@ Test(events, reset_on_release_emits_removed)
     kvb_hash hs[2];
     tu_chain(40, 2, hs);
     kvb_block bs[2];
-    put(p, hs, 2, bs);
+    tu_put(p, hs, 2, bs);
     cr_assert_eq(kvb_block_release_n(bs, 2), 0);
     cr_assert_eq(l.n, 2);
     expect_event(&l, 0, KVB_EVENT_STORED, 2, hs);
@@ -464,54 +452,23 @@ Test(events, reset_on_release_emits_removed)
 }
 
 /* eager transition: a lookup finds a reset-on-release primary whose count is 0 */
-struct park {
-    sem_t reached, go;
-    kvb_block b;
-    int rc;
-};
-
-static void park_hook(void *arg, kvb_pool *pool, uint32_t id)
-{
-    struct park *pk = arg;
-    (void)pool;
-    (void)id;
-    sem_post(&pk->reached);
-    sem_wait(&pk->go);
-}
-
-static void *releaser(void *arg)
-{
-    struct park *pk = arg;
-    pk->rc = kvb_block_release(&pk->b);
-    return NULL;
-}
-
 Test(events, eager_reset_emits_removed_once)
 {
     evlog l;
     log_init(&l);
     kvb_pool *p = ev_pool(4, &l, NULL, KVB_DUP_ALLOW);
     kvb_hash h = tu_hash(6);
-    struct park pk;
-    put(p, &h, 1, &pk.b);
-    cr_assert_eq(kvb_block_set_reset_on_release(&pk.b, true), 0);
-    sem_init(&pk.reached, 0, 0);
-    sem_init(&pk.go, 0, 0);
-    kvb__test_set_last_release_hook(park_hook, &pk);
-    pthread_t t;
-    cr_assert_eq(pthread_create(&t, NULL, releaser, &pk), 0);
-    sem_wait(&pk.reached);
+    kvb_block b;
+    tu_put(p, &h, 1, &b);
+    cr_assert_eq(kvb_block_set_reset_on_release(&b, true), 0);
+    tu_park pk;
+    cr_assert_eq(tu_park_last_release(&pk, b), 0);
     kvb_block got;
     cr_expect_eq(kvb_pool_match(p, &h, 1, &got), 0, "the lookup resets it and misses");
     cr_assert_eq(l.n, 2, "the lookup emitted REMOVED");
     expect_event(&l, 1, KVB_EVENT_REMOVED, 1, &h);
-    sem_post(&pk.go);
-    pthread_join(t, NULL);
-    kvb__test_set_last_release_hook(NULL, NULL);
-    cr_expect_eq(pk.rc, 0);
+    cr_expect_eq(tu_unpark(&pk), 0);
     cr_expect_eq(l.n, 2, "the late release is a no-op: no second REMOVED");
-    sem_destroy(&pk.reached);
-    sem_destroy(&pk.go);
     tu_finish(p);
     expect_clean_log(&l);
     log_fini(&l);
@@ -525,7 +482,7 @@ Test(events, reset_inactive_emits_one_cleared)
     kvb_hash h[3];
     tu_chain(7, 3, h);
     kvb_block b[3];
-    put(p, h, 3, b);
+    tu_put(p, h, 3, b);
     cr_expect_eq(kvb_pool_reset_inactive(p), -EBUSY);
     cr_expect_eq(l.n, 1, "a refused drain emits nothing");
     release_all(b, 3);
@@ -536,7 +493,7 @@ Test(events, reset_inactive_emits_one_cleared)
     cr_expect_eq(l.n, 2, "draining an empty cache emits nothing");
     /* the parent index was cleared with it: a re-registered child finds no parent */
     kvb_block c;
-    put(p, h + 1, 1, &c);
+    tu_put(p, h + 1, 1, &c);
     cr_assert_eq(l.n, 3);
     cr_expect_not(l.ev[2].has_parent);
     release_all(&c, 1);
@@ -605,7 +562,7 @@ Test(events, pow2_policy_emits_only_power_of_two_positions_in_range)
     kvb_hash c[12];
     tu_chain(500, 12, c);
     kvb_block b[12];
-    put(p, c, 12, b);
+    tu_put(p, c, 12, b);
     cr_assert_eq(l.n, 3, "positions 2, 4 and 8 only");
     expect_event(&l, 0, KVB_EVENT_STORED, 1, &c[2]);
     expect_event(&l, 1, KVB_EVENT_STORED, 1, &c[4]);
@@ -632,7 +589,7 @@ Test(events, pow2_policy_emits_only_power_of_two_positions_in_range)
     kvb_hash d[40];
     tu_chain(900, 40, d);
     kvb_block e[40];
-    put(p, d, 40, e);
+    tu_put(p, d, 40, e);
     cr_assert_eq(l.n, 2, "positions 16 and 32");
     expect_event(&l, 0, KVB_EVENT_STORED, 1, &d[16]);
     expect_event(&l, 1, KVB_EVENT_STORED, 1, &d[32]);
@@ -657,18 +614,18 @@ Test(events, batch_by_count_and_flush)
     kvb_block b[5];
     for (int i = 0; i < 2; i++) {
         kvb_hash h = tu_hash((uint64_t)i);
-        put(p, &h, 1, &b[i]);
+        tu_put(p, &h, 1, &b[i]);
     }
     cr_expect_eq(l.calls, 0, "two events wait for a third");
     kvb_event_stats st;
     kvb_pool_events_stats(p, &st);
     cr_expect_eq(st.waiting, 2);
     kvb_hash h2 = tu_hash(2);
-    put(p, &h2, 1, &b[2]);
+    tu_put(p, &h2, 1, &b[2]);
     cr_expect_eq(l.calls, 1, "the third completes the batch");
     cr_expect_eq(l.n, 3);
     kvb_hash h3 = tu_hash(3);
-    put(p, &h3, 1, &b[3]);
+    tu_put(p, &h3, 1, &b[3]);
     cr_expect_eq(l.calls, 1);
     cr_assert_eq(kvb_pool_events_flush(p), 0);
     cr_expect_eq(l.calls, 2, "flush delivers what waits");
@@ -679,9 +636,9 @@ Test(events, batch_by_count_and_flush)
     /* a chain registered one block per call is coalesced while it waits */
     kvb_hash c[2];
     tu_chain(77, 2, c);
-    put(p, &c[0], 1, &b[4]);
+    tu_put(p, &c[0], 1, &b[4]);
     kvb_block c1;
-    put(p, &c[1], 1, &c1);
+    tu_put(p, &c[1], 1, &c1);
     cr_expect_eq(l.calls, 2);
     cr_assert_eq(kvb_pool_events_flush(p), 0);
     cr_assert_eq(l.n, 5, "one STORED event for the chain");
@@ -720,7 +677,7 @@ Test(events, batch_by_time_is_delivered_by_the_timer)
     kvb_pool *p = ev_pool(8, &l, &ec, KVB_DUP_ALLOW);
     kvb_hash h = tu_hash(1);
     kvb_block b;
-    put(p, &h, 1, &b);
+    tu_put(p, &h, 1, &b);
     wait_for_calls(&l, 1);
     pthread_mutex_lock(&l.mu);
     cr_expect_eq(l.calls, 1, "the timer delivered the lone event");
@@ -728,7 +685,7 @@ Test(events, batch_by_time_is_delivered_by_the_timer)
     pthread_mutex_unlock(&l.mu);
     release_all(&b, 1);
     kvb_hash h2 = tu_hash(2);
-    put(p, &h2, 1, &b);
+    tu_put(p, &h2, 1, &b);
     wait_for_calls(&l, 2);
     pthread_mutex_lock(&l.mu);
     cr_expect_eq(l.n, 2);
@@ -768,7 +725,7 @@ Test(events, tokens_and_medium)
     kvb_hash c[4];
     tu_chain(10, 4, c);
     kvb_block b[4];
-    put(p, c, 4, b);
+    tu_put(p, c, 4, b);
     cr_assert_eq(l.n, 3, "tokens known for 0, 1 and 3, not 2: the chain splits twice");
     expect_event(&l, 0, KVB_EVENT_STORED, 2, c);
     expect_event(&l, 1, KVB_EVENT_STORED, 1, c + 2);
@@ -780,7 +737,8 @@ Test(events, tokens_and_medium)
     cr_expect(l.ev[2].has_parent && kvb_hash_equal(l.ev[2].parent, c[2]));
     for (uint32_t t = 0; t < 32; t++) {
         uint32_t blk = t / 16;
-        cr_expect_eq(l.tok[l.ev[0].tok_off + t], (uint32_t)kvb_hash_current(c[blk]) * 1000u + t % 16);
+        cr_expect_eq(l.tok[l.ev[0].tok_off + t],
+                     (uint32_t)kvb_hash_current(c[blk]) * 1000u + t % 16);
     }
     cr_expect_eq(l.tok[l.ev[2].tok_off], (uint32_t)kvb_hash_current(c[3]) * 1000u);
     for (int i = 0; i < 3; i++)
@@ -799,12 +757,12 @@ Test(events, unresolved_parent_when_the_parent_is_gone)
     kvb_hash c[3];
     tu_chain(300, 3, c);
     kvb_block b[2];
-    put(p, c, 2, b);
+    tu_put(p, c, 2, b);
     /* c[1] leaves first, so LRU evicts it first */
     cr_assert_eq(kvb_block_release(&b[1]), 0);
     cr_assert_eq(kvb_block_release(&b[0]), 0);
     kvb_block g;
-    put(p, c + 2, 1, &g); /* evicts c[1], then stores its child */
+    tu_put(p, c + 2, 1, &g); /* evicts c[1], then stores its child */
     cr_assert_eq(l.n, 3);
     expect_event(&l, 1, KVB_EVENT_REMOVED, 1, &c[1]);
     expect_event(&l, 2, KVB_EVENT_STORED, 1, &c[2]);
@@ -830,14 +788,14 @@ Test(events, ambiguous_parents_are_reported_unknown_not_guessed)
     kvb_hash_make(7, 5, true, 1, &c1); /* child of a, but b fits its fragment too */
     kvb_hash_make(8, 5, true, 1, &c2);
     kvb_block ba, bb, bc1, bc2;
-    put(p, &a, 1, &ba);
-    put(p, &b, 1, &bb);
-    put(p, &c1, 1, &bc1);
+    tu_put(p, &a, 1, &ba);
+    tu_put(p, &b, 1, &bb);
+    tu_put(p, &c1, 1, &bc1);
     cr_assert_eq(l.n, 3);
     cr_expect_not(l.ev[2].has_parent, "two candidates: unknown");
     cr_assert_eq(kvb_block_set_reset_on_release(&bb, true), 0);
     cr_assert_eq(kvb_block_release(&bb), 0); /* REMOVED b: one candidate left */
-    put(p, &c2, 1, &bc2);
+    tu_put(p, &c2, 1, &bc2);
     cr_assert_eq(l.n, 5);
     cr_expect(l.ev[4].has_parent, "a single candidate: resolved");
     cr_expect(kvb_hash_equal(l.ev[4].parent, a));
@@ -884,14 +842,14 @@ Test(events, sink_may_call_back_into_the_pool)
     h[2500] = tu_hash(1);
     for (uint32_t i = 0; i < 2500; i += 50) {
         kvb_block b[50];
-        put(p, h + i, 50, b);
+        tu_put(p, h + i, 50, b);
         release_all(b, 50);
     }
     uint32_t before = (uint32_t)l.n;
     l.reenter = reenter_evict;
     kvb_hash x = h[2500];
     kvb_block bx;
-    put(p, &x, 1, &bx); /* STORED -> sink -> allocate 2999 (2500 evictions) */
+    tu_put(p, &x, 1, &bx); /* STORED -> sink -> allocate 2999 (2500 evictions) */
     cr_expect_eq(l.n, before + 2, "the STORED, then one REMOVED event for the nested evictions");
     expect_event(&l, before, KVB_EVENT_STORED, 1, &x);
     cr_assert_eq(l.ev[before + 1].type, KVB_EVENT_REMOVED);
@@ -942,7 +900,7 @@ Test(events, records_lost_for_lack_of_memory_leave_one_seq_jump)
         h[i] = tu_hash(20000 + i);
     for (uint32_t i = 0; i < 2500; i += 50) {
         kvb_block b[50];
-        put(p, h + i, 50, b);
+        tu_put(p, h + i, 50, b);
         release_all(b, 50);
     }
     size_t before = l.n;
@@ -950,7 +908,7 @@ Test(events, records_lost_for_lack_of_memory_leave_one_seq_jump)
     l.reenter = reenter_evict;
     kvb_hash x = tu_hash(2);
     kvb_block bx;
-    put(p, &x, 1, &bx);
+    tu_put(p, &x, 1, &bx);
     l.reenter = NULL;
     atomic_store(&fail_ring_growth, 0);
     kvb_event_stats st;
@@ -962,7 +920,7 @@ Test(events, records_lost_for_lack_of_memory_leave_one_seq_jump)
     cr_expect_eq(l.seq_jumps, 0, "no jump yet: the loss is announced by the next event");
     release_all(&bx, 1);
     kvb_hash y = tu_hash(3);
-    put(p, &y, 1, &bx);
+    tu_put(p, &y, 1, &bx);
     cr_assert_eq(l.n, before + 3);
     cr_expect_eq(l.ev[before + 2].seq, l.ev[before + 1].seq + 2, "the seq skips one number");
     cr_expect_eq(l.seq_jumps, 1);
@@ -994,7 +952,7 @@ static void order_hook(void *arg, kvb_pool *pool, uint64_t first_seq)
 static void *order_thread(void *arg)
 {
     struct order_ctx *o = arg;
-    put(o->p, &o->h, 1, &o->b);
+    tu_put(o->p, &o->h, 1, &o->b);
     return NULL;
 }
 
@@ -1013,7 +971,7 @@ Test(events, a_later_record_waits_for_an_earlier_one_in_flight)
     sem_wait(&o.parked); /* record 1 is numbered, its thread parked before delivery */
     kvb_hash h2 = tu_hash(2);
     kvb_block b2;
-    put(o.p, &h2, 1, &b2); /* record 2: handed over, must wait for 1 */
+    tu_put(o.p, &h2, 1, &b2); /* record 2: handed over, must wait for 1 */
     cr_expect_eq(l.calls, 0, "record 2 is not delivered before record 1");
     kvb_event_stats st;
     kvb_pool_events_stats(o.p, &st);
@@ -1047,14 +1005,6 @@ struct mt_ctx {
     int ops;
 };
 
-static uint64_t rnd(uint64_t *s)
-{
-    *s ^= *s << 13;
-    *s ^= *s >> 7;
-    *s ^= *s << 17;
-    return *s;
-}
-
 static void *mt_worker(void *arg)
 {
     struct mt_ctx *c = arg;
@@ -1064,7 +1014,7 @@ static void *mt_worker(void *arg)
     kvb_complete cp[MT_DEPTH];
     bool hit[MT_DEPTH];
     for (int op = 0; op < c->ops; op++) {
-        uint32_t r = (uint32_t)rnd(&s);
+        uint32_t r = (uint32_t)tu_xorshift64(&s);
         const kvb_hash *ch = c->u + (r % MT_CHAINS) * MT_DEPTH;
         uint32_t len = 1 + (r >> 8) % MT_DEPTH;
         switch ((r >> 16) % 8) {
@@ -1131,8 +1081,8 @@ static void mt_run(kvb_event_config *ec, evlog *l, uint32_t blocks, uint64_t see
     struct mt_ctx ctx[4];
     pthread_t t[4];
     for (int i = 0; i < 4; i++) {
-        ctx[i] = (struct mt_ctx){.p = p, .u = u, .seed = seed * 7919 + (uint64_t)i + 1,
-                                 .ops = 20000};
+        ctx[i] =
+            (struct mt_ctx){.p = p, .u = u, .seed = seed * 7919 + (uint64_t)i + 1, .ops = 20000};
         cr_assert_eq(pthread_create(&t[i], NULL, mt_worker, &ctx[i]), 0);
     }
     for (int i = 0; i < 4; i++)

@@ -20,82 +20,20 @@
  */
 #include "testutil.h"
 #include "kvblock/seq.h"
+#include "support/fail_alloc.h"
 #include <pthread.h>
 #include <stdlib.h>
 
-struct fa {
-    pthread_mutex_t mu;
-    long count;   /* allocation calls */
-    long fail_at; /* 1-based call that fails; 0 = none */
-    long n_alloc, n_free, mismatches;
-    size_t bytes_alloc, bytes_free;
-};
-
-static struct fa FA = {.mu = PTHREAD_MUTEX_INITIALIZER};
-
-#define HDR 16
-
-static void *fa_alloc(void *ctx, size_t size)
-{
-    struct fa *f = ctx;
-    pthread_mutex_lock(&f->mu);
-    long k = ++f->count;
-    bool fail = k == f->fail_at;
-    pthread_mutex_unlock(&f->mu);
-    if (fail || size > ((size_t)1 << 40))
-        return NULL;
-    unsigned char *p = malloc(size + HDR);
-    if (!p)
-        return NULL;
-    memcpy(p, &size, sizeof size);
-    pthread_mutex_lock(&f->mu);
-    f->n_alloc++;
-    f->bytes_alloc += size;
-    pthread_mutex_unlock(&f->mu);
-    return p + HDR;
-}
-
-static void fa_free(void *ctx, void *ptr, size_t size)
-{
-    struct fa *f = ctx;
-    if (!ptr)
-        return;
-    unsigned char *p = (unsigned char *)ptr - HDR;
-    size_t stored;
-    memcpy(&stored, p, sizeof stored);
-    pthread_mutex_lock(&f->mu);
-    f->n_free++;
-    f->bytes_free += size;
-    if (stored != size)
-        f->mismatches++;
-    pthread_mutex_unlock(&f->mu);
-    free(p);
-}
-
-static const kvb_allocator FA_ALLOC = {.ctx = &FA, .alloc = fa_alloc, .free = fa_free};
-
-static void fa_arm(long k)
-{
-    pthread_mutex_lock(&FA.mu);
-    FA.count = 0;
-    FA.fail_at = k;
-    pthread_mutex_unlock(&FA.mu);
-}
-
-static void fa_reset(void)
-{
-    pthread_mutex_lock(&FA.mu);
-    FA.count = FA.fail_at = FA.n_alloc = FA.n_free = FA.mismatches = 0;
-    FA.bytes_alloc = FA.bytes_free = 0;
-    pthread_mutex_unlock(&FA.mu);
-}
+/* the fail-at-k allocator (support/fail_alloc.h); requests over 1 TiB fail (the
+ * overflow tests ask for absurd sizes) */
+static tu_fa FA = TU_FA_INITIALIZER((size_t)1 << 40);
 
 static void expect_balanced(const char *what, long k)
 {
     cr_expect_eq(FA.n_alloc, FA.n_free, "%s, k=%ld: %ld allocations, %ld frees", what, k,
                  FA.n_alloc, FA.n_free);
-    cr_expect_eq(FA.bytes_alloc, FA.bytes_free, "%s, k=%ld: %zu bytes allocated, %zu freed",
-                 what, k, FA.bytes_alloc, FA.bytes_free);
+    cr_expect_eq(FA.bytes_alloc, FA.bytes_free, "%s, k=%ld: %zu bytes allocated, %zu freed", what,
+                 k, FA.bytes_alloc, FA.bytes_free);
     cr_expect_eq(FA.mismatches, 0, "%s, k=%ld: free called with a different size", what, k);
 }
 
@@ -115,7 +53,7 @@ static void base_cfg(kvb_pool_config *cfg, kvb_evict_policy pol)
     kvb_pool_config_init(cfg);
     cfg->block_count = 100;
     cfg->evict = pol;
-    cfg->allocator = FA_ALLOC;
+    cfg->allocator = tu_fa_allocator(&FA);
 }
 
 static int mk_pool(const struct path *pp, void **out)
@@ -147,7 +85,7 @@ static int mk_registry(const struct path *pp, void **out)
     kvb_registry_config rc;
     kvb_registry_config_init(&rc);
     rc.capacity = 1000;
-    rc.allocator = FA_ALLOC;
+    rc.allocator = tu_fa_allocator(&FA);
     return kvb_registry_create(&rc, (kvb_registry **)out);
 }
 
@@ -176,7 +114,7 @@ static int mk_pair(const struct path *pp, void **out)
     kvb_registry_config rc;
     kvb_registry_config_init(&rc);
     rc.capacity = 1000;
-    rc.allocator = FA_ALLOC;
+    rc.allocator = tu_fa_allocator(&FA);
     kvb_registry *r;
     int e = kvb_registry_create(&rc, &r);
     if (e)
@@ -241,8 +179,8 @@ static void every_k(const struct path *pp)
     void *const sentinel = (void *)&FA;
     long k;
     for (k = 1; k < 10000; k++) {
-        fa_reset();
-        fa_arm(k);
+        tu_fa_reset(&FA);
+        tu_fa_arm(&FA, k);
         void *obj = sentinel;
         int rc = pp->create(pp, &obj);
         long used = FA.count;
@@ -252,10 +190,9 @@ static void every_k(const struct path *pp)
             expect_balanced(pp->what, 0);
             break;
         }
-        cr_expect_eq(rc, -ENOMEM, "%s: allocation %ld of %ld failed: returned %d (%s)",
-                     pp->what, k, used, rc, kvb_err_name(rc));
-        cr_expect_eq(obj, sentinel, "%s, k=%ld: out-parameter written on failure", pp->what,
-                     k);
+        cr_expect_eq(rc, -ENOMEM, "%s: allocation %ld of %ld failed: returned %d (%s)", pp->what, k,
+                     used, rc, kvb_err_name(rc));
+        cr_expect_eq(obj, sentinel, "%s, k=%ld: out-parameter written on failure", pp->what, k);
         if (rc == 0 && obj != sentinel)
             pp->destroy(obj);
         expect_balanced(pp->what, k);
@@ -279,7 +216,7 @@ Test(fault, pool_create_every_policy_every_k)
     for (int pol = 0; pol < 16; pol++) { /* every built-in policy, and values that are none */
         struct path pp = {"pool_create", mk_pool, rm_pool, (kvb_evict_policy)pol};
         if (!kvb_inactive_builtin(pp.policy)) {
-            fa_reset();
+            tu_fa_reset(&FA);
             kvb_pool *p = NULL;
             kvb_pool_config cfg;
             base_cfg(&cfg, pp.policy);
@@ -356,7 +293,7 @@ static kvb_pool *cb_pool(uint32_t n)
     kvb_pool_config cfg;
     kvb_pool_config_init(&cfg);
     cfg.block_count = n;
-    cfg.allocator = FA_ALLOC;
+    cfg.allocator = tu_fa_allocator(&FA);
     cfg.callbacks = (kvb_callbacks){.on_reset = on_reset, .on_evict = on_evict};
     cfg.hint_capacity = 32;
     cfg.priorities = true;
@@ -374,15 +311,14 @@ static kvb_stats snap(kvb_pool *p)
 static void expect_unchanged(kvb_pool *p, const kvb_stats *before, const char *what)
 {
     kvb_stats now = snap(p);
-    cr_expect_eq(memcmp(&now, before, sizeof now), 0, "%s: a failed call changed the pool",
-                 what);
+    cr_expect_eq(memcmp(&now, before, sizeof now), 0, "%s: a failed call changed the pool", what);
 }
 
 #define NB 24 /* > KVB_CBQ_LOCAL / 3: every batch call below needs a heap buffer */
 
 Test(fault, large_batches_fail_whole_and_clean)
 {
-    fa_reset();
+    tu_fa_reset(&FA);
     kvb_pool *p = cb_pool(64);
     kvb_hash hs[NB];
     for (int i = 0; i < NB; i++)
@@ -395,13 +331,13 @@ Test(fault, large_batches_fail_whole_and_clean)
     memcpy(mkeep, m, sizeof m);
     kvb_stats s0 = snap(p);
     unsigned cb0 = resets + evicts;
-    fa_arm(1);
+    tu_fa_arm(&FA, 1);
     uint32_t nev = 99;
     cr_expect_eq(kvb_pool_allocate(p, NB, m, NULL, &nev), -ENOMEM);
     cr_expect_eq(nev, 0);
     cr_expect_eq(memcmp(m, mkeep, sizeof m), 0, "allocate wrote handles before failing");
     expect_unchanged(p, &s0, "allocate");
-    fa_arm(0);
+    tu_fa_arm(&FA, 0);
     cr_assert_eq(kvb_pool_allocate(p, NB, m, NULL, NULL), 0);
 
     /* register */
@@ -411,11 +347,11 @@ Test(fault, large_batches_fail_whole_and_clean)
     memcpy(ckeep, c, sizeof c);
     kvb_block b[NB];
     s0 = snap(p);
-    fa_arm(1);
+    tu_fa_arm(&FA, 1);
     cr_expect_eq(kvb_pool_register(p, c, NB, b), -ENOMEM);
     cr_expect_eq(memcmp(c, ckeep, sizeof c), 0, "register consumed handles before failing");
     expect_unchanged(p, &s0, "register");
-    fa_arm(0);
+    tu_fa_arm(&FA, 0);
     cr_assert_eq(kvb_pool_register(p, c, NB, b), 0);
     cr_assert_eq(kvb_block_release_n(b, NB), 0);
 
@@ -423,28 +359,28 @@ Test(fault, large_batches_fail_whole_and_clean)
     kvb_block out[NB];
     bool hit[NB];
     s0 = snap(p);
-    fa_arm(1);
+    tu_fa_arm(&FA, 1);
     cr_expect_eq(kvb_pool_match(p, hs, NB, out), -ENOMEM);
     expect_unchanged(p, &s0, "match");
-    fa_arm(1);
+    tu_fa_arm(&FA, 1);
     cr_expect_eq(kvb_pool_match_scattered(p, hs, NB, out, hit), -ENOMEM);
     expect_unchanged(p, &s0, "match_scattered");
-    fa_arm(1);
+    tu_fa_arm(&FA, 1);
     cr_expect_eq(kvb_pool_scan(p, hs, NB, true, out, hit), -ENOMEM);
     expect_unchanged(p, &s0, "scan");
 
     /* drain */
-    fa_arm(1);
+    tu_fa_arm(&FA, 1);
     cr_expect_eq(kvb_pool_reset_inactive(p), -ENOMEM);
     expect_unchanged(p, &s0, "reset_inactive");
     cr_expect_eq(resets + evicts, cb0, "a failed call fired callbacks");
 
     /* invariant check needs scratch memory too */
-    fa_arm(1);
+    tu_fa_arm(&FA, 1);
     cr_expect_eq(kvb_pool_check(p), -ENOMEM, "not -EFAULT: the pool is fine");
 
     /* with memory: everything works, and the callbacks fire */
-    fa_arm(0);
+    tu_fa_arm(&FA, 0);
     cr_expect_eq(kvb_pool_match(p, hs, NB, out), NB);
     cr_expect_eq(kvb_block_release_n(out, NB), 0);
     cr_expect_eq(kvb_pool_reset_inactive(p), NB);
@@ -456,9 +392,9 @@ Test(fault, large_batches_fail_whole_and_clean)
 
 Test(fault, small_batches_and_handle_operations_never_allocate)
 {
-    fa_reset();
+    tu_fa_reset(&FA);
     kvb_pool *p = cb_pool(16);
-    fa_arm(0);
+    tu_fa_arm(&FA, 0);
     long before = FA.count;
     kvb_mutable m[4];
     kvb_complete c[4];
@@ -515,10 +451,10 @@ Test(fault, small_batches_and_handle_operations_never_allocate)
 
 Test(fault, registry_growth_failure_degrades_presence_only)
 {
-    fa_reset();
+    tu_fa_reset(&FA);
     kvb_registry_config rc;
     kvb_registry_config_init(&rc);
-    rc.allocator = FA_ALLOC;
+    rc.allocator = tu_fa_allocator(&FA);
     kvb_registry *r;
     cr_assert_eq(kvb_registry_create(&rc, &r), 0);
     kvb_pool_config cfg;
@@ -536,9 +472,9 @@ Test(fault, registry_growth_failure_degrades_presence_only)
         kvb_complete c;
         cr_assert_eq(kvb_pool_allocate(p, 1, &m, NULL, NULL), 0);
         cr_assert_eq(kvb_mutable_stage(&m, hs[i], &c), 0);
-        fa_arm(1); /* the next registry allocation (a growth) fails */
+        tu_fa_arm(&FA, 1); /* the next registry allocation (a growth) fails */
         cr_assert_eq(kvb_pool_register(p, &c, 1, &b[i]), 0, "the pool does not fail");
-        fa_arm(0);
+        tu_fa_arm(&FA, 0);
     }
     cr_expect_eq(kvb_pool_check(p), 0, "the pool stays exact");
     bool present[N];
@@ -559,21 +495,21 @@ Test(fault, registry_growth_failure_degrades_presence_only)
 
 Test(fault, seq_init_every_k_uses_the_pool_allocator)
 {
-    fa_reset();
+    tu_fa_reset(&FA);
     kvb_pool_config cfg;
     base_cfg(&cfg, KVB_EVICT_LRU);
     kvb_pool *p = NULL;
     cr_assert_eq(kvb_pool_create(&cfg, &p), 0);
     long pool_allocs = FA.n_alloc;
     kvb_seq s;
-    fa_arm(0);
+    tu_fa_arm(&FA, 0);
     cr_assert_eq(kvb_seq_init(&s, p, 64), 0);
     long need = FA.count;
     cr_assert_geq(need, 7, "the sequence's arrays go through the hook (%ld calls)", need);
     kvb_seq_fini(&s);
     cr_expect_eq(FA.n_free, FA.n_alloc - pool_allocs, "fini frees every array");
     for (long k = 1; k <= need; k++) {
-        fa_arm(k);
+        tu_fa_arm(&FA, k);
         long frees = FA.n_free;
         size_t freed = FA.bytes_free;
         size_t before = FA.bytes_alloc;
@@ -582,7 +518,7 @@ Test(fault, seq_init_every_k_uses_the_pool_allocator)
                      "k=%ld: a failed init frees what it took", k);
         cr_expect_geq(FA.n_free, frees);
     }
-    fa_arm(0);
+    tu_fa_arm(&FA, 0);
     cr_assert_eq(kvb_seq_init(&s, p, 64), 0, "works again after the failures");
     kvb_seq_fini(&s);
     cr_assert_eq(kvb_pool_destroy(p), 0);

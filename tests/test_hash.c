@@ -14,6 +14,7 @@
 
 #include "data/hash_vectors.h"
 #include "kvblock.h"
+#include "support/rng.h"
 
 #define MAXPOS KVB_HASH_MAX_POSITION
 
@@ -289,8 +290,7 @@ Test(hash, make_roundtrip_at_boundaries)
     uint64_t x = 0x9E3779B97F4A7C15ull;
     for (size_t i = 0; i < sizeof pos / sizeof pos[0]; i++) {
         for (int k = 0; k < 64; k++) {
-            x ^= x << 13, x ^= x >> 7, x ^= x << 17; /* xorshift64 */
-            uint64_t cur = x, par = ~x * 0xff51afd7ed558ccdull;
+            uint64_t cur = tu_xorshift64(&x), par = ~x * 0xff51afd7ed558ccdull;
             kvb_hash h = mk(cur, par, true, pos[i]);
             cr_assert_eq(kvb_hash_position(h), pos[i]);
             cr_assert_eq(kvb_hash_current(h), cur);

@@ -5,6 +5,7 @@
  * conformance suite (tests/test_inactive.c, conformance::hints_*).
  */
 #include "testutil.h"
+#include "support/rng.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -215,8 +216,7 @@ Test(hint, churn)
         int32_t d;
     } q[24];
     for (int op = 0; op < 20000; op++) {
-        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-        uint32_t r = (uint32_t)(seed >> 33);
+        uint32_t r = (uint32_t)(tu_lcg_next(&seed) >> 33);
         if (r % 3 == 0 && nout < 24) {
             uint64_t first = (r >> 4) % 20;
             uint32_t n = 1 + (r >> 12) % 4;

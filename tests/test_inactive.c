@@ -1,7 +1,7 @@
 /*
  * test_inactive.c - the conformance suite for inactive index (eviction)
- * backends, plus policy-specific order tests for the built-in ones, the
- * built-in lookup and ops-table validation.
+ * backends, the order of its test-only backend, the built-in lookup and
+ * ops-table validation.
  *
  * Every backend in `backends[]` below runs through the same scenarios
  * (Criterion parameterized tests): allocation discipline (everything through
@@ -15,7 +15,9 @@
  * received): several scenarios compare two instances fed the same calls.
  * The table includes a test-only "lifo" backend written here, so the suite
  * demonstrably runs any ops table, including one without the optional
- * unevict and memory methods.
+ * unevict and memory methods. Every instance allocates through the fail-at-k
+ * allocator (support/fail_alloc.h), which counts and checks every call. What
+ * makes each built-in policy what it is (its order) is in test_policies.c.
  */
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
@@ -27,86 +29,9 @@
 
 #include "inactive_internal.h"
 #include "kvblock.h"
+#include "support/fail_alloc.h"
+#include "support/rng.h"
 #include "testutil.h"
-
-/* ------------------------------------------------------------------------ */
-/* Counting allocator                                                       */
-/* ------------------------------------------------------------------------ */
-
-#define CA_TRACK 64
-
-struct counting_alloc {
-    size_t attempts;    /* alloc calls, failed ones included */
-    size_t allocs;      /* successful alloc calls */
-    size_t frees;       /* free calls with a non-NULL pointer */
-    size_t bytes_alloc; /* total bytes handed out */
-    size_t bytes_freed; /* total bytes given back (the size free() was told) */
-    long fail_at;       /* fail the attempt with this 0-based index; -1: never */
-    size_t bad_frees;   /* frees of an unknown pointer or with the wrong size */
-    struct {
-        void *p;
-        size_t size;
-    } live[CA_TRACK];
-};
-
-static void ca_init(struct counting_alloc *ca)
-{
-    memset(ca, 0, sizeof *ca);
-    ca->fail_at = -1;
-}
-
-static void *ca_alloc(void *ctx, size_t size)
-{
-    struct counting_alloc *ca = ctx;
-    size_t attempt = ca->attempts++;
-    if (ca->fail_at >= 0 && attempt == (size_t)ca->fail_at)
-        return NULL;
-    void *p = malloc(size ? size : 1);
-    if (!p)
-        return NULL;
-    for (int i = 0; i < CA_TRACK; i++) {
-        if (!ca->live[i].p) {
-            ca->live[i].p = p;
-            ca->live[i].size = size;
-            break;
-        }
-    }
-    ca->allocs++;
-    ca->bytes_alloc += size;
-    return p;
-}
-
-static void ca_free(void *ctx, void *p, size_t size)
-{
-    struct counting_alloc *ca = ctx;
-    if (!p)
-        return;
-    bool found = false;
-    for (int i = 0; i < CA_TRACK; i++) {
-        if (ca->live[i].p == p) {
-            if (ca->live[i].size != size)
-                ca->bad_frees++;
-            ca->live[i].p = NULL;
-            found = true;
-            break;
-        }
-    }
-    if (!found)
-        ca->bad_frees++;
-    ca->frees++;
-    ca->bytes_freed += size;
-    free(p);
-}
-
-static size_t ca_live(const struct counting_alloc *ca)
-{
-    return ca->bytes_alloc - ca->bytes_freed;
-}
-
-static kvb_allocator ca_allocator(struct counting_alloc *ca)
-{
-    return (kvb_allocator){.ctx = ca, .alloc = ca_alloc, .free = ca_free};
-}
 
 /* ------------------------------------------------------------------------ */
 /* Test-only backend "lifo": most recently inserted first, written as simply */
@@ -242,14 +167,10 @@ struct backend_case {
  *   {&kvb_inactive_tinylfu, MODEL_SET, 24},
  *   {&kvb_inactive_lineage, MODEL_SET, 40}, */
 static const struct backend_case backends[] = {
-    {&kvb_inactive_lru, MODEL_LRU, 8},
-    {&kvb_inactive_fifo, MODEL_FIFO, 26},
-    {&kvb_inactive_multi_lru, MODEL_SET, 10},
-    {&kvb_inactive_tinylfu, MODEL_SET, 40},
-    {&kvb_inactive_lineage, MODEL_LRU, 100},
-    {&kvb_inactive_lineage_arc, MODEL_SET, 400},
-    {&kvb_inactive_adaptive, MODEL_SET, 480},
-    {&test_lifo_ops, MODEL_LIFO, 0},
+    {&kvb_inactive_lru, MODEL_LRU, 8},        {&kvb_inactive_fifo, MODEL_FIFO, 26},
+    {&kvb_inactive_multi_lru, MODEL_SET, 10}, {&kvb_inactive_tinylfu, MODEL_SET, 40},
+    {&kvb_inactive_lineage, MODEL_LRU, 100},  {&kvb_inactive_lineage_arc, MODEL_SET, 400},
+    {&kvb_inactive_adaptive, MODEL_SET, 480}, {&test_lifo_ops, MODEL_LIFO, 0},
 };
 #define N_BACKENDS (sizeof backends / sizeof backends[0])
 
@@ -314,7 +235,7 @@ struct inst {
     uint32_t block_count;
 };
 
-static kvb_inactive_params mkparams(uint32_t block_count, struct counting_alloc *ca)
+static kvb_inactive_params mkparams(uint32_t block_count, tu_fa *ca)
 {
     kvb_inactive_params p;
     memset(&p, 0, sizeof p);
@@ -324,11 +245,11 @@ static kvb_inactive_params mkparams(uint32_t block_count, struct counting_alloc 
     p.thresholds[2] = 15;
     p.frequency = tfreq;
     p.frequency_ctx = NULL;
-    p.allocator = ca_allocator(ca);
+    p.allocator = tu_fa_allocator(ca);
     return p;
 }
 
-static struct inst mk(const kvb_inactive_ops *ops, uint32_t block_count, struct counting_alloc *ca)
+static struct inst mk(const kvb_inactive_ops *ops, uint32_t block_count, tu_fa *ca)
 {
     kvb_inactive_params p = mkparams(block_count, ca);
     struct inst in = {.ops = ops, .self = NULL, .block_count = block_count};
@@ -338,15 +259,15 @@ static struct inst mk(const kvb_inactive_ops *ops, uint32_t block_count, struct 
     return in;
 }
 
-static void done(struct inst *in, struct counting_alloc *ca)
+static void done(struct inst *in, tu_fa *ca)
 {
     in->ops->destroy(in->self);
     in->self = NULL;
-    cr_assert_eq(ca->allocs, ca->frees, "%s: %zu allocations, %zu frees", in->ops->name, ca->allocs,
-                 ca->frees);
-    cr_assert_eq(ca->bytes_alloc, ca->bytes_freed, "%s: %zu bytes allocated, %zu freed",
-                 in->ops->name, ca->bytes_alloc, ca->bytes_freed);
-    cr_assert_eq(ca->bad_frees, 0, "%s: free of an unknown pointer or with a wrong size",
+    cr_assert_eq(ca->n_alloc, ca->n_free, "%s: %ld allocations, %ld frees", in->ops->name,
+                 ca->n_alloc, ca->n_free);
+    cr_assert_eq(ca->bytes_alloc, ca->bytes_free, "%s: %zu bytes allocated, %zu freed",
+                 in->ops->name, ca->bytes_alloc, ca->bytes_free);
+    cr_assert_eq(ca->mismatches, 0, "%s: free of an unknown pointer or with a wrong size",
                  in->ops->name);
 }
 
@@ -398,20 +319,6 @@ static uint32_t ev_all(struct inst *in, uint32_t *out)
     return n;
 }
 
-/* Small deterministic PRNG (splitmix64). */
-static uint64_t rnd(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static uint32_t rndn(uint64_t *s, uint32_t n)
-{
-    return (uint32_t)(rnd(s) % n);
-}
-
 /* Fill two instances (b may be NULL) with the same calls: ids 0..n-1 in a
  * shuffled order with pseudo-random arrivals (recorded by id in arrival_out
  * when non-NULL), then remove every 7th of that order. */
@@ -422,12 +329,12 @@ static void fill_same(struct inst *a, struct inst *b, uint32_t n, uint64_t seed,
     for (uint32_t i = 0; i < n; i++)
         order[i] = i;
     for (uint32_t i = n; i > 1; i--) {
-        uint32_t j = rndn(&seed, i), t = order[i - 1];
+        uint32_t j = tu_rnd(&seed, i), t = order[i - 1];
         order[i - 1] = order[j];
         order[j] = t;
     }
     for (uint32_t i = 0; i < n; i++) {
-        uint32_t arrival = 1000 + rndn(&seed, 4 * n);
+        uint32_t arrival = 1000 + tu_rnd(&seed, 4 * n);
         if (arrival_out)
             arrival_out[order[i]] = arrival;
         cr_assert_eq(ins(a, order[i], arrival), 0);
@@ -442,7 +349,7 @@ static void fill_same(struct inst *a, struct inst *b, uint32_t n, uint64_t seed,
 }
 
 /* Destroy two instances sharing one allocator, then check it is all freed. */
-static void done2(struct inst *a, struct inst *b, struct counting_alloc *ca)
+static void done2(struct inst *a, struct inst *b, tu_fa *ca)
 {
     b->ops->destroy(b->self);
     b->self = NULL;
@@ -472,14 +379,14 @@ BACKEND_TEST(table_is_valid)
 
 BACKEND_TEST(create_destroy_frees_everything)
 {
-    struct counting_alloc ca;
-    ca_init(&ca);
+    tu_fa ca;
+    tu_fa_init(&ca, 0);
     struct inst in = mk(bc->ops, 1000, &ca);
-    cr_assert_gt(ca.allocs, 0, "%s: nothing allocated through params->allocator", bc->ops->name);
+    cr_assert_gt(ca.n_alloc, 0, "%s: nothing allocated through params->allocator", bc->ops->name);
     if (bc->ops->memory)
-        cr_assert_eq(bc->ops->memory(in.self), ca_live(&ca),
+        cr_assert_eq(bc->ops->memory(in.self), tu_fa_live(&ca),
                      "%s: memory() = %zu but %zu bytes are allocated", bc->ops->name,
-                     bc->ops->memory(in.self), ca_live(&ca));
+                     bc->ops->memory(in.self), tu_fa_live(&ca));
     cr_assert_eq(len(&in), 0);
     for (uint32_t id = 0; id < 1000; id++)
         cr_assert_not(has(&in, id));
@@ -491,27 +398,27 @@ BACKEND_TEST(create_destroy_frees_everything)
 
 BACKEND_TEST(create_rejects_bad_block_count)
 {
-    struct counting_alloc ca;
-    ca_init(&ca);
+    tu_fa ca;
+    tu_fa_init(&ca, 0);
     void *self = (void *)&ca;
     kvb_inactive_params p = mkparams(0, &ca);
     cr_assert_eq(bc->ops->create(&p, &self), -EINVAL, "%s: block_count 0", bc->ops->name);
     p.block_count = KVB_MAX_BLOCKS + 1;
     cr_assert_eq(bc->ops->create(&p, &self), -EINVAL, "%s: block_count > max", bc->ops->name);
-    cr_assert_eq(ca_live(&ca), 0);
+    cr_assert_eq(tu_fa_live(&ca), 0);
 }
 
 BACKEND_TEST(create_enomem_leaves_nothing)
 {
     /* Fail the first, second, ... allocation until create succeeds. */
     for (long k = 0;; k++) {
-        struct counting_alloc ca;
-        ca_init(&ca);
-        ca.fail_at = k;
+        tu_fa ca;
+        tu_fa_init(&ca, 0);
+        tu_fa_arm(&ca, k + 1); /* attempt k, counted from 0 */
         kvb_inactive_params p = mkparams(500, &ca);
         void *self = NULL;
         int rc = bc->ops->create(&p, &self);
-        if ((size_t)k >= ca.attempts) {
+        if (k >= ca.count) {
             cr_assert_eq(rc, 0, "%s: create failed with no allocation failing", bc->ops->name);
             struct inst in = {.ops = bc->ops, .self = self, .block_count = 500};
             done(&in, &ca);
@@ -520,17 +427,17 @@ BACKEND_TEST(create_enomem_leaves_nothing)
         }
         cr_assert_eq(rc, -ENOMEM, "%s: allocation %ld failed, create gave %d", bc->ops->name, k,
                      rc);
-        cr_assert_eq(ca.allocs, ca.frees, "%s: leak after failing allocation %ld", bc->ops->name,
+        cr_assert_eq(ca.n_alloc, ca.n_free, "%s: leak after failing allocation %ld", bc->ops->name,
                      k);
-        cr_assert_eq(ca_live(&ca), 0);
-        cr_assert_eq(ca.bad_frees, 0);
+        cr_assert_eq(tu_fa_live(&ca), 0);
+        cr_assert_eq(ca.mismatches, 0);
     }
 }
 
 BACKEND_TEST(insert_contains_len)
 {
-    struct counting_alloc ca;
-    ca_init(&ca);
+    tu_fa ca;
+    tu_fa_init(&ca, 0);
     struct inst in = mk(bc->ops, 256, &ca);
     uint32_t n = 0;
     for (uint32_t id = 0; id < 256; id += 2) {
@@ -549,8 +456,8 @@ BACKEND_TEST(insert_contains_len)
 
 BACKEND_TEST(remove_present_and_absent)
 {
-    struct counting_alloc ca;
-    ca_init(&ca);
+    tu_fa ca;
+    tu_fa_init(&ca, 0);
     struct inst in = mk(bc->ops, 64, &ca);
     for (uint32_t id = 0; id < 32; id++)
         cr_assert_eq(ins(&in, id, id), 0);
@@ -580,8 +487,8 @@ BACKEND_TEST(remove_present_and_absent)
 
 BACKEND_TEST(duplicate_insert_is_eexist_and_harmless)
 {
-    struct counting_alloc ca;
-    ca_init(&ca);
+    tu_fa ca;
+    tu_fa_init(&ca, 0);
     struct inst a = mk(bc->ops, 128, &ca), b = mk(bc->ops, 128, &ca);
     fill_same(&a, &b, 100, 11, NULL);
     uint32_t n = len(&a);
@@ -599,8 +506,8 @@ BACKEND_TEST(duplicate_insert_is_eexist_and_harmless)
 
 BACKEND_TEST(id_out_of_range_is_einval)
 {
-    struct counting_alloc ca;
-    ca_init(&ca);
+    tu_fa ca;
+    tu_fa_init(&ca, 0);
     struct inst a = mk(bc->ops, 100, &ca), b = mk(bc->ops, 100, &ca);
     fill_same(&a, &b, 100, 12, NULL);
     uint32_t n = len(&a);
@@ -617,8 +524,8 @@ BACKEND_TEST(id_out_of_range_is_einval)
 
 BACKEND_TEST(evict_returns_each_entry_once)
 {
-    struct counting_alloc ca;
-    ca_init(&ca);
+    tu_fa ca;
+    tu_fa_init(&ca, 0);
     enum { N = 500 };
     struct inst in = mk(bc->ops, N, &ca);
     bool removed[N] = {false}, seen[N] = {false};
@@ -656,8 +563,8 @@ BACKEND_TEST(evict_returns_each_entry_once)
 
 BACKEND_TEST(evict_more_than_len_and_zero)
 {
-    struct counting_alloc ca;
-    ca_init(&ca);
+    tu_fa ca;
+    tu_fa_init(&ca, 0);
     struct inst in = mk(bc->ops, 50, &ca);
     uint32_t out[64];
     cr_assert_eq(ev(&in, 10, out), 0, "%s: evict on empty", bc->ops->name);
@@ -673,8 +580,8 @@ BACKEND_TEST(evict_more_than_len_and_zero)
 
 BACKEND_TEST(drain_empties)
 {
-    struct counting_alloc ca;
-    ca_init(&ca);
+    tu_fa ca;
+    tu_fa_init(&ca, 0);
     struct inst in = mk(bc->ops, 300, &ca);
     in.ops->drain(in.self); /* empty drain */
     cr_assert_eq(len(&in), 0);
@@ -697,8 +604,8 @@ BACKEND_TEST(unevict_restores_exact_order)
 {
     uint32_t ks[] = {0, 1, 2, 17, 40, 1000};
     for (size_t t = 0; t < sizeof ks / sizeof ks[0]; t++) {
-        struct counting_alloc ca;
-        ca_init(&ca);
+        tu_fa ca;
+        tu_fa_init(&ca, 0);
         struct inst a = mk(bc->ops, 200, &ca), b = mk(bc->ops, 200, &ca);
         uint32_t arrival_of[200];
         fill_same(&a, &b, 200, 14, arrival_of);
@@ -815,19 +722,19 @@ static struct run_stats random_ops(struct inst *in, struct model *m, uint32_t no
 
     for (uint32_t op = 0; op < nops; op++) {
         const uint16_t *mix = op_mix[(op / 3000) % 3];
-        uint32_t r = rndn(&seed, 1000);
+        uint32_t r = tu_rnd(&seed, 1000);
         uint32_t len_before = len(in);
         if (r < mix[0]) { /* insert, sometimes a duplicate or out of range */
-            uint32_t id = rndn(&seed, bc + bc / 50 + 1);
+            uint32_t id = tu_rnd(&seed, bc + bc / 50 + 1);
             bool dup = id < bc && has(in, id);
-            if (id < bc && !dup && (!has_content[id] || rndn(&seed, 10) == 0)) {
+            if (id < bc && !dup && (!has_content[id] || tu_rnd(&seed, 10) == 0)) {
                 /* new content in this slot; now and then the same arrival as the
                  * previous one, to exercise ties */
-                arrival[id] = rndn(&seed, 16) ? next_arrival++ : next_arrival - 1;
+                arrival[id] = tu_rnd(&seed, 16) ? next_arrival++ : next_arrival - 1;
                 has_content[id] = true;
             }
             uint32_t a = id < bc ? arrival[id] : 0;
-            if (dup && rndn(&seed, 2))
+            if (dup && tu_rnd(&seed, 2))
                 a = next_arrival + 7; /* a duplicate with a different arrival */
             int rc = ins(in, id, a);
             st.inserted += rc == 0;
@@ -845,9 +752,9 @@ static struct run_stats random_ops(struct inst *in, struct model *m, uint32_t no
                     model_insert(m, id, a);
             }
         } else if (r < mix[1]) { /* remove (a cache hit), present or not */
-            uint32_t id = rndn(&seed, bc + 2);
+            uint32_t id = tu_rnd(&seed, bc + 2);
             for (int tries = 0; tries < 3 && !has(in, id); tries++)
-                id = rndn(&seed, bc + 2); /* prefer a hit */
+                id = tu_rnd(&seed, bc + 2); /* prefer a hit */
             bool got = rem(in, id);
             st.removed += got;
             st.remove_missed += !got;
@@ -857,7 +764,7 @@ static struct run_stats random_ops(struct inst *in, struct model *m, uint32_t no
             if (got && m)
                 model_delete(m, id);
         } else if (r < mix[2]) { /* evict a few */
-            uint32_t want = rndn(&seed, 9);
+            uint32_t want = tu_rnd(&seed, 9);
             uint32_t k = ev(in, want, out);
             st.evicted += k;
             if (m) {
@@ -879,7 +786,7 @@ static struct run_stats random_ops(struct inst *in, struct model *m, uint32_t no
                 has_content[out[i]] = false; /* the slot gets new content */
             }
         } else if (r < mix[3]) { /* evict then roll back */
-            uint32_t want = rndn(&seed, 17);
+            uint32_t want = tu_rnd(&seed, 17);
             uint32_t k = ev(in, want, out);
             st.unevicted += k;
             for (uint32_t i = 0; i < k; i++) {
@@ -902,7 +809,7 @@ static struct run_stats random_ops(struct inst *in, struct model *m, uint32_t no
                     model_insert(m, out[i], arr[i]);
             }
         } else if (r < mix[4]) { /* contains */
-            uint32_t id = rndn(&seed, bc + 2);
+            uint32_t id = tu_rnd(&seed, bc + 2);
             bool got = has(in, id);
             if (m)
                 cr_assert_eq(got, id < bc && m->present[id], "%s op %u: contains(%u)", name, op,
@@ -934,16 +841,16 @@ static struct run_stats random_ops(struct inst *in, struct model *m, uint32_t no
 BACKEND_TEST(differential_100k_against_model)
 {
     enum { BC = 257 };
-    struct counting_alloc ca;
-    ca_init(&ca);
+    tu_fa ca;
+    tu_fa_init(&ca, 0);
     struct inst in = mk(bc->ops, BC, &ca);
     uint32_t seq[BC], arrival[BC];
     bool present[BC] = {false};
     struct model m = {
         .kind = bc->model, .seq = seq, .n = 0, .arrival = arrival, .present = present};
-    size_t allocs = ca.allocs;
+    long allocs = ca.n_alloc;
     struct run_stats st = random_ops(&in, &m, 100000, 0x6b76626c6f636b01ull);
-    cr_assert_eq(ca.allocs, allocs, "%s: allocated after create", bc->ops->name);
+    cr_assert_eq(ca.n_alloc, allocs, "%s: allocated after create", bc->ops->name);
     cr_log_info("%s: differential: %u inserted, %u EEXIST, %u EINVAL, %u removed, %u missed, "
                 "%u evicted, %u rolled back, %u drains, max len %u/%u, emptied %u times",
                 bc->ops->name, st.inserted, st.eexist, st.einval, st.removed, st.remove_missed,
@@ -967,15 +874,15 @@ BACKEND_TEST(differential_100k_against_model)
 
 BACKEND_TEST(no_allocation_after_create)
 {
-    struct counting_alloc ca;
-    ca_init(&ca);
+    tu_fa ca;
+    tu_fa_init(&ca, 0);
     struct inst in = mk(bc->ops, 1024, &ca);
-    size_t allocs = ca.allocs, attempts = ca.attempts, frees = ca.frees;
+    long allocs = ca.n_alloc, attempts = ca.count, frees = ca.n_free;
     size_t mem = bc->ops->memory ? bc->ops->memory(in.self) : 0;
     random_ops(&in, NULL, 20000, 42);
-    cr_assert_eq(ca.attempts, attempts, "%s: alloc called after create", bc->ops->name);
-    cr_assert_eq(ca.allocs, allocs);
-    cr_assert_eq(ca.frees, frees, "%s: free called before destroy", bc->ops->name);
+    cr_assert_eq(ca.count, attempts, "%s: alloc called after create", bc->ops->name);
+    cr_assert_eq(ca.n_alloc, allocs);
+    cr_assert_eq(ca.n_free, frees, "%s: free called before destroy", bc->ops->name);
     if (bc->ops->memory)
         cr_assert_eq(bc->ops->memory(in.self), mem, "%s: memory() changed", bc->ops->name);
     done(&in, &ca);
@@ -984,12 +891,12 @@ BACKEND_TEST(no_allocation_after_create)
 BACKEND_TEST(memory_per_block_at_1m)
 {
     enum { BIG = 1u << 20 };
-    struct counting_alloc ca;
-    ca_init(&ca);
+    tu_fa ca;
+    tu_fa_init(&ca, 0);
     struct inst in = mk(bc->ops, BIG, &ca);
-    size_t bytes = bc->ops->memory ? bc->ops->memory(in.self) : ca_live(&ca);
-    cr_assert_eq(bytes, ca_live(&ca), "%s: memory() %zu, allocated %zu", bc->ops->name, bytes,
-                 ca_live(&ca));
+    size_t bytes = bc->ops->memory ? bc->ops->memory(in.self) : tu_fa_live(&ca);
+    cr_assert_eq(bytes, tu_fa_live(&ca), "%s: memory() %zu, allocated %zu", bc->ops->name, bytes,
+                 tu_fa_live(&ca));
     double per = (double)bytes / BIG;
     cr_log_info("%s: %zu bytes for %u blocks = %.3f bytes/block", bc->ops->name, bytes,
                 (unsigned)BIG, per);
@@ -1173,8 +1080,7 @@ BACKEND_TEST(hints_withdrawn_blocks_are_ordinary_again)
     /* the 2 blocks freed above come first, then two of the withdrawn h[0..3] */
     cr_assert_eq(hevict(p, 4, ev), 2);
     for (uint32_t i = 0; i < 2; i++)
-        cr_assert(hin(h, 4, ev[i]), "%s: eviction %u took a block still hinted", bc->ops->name,
-                  i);
+        cr_assert(hin(h, 4, ev[i]), "%s: eviction %u took a block still hinted", bc->ops->name, i);
     cr_assert_eq(kvb_pool_hint(p, h + 4, 4, -1), 0);
     kvb_stats st;
     kvb_pool_stats(p, &st);
@@ -1193,8 +1099,7 @@ BACKEND_TEST(hints_hit_on_a_protected_block)
     }
     cr_assert_eq(kvb_pool_hint(p, h, 2, +1), 0);
     cr_assert_eq(hevict(p, 2, ev), 2); /* h[2], h[3]; h[0], h[1] set apart */
-    cr_assert_eq(hrequest(p, &h[0], 1, NULL, NULL), 1, "%s: protected block missed",
-                 bc->ops->name);
+    cr_assert_eq(hrequest(p, &h[0], 1, NULL, NULL), 1, "%s: protected block missed", bc->ops->name);
     cr_assert_eq(kvb_pool_hint(p, h, 1, -1), 0);
     cr_assert_eq(kvb_pool_check(p), 0);
     cr_assert_eq(hrequest(p, &h[1], 1, NULL, NULL), 1);
@@ -1292,10 +1197,10 @@ BACKEND_TEST(hints_random_against_a_model)
     uint64_t seed = 0x1234 + bc->model;
     uint64_t unmatched = 0, rejected = 0;
     for (int op = 0; op < 4000; op++) {
-        uint32_t r = rndn(&seed, 10);
+        uint32_t r = tu_rnd(&seed, 10);
         if (r < 5) { /* a request: chain c, length 1..4 */
-            int c = (int)rndn(&seed, HM_HASHES / 4);
-            uint32_t n = 1 + rndn(&seed, 4);
+            int c = (int)tu_rnd(&seed, HM_HASHES / 4);
+            uint32_t n = 1 + tu_rnd(&seed, 4);
             kvb_hash ev[4];
             uint32_t nev = 0;
             kvb_block b[4];
@@ -1354,9 +1259,9 @@ BACKEND_TEST(hints_random_against_a_model)
             for (uint32_t j = 0; j < n; j++)
                 m.cached[4 * c + (int)j] = true;
         } else if (r < 8) { /* hint a few hashes (a queued request: a chain prefix) */
-            int c = (int)rndn(&seed, HM_HASHES / 4);
-            uint32_t n = 1 + rndn(&seed, 4);
-            int32_t d = 1 + (int32_t)rndn(&seed, 2);
+            int c = (int)tu_rnd(&seed, HM_HASHES / 4);
+            uint32_t n = 1 + tu_rnd(&seed, 4);
+            int32_t d = 1 + (int32_t)tu_rnd(&seed, 2);
             int rc = kvb_pool_hint(p, &m.h[4 * c], n, d);
             if (rc == -ENOSPC) {
                 rejected++;
@@ -1367,9 +1272,9 @@ BACKEND_TEST(hints_random_against_a_model)
             for (uint32_t j = 0; j < n; j++)
                 hm_add(&m, 4 * c + (int)j, (uint32_t)d, m.ticket);
         } else { /* withdraw */
-            int c = (int)rndn(&seed, HM_HASHES / 4);
-            uint32_t n = 1 + rndn(&seed, 4);
-            int32_t d = 1 + (int32_t)rndn(&seed, 2);
+            int c = (int)tu_rnd(&seed, HM_HASHES / 4);
+            uint32_t n = 1 + tu_rnd(&seed, 4);
+            int32_t d = 1 + (int32_t)tu_rnd(&seed, 2);
             cr_assert_eq(kvb_pool_hint(p, &m.h[4 * c], n, -d), 0);
             for (uint32_t j = 0; j < n; j++)
                 unmatched += (uint32_t)d - hm_withdraw(&m, 4 * c + (int)j, (uint32_t)d);
@@ -1456,8 +1361,7 @@ BACKEND_TEST(priorities_lowest_first)
                 bool ok = false;
                 for (uint32_t i = 12; i < 20; i++)
                     ok |= kvb_hash_equal(ev[k], h[i]);
-                cr_assert(ok, "%s: eviction %u is not a default-priority block", bc->ops->name,
-                          k);
+                cr_assert(ok, "%s: eviction %u is not a default-priority block", bc->ops->name, k);
             }
             continue;
         }
@@ -1510,7 +1414,7 @@ BACKEND_TEST(priorities_cached_blocks_move_both_ways)
         h[i] = hroot(800 + i);
         hrequest(p, &h[i], 1, NULL, NULL);
     }
-    cr_assert_eq(kvb_pool_set_priority(p, h, 4, 70, 0), 4);  /* out of the backend */
+    cr_assert_eq(kvb_pool_set_priority(p, h, 4, 70, 0), 4); /* out of the backend */
     cr_assert_eq(kvb_pool_set_priority(p, h, 2, KVB_PRIORITY_DEFAULT, 0), 2); /* back */
     cr_assert_eq(kvb_pool_set_priority(p, h + 4, 1, 5, 0), 1);
     cr_assert_eq(kvb_pool_hint(p, h + 4, 1, 1), 0); /* h[4]: low, but hinted */
@@ -1527,7 +1431,7 @@ BACKEND_TEST(priorities_cached_blocks_move_both_ways)
 }
 
 /* ------------------------------------------------------------------------ */
-/* Policy-specific order                                                    */
+/* The test-only backend's order (the built-in ones': test_policies.c)       */
 /* ------------------------------------------------------------------------ */
 
 static void expect_order(struct inst *in, const uint32_t *want, uint32_t n)
@@ -1540,223 +1444,10 @@ static void expect_order(struct inst *in, const uint32_t *want, uint32_t n)
                      out[i], want[i]);
 }
 
-Test(lru, order_is_insertion_order)
-{
-    struct counting_alloc ca;
-    ca_init(&ca);
-    struct inst in = mk(&kvb_inactive_lru, 16, &ca);
-    uint32_t ids[] = {9, 3, 15, 0, 7, 12};
-    /* arrivals are ignored by lru: give them in the opposite order */
-    for (uint32_t i = 0; i < 6; i++)
-        cr_assert_eq(ins(&in, ids[i], 100 - i), 0);
-    expect_order(&in, ids, 6);
-    done(&in, &ca);
-}
-
-Test(lru, evict_in_chunks_continues_from_lru_end)
-{
-    struct counting_alloc ca;
-    ca_init(&ca);
-    struct inst in = mk(&kvb_inactive_lru, 16, &ca);
-    for (uint32_t id = 0; id < 10; id++)
-        cr_assert_eq(ins(&in, id, 0), 0);
-    uint32_t out[4];
-    cr_assert_eq(ev(&in, 3, out), 3);
-    cr_assert(out[0] == 0 && out[1] == 1 && out[2] == 2);
-    cr_assert_eq(ins(&in, 1, 0), 0); /* released again: MRU end */
-    uint32_t want[] = {3, 4, 5, 6, 7, 8, 9, 1};
-    expect_order(&in, want, 8);
-    done(&in, &ca);
-}
-
-Test(lru, remove_and_reinsert_moves_to_mru_end)
-{
-    struct counting_alloc ca;
-    ca_init(&ca);
-    struct inst in = mk(&kvb_inactive_lru, 8, &ca);
-    for (uint32_t id = 0; id < 5; id++)
-        cr_assert_eq(ins(&in, id, id), 0);
-    cr_assert(rem(&in, 0)); /* hit on the LRU end */
-    cr_assert(rem(&in, 2)); /* hit in the middle */
-    cr_assert_eq(ins(&in, 2, 2), 0);
-    cr_assert_eq(ins(&in, 0, 0), 0);
-    uint32_t want[] = {1, 3, 4, 2, 0};
-    expect_order(&in, want, 5);
-    done(&in, &ca);
-}
-
-Test(lru, unevict_puts_back_at_lru_end)
-{
-    struct counting_alloc ca;
-    ca_init(&ca);
-    struct inst in = mk(&kvb_inactive_lru, 8, &ca);
-    for (uint32_t id = 0; id < 6; id++)
-        cr_assert_eq(ins(&in, id, 0), 0);
-    uint32_t out[3];
-    cr_assert_eq(ev(&in, 3, out), 3);
-    cr_assert_eq(ins(&in, 7, 0), 0); /* something new arrives in between */
-    unev(&in, out, (uint32_t[]){0, 0, 0}, 3);
-    uint32_t want[] = {0, 1, 2, 3, 4, 5, 7};
-    expect_order(&in, want, 7);
-    done(&in, &ca);
-}
-
-Test(fifo, order_is_arrival_order_not_insertion_order)
-{
-    struct counting_alloc ca;
-    ca_init(&ca);
-    struct inst in = mk(&kvb_inactive_fifo, 16, &ca);
-    /* (id, arrival), inserted in an order unrelated to arrival */
-    uint32_t ids[] = {4, 11, 2, 8, 0, 13, 6};
-    uint32_t arr[] = {50, 10, 40, 20, 70, 30, 60};
-    for (uint32_t i = 0; i < 7; i++)
-        cr_assert_eq(ins(&in, ids[i], arr[i]), 0);
-    uint32_t want[] = {11, 8, 13, 2, 4, 6, 0};
-    expect_order(&in, want, 7);
-    done(&in, &ca);
-}
-
-Test(fifo, reinsert_with_old_arrival_keeps_place)
-{
-    struct counting_alloc ca;
-    ca_init(&ca);
-    struct inst in = mk(&kvb_inactive_fifo, 8, &ca);
-    for (uint32_t id = 0; id < 5; id++)
-        cr_assert_eq(ins(&in, id, 100 + id), 0);
-    cr_assert(rem(&in, 0)); /* hit on the oldest */
-    cr_assert(rem(&in, 3)); /* hit in the middle */
-    cr_assert_eq(ins(&in, 5, 105), 0);
-    cr_assert_eq(ins(&in, 3, 103), 0); /* released again: old place */
-    cr_assert_eq(ins(&in, 0, 100), 0);
-    uint32_t want[] = {0, 1, 2, 3, 4, 5};
-    expect_order(&in, want, 6);
-    done(&in, &ca);
-}
-
-Test(fifo, pool_release_patterns)
-{
-    /* The shapes a pool produces: requests released last block first
-     * (descending arrivals), hits that keep their place, a held block that
-     * reaches the head while in use and comes back later, and a slot whose
-     * content changed while it was out. */
-    struct counting_alloc ca;
-    ca_init(&ca);
-    struct inst in = mk(&kvb_inactive_fifo, 32, &ca);
-    for (uint32_t r = 0; r < 3; r++) /* requests of 4 blocks, ids = arrivals */
-        for (uint32_t b = 4; b-- > 0;)
-            cr_assert_eq(ins(&in, 4 * r + b, 4 * r + b), 0);
-    cr_assert(rem(&in, 0)); /* held: in use when it reaches the head */
-    cr_assert(rem(&in, 5)); /* hit, released again before the eviction reaches it */
-    cr_assert(rem(&in, 9)); /* hit, then its slot gets other content */
-    cr_assert_eq(ins(&in, 5, 5), 0);
-    uint32_t out[2];
-    cr_assert_eq(ev(&in, 2, out), 2);
-    cr_assert_eq(out[0], 1); /* 0 is in use: skipped */
-    cr_assert_eq(out[1], 2);
-    cr_assert_eq(ins(&in, 0, 0), 0);  /* back: oldest of all again */
-    cr_assert_eq(ins(&in, 9, 40), 0); /* new content in slot 9: newest */
-    for (uint32_t b = 4; b-- > 0;)   /* one more request, last first */
-        cr_assert_eq(ins(&in, 12 + b, 20 + b), 0);
-    uint32_t want[] = {0, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 14, 15, 9};
-    expect_order(&in, want, 14);
-    done(&in, &ca);
-}
-
-Test(fifo, differs_from_lru_on_a_hit)
-{
-    /* The same calls give different orders: that is the point of fifo. */
-    struct counting_alloc ca;
-    ca_init(&ca);
-    struct inst f = mk(&kvb_inactive_fifo, 8, &ca), l = mk(&kvb_inactive_lru, 8, &ca);
-    for (uint32_t id = 0; id < 3; id++) {
-        cr_assert_eq(ins(&f, id, id), 0);
-        cr_assert_eq(ins(&l, id, id), 0);
-    }
-    cr_assert(rem(&f, 0) && rem(&l, 0));
-    cr_assert_eq(ins(&f, 0, 0), 0);
-    cr_assert_eq(ins(&l, 0, 0), 0);
-    expect_order(&f, (uint32_t[]){0, 1, 2}, 3);
-    expect_order(&l, (uint32_t[]){1, 2, 0}, 3);
-    done2(&f, &l, &ca);
-}
-
-Test(fifo, arrival_wraparound)
-{
-    struct counting_alloc ca;
-    ca_init(&ca);
-    struct inst in = mk(&kvb_inactive_fifo, 64, &ca);
-    /* arrivals 2^32 - 20 .. 2^32 + 19 (wrapped), inserted in a scrambled order */
-    for (uint32_t i = 0; i < 40; i++) {
-        uint32_t j = (i * 17) % 40;
-        cr_assert_eq(ins(&in, j, UINT32_MAX - 19 + j), 0);
-    }
-    uint32_t want[40];
-    for (uint32_t i = 0; i < 40; i++)
-        want[i] = i;
-    expect_order(&in, want, 40);
-    /* Signed distance: 0x7fffffff after 0 is later, 0x80000001 after 0 is earlier. */
-    cr_assert_eq(ins(&in, 1, 0x7fffffffu), 0);
-    cr_assert_eq(ins(&in, 0, 0), 0);
-    expect_order(&in, (uint32_t[]){0, 1}, 2);
-    cr_assert_eq(ins(&in, 1, 0x80000001u), 0);
-    cr_assert_eq(ins(&in, 0, 0), 0);
-    expect_order(&in, (uint32_t[]){1, 0}, 2);
-    done(&in, &ca);
-}
-
-Test(fifo, equal_arrivals_lower_id_first)
-{
-    struct counting_alloc ca;
-    ca_init(&ca);
-    struct inst in = mk(&kvb_inactive_fifo, 16, &ca);
-    uint32_t ids[] = {9, 3, 12, 0, 5};
-    for (uint32_t i = 0; i < 5; i++)
-        cr_assert_eq(ins(&in, ids[i], 77), 0);
-    cr_assert_eq(ins(&in, 15, 76), 0);
-    uint32_t want[] = {15, 0, 3, 5, 9, 12};
-    expect_order(&in, want, 6);
-    done(&in, &ca);
-}
-
-Test(fifo, duplicate_insert_with_other_arrival_does_not_move)
-{
-    struct counting_alloc ca;
-    ca_init(&ca);
-    struct inst in = mk(&kvb_inactive_fifo, 8, &ca);
-    for (uint32_t id = 0; id < 4; id++)
-        cr_assert_eq(ins(&in, id, 10 + id), 0);
-    cr_assert_eq(ins(&in, 3, 1), -EEXIST);
-    cr_assert_eq(ins(&in, 0, 99), -EEXIST);
-    expect_order(&in, (uint32_t[]){0, 1, 2, 3}, 4);
-    done(&in, &ca);
-}
-
-Test(fifo, unevict_restores_arrivals)
-{
-    struct counting_alloc ca;
-    ca_init(&ca);
-    struct inst in = mk(&kvb_inactive_fifo, 8, &ca);
-    for (uint32_t id = 0; id < 6; id++)
-        cr_assert_eq(ins(&in, id, 10 * id), 0);
-    uint32_t out[3];
-    cr_assert_eq(ev(&in, 3, out), 3);
-    cr_assert_eq(ins(&in, 7, 15), 0); /* arrival between the evicted 1 and 2 */
-    unev(&in, out, (uint32_t[]){0, 10, 20}, 3);
-    expect_order(&in, (uint32_t[]){0, 1, 7, 2, 3, 4, 5}, 7);
-    /* Without arrivals the entries go back in front, in the given order. */
-    for (uint32_t id = 0; id < 6; id++)
-        cr_assert_eq(ins(&in, id, 10 * id), 0);
-    cr_assert_eq(ev(&in, 3, out), 3);
-    kvb_hash h[3] = {th(out[0]), th(out[1]), th(out[2])};
-    in.ops->unevict(in.self, out, h, NULL, 3);
-    expect_order(&in, (uint32_t[]){0, 1, 2, 3, 4, 5}, 6);
-    done(&in, &ca);
-}
-
 Test(test_lifo, order_is_most_recent_first)
 {
-    struct counting_alloc ca;
-    ca_init(&ca);
+    tu_fa ca;
+    tu_fa_init(&ca, 0);
     struct inst in = mk(&test_lifo_ops, 8, &ca);
     for (uint32_t id = 0; id < 4; id++)
         cr_assert_eq(ins(&in, id, 0), 0);

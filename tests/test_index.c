@@ -23,6 +23,8 @@
 
 #include "kvblock.h"
 #include "kvblock/index.h"
+#include "support/fail_alloc.h"
+#include "support/rng.h"
 
 /* ---- helpers ---------------------------------------------------------------- */
 
@@ -90,8 +92,7 @@ static void cleared(kvb_index *idx, uint32_t sid)
 
 /* The result of stream sid in a match of h[0..n), or NULL. */
 static kvb_index_result RES[64];
-static const kvb_index_result *match_of(kvb_index *idx, const uint64_t *h, uint32_t n,
-                                        uint32_t sid)
+static const kvb_index_result *match_of(kvb_index *idx, const uint64_t *h, uint32_t n, uint32_t sid)
 {
     int r = kvb_index_match(idx, h, n, RES, 64);
     cr_assert(r >= 0, "match: %s", kvb_strerror(r));
@@ -108,8 +109,8 @@ static void expect(kvb_index *idx, const uint64_t *h, uint32_t n, uint32_t sid, 
     const kvb_index_result *r = match_of(idx, h, n, sid);
     uint32_t d = r ? r->device : 0, ho = r ? r->host : 0, di = r ? r->disk : 0;
     cr_assert(d == dev && ho == host && di == disk,
-              "stream %u: got device %u host %u disk %u, want %u %u %u", sid, d, ho, di, dev,
-              host, disk);
+              "stream %u: got device %u host %u disk %u, want %u %u %u", sid, d, ho, di, dev, host,
+              disk);
     if (r)
         cr_assert(dev + host + disk > 0);
 }
@@ -590,8 +591,8 @@ Test(index, capacity_bound)
     cr_assert_eq(in.entries, 4);
     cr_assert_eq(in.dropped[KVB_DROP_CAPACITY], 2);
     expect(idx, H, 6, a, 4, 0, 0);
-    store(idx, a, KVB_TIER_HOST, H, 1);                 /* a new (key, tier): dropped */
-    store(idx, a, KVB_TIER_DEVICE, H, 1);               /* a copy: no new entry, kept */
+    store(idx, a, KVB_TIER_HOST, H, 1);   /* a new (key, tier): dropped */
+    store(idx, a, KVB_TIER_DEVICE, H, 1); /* a copy: no new entry, kept */
     cr_assert_eq(info(idx, a).dropped[KVB_DROP_CAPACITY], 3);
     removed(idx, a, KVB_TIER_DEVICE, H + 3, 1);
     store(idx, a, KVB_TIER_HOST, H + 3, 1); /* room again */
@@ -602,13 +603,13 @@ Test(index, capacity_bound)
 Test(index, order_and_top_k)
 {
     kvb_index *idx = mk(0);
-    uint32_t a = add(idx, "a", 0), b = add(idx, "b", 0), c = add(idx, "c", 0),
-             d = add(idx, "c", 1), e = add(idx, "e", 0);
-    store(idx, a, KVB_TIER_DEVICE, H, 2);  /* score 2 */
-    store(idx, b, KVB_TIER_HOST, H, 4);    /* 3.2 */
-    store(idx, c, KVB_TIER_DEVICE, H, 3);  /* 3, 3 entries */
-    store(idx, d, KVB_TIER_DEVICE, H, 3);  /* 3, 3 entries: after c (rank) */
-    store(idx, e, KVB_TIER_DEVICE, H, 3);  /* 3, 5 entries: after c and d (load) */
+    uint32_t a = add(idx, "a", 0), b = add(idx, "b", 0), c = add(idx, "c", 0), d = add(idx, "c", 1),
+             e = add(idx, "e", 0);
+    store(idx, a, KVB_TIER_DEVICE, H, 2); /* score 2 */
+    store(idx, b, KVB_TIER_HOST, H, 4);   /* 3.2 */
+    store(idx, c, KVB_TIER_DEVICE, H, 3); /* 3, 3 entries */
+    store(idx, d, KVB_TIER_DEVICE, H, 3); /* 3, 3 entries: after c (rank) */
+    store(idx, e, KVB_TIER_DEVICE, H, 3); /* 3, 5 entries: after c and d (load) */
     store(idx, e, KVB_TIER_DEVICE, H + 10, 2);
     uint32_t want[] = {b, c, d, e, a};
     for (uint32_t k = 0; k <= 6; k++) {
@@ -846,7 +847,8 @@ Test(index, engine_map_lifetime_across_tiers_and_copies)
     cr_assert_eq(info(idx, v).dropped[KVB_DROP_UNKNOWN_PARENT], 3);
     cr_assert_eq(info(idx, v).entries, 0);
     /* an ENGINE stream of another block size cannot be recomputed */
-    kvb_index_stream_config sc = {.name = "v32", .hashes = KVB_INDEX_HASHES_ENGINE, .block_size = 32};
+    kvb_index_stream_config sc = {
+        .name = "v32", .hashes = KVB_INDEX_HASHES_ENGINE, .block_size = 32};
     uint32_t w;
     cr_assert_eq(kvb_index_stream_add(idx, &sc, &w), 0);
     kvb_index_event e = ev_eng(&e0, 1, tok, false, 0, KVB_TIER_DEVICE, 0);
@@ -1003,72 +1005,13 @@ static size_t matches_of(kvb_index *idx, const struct reqs *rq, uint32_t *out, s
 
 /* ---- fault injection ---------------------------------------------------------- */
 
-struct fa {
-    pthread_mutex_t mu;
-    long count, fail_at;
-    long n_alloc, n_free, mismatches;
-    size_t live;
-};
-
-static struct fa FA = {.mu = PTHREAD_MUTEX_INITIALIZER};
-#define FA_HDR 16
-
-static void *fa_alloc(void *ctx, size_t size)
-{
-    struct fa *f = ctx;
-    pthread_mutex_lock(&f->mu);
-    long k = ++f->count;
-    bool fail = k == f->fail_at;
-    pthread_mutex_unlock(&f->mu);
-    if (fail)
-        return NULL;
-    unsigned char *p = malloc(size + FA_HDR);
-    if (!p)
-        return NULL;
-    memcpy(p, &size, sizeof size);
-    pthread_mutex_lock(&f->mu);
-    f->n_alloc++;
-    f->live += size;
-    pthread_mutex_unlock(&f->mu);
-    return p + FA_HDR;
-}
-
-static void fa_free(void *ctx, void *ptr, size_t size)
-{
-    struct fa *f = ctx;
-    if (!ptr)
-        return;
-    unsigned char *p = (unsigned char *)ptr - FA_HDR;
-    size_t stored;
-    memcpy(&stored, p, sizeof stored);
-    pthread_mutex_lock(&f->mu);
-    f->n_free++;
-    f->live -= size;
-    if (stored != size)
-        f->mismatches++;
-    pthread_mutex_unlock(&f->mu);
-    free(p);
-}
-
-static void fa_arm(long k)
-{
-    pthread_mutex_lock(&FA.mu);
-    FA.count = 0;
-    FA.fail_at = k;
-    pthread_mutex_unlock(&FA.mu);
-}
-
-static void fa_reset(void)
-{
-    fa_arm(0);
-    FA.n_alloc = FA.n_free = FA.mismatches = 0;
-    FA.live = 0;
-}
+/* the fail-at-k allocator (support/fail_alloc.h) */
+static tu_fa FA = TU_FA_INITIALIZER(0);
 
 static void fa_balanced(void)
 {
     cr_assert_eq(FA.n_alloc, FA.n_free, "allocs %ld frees %ld", FA.n_alloc, FA.n_free);
-    cr_assert_eq(FA.live, 0);
+    cr_assert_eq(tu_fa_live(&FA), 0);
     cr_assert_eq(FA.mismatches, 0);
 }
 
@@ -1077,7 +1020,7 @@ static kvb_index_config fa_cfg(uint32_t shards)
     kvb_index_config cfg;
     kvb_index_config_init(&cfg);
     cfg.shards = shards;
-    cfg.allocator = (kvb_allocator){.ctx = &FA, .alloc = fa_alloc, .free = fa_free};
+    cfg.allocator = tu_fa_allocator(&FA);
     return cfg;
 }
 
@@ -1111,8 +1054,8 @@ static uint32_t fault_batch(void)
     for (int i = 0; i < 64; i++)
         FK[i] = (uint64_t)i * 0x9E3779B97F4A7C15ull;
     uint32_t n = 0;
-    FEV[n++] = ev_of(KVB_INDEX_EV_STORED, KVB_TIER_HOST, FK + 5, 30);   /* 5..34 */
-    FEV[n++] = ev_of(KVB_INDEX_EV_REMOVED, KVB_TIER_HOST, FK + 12, 4);  /* shared with b */
+    FEV[n++] = ev_of(KVB_INDEX_EV_STORED, KVB_TIER_HOST, FK + 5, 30);  /* 5..34 */
+    FEV[n++] = ev_of(KVB_INDEX_EV_REMOVED, KVB_TIER_HOST, FK + 12, 4); /* shared with b */
     FEV[n++] = ev_of(KVB_INDEX_EV_STORED, KVB_TIER_HOST, FK + 12, 4);
     FEV[n++] = ev_of(KVB_INDEX_EV_STORED, KVB_TIER_DISK, FK + 40, 20);
     FEV[n++] = ev_of(KVB_INDEX_EV_CLEARED, KVB_TIER_DEVICE, NULL, 0);
@@ -1137,14 +1080,14 @@ static struct reqs *fault_reqs(void)
 
 Test(index_fault, create_and_stream_add)
 {
-    fa_reset();
+    tu_fa_reset(&FA);
     long k;
     for (k = 1;; k++) {
         kvb_index_config cfg = fa_cfg(8);
-        fa_arm(k);
+        tu_fa_arm(&FA, k);
         kvb_index *idx = (kvb_index *)0x1;
         int rc = kvb_index_create(&cfg, &idx);
-        fa_arm(0);
+        tu_fa_arm(&FA, 0);
         if (rc == 0) {
             cr_assert_eq(kvb_index_destroy(idx), 0);
             break;
@@ -1167,9 +1110,9 @@ Test(index_fault, create_and_stream_add)
         for (k = 1;; k++) {
             kvb_index_stream_config sc = {.name = "new", .dp_rank = 3};
             uint32_t id = 12345;
-            fa_arm(k);
+            tu_fa_arm(&FA, k);
             int rc = kvb_index_stream_add(idx, &sc, &id);
-            fa_arm(0);
+            tu_fa_arm(&FA, 0);
             if (rc == 0)
                 break;
             cr_assert_eq(rc, -ENOMEM);
@@ -1221,7 +1164,7 @@ static int fault_apply(kvb_index *idx, int kind, kvb_index_event *big, uint32_t 
 
 static void fault_apply_run(uint32_t shards, int kind)
 {
-    fa_reset();
+    tu_fa_reset(&FA);
     uint32_t n = fault_batch();
     struct reqs *rq = fault_reqs();
     static uint32_t m0[1 << 16], m1[1 << 16], mexp[1 << 16];
@@ -1230,10 +1173,10 @@ static void fault_apply_run(uint32_t shards, int kind)
     for (int i = 0; i < 600; i++)
         eh[i] = 0x9000 + (uint64_t)i;
     fill_tokens(etok, 600 * BS, 1);
-    kvb_index_event big[3] = {ev_eng(eh, 300, etok, true, BE[3], KVB_TIER_HOST, 0),
-                              ev_of(KVB_INDEX_EV_REMOVED, KVB_TIER_HOST, eh + 100, 50),
-                              ev_eng(eh + 300, 300, etok + 300 * BS, true, eh[299],
-                                     KVB_TIER_DEVICE, 0)};
+    kvb_index_event big[3] = {
+        ev_eng(eh, 300, etok, true, BE[3], KVB_TIER_HOST, 0),
+        ev_of(KVB_INDEX_EV_REMOVED, KVB_TIER_HOST, eh + 100, 50),
+        ev_eng(eh + 300, 300, etok + 300 * BS, true, eh[299], KVB_TIER_DEVICE, 0)};
 
     /* the expected result, from a run without failures */
     kvb_index_config cfg = fa_cfg(shards);
@@ -1256,10 +1199,10 @@ static void fault_apply_run(uint32_t shards, int kind)
             build_wide(idx);
         size_t l0, n0 = matches_of(idx, rq, m0, 1 << 16);
         unsigned char *c0 = canon(idx, &l0);
-        fa_arm(k);
+        tu_fa_arm(&FA, k);
         int rc = fault_apply(idx, kind, big, n);
         long used = FA.count;
-        fa_arm(0);
+        tu_fa_arm(&FA, 0);
         size_t l1, n1 = matches_of(idx, rq, m1, 1 << 16);
         unsigned char *c1 = canon(idx, &l1);
         if (rc == 0) {
@@ -1280,8 +1223,8 @@ static void fault_apply_run(uint32_t shards, int kind)
         kvb_index_stats_get(idx, &s);
         cr_assert_eq(s.keys, sexp.keys);
         cr_assert_eq(s.entries, sexp.entries);
-        cr_assert_eq(s.memory_bytes, FA.live, "memory_bytes %llu, live %zu",
-                     (unsigned long long)s.memory_bytes, FA.live);
+        cr_assert_eq(s.memory_bytes, tu_fa_live(&FA), "memory_bytes %llu, live %zu",
+                     (unsigned long long)s.memory_bytes, tu_fa_live(&FA));
         free(c0);
         free(c1);
         cr_assert_eq(kvb_index_destroy(idx), 0);
@@ -1317,7 +1260,7 @@ Test(index_fault, apply_full_chunk_and_array)
 
 Test(index_fault, load_mem)
 {
-    fa_reset();
+    tu_fa_reset(&FA);
     kvb_index_config cfg = fa_cfg(4);
     kvb_index *idx = mk_cfg(&cfg);
     build_base(idx);
@@ -1330,10 +1273,10 @@ Test(index_fault, load_mem)
     fa_balanced();
     long k;
     for (k = 1;; k++) {
-        fa_arm(k);
+        tu_fa_arm(&FA, k);
         kvb_index *out = (kvb_index *)0x1;
         int rc = kvb_index_load_mem(buf, len, &cfg, &out);
-        fa_arm(0);
+        tu_fa_arm(&FA, 0);
         if (rc == 0) {
             size_t l1;
             unsigned char *c1 = canon(out, &l1);
@@ -1380,19 +1323,6 @@ static void info_eq(const kvb_index_stream_info *x, const kvb_index_stream_info 
     cr_assert_eq(x->engine_map, y->engine_map);
 }
 
-static uint64_t rng_next(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static uint32_t rnd(uint64_t *s, uint32_t n)
-{
-    return (uint32_t)(rng_next(s) % n);
-}
-
 /* A randomized index: ROUTER and ENGINE streams, tiers, copies, states, holes. */
 static kvb_index *random_index(uint64_t seed, uint32_t shards, struct reqs *rq)
 {
@@ -1400,16 +1330,16 @@ static kvb_index *random_index(uint64_t seed, uint32_t shards, struct reqs *rq)
     uint64_t s = seed;
     static uint64_t keys[200];
     for (int i = 0; i < 200; i++)
-        keys[i] = rng_next(&s) >> (i % 3 == 0 ? 50 : 0); /* small ones too */
+        keys[i] = tu_rng_next(&s) >> (i % 3 == 0 ? 50 : 0); /* small ones too */
     keys[7] = 0;
     char name[32];
     for (int w = 0; w < 12; w++) {
         snprintf(name, sizeof name, "worker-%d", w / 2);
         uint32_t id = add(idx, name, w % 2);
         for (int op = 0; op < 30; op++) {
-            uint32_t st = rnd(&s, 160), len = 1 + rnd(&s, 40);
-            kvb_index_event e = ev_of(rnd(&s, 5) ? KVB_INDEX_EV_STORED : KVB_INDEX_EV_REMOVED,
-                                      (kvb_tier)rnd(&s, 3), keys + st, len);
+            uint32_t st = tu_rnd(&s, 160), len = 1 + tu_rnd(&s, 40);
+            kvb_index_event e = ev_of(tu_rnd(&s, 5) ? KVB_INDEX_EV_STORED : KVB_INDEX_EV_REMOVED,
+                                      (kvb_tier)tu_rnd(&s, 3), keys + st, len);
             cr_assert_eq(kvb_index_apply(idx, id, &e, 1, op), 0);
         }
         if (w % 5 == 4)
@@ -1421,12 +1351,12 @@ static kvb_index *random_index(uint64_t seed, uint32_t shards, struct reqs *rq)
     fill_tokens(tok, 20 * BS, (uint32_t)seed);
     static uint64_t eh[20];
     for (int i = 0; i < 20; i++)
-        eh[i] = rng_next(&s);
+        eh[i] = tu_rng_next(&s);
     apply1(idx, v, ev_eng(eh, 10, tok, false, 0, KVB_TIER_DEVICE, 0));
     apply1(idx, v, ev_eng(eh + 10, 10, tok + 10 * BS, true, eh[9], KVB_TIER_HOST, 0));
     rq->n = 0;
     for (int i = 0; i < 48; i++) {
-        uint32_t st = rnd(&s, 180), len = 1 + rnd(&s, 12);
+        uint32_t st = tu_rnd(&s, 180), len = 1 + tu_rnd(&s, 12);
         rq->len[rq->n] = len;
         for (uint32_t j = 0; j < len; j++)
             rq->h[rq->n][j] = keys[(st + j) % 200];
@@ -1634,8 +1564,8 @@ Test(index_snapshot, corruption_refused)
     reseal(c, len + 1);
     cr_assert_eq(kvb_index_load_mem(c, len + 1, NULL, &cp), -EBADMSG);
     /* duplicate key: the second key record of "a" becomes the first */
-    size_t keys = 26 + 4 + 1 + 1 + 8 + 1 + 4 + 1 + 8 + 8 + 8 + 8 * KVB_COUNT_COUNT +
-                  8 * KVB_DROP_COUNT + 4;
+    size_t keys =
+        26 + 4 + 1 + 1 + 8 + 1 + 4 + 1 + 8 + 8 + 8 + 8 * KVB_COUNT_COUNT + 8 * KVB_DROP_COUNT + 4;
     memcpy(c, buf, len);
     memcpy(c + keys + 12, c + keys, 12);
     reseal(c, len);
@@ -1673,9 +1603,10 @@ Test(index, metrics_text)
     cr_assert_not_null(strstr(t, "kvblock_index_matches_total 1\n"));
     cr_assert_not_null(strstr(t, "kvblock_index_matched_blocks_total 4\n"));
     cr_assert_not_null(strstr(t, "# TYPE kvblock_index_memory_bytes gauge\n"));
+    cr_assert_not_null(strstr(
+        t, "kvblock_index_stream_entries{worker=\"we\\\"ird\\\\na\\nme\",dp_rank=\"3\"} 4\n"));
     cr_assert_not_null(
-        strstr(t, "kvblock_index_stream_entries{worker=\"we\\\"ird\\\\na\\nme\",dp_rank=\"3\"} 4\n"));
-    cr_assert_not_null(strstr(t, "kvblock_index_stream_entries{worker=\"plain\",dp_rank=\"-1\"} 2\n"));
+        strstr(t, "kvblock_index_stream_entries{worker=\"plain\",dp_rank=\"-1\"} 2\n"));
     cr_assert_not_null(strstr(
         t, "kvblock_index_stream_state{worker=\"plain\",dp_rank=\"-1\",state=\"lagging\"} 1\n"));
     cr_assert_not_null(strstr(
@@ -1705,12 +1636,12 @@ Test(index, metrics_text)
 
 Test(index, memory_accounting)
 {
-    fa_reset();
+    tu_fa_reset(&FA);
     kvb_index_config cfg = fa_cfg(16);
     kvb_index *idx = mk_cfg(&cfg);
     kvb_index_stats s;
     kvb_index_stats_get(idx, &s);
-    cr_assert_eq(s.memory_bytes, FA.live);
+    cr_assert_eq(s.memory_bytes, tu_fa_live(&FA));
     enum { W = 40, K = 3000 };
     static uint64_t keys[K];
     for (int i = 0; i < K; i++)
@@ -1722,7 +1653,7 @@ Test(index, memory_accounting)
         ids[w] = add(idx, name, 0);
         store(idx, ids[w], (kvb_tier)(w % 3), keys + (w * 37) % 1000, 2000);
         kvb_index_stats_get(idx, &s);
-        cr_assert_eq(s.memory_bytes, FA.live);
+        cr_assert_eq(s.memory_bytes, tu_fa_live(&FA));
     }
     kvb_index_stats_get(idx, &s);
     cr_assert_eq(s.entries, (uint64_t)W * 2000);
@@ -1735,7 +1666,7 @@ Test(index, memory_accounting)
         else
             removed(idx, ids[w], (kvb_tier)(w % 3), keys + (w * 37) % 1000, 2000);
         kvb_index_stats_get(idx, &s);
-        cr_assert_eq(s.memory_bytes, FA.live);
+        cr_assert_eq(s.memory_bytes, tu_fa_live(&FA));
     }
     kvb_index_stats_get(idx, &s);
     cr_assert_eq(s.entries, 0);
@@ -1873,13 +1804,13 @@ static void model_run(uint64_t seed, uint32_t shards, int ops)
     memset(&m, 0, sizeof m);
     uint64_t s = seed, keys[MU];
     for (int i = 0; i < MU; i++)
-        keys[i] = i < 8 ? (uint64_t)i : rng_next(&s);
+        keys[i] = i < 8 ? (uint64_t)i : tu_rng_next(&s);
     for (int i = 0; i < MS; i++) {
         m.present[i] = true;
         m.id[i] = add(idx, mname(i), i / 3);
     }
     for (int op = 0; op < ops; op++) {
-        int st = (int)rnd(&s, MS), what = (int)rnd(&s, 100);
+        int st = (int)tu_rnd(&s, MS), what = (int)tu_rnd(&s, 100);
         if (!m.present[st]) {
             kvb_index_stream_config sc = {.name = mname(st), .dp_rank = st / 3};
             cr_assert_eq(kvb_index_stream_add(idx, &sc, &m.id[st]), 0);
@@ -1890,26 +1821,26 @@ static void model_run(uint64_t seed, uint32_t shards, int ops)
         } else if (what < 88) {
             kvb_index_event ev[4];
             uint64_t hs[4][12];
-            uint32_t ne = 1 + rnd(&s, 4);
+            uint32_t ne = 1 + tu_rnd(&s, 4);
             for (uint32_t e = 0; e < ne; e++) {
-                uint32_t t = rnd(&s, 100);
+                uint32_t t = tu_rnd(&s, 100);
                 kvb_index_ev_type ty = t < 60   ? KVB_INDEX_EV_STORED
                                        : t < 97 ? KVB_INDEX_EV_REMOVED
                                                 : KVB_INDEX_EV_CLEARED;
-                uint32_t len = 1 + rnd(&s, 12), start = rnd(&s, MU);
-                bool run = rnd(&s, 4) != 0;
+                uint32_t len = 1 + tu_rnd(&s, 12), start = tu_rnd(&s, MU);
+                bool run = tu_rnd(&s, 4) != 0;
                 for (uint32_t j = 0; j < len; j++)
-                    hs[e][j] = keys[run ? (start + j) % MU : rnd(&s, MU)];
-                ev[e] = ev_of(ty, (kvb_tier)rnd(&s, 3), hs[e], len);
+                    hs[e][j] = keys[run ? (start + j) % MU : tu_rnd(&s, MU)];
+                ev[e] = ev_of(ty, (kvb_tier)tu_rnd(&s, 3), hs[e], len);
                 m_event(&m, st, &ev[e], keys);
             }
             cr_assert_eq(kvb_index_apply(idx, m.id[st], ev, ne, op), 0);
         } else if (what < 92) {
-            kvb_stream_state ns = (kvb_stream_state)rnd(&s, 4);
+            kvb_stream_state ns = (kvb_stream_state)tu_rnd(&s, 4);
             cr_assert_eq(kvb_index_stream_set_state(idx, m.id[st], ns), 0);
             m.state[st] = ns;
         } else if (what < 96) {
-            kvb_stream_state ns = (kvb_stream_state)rnd(&s, 3);
+            kvb_stream_state ns = (kvb_stream_state)tu_rnd(&s, 3);
             cr_assert_eq(kvb_index_stream_clear(idx, m.id[st], ns), 0);
             m.state[st] = ns;
             memset(m.cnt[st], 0, sizeof m.cnt[st]);
@@ -1945,7 +1876,7 @@ static void model_run(uint64_t seed, uint32_t shards, int ops)
             }
         for (int q = 0; q < 6; q++) {
             int req[12];
-            uint32_t n = 1 + rnd(&s, 12), start = rnd(&s, MU);
+            uint32_t n = 1 + tu_rnd(&s, 12), start = tu_rnd(&s, MU);
             for (uint32_t j = 0; j < n; j++)
                 req[j] = (int)((start + j) % MU);
             m_check_match(idx, &m, keys, req, n);
@@ -1967,7 +1898,7 @@ Test(index_model, random_ops_8_shards)
 
 Test(index_fault, match_heap_fallback)
 {
-    fa_reset();
+    tu_fa_reset(&FA);
     kvb_index_config cfg = fa_cfg(1);
     kvb_index *idx = mk_cfg(&cfg);
     char name[16];
@@ -1976,14 +1907,14 @@ Test(index_fault, match_heap_fallback)
         store(idx, add(idx, name, 0), KVB_TIER_DEVICE, H, 2);
     }
     kvb_index_result out[2];
-    fa_arm(1);
+    tu_fa_arm(&FA, 1);
     cr_assert_eq(kvb_index_match(idx, H, 2, out, 2), -ENOMEM);
-    fa_arm(0);
+    tu_fa_arm(&FA, 0);
     cr_assert_eq(kvb_index_match(idx, H, 2, out, 2), 1100);
     cr_assert_eq(out[0].device, 2);
     kvb_index_stats s;
     kvb_index_stats_get(idx, &s);
-    cr_assert_eq(s.memory_bytes, FA.live); /* the match's buffer was given back */
+    cr_assert_eq(s.memory_bytes, tu_fa_live(&FA)); /* the match's buffer was given back */
     cr_assert_eq(kvb_index_destroy(idx), 0);
     fa_balanced();
 }

@@ -22,40 +22,13 @@
 
 #define RC_MAX (UINT32_MAX - 1) /* most references one block may hold (kvb_block_clone) */
 
-static kvb_block put1(kvb_pool *p, kvb_hash h)
-{
-    kvb_mutable m;
-    kvb_complete c;
-    kvb_block b;
-    cr_assert_eq(kvb_pool_allocate(p, 1, &m, NULL, NULL), 0);
-    cr_assert_eq(kvb_mutable_stage(&m, h, &c), 0);
-    cr_assert_eq(kvb_pool_register(p, &c, 1, &b), 0);
-    return b;
-}
-
-static kvb_complete stage1(kvb_pool *p, kvb_hash h)
-{
-    kvb_mutable m;
-    kvb_complete c;
-    cr_assert_eq(kvb_pool_allocate(p, 1, &m, NULL, NULL), 0);
-    cr_assert_eq(kvb_mutable_stage(&m, h, &c), 0);
-    return c;
-}
-
-static kvb_stats stats(kvb_pool *p)
-{
-    kvb_stats s;
-    cr_assert_eq(kvb_pool_stats(p, &s), 0);
-    return s;
-}
-
 /* ---- reference counts ------------------------------------------------------ */
 
 Test(limits, refcount_saturation_clone_lookup_upgrade)
 {
     kvb_pool *p = tu_pool(4, KVB_EVICT_LRU);
     kvb_hash h = tu_hash(1);
-    kvb_block b = put1(p, h);
+    kvb_block b = tu_put1(p, h);
     kvb_weak w;
     kvb_block_downgrade(&b, &w);
 
@@ -65,18 +38,18 @@ Test(limits, refcount_saturation_clone_lookup_upgrade)
     memset(&x, 0xab, sizeof x);
     cr_expect_eq(kvb_block_clone(&b, &x), -EOVERFLOW);
     cr_expect_eq(x.id, 0xabababab, "a failed clone writes nothing");
-    cr_expect_eq(stats(p).misuse, 0, "overflow is not misuse");
+    cr_expect_eq(tu_stats(p).misuse, 0, "overflow is not misuse");
 
     /* lookups cannot take another reference: a miss, counted as requested */
     kvb_block out[2];
     bool hit[2];
-    kvb_stats s0 = stats(p);
+    kvb_stats s0 = tu_stats(p);
     cr_expect_eq(kvb_pool_match(p, &h, 1, out), 0);
     cr_expect_eq(kvb_pool_match_scattered(p, &h, 1, out, hit), 0);
     cr_expect_not(hit[0]);
     cr_expect_eq(kvb_pool_scan(p, &h, 1, true, out, hit), 0);
     cr_expect_not(hit[0]);
-    kvb_stats s1 = stats(p);
+    kvb_stats s1 = tu_stats(p);
     cr_expect_eq(s1.match_requested, s0.match_requested + 2);
     cr_expect_eq(s1.match_returned, s0.match_returned);
     cr_expect_eq(s1.scan_requested, s0.scan_requested + 1);
@@ -96,7 +69,7 @@ Test(limits, refcount_saturation_clone_lookup_upgrade)
     kvb__test_set_refcount(p, b.id, 2);
     cr_expect_eq(kvb_block_release(&x), 0);
     cr_expect_eq(kvb_block_release(&b), 0);
-    cr_expect_eq(stats(p).inactive, 1);
+    cr_expect_eq(tu_stats(p).inactive, 1);
     tu_finish(p);
 }
 
@@ -104,30 +77,30 @@ Test(limits, refcount_saturation_refuses_whole_registration_batch)
 {
     kvb_pool *p = tu_pool(8, KVB_EVICT_LRU);
     kvb_hash h = tu_hash(2);
-    kvb_block b = put1(p, h);
-    kvb_complete c[2] = {stage1(p, h), stage1(p, tu_hash(3))};
+    kvb_block b = tu_put1(p, h);
+    kvb_complete c[2] = {tu_stage1(p, h), tu_stage1(p, tu_hash(3))};
     kvb_complete keep[2] = {c[0], c[1]};
     kvb_block out[2];
 
     /* a batch of 2 needs room for 2 more references on the primary of h (one) */
     kvb__test_set_refcount(p, b.id, RC_MAX);
-    kvb_stats s0 = stats(p);
+    kvb_stats s0 = tu_stats(p);
     cr_expect_eq(kvb_pool_register(p, c, 2, out), -EOVERFLOW);
     cr_expect_eq(memcmp(c, keep, sizeof c), 0, "a refused batch consumes nothing");
-    kvb_stats s1 = stats(p);
+    kvb_stats s1 = tu_stats(p);
     cr_expect_eq(s1.staged, 2);
     cr_expect_eq(s1.registrations, s0.registrations);
     cr_expect_eq(s1.misuse, s0.misuse);
     cr_expect_eq(kvb_pool_check(p), 0);
 
     /* exact boundary: two blocks of h need two more references on its primary */
-    kvb_complete two[2] = {c[0], stage1(p, h)};
+    kvb_complete two[2] = {c[0], tu_stage1(p, h)};
     kvb__test_set_refcount(p, b.id, RC_MAX - 1);
     cr_expect_eq(kvb_pool_register(p, two, 2, out), -EOVERFLOW, "RC_MAX - 1 + 2 > RC_MAX");
     kvb__test_set_refcount(p, b.id, RC_MAX - 2);
     cr_expect_eq(kvb_pool_register(p, two, 2, out), 0, "RC_MAX - 2 + 2 == RC_MAX fits");
     cr_expect_eq(kvb_block_use_count(&b), RC_MAX, "each duplicate holds one reference");
-    cr_expect_eq(stats(p).duplicate, 2);
+    cr_expect_eq(tu_stats(p).duplicate, 2);
     cr_expect_eq(kvb_pool_check(p), 0);
     cr_expect_eq(kvb_block_release_n(out, 2), 0);
     kvb__test_set_refcount(p, b.id, 1);
@@ -284,9 +257,9 @@ Test(limits, large_pool_fill_and_drain, .timeout = 120)
     for (uint32_t i = 0; i < n - 1000; i++)
         cr_assert_eq(kvb_mutable_release(&m[i]), 0);
     cr_expect_eq(kvb_pool_available(p), n);
-    cr_expect_eq(stats(p).inactive, 1000);
+    cr_expect_eq(tu_stats(p).inactive, 1000);
     cr_expect_eq(kvb_pool_reset_inactive(p), 1000);
-    cr_expect_eq(stats(p).peak_in_use, n);
+    cr_expect_eq(tu_stats(p).peak_in_use, n);
     free(m);
     tu_finish(p);
 }
@@ -325,8 +298,8 @@ Test(limits, null_arguments_hashes_and_errors)
     cr_expect_str_eq(kvb_err_name(-ESTALE), "ESTALE");
     cr_expect_str_eq(kvb_err_name(99999), "EUNKNOWN");
     /* the fleet code's errors have names too (snapshots, subscriber, Redis) */
-    static const int fleet_errs[] = {EBADMSG, ETIMEDOUT, EADDRINUSE, ECONNREFUSED,
-                                     ECONNRESET, EACCES, EALREADY, EPROTO, EPERM};
+    static const int fleet_errs[] = {EBADMSG, ETIMEDOUT, EADDRINUSE, ECONNREFUSED, ECONNRESET,
+                                     EACCES,  EALREADY,  EPROTO,     EPERM};
     for (size_t i = 0; i < sizeof fleet_errs / sizeof fleet_errs[0]; i++)
         cr_expect_str_neq(kvb_err_name(-fleet_errs[i]), "EUNKNOWN", "errno %d", fleet_errs[i]);
     cr_expect_str_eq(kvb_err_name(-EBADMSG), "EBADMSG");
@@ -436,7 +409,7 @@ Test(limits, null_arguments_pool_and_handles)
     cr_expect_eq(kvb_weak_upgrade(NULL, &x), -EINVAL);
     cr_expect_eq(kvb_weak_upgrade(&w, NULL), -EINVAL);
 
-    kvb_stats s = stats(p);
+    kvb_stats s = tu_stats(p);
     cr_expect_eq(s.misuse, 0, "NULL arguments are not handle misuse");
     cr_expect_eq(s.primary, 1);
     cr_expect_eq(s.mutable_, 1);
@@ -635,31 +608,31 @@ Test(limits, zero_length_batches_are_silent_no_ops)
     }
     cb_calls = sink_calls = 0;
 
-    kvb_stats a = stats(p), b;
+    kvb_stats a = tu_stats(p), b;
     uint32_t ne = 9;
     cr_expect_eq(kvb_pool_allocate(p, 0, NULL, NULL, &ne), 0);
     cr_expect_eq(ne, 0);
-    b = stats(p);
+    b = tu_stats(p);
     expect_same_counters(&a, &b);
     a = b;
     cr_expect_eq(kvb_pool_register(p, NULL, 0, NULL), 0);
-    b = stats(p);
+    b = tu_stats(p);
     expect_same_counters(&a, &b);
     a = b;
     cr_expect_eq(kvb_pool_match(p, NULL, 0, NULL), 0);
-    b = stats(p);
+    b = tu_stats(p);
     expect_same_counters(&a, &b);
     a = b;
     cr_expect_eq(kvb_pool_match_scattered(p, NULL, 0, NULL, NULL), 0);
-    b = stats(p);
+    b = tu_stats(p);
     expect_same_counters(&a, &b);
     a = b;
     cr_expect_eq(kvb_pool_scan(p, NULL, 0, true, NULL, NULL), 0);
-    b = stats(p);
+    b = tu_stats(p);
     expect_same_counters(&a, &b);
     a = b;
     cr_expect_eq(kvb_block_release_n(NULL, 0), 0);
-    b = stats(p);
+    b = tu_stats(p);
     expect_same_counters(&a, &b);
     cr_expect_eq(kvb_registry_present(r, NULL, 0, p, NULL), 0);
     cr_expect_eq(cb_calls, 0, "no callback");

@@ -1,12 +1,15 @@
 /*
- * test_policies.c - policy-specific behaviour of the frequency-aware and
- * prefix-aware eviction backends (multi_lru, tinylfu, lineage, lineage_arc).
+ * test_policies.c - policy-specific behaviour of the built-in eviction
+ * backends: the order policies (lru, fifo), the frequency-aware ones
+ * (multi_lru, tinylfu) and the prefix-aware ones (lineage, lineage_arc).
  * The generic contracts (errors, allocation, rollback, len, drain) are the
  * conformance suite's (tests/test_inactive.c); this file checks what makes
- * each policy what it is: levels and re-levelling, the admission duel,
- * leaf-first order with children released before or after their parents,
- * constructed (position, parent fragment) collisions, scan resistance, and
- * the prefix property through a real pool.
+ * each policy what it is: insertion versus arrival order (with wraparound and
+ * ties), levels and re-levelling, the admission duel, leaf-first order with
+ * children released before or after their parents, constructed (position,
+ * parent fragment) collisions, scan resistance, and the prefix property
+ * through a real pool. Every instance allocates through a fail-at-k allocator
+ * (never armed here) that must balance when it is destroyed.
  */
 #include <criterion/criterion.h>
 
@@ -15,6 +18,8 @@
 #include <string.h>
 
 #include "kvblock.h"
+#include "support/fail_alloc.h"
+#include "support/rng.h"
 #include "testutil.h"
 
 /* ------------------------------------------------------------------------ */
@@ -26,19 +31,11 @@
 #define MAXK 4096
 static uint32_t freq_of[MAXK];
 
-static uint64_t mix(uint64_t z)
-{
-    z += 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 /* A root hash whose sequence hash encodes k in its low 16 bits (mixed above). */
 static kvb_hash key_hash(uint32_t k)
 {
     kvb_hash h;
-    uint64_t cur = (mix(k) & ~0xffffull) | k;
+    uint64_t cur = (tu_mix64(k) & ~0xffffull) | k;
     cr_assert_eq(kvb_hash_make(cur, 0, false, 0, &h), 0);
     return h;
 }
@@ -50,28 +47,11 @@ static uint32_t test_freq(void *ctx, kvb_hash h)
     return k < MAXK ? freq_of[k] : 0;
 }
 
-static void *plain_alloc(void *ctx, size_t size)
-{
-    (void)ctx;
-    return malloc(size);
-}
-
-static void plain_free(void *ctx, void *ptr, size_t size)
-{
-    (void)ctx;
-    (void)size;
-    free(ptr);
-}
-
-static kvb_allocator plain_allocator(void)
-{
-    return (kvb_allocator){.ctx = NULL, .alloc = plain_alloc, .free = plain_free};
-}
-
 struct inst {
     const kvb_inactive_ops *ops;
     void *self;
     uint32_t n;
+    tu_fa *fa; /* the instance's allocator (support/fail_alloc.h) */
 };
 
 static struct inst mk_th(const kvb_inactive_ops *ops, uint32_t n, bool with_freq,
@@ -83,8 +63,10 @@ static struct inst mk_th(const kvb_inactive_ops *ops, uint32_t n, bool with_freq
     memcpy(p.thresholds, th, 3);
     if (with_freq)
         p.frequency = test_freq;
-    p.allocator = plain_allocator();
-    struct inst in = {ops, NULL, n};
+    struct inst in = {ops, NULL, n, malloc(sizeof(tu_fa))};
+    cr_assert_not_null(in.fa);
+    tu_fa_init(in.fa, 0);
+    p.allocator = tu_fa_allocator(in.fa);
     cr_assert_eq(ops->create(&p, &in.self), 0, "%s: create", ops->name);
     return in;
 }
@@ -95,9 +77,15 @@ static struct inst mk(const kvb_inactive_ops *ops, uint32_t n)
     return mk_th(ops, n, true, th);
 }
 
+/* Destroy the instance: everything it allocated is freed, with the right sizes. */
 static void done(struct inst *in)
 {
     in->ops->destroy(in->self);
+    cr_expect(tu_fa_balanced(in->fa),
+              "%s: %ld allocations, %ld frees, %zu bytes live, %ld bad frees", in->ops->name,
+              in->fa->n_alloc, in->fa->n_free, tu_fa_live(in->fa), in->fa->mismatches);
+    free(in->fa);
+    in->fa = NULL;
 }
 
 static void ins(struct inst *in, kvb_hash h, uint32_t id, uint32_t arrival)
@@ -126,6 +114,237 @@ static void expect_order(struct inst *in, const uint32_t *want, uint32_t n)
                      want[i]);
     }
     cr_expect_eq(in->ops->len(in->self), 0);
+}
+
+/* ------------------------------------------------------------------------ */
+/* lru and fifo: insertion order and arrival order                          */
+/* ------------------------------------------------------------------------ */
+
+/* The order policies key on ids and arrivals only; block id k gets hash key_hash(k). */
+static int ins_id(struct inst *in, uint32_t id, uint32_t arrival)
+{
+    return in->ops->insert(in->self, key_hash(id), id, arrival);
+}
+
+static bool rem_id(struct inst *in, uint32_t id)
+{
+    return in->ops->remove(in->self, key_hash(id), id);
+}
+
+static uint32_t ev(struct inst *in, uint32_t n, uint32_t *out)
+{
+    return in->ops->evict(in->self, n, out);
+}
+
+/* Roll back the last evict as the pool does: unevict with the victims' hashes. */
+static void unev(struct inst *in, const uint32_t *ids, const uint32_t *arrivals, uint32_t n)
+{
+    kvb_hash hashes[n ? n : 1];
+    for (uint32_t i = 0; i < n; i++)
+        hashes[i] = key_hash(ids[i]);
+    cr_assert_not_null(in->ops->unevict, "%s: no unevict", in->ops->name);
+    in->ops->unevict(in->self, ids, hashes, arrivals, n);
+}
+
+/* One evict of everything: exactly want[0..n), in that order. */
+static void expect_batch(struct inst *in, const uint32_t *want, uint32_t n)
+{
+    uint32_t out[in->n];
+    uint32_t k = ev(in, in->n, out);
+    cr_assert_eq(k, n, "%s: %u entries, expected %u", in->ops->name, k, n);
+    for (uint32_t i = 0; i < n; i++)
+        cr_assert_eq(out[i], want[i], "%s: position %u: got %u, expected %u", in->ops->name, i,
+                     out[i], want[i]);
+}
+
+Test(lru, order_is_insertion_order)
+{
+    struct inst in = mk(&kvb_inactive_lru, 16);
+    uint32_t ids[] = {9, 3, 15, 0, 7, 12};
+    /* arrivals are ignored by lru: give them in the opposite order */
+    for (uint32_t i = 0; i < 6; i++)
+        cr_assert_eq(ins_id(&in, ids[i], 100 - i), 0);
+    expect_batch(&in, ids, 6);
+    done(&in);
+}
+
+Test(lru, evict_in_chunks_continues_from_lru_end)
+{
+    struct inst in = mk(&kvb_inactive_lru, 16);
+    for (uint32_t id = 0; id < 10; id++)
+        cr_assert_eq(ins_id(&in, id, 0), 0);
+    uint32_t out[4];
+    cr_assert_eq(ev(&in, 3, out), 3);
+    cr_assert(out[0] == 0 && out[1] == 1 && out[2] == 2);
+    cr_assert_eq(ins_id(&in, 1, 0), 0); /* released again: MRU end */
+    uint32_t want[] = {3, 4, 5, 6, 7, 8, 9, 1};
+    expect_batch(&in, want, 8);
+    done(&in);
+}
+
+Test(lru, remove_and_reinsert_moves_to_mru_end)
+{
+    struct inst in = mk(&kvb_inactive_lru, 8);
+    for (uint32_t id = 0; id < 5; id++)
+        cr_assert_eq(ins_id(&in, id, id), 0);
+    cr_assert(rem_id(&in, 0)); /* hit on the LRU end */
+    cr_assert(rem_id(&in, 2)); /* hit in the middle */
+    cr_assert_eq(ins_id(&in, 2, 2), 0);
+    cr_assert_eq(ins_id(&in, 0, 0), 0);
+    uint32_t want[] = {1, 3, 4, 2, 0};
+    expect_batch(&in, want, 5);
+    done(&in);
+}
+
+Test(lru, unevict_puts_back_at_lru_end)
+{
+    struct inst in = mk(&kvb_inactive_lru, 8);
+    for (uint32_t id = 0; id < 6; id++)
+        cr_assert_eq(ins_id(&in, id, 0), 0);
+    uint32_t out[3];
+    cr_assert_eq(ev(&in, 3, out), 3);
+    cr_assert_eq(ins_id(&in, 7, 0), 0); /* something new arrives in between */
+    unev(&in, out, (uint32_t[]){0, 0, 0}, 3);
+    uint32_t want[] = {0, 1, 2, 3, 4, 5, 7};
+    expect_batch(&in, want, 7);
+    done(&in);
+}
+
+Test(fifo, order_is_arrival_order_not_insertion_order)
+{
+    struct inst in = mk(&kvb_inactive_fifo, 16);
+    /* (id, arrival), inserted in an order unrelated to arrival */
+    uint32_t ids[] = {4, 11, 2, 8, 0, 13, 6};
+    uint32_t arr[] = {50, 10, 40, 20, 70, 30, 60};
+    for (uint32_t i = 0; i < 7; i++)
+        cr_assert_eq(ins_id(&in, ids[i], arr[i]), 0);
+    uint32_t want[] = {11, 8, 13, 2, 4, 6, 0};
+    expect_batch(&in, want, 7);
+    done(&in);
+}
+
+Test(fifo, reinsert_with_old_arrival_keeps_place)
+{
+    struct inst in = mk(&kvb_inactive_fifo, 8);
+    for (uint32_t id = 0; id < 5; id++)
+        cr_assert_eq(ins_id(&in, id, 100 + id), 0);
+    cr_assert(rem_id(&in, 0)); /* hit on the oldest */
+    cr_assert(rem_id(&in, 3)); /* hit in the middle */
+    cr_assert_eq(ins_id(&in, 5, 105), 0);
+    cr_assert_eq(ins_id(&in, 3, 103), 0); /* released again: old place */
+    cr_assert_eq(ins_id(&in, 0, 100), 0);
+    uint32_t want[] = {0, 1, 2, 3, 4, 5};
+    expect_batch(&in, want, 6);
+    done(&in);
+}
+
+Test(fifo, pool_release_patterns)
+{
+    /* The shapes a pool produces: requests released last block first
+     * (descending arrivals), hits that keep their place, a held block that
+     * reaches the head while in use and comes back later, and a slot whose
+     * content changed while it was out. */
+    struct inst in = mk(&kvb_inactive_fifo, 32);
+    for (uint32_t r = 0; r < 3; r++) /* requests of 4 blocks, ids = arrivals */
+        for (uint32_t b = 4; b-- > 0;)
+            cr_assert_eq(ins_id(&in, 4 * r + b, 4 * r + b), 0);
+    cr_assert(rem_id(&in, 0)); /* held: in use when it reaches the head */
+    cr_assert(rem_id(&in, 5)); /* hit, released again before the eviction reaches it */
+    cr_assert(rem_id(&in, 9)); /* hit, then its slot gets other content */
+    cr_assert_eq(ins_id(&in, 5, 5), 0);
+    uint32_t out[2];
+    cr_assert_eq(ev(&in, 2, out), 2);
+    cr_assert_eq(out[0], 1); /* 0 is in use: skipped */
+    cr_assert_eq(out[1], 2);
+    cr_assert_eq(ins_id(&in, 0, 0), 0);  /* back: oldest of all again */
+    cr_assert_eq(ins_id(&in, 9, 40), 0); /* new content in slot 9: newest */
+    for (uint32_t b = 4; b-- > 0;)       /* one more request, last first */
+        cr_assert_eq(ins_id(&in, 12 + b, 20 + b), 0);
+    uint32_t want[] = {0, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 14, 15, 9};
+    expect_batch(&in, want, 14);
+    done(&in);
+}
+
+Test(fifo, differs_from_lru_on_a_hit)
+{
+    /* The same calls give different orders: that is the point of fifo. */
+    struct inst f = mk(&kvb_inactive_fifo, 8), l = mk(&kvb_inactive_lru, 8);
+    for (uint32_t id = 0; id < 3; id++) {
+        cr_assert_eq(ins_id(&f, id, id), 0);
+        cr_assert_eq(ins_id(&l, id, id), 0);
+    }
+    cr_assert(rem_id(&f, 0) && rem_id(&l, 0));
+    cr_assert_eq(ins_id(&f, 0, 0), 0);
+    cr_assert_eq(ins_id(&l, 0, 0), 0);
+    expect_batch(&f, (uint32_t[]){0, 1, 2}, 3);
+    expect_batch(&l, (uint32_t[]){1, 2, 0}, 3);
+    done(&f);
+    done(&l);
+}
+
+Test(fifo, arrival_wraparound)
+{
+    struct inst in = mk(&kvb_inactive_fifo, 64);
+    /* arrivals 2^32 - 20 .. 2^32 + 19 (wrapped), inserted in a scrambled order */
+    for (uint32_t i = 0; i < 40; i++) {
+        uint32_t j = (i * 17) % 40;
+        cr_assert_eq(ins_id(&in, j, UINT32_MAX - 19 + j), 0);
+    }
+    uint32_t want[40];
+    for (uint32_t i = 0; i < 40; i++)
+        want[i] = i;
+    expect_batch(&in, want, 40);
+    /* Signed distance: 0x7fffffff after 0 is later, 0x80000001 after 0 is earlier. */
+    cr_assert_eq(ins_id(&in, 1, 0x7fffffffu), 0);
+    cr_assert_eq(ins_id(&in, 0, 0), 0);
+    expect_batch(&in, (uint32_t[]){0, 1}, 2);
+    cr_assert_eq(ins_id(&in, 1, 0x80000001u), 0);
+    cr_assert_eq(ins_id(&in, 0, 0), 0);
+    expect_batch(&in, (uint32_t[]){1, 0}, 2);
+    done(&in);
+}
+
+Test(fifo, equal_arrivals_lower_id_first)
+{
+    struct inst in = mk(&kvb_inactive_fifo, 16);
+    uint32_t ids[] = {9, 3, 12, 0, 5};
+    for (uint32_t i = 0; i < 5; i++)
+        cr_assert_eq(ins_id(&in, ids[i], 77), 0);
+    cr_assert_eq(ins_id(&in, 15, 76), 0);
+    uint32_t want[] = {15, 0, 3, 5, 9, 12};
+    expect_batch(&in, want, 6);
+    done(&in);
+}
+
+Test(fifo, duplicate_insert_with_other_arrival_does_not_move)
+{
+    struct inst in = mk(&kvb_inactive_fifo, 8);
+    for (uint32_t id = 0; id < 4; id++)
+        cr_assert_eq(ins_id(&in, id, 10 + id), 0);
+    cr_assert_eq(ins_id(&in, 3, 1), -EEXIST);
+    cr_assert_eq(ins_id(&in, 0, 99), -EEXIST);
+    expect_batch(&in, (uint32_t[]){0, 1, 2, 3}, 4);
+    done(&in);
+}
+
+Test(fifo, unevict_restores_arrivals)
+{
+    struct inst in = mk(&kvb_inactive_fifo, 8);
+    for (uint32_t id = 0; id < 6; id++)
+        cr_assert_eq(ins_id(&in, id, 10 * id), 0);
+    uint32_t out[3];
+    cr_assert_eq(ev(&in, 3, out), 3);
+    cr_assert_eq(ins_id(&in, 7, 15), 0); /* arrival between the evicted 1 and 2 */
+    unev(&in, out, (uint32_t[]){0, 10, 20}, 3);
+    expect_batch(&in, (uint32_t[]){0, 1, 7, 2, 3, 4, 5}, 7);
+    /* Without arrivals the entries go back in front, in the given order. */
+    for (uint32_t id = 0; id < 6; id++)
+        cr_assert_eq(ins_id(&in, id, 10 * id), 0);
+    cr_assert_eq(ev(&in, 3, out), 3);
+    kvb_hash h[3] = {key_hash(out[0]), key_hash(out[1]), key_hash(out[2])};
+    in.ops->unevict(in.self, out, h, NULL, 3);
+    expect_batch(&in, (uint32_t[]){0, 1, 2, 3, 4, 5}, 6);
+    done(&in);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -179,10 +398,13 @@ Test(multi_lru, thresholds_are_validated)
         memset(&p, 0, sizeof p);
         p.block_count = 8;
         memcpy(p.thresholds, bad[i], 3);
-        p.allocator = plain_allocator();
+        tu_fa fa;
+        tu_fa_init(&fa, 0);
+        p.allocator = tu_fa_allocator(&fa);
         void *self = NULL;
         cr_expect_eq(kvb_inactive_multi_lru.create(&p, &self), -EINVAL, "thresholds %u/%u/%u",
                      bad[i][0], bad[i][1], bad[i][2]);
+        cr_expect(tu_fa_balanced(&fa), "a refused create leaves nothing allocated");
     }
     static const uint8_t ok[3] = {1, 2, 15};
     struct inst in = mk_th(&kvb_inactive_multi_lru, 8, true, ok);
@@ -287,7 +509,7 @@ Test(tinylfu, unevict_restores_duels_and_moves)
     memset(freq_of, 0, sizeof freq_of);
     struct inst a = mk(&kvb_inactive_tinylfu, 64), b = mk(&kvb_inactive_tinylfu, 64);
     for (uint32_t i = 0; i < 64; i++) {
-        freq_of[i] = (uint32_t)(mix(i) % 16);
+        freq_of[i] = (uint32_t)(tu_mix64(i) % 16);
         ins(&a, key_hash(i), i, i);
         ins(&b, key_hash(i), i, i);
     }
@@ -319,7 +541,7 @@ Test(tinylfu, unevict_restores_duels_and_moves)
 /* Block j of sequence s: sequence hashes are mixed, as real XXH3 chains are. */
 static uint64_t seqh(uint32_t s, uint32_t j)
 {
-    return mix(((uint64_t)s << 32) | j) | 1;
+    return tu_mix64(((uint64_t)s << 32) | j) | 1;
 }
 
 static kvb_hash chain_hash(uint32_t s, uint32_t j)
@@ -550,14 +772,15 @@ static void prefix_property(kvb_evict_policy pol, const kvb_inactive_ops *ops)
     uint64_t seed = 11;
     for (uint32_t r = 0; r < 3000; r++) {
         /* family f's shared prefix of length k, then a tail of its own */
-        uint32_t f = (uint32_t)(mix(seed++) % FAMILIES);
-        uint32_t k = 1 + (uint32_t)(mix(seed++) % 6);
-        uint32_t n = k + 1 + (uint32_t)(mix(seed++) % (LEN - k));
-        uint64_t tail = mix(seed++) % 50;
+        uint32_t f = (uint32_t)(tu_mix64(seed++) % FAMILIES);
+        uint32_t k = 1 + (uint32_t)(tu_mix64(seed++) % 6);
+        uint32_t n = k + 1 + (uint32_t)(tu_mix64(seed++) % (LEN - k));
+        uint64_t tail = tu_mix64(seed++) % 50;
         kvb_hash h[LEN];
         uint64_t prev = 0;
         for (uint32_t j = 0; j < n; j++) {
-            uint64_t cur = j < k ? seqh(f, j) : mix(((uint64_t)f << 40) ^ (tail << 20) ^ j) | 1;
+            uint64_t cur =
+                j < k ? seqh(f, j) : tu_mix64(((uint64_t)f << 40) ^ (tail << 20) ^ j) | 1;
             cr_assert_eq(kvb_hash_make(cur, prev, j > 0, j, &h[j]), 0);
             prev = cur;
         }
@@ -574,7 +797,7 @@ static void prefix_property(kvb_evict_policy pol, const kvb_inactive_ops *ops)
             cr_assert_eq(kvb_pool_register(p, c, n - mu32, b + mu32), 0);
         }
         for (uint32_t j = n; j > 1; j--) { /* release in a random order */
-            uint32_t x = (uint32_t)(mix(seed++) % j);
+            uint32_t x = (uint32_t)(tu_mix64(seed++) % j);
             kvb_block t = b[j - 1];
             b[j - 1] = b[x];
             b[x] = t;

@@ -7,6 +7,7 @@
  */
 #include "testutil.h"
 #include "kvblock/seq.h"
+#include "support/rng.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,9 +58,9 @@ Test(retention, lookup)
     const struct {
         uint64_t t;
         uint32_t p, d;
-    } want[] = {{0, 90, 0},       {63, 90, 0},   {64, 35, 0},   {127, 35, 0},
-                {128, 10, 500},   {255, 10, 500}, {256, 35, 0},  {999, 35, 0},
-                {1000, 60, 7},    {1999, 60, 7},  {2000, 0, 30}, {1ull << 40, 0, 30}};
+    } want[] = {{0, 90, 0},     {63, 90, 0},    {64, 35, 0},   {127, 35, 0},
+                {128, 10, 500}, {255, 10, 500}, {256, 35, 0},  {999, 35, 0},
+                {1000, 60, 7},  {1999, 60, 7},  {2000, 0, 30}, {1ull << 40, 0, 30}};
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         cr_assert_eq(kvb_retention_lookup(&r, want[i].t, &p, &d), 0);
         cr_assert_eq(p, want[i].p, "token %llu: priority %u", (unsigned long long)want[i].t, p);
@@ -258,10 +259,9 @@ static void pm_check_stats(kvb_pool *p, const struct pmodel *m, int op)
         retained += m->b[k].cached && m->b[k].prio != KVB_PRIORITY_DEFAULT;
         timers += m->b[k].cached && m->b[k].until != 0;
     }
-    cr_assert_eq(st.retained, retained, "op %d: retained %u, model %u", op, st.retained,
-                 retained);
-    cr_assert_eq(st.retention_timers, timers, "op %d: timers %u, model %u", op,
-                 st.retention_timers, timers);
+    cr_assert_eq(st.retained, retained, "op %d: retained %u, model %u", op, st.retained, retained);
+    cr_assert_eq(st.retention_timers, timers, "op %d: timers %u, model %u", op, st.retention_timers,
+                 timers);
     cr_assert_eq(st.retention_expired, m->expired, "op %d: expired %llu, model %llu", op,
                  (unsigned long long)st.retention_expired, (unsigned long long)m->expired);
     cr_assert_eq(st.retained_evictions, m->retained_evictions, "op %d", op);
@@ -276,8 +276,7 @@ Test(priority, against_a_reference_model)
     uint64_t seed = 42;
     uint32_t prios[] = {0, 5, 20, 34, 35, 35, 35, 35, 36, 60, 90, 100};
     for (int op = 0; op < 20000; op++) {
-        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-        uint32_t r = (uint32_t)(seed >> 33);
+        uint32_t r = (uint32_t)(tu_lcg_next(&seed) >> 33);
         switch (r % 8) {
         case 0: /* time passes */
             now_ms += (r >> 3) % 40;

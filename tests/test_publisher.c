@@ -203,8 +203,8 @@ static void decode(const frame *payload, dbatch *d)
                         : !strcmp(v->tag, "AllBlocksCleared") ? 1
                                                               : 0;
         cr_assert_neq(want, 0, "unknown tag %s", v->tag);
-        cr_assert_eq(v->map ? e->via.map.size : e->via.array.size, want, "%s has %u fields",
-                     v->tag, want);
+        cr_assert_eq(v->map ? e->via.map.size : e->via.array.size, want, "%s has %u fields", v->tag,
+                     want);
         if (want == 1)
             continue;
         const msgpack_object *hs = field(e, 1, "block_hashes");
@@ -247,8 +247,8 @@ static void decode(const frame *payload, dbatch *d)
 
 /* ---- fixtures ---------------------------------------------------------------- */
 
-static kvb_publisher *mk_pub_layout(const ends *e, const char *medium, int64_t rank,
-                                    uint32_t qcap, kvb_publisher_layout layout)
+static kvb_publisher *mk_pub_layout(const ends *e, const char *medium, int64_t rank, uint32_t qcap,
+                                    kvb_publisher_layout layout)
 {
     kvb_publisher_config cfg;
     kvb_publisher_config_init(&cfg);
@@ -283,16 +283,6 @@ static kvb_pool *mk_pool(kvb_publisher *pub, const char *medium, uint32_t n)
     cfg.block_count = n;
     cfg.events = &ec;
     return tu_pool_cfg(&cfg);
-}
-
-static void put(kvb_pool *p, const kvb_hash *h, uint32_t n, kvb_block *out)
-{
-    kvb_mutable m[16];
-    kvb_complete c[16];
-    cr_assert_eq(kvb_pool_allocate(p, n, m, NULL, NULL), 0);
-    for (uint32_t i = 0; i < n; i++)
-        cr_assert_eq(kvb_mutable_stage(&m[i], h[i], &c[i]), 0);
-    cr_assert_eq(kvb_pool_register(p, c, n, out), 0);
 }
 
 /* Ask for a replay from start; collect every [seq, payload] until the end marker.
@@ -343,8 +333,8 @@ static void wire_format_and_replay(kvb_publisher_layout layout)
     kvb_hash c[3];
     tu_chain(0xabcdef, 3, c);
     kvb_block b[3];
-    put(gpu, c, 2, b);      /* batch 0: STORED [c0 c1] */
-    put(gpu, c + 2, 1, b + 2); /* batch 1: STORED [c2] parent c1 */
+    tu_put(gpu, c, 2, b);         /* batch 0: STORED [c0 c1] */
+    tu_put(gpu, c + 2, 1, b + 2); /* batch 1: STORED [c2] parent c1 */
     for (int i = 0; i < 3; i++)
         cr_assert_eq(kvb_block_release(&b[i]), 0);
     kvb_mutable m[2];
@@ -353,7 +343,7 @@ static void wire_format_and_replay(kvb_publisher_layout layout)
         cr_assert_eq(kvb_mutable_release(&m[i]), 0);
     cr_assert_eq(kvb_pool_reset_inactive(gpu), 2); /* batch 3: CLEARED */
     kvb_block x;
-    put(cpu, c, 1, &x); /* batch 4: STORED [c0] medium CPU (publisher default) */
+    tu_put(cpu, c, 1, &x); /* batch 4: STORED [c0] medium CPU (publisher default) */
     cr_assert_eq(kvb_block_release(&x), 0);
     cr_assert_eq(kvb_publisher_flush(pub, 10000), 0);
     kvb_publisher_stats st;
@@ -458,7 +448,7 @@ Test(publisher, subscriber_sees_topic_seq_payload_in_order)
     for (i = 0; i < 5000 && first == UINT64_MAX; i++) {
         kvb_hash h = tu_hash(i);
         kvb_block b;
-        put(p, &h, 1, &b);
+        tu_put(p, &h, 1, &b);
         cr_assert_eq(kvb_block_release(&b), 0);
         cr_assert_eq(kvb_publisher_flush(pub, 10000), 0);
         int nf = recv_multi(sub, f, 4);
@@ -481,7 +471,7 @@ Test(publisher, subscriber_sees_topic_seq_payload_in_order)
     for (uint64_t k = 0; k < 50; k++) {
         kvb_hash h = tu_hash(100000 + k);
         kvb_block b;
-        put(p, &h, 1, &b);
+        tu_put(p, &h, 1, &b);
         cr_assert_eq(kvb_block_release(&b), 0);
     }
     for (uint64_t k = 0; k < 50; k++) {
@@ -509,7 +499,11 @@ Test(publisher, burst_with_a_tiny_queue_drops_and_leaves_gaps)
     kvb_pool *p = tu_pool(4, KVB_EVICT_LRU);
     kvb_hash h = tu_hash(1);
     uint32_t id = 0;
-    kvb_event ev = {.type = KVB_EVENT_STORED, .seq = 1, .n = 1, .hashes = &h, .block_ids = &id,
+    kvb_event ev = {.type = KVB_EVENT_STORED,
+                    .seq = 1,
+                    .n = 1,
+                    .hashes = &h,
+                    .block_ids = &id,
                     .block_size = 16};
     for (int i = 0; i < 20000; i++)
         kvb_publisher_sink(pub, p, &ev, 1);
@@ -577,7 +571,6 @@ Test(publisher, create_errors)
     (void)pub2;
 }
 
-
 Test(publisher, offset_by_rank_gives_each_rank_its_endpoints)
 {
     /* vLLM's data-parallel convention: one configuration, one publisher per
@@ -600,7 +593,7 @@ Test(publisher, offset_by_rank_gives_each_rank_its_endpoints)
     kvb_pool *p = mk_pool(r[2], NULL, 8);
     kvb_hash h = tu_hash(77);
     kvb_block b;
-    put(p, &h, 1, &b);
+    tu_put(p, &h, 1, &b);
     cr_assert_eq(kvb_block_release(&b), 0);
     cr_assert_eq(kvb_publisher_flush(r[2], 10000), 0);
     char rep2[160];

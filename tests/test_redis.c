@@ -18,6 +18,7 @@
 #include <xxhash.h>
 
 #include "kvblock/redis.h"
+#include "support/rng.h"
 
 static const uint64_t H1[] = {11, 12, 13};
 static const uint64_t H2[] = {0xfedcba9876543210ull};
@@ -38,15 +39,11 @@ static kvb_redis_entry batch_entry(void)
                               .n_tokens = 12,
                               .block_size = 4,
                               .salt_key = 0x1234567890abcdefull};
-    EV[1] = (kvb_index_event){.type = KVB_INDEX_EV_REMOVED,
-                              .tier = KVB_TIER_DEVICE,
-                              .n_hashes = 1,
-                              .hashes = H2};
+    EV[1] = (kvb_index_event){
+        .type = KVB_INDEX_EV_REMOVED, .tier = KVB_TIER_DEVICE, .n_hashes = 1, .hashes = H2};
     EV[2] = (kvb_index_event){.type = KVB_INDEX_EV_CLEARED, .tier = KVB_TIER_DEVICE};
-    EV[3] = (kvb_index_event){.type = KVB_INDEX_EV_STORED,
-                              .tier = KVB_TIER_DISK,
-                              .n_hashes = 1,
-                              .hashes = H2};
+    EV[3] = (kvb_index_event){
+        .type = KVB_INDEX_EV_STORED, .tier = KVB_TIER_DISK, .n_hashes = 1, .hashes = H2};
     kvb_redis_entry e;
     memset(&e, 0, sizeof e);
     e.kind = KVB_REDIS_ENTRY_BATCH;
@@ -264,8 +261,7 @@ Test(redis_codec, every_truncation_and_byte_change_refused)
     for (size_t i = 0; i < len; i++) {
         for (int bit = 0; bit < 8; bit += 3) {
             buf[i] ^= (uint8_t)(1u << bit);
-            cr_assert_eq(kvb_redis_entry_decode(buf, len, &d), -EBADMSG, "byte %zu bit %d", i,
-                         bit);
+            cr_assert_eq(kvb_redis_entry_decode(buf, len, &d), -EBADMSG, "byte %zu bit %d", i, bit);
             buf[i] ^= (uint8_t)(1u << bit);
         }
     }
@@ -277,8 +273,8 @@ Test(redis_codec, every_truncation_and_byte_change_refused)
 }
 
 /* Change bytes, then fix the checksum so that only the field checks can refuse. */
-static int decode_patched(const uint8_t *src, size_t len, size_t off, const void *val,
-                          size_t vlen, size_t new_len)
+static int decode_patched(const uint8_t *src, size_t len, size_t off, const void *val, size_t vlen,
+                          size_t new_len)
 {
     uint8_t *b = calloc(1, new_len > len ? new_len : len);
     cr_assert_not_null(b);
@@ -334,12 +330,8 @@ Test(redis_codec, random_inputs_never_trusted)
     int ok = 0;
     for (int round = 0; round < 20000; round++) {
         size_t len = 72 + (size_t)(x % 400);
-        for (size_t i = 0; i < len; i++) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            b[i] = (uint8_t)x;
-        }
+        for (size_t i = 0; i < len; i++)
+            b[i] = (uint8_t)tu_xorshift64(&x);
         /* a plausible header so that the field checks are reached */
         b[0] = 'K', b[1] = 'V', b[2] = 'B', b[3] = 'R', b[4] = 1;
         b[5] = (uint8_t)(1 + x % 5);
@@ -369,7 +361,7 @@ Test(redis_api, bad_configuration_and_unreachable_server)
     kvb_redis_replica_config pc;
     kvb_redis_replica_config_init(&pc);
     kvb_redis_replica *rep = NULL;
-    const char *bad[] = {"redis://", "redis://:6379", "redis://h:0", "redis://h:70000",
+    const char *bad[] = {"redis://",      "redis://:6379",  "redis://h:0",   "redis://h:70000",
                          "redis://h:1/x", "redis://h:12ab", "redis://user@h"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         pc.url = bad[i];
@@ -571,8 +563,7 @@ Test(redis_server, lua_lease_and_fencing)
     /* the script cache flushed (a restarted server): EVALSHA falls back to EVAL */
     const char *flush[2] = {"SCRIPT", "FLUSH"};
     freeReplyObject(kvb__rconn_cmd(&b, 2, flush, NULL));
-    cr_assert_eq(script_int(&a, KVB_RS_RENEW, 1, 3, (const char *[]){"kvb:lease", "6", "2000"}),
-                 1);
+    cr_assert_eq(script_int(&a, KVB_RS_RENEW, 1, 3, (const char *[]){"kvb:lease", "6", "2000"}), 1);
     kvb__rconn_close(&a);
     kvb__rconn_close(&b);
     server_stop(&s);
@@ -780,10 +771,7 @@ struct liar {
 
 static uint64_t liar_rand(struct liar *l)
 {
-    l->rng ^= l->rng << 13;
-    l->rng ^= l->rng >> 7;
-    l->rng ^= l->rng << 17;
-    return l->rng;
+    return tu_xorshift64(&l->rng);
 }
 
 /* One random RESP value (nested at most `depth`). */
@@ -801,8 +789,9 @@ static size_t liar_value(struct liar *l, char *out, size_t cap, int depth)
     case 3:
         return (size_t)snprintf(out, cap, "$-1\r\n");
     case 4: {
-        static const char *strs[] = {"0",     "1-1",   "-1",       "ep",    "n",
-                                     "batch", "seq",   "kvb:stream:w", "abc", "9999999999999999999999"};
+        static const char *strs[] = {
+            "0",     "1-1", "-1",           "ep",  "n",
+            "batch", "seq", "kvb:stream:w", "abc", "9999999999999999999999"};
         const char *x = strs[liar_rand(l) % 10];
         return (size_t)snprintf(out, cap, "$%zu\r\n%s\r\n", strlen(x), x);
     }

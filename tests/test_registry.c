@@ -31,27 +31,6 @@ static kvb_pool *mk_pool(kvb_registry *r, uint32_t n, kvb_dup_policy dup)
     return tu_pool_cfg(&cfg);
 }
 
-/* Allocate, stage and register one block of hash h. */
-static kvb_block put1(kvb_pool *p, kvb_hash h)
-{
-    kvb_mutable m;
-    kvb_complete c;
-    kvb_block b;
-    cr_assert_eq(kvb_pool_allocate(p, 1, &m, NULL, NULL), 0);
-    cr_assert_eq(kvb_mutable_stage(&m, h, &c), 0);
-    cr_assert_eq(kvb_pool_register(p, &c, 1, &b), 0);
-    return b;
-}
-
-static bool present(kvb_registry *r, kvb_pool *p, kvb_hash h)
-{
-    bool out = false;
-    int n = kvb_registry_present(r, &h, 1, p, &out);
-    cr_assert(n == 0 || n == 1, "present() = %d", n);
-    cr_assert_eq(n == 1, out);
-    return out;
-}
-
 /* Allocate (and release) every block of p, evicting whatever is cached. */
 static void evict_all(kvb_pool *p)
 {
@@ -69,12 +48,12 @@ Test(presence, two_pools_sharing_a_registry)
     kvb_registry *r = mk_reg();
     kvb_pool *gpu = mk_pool(r, 4, KVB_DUP_ALLOW), *host = mk_pool(r, 4, KVB_DUP_ALLOW);
     kvb_hash h[3] = {tu_hash(1), tu_hash(2), tu_hash(3)};
-    kvb_block a = put1(gpu, h[0]);
-    cr_expect(present(r, gpu, h[0]));
-    cr_expect_not(present(r, host, h[0]), "presence is per pool");
-    kvb_block b = put1(host, h[0]);
-    kvb_block c = put1(host, h[1]);
-    cr_expect(present(r, gpu, h[0]) && present(r, host, h[0]));
+    kvb_block a = tu_put1(gpu, h[0]);
+    cr_expect(tu_present(r, gpu, h[0]));
+    cr_expect_not(tu_present(r, host, h[0]), "presence is per pool");
+    kvb_block b = tu_put1(host, h[0]);
+    kvb_block c = tu_put1(host, h[1]);
+    cr_expect(tu_present(r, gpu, h[0]) && tu_present(r, host, h[0]));
     bool out[3];
     cr_expect_eq(kvb_registry_present(r, h, 3, host, out), 2);
     cr_expect(out[0] && out[1] && !out[2]);
@@ -83,11 +62,11 @@ Test(presence, two_pools_sharing_a_registry)
     cr_expect_eq(kvb_registry_present(r, h, 3, gpu, NULL), 1, "out is optional");
     /* released: cached blocks are still present in their tier */
     cr_assert_eq(kvb_block_release(&a), 0);
-    cr_expect(present(r, gpu, h[0]));
+    cr_expect(tu_present(r, gpu, h[0]));
     /* evicted from one tier only */
     evict_all(gpu);
-    cr_expect_not(present(r, gpu, h[0]));
-    cr_expect(present(r, host, h[0]), "the other tier keeps its copy");
+    cr_expect_not(tu_present(r, gpu, h[0]));
+    cr_expect(tu_present(r, host, h[0]), "the other tier keeps its copy");
     cr_assert_eq(kvb_block_release(&b), 0);
     cr_assert_eq(kvb_block_release(&c), 0);
     cr_expect_eq(kvb_registry_record_count(r), 2);
@@ -103,18 +82,18 @@ Test(presence, eviction_then_re_registration)
     kvb_registry *r = mk_reg();
     kvb_pool *p = mk_pool(r, 1, KVB_DUP_ALLOW);
     kvb_hash h = tu_hash(10), o = tu_hash(11);
-    kvb_block b = put1(p, h);
+    kvb_block b = tu_put1(p, h);
     cr_assert_eq(kvb_block_release(&b), 0);
-    cr_expect(present(r, p, h), "cached");
+    cr_expect(tu_present(r, p, h), "cached");
     /* the only slot is needed for other content: h is evicted */
-    b = put1(p, o);
-    cr_expect_not(present(r, p, h), "evicted");
-    cr_expect(present(r, p, o));
+    b = tu_put1(p, o);
+    cr_expect_not(tu_present(r, p, h), "evicted");
+    cr_expect(tu_present(r, p, o));
     cr_assert_eq(kvb_block_release(&b), 0);
     /* and registered again: present again (the counter went 1 -> 0 -> 1) */
-    b = put1(p, h);
-    cr_expect(present(r, p, h));
-    cr_expect_not(present(r, p, o));
+    b = tu_put1(p, h);
+    cr_expect(tu_present(r, p, h));
+    cr_expect_not(tu_present(r, p, o));
     cr_assert_eq(kvb_block_release(&b), 0);
     tu_finish(p);
     cr_expect_eq(kvb_registry_destroy(r), 0);
@@ -125,18 +104,18 @@ Test(presence, duplicate_drop_lowers_only_its_own_count)
     kvb_registry *r = mk_reg();
     kvb_pool *p = mk_pool(r, 4, KVB_DUP_ALLOW);
     kvb_hash h = tu_hash(20);
-    kvb_block prim = put1(p, h);
-    kvb_block dup = put1(p, h); /* ALLOW: a second physical copy, DUPLICATE */
+    kvb_block prim = tu_put1(p, h);
+    kvb_block dup = tu_put1(p, h); /* ALLOW: a second physical copy, DUPLICATE */
     cr_assert_neq(prim.id, dup.id);
-    cr_expect(present(r, p, h));
+    cr_expect(tu_present(r, p, h));
     /* DUPLICATE -> RESET: the primary still holds the content */
     cr_assert_eq(kvb_block_release(&dup), 0);
-    cr_expect(present(r, p, h), "dropping the duplicate must not hide the primary");
+    cr_expect(tu_present(r, p, h), "dropping the duplicate must not hide the primary");
     /* PRIMARY -> INACTIVE: still present (cached) */
     cr_assert_eq(kvb_block_release(&prim), 0);
-    cr_expect(present(r, p, h));
+    cr_expect(tu_present(r, p, h));
     evict_all(p);
-    cr_expect_not(present(r, p, h), "gone once the last copy is evicted");
+    cr_expect_not(tu_present(r, p, h), "gone once the last copy is evicted");
     cr_expect_eq(kvb_registry_record_count(r), 0);
     tu_finish(p);
     cr_expect_eq(kvb_registry_destroy(r), 0);
@@ -147,15 +126,15 @@ Test(presence, duplicate_outlives_its_primary_reference)
     kvb_registry *r = mk_reg();
     kvb_pool *p = mk_pool(r, 4, KVB_DUP_ALLOW);
     kvb_hash h = tu_hash(21);
-    kvb_block prim = put1(p, h);
-    kvb_block dup = put1(p, h);
+    kvb_block prim = tu_put1(p, h);
+    kvb_block dup = tu_put1(p, h);
     /* the primary's own reference goes first; the duplicate keeps it alive */
     cr_assert_eq(kvb_block_release(&prim), 0);
-    cr_expect(present(r, p, h));
+    cr_expect(tu_present(r, p, h));
     cr_assert_eq(kvb_block_release(&dup), 0);
-    cr_expect(present(r, p, h), "the primary is cached now");
+    cr_expect(tu_present(r, p, h), "the primary is cached now");
     evict_all(p);
-    cr_expect_not(present(r, p, h));
+    cr_expect_not(tu_present(r, p, h));
     tu_finish(p);
     cr_expect_eq(kvb_registry_destroy(r), 0);
 }
@@ -165,14 +144,14 @@ Test(presence, reject_policy_never_counts_the_dropped_copy)
     kvb_registry *r = mk_reg();
     kvb_pool *p = mk_pool(r, 4, KVB_DUP_REJECT);
     kvb_hash h = tu_hash(22);
-    kvb_block a = put1(p, h);
-    kvb_block b = put1(p, h); /* REJECT: b is a second reference to a's block */
+    kvb_block a = tu_put1(p, h);
+    kvb_block b = tu_put1(p, h); /* REJECT: b is a second reference to a's block */
     cr_expect_eq(a.id, b.id);
     cr_assert_eq(kvb_block_release(&a), 0);
     cr_assert_eq(kvb_block_release(&b), 0);
-    cr_expect(present(r, p, h));
+    cr_expect(tu_present(r, p, h));
     evict_all(p);
-    cr_expect_not(present(r, p, h), "one copy counted once, removed once");
+    cr_expect_not(tu_present(r, p, h), "one copy counted once, removed once");
     cr_expect_eq(kvb_registry_record_count(r), 0);
     tu_finish(p);
     cr_expect_eq(kvb_registry_destroy(r), 0);
@@ -183,12 +162,12 @@ Test(presence, reset_on_release)
     kvb_registry *r = mk_reg();
     kvb_pool *p = mk_pool(r, 2, KVB_DUP_ALLOW);
     kvb_hash h = tu_hash(30), k = tu_hash(31);
-    kvb_block b = put1(p, h), c = put1(p, k);
+    kvb_block b = tu_put1(p, h), c = tu_put1(p, k);
     cr_assert_eq(kvb_block_set_reset_on_release(&b, true), 0);
     cr_assert_eq(kvb_block_release(&b), 0);
-    cr_expect_not(present(r, p, h), "PRIMARY -> RESET lowers presence");
+    cr_expect_not(tu_present(r, p, h), "PRIMARY -> RESET lowers presence");
     cr_assert_eq(kvb_block_release(&c), 0);
-    cr_expect(present(r, p, k), "a plain release caches");
+    cr_expect(tu_present(r, p, k), "a plain release caches");
     kvb_block m[1];
     cr_expect_eq(kvb_pool_match(p, &h, 1, m), 0, "and the reset block is not cached");
     tu_finish(p);
@@ -239,8 +218,8 @@ Test(registry, destroy_is_ebusy_while_pools_are_attached)
     void *got;
     cr_expect_eq(kvb_registry_get_unique(r, tu_hash(1), &key, &got), 0);
     cr_expect_eq(got, &v);
-    kvb_block x = put1(b, tu_hash(2));
-    cr_expect(present(r, b, tu_hash(2)));
+    kvb_block x = tu_put1(b, tu_hash(2));
+    cr_expect(tu_present(r, b, tu_hash(2)));
     cr_assert_eq(kvb_block_release(&x), 0);
     tu_finish(b);
     cr_expect_eq(kvb_registry_destroy(r), 0);
@@ -389,11 +368,11 @@ Test(attach, records_live_while_attachments_exist)
     dtor_calls = 0;
     cr_expect_eq(kvb_registry_attach_unique(r, h, &key_meta, &v, count_dtor), 0);
     cr_expect_eq(kvb_registry_record_count(r), 1, "an attachment creates the record");
-    kvb_block b = put1(p, h);
+    kvb_block b = tu_put1(p, h);
     cr_assert_eq(kvb_block_release(&b), 0);
-    b = put1(p, o); /* evicts h */
+    b = tu_put1(p, o); /* evicts h */
     cr_assert_eq(kvb_block_release(&b), 0);
-    cr_expect_not(present(r, p, h));
+    cr_expect_not(tu_present(r, p, h));
     void *got;
     cr_expect_eq(kvb_registry_get_unique(r, h, &key_meta, &got), 0,
                  "eviction does not drop the attachment");
@@ -498,9 +477,9 @@ Test(frequency, pools_touch_on_registration_and_match_hits)
     kvb_pool *p = mk_pool(r, 4, KVB_DUP_ALLOW);
     kvb_hash h[2];
     tu_chain(500, 2, h);
-    kvb_block b0 = put1(p, h[0]);
+    kvb_block b0 = tu_put1(p, h[0]);
     cr_expect_eq(kvb_registry_frequency(r, h[0]), 1, "one touch per registration");
-    kvb_block b1 = put1(p, h[1]);
+    kvb_block b1 = tu_put1(p, h[1]);
     kvb_block arr[2] = {b1, b0};
     cr_assert_eq(kvb_block_release_n(arr, 2), 0);
     kvb_block m[2];

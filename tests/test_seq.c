@@ -6,6 +6,7 @@
  */
 #include "testutil.h"
 #include "kvblock/seq.h"
+#include "support/rng.h"
 
 #include <stdlib.h>
 
@@ -456,9 +457,7 @@ Test(seq, random_ops_never_leak)
     uint32_t prompt[NS] = {0};
     uint64_t x = 12345;
     for (int step = 0; step < 5000; step++) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
+        tu_xorshift64(&x);
         int i = (int)(x % NS);
         uint32_t op = (uint32_t)(x >> 8) % 10;
         kvb_seq *q = &s[i];

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "kvblock.h"
+#include "support/rng.h"
 #include "sketch.h"
 
 #define DEPTH 4
@@ -31,20 +32,11 @@ static struct kvb_sketch *mk(uint32_t capacity)
     return s;
 }
 
-/* splitmix64 */
-static uint64_t rnd(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 /* A valid lineage hash from random numbers (position < 256). */
 static kvb_hash rkey(uint64_t *seed)
 {
-    uint64_t cur = rnd(seed), par = rnd(seed);
-    uint32_t pos = (uint32_t)(rnd(seed) % 256);
+    uint64_t cur = tu_rng_next(seed), par = tu_rng_next(seed);
+    uint32_t pos = (uint32_t)(tu_rng_next(seed) % 256);
     kvb_hash h;
     cr_assert_eq(kvb_hash_make(cur, par, pos > 0, pos, &h), 0);
     return h;
@@ -144,7 +136,7 @@ Test(sketch, estimate_is_min_of_depth_plus_door)
     uint64_t seed = 1;
     for (int i = 0; i < 3000; i++) {
         kvb_hash h = rkey(&seed);
-        uint32_t n = (uint32_t)(rnd(&seed) % 4);
+        uint32_t n = (uint32_t)(tu_rng_next(&seed) % 4);
         for (uint32_t k = 0; k <= n; k++)
             kvb__sketch_touch(s, h);
     }
@@ -365,7 +357,7 @@ Test(sketch, private_sketch_counts_like_a_shared_one)
     cr_assert_eq(kvb__sketch_create(64, false, &a, &pv), 0);
     uint64_t seed = 7;
     for (uint32_t i = 0; i < 40000; i++) {
-        uint64_t r = rnd(&seed);
+        uint64_t r = tu_rng_next(&seed);
         kvb_hash h = ikey(r % 16 < 12 ? r % 300 : r % 20000); /* skewed: hot and cold keys */
         kvb__sketch_touch(sh, h);
         kvb__sketch_touch(pv, h);

@@ -36,6 +36,10 @@
 #ifndef KVBLOCK_EVENTS_H
 #define KVBLOCK_EVENTS_H
 
+/* the core types and KVB_API (kvblock.h includes this header at its end, so either
+ * may be included first) */
+#include "../kvblock.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif

@@ -23,6 +23,10 @@
 #ifndef KVBLOCK_INACTIVE_H
 #define KVBLOCK_INACTIVE_H
 
+/* the core types and KVB_API (kvblock.h includes this header at its end, so either
+ * may be included first) */
+#include "../kvblock.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>

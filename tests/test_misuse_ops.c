@@ -1,6 +1,8 @@
 /*
- * test_misuse_matrix.c - every handle type x every kind of misuse x every
- * operation that takes the handle, table-driven (one Criterion test per row).
+ * test_misuse_ops.c - every operation that takes a handle, against every kind
+ * of misuse of every handle type: handle type x kind of misuse x operation,
+ * table-driven (one Criterion test per row). The misuse scenarios written out
+ * one by one are in test_misuse.c.
  *
  * Kinds of misuse:
  *   DOUBLE   the handle was already consumed (released); a copy is used again;
@@ -31,16 +33,16 @@
 enum htype { HT_MUTABLE, HT_COMPLETE, HT_BLOCK, HT_WEAK };
 enum mkind { MK_DOUBLE, MK_REUSED, MK_FOREIGN, MK_ZEROED, MK_DESTROY };
 enum opk {
-    OP_RELEASE,      /* mutable, complete, block */
-    OP_STAGE,        /* mutable */
-    OP_RESET,        /* complete */
-    OP_REGISTER,     /* complete */
-    OP_RELEASE_N,    /* block (batch of the bad handle and a valid one) */
-    OP_CLONE,        /* block */
-    OP_SET_RESET,    /* block */
-    OP_ADDRESS,      /* block */
-    OP_USE_COUNT,    /* block: returns 0, not an error */
-    OP_UPGRADE,      /* weak */
+    OP_RELEASE,   /* mutable, complete, block */
+    OP_STAGE,     /* mutable */
+    OP_RESET,     /* complete */
+    OP_REGISTER,  /* complete */
+    OP_RELEASE_N, /* block (batch of the bad handle and a valid one) */
+    OP_CLONE,     /* block */
+    OP_SET_RESET, /* block */
+    OP_ADDRESS,   /* block */
+    OP_USE_COUNT, /* block: returns 0, not an error */
+    OP_UPGRADE,   /* weak */
 };
 
 struct row {
@@ -51,6 +53,8 @@ struct row {
     int misuse_delta; /* expected change of p's misuse counter */
 };
 
+/* one row per line */
+/* clang-format off */
 #define R(t, k, o, e, d) {HT_##t, MK_##k, OP_##o, e, d}
 static struct row rows[] = {
     /* mutable */
@@ -120,12 +124,13 @@ static struct row rows[] = {
     R(WEAK, DESTROY, UPGRADE, 0, 0), /* the refused destroy changed nothing */
 };
 #undef R
+/* clang-format on */
 
 static const char *const tname[] = {"mutable", "complete", "block", "weak"};
 static const char *const kname[] = {"double", "reused", "foreign", "zeroed", "destroy"};
-static const char *const oname[] = {"release",   "stage",     "reset", "register",
-                                    "release_n", "clone",     "set_reset_on_release",
-                                    "address",   "use_count", "upgrade"};
+static const char *const oname[] = {
+    "release", "stage",     "reset",  "register", "release_n", "clone", "set_reset_on_release",
+    "address", "use_count", "upgrade"};
 
 typedef union {
     kvb_mutable m;
@@ -179,9 +184,7 @@ static kvb_pool *mkpool(uint32_t n, const char *name)
 
 static uint64_t misuse(kvb_pool *p)
 {
-    kvb_stats s;
-    cr_assert_eq(kvb_pool_stats(p, &s), 0);
-    return s.misuse;
+    return tu_stats(p).misuse;
 }
 
 static kvb_mutable new_mutable(kvb_pool *p)
@@ -189,22 +192,6 @@ static kvb_mutable new_mutable(kvb_pool *p)
     kvb_mutable m;
     cr_assert_eq(kvb_pool_allocate(p, 1, &m, NULL, NULL), 0);
     return m;
-}
-
-static kvb_complete new_complete(kvb_pool *p, kvb_hash h)
-{
-    kvb_mutable m = new_mutable(p);
-    kvb_complete c;
-    cr_assert_eq(kvb_mutable_stage(&m, h, &c), 0);
-    return c;
-}
-
-static kvb_block new_block(kvb_pool *p, kvb_hash h)
-{
-    kvb_complete c = new_complete(p, h);
-    kvb_block b;
-    cr_assert_eq(kvb_pool_register(p, &c, 1, &b), 0);
-    return b;
 }
 
 static void hold_m(kvb_mutable m)
@@ -224,9 +211,9 @@ static void hold_b(kvb_block b)
 static void bystanders(void)
 {
     hold_m(new_mutable(E.p));
-    hold_c(new_complete(E.p, tu_hash(901)));
-    hold_b(new_block(E.p, tu_hash(902)));
-    kvb_block cached = new_block(E.p, tu_hash(903));
+    hold_c(tu_stage1(E.p, tu_hash(901)));
+    hold_b(tu_put1(E.p, tu_hash(902)));
+    kvb_block cached = tu_put1(E.p, tu_hash(903));
     cr_assert_eq(kvb_block_release(&cached), 0);
 }
 
@@ -251,13 +238,13 @@ static anyh make_live(enum htype t, kvb_pool *p, kvb_hash h)
         a.m = new_mutable(p);
         break;
     case HT_COMPLETE:
-        a.c = new_complete(p, h);
+        a.c = tu_stage1(p, h);
         break;
     case HT_BLOCK:
-        a.b = new_block(p, h);
+        a.b = tu_put1(p, h);
         break;
     case HT_WEAK: {
-        kvb_block b = new_block(p, h);
+        kvb_block b = tu_put1(p, h);
         kvb_block_downgrade(&b, &a.w);
         hold_b(b);
         break;
@@ -489,17 +476,16 @@ static void no_block_lost(kvb_pool *p, uint32_t n)
     kvb_stats s;
     kvb_pool_stats(p, &s);
     cr_expect_eq(s.mutable_ + s.staged + s.primary + s.duplicate, 0, "nothing held");
-    cr_expect_eq(s.reset + s.inactive, n, "reset %u + inactive %u != %u", s.reset, s.inactive,
-                 n);
+    cr_expect_eq(s.reset + s.inactive, n, "reset %u + inactive %u != %u", s.reset, s.inactive, n);
     cr_expect_eq(kvb_pool_check(p), 0);
 }
 
-ParameterizedTestParameters(misuse_matrix, row)
+ParameterizedTestParameters(misuse_ops, row)
 {
     return cr_make_param_array(struct row, rows, sizeof rows / sizeof rows[0]);
 }
 
-ParameterizedTest(struct row *r, misuse_matrix, row)
+ParameterizedTest(struct row *r, misuse_ops, row)
 {
     memset(&E, 0, sizeof E);
     E.p = mkpool(PB, "p");
@@ -513,8 +499,7 @@ ParameterizedTest(struct row *r, misuse_matrix, row)
     int rc = run_op(r, &bad);
 
     cr_expect_eq(rc, r->err, "%s x %s x %s: returned %d (%s), expected %d (%s)", tname[r->type],
-                 kname[r->kind], oname[r->op], rc, kvb_err_name(rc), r->err,
-                 kvb_err_name(r->err));
+                 kname[r->kind], oname[r->op], rc, kvb_err_name(rc), r->err, kvb_err_name(r->err));
     cr_expect_eq(misuse(E.p) - mp, (uint64_t)r->misuse_delta,
                  "%s x %s x %s: misuse of p moved by %llu, expected %d", tname[r->type],
                  kname[r->kind], oname[r->op], (unsigned long long)(misuse(E.p) - mp),
@@ -550,12 +535,12 @@ ParameterizedTest(struct row *r, misuse_matrix, row)
  * per-primary duplicate count under the pool lock, the word counting handles only,
  * the last-release transition when both reach 0).
  */
-Test(misuse_matrix, double_release_cannot_steal_a_duplicates_reference)
+Test(misuse_ops, double_release_cannot_steal_a_duplicates_reference)
 {
     kvb_pool *p = tu_pool(4, KVB_EVICT_LRU);
     kvb_hash h = tu_hash(42);
-    kvb_block pb = new_block(p, h);
-    kvb_block d = new_block(p, h); /* ALLOW: a duplicate holding a reference on pb */
+    kvb_block pb = tu_put1(p, h);
+    kvb_block d = tu_put1(p, h); /* ALLOW: a duplicate holding a reference on pb */
     kvb_block copy = pb;
     cr_expect_eq(kvb_block_use_count(&pb), 2);
     cr_expect_eq(kvb_block_release(&pb), 0);
