@@ -1,353 +1,563 @@
 /*
- * adaptive.c - the "adaptive" inactive index: lru or lineage_arc, whichever
- * miniature simulations say is winning on this workload now.
+ * adaptive.c - the "adaptive" inactive index: the cache follows whichever of
+ * lru and lineage_arc is winning on this workload now.
  *
- * Source: Waldspurger, Saemundsson, Ahmad, Park, "Cache Modeling and
- * Optimization using Miniature Simulations" (USENIX ATC 2017): a policy's hit
- * ratio at capacity C is estimated by simulating it at capacity C x R on the
- * accesses to a spatially sampled subset of the content (the hashes whose mixed
- * top 32 bits fall below R x 2^32), and the real cache follows the candidate
- * whose miniature does best.
+ * Design: two full-size simulations of the candidates run side by side on the
+ * accesses the backend infers from its calls, a flat LRU and a flat ARC with
+ * lineage_arc's changes (8x ghosts, near-only adaptation, p0 = 0.1 x capacity,
+ * victim chosen before a ghost hit adapts p), each at the pool's capacity.
+ * The real cache *follows* the active simulation: its victims are first the
+ * cached blocks that simulation no longer holds (its "stale" list, oldest
+ * first), then, when the cached blocks are all in it, the blocks it will
+ * evict next (its eviction order). The real cache then holds what the active
+ * simulation holds, give or take the blocks of one allocation, and its hits
+ * are that policy's hits: lru's exactly, lineage_arc's exactly on flat (id)
+ * traces, within 0.4 point on the prefix replays. Both simulations keep their
+ * whole state whatever the cache follows, so a switch loses no history: after
+ * it the cache converges to the other simulation's content, one eviction per
+ * miss, starting with the blocks that simulation has evicted. (The miniature
+ * simulations of Waldspurger et al., ATC 2017, sample the hash space to save
+ * memory; sampled, they could not resolve the small differences that decide
+ * the rows of the replay lab, nor let the cache follow them.)
  *
- * Candidates: the two built-in backends the replay lab measures it against,
- * `lru` and `lineage_arc` (ARC over the leaves of the prefix tree).
+ * Decision: each simulation's hits decay with a time constant of
+ * KVB_ADA_WINDOW x capacity accesses; every KVB_ADA_EVERY accesses the cache
+ * switches to the other simulation when its decayed hits lead by more than
+ * KVB_ADA_LEAD_LRU (to lru) or KVB_ADA_LEAD_ARC (to lineage_arc). It starts
+ * on lineage_arc. docs/eviction.md has the measurements behind the constants.
  *
- * Both backends hold every cached block (each gets every insert and remove); the
- * active one chooses the victims, which the other one then lets go with a
- * remove(), so switching is a flip, O(1), and never moves a block. The shadow
- * lru is exact (a remove keeps LRU order); a shadow lineage_arc reads lru's
- * victims as hits and keeps no ghosts of them, so it comes back with less
- * history than it would have had (docs/eviction.md measures what that costs).
+ * Accesses are inferred from the calls a backend receives: remove() is a hit
+ * on cached content; insert() of content that was not just removed (another
+ * arrival than this block had when removed) is a miss that was registered;
+ * the release of a block after its hit moves its content to the most recent
+ * end of its list (release order, as the real backends keep it), uncounted.
+ * Hits on blocks still held reach no backend: the simulations do without
+ * them.
  *
- * Accesses are inferred from the calls a backend receives: remove() is a hit on
- * cached content; insert() of content that was not just removed (another arrival
- * number than this block had when it was removed) is a miss that was registered.
- * (Hits on blocks still held reach no backend; the miniatures do without them.)
- * A sampled access goes to both miniatures: a flat LRU and a flat ARC with
- * lineage_arc's changes to ARC (8x ghosts, near-only adaptation, p0 = 0.1 x
- * capacity), at capacity C x R with R = 2^-k the largest rate keeping it at or
- * below KVB_ADA_MINI (full size, R = 1, for C <= 2 x KVB_ADA_MINI). Each counts
- * its hits with exponential decay; every `epoch` sampled accesses (1/8 of the
- * miniature's capacity) the real cache switches when the other miniature's
- * decayed hits beat the active one's by more than KVB_ADA_MARGIN relative and
- * KVB_ADA_Z standard deviations (hysteresis), then the counts decay.
+ * Structure: one entry per content known to either simulation (LRU resident,
+ * ARC resident or ghost), in one open-addressing table keyed by a 32-bit
+ * fingerprint (64-bit cells: fingerprint and entry index, so that probes read
+ * no entry; linear probing, backward-shift deletion, load <= 2/3). An entry
+ * is on the LRU list, on one ARC list (T1, T2, B1, B2) or both, and names the
+ * cached block holding its content. Per cached block: its entry and its links
+ * in the two stale lists. Two contents with one fingerprint share an entry
+ * (the simulations then count them as one; ghosts of lineage_arc are 32-bit
+ * fingerprints too).
  *
- * Contract: as every backend (kvblock/inactive.h). unevict is exact for the
- * active backend; the shadow gets the blocks back by insert. memory() counts
- * both backends, the per-block state and the miniatures.
+ * Contract: as every backend (kvblock/inactive.h). evict does not change the
+ * simulations (it reads them), so unevict is exact: stale victims go back to
+ * the head of their stale list, the others are linked to their entries again.
  *
- * Cost: lineage_arc's and lru's per operation, a hash mix per access, and two
- * flat simulations per sampled access.
+ * Cost: one table probe per access and per new content, the list updates of
+ * both simulations, one table erase per content both simulations forget.
+ * Memory, all at create: 32 bytes per entry and 12 bytes of table per entry,
+ * C + 8C + C/4 entries for a capacity of C, 32 bytes per block: about 440
+ * bytes per block.
  *
  * Locking: none of its own; every method runs under the owning pool's mutex.
  */
-#include "ilist.h"
 #include "internal.h"
 
 #include <math.h>
 #include <string.h>
 
+#ifdef KVB_ADA_TUNE
+#include <stdio.h>
+#include <stdlib.h>
+#endif
+
 #define KVB_ADA_NONE   UINT32_MAX
-#define KVB_ADA_MINI   1024 /* miniature capacity to aim for (full size below it) */
-#define KVB_ADA_MARGIN 0.02 /* relative lead the other policy needs to take over */
-#define KVB_ADA_Z      2.0  /* ... and in standard deviations of the hit counts */
-#define KVB_ADA_DECAY  0.95 /* the hit counts' decay per check */
-#define KVB_ADA_CHECK  8    /* checks per miniature capacity of sampled accesses */
-#define KVB_ADA_GHOSTS 8    /* the ARC miniature's ghosts per slot, as lineage_arc */
+#define KVB_ADA_GHOSTS 8    /* ARC ghosts per block, as lineage_arc */
+#define KVB_ADA_NEAR   0.75 /* ghost hits younger than this x capacity adapt p */
+#define KVB_ADA_P0     0.1  /* initial p, x capacity */
+#define KVB_ADA_SEQ    0x1fffffffu
+#define KVB_ADA_LSHIFT 29
 
-enum { KVB_ADA_LRU = 0, KVB_ADA_ARC = 1 };
+static double kvb_ada_window = 4.0;    /* decay time constant, x capacity accesses */
+static double kvb_ada_every = 16;      /* accesses between decisions */
+static double kvb_ada_lead_lru = 15.0; /* decayed hits lead to switch to lru */
+static double kvb_ada_lead_arc = 10.0; /* ... and to lineage_arc */
+static double kvb_ada_start = 1;
 
-/* ------------------------------------------------------------------------ */
-/* miniature caches over 64-bit fingerprints                                */
-/* ------------------------------------------------------------------------ */
-
-/* One entry of a miniature: fingerprint, list links (ilist.h), list (0 free, 1 T1/lru, 2 T2,
- * 3 B1, 4 B2) and, for ghosts, the list's insertion count when added. */
-struct kvb_mini_ent {
-    uint64_t fp;
-    struct kvb_ilink link;
-    uint32_t list, seq;
-};
-
-/* A miniature: `n` entries, sentinels n + 0 .. n + 4 (one per list), an open
- * addressing table fp -> entry (2 x n cells, linear probing, backward shift). */
-struct kvb_mini {
-    struct kvb_mini_ent *e;
-    uint32_t *tab;
-    uint32_t n, tcap, cap; /* entries, cells, resident capacity */
-    uint32_t free_head;
-    uint32_t size[5];
-    uint32_t lseq[5];
-    double p, step; /* ARC target for T1, adaptation step */
-    bool arc;
-    double hits; /* decayed */
-};
-
-/* the low 32 bits: the top ones are below the sampling threshold, not uniform */
-static uint32_t kvb_mini_home(const struct kvb_mini *m, uint64_t fp)
+#ifdef KVB_ADA_TUNE
+static int kvb_ada_dbg;
+static void kvb_ada_tune(void)
 {
-    return kvb__cell_of((uint32_t)fp, m->tcap);
+    static int done;
+    if (done)
+        return;
+    done = 1;
+#define KVB_ADA_K(v, n)                                                                            \
+    if (getenv(n))                                                                                 \
+        v = atof(getenv(n));
+    KVB_ADA_K(kvb_ada_window, "ADA_WINC");
+    KVB_ADA_K(kvb_ada_every, "ADA_EVERY");
+    KVB_ADA_K(kvb_ada_lead_lru, "ADA_HL");
+    KVB_ADA_K(kvb_ada_lead_arc, "ADA_H");
+    KVB_ADA_K(kvb_ada_start, "ADA_START");
+    if (getenv("ADA_DBG"))
+        kvb_ada_dbg = atoi(getenv("ADA_DBG"));
+}
+#endif
+
+/* the simulations */
+enum { KVB_ADA_LRU = 0, KVB_ADA_ARC = 1 };
+/* ARC lists (the entry's list bits): 0 none */
+enum { KVB_ADA_T1 = 1, KVB_ADA_T2 = 2, KVB_ADA_B1 = 3, KVB_ADA_B2 = 4 };
+
+/* per block flags */
+#define KVB_ADA_PRESENT 1u  /* cached (in this index) */
+#define KVB_ADA_HIT     2u  /* taken out by remove (a hit) since its insert */
+#define KVB_ADA_STALE0  4u  /* on the LRU simulation's stale list */
+#define KVB_ADA_STALE1  8u  /* on the ARC simulation's stale list */
+#define KVB_ADA_EVSTALE 16u /* evicted from the active stale list (for unevict) */
+#define KVB_ADA_EVORDER 32u /* evicted in the active simulation's order */
+
+/* One content known to a simulation. lprev == NONE: not on the LRU list. */
+struct kvb_ada_ent {
+    uint32_t fp;
+    uint32_t rid;          /* the cached block holding this content, or NONE */
+    uint32_t lprev, lnext; /* LRU list */
+    uint32_t aprev, anext; /* ARC list */
+    uint32_t aseq;         /* ARC list << 29 | that list's insertion count when linked */
+    uint32_t spare;
+};
+
+/* One block: its content's entry (present, or held after a hit), the fingerprint
+ * and arrival at its last insert, flags and its links in the two stale lists. */
+struct kvb_ada_blk {
+    uint32_t ent, fp, arrival, flags;
+    uint32_t sprev[2], snext[2];
+};
+
+/* Every field is protected by the owning pool's mutex. */
+struct kvb_ada {
+    struct kvb_ada_ent *e; /* nent entries, then sentinels: LRU, T1, T2, B1, B2 */
+    uint64_t *tab;         /* fp << 32 | entry; UINT64_MAX: empty */
+    struct kvb_ada_blk *blk; /* bc + 2: stale list sentinels at bc + 0, bc + 1 */
+    uint32_t nent, tcap, bc, gmax;
+    uint32_t free_head;
+    uint32_t lru_len;  /* LRU residents */
+    uint32_t asize[5]; /* ARC list lengths */
+    uint32_t aseq[5];  /* ARC list insertion counts */
+    double p, step;
+    uint32_t lcur, acur[3]; /* walk cursors: entries up to them are not evictable */
+    uint32_t nstale[2];
+    uint32_t len;
+    uint32_t active;
+    double hits[2]; /* decayed */
+    double decay;
+    uint32_t every, in_every;
+    uint64_t switches;
+    kvb_allocator allocator;
+};
+
+/* ------------------------------------------------------------------------ */
+/* entries and the table                                                    */
+/* ------------------------------------------------------------------------ */
+
+static inline uint32_t kvb_ada_fp(kvb_hash h)
+{
+    uint64_t x = kvb__hash_mix(h);
+    return (uint32_t)(x >> 32) ^ (uint32_t)x;
 }
 
-static uint32_t kvb_mini_find(const struct kvb_mini *m, uint64_t fp, uint32_t *cell)
+static inline uint32_t kvb_ada_alist(const struct kvb_ada_ent *en)
 {
-    uint32_t i = kvb_mini_home(m, fp);
+    return en->aseq >> KVB_ADA_LSHIFT;
+}
+
+static inline bool kvb_ada_in_lru(const struct kvb_ada_ent *en)
+{
+    return en->lprev != KVB_ADA_NONE;
+}
+
+static inline bool kvb_ada_in_arc(const struct kvb_ada_ent *en)
+{
+    uint32_t l = kvb_ada_alist(en);
+    return l == KVB_ADA_T1 || l == KVB_ADA_T2;
+}
+
+static inline uint32_t kvb_ada_home(const struct kvb_ada *a, uint32_t fp)
+{
+    return kvb__cell_of(fp, a->tcap);
+}
+
+/* The entry of fingerprint fp, or NONE; *cell: its cell, or the empty cell
+ * where it would go. */
+static uint32_t kvb_ada_find(const struct kvb_ada *a, uint32_t fp, uint32_t *cell)
+{
+    uint32_t i = kvb_ada_home(a, fp);
     for (;;) {
-        uint32_t x = m->tab[i];
-        if (x == KVB_ADA_NONE || m->e[x].fp == fp) {
+        uint64_t c = a->tab[i];
+        if (c == UINT64_MAX || (uint32_t)(c >> 32) == fp) {
             *cell = i;
-            return x;
+            return c == UINT64_MAX ? KVB_ADA_NONE : (uint32_t)c;
         }
-        i = kvb__cell_next(i, m->tcap);
+        i = kvb__cell_next(i, a->tcap);
     }
 }
 
-static void kvb_mini_tab_erase(struct kvb_mini *m, uint32_t i)
+static void kvb_ada_tab_erase(struct kvb_ada *a, uint32_t i)
 {
     uint32_t j = i;
     for (;;) {
-        j = kvb__cell_next(j, m->tcap);
-        uint32_t x = m->tab[j];
-        if (x == KVB_ADA_NONE)
+        j = kvb__cell_next(j, a->tcap);
+        uint64_t c = a->tab[j];
+        if (c == UINT64_MAX)
             break;
-        uint32_t home = kvb_mini_home(m, m->e[x].fp);
-        if (kvb__cell_dist(home, j, m->tcap) >= kvb__cell_dist(i, j, m->tcap)) {
-            m->tab[i] = x;
+        uint32_t home = kvb_ada_home(a, (uint32_t)(c >> 32));
+        if (kvb__cell_dist(home, j, a->tcap) >= kvb__cell_dist(i, j, a->tcap)) {
+            a->tab[i] = c;
             i = j;
         }
     }
-    m->tab[i] = KVB_ADA_NONE;
+    a->tab[i] = UINT64_MAX;
 }
 
-static void kvb_mini_unlink(struct kvb_mini *m, uint32_t x)
+/* ------------------------------------------------------------------------ */
+/* stale lists                                                              */
+/* ------------------------------------------------------------------------ */
+
+static void kvb_ada_stale_push(struct kvb_ada *a, uint32_t s, uint32_t id, bool head)
 {
-    kvb_ilist_remove(KVB_ILIST(m->e, link), x);
-    m->size[m->e[x].list]--;
+    struct kvb_ada_blk *b = a->blk;
+    uint32_t sen = a->bc + s;
+    uint32_t p = head ? sen : b[sen].sprev[s], n = head ? b[sen].snext[s] : sen;
+    b[id].sprev[s] = p;
+    b[id].snext[s] = n;
+    b[p].snext[s] = id;
+    b[n].sprev[s] = id;
+    b[id].flags |= KVB_ADA_STALE0 << s;
+    a->nstale[s]++;
 }
 
-/* x to the MRU end of list l */
-static void kvb_mini_link(struct kvb_mini *m, uint32_t x, uint32_t l)
+static void kvb_ada_stale_unlink(struct kvb_ada *a, uint32_t s, uint32_t id)
 {
-    struct kvb_mini_ent *en = &m->e[x];
-    kvb_ilist_push_tail(KVB_ILIST(m->e, link), m->n + l, x);
-    en->list = l;
-    en->seq = ++m->lseq[l];
-    m->size[l]++;
+    struct kvb_ada_blk *b = a->blk;
+    b[b[id].sprev[s]].snext[s] = b[id].snext[s];
+    b[b[id].snext[s]].sprev[s] = b[id].sprev[s];
+    b[id].flags &= ~(KVB_ADA_STALE0 << s);
+    a->nstale[s]--;
 }
 
-/* the LRU entry of list l, unlinked; its table cell stays */
-static uint32_t kvb_mini_oldest(struct kvb_mini *m, uint32_t l)
+/* Content x left simulation s: its cached block, if any, is now stale in s. */
+static inline void kvb_ada_left(struct kvb_ada *a, uint32_t s, uint32_t x)
 {
-    uint32_t x = kvb_ilist_first(KVB_ILIST(m->e, link), m->n + l);
-    kvb_mini_unlink(m, x);
-    return x;
+    uint32_t id = a->e[x].rid;
+    /* (a duplicate's access can have made x resident again while its block
+     * stayed stale: it is on the list already) */
+    if (id != KVB_ADA_NONE &&
+        (a->blk[id].flags & (KVB_ADA_PRESENT | KVB_ADA_STALE0 << s)) == KVB_ADA_PRESENT)
+        kvb_ada_stale_push(a, s, id, false);
 }
 
-/* drop entry x (unlinked) from the table and free it */
-static void kvb_mini_drop(struct kvb_mini *m, uint32_t x)
+/* Entry x is in neither simulation any more: off the table, freed. */
+static void kvb_ada_free_ent(struct kvb_ada *a, uint32_t x)
 {
+    struct kvb_ada_ent *en = &a->e[x];
+    if (en->rid != KVB_ADA_NONE)
+        a->blk[en->rid].ent = KVB_ADA_NONE; /* its block, if cached, is stale in both */
     uint32_t cell;
-    (void)kvb_mini_find(m, m->e[x].fp, &cell);
-    kvb_mini_tab_erase(m, cell);
-    m->e[x].list = 0;
-    kvb_ilist_free_push(KVB_ILIST(m->e, link), &m->free_head, x);
+    uint32_t y = kvb_ada_find(a, en->fp, &cell);
+    kvb_assert(y == x);
+    if (y == x)
+        kvb_ada_tab_erase(a, cell);
+    en->rid = KVB_ADA_NONE;
+    en->aseq = 0;
+    en->lnext = a->free_head;
+    a->free_head = x;
 }
 
-static uint32_t kvb_mini_new(struct kvb_mini *m, uint64_t fp, uint32_t cell)
+/* ------------------------------------------------------------------------ */
+/* the LRU simulation                                                       */
+/* ------------------------------------------------------------------------ */
+
+static void kvb_ada_lunlink(struct kvb_ada *a, uint32_t x)
 {
-    uint32_t x = kvb_ilist_free_pop(KVB_ILIST(m->e, link), &m->free_head);
-    m->e[x].fp = fp;
-    m->tab[cell] = x;
+    struct kvb_ada_ent *en = &a->e[x];
+    if (a->lcur == x)
+        a->lcur = en->lprev;
+    a->e[en->lprev].lnext = en->lnext;
+    a->e[en->lnext].lprev = en->lprev;
+    en->lprev = KVB_ADA_NONE;
+    a->lru_len--;
+}
+
+static void kvb_ada_llink(struct kvb_ada *a, uint32_t x)
+{
+    uint32_t head = a->nent, last = a->e[head].lprev;
+    a->e[x].lprev = last;
+    a->e[x].lnext = head;
+    a->e[last].lnext = x;
+    a->e[head].lprev = x;
+    a->lru_len++;
+}
+
+/* An access to content x (on the table). Returns whether it hit. */
+static bool kvb_ada_lru(struct kvb_ada *a, uint32_t x)
+{
+    bool hit = kvb_ada_in_lru(&a->e[x]);
+    if (hit) {
+        kvb_ada_lunlink(a, x);
+    } else if (a->lru_len == a->bc) {
+        uint32_t y = a->e[a->nent].lnext; /* the least recent, never x */
+        kvb_ada_lunlink(a, y);
+        kvb_ada_left(a, KVB_ADA_LRU, y);
+        if (kvb_ada_alist(&a->e[y]) == 0)
+            kvb_ada_free_ent(a, y);
+    }
+    kvb_ada_llink(a, x);
+    return hit;
+}
+
+/* ------------------------------------------------------------------------ */
+/* the ARC simulation (lineage_arc without the tree)                        */
+/* ------------------------------------------------------------------------ */
+
+static void kvb_ada_aunlink(struct kvb_ada *a, uint32_t x)
+{
+    struct kvb_ada_ent *en = &a->e[x];
+    uint32_t l = kvb_ada_alist(en);
+    if (l <= KVB_ADA_T2 && a->acur[l] == x)
+        a->acur[l] = en->aprev;
+    a->e[en->aprev].anext = en->anext;
+    a->e[en->anext].aprev = en->aprev;
+    a->asize[l]--;
+    en->aseq = 0;
+}
+
+static void kvb_ada_alink(struct kvb_ada *a, uint32_t x, uint32_t l)
+{
+    uint32_t head = a->nent + l, last = a->e[head].aprev;
+    struct kvb_ada_ent *en = &a->e[x];
+    en->aprev = last;
+    en->anext = head;
+    a->e[last].anext = x;
+    a->e[head].aprev = x;
+    en->aseq = (++a->aseq[l] & KVB_ADA_SEQ) | l << KVB_ADA_LSHIFT;
+    a->asize[l]++;
+}
+
+/* Drop the oldest ghost of the longer ghost list (ARC's rule). */
+static void kvb_ada_drop_ghost(struct kvb_ada *a)
+{
+    uint32_t l = a->asize[KVB_ADA_B1] > a->asize[KVB_ADA_B2] ? KVB_ADA_B1 : KVB_ADA_B2;
+    if (a->asize[l] == 0)
+        l = KVB_ADA_B1 + KVB_ADA_B2 - l;
+    uint32_t y = a->e[a->nent + l].anext;
+    kvb_assert(y < a->nent);
+    if (y >= a->nent)
+        return;
+    kvb_ada_aunlink(a, y);
+    if (!kvb_ada_in_lru(&a->e[y]))
+        kvb_ada_free_ent(a, y);
+}
+
+/* The list ARC evicts from next. */
+static inline uint32_t kvb_ada_arc_side(const struct kvb_ada *a)
+{
+    uint32_t t1 = a->asize[KVB_ADA_T1], t2 = a->asize[KVB_ADA_T2];
+    return t1 > 0 && ((double)t1 > a->p || t2 == 0) ? KVB_ADA_T1 : KVB_ADA_T2;
+}
+
+/* ARC's replace: the oldest of T1 or T2 to its ghost list (B1 or B2). */
+static void kvb_ada_replace(struct kvb_ada *a)
+{
+    uint32_t from = kvb_ada_arc_side(a);
+    uint32_t y = a->e[a->nent + from].anext;
+    kvb_ada_aunlink(a, y);
+    kvb_ada_left(a, KVB_ADA_ARC, y);
+    if (a->asize[KVB_ADA_B1] + a->asize[KVB_ADA_B2] >= a->gmax)
+        kvb_ada_drop_ghost(a); /* as lineage_arc: before the new ghost goes in */
+    kvb_ada_alink(a, y, from + 2);
+}
+
+/* ARC's adaptation of p on a hit on ghost x, when the ghost is recent. */
+static void kvb_ada_adapt(struct kvb_ada *a, uint32_t x)
+{
+    uint32_t l = kvb_ada_alist(&a->e[x]);
+    uint32_t age = (a->aseq[l] - a->e[x].aseq) & KVB_ADA_SEQ;
+    if ((double)age >= KVB_ADA_NEAR * (double)a->bc)
+        return;
+    double b1 = a->asize[KVB_ADA_B1], b2 = a->asize[KVB_ADA_B2];
+    if (l == KVB_ADA_B1) {
+        double r = b2 / b1;
+        a->p += a->step * (r > 1 ? r : 1);
+        if (a->p > (double)a->bc)
+            a->p = (double)a->bc;
+    } else {
+        double r = b1 / b2;
+        a->p -= a->step * (r > 1 ? r : 1);
+        if (a->p < 0)
+            a->p = 0;
+    }
+}
+
+/* An access to content x (on the table, on the LRU list: a ghost drop never
+ * frees it). Returns whether it hit. touch: a release after a hit (a resident
+ * stays on its list). */
+static bool kvb_ada_arc(struct kvb_ada *a, uint32_t x, bool touch)
+{
+    uint32_t l = kvb_ada_alist(&a->e[x]);
+    if (l == KVB_ADA_T1 || l == KVB_ADA_T2) {
+        kvb_ada_aunlink(a, x);
+        kvb_ada_alink(a, x, touch ? l : KVB_ADA_T2);
+        return true;
+    }
+    /* as lineage_arc: the victim goes (its ghost recorded, which may drop x's)
+     * before a ghost hit adapts p */
+    if (a->asize[KVB_ADA_T1] + a->asize[KVB_ADA_T2] >= a->bc)
+        kvb_ada_replace(a);
+    l = kvb_ada_alist(&a->e[x]);
+    if (l != 0) {
+        kvb_ada_adapt(a, x);
+        kvb_ada_aunlink(a, x);
+        kvb_ada_alink(a, x, KVB_ADA_T2);
+    } else {
+        kvb_ada_alink(a, x, KVB_ADA_T1);
+    }
+    return false;
+}
+
+/* ------------------------------------------------------------------------ */
+/* accesses and the decision                                                */
+/* ------------------------------------------------------------------------ */
+
+static void kvb_ada_decide(struct kvb_ada *a)
+{
+    double act = a->hits[a->active], oth = a->hits[1 - a->active];
+    double lead = a->active == KVB_ADA_ARC ? kvb_ada_lead_lru : kvb_ada_lead_arc;
+    if (oth - act > lead) {
+        a->active = 1 - a->active;
+        a->switches++;
+#ifdef KVB_ADA_TUNE
+        if (kvb_ada_dbg)
+            fprintf(stderr, "ADA switch to %u (%.0f %.0f) stale %u %u\n", a->active, a->hits[0],
+                    a->hits[1], a->nstale[0], a->nstale[1]);
+#endif
+    }
+    a->hits[0] *= a->decay;
+    a->hits[1] *= a->decay;
+}
+
+/* The entry of content fp, created (on the table, in no simulation) when new. */
+static uint32_t kvb_ada_entry(struct kvb_ada *a, uint32_t fp)
+{
+    uint32_t cell, x = kvb_ada_find(a, fp, &cell);
+    if (x != KVB_ADA_NONE)
+        return x;
+    if (a->free_head == KVB_ADA_NONE) { /* every entry in use: a ghost goes early */
+        kvb_ada_drop_ghost(a);
+        (void)kvb_ada_find(a, fp, &cell);
+    }
+    x = a->free_head;
+    a->free_head = a->e[x].lnext;
+    struct kvb_ada_ent *en = &a->e[x];
+    en->fp = fp;
+    en->rid = KVB_ADA_NONE;
+    en->lprev = KVB_ADA_NONE;
+    en->aseq = 0;
+    a->tab[cell] = (uint64_t)fp << 32 | x;
     return x;
 }
 
-static size_t kvb_mini_bytes(uint32_t n)
+/* An access to content x: both simulations. counted: a hit or a registration
+ * (else the release after a hit). */
+static void kvb_ada_access(struct kvb_ada *a, uint32_t x, bool counted)
 {
-    return ((size_t)n + 5) * sizeof(struct kvb_mini_ent) + 2 * (size_t)n * sizeof(uint32_t);
-}
-
-static int kvb_mini_init(struct kvb_mini *m, uint32_t cap, bool arc, const kvb_allocator *a)
-{
-    memset(m, 0, sizeof *m);
-    m->arc = arc;
-    m->cap = cap;
-    m->n = arc ? cap * (1 + KVB_ADA_GHOSTS) : cap;
-    m->tcap = 2 * m->n;
-    m->e = kvb__alloc(a, ((size_t)m->n + 5) * sizeof *m->e);
-    m->tab = kvb__alloc(a, (size_t)m->tcap * sizeof *m->tab);
-    if (!m->e || !m->tab)
-        return -ENOMEM;
-    memset(m->tab, 0xff, (size_t)m->tcap * sizeof *m->tab);
-    for (uint32_t i = 0; i < m->n; i++)
-        m->e[i] = (struct kvb_mini_ent){.link.next = i + 1 < m->n ? i + 1 : KVB_ADA_NONE};
-    for (uint32_t l = 0; l < 5; l++) {
-        m->e[m->n + l] = (struct kvb_mini_ent){.list = 0};
-        kvb_ilist_init(KVB_ILIST(m->e, link), m->n + l);
+    bool h0 = kvb_ada_lru(a, x);
+    bool h1 = kvb_ada_arc(a, x, !counted);
+    if (!counted)
+        return;
+    a->hits[0] += h0;
+    a->hits[1] += h1;
+    if (++a->in_every >= a->every) {
+        a->in_every = 0;
+        kvb_ada_decide(a);
     }
-    m->free_head = 0;
-    m->p = 0.1 * cap;
-    m->step = sqrt((double)cap / 1024.0);
-    if (m->step < 1)
-        m->step = 1;
-    return 0;
-}
-
-static void kvb_mini_fini(struct kvb_mini *m, const kvb_allocator *a)
-{
-    kvb__free(a, m->e, ((size_t)m->n + 5) * sizeof *m->e);
-    kvb__free(a, m->tab, (size_t)m->tcap * sizeof *m->tab);
-}
-
-/* LRU miniature: one access; returns whether it hit */
-static bool kvb_mini_lru(struct kvb_mini *m, uint64_t fp)
-{
-    uint32_t cell, x = kvb_mini_find(m, fp, &cell);
-    if (x != KVB_ADA_NONE) {
-        kvb_mini_unlink(m, x);
-        kvb_mini_link(m, x, 1);
-        return true;
-    }
-    if (m->size[1] == m->cap) {
-        kvb_mini_drop(m, kvb_mini_oldest(m, 1));
-        (void)kvb_mini_find(m, fp, &cell); /* the cell may have moved */
-    }
-    kvb_mini_link(m, kvb_mini_new(m, fp, cell), 1);
-    return false;
-}
-
-/* ARC's replace: one resident to its ghost list (T1 -> B1 or T2 -> B2) */
-static void kvb_mini_replace(struct kvb_mini *m)
-{
-    uint32_t from = m->size[1] > 0 && ((double)m->size[1] > m->p || m->size[2] == 0) ? 1 : 2;
-    uint32_t x = kvb_mini_oldest(m, from);
-    kvb_mini_link(m, x, from + 2);
-}
-
-/* ARC miniature (flat lineage_arc: long ghosts, near-only adaptation) */
-static bool kvb_mini_arc(struct kvb_mini *m, uint64_t fp)
-{
-    uint32_t cell, x = kvb_mini_find(m, fp, &cell);
-    if (x != KVB_ADA_NONE && m->e[x].list <= 2) { /* resident: to T2 */
-        kvb_mini_unlink(m, x);
-        kvb_mini_link(m, x, 2);
-        return true;
-    }
-    if (x != KVB_ADA_NONE) { /* a ghost: adapt when near, readmit into T2 */
-        uint32_t l = m->e[x].list;
-        uint32_t age = m->lseq[l] - m->e[x].seq;
-        if ((double)age < 0.75 * m->cap) {
-            double b1 = m->size[3], b2 = m->size[4];
-            if (l == 3) {
-                double r = b2 / b1;
-                m->p += m->step * (r > 1 ? r : 1);
-                if (m->p > m->cap)
-                    m->p = m->cap;
-            } else {
-                double r = b1 / b2;
-                m->p -= m->step * (r > 1 ? r : 1);
-                if (m->p < 0)
-                    m->p = 0;
-            }
-        }
-        kvb_mini_unlink(m, x);
-        if (m->size[1] + m->size[2] >= m->cap)
-            kvb_mini_replace(m);
-        kvb_mini_link(m, x, 2);
-        return false;
-    }
-    if (m->size[1] + m->size[2] >= m->cap)
-        kvb_mini_replace(m);
-    if (m->free_head == KVB_ADA_NONE) { /* ghosts full: drop the longer list's oldest */
-        uint32_t l = m->size[3] > m->size[4] ? 3 : 4;
-        if (m->size[l] == 0)
-            l = 7 - l;
-        kvb_mini_drop(m, kvb_mini_oldest(m, l));
-    }
-    (void)kvb_mini_find(m, fp, &cell);
-    kvb_mini_link(m, kvb_mini_new(m, fp, cell), 1);
-    return false;
 }
 
 /* ------------------------------------------------------------------------ */
 /* the backend                                                              */
 /* ------------------------------------------------------------------------ */
 
-/* Every field is protected by the owning pool's mutex. */
-struct kvb_ada {
-    const kvb_inactive_ops *ops[2];
-    void *b[2];
-    uint32_t active;
-    uint32_t bc;
-    kvb_hash *hash;    /* per block: its hash at its last insert (a switch re-inserts it) */
-    uint32_t *arrival; /* per block: arrival at its last insert */
-    uint8_t *hit;      /* per block: removed (a hit) since that insert */
-
-    uint32_t sample; /* a hash is sampled when its mixed 32 bits are < sample (or all) */
-    bool all;
-    struct kvb_mini mini[2];
-    uint32_t epoch, in_epoch;
-    uint64_t nacc; /* sampled accesses */
-    uint64_t switches;
-
-    kvb_allocator allocator;
-};
-
 static void kvb_ada_free(struct kvb_ada *a)
 {
     kvb_allocator al = a->allocator;
-    for (int i = 0; i < 2; i++) {
-        if (a->b[i])
-            a->ops[i]->destroy(a->b[i]);
-        kvb_mini_fini(&a->mini[i], &al);
-    }
-    kvb__free(&al, a->hash, (size_t)a->bc * sizeof *a->hash);
-    kvb__free(&al, a->arrival, (size_t)a->bc * sizeof *a->arrival);
-    kvb__free(&al, a->hit, a->bc);
-
+    kvb__free(&al, a->e, ((size_t)a->nent + 5) * sizeof *a->e);
+    kvb__free(&al, a->tab, (size_t)a->tcap * sizeof *a->tab);
+    kvb__free(&al, a->blk, ((size_t)a->bc + 2) * sizeof *a->blk);
     kvb__free(&al, a, sizeof *a);
+}
+
+static void kvb_ada_reset_cursors(struct kvb_ada *a)
+{
+    a->lcur = a->nent;
+    a->acur[KVB_ADA_T1] = a->nent + KVB_ADA_T1;
+    a->acur[KVB_ADA_T2] = a->nent + KVB_ADA_T2;
 }
 
 static int kvb_ada_create(const kvb_inactive_params *params, void **out)
 {
     if (!params || !out || params->block_count == 0 || params->block_count > KVB_MAX_BLOCKS)
         return -EINVAL;
+#ifdef KVB_ADA_TUNE
+    kvb_ada_tune();
+#endif
     kvb_allocator al = params->allocator;
     kvb__allocator_fill(&al);
     struct kvb_ada *a = kvb__calloc(&al, 1, sizeof *a);
     if (!a)
         return -ENOMEM;
     a->allocator = al;
-    a->bc = params->block_count;
-    a->ops[KVB_ADA_LRU] = &kvb_inactive_lru;
-    a->ops[KVB_ADA_ARC] = &kvb_inactive_lineage_arc;
-    a->active = KVB_ADA_ARC;
-    /* sampling rate 2^-k with C x 2^-k >= KVB_ADA_MINI (k = 0: every access) */
-    uint32_t k = 0;
-    while (k < 16 && ((uint64_t)a->bc >> (k + 1)) >= KVB_ADA_MINI)
-        k++;
-    a->all = k == 0;
-    a->sample = k ? (uint32_t)(1ull << (32 - k)) : 0;
-    uint32_t mcap = (uint32_t)((uint64_t)a->bc >> k);
-    if (mcap == 0)
-        mcap = 1;
-    a->epoch = mcap / KVB_ADA_CHECK < 16 ? 16 : mcap / KVB_ADA_CHECK;
-    int rc = 0;
-    for (int i = 0; i < 2 && !rc; i++) {
-        rc = a->ops[i]->create(params, &a->b[i]);
-        if (rc)
-            a->b[i] = NULL;
-    }
-    if (!rc)
-        rc = kvb_mini_init(&a->mini[KVB_ADA_LRU], mcap, false, &al);
-    if (!rc)
-        rc = kvb_mini_init(&a->mini[KVB_ADA_ARC], mcap, true, &al);
-    a->hash = kvb__alloc(&al, (size_t)a->bc * sizeof *a->hash);
-    a->arrival = kvb__calloc(&al, a->bc, sizeof *a->arrival);
-    a->hit = kvb__calloc(&al, a->bc, 1);
-    if (rc || !a->hash || !a->arrival || !a->hit) {
+    uint32_t bc = params->block_count;
+    a->bc = bc;
+    /* entries: LRU residents, ARC residents and ghosts, mostly the same contents;
+     * the table (1.5 cells per entry) within 2^32 cells */
+    uint64_t g = (uint64_t)bc * KVB_ADA_GHOSTS, slack = bc / 4 + 1;
+    uint64_t emax = ((uint64_t)UINT32_MAX - 8) / 3 * 2;
+    if (bc + g + slack > emax)
+        g = emax - bc - slack;
+    a->gmax = (uint32_t)g;
+    uint64_t nent = bc + g + slack;
+    if (nent < 2ull * bc + 1)
+        nent = 2ull * bc + 1;
+    a->nent = (uint32_t)nent;
+    a->tcap = (uint32_t)(nent + nent / 2 + 1);
+    a->e = kvb__alloc(&al, ((size_t)a->nent + 5) * sizeof *a->e);
+    a->tab = kvb__alloc(&al, (size_t)a->tcap * sizeof *a->tab);
+    a->blk = kvb__alloc(&al, ((size_t)bc + 2) * sizeof *a->blk);
+    if (!a->e || !a->tab || !a->blk) {
         kvb_ada_free(a);
-        return rc < 0 && rc != -ENOMEM ? rc : -ENOMEM;
+        return -ENOMEM;
     }
+    memset(a->tab, 0xff, (size_t)a->tcap * sizeof *a->tab);
+    for (uint32_t i = 0; i < a->nent; i++)
+        a->e[i] = (struct kvb_ada_ent){.rid = KVB_ADA_NONE,
+                                       .lprev = KVB_ADA_NONE,
+                                       .lnext = i + 1 < a->nent ? i + 1 : KVB_ADA_NONE};
+    for (uint32_t l = 0; l < 5; l++) {
+        uint32_t s = a->nent + l;
+        a->e[s] = (struct kvb_ada_ent){.rid = KVB_ADA_NONE, .lprev = s, .lnext = s, .aprev = s,
+                                       .anext = s};
+    }
+    a->free_head = 0;
+    for (uint32_t i = 0; i < bc; i++)
+        a->blk[i] = (struct kvb_ada_blk){.ent = KVB_ADA_NONE};
+    for (uint32_t s = 0; s < 2; s++) {
+        struct kvb_ada_blk *b = &a->blk[bc + s];
+        *b = (struct kvb_ada_blk){.ent = KVB_ADA_NONE};
+        b->sprev[s] = b->snext[s] = bc + s;
+    }
+    kvb_ada_reset_cursors(a);
+    a->p = KVB_ADA_P0 * bc;
+    a->step = sqrt((double)bc / 1024.0);
+    if (a->step < 1)
+        a->step = 1;
+    a->active = kvb_ada_start ? KVB_ADA_ARC : KVB_ADA_LRU;
+    a->every = (uint32_t)kvb_ada_every;
+    a->decay = exp(-kvb_ada_every / (kvb_ada_window * bc));
     *out = a;
     return 0;
 }
@@ -358,26 +568,20 @@ static void kvb_ada_destroy(void *self)
         kvb_ada_free(self);
 }
 
-/* One access to content `hash` (a hit or a registration): the miniatures. */
-static void kvb_ada_access(struct kvb_ada *a, kvb_hash hash)
+/* Link cached block id to content x (which both simulations hold after an
+ * access), or make it stale in both when x already has a cached block (a
+ * duplicate). */
+static void kvb_ada_link_block(struct kvb_ada *a, uint32_t id, uint32_t x)
 {
-    uint64_t x = kvb__hash_mix(hash);
-    if (!a->all && (uint32_t)(x >> 32) >= a->sample)
+    struct kvb_ada_ent *en = &a->e[x];
+    if (en->rid == KVB_ADA_NONE || en->rid == id) {
+        en->rid = id;
+        a->blk[id].ent = x;
         return;
-    uint64_t fp = x ^ (x >> 29);
-    a->mini[KVB_ADA_LRU].hits += kvb_mini_lru(&a->mini[KVB_ADA_LRU], fp);
-    a->mini[KVB_ADA_ARC].hits += kvb_mini_arc(&a->mini[KVB_ADA_ARC], fp);
-    a->nacc++;
-    if (++a->in_epoch < a->epoch)
-        return;
-    a->in_epoch = 0;
-    double act = a->mini[a->active].hits, oth = a->mini[1 - a->active].hits;
-    if (oth - act > KVB_ADA_MARGIN * act && oth - act > KVB_ADA_Z * sqrt(oth + act)) {
-        a->active = 1 - a->active; /* both hold every block: switching is a flip */
-        a->switches++;
     }
-    a->mini[0].hits *= KVB_ADA_DECAY;
-    a->mini[1].hits *= KVB_ADA_DECAY;
+    a->blk[id].ent = KVB_ADA_NONE;
+    kvb_ada_stale_push(a, KVB_ADA_LRU, id, false);
+    kvb_ada_stale_push(a, KVB_ADA_ARC, id, false);
 }
 
 static int kvb_ada_insert(void *self, kvb_hash hash, uint32_t id, uint32_t arrival)
@@ -385,89 +589,174 @@ static int kvb_ada_insert(void *self, kvb_hash hash, uint32_t id, uint32_t arriv
     struct kvb_ada *a = self;
     if (id >= a->bc)
         return -EINVAL;
-    int rc = a->ops[a->active]->insert(a->b[a->active], hash, id, arrival);
-    if (rc)
-        return rc;
-    (void)a->ops[1 - a->active]->insert(a->b[1 - a->active], hash, id, arrival);
-    /* released after a hit on this very content: the hit was the access; else it
-     * is content registered since (a miss) */
-    bool access = !(a->hit[id] && a->arrival[id] == arrival);
-    a->hash[id] = hash;
-    a->arrival[id] = arrival;
-    a->hit[id] = 0;
-    if (access)
-        kvb_ada_access(a, hash);
+    struct kvb_ada_blk *b = &a->blk[id];
+    if (b->flags & KVB_ADA_PRESENT)
+        return -EEXIST;
+    uint32_t fp = kvb_ada_fp(hash);
+    /* released after a hit on this very content: the hit was the access */
+    bool again = (b->flags & KVB_ADA_HIT) && b->arrival == arrival && b->fp == fp;
+    uint32_t x = b->ent;
+    if (x != KVB_ADA_NONE && (!again || a->e[x].fp != fp)) {
+        if (a->e[x].rid == id)
+            a->e[x].rid = KVB_ADA_NONE;
+        x = KVB_ADA_NONE;
+    }
+    b->ent = KVB_ADA_NONE;
+    if (x == KVB_ADA_NONE)
+        x = kvb_ada_entry(a, fp);
+    kvb_ada_access(a, x, !again);
+    b->fp = fp;
+    b->arrival = arrival;
+    b->flags = KVB_ADA_PRESENT;
+    kvb_ada_link_block(a, id, x);
+    a->len++;
     return 0;
 }
 
 static bool kvb_ada_remove(void *self, kvb_hash hash, uint32_t id)
 {
     struct kvb_ada *a = self;
-    if (id >= a->bc || !a->ops[a->active]->remove(a->b[a->active], hash, id))
+    (void)hash;
+    if (id >= a->bc || !(a->blk[id].flags & KVB_ADA_PRESENT))
         return false;
-    (void)a->ops[1 - a->active]->remove(a->b[1 - a->active], hash, id);
-    a->hit[id] = 1;
-    kvb_ada_access(a, hash);
+    struct kvb_ada_blk *b = &a->blk[id];
+    for (uint32_t s = 0; s < 2; s++)
+        if (b->flags & (KVB_ADA_STALE0 << s))
+            kvb_ada_stale_unlink(a, s, id);
+    b->flags = KVB_ADA_HIT;
+    a->len--;
+    uint32_t x = b->ent; /* kept while held: its release finds it again */
+    if (x == KVB_ADA_NONE)
+        x = kvb_ada_entry(a, b->fp);
+    kvb_ada_access(a, x, true);
     return true;
 }
 
 static bool kvb_ada_contains(const void *self, uint32_t id)
 {
     const struct kvb_ada *a = self;
-    return a->ops[a->active]->contains(a->b[a->active], id);
+    return id < a->bc && (a->blk[id].flags & KVB_ADA_PRESENT);
 }
 
-/* The active policy's victims; the other backend lets them go too (for lineage_arc
- * as the other one that reads as a hit: it keeps no ghost of what lru evicted). */
+/* The next cached block in the active simulation's eviction order, after the
+ * cursor of list l (LRU: the LRU list; ARC: T1 or T2); NONE when none. */
+static uint32_t kvb_ada_walk(struct kvb_ada *a, uint32_t l)
+{
+    bool lru = a->active == KVB_ADA_LRU;
+    uint32_t head = lru ? a->nent : a->nent + l;
+    uint32_t *cur = lru ? &a->lcur : &a->acur[l];
+    for (uint32_t x = lru ? a->e[*cur].lnext : a->e[*cur].anext; x != head;
+         x = lru ? a->e[x].lnext : a->e[x].anext) {
+        *cur = x;
+        uint32_t id = a->e[x].rid;
+        if (id != KVB_ADA_NONE && (a->blk[id].flags & KVB_ADA_PRESENT))
+            return id;
+    }
+    return KVB_ADA_NONE;
+}
+
 static uint32_t kvb_ada_evict(void *self, uint32_t n, uint32_t *out)
 {
     struct kvb_ada *a = self;
     if (!out)
         return 0;
-    uint32_t k = a->ops[a->active]->evict(a->b[a->active], n, out);
-    const kvb_inactive_ops *o = a->ops[1 - a->active];
-    for (uint32_t i = 0; i < k; i++)
-        if (out[i] < a->bc)
-            (void)o->remove(a->b[1 - a->active], a->hash[out[i]], out[i]);
+    uint32_t s = a->active, k = 0;
+    while (k < n && a->len > 0) {
+        uint32_t id, how;
+        if (a->nstale[s]) { /* cached, but the followed policy has let it go */
+            id = a->blk[a->bc + s].snext[s];
+            kvb_ada_stale_unlink(a, s, id);
+            how = KVB_ADA_EVSTALE;
+        } else {
+            uint32_t l = s == KVB_ADA_ARC ? kvb_ada_arc_side(a) : 0;
+            id = kvb_ada_walk(a, l);
+            if (id == KVB_ADA_NONE && s == KVB_ADA_ARC)
+                id = kvb_ada_walk(a, KVB_ADA_T1 + KVB_ADA_T2 - l);
+            /* len > 0 and no stale block: every cached block is on the walked
+             * lists. The check keeps a bug from looping. */
+            kvb_assert(id != KVB_ADA_NONE);
+            if (id == KVB_ADA_NONE)
+                break;
+            how = KVB_ADA_EVORDER;
+        }
+        struct kvb_ada_blk *b = &a->blk[id];
+        if (b->flags & (KVB_ADA_STALE0 << (1 - s)))
+            kvb_ada_stale_unlink(a, 1 - s, id);
+        if (b->ent != KVB_ADA_NONE && a->e[b->ent].rid == id)
+            a->e[b->ent].rid = KVB_ADA_NONE; /* b->ent stays, for unevict */
+        b->flags = how;
+        a->len--;
+        out[k++] = id;
+    }
     return k;
 }
 
 static uint32_t kvb_ada_len(const void *self)
 {
     const struct kvb_ada *a = self;
-    return a->ops[a->active]->len(a->b[a->active]);
+    return a->len;
 }
 
 static void kvb_ada_drain(void *self)
 {
     struct kvb_ada *a = self;
-    a->ops[0]->drain(a->b[0]);
-    a->ops[1]->drain(a->b[1]);
+    for (uint32_t id = 0; id < a->bc; id++) {
+        struct kvb_ada_blk *b = &a->blk[id];
+        if (b->ent != KVB_ADA_NONE && a->e[b->ent].rid == id)
+            a->e[b->ent].rid = KVB_ADA_NONE;
+        b->ent = KVB_ADA_NONE;
+        b->flags = 0;
+    }
+    for (uint32_t s = 0; s < 2; s++) {
+        struct kvb_ada_blk *b = &a->blk[a->bc + s];
+        b->sprev[s] = b->snext[s] = a->bc + s;
+        a->nstale[s] = 0;
+    }
+    kvb_ada_reset_cursors(a);
+    a->len = 0;
 }
 
-/* Exact for the active backend; the other one gets the blocks back at its most
- * recent end (only a failed allocation, which the built-in backends never cause,
- * rolls back). */
+/* Exact: evict changed no simulation, so the victims go back where they were:
+ * those of the active stale list to its head (last first), the others to their
+ * entries; the other simulation's stale list gets its blocks back at its end. */
 static void kvb_ada_unevict(void *self, const uint32_t *ids, const kvb_hash *hashes,
                             const uint32_t *arrivals, uint32_t n)
 {
     struct kvb_ada *a = self;
+    (void)hashes;
+    (void)arrivals;
     if (!ids)
         return;
-    a->ops[a->active]->unevict(a->b[a->active], ids, hashes, arrivals, n);
-    for (uint32_t i = n; i-- > 0;)
-        if (ids[i] < a->bc)
-            (void)a->ops[1 - a->active]->insert(a->b[1 - a->active], a->hash[ids[i]], ids[i],
-                                                a->arrival[ids[i]]);
+    uint32_t s = a->active;
+    for (uint32_t i = n; i-- > 0;) {
+        uint32_t id = ids[i];
+        if (id >= a->bc || !(a->blk[id].flags & (KVB_ADA_EVSTALE | KVB_ADA_EVORDER)))
+            continue;
+        struct kvb_ada_blk *b = &a->blk[id];
+        bool stale = b->flags & KVB_ADA_EVSTALE;
+        b->flags = KVB_ADA_PRESENT;
+        uint32_t x = b->ent;
+        if (x != KVB_ADA_NONE && (a->e[x].fp != b->fp || a->e[x].rid != KVB_ADA_NONE))
+            x = KVB_ADA_NONE;
+        b->ent = x;
+        if (x != KVB_ADA_NONE)
+            a->e[x].rid = id;
+        bool in[2] = {x != KVB_ADA_NONE && kvb_ada_in_lru(&a->e[x]),
+                      x != KVB_ADA_NONE && kvb_ada_in_arc(&a->e[x])};
+        if (stale || !in[s])
+            kvb_ada_stale_push(a, s, id, true);
+        if (!in[1 - s])
+            kvb_ada_stale_push(a, 1 - s, id, false);
+        a->len++;
+    }
+    kvb_ada_reset_cursors(a);
 }
 
 static size_t kvb_ada_memory(const void *self)
 {
     const struct kvb_ada *a = self;
-    size_t n = a->bc;
-    return sizeof *a + a->ops[0]->memory(a->b[0]) + a->ops[1]->memory(a->b[1]) +
-           kvb_mini_bytes(a->mini[0].n) + kvb_mini_bytes(a->mini[1].n) +
-           n * (sizeof *a->hash + sizeof *a->arrival + 1);
+    return sizeof *a + ((size_t)a->nent + 5) * sizeof *a->e + (size_t)a->tcap * sizeof *a->tab +
+           ((size_t)a->bc + 2) * sizeof *a->blk;
 }
 
 const kvb_inactive_ops kvb_inactive_adaptive = {
