@@ -23,8 +23,12 @@
  * Decision: each simulation's hits decay with a time constant of
  * KVB_ADA_WINDOW x capacity accesses; every KVB_ADA_EVERY accesses the cache
  * switches to the other simulation when its decayed hits lead by more than
- * KVB_ADA_LEAD_LRU (to lru) or KVB_ADA_LEAD_ARC (to lineage_arc). It starts
- * on lineage_arc. docs/eviction.md has the measurements behind the constants.
+ * KVB_ADA_LEAD_LRU (to lru) or KVB_ADA_LEAD_ARC (to lineage_arc) hits plus
+ * KVB_ADA_MARGIN of the active one's. It starts on lineage_arc. Switching
+ * early on small leads is what pays: the two simulations' contents are close
+ * when a lead starts, so an early switch moves few blocks, and a late one
+ * has already lost the lead (docs/eviction.md has the measurements and the
+ * range of constants that give the same verdicts).
  *
  * Accesses are inferred from the calls a backend receives: remove() is a hit
  * on cached content; insert() of content that was not just removed (another
@@ -61,48 +65,20 @@
 #include <math.h>
 #include <string.h>
 
-#ifdef KVB_ADA_TUNE
-#include <stdio.h>
-#include <stdlib.h>
-#endif
-
 #define KVB_ADA_NONE   UINT32_MAX
 #define KVB_ADA_GHOSTS 8    /* ARC ghosts per block, as lineage_arc */
 #define KVB_ADA_NEAR   0.75 /* ghost hits younger than this x capacity adapt p */
 #define KVB_ADA_P0     0.1  /* initial p, x capacity */
-#define KVB_ADA_SEQ    0x1fffffffu
-#define KVB_ADA_LSHIFT 29
 
-static double kvb_ada_window = 4.0;    /* decay time constant, x capacity accesses */
-static double kvb_ada_every = 16;      /* accesses between decisions */
-static double kvb_ada_lead_lru = 15.0; /* decayed hits lead to switch to lru */
-static double kvb_ada_lead_arc = 10.0; /* ... and to lineage_arc */
-static double kvb_ada_start = 1;
-
-#ifdef KVB_ADA_TUNE
-static int kvb_ada_dbg;
-static void kvb_ada_tune(void)
-{
-    static int done;
-    if (done)
-        return;
-    done = 1;
-#define KVB_ADA_K(v, n)                                                                            \
-    if (getenv(n))                                                                                 \
-        v = atof(getenv(n));
-    KVB_ADA_K(kvb_ada_window, "ADA_WINC");
-    KVB_ADA_K(kvb_ada_every, "ADA_EVERY");
-    KVB_ADA_K(kvb_ada_lead_lru, "ADA_HL");
-    KVB_ADA_K(kvb_ada_lead_arc, "ADA_H");
-    KVB_ADA_K(kvb_ada_start, "ADA_START");
-    if (getenv("ADA_DBG"))
-        kvb_ada_dbg = atoi(getenv("ADA_DBG"));
-}
-#endif
+#define KVB_ADA_WINDOW   5.0   /* decay time constant of the hit counts, x capacity accesses */
+#define KVB_ADA_EVERY    16    /* accesses between decisions */
+#define KVB_ADA_LEAD_LRU 12.0  /* decayed hits lead that switches to lru ... */
+#define KVB_ADA_LEAD_ARC 10.0  /* ... and to lineage_arc, */
+#define KVB_ADA_MARGIN   0.001 /* plus this share of the active one's */
 
 /* the simulations */
 enum { KVB_ADA_LRU = 0, KVB_ADA_ARC = 1 };
-/* ARC lists (the entry's list bits): 0 none */
+/* ARC lists (an entry's alist): 0 none */
 enum { KVB_ADA_T1 = 1, KVB_ADA_T2 = 2, KVB_ADA_B1 = 3, KVB_ADA_B2 = 4 };
 
 /* per block flags */
@@ -119,8 +95,8 @@ struct kvb_ada_ent {
     uint32_t rid;          /* the cached block holding this content, or NONE */
     uint32_t lprev, lnext; /* LRU list */
     uint32_t aprev, anext; /* ARC list */
-    uint32_t aseq;         /* ARC list << 29 | that list's insertion count when linked */
-    uint32_t spare;
+    uint32_t aseq;         /* that list's insertion count when linked to it */
+    uint32_t alist;        /* ARC list (T1, T2, B1, B2), 0: none */
 };
 
 /* One block: its content's entry (present, or held after a hit), the fingerprint
@@ -132,8 +108,8 @@ struct kvb_ada_blk {
 
 /* Every field is protected by the owning pool's mutex. */
 struct kvb_ada {
-    struct kvb_ada_ent *e; /* nent entries, then sentinels: LRU, T1, T2, B1, B2 */
-    uint64_t *tab;         /* fp << 32 | entry; UINT64_MAX: empty */
+    struct kvb_ada_ent *e;   /* nent entries, then sentinels: LRU, T1, T2, B1, B2 */
+    uint64_t *tab;           /* fp << 32 | entry; UINT64_MAX: empty */
     struct kvb_ada_blk *blk; /* bc + 2: stale list sentinels at bc + 0, bc + 1 */
     uint32_t nent, tcap, bc, gmax;
     uint32_t free_head;
@@ -147,7 +123,7 @@ struct kvb_ada {
     uint32_t active;
     double hits[2]; /* decayed */
     double decay;
-    uint32_t every, in_every;
+    uint32_t in_every;
     uint64_t switches;
     kvb_allocator allocator;
 };
@@ -164,7 +140,7 @@ static inline uint32_t kvb_ada_fp(kvb_hash h)
 
 static inline uint32_t kvb_ada_alist(const struct kvb_ada_ent *en)
 {
-    return en->aseq >> KVB_ADA_LSHIFT;
+    return en->alist;
 }
 
 static inline bool kvb_ada_in_lru(const struct kvb_ada_ent *en)
@@ -264,7 +240,7 @@ static void kvb_ada_free_ent(struct kvb_ada *a, uint32_t x)
     if (y == x)
         kvb_ada_tab_erase(a, cell);
     en->rid = KVB_ADA_NONE;
-    en->aseq = 0;
+    en->alist = 0;
     en->lnext = a->free_head;
     a->free_head = x;
 }
@@ -324,7 +300,7 @@ static void kvb_ada_aunlink(struct kvb_ada *a, uint32_t x)
     a->e[en->aprev].anext = en->anext;
     a->e[en->anext].aprev = en->aprev;
     a->asize[l]--;
-    en->aseq = 0;
+    en->alist = 0;
 }
 
 static void kvb_ada_alink(struct kvb_ada *a, uint32_t x, uint32_t l)
@@ -335,7 +311,8 @@ static void kvb_ada_alink(struct kvb_ada *a, uint32_t x, uint32_t l)
     en->anext = head;
     a->e[last].anext = x;
     a->e[head].aprev = x;
-    en->aseq = (++a->aseq[l] & KVB_ADA_SEQ) | l << KVB_ADA_LSHIFT;
+    en->aseq = ++a->aseq[l];
+    en->alist = l;
     a->asize[l]++;
 }
 
@@ -377,7 +354,7 @@ static void kvb_ada_replace(struct kvb_ada *a)
 static void kvb_ada_adapt(struct kvb_ada *a, uint32_t x)
 {
     uint32_t l = kvb_ada_alist(&a->e[x]);
-    uint32_t age = (a->aseq[l] - a->e[x].aseq) & KVB_ADA_SEQ;
+    uint32_t age = a->aseq[l] - a->e[x].aseq;
     if ((double)age >= KVB_ADA_NEAR * (double)a->bc)
         return;
     double b1 = a->asize[KVB_ADA_B1], b2 = a->asize[KVB_ADA_B2];
@@ -427,15 +404,10 @@ static bool kvb_ada_arc(struct kvb_ada *a, uint32_t x, bool touch)
 static void kvb_ada_decide(struct kvb_ada *a)
 {
     double act = a->hits[a->active], oth = a->hits[1 - a->active];
-    double lead = a->active == KVB_ADA_ARC ? kvb_ada_lead_lru : kvb_ada_lead_arc;
-    if (oth - act > lead) {
-        a->active = 1 - a->active;
+    double lead = a->active == KVB_ADA_ARC ? KVB_ADA_LEAD_LRU : KVB_ADA_LEAD_ARC;
+    if (oth - act > lead + KVB_ADA_MARGIN * act) {
+        a->active = 1 - a->active; /* nothing moves: the next evictions follow it */
         a->switches++;
-#ifdef KVB_ADA_TUNE
-        if (kvb_ada_dbg)
-            fprintf(stderr, "ADA switch to %u (%.0f %.0f) stale %u %u\n", a->active, a->hits[0],
-                    a->hits[1], a->nstale[0], a->nstale[1]);
-#endif
     }
     a->hits[0] *= a->decay;
     a->hits[1] *= a->decay;
@@ -457,9 +429,32 @@ static uint32_t kvb_ada_entry(struct kvb_ada *a, uint32_t fp)
     en->fp = fp;
     en->rid = KVB_ADA_NONE;
     en->lprev = KVB_ADA_NONE;
-    en->aseq = 0;
+    en->alist = 0;
     a->tab[cell] = (uint64_t)fp << 32 | x;
     return x;
+}
+
+/* Operations are bound by cache misses on entries and table cells that the
+ * next accesses will touch: the simulations' next victims (the least recent
+ * LRU entry, the oldest of ARC's side, the oldest ghost of the longer list) are
+ * known now. Their entries were asked for by the previous access: read them
+ * for the table cells and blocks they will need, and ask for the entries after
+ * them. */
+static void kvb_ada_prefetch(const struct kvb_ada *a)
+{
+    uint32_t v[3] = {
+        a->e[a->nent].lnext, a->e[a->nent + kvb_ada_arc_side(a)].anext,
+        a->e[a->nent + (a->asize[KVB_ADA_B1] > a->asize[KVB_ADA_B2] ? KVB_ADA_B1 : KVB_ADA_B2)]
+            .anext};
+    for (int i = 0; i < 3; i++) {
+        if (v[i] >= a->nent)
+            continue;
+        const struct kvb_ada_ent *en = &a->e[v[i]];
+        __builtin_prefetch(&a->tab[kvb_ada_home(a, en->fp)]);
+        if (en->rid != KVB_ADA_NONE)
+            __builtin_prefetch(&a->blk[en->rid]);
+        __builtin_prefetch(&a->e[i == 0 ? en->lnext : en->anext]);
+    }
 }
 
 /* An access to content x: both simulations. counted: a hit or a registration
@@ -468,11 +463,12 @@ static void kvb_ada_access(struct kvb_ada *a, uint32_t x, bool counted)
 {
     bool h0 = kvb_ada_lru(a, x);
     bool h1 = kvb_ada_arc(a, x, !counted);
+    kvb_ada_prefetch(a);
     if (!counted)
         return;
     a->hits[0] += h0;
     a->hits[1] += h1;
-    if (++a->in_every >= a->every) {
+    if (++a->in_every >= KVB_ADA_EVERY) {
         a->in_every = 0;
         kvb_ada_decide(a);
     }
@@ -502,9 +498,6 @@ static int kvb_ada_create(const kvb_inactive_params *params, void **out)
 {
     if (!params || !out || params->block_count == 0 || params->block_count > KVB_MAX_BLOCKS)
         return -EINVAL;
-#ifdef KVB_ADA_TUNE
-    kvb_ada_tune();
-#endif
     kvb_allocator al = params->allocator;
     kvb__allocator_fill(&al);
     struct kvb_ada *a = kvb__calloc(&al, 1, sizeof *a);
@@ -539,8 +532,8 @@ static int kvb_ada_create(const kvb_inactive_params *params, void **out)
                                        .lnext = i + 1 < a->nent ? i + 1 : KVB_ADA_NONE};
     for (uint32_t l = 0; l < 5; l++) {
         uint32_t s = a->nent + l;
-        a->e[s] = (struct kvb_ada_ent){.rid = KVB_ADA_NONE, .lprev = s, .lnext = s, .aprev = s,
-                                       .anext = s};
+        a->e[s] = (struct kvb_ada_ent){
+            .rid = KVB_ADA_NONE, .lprev = s, .lnext = s, .aprev = s, .anext = s};
     }
     a->free_head = 0;
     for (uint32_t i = 0; i < bc; i++)
@@ -555,9 +548,8 @@ static int kvb_ada_create(const kvb_inactive_params *params, void **out)
     a->step = sqrt((double)bc / 1024.0);
     if (a->step < 1)
         a->step = 1;
-    a->active = kvb_ada_start ? KVB_ADA_ARC : KVB_ADA_LRU;
-    a->every = (uint32_t)kvb_ada_every;
-    a->decay = exp(-kvb_ada_every / (kvb_ada_window * bc));
+    a->active = KVB_ADA_ARC;
+    a->decay = exp(-(double)KVB_ADA_EVERY / (KVB_ADA_WINDOW * bc));
     *out = a;
     return 0;
 }
