@@ -52,8 +52,11 @@
  * simulations (it reads them), so unevict is exact: stale victims go back to
  * the head of their stale list, the others are linked to their entries again.
  *
- * Cost: one table probe per access and per new content, the list updates of
- * both simulations, one table erase per content both simulations forget.
+ * Cost: one table probe per new content (a hit finds its entry through its
+ * block), the list updates of both simulations, one table erase per content
+ * both simulations forget; the simulations' part of an insert waits for the
+ * next call so that its probe's cache miss overlaps the caller's work, and the
+ * next victims' entries and cells are prefetched.
  * Memory, all at create: 32 bytes per entry and 12 bytes of table per entry,
  * C + 8C + C/4 entries for a capacity of C, 32 bytes per block: about 440
  * bytes per block.
@@ -124,6 +127,8 @@ struct kvb_ada {
     double hits[2]; /* decayed */
     double decay;
     uint32_t in_every;
+    uint32_t pend; /* block whose insert waits for the simulations, or NONE */
+    bool pend_again;
     uint64_t switches;
     kvb_allocator allocator;
 };
@@ -549,6 +554,7 @@ static int kvb_ada_create(const kvb_inactive_params *params, void **out)
     if (a->step < 1)
         a->step = 1;
     a->active = KVB_ADA_ARC;
+    a->pend = KVB_ADA_NONE;
     a->decay = exp(-(double)KVB_ADA_EVERY / (KVB_ADA_WINDOW * bc));
     *out = a;
     return 0;
@@ -576,9 +582,29 @@ static void kvb_ada_link_block(struct kvb_ada *a, uint32_t id, uint32_t x)
     kvb_ada_stale_push(a, KVB_ADA_ARC, id, false);
 }
 
+/* The simulations' part of the last insert, which waits for the next call so
+ * that its table cell (or entry) loads meanwhile: a new content's probe is the
+ * first cache miss of an access. The order of the simulations' accesses does not
+ * change: every method that reads or changes them takes the waiting one first. */
+static void kvb_ada_flush(struct kvb_ada *a)
+{
+    uint32_t id = a->pend;
+    if (id == KVB_ADA_NONE)
+        return;
+    a->pend = KVB_ADA_NONE;
+    struct kvb_ada_blk *b = &a->blk[id];
+    uint32_t x = b->ent;
+    b->ent = KVB_ADA_NONE;
+    if (x == KVB_ADA_NONE)
+        x = kvb_ada_entry(a, b->fp);
+    kvb_ada_access(a, x, !a->pend_again);
+    kvb_ada_link_block(a, id, x);
+}
+
 static int kvb_ada_insert(void *self, kvb_hash hash, uint32_t id, uint32_t arrival)
 {
     struct kvb_ada *a = self;
+    kvb_ada_flush(a);
     if (id >= a->bc)
         return -EINVAL;
     struct kvb_ada_blk *b = &a->blk[id];
@@ -593,15 +619,17 @@ static int kvb_ada_insert(void *self, kvb_hash hash, uint32_t id, uint32_t arriv
             a->e[x].rid = KVB_ADA_NONE;
         x = KVB_ADA_NONE;
     }
-    b->ent = KVB_ADA_NONE;
     if (x == KVB_ADA_NONE)
-        x = kvb_ada_entry(a, fp);
-    kvb_ada_access(a, x, !again);
+        __builtin_prefetch(&a->tab[kvb_ada_home(a, fp)]);
+    else
+        __builtin_prefetch(&a->e[x]);
+    b->ent = x; /* the held content's entry, or NONE: the flush finds it */
     b->fp = fp;
     b->arrival = arrival;
     b->flags = KVB_ADA_PRESENT;
-    kvb_ada_link_block(a, id, x);
     a->len++;
+    a->pend = id;
+    a->pend_again = again;
     return 0;
 }
 
@@ -609,6 +637,7 @@ static bool kvb_ada_remove(void *self, kvb_hash hash, uint32_t id)
 {
     struct kvb_ada *a = self;
     (void)hash;
+    kvb_ada_flush(a);
     if (id >= a->bc || !(a->blk[id].flags & KVB_ADA_PRESENT))
         return false;
     struct kvb_ada_blk *b = &a->blk[id];
@@ -652,6 +681,7 @@ static uint32_t kvb_ada_evict(void *self, uint32_t n, uint32_t *out)
     struct kvb_ada *a = self;
     if (!out)
         return 0;
+    kvb_ada_flush(a);
     uint32_t s = a->active, k = 0;
     while (k < n && a->len > 0) {
         uint32_t id, how;
@@ -692,6 +722,7 @@ static uint32_t kvb_ada_len(const void *self)
 static void kvb_ada_drain(void *self)
 {
     struct kvb_ada *a = self;
+    kvb_ada_flush(a);
     for (uint32_t id = 0; id < a->bc; id++) {
         struct kvb_ada_blk *b = &a->blk[id];
         if (b->ent != KVB_ADA_NONE && a->e[b->ent].rid == id)
@@ -719,6 +750,7 @@ static void kvb_ada_unevict(void *self, const uint32_t *ids, const kvb_hash *has
     (void)arrivals;
     if (!ids)
         return;
+    kvb_ada_flush(a);
     uint32_t s = a->active;
     for (uint32_t i = n; i-- > 0;) {
         uint32_t id = ids[i];
