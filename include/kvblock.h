@@ -226,7 +226,7 @@ typedef enum {
     KVB_EVICT_TINYLFU,
     KVB_EVICT_LINEAGE,
     KVB_EVICT_LINEAGE_ARC, /* addition beyond API.md v1 */
-    KVB_EVICT_ADAPTIVE     /* lru or lineage_arc, chosen by miniature simulations */
+    KVB_EVICT_ADAPTIVE     /* follows simulations of lru and lineage_arc, whichever leads */
 } kvb_evict_policy;
 
 /** Release callbacks; all optional; never called under the pool lock. */
