@@ -63,6 +63,7 @@
  *
  * Locking: none of its own; every method runs under the owning pool's mutex.
  */
+#include "ilist.h"
 #include "internal.h"
 
 #include <math.h>
@@ -92,21 +93,22 @@ enum { KVB_ADA_T1 = 1, KVB_ADA_T2 = 2, KVB_ADA_B1 = 3, KVB_ADA_B2 = 4 };
 #define KVB_ADA_EVSTALE 16u /* evicted from the active stale list (for unevict) */
 #define KVB_ADA_EVORDER 32u /* evicted in the active simulation's order */
 
-/* One content known to a simulation. lprev == NONE: not on the LRU list. */
+/* One content known to a simulation; its links are ilist.h's. lru.prev == NONE:
+ * not on the LRU list (free entries are stacked through lru.next). */
 struct kvb_ada_ent {
     uint32_t fp;
-    uint32_t rid;          /* the cached block holding this content, or NONE */
-    uint32_t lprev, lnext; /* LRU list */
-    uint32_t aprev, anext; /* ARC list */
-    uint32_t aseq;         /* that list's insertion count when linked to it */
-    uint32_t alist;        /* ARC list (T1, T2, B1, B2), 0: none */
+    uint32_t rid;         /* the cached block holding this content, or NONE */
+    struct kvb_ilink lru; /* the LRU list */
+    struct kvb_ilink arc; /* an ARC list */
+    uint32_t aseq;        /* that list's insertion count when linked to it */
+    uint32_t alist;       /* ARC list (T1, T2, B1, B2), 0: none */
 };
 
 /* One block: its content's entry (present, or held after a hit), the fingerprint
  * and arrival at its last insert, flags and its links in the two stale lists. */
 struct kvb_ada_blk {
     uint32_t ent, fp, arrival, flags;
-    uint32_t sprev[2], snext[2];
+    struct kvb_ilink stale[2];
 };
 
 /* Every field is protected by the owning pool's mutex. */
@@ -150,7 +152,7 @@ static inline uint32_t kvb_ada_alist(const struct kvb_ada_ent *en)
 
 static inline bool kvb_ada_in_lru(const struct kvb_ada_ent *en)
 {
-    return en->lprev != KVB_ADA_NONE;
+    return en->lru.prev != KVB_ADA_NONE;
 }
 
 static inline bool kvb_ada_in_arc(const struct kvb_ada_ent *en)
@@ -158,6 +160,11 @@ static inline bool kvb_ada_in_arc(const struct kvb_ada_ent *en)
     uint32_t l = kvb_ada_alist(en);
     return l == KVB_ADA_T1 || l == KVB_ADA_T2;
 }
+
+/* the entries as ilist.h sees them, through the LRU or the ARC links */
+#define KVB_ADA_LRUL(a)      KVB_ILIST((a)->e, lru)
+#define KVB_ADA_ARCL(a)      KVB_ILIST((a)->e, arc)
+#define KVB_ADA_STALEL(a, s) KVB_ILIST((a)->blk, stale[s])
 
 static inline uint32_t kvb_ada_home(const struct kvb_ada *a, uint32_t fp)
 {
@@ -202,23 +209,15 @@ static void kvb_ada_tab_erase(struct kvb_ada *a, uint32_t i)
 
 static void kvb_ada_stale_push(struct kvb_ada *a, uint32_t s, uint32_t id, bool head)
 {
-    struct kvb_ada_blk *b = a->blk;
-    uint32_t sen = a->bc + s;
-    uint32_t p = head ? sen : b[sen].sprev[s], n = head ? b[sen].snext[s] : sen;
-    b[id].sprev[s] = p;
-    b[id].snext[s] = n;
-    b[p].snext[s] = id;
-    b[n].sprev[s] = id;
-    b[id].flags |= KVB_ADA_STALE0 << s;
+    kvb_ilist_push(KVB_ADA_STALEL(a, s), a->bc + s, id, head);
+    a->blk[id].flags |= KVB_ADA_STALE0 << s;
     a->nstale[s]++;
 }
 
 static void kvb_ada_stale_unlink(struct kvb_ada *a, uint32_t s, uint32_t id)
 {
-    struct kvb_ada_blk *b = a->blk;
-    b[b[id].sprev[s]].snext[s] = b[id].snext[s];
-    b[b[id].snext[s]].sprev[s] = b[id].sprev[s];
-    b[id].flags &= ~(KVB_ADA_STALE0 << s);
+    kvb_ilist_remove(KVB_ADA_STALEL(a, s), id);
+    a->blk[id].flags &= ~(KVB_ADA_STALE0 << s);
     a->nstale[s]--;
 }
 
@@ -246,8 +245,7 @@ static void kvb_ada_free_ent(struct kvb_ada *a, uint32_t x)
         kvb_ada_tab_erase(a, cell);
     en->rid = KVB_ADA_NONE;
     en->alist = 0;
-    en->lnext = a->free_head;
-    a->free_head = x;
+    kvb_ilist_free_push(KVB_ADA_LRUL(a), &a->free_head, x);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -258,20 +256,15 @@ static void kvb_ada_lunlink(struct kvb_ada *a, uint32_t x)
 {
     struct kvb_ada_ent *en = &a->e[x];
     if (a->lcur == x)
-        a->lcur = en->lprev;
-    a->e[en->lprev].lnext = en->lnext;
-    a->e[en->lnext].lprev = en->lprev;
-    en->lprev = KVB_ADA_NONE;
+        a->lcur = en->lru.prev;
+    kvb_ilist_remove(KVB_ADA_LRUL(a), x);
+    en->lru.prev = KVB_ADA_NONE;
     a->lru_len--;
 }
 
 static void kvb_ada_llink(struct kvb_ada *a, uint32_t x)
 {
-    uint32_t head = a->nent, last = a->e[head].lprev;
-    a->e[x].lprev = last;
-    a->e[x].lnext = head;
-    a->e[last].lnext = x;
-    a->e[head].lprev = x;
+    kvb_ilist_push_tail(KVB_ADA_LRUL(a), a->nent, x);
     a->lru_len++;
 }
 
@@ -282,7 +275,7 @@ static bool kvb_ada_lru(struct kvb_ada *a, uint32_t x)
     if (hit) {
         kvb_ada_lunlink(a, x);
     } else if (a->lru_len == a->bc) {
-        uint32_t y = a->e[a->nent].lnext; /* the least recent, never x */
+        uint32_t y = kvb_ilist_first(KVB_ADA_LRUL(a), a->nent); /* the least recent, not x */
         kvb_ada_lunlink(a, y);
         kvb_ada_left(a, KVB_ADA_LRU, y);
         if (kvb_ada_alist(&a->e[y]) == 0)
@@ -301,21 +294,16 @@ static void kvb_ada_aunlink(struct kvb_ada *a, uint32_t x)
     struct kvb_ada_ent *en = &a->e[x];
     uint32_t l = kvb_ada_alist(en);
     if (l <= KVB_ADA_T2 && a->acur[l] == x)
-        a->acur[l] = en->aprev;
-    a->e[en->aprev].anext = en->anext;
-    a->e[en->anext].aprev = en->aprev;
+        a->acur[l] = en->arc.prev;
+    kvb_ilist_remove(KVB_ADA_ARCL(a), x);
     a->asize[l]--;
     en->alist = 0;
 }
 
 static void kvb_ada_alink(struct kvb_ada *a, uint32_t x, uint32_t l)
 {
-    uint32_t head = a->nent + l, last = a->e[head].aprev;
     struct kvb_ada_ent *en = &a->e[x];
-    en->aprev = last;
-    en->anext = head;
-    a->e[last].anext = x;
-    a->e[head].aprev = x;
+    kvb_ilist_push_tail(KVB_ADA_ARCL(a), a->nent + l, x);
     en->aseq = ++a->aseq[l];
     en->alist = l;
     a->asize[l]++;
@@ -327,7 +315,7 @@ static void kvb_ada_drop_ghost(struct kvb_ada *a)
     uint32_t l = a->asize[KVB_ADA_B1] > a->asize[KVB_ADA_B2] ? KVB_ADA_B1 : KVB_ADA_B2;
     if (a->asize[l] == 0)
         l = KVB_ADA_B1 + KVB_ADA_B2 - l;
-    uint32_t y = a->e[a->nent + l].anext;
+    uint32_t y = kvb_ilist_first(KVB_ADA_ARCL(a), a->nent + l);
     kvb_assert(y < a->nent);
     if (y >= a->nent)
         return;
@@ -347,7 +335,7 @@ static inline uint32_t kvb_ada_arc_side(const struct kvb_ada *a)
 static void kvb_ada_replace(struct kvb_ada *a)
 {
     uint32_t from = kvb_ada_arc_side(a);
-    uint32_t y = a->e[a->nent + from].anext;
+    uint32_t y = kvb_ilist_first(KVB_ADA_ARCL(a), a->nent + from);
     kvb_ada_aunlink(a, y);
     kvb_ada_left(a, KVB_ADA_ARC, y);
     if (a->asize[KVB_ADA_B1] + a->asize[KVB_ADA_B2] >= a->gmax)
@@ -428,12 +416,11 @@ static uint32_t kvb_ada_entry(struct kvb_ada *a, uint32_t fp)
         kvb_ada_drop_ghost(a);
         (void)kvb_ada_find(a, fp, &cell);
     }
-    x = a->free_head;
-    a->free_head = a->e[x].lnext;
+    x = kvb_ilist_free_pop(KVB_ADA_LRUL(a), &a->free_head);
     struct kvb_ada_ent *en = &a->e[x];
     en->fp = fp;
     en->rid = KVB_ADA_NONE;
-    en->lprev = KVB_ADA_NONE;
+    en->lru.prev = KVB_ADA_NONE;
     en->alist = 0;
     a->tab[cell] = (uint64_t)fp << 32 | x;
     return x;
@@ -447,10 +434,10 @@ static uint32_t kvb_ada_entry(struct kvb_ada *a, uint32_t fp)
  * them. */
 static void kvb_ada_prefetch(const struct kvb_ada *a)
 {
-    uint32_t v[3] = {
-        a->e[a->nent].lnext, a->e[a->nent + kvb_ada_arc_side(a)].anext,
-        a->e[a->nent + (a->asize[KVB_ADA_B1] > a->asize[KVB_ADA_B2] ? KVB_ADA_B1 : KVB_ADA_B2)]
-            .anext};
+    uint32_t bl = a->asize[KVB_ADA_B1] > a->asize[KVB_ADA_B2] ? KVB_ADA_B1 : KVB_ADA_B2;
+    uint32_t v[3] = {kvb_ilist_first(KVB_ADA_LRUL(a), a->nent),
+                     kvb_ilist_first(KVB_ADA_ARCL(a), a->nent + kvb_ada_arc_side(a)),
+                     kvb_ilist_first(KVB_ADA_ARCL(a), a->nent + bl)};
     for (int i = 0; i < 3; i++) {
         if (v[i] >= a->nent)
             continue;
@@ -458,7 +445,7 @@ static void kvb_ada_prefetch(const struct kvb_ada *a)
         __builtin_prefetch(&a->tab[kvb_ada_home(a, en->fp)]);
         if (en->rid != KVB_ADA_NONE)
             __builtin_prefetch(&a->blk[en->rid]);
-        __builtin_prefetch(&a->e[i == 0 ? en->lnext : en->anext]);
+        __builtin_prefetch(&a->e[i == 0 ? en->lru.next : en->arc.next]);
     }
 }
 
@@ -531,22 +518,22 @@ static int kvb_ada_create(const kvb_inactive_params *params, void **out)
         return -ENOMEM;
     }
     memset(a->tab, 0xff, (size_t)a->tcap * sizeof *a->tab);
-    for (uint32_t i = 0; i < a->nent; i++)
-        a->e[i] = (struct kvb_ada_ent){.rid = KVB_ADA_NONE,
-                                       .lprev = KVB_ADA_NONE,
-                                       .lnext = i + 1 < a->nent ? i + 1 : KVB_ADA_NONE};
-    for (uint32_t l = 0; l < 5; l++) {
-        uint32_t s = a->nent + l;
-        a->e[s] = (struct kvb_ada_ent){
-            .rid = KVB_ADA_NONE, .lprev = s, .lnext = s, .aprev = s, .anext = s};
+    a->free_head = KVB_ADA_NONE;
+    for (uint32_t i = a->nent; i-- > 0;) {
+        a->e[i] = (struct kvb_ada_ent){.rid = KVB_ADA_NONE, .lru.prev = KVB_ADA_NONE};
+        kvb_ilist_free_push(KVB_ADA_LRUL(a), &a->free_head, i);
     }
-    a->free_head = 0;
+    for (uint32_t l = 0; l < 5; l++) { /* sentinels: LRU list, then T1, T2, B1, B2 */
+        a->e[a->nent + l] = (struct kvb_ada_ent){.rid = KVB_ADA_NONE};
+        kvb_ilist_init(KVB_ADA_LRUL(a), a->nent + l);
+        kvb_ilist_init(KVB_ADA_ARCL(a), a->nent + l);
+    }
     for (uint32_t i = 0; i < bc; i++)
         a->blk[i] = (struct kvb_ada_blk){.ent = KVB_ADA_NONE};
     for (uint32_t s = 0; s < 2; s++) {
         struct kvb_ada_blk *b = &a->blk[bc + s];
         *b = (struct kvb_ada_blk){.ent = KVB_ADA_NONE};
-        b->sprev[s] = b->snext[s] = bc + s;
+        kvb_ilist_init(KVB_ADA_STALEL(a, s), bc + s);
     }
     kvb_ada_reset_cursors(a);
     a->p = KVB_ADA_P0 * bc;
@@ -664,10 +651,10 @@ static bool kvb_ada_contains(const void *self, uint32_t id)
 static uint32_t kvb_ada_walk(struct kvb_ada *a, uint32_t l)
 {
     bool lru = a->active == KVB_ADA_LRU;
+    struct kvb_ilist v = lru ? KVB_ADA_LRUL(a) : KVB_ADA_ARCL(a);
     uint32_t head = lru ? a->nent : a->nent + l;
     uint32_t *cur = lru ? &a->lcur : &a->acur[l];
-    for (uint32_t x = lru ? a->e[*cur].lnext : a->e[*cur].anext; x != head;
-         x = lru ? a->e[x].lnext : a->e[x].anext) {
+    for (uint32_t x = kvb_ilist_next(v, *cur); x != head; x = kvb_ilist_next(v, x)) {
         *cur = x;
         uint32_t id = a->e[x].rid;
         if (id != KVB_ADA_NONE && (a->blk[id].flags & KVB_ADA_PRESENT))
@@ -686,7 +673,7 @@ static uint32_t kvb_ada_evict(void *self, uint32_t n, uint32_t *out)
     while (k < n && a->len > 0) {
         uint32_t id, how;
         if (a->nstale[s]) { /* cached, but the followed policy has let it go */
-            id = a->blk[a->bc + s].snext[s];
+            id = kvb_ilist_first(KVB_ADA_STALEL(a, s), a->bc + s);
             kvb_ada_stale_unlink(a, s, id);
             how = KVB_ADA_EVSTALE;
         } else {
@@ -731,8 +718,7 @@ static void kvb_ada_drain(void *self)
         b->flags = 0;
     }
     for (uint32_t s = 0; s < 2; s++) {
-        struct kvb_ada_blk *b = &a->blk[a->bc + s];
-        b->sprev[s] = b->snext[s] = a->bc + s;
+        kvb_ilist_init(KVB_ADA_STALEL(a, s), a->bc + s);
         a->nstale[s] = 0;
     }
     kvb_ada_reset_cursors(a);

@@ -1,7 +1,8 @@
 /*
  * ilist.h - the intrusive doubly linked list of the eviction backends (lru,
  * multi_lru, tinylfu, fifo, lineage, lineage_arc and its ghosts, adaptive's
- * miniatures, lineage_index.h's parked lists). Private: static inline only.
+ * simulations and stale lists, lineage_index.h's parked lists). Private:
+ * static inline only.
  *
  * Linux list.h with 32-bit indices instead of pointers: the link (struct
  * kvb_ilink, {prev, next}) lives inside the caller's per-block node, and every
@@ -38,7 +39,7 @@
  * likes; a node off every open list has both links KVB_ILIST_NONE.
  *
  * Free lists (stacks of unused slots, lineage_arc's ghosts, adaptive's
- * miniatures): singly linked through next, NONE-terminated; prev is unused.
+ * entries): singly linked through next, NONE-terminated; prev is unused.
  *
  * List sets (multi_lru's levels, tinylfu's segments): nlists <=
  * KVB_ILIST_SET_MAX circular lists over one array of bare links, list k's
