@@ -83,7 +83,9 @@
  */
 #include "events_internal.h"
 #include "hash_layout.h"
+#include "pool_internal.h"
 #include <poll.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <time.h>
@@ -108,6 +110,7 @@ struct kvb_events {
     kvb_allocator alloc;
     char medium[KVB_EVENT_MEDIUM_MAX + 1];
     bool has_medium;
+    uint32_t block_count, block_size; /* the pool's */
     uint32_t max_events, max_hashes;
     uint64_t delay_ns;
 
@@ -220,12 +223,12 @@ static uint32_t kvb_ev_idx_home(const struct kvb_events *ev, uint32_t pos, uint6
     return (uint32_t)(x ^ (x >> 31)) & ev->idx_mask;
 }
 
-static void kvb_ev_idx_init(struct kvb_events *ev, const kvb_pool *p)
+static void kvb_ev_idx_init(struct kvb_events *ev)
 {
     ev->idx_tried = true;
     if (ev->cfg.emit != KVB_EVENT_EMIT_ALL)
         return; /* sampled streams carry no parents */
-    uint32_t cap = kvb__next_pow2(p->block_count) * 2;
+    uint32_t cap = kvb__next_pow2(ev->block_count) * 2;
     ev->idx = kvb__calloc(&ev->alloc, cap, sizeof *ev->idx);
     if (!ev->idx)
         return; /* parents stay unresolved; everything else works */
@@ -336,7 +339,8 @@ static void kvb_ev_kick(struct kvb_events *ev)
     (void)w;
 }
 
-int kvb__events_create(const kvb_event_config *cfg, const kvb_allocator *a, struct kvb_events **out)
+int kvb__events_create(const kvb_event_config *cfg, const kvb_allocator *a, uint32_t block_count,
+                       uint32_t block_size, struct kvb_events **out)
 {
     if (!cfg->sink)
         return -EINVAL;
@@ -351,6 +355,8 @@ int kvb__events_create(const kvb_event_config *cfg, const kvb_allocator *a, stru
         return -ENOMEM;
     ev->cfg = *cfg;
     ev->alloc = *a;
+    ev->block_count = block_count;
+    ev->block_size = block_size;
     if (cfg->medium) {
         snprintf(ev->medium, sizeof ev->medium, "%s", cfg->medium);
         ev->has_medium = true;
@@ -455,7 +461,7 @@ static void kvb_ev_deliver_batch(struct kvb_events *ev, kvb_pool *p)
 static void kvb_ev_room(struct kvb_events *ev, kvb_pool *p, bool tokens)
 {
     if (ev->nev == ev->max_events || ev->nh == ev->max_hashes ||
-        (tokens && ev->ntok + p->block_size > ev->tok_cap))
+        (tokens && ev->ntok + ev->block_size > ev->tok_cap))
         kvb_ev_deliver_batch(ev, p);
 }
 
@@ -472,7 +478,7 @@ static kvb_event *kvb_ev_new(struct kvb_events *ev, kvb_pool *p, kvb_event_type 
                      .seq = ev->next_seq++,
                      .hashes = ev->hs + ev->nh,
                      .block_ids = ev->ids + ev->nh,
-                     .block_size = p->block_size,
+                     .block_size = ev->block_size,
                      .medium = ev->has_medium ? ev->medium : NULL};
     return e;
 }
@@ -486,21 +492,21 @@ static bool kvb_ev_emit_ok(const struct kvb_events *ev, kvb_hash h)
            !(pos & (pos - 1));
 }
 
-static void kvb_ev_lazy_init(struct kvb_events *ev, const kvb_pool *p)
+static void kvb_ev_lazy_init(struct kvb_events *ev)
 {
     if (!ev->idx_tried)
-        kvb_ev_idx_init(ev, p);
+        kvb_ev_idx_init(ev);
     if (!ev->tok_tried) {
         ev->tok_tried = true;
         if (ev->cfg.tokens) {
-            uint32_t blocks = EV_TOKENS_MAX / p->block_size;
+            uint32_t blocks = EV_TOKENS_MAX / ev->block_size;
             if (blocks > ev->max_hashes)
                 blocks = ev->max_hashes;
             if (blocks == 0)
                 blocks = 1;
-            ev->toks = kvb__alloc(&ev->alloc, (size_t)blocks * p->block_size * sizeof *ev->toks);
+            ev->toks = kvb__alloc(&ev->alloc, (size_t)blocks * ev->block_size * sizeof *ev->toks);
             if (ev->toks)
-                ev->tok_cap = blocks * p->block_size; /* else: events without tokens */
+                ev->tok_cap = blocks * ev->block_size; /* else: events without tokens */
         }
     }
 }
@@ -509,7 +515,7 @@ static void kvb_ev_lazy_init(struct kvb_events *ev, const kvb_pool *p)
 static void kvb_ev_process(struct kvb_events *ev, kvb_pool *p, const struct kvb_cb_ev *recs,
                            uint32_t n)
 {
-    kvb_ev_lazy_init(ev, p);
+    kvb_ev_lazy_init(ev);
     const bool prefetch = ev->idx && ev->idx_mask >= EV_PREFETCH_MIN;
     if (prefetch)
         for (uint32_t i = 0; i < n && i < EV_PREFETCH_AHEAD; i++)
@@ -570,7 +576,7 @@ static void kvb_ev_process(struct kvb_events *ev, kvb_pool *p, const struct kvb_
                 ev->open_tokens = have;
             }
             if (have)
-                ev->ntok += p->block_size;
+                ev->ntok += ev->block_size;
             kvb_ev_idx_insert(ev, r->hash);
         }
         ev->hs[ev->nh] = r->hash;
@@ -739,9 +745,9 @@ static void kvb_ev_insert_locked(struct kvb_events *ev, const struct kvb_cb_ev *
     ev->ring_n++;
 }
 
-void kvb__events_deliver(kvb_pool *p, const struct kvb_cb_ev *recs, uint32_t n)
+void kvb__events_deliver(struct kvb_events *ev, kvb_pool *p, const struct kvb_cb_ev *recs,
+                         uint32_t n)
 {
-    struct kvb_events *ev = p->events;
     uint32_t first = n, m = 0;
     bool contiguous = true;
     uint64_t prev = 0;
@@ -787,9 +793,8 @@ void kvb__events_deliver(kvb_pool *p, const struct kvb_cb_ev *recs, uint32_t n)
     pthread_mutex_unlock(&ev->mu);
 }
 
-void kvb__events_flush(kvb_pool *p)
+void kvb__events_flush(struct kvb_events *ev)
 {
-    struct kvb_events *ev = p->events;
     pthread_mutex_lock(&ev->mu);
     ev->flush_req = true;
     if (kvb_ev_self_drains_locked(ev)) {
@@ -858,8 +863,9 @@ KVB_API int kvb_pool_events_flush(kvb_pool *pool)
 {
     if (!pool)
         return -EINVAL;
-    if (pool->events)
-        kvb__events_flush(pool);
+    struct kvb_events *ev = kvb__pool_events(pool);
+    if (ev)
+        kvb__events_flush(ev);
     return 0;
 }
 
@@ -867,7 +873,7 @@ KVB_API int kvb_pool_events_stats(kvb_pool *pool, kvb_event_stats *out)
 {
     if (!pool || !out)
         return -EINVAL;
-    struct kvb_events *ev = pool->events;
+    struct kvb_events *ev = kvb__pool_events(pool);
     if (!ev)
         return -ENOENT;
     pthread_mutex_lock(&ev->mu);

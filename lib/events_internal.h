@@ -2,9 +2,9 @@
  * events_internal.h - the seam between the pool and the event module (private).
  *
  * The pool queues one record per block-level event (kind KVB_CB_STORED /
- * KVB_CB_REMOVED / KVB_CB_CLEARED in its deferred-callback queue) with a
- * sequence number taken under the pool lock (p->ev_seq: 1, 2, 3, ... with no
- * gap, in the pool's history order), and hands the records to
+ * KVB_CB_REMOVED / KVB_CB_CLEARED in its deferred-callback queue, defer.h) with
+ * a sequence number taken under the pool lock (the pool's ev_seq: 1, 2, 3, ...
+ * with no gap, in the pool's history order), and the queue hands the records to
  * kvb__events_deliver() after the lock is dropped. Everything else (emission
  * policy, coalescing into kvb_event batches, ordering across threads, batching
  * by count and time, the sink call) lives in events.c.
@@ -18,11 +18,12 @@
 #ifndef KVB_EVENTS_INTERNAL_H
 #define KVB_EVENTS_INTERNAL_H
 
-#include "pool.h"
+#include "defer.h"
 
-/* Per-pool event state; NULL when the pool has no sink. 0, -EINVAL, -ENOMEM. */
-int kvb__events_create(const kvb_event_config *cfg, const kvb_allocator *a,
-                       struct kvb_events **out);
+/* Per-pool event state (of a pool of block_count blocks of block_size tokens);
+ * created only for a pool with a sink. 0, -EINVAL, -ENOMEM. */
+int kvb__events_create(const kvb_event_config *cfg, const kvb_allocator *a, uint32_t block_count,
+                       uint32_t block_size, struct kvb_events **out);
 /* Stops the timer thread (if any) and frees everything. Nothing may be
  * delivering (the pool is being destroyed). */
 void kvb__events_destroy(struct kvb_events *ev);
@@ -30,9 +31,10 @@ void kvb__events_destroy(struct kvb_events *ev);
  * sequence order (records of other kinds are ignored). May deliver records
  * other threads handed over, or return before its own are delivered (they are
  * then delivered by the thread that fills the gap before them). */
-void kvb__events_deliver(kvb_pool *p, const struct kvb_cb_ev *recs, uint32_t n);
+void kvb__events_deliver(struct kvb_events *ev, kvb_pool *p, const struct kvb_cb_ev *recs,
+                         uint32_t n);
 /* Deliver anything held back by batching (pool destroy, explicit flush). */
-void kvb__events_flush(kvb_pool *p);
+void kvb__events_flush(struct kvb_events *ev);
 
 #ifdef KVB_TESTING
 /* Called at the start of kvb__events_deliver with the first event record's

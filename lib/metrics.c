@@ -1,11 +1,103 @@
 /*
- * metrics.c - Prometheus text exposition (format 0.0.4) of a pool's stats.
- * One coherent snapshot (kvb_pool_stats, one lock), then formatting without
- * the lock. Every series carries pool="<name>" (label value escaped).
+ * metrics.c - a pool's statistics: the stats snapshot (kvb_pool_stats: gauges and
+ * counters read under one lock), the bookkeeping memory (kvb_pool_memory), and
+ * their Prometheus text exposition (format 0.0.4): one coherent snapshot, then
+ * formatting without the lock. Every series carries pool="<name>" (label value
+ * escaped).
  */
 #include "pool.h"
+#include "sketch.h"
 #include <stdarg.h>
 #include <string.h>
+
+/* ------------------------------------------------------------------------ */
+/* statistics: one coherent snapshot under the pool lock                    */
+/* ------------------------------------------------------------------------ */
+
+int kvb_pool_stats(kvb_pool *p, kvb_stats *out)
+{
+    if (!p || !out)
+        return -EINVAL;
+    memset(out, 0, sizeof *out);
+    bool timed = kvb__pool_timers_pending(p);
+    uint64_t now = timed ? kvb__pool_clock_now(p) : 0;
+    kvb__pool_lock(p);
+    if (timed) /* the gauges show priorities as they are now */
+        kvb__expire_locked(p, now);
+    out->block_count = p->block_count;
+    out->reset = p->count[KVB_S_RESET];
+    out->mutable_ = p->count[KVB_S_MUTABLE];
+    out->staged = p->count[KVB_S_STAGED];
+    out->primary = p->count[KVB_S_PRIMARY];
+    out->duplicate = p->count[KVB_S_DUPLICATE];
+    out->inactive = p->count[KVB_S_INACTIVE];
+    out->peak_in_use = p->peak_in_use;
+    const struct kvb_counters *c = &p->c;
+    out->allocations = c->allocations;
+    out->allocations_from_reset = c->allocations_from_reset;
+    out->evictions = c->evictions;
+    out->registrations = c->registrations;
+    out->duplicates = c->duplicates;
+    out->dedups = c->dedups;
+    out->stagings = c->stagings;
+    out->match_requested = c->match_requested;
+    out->match_returned = c->match_returned;
+    out->eager_transitions = c->eager_transitions;
+    out->allocate_rollbacks = c->allocate_rollbacks;
+    out->release_noops = c->release_noops;
+    out->lock_acquisitions = p->lock.acquisitions;
+    out->lock_contended = p->lock.contended;
+    out->lock_wait_ns = p->lock.wait_ns;
+    out->resurrections = c->resurrections;
+    out->scan_requested = c->scan_requested;
+    out->scan_returned = c->scan_returned;
+    if (p->hints) {
+        out->hint_uses = p->hints->uses;
+        out->hint_hashes = p->hints->n_ent;
+        out->hint_protected = p->hints->heap_len;
+    }
+    out->hint_added = c->hint_added;
+    out->hint_withdrawn = c->hint_withdrawn;
+    out->hint_unmatched = c->hint_unmatched;
+    out->hint_rejected = c->hint_rejected;
+    out->hint_evictions = c->hint_evictions;
+    if (p->prio) {
+        out->retained = p->prio->listed;
+        out->retention_timers = p->prio->heap_len;
+    }
+    out->retention_expired = c->retention_expired;
+    out->retained_evictions = c->retained_evictions;
+    out->misuse = atomic_load_explicit(&p->misuse, memory_order_relaxed);
+    kvb__pool_unlock(p);
+    return 0;
+}
+
+int kvb_pool_memory(kvb_pool *p, kvb_memory_stats *out)
+{
+    if (!p || !out)
+        return -EINVAL;
+    memset(out, 0, sizeof *out);
+    out->slots = (size_t)p->block_count * sizeof *p->slots;
+    out->hash_index = (size_t)p->ix.cap * sizeof *p->ix.map;
+    out->pool = sizeof *p;
+    if (p->own_sketch)
+        out->sketch = kvb__sketch_memory(p->sketch);
+    if (p->hints)
+        out->hints = kvb__hints_memory(p->hints);
+    if (p->prio)
+        out->priorities = kvb__prio_memory(p->prio);
+    kvb__pool_lock(p);
+    if (p->ops->memory)
+        out->backend = p->ops->memory(p->backend);
+    kvb__pool_unlock(p);
+    out->total = out->slots + out->hash_index + out->backend + out->sketch + out->pool +
+                 out->hints + out->priorities;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Prometheus text                                                          */
+/* ------------------------------------------------------------------------ */
 
 /* Escape a label value: backslash, double quote and newline. */
 static void kvb_escape_label(const char *in, char *out, size_t cap)

@@ -1,8 +1,22 @@
 /*
- * pool.h - the private layout of a pool, shared by the library modules that
- * work on pools (pool.c, metrics.c, and later scan/events/registry glue).
+ * pool.h - the private layout of a pool and what the pool's own files share.
+ * Included only by the pool's files:
  *
- * Locking: every field marked (lock) is protected by pool->mu. Fields marked
+ *   pool.c         the state machine: transitions; allocate, stage, register,
+ *                  lookup and release paths
+ *   pool_index.h   the hash index (static inline: the hot path stays inlined)
+ *   pool_create.c  configuration, create/destroy, accessors
+ *   pool_ref.c     block references that change no state (clone, address, ...)
+ *   pool_prio.c    retention priorities glue (prio.h is the data structure)
+ *   pool_hint.c    lookahead hints glue (hint.h is the data structure)
+ *   pool_drain.c   kvb_pool_reset_inactive
+ *   pool_check.c   kvb_pool_check and the KVB_TESTING hooks
+ *   metrics.c      stats, memory and the Prometheus text
+ *
+ * Modules outside the pool (events.c, seq.c) use pool_internal.h instead.
+ * The mutex is lock.h's, the deferred-callback queue defer.h's.
+ *
+ * Locking: every field marked (lock) is protected by pool->lock. Fields marked
  * (const) are written once in kvb_pool_create and read-only afterwards. The
  * only lock-free state is each slot's `word` (generation + reference count).
  */
@@ -10,13 +24,14 @@
 #define KVB_POOL_H
 
 #include "internal.h"
-#include <pthread.h>
+#include "defer.h"
+#include "hint.h"
+#include "lock.h"
+#include "prio.h"
+#include "testing.h"
 #include <stdatomic.h>
 
 struct kvb_sketch;
-struct kvb_events;
-struct kvb_hints;
-struct kvb_prio;
 
 enum kvb_state {
     KVB_S_RESET = 0,
@@ -33,6 +48,12 @@ enum kvb_state {
  * behaves as REJECT (the caller gets the primary). Plain bytes rather than
  * bitfields keep the hot state reads and writes single instructions. */
 #define KVB_DUPS_MAX UINT16_MAX
+
+/* Most references one block can hold; beyond, clone is -EOVERFLOW and a lookup
+ * treats the block as a miss. */
+#define KVB_RC_MAX (UINT32_MAX - 1)
+/* Past this count the pool starts checking registrations for saturation. */
+#define KVB_RC_HIGH (1u << 31)
 
 /* slot flags (lock) */
 #define KVB_F_RESET_ON_RELEASE 0x01u /* PRIMARY/INACTIVE: go to RESET at last release */
@@ -80,35 +101,41 @@ static inline uint64_t kvb__word(uint32_t gen, uint32_t rc)
     return ((uint64_t)gen << 32) | rc;
 }
 
+/*
+ * The hash index (pool_index.h has the operations): open addressing, linear
+ * probing, Robin Hood order, backward-shift deletion; cells hold block ids of
+ * PRIMARY and INACTIVE slots (a hash is never both: a cached hash is resurrected
+ * before it can become primary again). Capacity is fixed at create to 1.75 x
+ * block_count (any size: the home cell is taken with a multiply-shift range
+ * reduction, not a mask), so it never grows and the load stays <= 0.57: 7 bytes
+ * per block. A cell packs the block id (low id_bits) with the entry's
+ * displacement from its home cell (the bits above, saturating at disp_max), so
+ * deletion shifts entries back without touching the slots. Keys are not stored:
+ * a probe compares the slot's hash. Hand-written rather than ck_hs: under the
+ * pool mutex that already serialises access, a plain probe loop is 3-4x faster
+ * (TOOLING.md).
+ */
+struct kvb_index {
+    uint32_t *map;     /* (lock) cells; KVB_NONE: empty */
+    uint32_t cap;      /* (const) number of cells */
+    uint32_t id_bits;  /* (const) 2^bits > block_count: an all-ones cell is never an id */
+    uint32_t id_mask;  /* (const) */
+    uint32_t disp_max; /* (const) displacement field value meaning "look it up" */
+};
+
 struct kvb_counters {
     uint64_t allocations, allocations_from_reset, evictions, registrations, duplicates, dedups,
         stagings, match_requested, match_returned, eager_transitions, allocate_rollbacks,
-        release_noops, lock_acquisitions, lock_contended, lock_wait_ns, resurrections,
-        scan_requested, scan_returned, hint_added, hint_withdrawn, hint_unmatched, hint_rejected,
-        hint_evictions, retention_expired, retained_evictions;
+        release_noops, resurrections, scan_requested, scan_returned, hint_added, hint_withdrawn,
+        hint_unmatched, hint_rejected, hint_evictions, retention_expired, retained_evictions;
 };
 
 struct kvb_pool {
-    pthread_mutex_t mu;
+    struct kvb_lock lock; /* the pool mutex, with its contention counters */
 
     struct kvb_slot *slots; /* (const pointer; contents: see struct kvb_slot) */
-    /* Hash index: open addressing, linear probing, backward-shift deletion; cells
-     * hold block ids of PRIMARY and INACTIVE slots (a hash is never both: a cached
-     * hash is resurrected before it can become primary again). Capacity is fixed at
-     * create to 1.75 x block_count (any size: the home cell is taken with a
-     * multiply-shift range reduction, not a mask), so it never grows and the load
-     * stays <= 0.57: 7 bytes per block. A cell packs the block id (low map_id_bits)
-     * with the entry's displacement from its home cell (the bits above, saturating
-     * at map_disp_max), so deletion shifts entries back without touching the slots.
-     * Keys are not stored: a probe compares the slot's hash. Hand-written rather
-     * than ck_hs: under the pool mutex that already serialises access, a plain
-     * probe loop is 3-4x faster (TOOLING.md). */
-    uint32_t *map;         /* (lock) */
-    uint32_t map_cap;      /* (const) number of cells */
-    uint32_t map_id_bits;  /* (const) 2^bits > block_count: an all-ones cell is never an id */
-    uint32_t map_id_mask;  /* (const) */
-    uint32_t map_disp_max; /* (const) displacement field value meaning "look it up" */
-    bool prefetch;         /* (const) large pool: batch lookups prefetch cells and slots */
+    struct kvb_index ix;    /* hash index (see above) */
+    bool prefetch;          /* (const) large pool: batch lookups prefetch cells and slots */
 
     uint32_t free_head, free_tail; /* (lock) FIFO free list through slot.aux */
 
@@ -132,13 +159,12 @@ struct kvb_pool {
     kvb_dup_policy dup_policy;
     bool reset_default;
     bool abort_on_misuse;
-    kvb_callbacks cb;
     kvb_allocator alloc;
-    kvb_registry *registry;
-    uint32_t reg_index;        /* this pool's presence index in the registry */
+    /* Callbacks, registry (sinks.registry, may be NULL) and event module state
+     * (sinks.events, NULL without a sink): where deferred records go (defer.h). */
+    struct kvb_sinks sinks;
     struct kvb_sketch *sketch; /* frequency sketch (the registry's or own_sketch), or NULL */
     bool own_sketch;
-    struct kvb_events *events; /* event module state, NULL without a sink */
     /* Lookahead hints (hint.h), NULL without hint capacity. (const pointer; contents:
      * lock.) An INACTIVE slot is in exactly one of the backend and the hint heap
      * (KVB_F_HINTED); it is in the heap only while its hash has outstanding hints. */
@@ -154,35 +180,192 @@ struct kvb_pool {
     char name[64];
 };
 
-/* ---- deferred callbacks: collected under the lock, fired after unlock ---- */
+static inline void kvb__pool_lock(kvb_pool *p)
+{
+    kvb__lock(&p->lock);
+}
 
-enum kvb_cb_kind {
-    KVB_CB_RESET = 1, /* on_reset */
-    KVB_CB_EVICT,     /* on_evict */
-    KVB_CB_PRESENT,   /* registry presence +1 */
-    KVB_CB_ABSENT,    /* registry presence -1 */
-    KVB_CB_STORED,    /* event: new primary (seq set) */
-    KVB_CB_REMOVED,   /* event: cached/primary content dropped (seq set) */
-    KVB_CB_CLEARED    /* event: cache drained (seq set) */
+static inline void kvb__pool_unlock(kvb_pool *p)
+{
+    kvb__unlock(&p->lock);
+}
+
+/* Unlock, then deliver what the call queued (defer.h) and free the queue. */
+static inline void kvb__pool_unlock_fire(kvb_pool *p, struct kvb_cbq *q)
+{
+    kvb__pool_unlock(p);
+    kvb__cbq_fire(q);
+    kvb__cbq_fini(q);
+}
+
+/* ---- pool.c ---- */
+
+/* Whether h can be a block's hash: not the invalid mode 3 (top two bits set). */
+static inline bool kvb__hash_valid(kvb_hash h)
+{
+    return (h.hi >> 62) != 3;
+}
+
+/* Count a handle misuse (and abort when so configured); returns -ESTALE. */
+int kvb__pool_misuse(kvb_pool *p, const char *what) __attribute__((cold));
+/* The transition function (pool.c) for the pool's files outside the hot paths. */
+uint32_t kvb__pool_transition_locked(kvb_pool *p, uint32_t id, enum kvb_state from,
+                                     enum kvb_state to, uint32_t rc);
+
+/* ---- free list (FIFO through slot.aux), lock held ---- */
+
+static inline void kvb__free_push_tail(kvb_pool *p, uint32_t id)
+{
+    p->slots[id].aux = KVB_NONE;
+    if (p->free_tail == KVB_NONE)
+        p->free_head = id;
+    else
+        p->slots[p->free_tail].aux = id;
+    p->free_tail = id;
+}
+
+static inline void kvb__free_push_head(kvb_pool *p, uint32_t id)
+{
+    p->slots[id].aux = p->free_head;
+    p->free_head = id;
+    if (p->free_tail == KVB_NONE)
+        p->free_tail = id;
+}
+
+static inline uint32_t kvb__free_pop(kvb_pool *p)
+{
+    uint32_t id = p->free_head;
+    kvb_assert(id != KVB_NONE);
+    p->free_head = p->slots[id].aux;
+    if (p->free_head == KVB_NONE)
+        p->free_tail = KVB_NONE;
+    return id;
+}
+
+/* ---- where a cached block waits: the backend, a priority list, the hint heap ---- */
+
+/* Block id just became INACTIVE: into its priority level's list when its priority
+ * is not the default, else into the eviction backend. (Hints do not look at
+ * releases: the pool sets a hinted block apart only when it comes up as a victim,
+ * see kvb_pool_allocate.) Without priorities this is the backend insert plus one
+ * test of a flag in the slot it already has in hand. Lock held. */
+static inline void kvb__place_locked(kvb_pool *p, uint32_t id)
+{
+    struct kvb_slot *s = &p->slots[id];
+    if (kvb_unlikely(s->flags & KVB_F_PRIO)) {
+        kvb__prio_push(p->prio, id);
+        s->flags |= KVB_F_LISTED;
+        return;
+    }
+    int rc = p->ops->insert(p->backend, s->hash, id, s->aux);
+    kvb_assert(rc == 0);
+    (void)rc;
+}
+
+/* Block id (INACTIVE) leaves the cache's order (a hit): out of the hint heap or its
+ * priority list when it is there, else out of the backend. Lock held. */
+static inline void kvb__unplace_locked(kvb_pool *p, uint32_t id)
+{
+    struct kvb_slot *s = &p->slots[id];
+    if (kvb_unlikely(s->flags & (KVB_F_HINTED | KVB_F_LISTED))) {
+        if (s->flags & KVB_F_HINTED)
+            (void)kvb__hints_remove(p->hints, id);
+        else
+            kvb__prio_unlink(p->prio, id);
+        s->flags &= (uint8_t) ~(KVB_F_HINTED | KVB_F_LISTED);
+        return;
+    }
+    bool was = p->ops->remove(p->backend, s->hash, id);
+    kvb_assert(was);
+    (void)was;
+}
+
+/* A candidate victim whose hash has outstanding hints is set apart in the hint heap
+ * instead of being evicted (the pool filters victims: no backend knows of hints).
+ * Returns whether it was. Lock held. */
+static inline bool kvb__set_apart_locked(kvb_pool *p, uint32_t id)
+{
+    struct kvb_slot *s = &p->slots[id];
+    uint32_t e = kvb__hints_find(p->hints, s->hash);
+    if (e == KVB_HINT_NONE)
+        return false;
+    kvb__hints_push(p->hints, id, e);
+    s->flags |= KVB_F_HINTED;
+    return true;
+}
+
+/* ---- allocation victims beyond the backend (pool_victims.c) ---- */
+
+/* Where the victims of one allocation came from, in eviction order: out[take +
+ * [0, low)) from the priority lists below the default, [low, backend) from the
+ * backend, [backend, high) from the lists above the default, [high, all) from the
+ * hint heap. */
+struct kvb_victims {
+    uint32_t low, backend, high, all;
+    bool diverted_b; /* the backend proposed a hinted victim, set apart in the hint heap */
 };
 
-struct kvb_cb_ev {
-    kvb_hash hash;
-    uint32_t id;
-    uint32_t kind;
-    uint64_t seq; /* event records only: the pool's event sequence number */
-};
+/* Victims from the priority lists of levels lo..hi, lowest level first, least
+ * recently released first; appended to out[*got..need), marked KVB_F_MARK.
+ * With `filter`, hinted candidates are set apart instead. Lock held. */
+void kvb__evict_lists_locked(kvb_pool *p, uint32_t lo, uint32_t hi, kvb_mutable *out, uint32_t *got,
+                             uint32_t need, bool filter);
+/* Undo the victim selection of a failed allocation that took out[0, taken) from
+ * the free list and out[taken + [0, v->all)) as victims. Lock held. */
+void kvb__alloc_rollback_locked(kvb_pool *p, kvb_mutable *out, uint32_t taken,
+                                const struct kvb_victims *v);
 
-#define KVB_CBQ_LOCAL 32
-struct kvb_cbq {
-    struct kvb_cb_ev *ev;
-    uint32_t n, cap;
-    bool heap;
-    bool active; /* false: the pool has no callbacks, pushes are dropped */
-    struct kvb_cb_ev local[KVB_CBQ_LOCAL];
-};
+/* ---- retention priorities (pool_prio.c) ---- */
 
-void kvb__pool_lock(kvb_pool *p);
-void kvb__pool_unlock(kvb_pool *p);
+/* The default clock of retention durations: CLOCK_MONOTONIC in milliseconds. */
+uint64_t kvb__pool_monotonic_ms(void *ctx);
+
+/* Pending durations are applied before a decision that reads priorities: the
+ * clock, a user callback, is read before the lock is taken (and only when
+ * durations are pending); kvb__expire_locked then applies what is due. */
+static inline uint64_t kvb__pool_clock_now(const kvb_pool *p)
+{
+    return p->clock.now_ms(p->clock.ctx);
+}
+
+static inline bool kvb__pool_timers_pending(const kvb_pool *p)
+{
+    return p->prio && kvb__prio_timers(p->prio);
+}
+
+/* The clock when a call needs it: durations pending (to apply them) or being set. */
+static inline uint64_t kvb__pool_clock_if(const kvb_pool *p, bool setting, bool *timed)
+{
+    *timed = kvb__pool_timers_pending(p);
+    return *timed || setting ? kvb__pool_clock_now(p) : 0;
+}
+
+/* Priorities whose duration ran out by `now` return to the default. Lock held. */
+void kvb__expire_locked(kvb_pool *p, uint64_t now);
+/* Give content id (PRIMARY or INACTIVE) a priority, with a duration (0: none) from
+ * `now`. Lock held. */
+void kvb__set_priority_locked(kvb_pool *p, uint32_t id, uint32_t priority, uint32_t duration_ms,
+                              uint64_t now);
+
+/* ---- block references (pool_ref.c) ---- */
+
+/* Lock-free: add one to the count of a live reference (gen, count > 0).
+ * 0, -ESTALE (not a live reference), -EOVERFLOW (saturated). */
+int kvb__ref_inc(kvb_pool *p, uint32_t id, uint32_t gen);
+
+/* ---- test hooks (pool_check.c, KVB_TESTING builds only) ---- */
+
+#ifdef KVB_TESTING
+extern kvb_test_hook_fn kvb__test_last_release_fn;
+extern void *kvb__test_last_release_arg;
+extern uint32_t kvb__test_disp_max;
+#define KVB_TEST_LAST_RELEASE(p, id)                                                               \
+    do {                                                                                           \
+        if (kvb__test_last_release_fn)                                                             \
+            kvb__test_last_release_fn(kvb__test_last_release_arg, (p), (id));                      \
+    } while (0)
+#else
+#define KVB_TEST_LAST_RELEASE(p, id) ((void)0)
+#endif
 
 #endif /* KVB_POOL_H */

@@ -22,11 +22,12 @@
  * The frequency sketch is lock-free (sketch.c) and is read and touched by the
  * pools under their own locks; the registry mutex guards only the table and the
  * attached-pool list. Lock order: registry -> pool; in debug builds taking the
- * registry lock while this thread holds a pool lock is an assertion failure.
+ * registry lock while this thread holds a pool lock is an assertion failure
+ * (the lock witness of lock.h, which ranks the registry lock below pool locks).
  */
 #include "registry_internal.h"
+#include "lock.h"
 #include "sketch.h"
-#include <pthread.h>
 #include <string.h>
 
 struct kvb_reg_att {
@@ -45,7 +46,7 @@ struct kvb_reg_rec {
 };
 
 struct kvb_registry {
-    pthread_mutex_t mu;
+    struct kvb_lock mu; /* rank KVB_LOCK_REGISTRY: taken before any pool lock */
     kvb_allocator alloc;
     struct kvb_sketch *sketch;                     /* (const pointer) lock-free */
     const kvb_pool *pools[KVB_REGISTRY_MAX_POOLS]; /* (lock) attached pools by index */
@@ -54,17 +55,17 @@ struct kvb_registry {
     uint32_t cap, len;                             /* (lock) */
 };
 
+/* Lock order: registry -> pool. Entering the registry with a pool lock held could
+ * deadlock against a thread that goes registry -> pool; the witness (lock.h)
+ * stops debug builds there. */
 static void kvb_reg_lock(kvb_registry *r)
 {
-    /* lock order: registry -> pool. Entering the registry with a pool lock held
-     * could deadlock against a thread that goes registry -> pool. */
-    kvb_assert(kvb__pool_locks_held() == 0);
-    pthread_mutex_lock(&r->mu);
+    kvb__lock(&r->mu);
 }
 
 static void kvb_reg_unlock(kvb_registry *r)
 {
-    pthread_mutex_unlock(&r->mu);
+    kvb__unlock(&r->mu);
 }
 
 void kvb_registry_config_init(kvb_registry_config *cfg)
@@ -97,8 +98,8 @@ int kvb_registry_create(const kvb_registry_config *cfg, kvb_registry **out)
     int rc = r->tab
                  ? kvb__sketch_create(cfg->capacity ? cfg->capacity : 65536, true, &a, &r->sketch)
                  : -ENOMEM;
-    if (rc == 0 && pthread_mutex_init(&r->mu, NULL) != 0)
-        rc = -ENOMEM;
+    if (rc == 0)
+        rc = kvb__lock_init(&r->mu, KVB_LOCK_REGISTRY);
     if (rc) {
         kvb__sketch_destroy(r->sketch);
         kvb__free(&a, r->tab, (size_t)r->cap * sizeof *r->tab);
@@ -129,7 +130,7 @@ int kvb_registry_destroy(kvb_registry *r)
             kvb__free(&a, t, sizeof *t);
         }
     }
-    pthread_mutex_destroy(&r->mu);
+    kvb__lock_fini(&r->mu);
     kvb__sketch_destroy(r->sketch);
     kvb__free(&a, r->tab, (size_t)r->cap * sizeof *r->tab);
     kvb__free(&a, r, sizeof *r);

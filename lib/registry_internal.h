@@ -1,6 +1,7 @@
 /*
  * registry_internal.h - what pools call on their registry (private).
- * Never call these with a pool lock held (lock order: registry -> pool).
+ * Never call these with a pool lock held (lock order: registry -> pool, checked
+ * in debug builds by the lock witness, lock.h).
  */
 #ifndef KVB_REGISTRY_INTERNAL_H
 #define KVB_REGISTRY_INTERNAL_H
@@ -18,8 +19,5 @@ struct kvb_sketch *kvb__registry_sketch(kvb_registry *r);
 /* Presence updates for pool `index`: delta[i] (+1 or -1) for hashes[i]. */
 void kvb__registry_presence(kvb_registry *r, uint32_t index, const kvb_hash *hashes,
                             const int8_t *delta, uint32_t n);
-
-/* Lock-order checking (debug builds): pool locks held by this thread. */
-int kvb__pool_locks_held(void);
 
 #endif

@@ -17,7 +17,7 @@
  */
 #include "internal.h"
 #include "kvblock/seq.h"
-#include "pool.h"
+#include "pool_internal.h"
 #include <string.h>
 
 static bool kvb_seq_ok(const kvb_seq *s)
@@ -40,7 +40,7 @@ static bool kvb_seq_ok(const kvb_seq *s)
 static void kvb_seq_free(kvb_seq *seq)
 {
     if (seq->pool) {
-        const kvb_allocator *a = &seq->pool->alloc;
+        const kvb_allocator *a = kvb__pool_allocator(seq->pool);
 #define KVB_SEQ_FREE(f, n) kvb__free(a, seq->f, (size_t)seq->n * sizeof *seq->f);
         KVB_SEQ_ARRAYS(KVB_SEQ_FREE)
 #undef KVB_SEQ_FREE
@@ -60,7 +60,7 @@ int kvb_seq_init(kvb_seq *seq, kvb_pool *pool, uint32_t max_blocks)
     seq->pool = pool;
     seq->max_blocks = max_blocks;
     seq->block_size = bs;
-    const kvb_allocator *a = &pool->alloc;
+    const kvb_allocator *a = kvb__pool_allocator(pool);
     bool ok = true;
 #define KVB_SEQ_ALLOC(f, n)                                                                        \
     seq->f = ok ? kvb__calloc(a, seq->n, sizeof *seq->f) : NULL;                                   \
