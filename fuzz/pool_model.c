@@ -2,6 +2,7 @@
  * pool_model.c - the reference model of fuzz/fuzz_pool.c (pool_model.h).
  */
 #include "pool_model.h"
+#include "testing.h"
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -444,7 +445,7 @@ void model_reset(struct mpool *mp, const kvb_pool_config *cfg, kvb_pool *real, i
                  : cfg->evict == KVB_EVICT_FIFO ? POL_FIFO
                                                 : POL_OTHER;
     for (uint32_t i = 0; i < mp->n; i++) {
-        mp->s[i].gen = 1;
+        mp->s[i].gen = kvb__test_slot_gen(real, i); /* each pool starts at its own */
         mp->s[i].prio = KVB_PRIORITY_DEFAULT;
         free_push(mp, i);
     }

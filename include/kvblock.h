@@ -12,7 +12,10 @@
  *  - Handles (kvb_mutable, kvb_complete, kvb_block, kvb_weak) are small value
  *    structs owned by the caller. A function documented as *consuming* a
  *    handle clears it (zero fill) on success. Releasing a cleared or stale
- *    handle returns -ESTALE and changes nothing.
+ *    handle returns -ESTALE and changes nothing. A handle's generation names
+ *    one life of its slot, and each pool starts its slots at generations of
+ *    its own, so a handle presented to another pool (its pool pointer
+ *    relabelled) is stale there too, except by a 1 in 2^32 coincidence.
  *  - A batch call with n = 0 is valid, does nothing, fires no callback and
  *    returns 0.
  *  - Callbacks configured on a pool never run with the pool mutex held: they

@@ -17,6 +17,24 @@
 
 static _Atomic uint64_t kvb_next_pool_id = 1; /* relaxed: uniqueness only, orders nothing */
 
+/*
+ * The first generation of slot i of the pool with this id: the id and the slot
+ * mixed (splitmix64's finaliser), never 0. Pools start their slots at unrelated
+ * generations, so a handle relabelled to another pool (same block id and
+ * generation, another pool pointer) meets a generation it was not issued under
+ * and is refused as stale (-ESTALE and the misuse counter) instead of being
+ * accepted; it can only match by a 1 in 2^32 coincidence.
+ */
+static uint32_t kvb_first_gen(uint64_t pool_id, uint32_t i)
+{
+    uint64_t x = pool_id * 0x9E3779B97F4A7C15ull + ((uint64_t)i << 1 | 1);
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    x ^= x >> 31;
+    uint32_t g = (uint32_t)(x >> 32);
+    return g ? g : 1;
+}
+
 void kvb_pool_config_init(kvb_pool_config *cfg)
 {
     if (!cfg)
@@ -176,13 +194,15 @@ int kvb_pool_create(const kvb_pool_config *cfg, kvb_pool **out)
         return -ENOMEM;
     }
 
+    /* nothing can fail from here on: the pool takes its id */
+    p->id = atomic_fetch_add_explicit(&kvb_next_pool_id, 1, memory_order_relaxed);
     p->free_head = p->free_tail = KVB_NONE;
     KVB_ATOMIC_VAR(&p->misuse, sizeof p->misuse);
     KVB_ATOMIC_VAR(&p->rc_high, sizeof p->rc_high);
     atomic_init(&p->rc_high, false);
     for (uint32_t i = 0; i < cfg->block_count; i++) {
         KVB_ATOMIC_VAR(&p->slots[i].word, sizeof p->slots[i].word);
-        atomic_init(&p->slots[i].word, kvb__word(1, 0));
+        atomic_init(&p->slots[i].word, kvb__word(kvb_first_gen(p->id, i), 0));
         kvb__free_push_tail(p, i);
     }
     p->count[KVB_S_RESET] = cfg->block_count;
@@ -200,7 +220,6 @@ int kvb_pool_create(const kvb_pool_config *cfg, kvb_pool **out)
     }
     p->sinks.registry = cfg->registry;
     snprintf(p->name, sizeof p->name, "%s", cfg->name ? cfg->name : "pool");
-    p->id = atomic_fetch_add_explicit(&kvb_next_pool_id, 1, memory_order_relaxed);
     *out = p;
     return 0;
 }

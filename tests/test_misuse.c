@@ -197,3 +197,67 @@ Test(misuse, abort_on_misuse_switch, .signal = SIGABRT)
     kvb_mutable_release(&m);
     kvb_mutable_release(&copy); /* aborts */
 }
+
+/* Two pools with the same configuration and the same history: every slot of one
+ * has a twin in the other (same block id, same state, same number of
+ * transitions). A handle of one relabelled to the other (pool pointer swapped)
+ * must still be refused: each pool starts its slots at its own generations. */
+Test(misuse, handle_relabelled_to_a_twin_pool_is_stale)
+{
+    enum { N = 8 };
+    kvb_pool *p = tu_pool(N, KVB_EVICT_LRU), *q = tu_pool(N, KVB_EVICT_LRU);
+    for (uint32_t id = 0; id < N; id++)
+        cr_expect_neq(kvb__test_slot_gen(p, id), kvb__test_slot_gen(q, id),
+                      "slot %u starts at the same generation in both pools", id);
+    kvb_pool *pools[2] = {p, q};
+    kvb_mutable m[2][N];
+    kvb_complete c[2][N];
+    kvb_block b[2][N];
+    for (int k = 0; k < 2; k++) { /* the same calls on both pools */
+        cr_assert_eq(kvb_pool_allocate(pools[k], N, m[k], NULL, NULL), 0);
+        for (uint32_t i = 0; i < N / 2; i++)
+            cr_assert_eq(kvb_mutable_stage(&m[k][i], tu_hash(i), &c[k][i]), 0);
+        cr_assert_eq(kvb_pool_register(pools[k], c[k], N / 4, b[k]), 0);
+    }
+    /* twins: same id in both pools, one PRIMARY (b), one STAGED (c), one MUTABLE (m) */
+    uint32_t ib = N / 4 - 1, ic = N / 2 - 1, im = N - 1;
+    cr_assert_eq(b[0][ib].id, b[1][ib].id);
+    cr_assert_eq(c[0][ic].id, c[1][ic].id);
+    cr_assert_eq(m[0][im].id, m[1][im].id);
+
+    kvb_block fb = b[0][ib], x;
+    fb.pool = q;
+    kvb_complete fc = c[0][ic];
+    fc.pool = q;
+    kvb_mutable fm = m[0][im];
+    fm.pool = q;
+    kvb_block fbs[1] = {fb};
+    kvb_block out;
+    kvb_mutable back;
+    kvb_complete staged;
+    cr_expect_eq(kvb_block_release(&fb), -ESTALE);
+    cr_expect_eq(kvb_block_clone(&fb, &x), -ESTALE);
+    cr_expect_eq(kvb_block_set_reset_on_release(&fb, true), -ESTALE);
+    cr_expect_eq(kvb_block_use_count(&fb), 0);
+    kvb_block_addr addr;
+    cr_expect_eq(kvb_block_address(&fb, &addr), -ESTALE);
+    cr_expect_eq(kvb_block_release_n(fbs, 1), -ESTALE);
+    cr_expect_eq(kvb_pool_register(q, &fc, 1, &out), -ESTALE);
+    cr_expect_eq(kvb_complete_reset(&fc, &back), -ESTALE);
+    cr_expect_eq(kvb_complete_release(&fc), -ESTALE);
+    cr_expect_eq(kvb_mutable_stage(&fm, tu_hash(100), &staged), -ESTALE);
+    cr_expect_eq(kvb_mutable_release(&fm), -ESTALE);
+    cr_expect_eq(misuse(q), 10, "every relabelled handle counts on the pool it names");
+    cr_expect_eq(misuse(p), 0);
+    /* q's own blocks are untouched: its handles still work, once each */
+    cr_expect_eq(kvb_block_use_count(&b[1][ib]), 1);
+    for (int k = 0; k < 2; k++) {
+        cr_expect_eq(kvb_block_release_n(b[k], N / 4), 0);
+        for (uint32_t i = N / 4; i < N / 2; i++)
+            cr_expect_eq(kvb_complete_release(&c[k][i]), 0);
+        for (uint32_t i = N / 2; i < N; i++)
+            cr_expect_eq(kvb_mutable_release(&m[k][i]), 0);
+    }
+    tu_finish(p);
+    tu_finish(q);
+}
