@@ -983,10 +983,9 @@ static void op_reset_inactive(struct rd *r)
         g_enomem = true;
         return;
     }
-    if (held(mp)) {
-        CHECK(rc == -EBUSY, "reset_inactive with blocks held: %d", rc);
-        return;
-    }
+    /* blocks in use stay; while primaries stay, each drained block is REMOVED
+     * (a CLEARED would make consumers forget the primaries) */
+    bool cleared = mp->count[S_PRIMARY] == 0;
     uint32_t drained = 0, order[MAXB], total = mp->count[S_INACTIVE];
     if (mp->policy == POL_OTHER) { /* order unknown to the model: follow the callbacks */
         uint32_t k = 0;
@@ -1045,10 +1044,12 @@ static void op_reset_inactive(struct rd *r)
         m_trans(mp, id, S_RESET, 0);
         m_cb(mp, CB_EVICT, id, h);
         m_cb(mp, CB_RESET, id, h);
+        if (!cleared)
+            m_ev(mp, EV_REMOVED, h);
         mp->c.evictions++;
         drained++;
     }
-    if (drained)
+    if (drained && cleared)
         m_ev(mp, EV_CLEARED, (kvb_hash){0, 0});
     CHECK(rc == (int)drained, "reset_inactive: %d, model %u", rc, drained);
 }

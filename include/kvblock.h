@@ -370,13 +370,19 @@ KVB_API uint32_t kvb_pool_available(kvb_pool *pool);
 
 /**
  * @brief Drain the inactive cache: every INACTIVE block goes to RESET (each counts
- * as an eviction), in policy order.
- * @return the number of blocks drained (>= 0); -EBUSY if any block is held
- *         (mutable, staged, primary or duplicate); -ENOMEM.
- * Thread safety: takes the pool lock once.
- * Ownership: none.
+ * as an eviction), in eviction order. Blocks in use (mutable, staged, primary,
+ * duplicate) are left alone and keep working: a runtime can flush its prefix cache
+ * while requests run; the primaries it holds stay findable and are cached again
+ * when released.
+ * @return the number of blocks drained (>= 0; 0 when nothing is cached); -ENOMEM
+ *         (nothing drained).
+ * Thread safety: safe from any thread while other threads use the pool; drains in
+ *                one critical section (the pool lock is taken once for the drain).
+ * Ownership: none; every handle stays valid.
  * Callbacks: on_evict then on_reset for each drained block, after the lock is dropped;
- *            one CLEARED event; registry presence updates.
+ *            registry presence updates; events: one CLEARED when no primary stays in
+ *            the pool, else one REMOVED record per drained block (a CLEARED would
+ *            make consumers forget the primaries that stay).
  */
 KVB_API int kvb_pool_reset_inactive(kvb_pool *pool);
 

@@ -1,10 +1,26 @@
 /*
  * pool_drain.c - kvb_pool_reset_inactive: every cached (INACTIVE) block goes back
  * to the free list, in eviction order (below the default priority, the backend,
- * above the default, then the blocks hints set apart), with the callbacks and
- * event records of an eviction followed by a reset.
+ * above the default, then the blocks hints set apart), with the callbacks of an
+ * eviction followed by a reset. Blocks in use (mutable, staged, primary,
+ * duplicate) are left alone: a runtime can flush its prefix cache while requests
+ * run, and the blocks they hold stay findable and are cached again when released.
+ *
+ * Events: when no primary stays behind, the cached-or-active set is empty after
+ * the drain and one CLEARED record says so (a consumer empties its set); while
+ * primaries stay, CLEARED would make consumers forget them, so each drained
+ * block gets a REMOVED record instead, as an eviction does.
  */
 #include "pool.h"
+
+/* Records a drain of the cache may queue (lock held): on_evict, on_reset and a
+ * presence update per block; a REMOVED event per block while primaries stay,
+ * else one CLEARED. */
+static uint64_t kvb_drain_bound(const kvb_pool *p)
+{
+    uint64_t per = p->sinks.events && p->count[KVB_S_PRIMARY] ? 4 : 3;
+    return per * p->count[KVB_S_INACTIVE] + 1;
+}
 
 int kvb_pool_reset_inactive(kvb_pool *p)
 {
@@ -12,30 +28,20 @@ int kvb_pool_reset_inactive(kvb_pool *p)
         return -EINVAL;
     for (;;) {
         kvb__pool_lock(p);
-        uint32_t held = p->count[KVB_S_MUTABLE] + p->count[KVB_S_STAGED] + p->count[KVB_S_PRIMARY] +
-                        p->count[KVB_S_DUPLICATE];
-        uint32_t len = p->count[KVB_S_INACTIVE];
+        uint64_t bound = kvb_drain_bound(p);
         kvb__pool_unlock(p);
-        if (held)
-            return -EBUSY;
         struct kvb_cbq q;
         kvb__cbq_init(&q, &p->sinks);
-        int rc = kvb__cbq_reserve(&q, 3ull * len + 1);
+        int rc = kvb__cbq_reserve(&q, bound);
         if (rc)
             return rc;
         kvb__pool_lock(p);
-        held = p->count[KVB_S_MUTABLE] + p->count[KVB_S_STAGED] + p->count[KVB_S_PRIMARY] +
-               p->count[KVB_S_DUPLICATE];
-        if (held) {
-            kvb__pool_unlock(p);
-            kvb__cbq_fini(&q);
-            return -EBUSY;
-        }
-        if (q.active && p->count[KVB_S_INACTIVE] * 3ull + 1 > q.cap) {
+        if (q.active && kvb_drain_bound(p) > q.cap) {
             kvb__pool_unlock(p); /* the cache grew meanwhile: size again */
             kvb__cbq_fini(&q);
             continue;
         }
+        bool cleared = p->count[KVB_S_PRIMARY] == 0; /* nothing cached-or-active stays */
         uint32_t drained = 0;
         while (p->count[KVB_S_INACTIVE]) {
             /* in eviction order: below the default priority, the backend, above the
@@ -76,11 +82,13 @@ int kvb_pool_reset_inactive(kvb_pool *p)
                 kvb__cbq_push(&q, KVB_CB_EVICT, id, h);
                 kvb__cbq_push(&q, KVB_CB_RESET, id, h);
                 kvb__cbq_presence(&q, h, false);
+                if (!cleared)
+                    kvb__cbq_event(&q, &p->ev_seq, KVB_CB_REMOVED, id, h);
                 p->c.evictions++;
                 drained++;
             }
         }
-        if (drained)
+        if (drained && cleared)
             kvb__cbq_event(&q, &p->ev_seq, KVB_CB_CLEARED, KVB_NONE, (kvb_hash){0, 0});
         kvb__pool_unlock_fire(p, &q);
         return (int)drained;

@@ -739,12 +739,113 @@ Test(callbacks, counted_ordered_and_reentrant)
     tu_finish(p);
 }
 
-Test(callbacks, reset_inactive_busy_while_held)
+/* ---- reset_inactive while blocks are in use ------------------------------------- */
+
+/* Events of a drain: type, and the hashes of REMOVED events, in delivery order. */
+struct drain_log {
+    struct cb_log cb;
+    int types[16];
+    uint32_t nev;
+    kvb_hash removed[16];
+    uint32_t nremoved;
+};
+
+static void drain_sink(void *user, const kvb_pool *pool, const kvb_event *ev, uint32_t n)
+{
+    struct drain_log *l = user;
+    for (uint32_t i = 0; i < n; i++) {
+        cr_assert_lt(l->nev, 16);
+        l->types[l->nev++] = ev[i].type;
+        for (uint32_t j = 0; ev[i].type == KVB_EVENT_REMOVED && j < ev[i].n; j++) {
+            cr_assert_lt(l->nremoved, 16);
+            l->removed[l->nremoved++] = ev[i].hashes[j];
+        }
+    }
+}
+
+Test(callbacks, reset_inactive_drains_cached_leaves_held_alone)
+{
+    static struct drain_log log;
+    memset(&log, 0, sizeof log);
+    kvb_event_config ec;
+    kvb_event_config_init(&ec);
+    ec.user = &log;
+    ec.sink = drain_sink;
+    kvb_pool_config cfg;
+    kvb_pool_config_init(&cfg);
+    cfg.block_count = 8;
+    cfg.callbacks = (kvb_callbacks){.user = &log.cb, .on_reset = cb_reset, .on_evict = cb_evict};
+    cfg.events = &ec;
+    kvb_pool *p = tu_pool_cfg(&cfg);
+    log.cb.pool = p;
+    /* 3 cached, 2 primaries (one with a duplicate), 1 staged, 1 mutable: all 8 blocks */
+    kvb_hash h[6] = {tu_hash(1), tu_hash(2), tu_hash(3), tu_hash(4), tu_hash(5), tu_hash(4)};
+    kvb_block b[6];
+    put(p, h, 6, b);
+    uint32_t ids[3];
+    for (int i = 0; i < 3; i++) {
+        ids[i] = b[i].id;
+        cr_assert_eq(kvb_block_release(&b[i]), 0); /* LRU order: h0, h1, h2 */
+    }
+    kvb_mutable m[2];
+    kvb_complete c;
+    cr_assert_eq(kvb_pool_allocate(p, 2, m, NULL, NULL), 0);
+    cr_assert_eq(kvb_mutable_stage(&m[0], tu_hash(9), &c), 0);
+    kvb_stats s0 = stats(p);
+    cr_assert_eq(s0.inactive, 3);
+    cr_assert_eq(s0.duplicate, 1);
+    uint32_t nev0 = log.nev, ncb0 = (uint32_t)log.cb.n;
+
+    cr_expect_eq(kvb_pool_reset_inactive(p), 3, "the cached blocks, not -EBUSY");
+    kvb_stats s1 = stats(p);
+    cr_expect_eq(s1.inactive, 0);
+    cr_expect_eq(s1.reset, 3);
+    cr_expect_eq(s1.primary, 2);
+    cr_expect_eq(s1.duplicate, 1);
+    cr_expect_eq(s1.staged, 1);
+    cr_expect_eq(s1.mutable_, 1);
+    cr_expect_eq(s1.evictions, s0.evictions + 3);
+    /* on_evict then on_reset per drained block, in eviction order */
+    cr_assert_eq((uint32_t)log.cb.n, ncb0 + 6);
+    for (uint32_t k = 0; k < 3; k++) {
+        cr_expect_eq(log.cb.ev[ncb0 + 2 * k], 'E');
+        cr_expect_eq(log.cb.ev[ncb0 + 2 * k + 1], 'R');
+        cr_expect_eq(log.cb.id[ncb0 + 2 * k], ids[k]);
+        cr_expect_eq(log.cb.id[ncb0 + 2 * k + 1], ids[k]);
+    }
+    /* primaries stay: no CLEARED (consumers would forget them), a REMOVED per block */
+    cr_assert_eq(log.nev, nev0 + 1);
+    cr_expect_eq(log.types[nev0], KVB_EVENT_REMOVED);
+    cr_assert_eq(log.nremoved, 3);
+    for (uint32_t k = 0; k < 3; k++)
+        cr_expect(kvb_hash_equal(log.removed[k], h[k]), "REMOVED %u in eviction order", k);
+    /* the held blocks still work, the drained content is gone */
+    kvb_block got[2];
+    cr_expect_eq(kvb_pool_match(p, &h[3], 1, got), 1, "a primary stays findable");
+    cr_expect_eq(kvb_block_release(&got[0]), 0);
+    cr_expect_eq(kvb_pool_match(p, &h[0], 1, got), 0, "drained content is gone");
+    cr_assert_eq(kvb_pool_check(p), 0);
+    cr_expect_eq(kvb_mutable_release(&m[1]), 0);
+    cr_expect_eq(kvb_complete_release(&c), 0);
+    cr_expect_eq(kvb_block_release_n(b + 3, 3), 0);
+    cr_expect_eq(stats(p).inactive, 2, "released primaries are cached again");
+    /* nothing held now: the drain empties the cached-or-active set, one CLEARED */
+    uint32_t nev1 = log.nev;
+    cr_expect_eq(kvb_pool_reset_inactive(p), 2);
+    cr_assert_eq(log.nev, nev1 + 1);
+    cr_expect_eq(log.types[nev1], KVB_EVENT_CLEARED);
+    cr_expect_eq(kvb_pool_reset_inactive(p), 0, "an empty cache drains nothing");
+    cr_expect_eq(log.nev, nev1 + 1, "and emits nothing");
+    tu_finish(p);
+}
+
+Test(callbacks, reset_inactive_with_nothing_cached_drains_nothing)
 {
     kvb_pool *p = tu_pool(2, KVB_EVICT_LRU);
     kvb_mutable m;
     cr_assert_eq(kvb_pool_allocate(p, 1, &m, NULL, NULL), 0);
-    cr_expect_eq(kvb_pool_reset_inactive(p), -EBUSY);
+    cr_expect_eq(kvb_pool_reset_inactive(p), 0);
+    cr_expect_eq(stats(p).mutable_, 1, "the held block is left alone");
     kvb_mutable_release(&m);
     cr_expect_eq(kvb_pool_reset_inactive(p), 0);
     tu_finish(p);

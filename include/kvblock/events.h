@@ -5,10 +5,12 @@
  * router needs to index its content:
  *   STORED   a new primary was registered (duplicates never emit; a resurrection
  *            from the cache never emits: the content never left);
- *   REMOVED  cached content was evicted (by kvb_pool_allocate), or a primary was
- *            reset instead of cached (reset-on-release);
- *   CLEARED  the whole cache was drained (kvb_pool_reset_inactive, or
- *            kvb_pool_destroy of a pool whose cache was not empty).
+ *   REMOVED  cached content was evicted (by kvb_pool_allocate, or drained by
+ *            kvb_pool_reset_inactive while primaries stay in the pool), or a
+ *            primary was reset instead of cached (reset-on-release);
+ *   CLEARED  the pool holds no content any more: its cache was drained with no
+ *            primary left (kvb_pool_reset_inactive), or a pool whose cache was
+ *            not empty was destroyed.
  * Replaying the stream into a set (STORED adds, REMOVED removes, CLEARED
  * empties) gives exactly the hashes the pool holds as PRIMARY or INACTIVE
  * (the "cached-or-active" set), once every event has been delivered.
