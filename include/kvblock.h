@@ -474,10 +474,15 @@ typedef struct kvb_block_addr {
  * @param evicted nullable; room for n; receives the hashes evicted to satisfy the call.
  * @param n_evicted nullable; receives how many were evicted.
  * @return 0; -ENOSPC (nothing taken); -EINVAL (NULL pool or out with n > 0); -ENOMEM.
+ *         A failure changes nothing, with one exception: when a custom eviction
+ *         backend without `unevict` breaks its contract during the call (hands out
+ *         fewer blocks than it holds), its blocks are given back by re-insertion, so
+ *         its eviction order may change (kvblock/inactive.h, "What a failed
+ *         allocation restores"); kvb_stats.allocate_rollbacks counts such failures.
  * Thread safety: takes the pool lock once.
  * Ownership: produces n kvb_mutable handles; each must be staged or released.
  * Callbacks: on_evict for each evicted block, after the lock is dropped; a REMOVED event
- *            per evicted block; registry presence updates.
+ *            per evicted block; registry presence updates. None when it fails.
  */
 KVB_API int kvb_pool_allocate(kvb_pool *pool, uint32_t n, kvb_mutable *out, kvb_hash *evicted,
                               uint32_t *n_evicted);

@@ -32,13 +32,15 @@ void kvb__evict_lists_locked(kvb_pool *p, uint32_t lo, uint32_t hi, kvb_mutable 
 }
 
 /* Roll back a failed allocation (only a backend that breaks its contract gets
- * here): list blocks go back to the heads of their lists, backend victims back to
- * the backend (exactly, through unevict when the backend has it and none of its
- * victims was set apart during the call: the entries of one evict call are then
- * not all in out[] and unevict could not take them back as one; re-inserting them
- * is the fallback), heap blocks back into the heap, and popped free slots back to
- * the free-list head in reverse order, so the free list is as it was. Blocks set
- * apart by hints on the way stay set apart (still cached, still hinted). */
+ * here; kvblock/inactive.h, "What a failed allocation restores", is the promise
+ * this keeps): list blocks go back to the heads of their lists, backend victims
+ * back to the backend (exactly, through unevict when the backend has it and none
+ * of its victims was set apart during the call: the entries of one evict call are
+ * then not all in out[] and unevict could not take them back as one; re-inserting
+ * them is the fallback, exact in set but not in order), heap blocks back into the
+ * heap, and popped free slots back to the free-list head in reverse order, so the
+ * free list is as it was. Blocks set apart by hints on the way stay set apart
+ * (still cached, still hinted). */
 void kvb__alloc_rollback_locked(kvb_pool *p, kvb_mutable *out, uint32_t taken,
                                 const struct kvb_victims *v)
 {

@@ -476,6 +476,89 @@ Test(allocate, rollback_restores_free_list_and_cache_exactly)
     tu_finish(p);
 }
 
+/* A custom backend without unevict that under-delivers: what kvblock/inactive.h
+ * promises ("What a failed allocation restores"): the pool's state exactly, the
+ * same blocks cached, re-inserted in reverse eviction order (this LRU-based backend
+ * puts them at its most recently used end, so they now leave last). */
+static uint32_t short_evict_no_unevict(void *self, uint32_t n, uint32_t *out)
+{
+    uint32_t k = kvb_inactive_lru.evict(self, n, out);
+    if (short_mode && k > 0) {
+        kvb_hash dummy = {0, 0};
+        /* its own business: give the last one back to its list, report one fewer */
+        kvb_inactive_lru.unevict(self, &out[k - 1], &dummy, (uint32_t[]){0}, 1);
+        return k - 1;
+    }
+    return k;
+}
+
+static void cb_count(void *u, uint32_t id)
+{
+    (void)id;
+    ++*(int *)u;
+}
+
+Test(allocate, rollback_without_unevict_restores_the_pool_and_the_cached_set)
+{
+    static int resets;
+    resets = 0;
+    kvb_inactive_ops ops = kvb_inactive_lru;
+    ops.name = "short-lru-no-unevict";
+    ops.evict = short_evict_no_unevict;
+    ops.unevict = NULL; /* optional: the pool must cope */
+    kvb_pool_config cfg;
+    kvb_pool_config_init(&cfg);
+    cfg.block_count = 8;
+    cfg.evict_ops = &ops;
+    cfg.callbacks = (kvb_callbacks){.user = &resets, .on_reset = cb_count};
+    kvb_pool *p = tu_pool_cfg(&cfg);
+    /* 4 cached (LRU order h0 h1 h2 h3), free list 4 5 6 7 */
+    kvb_hash h[4];
+    for (int i = 0; i < 4; i++)
+        h[i] = tu_hash((uint64_t)(70 + i));
+    uint32_t ids[4];
+    cache(p, h, 4, ids);
+    short_mode = true;
+    kvb_mutable big[7];
+    kvb_stats before = stats(p);
+    cr_expect_eq(kvb_pool_allocate(p, 7, big, NULL, NULL), -ENOSPC, "evict(3) gave 2");
+    short_mode = false;
+    kvb_stats after = stats(p);
+    cr_expect_eq(after.allocate_rollbacks, before.allocate_rollbacks + 1);
+    cr_expect_eq(after.reset, before.reset);
+    cr_expect_eq(after.inactive, before.inactive);
+    cr_expect_eq(after.mutable_, 0);
+    cr_expect_eq(after.evictions, before.evictions);
+    cr_expect_eq(after.allocations, before.allocations);
+    cr_expect_eq(resets, 0, "a failed call fires no callback");
+    cr_assert_eq(kvb_pool_check(p), 0);
+    /* the same content is cached, under the same ids, reachable by hash */
+    kvb_block b[4];
+    bool hit[4];
+    cr_expect_eq(kvb_pool_scan(p, h, 4, false, b, hit), 4);
+    for (int i = 0; i < 4; i++)
+        cr_expect_eq(b[i].id, ids[i], "content %d in its block", i);
+    kvb_block_release_n(b, 4); /* back in order h0 h1 h2 h3 */
+    /* the free list order exactly; the backend's order is whatever insert made of it:
+     * repeat the failure, then look at the order the blocks leave */
+    short_mode = true;
+    cr_expect_eq(kvb_pool_allocate(p, 7, big, NULL, NULL), -ENOSPC);
+    short_mode = false;
+    /* victims h0, h1 were re-inserted as h1 then h0: order now h2 h3 h1 h0 */
+    kvb_hash ev[4];
+    uint32_t nev;
+    cr_assert_eq(kvb_pool_allocate(p, 7, big, ev, &nev), 0);
+    for (int i = 0; i < 4; i++)
+        cr_expect_eq(big[i].id, (uint32_t)(4 + i), "free list position %d", i);
+    cr_assert_eq(nev, 3);
+    cr_expect(kvb_hash_equal(ev[0], h[2]), "untouched blocks leave first");
+    cr_expect(kvb_hash_equal(ev[1], h[3]));
+    cr_expect(kvb_hash_equal(ev[2], h[1]), "re-inserted in reverse eviction order");
+    for (int i = 0; i < 7; i++)
+        kvb_mutable_release(&big[i]);
+    tu_finish(p);
+}
+
 /* ---- reset on release ---------------------------------------------------------- */
 
 Test(reset_on_release, per_block_only_on_last_reference)

@@ -19,6 +19,27 @@
  *    block_count and indexed by block id);
  *  - bad calls (an id out of range, a duplicate insert, removing an absent id)
  *    return an error or false; they never crash.
+ *
+ * What a failed allocation restores. kvb_pool_allocate checks free + cached
+ * blocks against the request before it evicts anything, so with a backend that
+ * keeps this contract a refused allocation (-ENOSPC) has called nothing but
+ * len(). It takes blocks from a backend and then fails only when the backend
+ * breaks the contract: evict returns fewer ids than min(n, len()), more than n,
+ * or an id that is not one of its entries. The pool then gives everything back
+ * and counts kvb_stats.allocate_rollbacks. Its own state is restored exactly
+ * (slot states and generations, the free list and its order, the hash index,
+ * the priority lists, gauges; no callback, no event), with one exception: a
+ * candidate that lookahead hints set apart during the call stays set apart
+ * (still cached, in the hint heap instead of the backend, where the next
+ * allocation would put it anyway). The backend's blocks go back through
+ * unevict, exactly, when the backend has it. A backend without unevict gets them
+ * back through insert(), in reverse eviction order: the same blocks are cached
+ * again, but where insert puts them, not where they were (an LRU puts them at
+ * the most recently used end, so they are evicted after the blocks that were
+ * behind them). The same re-insertion is used, unevict or not, when hints set
+ * one of the call's candidates apart (the entries of that evict call are then
+ * not all given back, and unevict takes them back only as a whole). A backend
+ * whose order matters after such a failure implements unevict.
  */
 #ifndef KVBLOCK_INACTIVE_H
 #define KVBLOCK_INACTIVE_H
@@ -70,7 +91,8 @@ typedef struct kvb_inactive_ops {
     /** Whether id is present; no reordering. */
     bool (*contains)(const void *self, uint32_t id);
     /** Take up to n entries out in policy order (first = evicted first); writes their
-     * ids to out and returns how many. */
+     * ids to out and returns how many: min(n, len()) (fewer fails the allocation,
+     * see "What a failed allocation restores" above). */
     uint32_t (*evict)(void *self, uint32_t n, uint32_t *out);
     /** Number of entries. */
     uint32_t (*len)(const void *self);
@@ -79,7 +101,8 @@ typedef struct kvb_inactive_ops {
     /** Optional (may be NULL): put back the entries returned by the last evict call,
      * given in the order evict returned them, so that the next evict would return
      * them again in that order (exact rollback of a failed allocation). When NULL,
-     * the pool re-inserts them with insert() in reverse order. */
+     * the pool re-inserts them with insert() in reverse order, which restores the
+     * set of entries but not necessarily their order (see above). */
     void (*unevict)(void *self, const uint32_t *ids, const kvb_hash *hashes,
                     const uint32_t *arrivals, uint32_t n);
     /** Optional: bytes of bookkeeping this instance holds. */
