@@ -217,7 +217,10 @@ uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/lib/libkvblock.* $(DESTDIR)$(PREFIX)/lib/pkgconfig/kvblock.pc
 	rm -rf $(DESTDIR)$(PREFIX)/lib/cmake/kvblock
 
-FORMAT_FILES = $(shell find include lib backends -name '*.[ch]')
+# The whole tree's C and C++ (tests/data holds generated tables, kept one entry per line)
+FORMAT_FILES = $(shell find include lib backends tools tests stress fuzz python bindings \
+                   -path tests/data -prune -o -path '*/build*' -prune -o \
+                   \( -name '*.[ch]' -o -name '*.cpp' \) -print)
 
 format:
 	clang-format -i $(FORMAT_FILES)

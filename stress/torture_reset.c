@@ -313,13 +313,11 @@ int main(int argc, char **argv)
                 FAIL("pool %d chain %d: registry still reports presence after a drain", pi, c);
         if (kvb_pool_check(p) != 0)
             FAIL("kvb_pool_check after the final drain on pool %d", pi);
-        printf("pool %-11s: drains=%" PRIu64 " drained=%" PRIu64
-               " allocations=%" PRIu64 " evictions=%" PRIu64 " registrations=%" PRIu64
-               " match_hits=%" PRIu64 " scan_hits=%" PRIu64 " eager=%" PRIu64 " contended=%" PRIu64
-               "\n",
-               kvb_pool_name(p), drains, b.drained, st.allocations, st.evictions,
-               st.registrations, st.match_returned, st.scan_returned, st.eager_transitions,
-               st.lock_contended);
+        printf("pool %-11s: drains=%" PRIu64 " drained=%" PRIu64 " allocations=%" PRIu64
+               " evictions=%" PRIu64 " registrations=%" PRIu64 " match_hits=%" PRIu64
+               " scan_hits=%" PRIu64 " eager=%" PRIu64 " contended=%" PRIu64 "\n",
+               kvb_pool_name(p), drains, b.drained, st.allocations, st.evictions, st.registrations,
+               st.match_returned, st.scan_returned, st.eager_transitions, st.lock_contended);
         if (kvb_pool_destroy(p) != 0)
             FAIL("pool_destroy");
     }

@@ -19,8 +19,8 @@ Test(metrics, prometheus_text_has_every_series_and_sizes_like_snprintf)
     cr_assert_eq(kvb_pool_metrics_text(p, buf, (size_t)need + 1), need);
     cr_expect_eq(strlen(buf), (size_t)need);
     /* the label value is escaped */
-    cr_expect_not_null(strstr(buf, "kvblock_blocks{pool=\"gpu \\\"0\\\"\\n\",state=\"mutable\"} 2\n"),
-                       "%s", buf);
+    cr_expect_not_null(
+        strstr(buf, "kvblock_blocks{pool=\"gpu \\\"0\\\"\\n\",state=\"mutable\"} 2\n"), "%s", buf);
     cr_expect_not_null(strstr(buf, "state=\"reset\"} 6\n"));
     cr_expect_not_null(strstr(buf, "kvblock_allocations_total{pool=\"gpu \\\"0\\\"\\n\"} 3\n"));
     cr_expect_not_null(strstr(buf, "# TYPE kvblock_allocations_total counter\n"));

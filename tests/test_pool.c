@@ -253,9 +253,9 @@ Test(match, prefix_mix_stops_at_first_miss_without_resurrecting_later)
     kvb_hash h[5];
     tu_chain(100, 5, h);
     kvb_block act0, act2;
-    put(p, &h[0], 1, &act0);                /* h0 active */
-    cache(p, &h[1], 1, NULL);               /* h1 cached */
-    put(p, &h[2], 1, &act2);                /* h2 active */
+    put(p, &h[0], 1, &act0);                   /* h0 active */
+    cache(p, &h[1], 1, NULL);                  /* h1 cached */
+    put(p, &h[2], 1, &act2);                   /* h2 active */
     /* h3 missing */ cache(p, &h[4], 1, NULL); /* h4 cached, after the gap */
     kvb_block out[5];
     int k = kvb_pool_match(p, h, 5, out);

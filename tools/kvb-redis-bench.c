@@ -272,7 +272,6 @@ static long server_rss_kb(void)
     return kb;
 }
 
-
 /* ---- CPU accounting: what each part costs, whatever the machine's load ---------------- */
 
 static double stat_cpu(const char *path)
@@ -448,8 +447,8 @@ static bool same_answers(kvb_redis_replica *rep, kvb_index *ref, uint64_t (*reqs
         if (na != nb)
             ok = false;
         for (int k = 0; ok && k < na && k < 16; k++)
-            ok = a[k].device == b[k].device && a[k].host == b[k].host &&
-                 a[k].disk == b[k].disk && strcmp(a[k].worker, b[k].worker) == 0;
+            ok = a[k].device == b[k].device && a[k].host == b[k].host && a[k].disk == b[k].disk &&
+                 strcmp(a[k].worker, b[k].worker) == 0;
     }
     kvb_redis_replica_release(rep, ri);
     return ok;
@@ -633,8 +632,8 @@ int main(int argc, char **argv)
     kvb_redis_replica_stats_get(rep, &ps);
     printf("  %-44s %10.3f s  (snapshot %.3f s for %" PRIu64 " bytes; tail %" PRIu64
            " entries = %" PRIu64 " events)\n",
-           "replica: create -> synced", t_cold, ps.snapshot_seconds, ps.snapshot_bytes,
-           ps.applied, ps.applied * A.batch);
+           "replica: create -> synced", t_cold, ps.snapshot_seconds, ps.snapshot_bytes, ps.applied,
+           ps.applied * A.batch);
     printf("  %-44s %10.3f s  (CPU: replica thread %.2f s, redis-server %.2f s: the wall time "
            "on an idle machine)\n",
            "  CPU of the cold start", c_rep + c_credis, c_rep, c_credis);
@@ -734,8 +733,7 @@ int main(int argc, char **argv)
     qsort(behind, ns, sizeof *behind, cmp_d);
     printf("  %-44s %10.2f M events/s (%" PRIu64 " events in %.2f s)\n", "offered (fed)",
            (double)offered / t_feed / 1e6, offered, t_feed);
-    printf("  %-44s %10.2f M events/s (queue max %" PRIu64 " entries, overflows %" PRIu64
-           ")\n",
+    printf("  %-44s %10.2f M events/s (queue max %" PRIu64 " entries, overflows %" PRIu64 ")\n",
            "logged by the relay (incl. catch-up)", (double)logged / (t_feed + t_catch) / 1e6,
            max_queue, rs.overflows - rs0.overflows);
     printf("  %-44s %10.2f / %.2f / %.2f ms (p50 / p99 / max of %zu samples every 10 ms)\n",
@@ -754,10 +752,11 @@ int main(int argc, char **argv)
     printf("  %-44s %10.2f M events/s  (1 / CPU per event: one idle core per part would "
            "sustain the slowest part's rate)\n",
            "  rate the slowest part sustains on one core",
-           mev / (cs_feed > cs_relay ? (cs_feed > cs_redis ? (cs_feed > cs_rep ? cs_feed : cs_rep)
-                                                          : (cs_redis > cs_rep ? cs_redis : cs_rep))
-                                     : (cs_relay > cs_redis ? (cs_relay > cs_rep ? cs_relay : cs_rep)
-                                                            : (cs_redis > cs_rep ? cs_redis : cs_rep))));
+           mev / (cs_feed > cs_relay
+                      ? (cs_feed > cs_redis ? (cs_feed > cs_rep ? cs_feed : cs_rep)
+                                            : (cs_redis > cs_rep ? cs_redis : cs_rep))
+                      : (cs_relay > cs_redis ? (cs_relay > cs_rep ? cs_relay : cs_rep)
+                                             : (cs_redis > cs_rep ? cs_redis : cs_rep))));
     printf("  %-44s %10.2f s of CPU for %.2f s of lookups\n", "  lookup thread", cs_look, t_feed);
     printf("  %-44s %10.2f M events/s\n", "baseline: one index absorbs directly",
            (double)(n_batches * A.batch) / t_direct / 1e6);

@@ -18,9 +18,9 @@
  * stdout: `state`; `probe IN OUT` (IN: one hash per line; OUT: per hash the
  * sorted holders "worker/rank/tier" where tier is the best one the prefix
  * match reports: d device, h host, k disk); `probe-tokens IN OUT` (IN: token ids
- * of one request per line; OUT: the holders "worker/rank/device,host,disk"); `flush` (relay: wait until the
- * queue is appended); `snapshot` (relay); `quit` (or end of input): clean
- * shutdown, exit 0. Logs go to stderr.
+ * of one request per line; OUT: the holders "worker/rank/device,host,disk"); `flush` (relay: wait
+ * until the queue is appended); `snapshot` (relay); `quit` (or end of input): clean shutdown, exit
+ * 0. Logs go to stderr.
  */
 #include "kvblock/redis.h"
 #include "kvblock/subscriber.h"
@@ -207,9 +207,8 @@ static void print_streams(FILE *f, kvb_index *idx)
                     ",\"dp_rank\":%" PRId64 ",\"state\":\"%s\",\"last_seq\":%" PRId64
                     ",\"batches\":%" PRIu64 ",\"events\":%" PRIu64 ",\"entries\":%" PRIu64
                     ",\"clears\":%" PRIu64 ",\"restarts\":%" PRIu64 "}",
-                    si.dp_rank, kvb_stream_state_name(si.state), si.last_seq, si.batches,
-                    si.events, si.entries, si.counters[KVB_COUNT_CLEARS],
-                    si.counters[KVB_COUNT_RESTARTS]);
+                    si.dp_rank, kvb_stream_state_name(si.state), si.last_seq, si.batches, si.events,
+                    si.entries, si.counters[KVB_COUNT_CLEARS], si.counters[KVB_COUNT_RESTARTS]);
         }
     }
     fputc(']', f);
@@ -225,17 +224,16 @@ static void print_state(FILE *f)
                 "\"relay\":{\"state\":\"%s\",\"inc\":%" PRIu64 ",\"connected\":%s,"
                 "\"queued\":%" PRIu64 ",\"enqueued\":%" PRIu64 ",\"appended\":%" PRIu64
                 ",\"refused\":%" PRIu64 ",\"discarded\":%" PRIu64 ",\"overflows\":%" PRIu64
-                ",\"lost_clears\":%" PRIu64 ",\"reappended\":%" PRIu64
-                ",\"anomalies\":%" PRIu64 ",\"snapshots\":%" PRIu64
-                ",\"snapshot_bytes\":%" PRIu64 ",\"trimmed\":%" PRIu64 ",\"errors\":%" PRIu64
-                ",\"reconnects\":%" PRIu64 ",\"lease_acquired\":%" PRIu64
+                ",\"lost_clears\":%" PRIu64 ",\"reappended\":%" PRIu64 ",\"anomalies\":%" PRIu64
+                ",\"snapshots\":%" PRIu64 ",\"snapshot_bytes\":%" PRIu64 ",\"trimmed\":%" PRIu64
+                ",\"errors\":%" PRIu64 ",\"reconnects\":%" PRIu64 ",\"lease_acquired\":%" PRIu64
                 ",\"lease_lost\":%" PRIu64 ",\"followed\":%" PRIu64 ",\"takeover_ms\":%.3f,"
                 "\"subscribed\":%d},",
                 kvb_redis_relay_state_name(s.state), s.inc, s.connected ? "true" : "false",
                 s.queued, s.enqueued, s.appended, s.refused, s.discarded, s.overflows,
-                s.lost_clears, s.reappended, s.anomalies, s.snapshots, s.snapshot_bytes, s.trimmed, s.errors,
-                s.reconnects, s.lease_acquired, s.lease_lost, s.followed, s.takeover_ns / 1e6,
-                atomic_load(&sub_state));
+                s.lost_clears, s.reappended, s.anomalies, s.snapshots, s.snapshot_bytes, s.trimmed,
+                s.errors, s.reconnects, s.lease_acquired, s.lease_lost, s.followed,
+                s.takeover_ns / 1e6, atomic_load(&sub_state));
         print_streams(f, kvb_redis_relay_index(RELAY));
     } else if (REPLICA) {
         kvb_redis_replica_stats s;
@@ -289,8 +287,8 @@ static int probe(kvb_index *idx, const char *in, const char *out, long *count)
             char t = res[i].device ? 'd' : res[i].host ? 'h' : res[i].disk ? 'k' : '-';
             if (t == '-')
                 continue;
-            snprintf(names[m], sizeof names[m], "%s/%" PRId64 "/%c", res[i].worker,
-                     res[i].dp_rank, t);
+            snprintf(names[m], sizeof names[m], "%s/%" PRId64 "/%c", res[i].worker, res[i].dp_rank,
+                     t);
             ptrs[m] = names[m];
             m++;
         }
@@ -395,8 +393,7 @@ static void *relay_activate(void *arg)
     for (int i = 0; i < O.n_workers; i++) {
         rc = kvb_subscriber_add_worker(sub, &O.workers[i]);
         if (rc < 0)
-            fprintf(stderr, "kvb-redis-node: worker %s: %s\n", O.workers[i].name,
-                    kvb_strerror(rc));
+            fprintf(stderr, "kvb-redis-node: worker %s: %s\n", O.workers[i].name, kvb_strerror(rc));
     }
     SUB = sub;
     atomic_store(&sub_state, 1);

@@ -41,13 +41,13 @@
 /* What the references know about a trace: computed once, before any timing. */
 typedef struct kvbt_oracle {
     uint64_t n_refs, n_requests;
-    uint32_t n_blocks;   /* distinct lineage hashes */
-    uint32_t *block;     /* per ref: dense block index, numbered by first appearance */
-    uint32_t *parent;    /* per block: its parent's index (the ref before it in its
-                            first request), KVBT_ORACLE_NONE at position 0 */
-    uint32_t *next_req;  /* per ref: the next request containing the block, or NEVER */
-    uint64_t *next_ref;  /* per ref: the next ref of the block, or UINT64_MAX */
-    uint64_t conflicts;  /* refs whose block follows another parent than before */
+    uint32_t n_blocks;               /* distinct lineage hashes */
+    uint32_t *block;                 /* per ref: dense block index, numbered by first appearance */
+    uint32_t *parent;                /* per block: its parent's index (the ref before it in its
+                                        first request), KVBT_ORACLE_NONE at position 0 */
+    uint32_t *next_req;              /* per ref: the next request containing the block, or NEVER */
+    uint64_t *next_ref;              /* per ref: the next ref of the block, or UINT64_MAX */
+    uint64_t conflicts;              /* refs whose block follows another parent than before */
     uint64_t first_conflict_request; /* 0-based; valid when conflicts > 0 */
 } kvbt_oracle;
 
@@ -58,10 +58,10 @@ int kvbt_oracle_build(const kvbt_trace *t, const kvb_hash *hashes, kvbt_oracle *
 void kvbt_oracle_free(kvbt_oracle *o);
 
 typedef struct kvbt_opt_result {
-    uint64_t hits;            /* prefix hits */
-    uint64_t evictions;       /* cached blocks dropped to make room */
-    uint64_t early_releases;  /* window requests released early to make room */
-    uint64_t ns;              /* the simulation loop only (progress drawing excluded) */
+    uint64_t hits;           /* prefix hits */
+    uint64_t evictions;      /* cached blocks dropped to make room */
+    uint64_t early_releases; /* window requests released early to make room */
+    uint64_t ns;             /* the simulation loop only (progress drawing excluded) */
 } kvbt_opt_result;
 
 /* The `optimal` reference at `capacity` blocks, with the last `window` requests held

@@ -178,8 +178,8 @@ int kvbt_plot_svg(const char *path, const kvbt_plot *p, char *err, size_t errcap
                 "stroke-width=\"1\"/>\n",
                 ax, py, ax + aw, py);
         plot_num(lab, sizeof lab, y);
-        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%s</text>\n", ax - 8,
-                py + 4, lab);
+        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%s</text>\n", ax - 8, py + 4,
+                lab);
     }
     /* x ticks: every distinct x of the data on a log axis, nice steps on a linear one. */
     double ticks[256];
@@ -228,8 +228,8 @@ int kvbt_plot_svg(const char *path, const kvbt_plot *p, char *err, size_t errcap
             "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#333333\" "
             "stroke-width=\"1.2\"/>\n",
             ax, ay + ah, ax + aw, ay + ah, ax, ay, ax, ay + ah);
-    fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"13\" text-anchor=\"middle\">",
-            ax + aw / 2, PLOT_H - 18);
+    fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"13\" text-anchor=\"middle\">", ax + aw / 2,
+            PLOT_H - 18);
     plot_text(f, p->xlabel ? p->xlabel : "");
     fputs("</text>\n", f);
     fprintf(f,
@@ -261,7 +261,7 @@ int kvbt_plot_svg(const char *path, const kvbt_plot *p, char *err, size_t errcap
     for (int pass = 0; pass < 3; pass++) {
         for (unsigned s = 0; s < p->n_series; s++) {
             const kvbt_plot_series *se = &p->series[s];
-            if ((int)se->style != (pass == 0 ? KVBT_PLOT_LINE
+            if ((int)se->style != (pass == 0   ? KVBT_PLOT_LINE
                                    : pass == 1 ? KVBT_PLOT_AUX_REF
                                                : KVBT_PLOT_MAIN_REF))
                 continue;
@@ -277,8 +277,9 @@ int kvbt_plot_svg(const char *path, const kvbt_plot *p, char *err, size_t errcap
                 }
             fprintf(f, "<g>\n<title>");
             plot_text(f, se->name);
-            fprintf(f, "</title>\n<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"%s\"%s "
-                       "points=\"",
+            fprintf(f,
+                    "</title>\n<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"%s\"%s "
+                    "points=\"",
                     c, se->style == KVBT_PLOT_AUX_REF ? "1.6" : "2.2", dash);
             for (unsigned i = 0; i < se->n; i++)
                 fprintf(f, "%s%.1f,%.1f", i ? " " : "", PX(se->x[ord[i]]), PY(se->y[ord[i]]));

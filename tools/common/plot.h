@@ -19,18 +19,18 @@ typedef enum {
 
 typedef struct kvbt_plot_series {
     const char *name;
-    unsigned n;           /* points */
-    const double *x, *y;  /* x > 0 when the x axis is logarithmic */
+    unsigned n;          /* points */
+    const double *x, *y; /* x > 0 when the x axis is logarithmic */
     kvbt_plot_style style;
 } kvbt_plot_series;
 
 typedef struct kvbt_plot {
     const char *title, *subtitle; /* subtitle may be NULL */
     const char *xlabel, *ylabel;
-    bool log_x;                   /* log2 x axis (capacities that double) */
+    bool log_x; /* log2 x axis (capacities that double) */
     const kvbt_plot_series *series;
     unsigned n_series;
-    double ref_y;                 /* horizontal reference line; < 0 for none */
+    double ref_y; /* horizontal reference line; < 0 for none */
     const char *ref_label;
 } kvbt_plot;
 

@@ -6,8 +6,8 @@
 #include "progress.h"
 #include "util.h"
 
-#define KVBT_PROGRESS_WIDTH    24        /* characters of the bar itself */
-#define KVBT_PROGRESS_PERIOD   100000000 /* ns between redraws */
+#define KVBT_PROGRESS_WIDTH  24        /* characters of the bar itself */
+#define KVBT_PROGRESS_PERIOD 100000000 /* ns between redraws */
 
 void kvbt_progress_init(kvbt_progress *p, bool on, uint64_t total)
 {
@@ -49,8 +49,8 @@ uint64_t kvbt_progress_draw(kvbt_progress *p, bool force)
         unsigned left = (unsigned)(elapsed * (1.0 - frac) / frac + 0.5);
         snprintf(eta, sizeof eta, "  ETA %u:%02u", left / 60, left % 60);
     }
-    snprintf(line, sizeof line, "\r[%s] %3u%%  %s%s\033[K", bar, (unsigned)(frac * 100.0),
-             p->label, eta);
+    snprintf(line, sizeof line, "\r[%s] %3u%%  %s%s\033[K", bar, (unsigned)(frac * 100.0), p->label,
+             eta);
     fputs(line, stderr);
     fflush(stderr);
     p->shown = true;

@@ -24,9 +24,9 @@
 
 typedef struct kvbt_progress {
     bool on;
-    bool shown;       /* a bar is on the terminal now */
-    uint64_t total;   /* units of work expected (0: unknown, no percentage) */
-    uint64_t done;    /* units reported so far */
+    bool shown;     /* a bar is on the terminal now */
+    uint64_t total; /* units of work expected (0: unknown, no percentage) */
+    uint64_t done;  /* units reported so far */
     uint64_t start_ns;
     uint64_t next_ns; /* earliest time of the next redraw */
     char label[128];

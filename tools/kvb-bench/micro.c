@@ -129,8 +129,8 @@ static void lib_setup(lib_fx *f, const policy_info *pi, uint32_t B, uint32_t max
     cfg.events = evc;
     int rc = kvb_pool_create(&cfg, &f->pool);
     if (rc != 0)
-        kvbt_die(prog, "kvb_pool_create (%s, %u blocks%s): %s", pi->name, B,
-                 evc ? ", events" : "", kvb_strerror(rc));
+        kvbt_die(prog, "kvb_pool_create (%s, %u blocks%s): %s", pi->name, B, evc ? ", events" : "",
+                 kvb_strerror(rc));
     f->B = B;
     snprintf(f->ctx, sizeof f->ctx, "policy %s, %u blocks%s", pi->name, B, evc ? ", events" : "");
     f->H = H;
@@ -148,8 +148,7 @@ static void lib_setup(lib_fx *f, const policy_info *pi, uint32_t B, uint32_t max
         kvb_block_downgrade(&f->held[i], &f->weak[i]);
 }
 
-static void micro_setup(micro_fx *m, const policy_info *pi, uint32_t B, uint32_t work,
-                        bool events)
+static void micro_setup(micro_fx *m, const policy_info *pi, uint32_t B, uint32_t work, bool events)
 {
     memset(m, 0, sizeof *m);
     m->maxw = work > B ? work : B; /* evict_alloc and the fill use up to B */
