@@ -2,8 +2,10 @@
  * pool.h - the private layout of a pool and what the pool's own files share.
  * Included only by the pool's files:
  *
- *   pool.c         the state machine: transitions; allocate, stage, register,
- *                  lookup and release paths
+ *   pool.c         allocate, stage, register, lookup and release paths
+ *   pool_sm.h      the state machine: the transition function and the steps
+ *                  the hot paths share (static inline: folded per call site)
+ *   pool_acquire.c kvb_pool_acquire: match + allocate + stage + register in one
  *   pool_index.h   the hash index (static inline: the hot path stays inlined)
  *   pool_create.c  configuration, create/destroy, accessors
  *   pool_ref.c     block references that change no state (clone, address, ...)
@@ -30,6 +32,7 @@
 #include "prio.h"
 #include "testing.h"
 #include <stdatomic.h>
+#include <stddef.h>
 
 struct kvb_sketch;
 
@@ -140,7 +143,10 @@ struct kvb_pool {
     uint32_t free_head, free_tail; /* (lock) FIFO free list through slot.aux */
 
     const kvb_inactive_ops *ops; /* (const) */
-    void *backend;               /* (lock) */
+    /* (const) ops is one of the library's own tables (kvb_inactive_builtin): the ids
+     * its evict returns are not validated one by one (debug builds assert them) */
+    bool ops_builtin;
+    void *backend; /* (lock) */
 
     uint32_t count[KVB_S_COUNT]; /* (lock) gauges */
     uint32_t peak_in_use;        /* (lock) */
@@ -194,7 +200,8 @@ static inline void kvb__pool_unlock(kvb_pool *p)
 static inline void kvb__pool_unlock_fire(kvb_pool *p, struct kvb_cbq *q)
 {
     kvb__pool_unlock(p);
-    kvb__cbq_fire(q);
+    if (q->active)
+        kvb__cbq_fire(q);
     kvb__cbq_fini(q);
 }
 
@@ -296,6 +303,38 @@ static inline bool kvb__set_apart_locked(kvb_pool *p, uint32_t id)
 
 /* ---- allocation victims beyond the backend (pool_victims.c) ---- */
 
+/* The ids of a batch inside an array of handles: element i's id lives at base +
+ * i * stride (the id field of a kvb_mutable or a kvb_block array), so that one
+ * allocation path fills kvb_pool_allocate's mutable handles and kvb_pool_acquire's
+ * block handles alike. */
+struct kvb_ids {
+    char *base;
+    size_t stride;
+};
+#define KVB_IDS(arr) ((struct kvb_ids){(char *)&(arr)[0].id, sizeof(arr)[0]})
+
+static inline uint32_t *kvb__ids_at(struct kvb_ids v, uint32_t i)
+{
+    return (uint32_t *)(void *)(v.base + (size_t)i * v.stride);
+}
+
+/* The 32-bit field after element i's id (gen, in both handle types): scratch for
+ * the allocation until the handle is filled (the home cell of a victim's hash). */
+static inline uint32_t *kvb__ids_aux(struct kvb_ids v, uint32_t i)
+{
+    return kvb__ids_at(v, i) + 1;
+}
+_Static_assert(offsetof(kvb_mutable, gen) == offsetof(kvb_mutable, id) + sizeof(uint32_t),
+               "kvb__ids_aux: gen follows id");
+_Static_assert(offsetof(kvb_block, gen) == offsetof(kvb_block, id) + sizeof(uint32_t),
+               "kvb__ids_aux: gen follows id");
+
+/* The ids from element i on. */
+static inline struct kvb_ids kvb__ids_from(struct kvb_ids v, uint32_t i)
+{
+    return (struct kvb_ids){v.base + (size_t)i * v.stride, v.stride};
+}
+
 /* Where the victims of one allocation came from, in eviction order: out[take +
  * [0, low)) from the priority lists below the default, [low, backend) from the
  * backend, [backend, high) from the lists above the default, [high, all) from the
@@ -308,11 +347,11 @@ struct kvb_victims {
 /* Victims from the priority lists of levels lo..hi, lowest level first, least
  * recently released first; appended to out[*got..need), marked KVB_F_MARK.
  * With `filter`, hinted candidates are set apart instead. Lock held. */
-void kvb__evict_lists_locked(kvb_pool *p, uint32_t lo, uint32_t hi, kvb_mutable *out, uint32_t *got,
-                             uint32_t need, bool filter);
+void kvb__evict_lists_locked(kvb_pool *p, uint32_t lo, uint32_t hi, struct kvb_ids out,
+                             uint32_t *got, uint32_t need, bool filter);
 /* Undo the victim selection of a failed allocation that took out[0, taken) from
  * the free list and out[taken + [0, v->all)) as victims. Lock held. */
-void kvb__alloc_rollback_locked(kvb_pool *p, kvb_mutable *out, uint32_t taken,
+void kvb__alloc_rollback_locked(kvb_pool *p, struct kvb_ids out, uint32_t taken,
                                 const struct kvb_victims *v);
 
 /* ---- retention priorities (pool_prio.c) ---- */

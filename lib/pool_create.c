@@ -114,6 +114,8 @@ int kvb_pool_create(const kvb_pool_config *cfg, kvb_pool **out)
     p->block_count = cfg->block_count;
     p->block_size = bs;
     p->ops = ops;
+    for (int e = 0; kvb_inactive_builtin((kvb_evict_policy)e); e++)
+        p->ops_builtin |= ops == kvb_inactive_builtin((kvb_evict_policy)e);
 
     p->sinks.pool = p;
     p->sinks.alloc = &p->alloc;

@@ -61,25 +61,48 @@ static inline uint32_t kvb__index_cell(const struct kvb_index *ix, uint32_t id, 
     return (disp << ix->id_bits) | id;
 }
 
-/* The block id holding hash h, probing from cell i (h's home), or KVB_NONE. */
-static inline uint32_t kvb__index_find_from(const struct kvb_index *ix,
-                                            const struct kvb_slot *slots, kvb_hash h, uint32_t i)
+/* The block id holding hash h, probing from cell i (h's home), or KVB_NONE. On a
+ * miss, *at and *at_d receive where an insert of h would begin: the cell the probe
+ * stopped at (empty, or holding an entry richer than h would be there) and h's
+ * displacement there (kvb__index_insert_at). An empty cell (all ones) reads as a
+ * displacement field at or above the saturated one, so one test per cell covers
+ * both. */
+static inline uint32_t kvb__index_find_at(const struct kvb_index *ix, const struct kvb_slot *slots,
+                                          kvb_hash h, uint32_t i, uint32_t *at, uint32_t *at_d)
 {
-    for (uint32_t d = 0;; d++) {
-        uint32_t cell = ix->map[i];
-        if (cell == KVB_NONE)
-            return KVB_NONE;
-        uint32_t cd = kvb__index_disp(ix, slots, i, cell);
+    /* (locals: stores elsewhere must not make the compiler reload the layout) */
+    const uint32_t *map = ix->map;
+    const uint32_t cap = ix->cap, bits = ix->id_bits, dmax = ix->disp_max;
+    uint32_t d = 0;
+    for (;; d++) {
+        uint32_t cell = map[i];
+        uint32_t cd = cell >> bits;
+        if (kvb_unlikely(cd >= dmax)) { /* (> only for a test's lowered cap) */
+            if (cell == KVB_NONE)
+                break;
+            cd = kvb__index_disp(ix, slots, i, cell);
+        }
         if (cd < d)
-            return KVB_NONE;
+            break;
         if (cd == d) {
             uint32_t id = kvb__index_id(ix, cell);
             const kvb_hash *s = &slots[id].hash;
             if (s->lo == h.lo && s->hi == h.hi)
                 return id;
         }
-        i = kvb__cell_next(i, ix->cap);
+        i = kvb__cell_next(i, cap);
     }
+    *at = i;
+    *at_d = d;
+    return KVB_NONE;
+}
+
+/* The block id holding hash h, probing from cell i (h's home), or KVB_NONE. */
+static inline uint32_t kvb__index_find_from(const struct kvb_index *ix,
+                                            const struct kvb_slot *slots, kvb_hash h, uint32_t i)
+{
+    uint32_t at, at_d;
+    return kvb__index_find_at(ix, slots, h, i, &at, &at_d);
 }
 
 static inline uint32_t kvb__index_find(const struct kvb_index *ix, const struct kvb_slot *slots,
@@ -116,47 +139,81 @@ static inline void kvb__index_prefetch(const struct kvb_index *ix, kvb_hash h)
     __builtin_prefetch(&ix->map[kvb__index_home(ix, h)]);
 }
 
+/* Insert block id, whose hash is absent, starting at cell i with displacement d:
+ * where a probe for its hash stopped (kvb__index_find_at, with nothing changed in
+ * between), or its home with 0. Robin Hood: an entry richer than the one being
+ * placed gives up its cell and is carried on. */
+static inline __attribute__((always_inline)) void kvb__index_insert_at(struct kvb_index *ix,
+                                                                       const struct kvb_slot *slots,
+                                                                       uint32_t id, uint32_t i,
+                                                                       uint32_t d)
+{
+    uint32_t *map = ix->map;
+    const uint32_t cap = ix->cap, bits = ix->id_bits, dmax = ix->disp_max;
+    for (;; d++) {
+        uint32_t cell = map[i];
+        if (cell == KVB_NONE) {
+            map[i] = kvb__index_cell(ix, id, d);
+            return;
+        }
+        uint32_t cd = cell >> bits;
+        if (kvb_unlikely(cd >= dmax))
+            cd = kvb__index_disp(ix, slots, i, cell);
+        if (cd < d) { /* take the richer entry's cell and carry it on */
+            map[i] = kvb__index_cell(ix, id, d);
+            id = kvb__index_id(ix, cell);
+            d = cd;
+        }
+        i = kvb__cell_next(i, cap);
+    }
+}
+
 /* Insert block id under slots[id].hash (not present yet). */
 static inline __attribute__((always_inline)) void
 kvb__index_insert(struct kvb_index *ix, const struct kvb_slot *slots, uint32_t id)
 {
-    uint32_t i = kvb__index_home(ix, slots[id].hash);
-    for (uint32_t d = 0;; d++) {
-        uint32_t cell = ix->map[i];
-        if (cell == KVB_NONE) {
-            ix->map[i] = kvb__index_cell(ix, id, d);
+    kvb__index_insert_at(ix, slots, id, kvb__index_home(ix, slots[id].hash), 0);
+}
+
+/* Erase block id, present under a hash whose home is cell i. Backward shift: each
+ * following entry away from its home moves back one cell, its displacement field one
+ * less, until an entry at its home or an empty cell. An entry whose field is in
+ * [1, disp_max) moves with one subtraction, and `cell - one < lim` is that test: it
+ * fails for an entry at its home (wraps), an empty cell and a saturated field (both
+ * all ones above the id), which take the general path. */
+static inline __attribute__((always_inline)) void
+kvb__index_erase_at(struct kvb_index *ix, const struct kvb_slot *slots, uint32_t id, uint32_t i)
+{
+    uint32_t *map = ix->map;
+    const uint32_t cap = ix->cap, mask = ix->id_mask, bits = ix->id_bits;
+    while ((map[i] & mask) != id) {
+        kvb_assert(map[i] != KVB_NONE);
+        if (map[i] == KVB_NONE)
             return;
-        }
-        uint32_t cd = kvb__index_disp(ix, slots, i, cell);
-        if (cd < d) { /* take the richer entry's cell and carry it on */
-            ix->map[i] = kvb__index_cell(ix, id, d);
-            id = kvb__index_id(ix, cell);
-            d = cd;
-        }
-        i = kvb__cell_next(i, ix->cap);
+        i = kvb__cell_next(i, cap);
     }
+    const uint32_t one = 1u << bits, lim = (ix->disp_max - 1) << bits;
+    for (;;) {
+        uint32_t j = kvb__cell_next(i, cap);
+        uint32_t cell = map[j];
+        if (kvb_likely(cell - one < lim)) {
+            map[i] = cell - one;
+            i = j;
+            continue;
+        }
+        uint32_t d;
+        if (cell == KVB_NONE || (d = kvb__index_disp(ix, slots, j, cell)) == 0)
+            break;
+        map[i] = kvb__index_cell(ix, kvb__index_id(ix, cell), d - 1);
+        i = j;
+    }
+    map[i] = KVB_NONE;
 }
 
 /* Erase block id (present under slots[id].hash). */
 static inline void kvb__index_erase(struct kvb_index *ix, const struct kvb_slot *slots, uint32_t id)
 {
-    uint32_t i = kvb__index_home(ix, slots[id].hash);
-    while (kvb__index_id(ix, ix->map[i]) != id) {
-        kvb_assert(ix->map[i] != KVB_NONE);
-        if (ix->map[i] == KVB_NONE)
-            return;
-        i = kvb__cell_next(i, ix->cap);
-    }
-    for (;;) {
-        uint32_t j = kvb__cell_next(i, ix->cap);
-        uint32_t cell = ix->map[j];
-        uint32_t d;
-        if (cell == KVB_NONE || (d = kvb__index_disp(ix, slots, j, cell)) == 0)
-            break;
-        ix->map[i] = kvb__index_cell(ix, kvb__index_id(ix, cell), d - 1);
-        i = j;
-    }
-    ix->map[i] = KVB_NONE;
+    kvb__index_erase_at(ix, slots, id, kvb__index_home(ix, slots[id].hash));
 }
 
 #endif /* KVB_POOL_INDEX_H */

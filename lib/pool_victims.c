@@ -13,8 +13,8 @@
 
 /* Victims from the priority lists of levels lo..hi, lowest level first, least
  * recently released first; appended to out[*got..need). */
-void kvb__evict_lists_locked(kvb_pool *p, uint32_t lo, uint32_t hi, kvb_mutable *out, uint32_t *got,
-                             uint32_t need, bool filter)
+void kvb__evict_lists_locked(kvb_pool *p, uint32_t lo, uint32_t hi, struct kvb_ids out,
+                             uint32_t *got, uint32_t need, bool filter)
 {
     while (*got < need) {
         int l = kvb__prio_lowest(p->prio, lo, hi);
@@ -27,7 +27,8 @@ void kvb__evict_lists_locked(kvb_pool *p, uint32_t lo, uint32_t hi, kvb_mutable 
             continue;
         s->flags |= KVB_F_MARK;
         kvb__index_prefetch(&p->ix, s->hash);
-        out[(*got)++].id = id;
+        *kvb__ids_aux(out, *got) = KVB_NONE;
+        *kvb__ids_at(out, (*got)++) = id;
     }
 }
 
@@ -41,18 +42,18 @@ void kvb__evict_lists_locked(kvb_pool *p, uint32_t lo, uint32_t hi, kvb_mutable 
  * heap, and popped free slots back to the free-list head in reverse order, so the
  * free list is as it was. Blocks set apart by hints on the way stay set apart
  * (still cached, still hinted). */
-void kvb__alloc_rollback_locked(kvb_pool *p, kvb_mutable *out, uint32_t taken,
+void kvb__alloc_rollback_locked(kvb_pool *p, struct kvb_ids out, uint32_t taken,
                                 const struct kvb_victims *v)
 {
     for (uint32_t j = v->all; j-- > v->high;) {
-        uint32_t id = out[taken + j].id;
+        uint32_t id = *kvb__ids_at(out, taken + j);
         kvb__hints_push(p->hints, id, kvb__hints_find(p->hints, p->slots[id].hash));
         p->slots[id].flags |= KVB_F_HINTED;
         p->c.hint_evictions--;
     }
     for (uint32_t j = v->high; j-- > v->backend;) {
-        kvb__prio_push_front(p->prio, out[taken + j].id);
-        p->slots[out[taken + j].id].flags |= KVB_F_LISTED;
+        kvb__prio_push_front(p->prio, *kvb__ids_at(out, taken + j));
+        p->slots[*kvb__ids_at(out, taken + j)].flags |= KVB_F_LISTED;
     }
     /* Chunks of 64 (the stack buffers), last chunk first: each unevict puts its
      * entries back at the eviction end, so the earliest evicted must go back last. */
@@ -62,7 +63,7 @@ void kvb__alloc_rollback_locked(kvb_pool *p, kvb_mutable *out, uint32_t taken,
         uint32_t ids[64], arr[64];
         kvb_hash hs[64];
         for (uint32_t j = 0; j < k; j++) {
-            ids[j] = out[base + start + j].id;
+            ids[j] = *kvb__ids_at(out, base + start + j);
             hs[j] = p->slots[ids[j]].hash;
             arr[j] = p->slots[ids[j]].aux;
         }
@@ -75,10 +76,10 @@ void kvb__alloc_rollback_locked(kvb_pool *p, kvb_mutable *out, uint32_t taken,
         end = start;
     }
     for (uint32_t j = v->low; j-- > 0;) {
-        kvb__prio_push_front(p->prio, out[taken + j].id);
-        p->slots[out[taken + j].id].flags |= KVB_F_LISTED;
+        kvb__prio_push_front(p->prio, *kvb__ids_at(out, taken + j));
+        p->slots[*kvb__ids_at(out, taken + j)].flags |= KVB_F_LISTED;
     }
     for (uint32_t j = taken; j-- > 0;)
-        kvb__free_push_head(p, out[j].id);
+        kvb__free_push_head(p, *kvb__ids_at(out, j));
     p->c.allocate_rollbacks++;
 }
