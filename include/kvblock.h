@@ -734,6 +734,42 @@ KVB_API int kvb_pool_register_retained(kvb_pool *pool, kvb_complete *in, uint32_
                                        const kvb_retention *retention, kvb_block *out);
 
 /**
+ * @brief A request's blocks in one call under one lock: the prefix match, then the
+ * rest allocated, staged and registered. Exactly what k = kvb_pool_match(pool, hashes,
+ * n, out), kvb_pool_allocate(pool, n - k, mut, evicted, n_evicted), kvb_pool_stage(pool,
+ * mut, hashes + k, n - k, cmp) and kvb_pool_register_retained(pool, cmp, n - k,
+ * retention, out + k) do in sequence, one thread alone: the same hits, victims, states,
+ * generations, counters (but one lock acquisition), event records, callbacks and
+ * registry updates, in the same order; a later hash that is cached or active is
+ * resurrected, deduplicated or duplicated as register does. Atomic where the sequence
+ * is not: it fails before taking anything.
+ * @param hashes n hashes (none with the invalid mode 3); n at most INT32_MAX.
+ * @param retention NULL (kvb_pool_register), or the priorities of the registered
+ *        blocks, as kvb_pool_register_retained (the hits keep theirs).
+ * @param out room for n references: out[0..k) the hits, out[k..n) the new blocks (or
+ *        the blocks they duplicate or deduplicate to).
+ * @param evicted nullable; room for n; the hashes evicted to make room.
+ * @param n_evicted nullable; how many were evicted.
+ * @return k >= 0, the number of leading hashes found (every out[i] is a reference);
+ *         -ENOSPC: the n - k blocks do not fit in the free list and the cache the
+ *         prefix leaves (also when a custom backend breaks its contract); -EOVERFLOW:
+ *         registering would overflow a block's reference count; -EINVAL (NULL pool, NULL
+ *         arrays with n > 0, a bad hash, n > INT32_MAX, an invalid retention); -ENOTSUP
+ *         (retention on a pool without priorities); -ENOMEM. On failure no reference is
+ *         taken and nothing changed (only a broken backend's -ENOSPC gives the hits back
+ *         through the release path, last first).
+ * Thread safety: takes the pool lock once (reads the clock before when durations are
+ *         pending or retention is given).
+ * Ownership: produces n kvb_block references.
+ * Callbacks: those of the four calls: on_evict per eviction, on_reset per block
+ *            dropped under REJECT (or reset in its last release window), STORED and
+ *            REMOVED events, registry presence updates; all after the lock is dropped.
+ */
+KVB_API int kvb_pool_acquire(kvb_pool *pool, const kvb_hash *hashes, uint32_t n,
+                             const kvb_retention *retention, kvb_block *out, kvb_hash *evicted,
+                             uint32_t *n_evicted);
+
+/**
  * @brief Set the priority of the content a live reference names (the primary, for a
  * duplicate), from now on: for duration_ms milliseconds (0: for as long as it is in
  * the pool), then back to KVB_PRIORITY_DEFAULT. It goes with the content into the
