@@ -7,9 +7,11 @@
 # independent simulator (tools/sim_reference.py, standard library only) on the
 # traces of ../shared/data, hit for hit: LRU, FIFO and the optimal reference on
 # every LIRS trace at several capacities and on cloudphysics, plus the prefix
-# replay of the Mooncake synthetic trace; and the optimal reference against an
-# exhaustive search on small random traces. Skipped, with a message, when
-# ../shared/data or python3 is absent. About 30 s.
+# replay of the Mooncake synthetic trace; the optimal reference against an
+# exhaustive search on small random traces; and kvb-replay --api acquire against
+# --api calls on the Mooncake conversation trace, every pool policy at two
+# capacities (kvb_pool_acquire must give the four calls' hits and evictions).
+# Skipped, with a message, when ../shared/data or python3 is absent. About 50 s.
 
 # Keep the tools' common objects (make would delete them as intermediates).
 .SECONDARY: $(TOOL_COMMON:%.c=$(BUILD)/obj/%.o)

@@ -12,7 +12,10 @@ and so is the hit count of the optimal reference.
     its next uses from cloudPhysicsIO.oracleGeneral.bin (computed by others);
   - the Mooncake synthetic trace, prefix replay: lru, fifo, optimal, and the
     same with --window 16; the Python side is the pool model;
-  - the optimal reference against an exhaustive search (brute_optimal.py).
+  - the optimal reference against an exhaustive search (brute_optimal.py);
+  - kvb-replay against itself: --api acquire (one kvb_pool_acquire per request)
+    and --api calls (match, allocate, stage, register) on the Mooncake
+    conversation trace, every pool policy at 1000 and 8000 blocks.
 
 Traces are read in place from ../shared/data (relative to the repository root;
 override with KVB_DATA). Without them the check is skipped with a message.
@@ -35,11 +38,12 @@ LIRS = ["2_pools", "cpp", "cs", "gli", "loop", "multi1", "multi2", "multi3", "ps
 LIRS_CAPACITIES = [100, 500, 1000, 2000, 5000]
 
 
-def run_replay(replay, trace, fmt, policies, capacities, window=0):
+def run_replay(replay, trace, fmt, policies, capacities, window=0, extra=()):
     cmd = [replay, "--trace", trace, "--format", fmt, "--policy", ",".join(policies),
            "--capacities", ",".join(str(c) for c in capacities), "--csv", "--quiet"]
     if window:
         cmd += ["--window", str(window)]
+    cmd += list(extra)
     out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, universal_newlines=True).stdout
     lines = out.strip().split("\n")
     head = lines[0].split(",")
@@ -108,6 +112,15 @@ def main():
                         for p in policies for c in caps}
             cmd, rows = run_replay(a.replay, mc, "mooncake", policies, caps, window)
             check("mooncake synthetic, window %d" % window, cmd, rows, expected, failures)
+
+    conv = os.path.join(data, "mooncake", "mooncake_conversation_trace.jsonl")
+    if os.path.isfile(conv):
+        caps = [1000, 8000]
+        _, calls = run_replay(a.replay, conv, "mooncake", ["all"], caps, extra=["--api", "calls"])
+        expected = {key: v for key, v in calls.items()
+                    if key[0] not in ("optimal", "belady_flat")}
+        cmd, rows = run_replay(a.replay, conv, "mooncake", ["all"], caps, extra=["--api", "acquire"])
+        check("conversation: acquire = the calls", cmd, rows, expected, failures)
 
     rc = brute_optimal.main(["1000", "1"])
     if rc:

@@ -6,6 +6,7 @@
 #include "kvb-replay/replay.h"
 
 #include <getopt.h>
+#include <string.h>
 
 static const uint32_t replay_all_capacities[] = {1000, 2000, 4000, 8000, 16000, 32000};
 
@@ -46,6 +47,11 @@ static void replay_usage(FILE *f)
             "  --ttl MS            after each request, pin its blocks at priority 100 for MS ms\n"
             "                      of trace time (the trace's timestamps; without them the\n"
             "                      request index counts as milliseconds)\n"
+            "  --api acquire|calls how a request is served (default acquire): one\n"
+            "                      kvb_pool_acquire per request where that gives the same\n"
+            "                      results (window 0, no --lookahead, no --retention), else\n"
+            "                      and with `calls` the match, allocate, stage and register\n"
+            "                      calls\n"
             "  --csv               CSV: policy,capacity,requests,block_refs,hits,hit_ratio,\n"
             "                      seconds,ns_per_block_ref,evictions,window,early_releases,\n"
             "                      lookahead,uncached_p50,uncached_p90,uncached_p99 (per request:\n"
@@ -77,6 +83,7 @@ void replay_parse_args(int argc, char **argv, replay_opts *o)
         O_LOOKAHEAD,
         O_RETENTION,
         O_TTL,
+        O_API,
         O_CSV,
         O_PLOT,
         O_REPEAT,
@@ -98,6 +105,7 @@ void replay_parse_args(int argc, char **argv, replay_opts *o)
         {"lookahead", required_argument, NULL, O_LOOKAHEAD},
         {"retention", required_argument, NULL, O_RETENTION},
         {"ttl", required_argument, NULL, O_TTL},
+        {"api", required_argument, NULL, O_API},
         {"csv", no_argument, NULL, O_CSV},
         {"plot", required_argument, NULL, O_PLOT},
         {"repeat", required_argument, NULL, O_REPEAT},
@@ -172,6 +180,11 @@ void replay_parse_args(int argc, char **argv, replay_opts *o)
         case O_TTL:
             o->ttl = (uint32_t)kvbt_arg_u64(prog, "--ttl", optarg, 1, UINT32_MAX);
             replay_ttl_ms = o->ttl;
+            break;
+        case O_API:
+            if (strcmp(optarg, "acquire") && strcmp(optarg, "calls"))
+                kvbt_usage_error(prog, "--api: '%s' is not acquire or calls", optarg);
+            replay_api_calls = !strcmp(optarg, "calls");
             break;
         case O_CSV:
             o->csv = true;

@@ -84,6 +84,8 @@ typedef struct replay_retention_opts {
 extern replay_retention_opts replay_ret;
 /* --ttl MS, on the trace's clock (0: none) */
 extern uint32_t replay_ttl_ms;
+/* --api calls: serve every request with the four calls, never kvb_pool_acquire */
+extern bool replay_api_calls;
 
 /* 0 when a pool of this policy can be created with the run's settings, else
  * kvb_pool_create's error. */

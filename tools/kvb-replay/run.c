@@ -2,7 +2,8 @@
  * tools/kvb-replay/run.c - one replay of a trace through a fresh kvblock pool:
  * the prefix replay of shared/data/README.md, request by request in trace
  * order (match, fill the missed blocks, release last block first; the request
- * lifecycle of tools/common/request.c, shared with kvb-fleet), with the run's
+ * lifecycle of tools/common/request.c, shared with kvb-fleet, or one
+ * kvb_pool_acquire where that gives the same results: --api), with the run's
  * options: --window (the last W requests hold their blocks; a request that
  * cannot allocate releases the oldest held one early and retries), --lookahead
  * (hints W requests ahead, withdrawn once matched), --retention and --ttl
@@ -21,6 +22,7 @@ kvb_event_config replay_events;
 uint32_t replay_hint_capacity;
 replay_retention_opts replay_ret;
 uint32_t replay_ttl_ms;
+bool replay_api_calls;
 static uint64_t replay_now_ms;  /* the current request's timestamp (or index) */
 #define REPLAY_BLOCK_TOKENS 512 /* tokens per Mooncake block (shared/data/README.md) */
 /* Requests per progress report (see kvbt_progress_add: one branch per chunk when the
@@ -187,7 +189,8 @@ typedef struct replay_run {
     uint32_t capacity, window, lookahead;
     replay_scratch *s;
     const kvb_retention *ret;
-    bool timed; /* requests set the pool's clock */
+    bool timed;   /* requests set the pool's clock */
+    bool acquire; /* kvb_pool_acquire serves a request (see --api) */
     kvbt_request_fill_args fill;
     /* window W > 0: requests [head, head + count) (mod ring = W + 1) hold their
      * blocks; slot i keeps slot_n[i] handles at slots + i * maxn, already in
@@ -219,9 +222,11 @@ static bool replay_make_room(void *ctx)
     return true;
 }
 
-/* Serve request r: match its prefix, fill the rest, then release it (window 0) or
- * keep it in the ring, releasing the oldest one once more than W are held. */
-static void replay_request(replay_run *x, uint64_t r)
+/* Serve request r: match its prefix, fill the rest (one kvb_pool_acquire, or the
+ * calls), then release it (window 0) or keep it in the ring, releasing the oldest
+ * one once more than W are held. Never inlined: a profile can count the replay
+ * loop as this function (valgrind --tool=callgrind --toggle-collect=replay_request). */
+static __attribute__((noinline)) void replay_request(replay_run *x, uint64_t r)
 {
     const kvbt_trace *t = x->t;
     replay_scratch *s = x->s;
@@ -237,21 +242,29 @@ static void replay_request(replay_run *x, uint64_t r)
     if (x->lookahead && r + x->lookahead < t->n_requests)
         replay_hint(x->pool, t, x->hashes, r + x->lookahead, +1, x->pol, x->capacity);
 
-    rc = kvb_pool_match(x->pool, h, n, blk);
-    if (rc < 0)
-        replay_lib_fail(t, r, "kvb_pool_match", rc, x->pol->name, x->capacity);
-    uint32_t k = (uint32_t)rc;
-    x->hits += k;
-    s->uncached[r] = replay_uncached(t, r, n, k);
-    if (x->lookahead)
-        replay_hint(x->pool, t, x->hashes, r, -1, x->pol, x->capacity);
-    if (x->ret && k)
-        replay_refresh(x->pool, t, r, h, k < replay_ret.blocks ? k : replay_ret.blocks, x->pol,
-                       x->capacity);
+    if (x->acquire) { /* the prefix and the rest in one call: the same results */
+        rc = kvb_pool_acquire(x->pool, h, n, NULL, blk, NULL, NULL);
+        if (rc < 0)
+            replay_lib_fail(t, r, "kvb_pool_acquire", rc, x->pol->name, x->capacity);
+        x->hits += (uint32_t)rc;
+        s->uncached[r] = replay_uncached(t, r, n, (uint32_t)rc);
+    } else {
+        rc = kvb_pool_match(x->pool, h, n, blk);
+        if (rc < 0)
+            replay_lib_fail(t, r, "kvb_pool_match", rc, x->pol->name, x->capacity);
+        uint32_t k = (uint32_t)rc;
+        x->hits += k;
+        s->uncached[r] = replay_uncached(t, r, n, k);
+        if (x->lookahead)
+            replay_hint(x->pool, t, x->hashes, r, -1, x->pol, x->capacity);
+        if (x->ret && k)
+            replay_refresh(x->pool, t, r, h, k < replay_ret.blocks ? k : replay_ret.blocks, x->pol,
+                           x->capacity);
 
-    rc = kvbt_request_fill(x->pool, h, n, k, blk, &x->fill);
-    if (rc < 0)
-        replay_lib_fail(t, r, x->fill.failed, rc, x->pol->name, x->capacity);
+        rc = kvbt_request_fill(x->pool, h, n, k, blk, &x->fill);
+        if (rc < 0)
+            replay_lib_fail(t, r, x->fill.failed, rc, x->pol->name, x->capacity);
+    }
 
     if (replay_ttl_ms) /* the request's blocks, held now, cached next (or later) */
         replay_pin(x->pool, t, r, h, n, x->pol, x->capacity);
@@ -300,6 +313,10 @@ int replay_run_pool(const kvbt_trace *t, const kvb_hash *hashes, const replay_po
         .ring = window + 1,
     };
     x.timed = replay_ttl_ms || (x.ret && replay_ret.duration_ms);
+    /* what happens between the match and the allocation (hints withdrawn, retention
+     * refreshed, held requests released to make room) changes the victims: only
+     * without any of it is one call the same as the four */
+    x.acquire = !replay_api_calls && window == 0 && lookahead == 0 && !x.ret;
     x.fill = (kvbt_request_fill_args){.mut = s->mut, .cmp = s->cmp, .retention = x.ret};
     if (window) {
         x.fill.make_room = replay_make_room;
