@@ -118,9 +118,13 @@ static inline void kvb_sketch_index(const struct kvb_sketch *s, kvb_hash h,
     uint64_t a = kvb__hash_mix(h);
     uint64_t b = (a ^ (a >> 31)) * 0xd6e8feb86659fd93ull;
     b = (b ^ (b >> 32)) | 1; /* odd: the four probes are distinct */
-    for (uint32_t i = 0; i < KVB_SKETCH_DEPTH; i++)
-        idx[i] = (uint32_t)((a + i * b) >> s->width_shift);
-    *door = (uint32_t)((b * 0x9E3779B97F4A7C15ull) >> s->width_shift);
+    const uint32_t shift = s->width_shift;
+    _Static_assert(KVB_SKETCH_DEPTH == 4, "the rows are written out");
+    idx[0] = (uint32_t)(a >> shift);
+    idx[1] = (uint32_t)((a + b) >> shift);
+    idx[2] = (uint32_t)((a + 2 * b) >> shift);
+    idx[3] = (uint32_t)((a + 3 * b) >> shift);
+    *door = (uint32_t)((b * 0x9E3779B97F4A7C15ull) >> shift);
 }
 
 static inline uint32_t kvb_sketch_get(const struct kvb_sketch *s, uint32_t row, uint32_t idx)
@@ -186,7 +190,36 @@ void kvb__sketch_touch(struct kvb_sketch *s, kvb_hash h)
         if (!(old & bit))
             atomic_store_explicit(dw, old | bit, memory_order_relaxed);
     }
-    if (old & bit) {
+    if ((old & bit) && !s->shared) {
+        /* The one writer: each row's word read once (the rows are apart, so the
+         * four words are distinct) and the counters at the minimum incremented in
+         * place, as kvb_sketch_inc would find them. Locals, rows written out: the
+         * stores below must not make the compiler reload the layout. */
+        _Atomic uint64_t *const t = s->table;
+        const size_t stride = s->width / 16;
+        _Atomic uint64_t *w0 = &t[idx[0] >> 4], *w1 = &t[stride + (idx[1] >> 4)],
+                         *w2 = &t[2 * stride + (idx[2] >> 4)], *w3 = &t[3 * stride + (idx[3] >> 4)];
+        const uint32_t s0 = (idx[0] & 15) * 4, s1 = (idx[1] & 15) * 4, s2 = (idx[2] & 15) * 4,
+                       s3 = (idx[3] & 15) * 4;
+        uint64_t v0 = atomic_load_explicit(w0, memory_order_relaxed),
+                 v1 = atomic_load_explicit(w1, memory_order_relaxed),
+                 v2 = atomic_load_explicit(w2, memory_order_relaxed),
+                 v3 = atomic_load_explicit(w3, memory_order_relaxed);
+        uint32_t c0 = (uint32_t)(v0 >> s0) & 15u, c1 = (uint32_t)(v1 >> s1) & 15u,
+                 c2 = (uint32_t)(v2 >> s2) & 15u, c3 = (uint32_t)(v3 >> s3) & 15u;
+        uint32_t m = c0 < c1 ? c0 : c1, m2 = c2 < c3 ? c2 : c3;
+        m = m < m2 ? m : m2;
+        if (m < 15) {
+            if (c0 == m)
+                atomic_store_explicit(w0, v0 + (1ull << s0), memory_order_relaxed);
+            if (c1 == m)
+                atomic_store_explicit(w1, v1 + (1ull << s1), memory_order_relaxed);
+            if (c2 == m)
+                atomic_store_explicit(w2, v2 + (1ull << s2), memory_order_relaxed);
+            if (c3 == m)
+                atomic_store_explicit(w3, v3 + (1ull << s3), memory_order_relaxed);
+        }
+    } else if (old & bit) {
         uint32_t m = 15;
         for (uint32_t i = 0; i < KVB_SKETCH_DEPTH; i++) {
             uint32_t c = kvb_sketch_get(s, i, idx[i]);
@@ -216,12 +249,18 @@ uint32_t kvb__sketch_estimate(const struct kvb_sketch *s, kvb_hash h)
     uint32_t idx[KVB_SKETCH_DEPTH], d;
     kvb_sketch_index(s, h, idx, &d);
     uint64_t door = atomic_load_explicit(&s->door[d >> 6], memory_order_relaxed);
-    uint32_t m = 15;
-    for (uint32_t i = 0; i < KVB_SKETCH_DEPTH; i++) {
-        uint32_t c = kvb_sketch_get(s, i, idx[i]);
-        if (c < m)
-            m = c;
-    }
+    const _Atomic uint64_t *const t = s->table;
+    const size_t stride = s->width / 16;
+    uint64_t v0 = atomic_load_explicit(&t[idx[0] >> 4], memory_order_relaxed),
+             v1 = atomic_load_explicit(&t[stride + (idx[1] >> 4)], memory_order_relaxed),
+             v2 = atomic_load_explicit(&t[2 * stride + (idx[2] >> 4)], memory_order_relaxed),
+             v3 = atomic_load_explicit(&t[3 * stride + (idx[3] >> 4)], memory_order_relaxed);
+    uint32_t c0 = (uint32_t)(v0 >> ((idx[0] & 15) * 4)) & 15u,
+             c1 = (uint32_t)(v1 >> ((idx[1] & 15) * 4)) & 15u,
+             c2 = (uint32_t)(v2 >> ((idx[2] & 15) * 4)) & 15u,
+             c3 = (uint32_t)(v3 >> ((idx[3] & 15) * 4)) & 15u;
+    uint32_t m = c0 < c1 ? c0 : c1, m2 = c2 < c3 ? c2 : c3;
+    m = m < m2 ? m : m2;
     m += (uint32_t)((door >> (d & 63)) & 1);
     return m > 15 ? 15 : m;
 }
