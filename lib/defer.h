@@ -106,7 +106,7 @@ static inline bool kvb__cbq_full(const struct kvb_cbq *q, uint32_t room)
 static inline void kvb__cbq_event(struct kvb_cbq *q, uint64_t *seq, uint32_t kind, uint32_t id,
                                   kvb_hash h)
 {
-    if (!q->s->events)
+    if (!q->active || !q->s->events) /* (inactive: no sink; the queue's own flag first) */
         return;
     kvb_assert(q->n < q->cap);
     if (q->n < q->cap)
@@ -116,7 +116,7 @@ static inline void kvb__cbq_event(struct kvb_cbq *q, uint64_t *seq, uint32_t kin
 /* A registry presence update (+1 up, -1 down), queued like callbacks. */
 static inline void kvb__cbq_presence(struct kvb_cbq *q, kvb_hash h, bool up)
 {
-    if (q->s->registry)
+    if (q->active && q->s->registry)
         kvb__cbq_push(q, up ? KVB_CB_PRESENT : KVB_CB_ABSENT, 0, h);
 }
 
