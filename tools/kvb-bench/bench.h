@@ -117,6 +117,7 @@ enum op {
     OP_UPGRADE_CACHED,
     OP_EVICT_ALLOC,
     OP_LIFECYCLE,
+    OP_ACQUIRE,
     OP_COUNT
 };
 

@@ -62,4 +62,5 @@ const char *const op_names[OP_COUNT] = {
     [OP_UPGRADE_CACHED] = "upgrade_cached",
     [OP_CLONE] = "clone",
     [OP_EVICT_ALLOC] = "evict_alloc",
+    [OP_ACQUIRE] = "acquire",
 };

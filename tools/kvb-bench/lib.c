@@ -48,6 +48,16 @@ uint64_t lib_run(lib_fx *f, enum op o, const plan *pl)
         }
         ns = region_end();
         break;
+    case OP_ACQUIRE:
+        region_begin();
+        for (uint32_t b = 0; b < k; b++) {
+            rc = kvb_pool_acquire(p, pl->q + (size_t)b * n, n, NULL, f->out, NULL, NULL);
+            if (rc != 0)
+                lib_fail("kvb_pool_acquire", rc, f->ctx);
+            lib_release(f->out, n, f->ctx);
+        }
+        ns = region_end();
+        break;
     case OP_MATCH_ACTIVE:
         region_begin();
         for (uint32_t b = 0; b < k; b++) {

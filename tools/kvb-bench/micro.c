@@ -25,6 +25,9 @@
  *   evict_alloc    kvb_pool_allocate of n blocks with an empty free list (all
  *                  n evicted); timed: the allocations; the blocks are staged,
  *                  registered and released back to the cache afterwards, untimed.
+ *   acquire        the lifecycle with one kvb_pool_acquire of n fresh hashes (no
+ *                  hit: n blocks allocated, evicting, staged and registered) ->
+ *                  release n to the cache; the baseline does its lifecycle.
  * Batch n = 1 uses kvb_block_release, larger batches kvb_block_release_n.
  *
  * Order of work per (pool size, policy): create the pool; fill it (allocate,
@@ -94,7 +97,7 @@ static void make_plan(plan *pl, enum op o, uint32_t n, uint32_t B, uint32_t work
             pl->pos[j] = rng_below(&r, B);
             pl->q[j] = H[pl->pos[j]];
         }
-    } else if (o == OP_LIFECYCLE || o == OP_EVICT_ALLOC) {
+    } else if (o == OP_LIFECYCLE || o == OP_ACQUIRE || o == OP_EVICT_ALLOC) {
         for (uint32_t j = 0; j < pl->w; j++)
             pl->q[j] = bench_hash((*fresh)++);
     } else {

@@ -62,8 +62,8 @@ static void usage(FILE *f)
                "                    kvb_pool_create accepts; the others are skipped)\n"
                "  --op LIST         operations or all (default all): lifecycle, match_active,\n"
                "                    match_cached, scattered, upgrade_live, upgrade_cached, clone,\n"
-               "                    evict_alloc; a prefix such as 'match' or 'upgrade' selects\n"
-               "                    every operation it starts\n"
+               "                    evict_alloc, acquire; a prefix such as 'match' or 'upgrade'\n"
+               "                    selects every operation it starts\n"
                "  --section LIST    micro,threads,memory (default all three)\n"
                "  --threads LIST    thread counts (default 1,2,4)\n"
                "  --reps N          measured repetitions per configuration (default 15)\n"
@@ -130,7 +130,8 @@ static void add_op(const char *item, void *arg)
     if (!any)
         kvbt_usage_error(prog,
                          "--op: unknown operation '%s' (lifecycle, match_active, match_cached, "
-                         "scattered, upgrade_live, upgrade_cached, clone, evict_alloc, all)",
+                         "scattered, upgrade_live, upgrade_cached, clone, evict_alloc, acquire, "
+                         "all)",
                          item);
 }
 

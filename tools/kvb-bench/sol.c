@@ -429,6 +429,7 @@ uint64_t sol_run(sol *s, const kvb_hash *H, const sol_ref *held, const sol_weak 
 
     switch (o) {
     case OP_LIFECYCLE:
+    case OP_ACQUIRE: /* the same memory work */
         region_begin();
         for (uint32_t b = 0; b < k; b++) {
             sol_allocate(s, n, s->ids);
