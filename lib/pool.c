@@ -545,6 +545,21 @@ int kvb_block_release_n(kvb_block *blocks, uint32_t n)
     return result;
 }
 
+/* kvb_weak_upgrade's slow path (the block was released, or reused): a lookup by
+ * hash under the lock. Out of line, so that the lock-free fast path stays short. */
+static __attribute__((noinline)) int kvb_weak_lookup(kvb_pool *p, const kvb_weak *w, kvb_block *out)
+{
+    struct kvb_cbq q;
+    kvb__cbq_init(&q, &p->sinks);
+    kvb__pool_lock(p);
+    uint32_t gen;
+    uint32_t id = kvb__acquire_locked(p, w->hash, kvb__index_home(&p->ix, w->hash), &q, &gen);
+    if (id != KVB_NONE)
+        kvb__fill_block(out, p, id, gen);
+    kvb__pool_unlock_fire(p, &q);
+    return id == KVB_NONE ? -ENOENT : 0;
+}
+
 int kvb_weak_upgrade(const kvb_weak *w, kvb_block *out)
 {
     if (!w || !out || !w->pool)
@@ -555,13 +570,5 @@ int kvb_weak_upgrade(const kvb_weak *w, kvb_block *out)
         *out = (kvb_block){.pool = p, .id = w->id, .gen = w->gen, .hash = w->hash};
         return 0;
     }
-    struct kvb_cbq q;
-    kvb__cbq_init(&q, &p->sinks);
-    kvb__pool_lock(p);
-    uint32_t gen;
-    uint32_t id = kvb__acquire_locked(p, w->hash, kvb__index_home(&p->ix, w->hash), &q, &gen);
-    if (id != KVB_NONE)
-        kvb__fill_block(out, p, id, gen);
-    kvb__pool_unlock_fire(p, &q);
-    return id == KVB_NONE ? -ENOENT : 0;
+    return kvb_weak_lookup(p, w, out);
 }

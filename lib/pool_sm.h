@@ -297,8 +297,8 @@ kvb__take_locked(kvb_pool *p, uint32_t id, kvb_hash h, struct kvb_cbq *q)
 
 /* Find hash h (home: its home cell) and take a reference (kvb__take_locked).
  * Returns the block id and its generation, or KVB_NONE on a miss. */
-static inline uint32_t kvb__acquire_locked(kvb_pool *p, kvb_hash h, uint32_t home,
-                                           struct kvb_cbq *q, uint32_t *gen)
+static inline __attribute__((always_inline)) uint32_t
+kvb__acquire_locked(kvb_pool *p, kvb_hash h, uint32_t home, struct kvb_cbq *q, uint32_t *gen)
 {
     uint32_t id = kvb__index_find_from(&p->ix, p->slots, h, home);
     if (id == KVB_NONE)
