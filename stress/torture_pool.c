@@ -2,8 +2,9 @@
  * torture_pool.c - T threads run random mixes of every handle operation on two
  * small pools that share one registry, so that eviction, resurrection, the
  * eager last-release race, duplicates and presence updates happen constantly.
- * Callbacks call back into the pool. At the end every thread releases what it
- * holds and the program checks:
+ * Callbacks call back into the pool; prefix matches are also made with
+ * kvb_pool_acquire (match + allocate + stage + register in one call). At the end
+ * every thread releases what it holds and the program checks:
  *   - kvb_pool_check() == 0 on both pools;
  *   - nothing is held (mutable = staged = primary = duplicate = 0);
  *   - exact counter balance: the pools' allocation, registration, staging,
@@ -169,9 +170,29 @@ static void op(struct worker *w, uint64_t *s)
             add_block(w, out[i]);
         break;
     }
-    case 4: { /* prefix match on a chain */
+    case 4: { /* prefix match on a chain; or the whole chain prefix acquired */
         uint32_t ch = tu_rnd(s, CHAINS), n = 1 + tu_rnd(s, DEPTH);
         kvb_block out[DEPTH];
+        if (tu_rnd(s, 2)) { /* kvb_pool_acquire: match + allocate + stage + register */
+            kvb_hash ev[DEPTH];
+            uint32_t nev = 0;
+            int k = kvb_pool_acquire(p, universe[ch], n, NULL, out, ev, &nev);
+            check_rc(k, "acquire");
+            if (k < 0)
+                break;
+            w->books[pi].match_returned += (uint64_t)k;
+            w->books[pi].match_requested += n;
+            w->books[pi].allocated += n - (uint32_t)k;
+            w->books[pi].staged += n - (uint32_t)k;
+            w->books[pi].registered += n - (uint32_t)k;
+            w->books[pi].evicted += nev;
+            for (uint32_t i = 0; i < n; i++) {
+                if (out[i].pool != p || !kvb_hash_equal(out[i].hash, universe[ch][i]))
+                    FAIL("acquire returned the wrong content");
+                add_block(w, out[i]);
+            }
+            break;
+        }
         int k = kvb_pool_match(p, universe[ch], n, out);
         check_rc(k, "match");
         w->books[pi].match_returned += (uint64_t)k;
