@@ -101,7 +101,7 @@ static inline uint32_t kvb__index_find_at(const struct kvb_index *ix, const stru
 static inline uint32_t kvb__index_find_from(const struct kvb_index *ix,
                                             const struct kvb_slot *slots, kvb_hash h, uint32_t i)
 {
-    uint32_t at, at_d;
+    uint32_t at = 0, at_d = 0;
     return kvb__index_find_at(ix, slots, h, i, &at, &at_d);
 }
 
@@ -141,29 +141,28 @@ static inline void kvb__index_prefetch(const struct kvb_index *ix, kvb_hash h)
 
 /* Insert block id, whose hash is absent, starting at cell i with displacement d:
  * where a probe for its hash stopped (kvb__index_find_at, with nothing changed in
- * between), or its home with 0. Robin Hood: an entry richer than the one being
- * placed gives up its cell and is carried on. */
+ * between), or its home with 0 (the probe's stop is then found first). The entries
+ * of a cluster are in the order of their homes, and the probe stopped at the first
+ * entry whose home comes after the new one's: the new entry takes that cell and the
+ * rest of the cluster moves one cell on, each displacement field one more (the
+ * inverse of the erase's backward shift; Robin Hood's swap loop gives the same
+ * cells up to the order of entries that share a home, which no lookup sees). */
 static inline __attribute__((always_inline)) void kvb__index_insert_at(struct kvb_index *ix,
                                                                        const struct kvb_slot *slots,
                                                                        uint32_t id, uint32_t i,
                                                                        uint32_t d)
 {
     uint32_t *map = ix->map;
-    const uint32_t cap = ix->cap, bits = ix->id_bits, dmax = ix->disp_max;
-    for (;; d++) {
+    const uint32_t cap = ix->cap, bits = ix->id_bits, dmax = ix->disp_max, one = 1u << bits;
+    (void)slots;
+    uint32_t carry = kvb__index_cell(ix, id, d);
+    for (;;) {
         uint32_t cell = map[i];
-        if (cell == KVB_NONE) {
-            map[i] = kvb__index_cell(ix, id, d);
+        map[i] = carry;
+        if (cell == KVB_NONE)
             return;
-        }
-        uint32_t cd = cell >> bits;
-        if (kvb_unlikely(cd >= dmax))
-            cd = kvb__index_disp(ix, slots, i, cell);
-        if (cd < d) { /* take the richer entry's cell and carry it on */
-            map[i] = kvb__index_cell(ix, id, d);
-            id = kvb__index_id(ix, cell);
-            d = cd;
-        }
+        /* one cell on: displacement + 1 (a saturated field stays saturated) */
+        carry = (cell >> bits) < dmax ? cell + one : cell;
         i = kvb__cell_next(i, cap);
     }
 }
@@ -172,7 +171,12 @@ static inline __attribute__((always_inline)) void kvb__index_insert_at(struct kv
 static inline __attribute__((always_inline)) void
 kvb__index_insert(struct kvb_index *ix, const struct kvb_slot *slots, uint32_t id)
 {
-    kvb__index_insert_at(ix, slots, id, kvb__index_home(ix, slots[id].hash), 0);
+    uint32_t at = 0, at_d = 0;
+    uint32_t found = kvb__index_find_at(ix, slots, slots[id].hash,
+                                        kvb__index_home(ix, slots[id].hash), &at, &at_d);
+    kvb_assert(found == KVB_NONE);
+    (void)found;
+    kvb__index_insert_at(ix, slots, id, at, at_d);
 }
 
 /* Erase block id, present under a hash whose home is cell i. Backward shift: each
