@@ -126,7 +126,7 @@ int kvb_pool_create(const kvb_pool_config *cfg, kvb_pool **out)
     p->prefetch = cfg->block_count >= 65536;
 #ifdef KVB_TESTING
     if (kvb__test_disp_max && kvb__test_disp_max < p->ix.disp_max)
-        p->ix.disp_max = kvb__test_disp_max; /* exercise the saturated-displacement path */
+        kvb__index_cap_disp(&p->ix, kvb__test_disp_max); /* the saturated-displacement path */
 #endif
     p->slots = kvb__calloc(&a, cfg->block_count, sizeof *p->slots);
     p->ix.map = kvb__alloc(&a, (size_t)cap * sizeof *p->ix.map);

@@ -22,6 +22,14 @@
 
 #include "pool.h"
 
+/* The displacement field saturates at max (>= 1; below the natural maximum only for
+ * a test, kvb__test_set_map_disp_max). */
+static inline void kvb__index_cap_disp(struct kvb_index *ix, uint32_t max)
+{
+    ix->disp_max = max;
+    ix->shift_lim = (max - 1) << ix->id_bits;
+}
+
 /* Sizing for a pool of block_count blocks (the map itself is allocated by the
  * caller: ix->cap cells, all KVB_NONE). */
 static inline void kvb__index_size(struct kvb_index *ix, uint32_t block_count)
@@ -29,7 +37,8 @@ static inline void kvb__index_size(struct kvb_index *ix, uint32_t block_count)
     ix->cap = block_count + block_count / 4 * 3 + 8;         /* load <= 0.57 */
     ix->id_bits = 32 - (uint32_t)__builtin_clz(block_count); /* 2^bits > count */
     ix->id_mask = (1u << ix->id_bits) - 1;
-    ix->disp_max = (uint32_t)((1ull << (32 - ix->id_bits)) - 1);
+    ix->one = 1u << ix->id_bits;
+    kvb__index_cap_disp(ix, (uint32_t)((1ull << (32 - ix->id_bits)) - 1));
 }
 
 /* the top 32 bits of the mix, scaled to the table */
@@ -153,7 +162,7 @@ static inline __attribute__((always_inline)) void kvb__index_insert_at(struct kv
                                                                        uint32_t d)
 {
     uint32_t *map = ix->map;
-    const uint32_t cap = ix->cap, bits = ix->id_bits, dmax = ix->disp_max, one = 1u << bits;
+    const uint32_t cap = ix->cap, bits = ix->id_bits, dmax = ix->disp_max, one = ix->one;
     (void)slots;
     uint32_t carry = kvb__index_cell(ix, id, d);
     for (;;) {
@@ -189,14 +198,14 @@ static inline __attribute__((always_inline)) void
 kvb__index_erase_at(struct kvb_index *ix, const struct kvb_slot *slots, uint32_t id, uint32_t i)
 {
     uint32_t *map = ix->map;
-    const uint32_t cap = ix->cap, mask = ix->id_mask, bits = ix->id_bits;
+    const uint32_t cap = ix->cap, mask = ix->id_mask;
     while ((map[i] & mask) != id) {
         kvb_assert(map[i] != KVB_NONE);
         if (map[i] == KVB_NONE)
             return;
         i = kvb__cell_next(i, cap);
     }
-    const uint32_t one = 1u << bits, lim = (ix->disp_max - 1) << bits;
+    const uint32_t one = ix->one, lim = ix->shift_lim;
     for (;;) {
         uint32_t j = kvb__cell_next(i, cap);
         uint32_t cell = map[j];
