@@ -295,6 +295,14 @@ kvb__take_locked(kvb_pool *p, uint32_t id, kvb_hash h, struct kvb_cbq *q)
     return kvb__transition_locked(p, id, KVB_S_INACTIVE, KVB_S_PRIMARY, 1);
 }
 
+/* kvb__take_locked out of line, for a lookup that rarely finds anything (the dedup
+ * lookup of a registration: its inlined copy would crowd the miss path's registers). */
+static __attribute__((noinline, unused)) uint32_t
+kvb__take_cold_locked(kvb_pool *p, uint32_t id, kvb_hash h, struct kvb_cbq *q)
+{
+    return kvb__take_locked(p, id, h, q);
+}
+
 /* Find hash h (home: its home cell) and take a reference (kvb__take_locked).
  * Returns the block id and its generation, or KVB_NONE on a miss. */
 static inline __attribute__((always_inline)) uint32_t
@@ -470,6 +478,37 @@ evicted:
 /* registration                                                             */
 /* ------------------------------------------------------------------------ */
 
+/* Registration of staged block id whose content is already in the pool: block pid
+ * (PRIMARY), a reference with generation pgen just taken on it. REJECT (or the
+ * primary's duplicates at KVB_DUPS_MAX): the staged block goes back to RESET and
+ * *out is that reference; ALLOW: the staged block becomes a DUPLICATE holding the
+ * primary. Out of line: the rare case of a registration. */
+static __attribute__((noinline, unused)) void
+kvb__register_existing_locked(kvb_pool *p, uint32_t id, uint32_t pid, uint32_t pgen, kvb_hash h,
+                              struct kvb_cbq *q, kvb_block *out)
+{
+    struct kvb_slot *s = &p->slots[id];
+    if (p->dup_policy == KVB_DUP_REJECT || p->slots[pid].dups == KVB_DUPS_MAX) {
+        kvb__transition_locked(p, id, KVB_S_STAGED, KVB_S_RESET, 0);
+        kvb__cbq_push(q, KVB_CB_RESET, id, h);
+        kvb__fill_block(out, p, pid, pgen);
+        p->c.dedups++;
+        return;
+    }
+    /* ALLOW: turn the reference just taken on the primary into the duplicate's hold
+     * (dups, under the lock; the word counts handles only). The count may reach 0
+     * here: the primary stays PRIMARY while it has duplicates. */
+    struct kvb_slot *ps = &p->slots[pid];
+    ps->dups++;
+    KVB_HB_BEFORE(&ps->word);
+    atomic_fetch_sub_explicit(&ps->word, 1, memory_order_acq_rel);
+    s->aux = pid;
+    uint32_t gen = kvb__transition_locked(p, id, KVB_S_STAGED, KVB_S_DUPLICATE, 1);
+    kvb__fill_block(out, p, id, gen);
+    kvb__cbq_presence(q, h, true);
+    p->c.duplicates++;
+}
+
 /*
  * Register block id (STAGED under hash h, its home cell `home`) and fill *out:
  * no block holds h -> STAGED -> PRIMARY; h cached -> the cached block is
@@ -486,8 +525,8 @@ kvb__register_one_locked(kvb_pool *p, uint32_t id, kvb_hash h, uint32_t home, st
     struct kvb_slot *s = &p->slots[id];
     uint32_t at = KVB_NONE, at_d = 0, pgen = 0;
     uint32_t pid = kvb__index_find_at(&p->ix, p->slots, h, home, &at, &at_d);
-    if (pid != KVB_NONE) {
-        pgen = kvb__take_locked(p, pid, h, q);
+    if (kvb_unlikely(pid != KVB_NONE)) {
+        pgen = kvb__take_cold_locked(p, pid, h, q);
         if (!pgen) { /* missed after all (the index changed): insert from the home cell */
             pid = KVB_NONE;
             at = KVB_NONE;
@@ -504,24 +543,8 @@ kvb__register_one_locked(kvb_pool *p, uint32_t id, kvb_hash h, uint32_t home, st
         kvb__fill_block(out, p, id, gen);
         kvb__cbq_presence(q, h, true);
         kvb__cbq_event(q, &p->ev_seq, KVB_CB_STORED, id, h);
-    } else if (p->dup_policy == KVB_DUP_REJECT || p->slots[pid].dups == KVB_DUPS_MAX) {
-        kvb__transition_locked(p, id, KVB_S_STAGED, KVB_S_RESET, 0);
-        kvb__cbq_push(q, KVB_CB_RESET, id, h);
-        kvb__fill_block(out, p, pid, pgen);
-        p->c.dedups++;
     } else {
-        /* ALLOW: turn the reference just taken on the primary into the duplicate's
-         * hold (dups, under the lock; the word counts handles only). The count may
-         * reach 0 here: the primary stays PRIMARY while it has duplicates. */
-        struct kvb_slot *ps = &p->slots[pid];
-        ps->dups++;
-        KVB_HB_BEFORE(&ps->word);
-        atomic_fetch_sub_explicit(&ps->word, 1, memory_order_acq_rel);
-        s->aux = pid;
-        uint32_t gen = kvb__transition_locked(p, id, KVB_S_STAGED, KVB_S_DUPLICATE, 1);
-        kvb__fill_block(out, p, id, gen);
-        kvb__cbq_presence(q, h, true);
-        p->c.duplicates++;
+        kvb__register_existing_locked(p, id, pid, pgen, h, q, out);
     }
     if (ret) { /* the content's block: the new primary, or the one it already had */
         uint32_t prio, dur;
