@@ -119,11 +119,11 @@ static inline uint64_t kvb__word(uint32_t gen, uint32_t rc)
  * (TOOLING.md).
  */
 struct kvb_index {
-    uint32_t *map;     /* (lock) cells; KVB_NONE: empty */
-    uint32_t cap;      /* (const) number of cells */
-    uint32_t id_bits;  /* (const) 2^bits > block_count: an all-ones cell is never an id */
-    uint32_t id_mask;  /* (const) */
-    uint32_t disp_max; /* (const) displacement field value meaning "look it up" */
+    uint32_t *map;      /* (lock) cells; KVB_NONE: empty */
+    uint32_t cap;       /* (const) number of cells */
+    uint32_t id_bits;   /* (const) 2^bits > block_count: an all-ones cell is never an id */
+    uint32_t id_mask;   /* (const) */
+    uint32_t disp_max;  /* (const) displacement field value meaning "look it up" */
     uint32_t one;       /* (const) 1 << id_bits: one cell of displacement */
     uint32_t shift_lim; /* (const) (disp_max - 1) << id_bits (kvb__index_erase_at) */
 };
