@@ -499,6 +499,47 @@ int kvb_block_release(kvb_block *b)
     return 0;
 }
 
+/*
+ * A duplicate released at chunk position j of a batch left its primary pid without
+ * duplicates but with handles. The batch's contract (every decrement of a chunk of
+ * 256 handles before any transition, see kvb_block_release_n) says: when the rest
+ * of the chunk holds enough handles of pid to take its count to 0, the primary's
+ * transition happens here, at the duplicate's turn, and the handle that took the
+ * count to 0 finds its work done (release_noops). Do exactly that: decrement those
+ * handles now (marked done; one past 0 would be a misuse, left to the main loop,
+ * which finds the generation moved on, as the contract's first pass would have).
+ * Lock held throughout: nobody else can move pid's word to 0 while we hold valid
+ * handles of it. Rare: a duplicate and its primary released in one batch.
+ */
+static __attribute__((noinline)) void kvb_release_chunk_primary(kvb_pool *p, uint32_t pid,
+                                                                kvb_block *chunk, uint32_t j,
+                                                                uint32_t m, uint64_t *done,
+                                                                struct kvb_cbq *q)
+{
+    _Atomic uint64_t *wp = &p->slots[pid].word;
+    uint64_t w = atomic_load_explicit(wp, memory_order_relaxed);
+    uint32_t gen = kvb__word_gen(w), have = 0;
+    for (uint32_t k = j + 1; k < m; k++)
+        have += chunk[k].pool == p && chunk[k].id == pid && chunk[k].gen == gen;
+    if (have < kvb__word_rc(w))
+        return; /* its count stays above 0 through the chunk: nothing moves here */
+    for (uint32_t k = j + 1; k < m; k++) {
+        kvb_block *b = &chunk[k];
+        if (b->pool != p || b->id != pid || b->gen != gen)
+            continue;
+        int rc = kvb_ref_dec(p, pid, gen);
+        if (rc < 0)
+            return; /* (only with more copies than references: the main loop counts them) */
+        done[k >> 6] |= 1ull << (k & 63);
+        memset(b, 0, sizeof *b);
+        if (rc) {
+            p->c.release_noops++; /* that handle's release found its work done */
+            kvb__released_locked(p, pid, q);
+            return;
+        }
+    }
+}
+
 int kvb_block_release_n(kvb_block *blocks, uint32_t n)
 {
     if (n && !blocks)
@@ -506,39 +547,53 @@ int kvb_block_release_n(kvb_block *blocks, uint32_t n)
     int result = 0;
     kvb_pool *locked = NULL;
     struct kvb_cbq q;
-    /* One pass. Each decrement is lock-free; a last release takes its pool's lock,
-     * which then stays held for the rest of the batch and is only switched when the
-     * handles change pool (never two pool locks at once) or the callback queue
-     * fills. A count that reaches 0 while its pool's lock is already held cannot have
-     * been moved by anyone since (a transition needs the lock; lock-free operations
-     * need a count > 0): its transition follows at once, without the re-check that a
-     * release taking the lock after its decrement needs (kvb__last_release_locked). */
-    for (uint32_t i = 0; i < n; i++) {
-        kvb_block *b = &blocks[i];
-        kvb_pool *p = b->pool;
-        if (!p) {
-            result = -ESTALE;
-            continue;
-        }
-        int rc = kvb_ref_dec(p, b->id, b->gen);
-        if (kvb_unlikely(rc < 0)) {
-            result = kvb__pool_misuse(p, "kvb_block_release_n");
-            continue;
-        }
-        if (rc) {
-            if (kvb_likely(p == locked && !kvb__cbq_full(&q, 5))) {
-                kvb__released_locked(p, b->id, &q);
-            } else {
-                if (locked)
-                    kvb__pool_unlock_fire(locked, &q);
-                locked = p;
-                KVB_TEST_LAST_RELEASE(p, b->id);
-                kvb__cbq_init(&q, &p->sinks);
-                kvb__pool_lock(p);
-                kvb__last_release_locked(p, b->id, b->gen, &q);
+    /* The contract, per chunk of 256 handles: every decrement (lock-free) before any
+     * last-release transition (under the lock, in handle order), so that a duplicate
+     * whose primary's handles are all in the chunk moves the primary at its turn. One
+     * pass does it: a last release takes its pool's lock, which then stays held
+     * (switched only when the handles change pool, never two pool locks at once, or
+     * when the callback queue fills). A count that reaches 0 while its pool's lock is
+     * already held cannot have been moved since (a transition needs the lock;
+     * lock-free operations need a count > 0): its transition follows at once, without
+     * the re-check of kvb__last_release_locked. The only way the order of decrements
+     * and transitions could show is a duplicate released before handles of its
+     * primary in the same chunk: kvb_release_chunk_primary applies the contract there. */
+    for (uint32_t base = 0; base < n; base += 256) {
+        uint32_t m = n - base < 256 ? n - base : 256;
+        kvb_block *chunk = blocks + base;
+        uint64_t done[4] = {0, 0, 0, 0};
+        for (uint32_t j = 0; j < m; j++) {
+            kvb_block *b = &chunk[j];
+            kvb_pool *p = b->pool;
+            if (kvb_unlikely(done[j >> 6] & (1ull << (j & 63))))
+                continue;
+            if (!p) {
+                result = -ESTALE;
+                continue;
             }
+            int rc = kvb_ref_dec(p, b->id, b->gen);
+            if (kvb_unlikely(rc < 0)) {
+                result = kvb__pool_misuse(p, "kvb_block_release_n");
+                continue;
+            }
+            if (rc) {
+                uint32_t pid;
+                if (kvb_likely(p == locked && !kvb__cbq_full(&q, 5))) {
+                    pid = kvb__released_locked(p, b->id, &q);
+                } else {
+                    if (locked)
+                        kvb__pool_unlock_fire(locked, &q);
+                    locked = p;
+                    KVB_TEST_LAST_RELEASE(p, b->id);
+                    kvb__cbq_init(&q, &p->sinks);
+                    kvb__pool_lock(p);
+                    pid = kvb__last_release_locked(p, b->id, b->gen, &q);
+                }
+                if (kvb_unlikely(pid != KVB_NONE))
+                    kvb_release_chunk_primary(p, pid, chunk, j, m, done, &q);
+            }
+            memset(b, 0, sizeof *b);
         }
-        memset(b, 0, sizeof *b);
     }
     if (locked)
         kvb__pool_unlock_fire(locked, &q);

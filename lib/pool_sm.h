@@ -183,17 +183,20 @@ static inline void kvb__fill_block(kvb_block *b, kvb_pool *p, uint32_t id, uint3
 /*
  * The last handle of block id (PRIMARY or DUPLICATE) is gone and nobody performed
  * its transition yet: its word is (generation, 0), and the lock has been held
- * since that was known. Perform it. A duplicate's transition drops its hold on
- * its primary, which may make that primary's transition ours too.
+ * since that was checked (kvb__last_release_locked). Perform it. A duplicate's
+ * transition drops its hold on its primary, which may make that primary's
+ * transition ours too. Returns the primary a duplicate released here left without
+ * duplicates but with handles (KVB_NONE otherwise): a batch release may hold those
+ * handles further on (kvb_block_release_n).
  */
-static inline __attribute__((always_inline)) void kvb__released_locked(kvb_pool *p, uint32_t id,
-                                                                       struct kvb_cbq *q)
+static inline __attribute__((always_inline)) uint32_t kvb__released_locked(kvb_pool *p, uint32_t id,
+                                                                           struct kvb_cbq *q)
 {
     for (;;) {
         struct kvb_slot *s = &p->slots[id];
         if (kvb_likely(s->state == KVB_S_PRIMARY)) {
             if (s->dups)
-                return; /* still held by its duplicates: their last one moves it */
+                return KVB_NONE; /* still held by its duplicates: their last one moves it */
             if (s->flags & KVB_F_RESET_ON_RELEASE) {
                 kvb__transition_locked(p, id, KVB_S_PRIMARY, KVB_S_RESET, 0);
                 kvb__cbq_push(q, KVB_CB_RESET, id, s->hash);
@@ -202,11 +205,11 @@ static inline __attribute__((always_inline)) void kvb__released_locked(kvb_pool 
             } else {
                 kvb__transition_locked(p, id, KVB_S_PRIMARY, KVB_S_INACTIVE, 0);
             }
-            return;
+            return KVB_NONE;
         }
         kvb_assert(s->state == KVB_S_DUPLICATE);
         if (s->state != KVB_S_DUPLICATE)
-            return;
+            return KVB_NONE;
         uint32_t pid = s->aux;
         kvb__transition_locked(p, id, KVB_S_DUPLICATE, KVB_S_RESET, 0);
         kvb__cbq_push(q, KVB_CB_RESET, id, s->hash);
@@ -217,8 +220,10 @@ static inline __attribute__((always_inline)) void kvb__released_locked(kvb_pool 
         ps->dups--;
         uint64_t pw = atomic_load_explicit(&ps->word, memory_order_acquire);
         KVB_HB_AFTER(&ps->word);
-        if (ps->dups || kvb__word_rc(pw) != 0)
-            return;
+        if (ps->dups)
+            return KVB_NONE;
+        if (kvb__word_rc(pw) != 0)
+            return pid;
         /* No handle and no duplicate left: the primary's transition is ours (a handle
          * release still on its way to the lock will find the generation moved on). */
         id = pid;
@@ -229,9 +234,10 @@ static inline __attribute__((always_inline)) void kvb__released_locked(kvb_pool 
  * The last reference of a PRIMARY or DUPLICATE with generation gen is gone, and the
  * lock was taken after that: perform its transition unless somebody did (a lookup
  * in between performs it eagerly, and the late release is a counted no-op).
+ * Returns as kvb__released_locked.
  */
-static inline void kvb__last_release_locked(kvb_pool *p, uint32_t id, uint32_t gen,
-                                            struct kvb_cbq *q)
+static inline __attribute__((always_inline)) uint32_t
+kvb__last_release_locked(kvb_pool *p, uint32_t id, uint32_t gen, struct kvb_cbq *q)
 {
     struct kvb_slot *s = &p->slots[id];
     uint64_t w = atomic_load_explicit(&s->word, memory_order_acquire);
@@ -239,9 +245,9 @@ static inline void kvb__last_release_locked(kvb_pool *p, uint32_t id, uint32_t g
     if (kvb__word_gen(w) != gen || kvb__word_rc(w) != 0) {
         /* a lookup performed this transition eagerly: we lost the race */
         p->c.release_noops++;
-        return;
+        return KVB_NONE;
     }
-    kvb__released_locked(p, id, q);
+    return kvb__released_locked(p, id, q);
 }
 
 /*
