@@ -499,6 +499,11 @@ int kvb_block_release(kvb_block *b)
     return 0;
 }
 
+/* What a handle that kvb_release_chunk_primary released ahead of its turn names as its
+ * pool until the main loop reaches and clears it: an address no caller can hold. */
+static const char kvb_released_ahead_obj;
+#define KVB_RELEASED_AHEAD ((kvb_pool *)(uintptr_t)&kvb_released_ahead_obj)
+
 /*
  * A duplicate released at chunk position j of a batch left its primary pid without
  * duplicates but with handles. The batch's contract (every decrement of a chunk of
@@ -506,15 +511,14 @@ int kvb_block_release(kvb_block *b)
  * of the chunk holds enough handles of pid to take its count to 0, the primary's
  * transition happens here, at the duplicate's turn, and the handle that took the
  * count to 0 finds its work done (release_noops). Do exactly that: decrement those
- * handles now (marked done; one past 0 would be a misuse, left to the main loop,
- * which finds the generation moved on, as the contract's first pass would have).
- * Lock held throughout: nobody else can move pid's word to 0 while we hold valid
- * handles of it. Rare: a duplicate and its primary released in one batch.
+ * handles now (marked KVB_RELEASED_AHEAD; one past 0 would be a misuse, left to the
+ * main loop, which finds the generation moved on, as the contract's first pass
+ * would have). Lock held throughout: nobody else can move pid's word to 0 while we
+ * hold valid handles of it. Rare: a duplicate and its primary released in one batch.
  */
 static __attribute__((noinline)) void kvb_release_chunk_primary(kvb_pool *p, uint32_t pid,
                                                                 kvb_block *chunk, uint32_t j,
-                                                                uint32_t m, uint64_t *done,
-                                                                struct kvb_cbq *q)
+                                                                uint32_t m, struct kvb_cbq *q)
 {
     _Atomic uint64_t *wp = &p->slots[pid].word;
     uint64_t w = atomic_load_explicit(wp, memory_order_relaxed);
@@ -530,8 +534,7 @@ static __attribute__((noinline)) void kvb_release_chunk_primary(kvb_pool *p, uin
         int rc = kvb_ref_dec(p, pid, gen);
         if (rc < 0)
             return; /* (only with more copies than references: the main loop counts them) */
-        done[k >> 6] |= 1ull << (k & 63);
-        memset(b, 0, sizeof *b);
+        b->pool = KVB_RELEASED_AHEAD;
         if (rc) {
             p->c.release_noops++; /* that handle's release found its work done */
             kvb__released_locked(p, pid, q);
@@ -561,14 +564,15 @@ int kvb_block_release_n(kvb_block *blocks, uint32_t n)
     for (uint32_t base = 0; base < n; base += 256) {
         uint32_t m = n - base < 256 ? n - base : 256;
         kvb_block *chunk = blocks + base;
-        uint64_t done[4] = {0, 0, 0, 0};
         for (uint32_t j = 0; j < m; j++) {
             kvb_block *b = &chunk[j];
             kvb_pool *p = b->pool;
-            if (kvb_unlikely(done[j >> 6] & (1ull << (j & 63))))
-                continue;
             if (!p) {
                 result = -ESTALE;
+                continue;
+            }
+            if (kvb_unlikely(p == KVB_RELEASED_AHEAD)) {
+                memset(b, 0, sizeof *b);
                 continue;
             }
             int rc = kvb_ref_dec(p, b->id, b->gen);
@@ -590,7 +594,7 @@ int kvb_block_release_n(kvb_block *blocks, uint32_t n)
                     pid = kvb__last_release_locked(p, b->id, b->gen, &q);
                 }
                 if (kvb_unlikely(pid != KVB_NONE))
-                    kvb_release_chunk_primary(p, pid, chunk, j, m, done, &q);
+                    kvb_release_chunk_primary(p, pid, chunk, j, m, &q);
             }
             memset(b, 0, sizeof *b);
         }
