@@ -529,24 +529,6 @@ KVB_API int kvb_index_load(const char *path, const kvb_index_config *cfg, kvb_in
 
 /* ---- Prometheus text --------------------------------------------------------- */
 
-/* Label value escaping of the text format: backslash, double quote, newline. */
-static void escape_label(const char *in, char *out)
-{
-    size_t j = 0;
-    for (; *in; in++) {
-        if (*in == '\\' || *in == '"') {
-            out[j++] = '\\';
-            out[j++] = *in;
-        } else if (*in == '\n') {
-            out[j++] = '\\';
-            out[j++] = 'n';
-        } else {
-            out[j++] = *in;
-        }
-    }
-    out[j] = 0;
-}
-
 #define IX_LABELS "worker=\"%s\",dp_rank=\"%lld\""
 
 static void metric_head(struct kvb__out *o, const char *name, const char *type, const char *help)
@@ -643,7 +625,7 @@ KVB_API int kvb_index_metrics_text(const kvb_index *idx, char *buf, size_t cap)
             const struct kvb_ix_stream *st = idx->tab[i];
             if (!st)
                 continue;
-            escape_label(st->name, name);
+            kvb__prom_escape(st->name, name, sizeof name);
             for (int s = 0; s <= KVB_STREAM_STALE; s++)
                 kvb__out_printf(&o, "kvblock_index_stream_state{" IX_LABELS ",state=\"%s\"} %d\n",
                                 name, (long long)st->rank,
@@ -656,7 +638,7 @@ KVB_API int kvb_index_metrics_text(const kvb_index *idx, char *buf, size_t cap)
                 const struct kvb_ix_stream *st = idx->tab[i];
                 if (!st)
                     continue;
-                escape_label(st->name, name);
+                kvb__prom_escape(st->name, name, sizeof name);
                 kvb__out_printf(&o, "kvblock_index_%s{" IX_LABELS "} %lld\n", f[fi].name, name,
                                 (long long)st->rank, (long long)stream_field(st, fi));
             }
@@ -667,7 +649,7 @@ KVB_API int kvb_index_metrics_text(const kvb_index *idx, char *buf, size_t cap)
             const struct kvb_ix_stream *st = idx->tab[i];
             if (!st)
                 continue;
-            escape_label(st->name, name);
+            kvb__prom_escape(st->name, name, sizeof name);
             for (int d = 0; d < KVB_DROP_COUNT; d++)
                 kvb__out_printf(
                     &o, "kvblock_index_stream_dropped_total{" IX_LABELS ",reason=\"%s\"} %llu\n",

@@ -61,6 +61,9 @@ struct kvb__out {
 };
 void kvb__out_printf(struct kvb__out *o, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/* A Prometheus label value escaped (backslash, double quote, newline) into
+ * out[0..cap), NUL-terminated; cap >= 2 * strlen(in) + 1 keeps all of it. */
+void kvb__prom_escape(const char *in, char *out, size_t cap);
 
 /* Fold a 128-bit hash to 64 bits and mix it (DESIGN.md section 4): real content
  * hashes are uniform already, but hashes built from small integers (trace ids,

@@ -99,24 +99,6 @@ int kvb_pool_memory(kvb_pool *p, kvb_memory_stats *out)
 /* Prometheus text                                                          */
 /* ------------------------------------------------------------------------ */
 
-/* Escape a label value: backslash, double quote and newline. */
-static void kvb_escape_label(const char *in, char *out, size_t cap)
-{
-    size_t j = 0;
-    for (; *in && j + 3 < cap; in++) {
-        if (*in == '\\' || *in == '"') {
-            out[j++] = '\\';
-            out[j++] = *in;
-        } else if (*in == '\n') {
-            out[j++] = '\\';
-            out[j++] = 'n';
-        } else {
-            out[j++] = *in;
-        }
-    }
-    out[j] = 0;
-}
-
 int kvb_pool_metrics_text(kvb_pool *p, char *buf, size_t cap)
 {
     if (!p || (cap && !buf))
@@ -126,7 +108,7 @@ int kvb_pool_metrics_text(kvb_pool *p, char *buf, size_t cap)
     if (rc)
         return rc;
     char name[2 * sizeof p->name + 1];
-    kvb_escape_label(p->name, name, sizeof name);
+    kvb__prom_escape(p->name, name, sizeof name);
     struct kvb__out o = {.buf = buf, .cap = cap, .len = 0};
     if (cap)
         buf[0] = 0;

@@ -101,3 +101,20 @@ void kvb__out_printf(struct kvb__out *o, const char *fmt, ...)
     if (n > 0)
         o->len += (size_t)n;
 }
+
+void kvb__prom_escape(const char *in, char *out, size_t cap)
+{
+    size_t j = 0;
+    for (; *in && j + 2 < cap; in++) { /* room for two bytes and the NUL */
+        if (*in == '\\' || *in == '"') {
+            out[j++] = '\\';
+            out[j++] = *in;
+        } else if (*in == '\n') {
+            out[j++] = '\\';
+            out[j++] = 'n';
+        } else {
+            out[j++] = *in;
+        }
+    }
+    out[j] = 0;
+}
