@@ -5,10 +5,13 @@ The same workload as the C tool kvb-replay (and as the vLLM BlockPool figure the
 README compares with): for each request, in trace order,
 
     hashes: id x at index j, after id y, is kvb_hash_make(x, y, j > 0, j)
-    k = pool.match(hashes)                      prefix hits, one lock
-    allocate the other n - k blocks, stage them with their hashes, register them
-                                                (three batch calls, one lock each)
+    blocks, k = pool.acquire(hashes)            prefix hits, then the other n - k
+                                                blocks allocated, staged and registered
+                                                (one kvb_pool_acquire, one lock)
     release the n blocks, last block first      (one kvb_block_release_n)
+
+(--api calls: pool.match, then allocate, stage and register the other n - k, four
+batch calls with one lock each; the same hits and evictions.)
 
 through the binding's batch path: Hashes views (no copy) in, reusable
 Mutables/Completes/Blocks batches out, so no Python object is made per block.
@@ -75,25 +78,32 @@ def synthetic(n, seed):
     return reqs
 
 
-def replay_once(reqs, views, capacity, policy):
+def replay_once(reqs, views, capacity, policy, api):
     maxn = max(len(r) for r in reqs)
     pool = kvblock.Pool(capacity, evict=policy, name="replay")
     mut, comp, blk = (kvblock.Mutables(pool, maxn), kvblock.Completes(pool, maxn),
                       kvblock.Blocks(pool, maxn))
     match, allocate, stage, register = pool.match, pool.allocate, pool.stage, pool.register
-    release = blk.release
+    acquire, release = pool.acquire, blk.release
     hits = 0
-    t0 = time.perf_counter_ns()
-    for h in views:
-        n = len(h)
-        k = len(match(h, out=blk))
-        hits += k
-        if k < n:
-            allocate(n - k, out=mut)
-            stage(mut, h, out=comp, offset=k)
-            register(comp, out=blk, offset=k)
-        release(reverse=True)
-    t1 = time.perf_counter_ns()
+    if api == "acquire":
+        t0 = time.perf_counter_ns()
+        for h in views:
+            hits += acquire(h, blk)[1]
+            release(True)
+        t1 = time.perf_counter_ns()
+    else:
+        t0 = time.perf_counter_ns()
+        for h in views:
+            n = len(h)
+            k = len(match(h, out=blk))
+            hits += k
+            if k < n:
+                allocate(n - k, out=mut)
+                stage(mut, h, out=comp, offset=k)
+                register(comp, out=blk, offset=k)
+            release(reverse=True)
+        t1 = time.perf_counter_ns()
     st = pool.stats()
     pool.check()
     assert st["primary"] == st["mutable_"] == st["staged"] == st["duplicate"] == 0
@@ -109,6 +119,9 @@ def main():
     ap.add_argument("--capacity", type=int, default=8000)
     ap.add_argument("--policy", default="lru")
     ap.add_argument("--repeat", type=int, default=3, help="best of N runs")
+    ap.add_argument("--api", choices=("acquire", "calls"), default="acquire",
+                    help="acquire: one Pool.acquire per request (default); calls: match, "
+                    "allocate, stage, register")
     ap.add_argument("--synthetic", type=int, default=0, metavar="N",
                     help="replay N synthetic requests instead of a trace")
     args = ap.parse_args()
@@ -136,7 +149,7 @@ def main():
 
     best = None
     for _ in range(max(1, args.repeat)):
-        res = replay_once(reqs, views, args.capacity, args.policy)
+        res = replay_once(reqs, views, args.capacity, args.policy, args.api)
         if best is not None and res[:2] != best[:2]:
             sys.exit("runs disagree: the replay is not deterministic")
         if best is None or res[2] < best[2]:
@@ -146,7 +159,7 @@ def main():
     print(f"binding: kvblock (cffi ABI mode) over {kvblock.LIBRARY_PATH}")
     print(f"policy {args.policy}, capacity {args.capacity}: hit ratio {100.0 * hits / refs:.2f}%, "
           f"evictions {evictions}")
-    print(f"python batch path: {ns / refs:.0f} ns per block ref "
+    print(f"python batch path ({args.api}): {ns / refs:.0f} ns per block ref "
           f"({ns / 1e6:.1f} ms, best of {max(1, args.repeat)})")
     return 0
 

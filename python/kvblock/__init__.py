@@ -8,6 +8,8 @@
             with pool.put(rest) as new:          # allocate + stage + register
                 ...                              # run the step
         # both batches released here (one kvb_block_release_n each)
+        blocks, hits = pool.acquire(hashes)      # or: all of it in one call and one lock
+        blocks.release()
 
 The fleet index (FLEET.md), over the C index and its ZeroMQ subscriber:
 

@@ -163,6 +163,10 @@ int kvb_complete_reset(kvb_complete *c, kvb_mutable *out);
 int kvb_complete_release(kvb_complete *c);
 int kvb_pool_register(kvb_pool *pool, kvb_complete *in, uint32_t n, kvb_block *out);
 int kvb_pool_match(kvb_pool *pool, const kvb_hash *hashes, uint32_t n, kvb_block *out);
+typedef struct kvb_retention kvb_retention;
+int kvb_pool_acquire(kvb_pool *pool, const kvb_hash *hashes, uint32_t n,
+                     const kvb_retention *retention, kvb_block *out, kvb_hash *evicted,
+                     uint32_t *n_evicted);
 int kvb_pool_match_scattered(kvb_pool *pool, const kvb_hash *hashes, uint32_t n,
                              kvb_block *out, bool *hit);
 int kvb_pool_scan(kvb_pool *pool, const kvb_hash *hashes, uint32_t n, bool touch,

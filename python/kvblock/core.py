@@ -1065,6 +1065,46 @@ class Pool:
         out._n = rc
         return out
 
+    def acquire(self, hashes, out=None, evicted=None):
+        """A request's blocks in one call under one lock (kvb_pool_acquire): the
+        prefix match, then the rest allocated, staged and registered, with the hits,
+        victims, counters, events and callbacks of match + allocate + stage + register
+        in sequence; all or nothing (KvbError ENOSPC / EOVERFLOW: nothing taken).
+        Returns (blocks, hits): blocks holds len(hashes) references, blocks[0:hits]
+        the prefix found, the rest the newly registered ones. evicted: a Hashes of
+        capacity >= len(hashes) to receive the evicted hashes (its length is set)."""
+        try:
+            if type(hashes) is Hashes:
+                ptr, n, keep = hashes._ptr, hashes._n, None
+            else:
+                ptr, n, keep = _hashes(hashes, "Pool.acquire")
+            if out is None:
+                out = Blocks._new(self, n)
+            elif out._pool is not self or n > out._cap:
+                self._bad_out("Pool.acquire", out, Blocks, n)
+            if evicted is None:
+                rc = lib.kvb_pool_acquire(self._p, ptr, n, ffi.NULL, out._arr, ffi.NULL,
+                                          ffi.NULL)
+            else:
+                if type(evicted) is not Hashes:
+                    raise type_error("Pool.acquire", "evicted", "a kvblock.Hashes or None",
+                                     evicted)
+                if len(evicted) < n:
+                    raise ValueError(f"Pool.acquire: evicted must be a Hashes of length >= "
+                                     f"len(hashes) ({n}), not {len(evicted)}")
+                nev = ffi.new("uint32_t *")
+                rc = lib.kvb_pool_acquire(self._p, ptr, n, ffi.NULL, out._arr, evicted._ptr,
+                                          nev)
+                if rc >= 0:
+                    evicted._n = nev[0]
+        except (TypeError, AttributeError, OverflowError):
+            self._bad_args("Pool.acquire", hashes=hashes, out=out, cls=Blocks)
+            raise
+        if rc < 0:
+            raise KvbError(rc, "kvb_pool_acquire")
+        out._n = n
+        return out, rc
+
     def _scattered(self, hashes, out, touch, scan):
         where = "Pool.scan" if scan else "Pool.match_scattered"
         p = self._h(where)

@@ -144,6 +144,74 @@ def test_out_buffers_are_reused():
             p.allocate(9, out=mut)
 
 
+def _four_calls(p, hs, mut, comp, blk, ev):
+    """Pool.acquire's definition: match, then allocate + stage + register the rest."""
+    k = len(p.match(hs, out=blk))
+    if k < len(hs):
+        p.allocate(len(hs) - k, out=mut, evicted=ev)
+        p.stage(mut, hs[k:], out=comp)
+        p.register(comp, out=blk, offset=k)
+    return k
+
+
+def test_acquire_agrees_with_the_four_calls_on_a_random_workload():
+    import random
+    rnd = random.Random(7)
+    for policy in ("lru", "fifo", "lineage_arc", "adaptive"):
+        a, b = Pool(48, evict=policy), Pool(48, evict=policy)
+        ba, bb = kvblock.Blocks(a, 16), kvblock.Blocks(b, 16)
+        mut, comp = kvblock.Mutables(b, 16), kvblock.Completes(b, 16)
+        for _ in range(400):
+            hs = chain(rnd.randrange(12), rnd.randint(1, 16))
+            eva, evb = Hashes(16), Hashes(16)  # (a call sets the length: fresh ones)
+            blocks, k = a.acquire(hs, out=ba, evicted=eva)
+            assert blocks is ba and len(ba) == len(hs)
+            assert k == _four_calls(b, hs, mut, comp, bb, evb)
+            assert ba.hashes() == bb.hashes() == list(hs)
+            assert list(eva) == (list(evb) if k < len(hs) else [])
+            rev = rnd.random() < 0.7
+            ba.release(reverse=rev)
+            bb.release(reverse=rev)
+        sa, sb = a.stats(), b.stats()
+        for f in ("match_requested", "match_returned", "evictions", "registrations", "inactive",
+                  "reset", "resurrections", "dedups", "allocations"):
+            assert sa[f] == sb[f], (policy, f)
+        a.check()
+        b.check()
+        a.close()
+        b.close()
+
+
+def test_acquire_is_all_or_nothing_and_checks_its_arguments():
+    with Pool(4) as p:
+        held = p.put(chain(1, 2))
+        before = p.stats()
+        with pytest.raises(KvbError) as e:
+            p.acquire(chain(2, 3))  # 3 new blocks, 2 free: nothing taken
+        assert e.value.name == "ENOSPC"
+        after = p.stats()
+        lock = ("lock_acquisitions", "lock_contended", "lock_wait_ns")
+        assert {f: v for f, v in after.items() if f not in lock} == \
+            {f: v for f, v in before.items() if f not in lock}
+        blocks, k = p.acquire(chain(1, 3))  # the 2 held + 1 new
+        assert k == 2 and len(blocks) == 3 and blocks.hashes() == list(chain(1, 3))
+        blocks.release()
+        held.release()
+        with pytest.raises(TypeError):
+            p.acquire(42)
+        with pytest.raises(TypeError):
+            p.acquire(chain(1, 2), evicted=[])
+        with pytest.raises(ValueError):
+            p.acquire(chain(1, 3), evicted=Hashes(1))
+        with pytest.raises(ValueError):
+            p.acquire(chain(1, 3), out=kvblock.Blocks(p, 2))
+        with Pool(4) as other, pytest.raises(ValueError):
+            p.acquire(chain(1, 1), out=kvblock.Blocks(other, 4))
+        assert p.stats()["primary"] == 0
+    with pytest.raises(ValueError):
+        p.acquire(chain(1, 1))  # a closed pool
+
+
 def test_errors_carry_the_errno_name_and_change_nothing():
     p = Pool(2)
     b = p.put(chain(1, 2))

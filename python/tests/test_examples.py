@@ -14,7 +14,7 @@ def test_replay_example_on_a_small_synthetic_workload():
     assert "400 requests" in out
     m = re.search(r"hit ratio ([0-9.]+)%", out)
     assert m and 0.0 < float(m.group(1)) < 100.0
-    assert re.search(r"python batch path: \d+ ns per block ref", out)
+    assert re.search(r"python batch path \(acquire\): \d+ ns per block ref", out)
 
 
 def test_the_python_scheduler_step_of_docs_ecosystem_md():
