@@ -212,12 +212,13 @@ static void compare_pool(const struct mpool *mp, const char *what)
     EQ(s.hint_evictions, mp->h_evictions);
     if (mp->policy != POL_OTHER)
         EQ(s.hint_protected, m_protected(mp));
-    uint32_t listed = 0, timers = 0;
+    uint32_t retained = 0, timers = 0; /* cached off the default, not set apart by hints */
     for (uint32_t i = 0; i < mp->n; i++) {
-        listed += mp->s[i].state == S_INACTIVE && mp->s[i].listed;
+        retained += mp->s[i].state == S_INACTIVE && !mp->s[i].diverted &&
+                    mp->s[i].prio != KVB_PRIORITY_DEFAULT;
         timers += mp->s[i].until != 0;
     }
-    EQ(s.retained, listed);
+    EQ(s.retained, retained);
     EQ(s.retention_timers, timers);
     EQ(s.retention_expired, mp->expired);
     EQ(s.retained_evictions, mp->retained_evictions);
@@ -994,27 +995,11 @@ static void op_reset_inactive(struct rd *r)
                 order[k++] = got_cb.r[j].id;
         CHECK(k == total, "reset_inactive: %u on_evict for %u cached blocks", k, total);
     } else {
-        /* below the default priority, the policy's order, above the default */
-        uint32_t nb = 0;
-        struct mslot save[MAXB];
-        memcpy(save, mp->s, sizeof save);
-        int l;
-        while ((l = m_list_head(mp, 0, KVB_PRIORITY_DEFAULT - 1)) >= 0) {
-            order[nb++] = (uint32_t)l;
-            mp->s[l].listed = false;
-            mp->s[l].diverted = true; /* (out of every order until drained below) */
-        }
-        uint32_t np = m_in_policy(mp);
-        m_victims(mp, np, order + nb);
-        for (uint32_t j = nb; j < nb + np; j++)
-            mp->s[order[j]].diverted = true;
-        nb += np;
-        while ((l = m_list_head(mp, KVB_PRIORITY_DEFAULT + 1, KVB_PRIORITY_MAX)) >= 0) {
-            order[nb++] = (uint32_t)l;
-            mp->s[l].listed = false;
-            mp->s[l].diverted = true;
-        }
-        memcpy(mp->s, save, sizeof save); /* the drain below moves them */
+        /* the lowest level first, the policy's order within a level */
+        static struct mpool save; /* (large: not on the stack) */
+        save = *mp;
+        uint32_t nb = m_level_victims(mp, total, order, false);
+        *mp = save; /* the drain below moves them */
         /* then the blocks set apart by hints, largest key first (ties: the callbacks' order
          * when there are callbacks to follow; any order is right without them) */
         uint32_t k = nb, seen = 0;
@@ -1225,12 +1210,7 @@ static void op_hint(struct rd *r)
         for (uint32_t id = 0; id < mp->n; id++)
             if (mp->s[id].state == S_INACTIVE && mp->s[id].diverted && heq(mp->s[id].hash, hs[i])) {
                 mp->s[id].diverted = false;
-                if (mp->s[id].prio != KVB_PRIORITY_DEFAULT) { /* its priority's list */
-                    mp->s[id].listed = true;
-                    mp->s[id].lseq = ++mp->lseq;
-                } else {
-                    mp->lru[mp->nlru++] = id;
-                }
+                mp->lru[mp->nlru++] = id; /* whatever its priority */
             }
     }
 }

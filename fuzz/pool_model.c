@@ -128,10 +128,7 @@ uint32_t m_trans(struct mpool *mp, uint32_t id, int to, uint32_t rc)
     if (to == S_RESET) {
         s->flag = false;
         free_push(mp, id);
-    } else if (to == S_INACTIVE && s->prio != KVB_PRIORITY_DEFAULT) {
-        s->listed = true;
-        s->lseq = ++mp->lseq;
-    } else if (to == S_INACTIVE) {
+    } else if (to == S_INACTIVE) { /* into the policy's order, whatever its priority */
         mp->lru[mp->nlru++] = id;
     }
     if (held(mp) > mp->peak)
@@ -301,7 +298,7 @@ int m_list_head(const struct mpool *mp, uint32_t lo, uint32_t hi)
 /* A block taken from where it waits (its list or the policy's order): set apart when
  * hinted, else out[(*k)++]. Victims are marked `diverted` too, which keeps them out
  * of every order until m_trans moves them. */
-static void m_take(struct mpool *mp, uint32_t id, uint32_t *out, uint32_t *k)
+static void m_take(struct mpool *mp, uint32_t id, uint32_t *out, uint32_t *k, bool filter)
 {
     struct mslot *s = &mp->s[id];
     if (s->listed)
@@ -309,7 +306,7 @@ static void m_take(struct mpool *mp, uint32_t id, uint32_t *out, uint32_t *k)
     else
         lru_remove(mp, id); /* (the lru list tracks the policy's blocks whatever the policy) */
     s->diverted = true;
-    if (!m_hinted(mp, s->hash))
+    if (!filter || !m_hinted(mp, s->hash))
         out[(*k)++] = id;
 }
 
@@ -321,23 +318,49 @@ uint32_t m_in_policy(const struct mpool *mp)
     return nb;
 }
 
-/* Victims of an allocation needing `need` blocks past the free list (known policies):
- * the lists below the default priority, the policy's order, the lists above the
- * default (hinted blocks set apart on the way), then the set-apart blocks by key,
- * largest first (ties: the library's choice, from lib[], checked). */
-void m_victims_hinted(struct mpool *mp, uint32_t need, uint32_t *out, const uint32_t *lib)
+/* The lowest priority of a cached block in the policy's order or a level list
+ * (not set apart by hints, not taken), or -1. */
+static int m_lowest_cached(const struct mpool *mp)
+{
+    int low = -1;
+    for (uint32_t i = 0; i < mp->n; i++) {
+        const struct mslot *s = &mp->s[i];
+        if (s->state == S_INACTIVE && !s->diverted && (low < 0 || s->prio < low))
+            low = s->prio;
+    }
+    return low;
+}
+
+uint32_t m_level_victims(struct mpool *mp, uint32_t need, uint32_t *out, bool filter)
 {
     uint32_t k = 0;
     int l;
-    while (k < need && (l = m_list_head(mp, 0, KVB_PRIORITY_DEFAULT - 1)) >= 0)
-        m_take(mp, (uint32_t)l, out, &k);
-    while (k < need && m_in_policy(mp)) {
+    while (k < need && (l = m_lowest_cached(mp)) >= 0) {
+        int head = m_list_head(mp, (uint32_t)l, (uint32_t)l);
+        if (head >= 0) {
+            m_take(mp, (uint32_t)head, out, &k, filter);
+            continue;
+        }
         uint32_t order[1];
         m_victims(mp, 1, order);
-        m_take(mp, order[0], out, &k);
+        struct mslot *s = &mp->s[order[0]];
+        if (s->prio == l || (filter && m_hinted(mp, s->hash))) {
+            m_take(mp, order[0], out, &k, filter);
+        } else {
+            lru_remove(mp, order[0]);
+            s->listed = true;
+            s->lseq = ++mp->lseq;
+        }
     }
-    while (k < need && (l = m_list_head(mp, KVB_PRIORITY_DEFAULT + 1, KVB_PRIORITY_MAX)) >= 0)
-        m_take(mp, (uint32_t)l, out, &k);
+    return k;
+}
+
+/* Victims of an allocation needing `need` blocks past the free list (known policies):
+ * m_level_victims with hinted blocks set apart on the way, then the set-apart blocks
+ * by key, largest first (ties: the library's choice, from lib[], checked). */
+void m_victims_hinted(struct mpool *mp, uint32_t need, uint32_t *out, const uint32_t *lib)
+{
+    uint32_t k = m_level_victims(mp, need, out, true);
     while (k < need) {
         uint64_t best = 0;
         bool any = false;
@@ -374,23 +397,14 @@ uint64_t g_now = 1000; /* the injected clock of pool A */
 void m_set_prio(struct mpool *mp, uint32_t id, uint32_t prio, uint32_t dur)
 {
     struct mslot *s = &mp->s[id];
-    bool moves = s->state == S_INACTIVE && !s->diverted && s->prio != prio;
-    if (moves) {
-        if (s->listed)
-            s->listed = false;
-        else
-            lru_remove(mp, id);
+    /* a block in the policy's order keeps its place; one set apart in a level list
+     * re-enters the policy's order as newly released */
+    if (s->state == S_INACTIVE && s->listed && s->prio != prio) {
+        s->listed = false;
+        mp->lru[mp->nlru++] = id;
     }
     s->prio = (uint8_t)prio;
     s->until = dur && prio != KVB_PRIORITY_DEFAULT ? g_now + dur : 0;
-    if (moves) {
-        if (prio != KVB_PRIORITY_DEFAULT) {
-            s->listed = true;
-            s->lseq = ++mp->lseq;
-        } else {
-            mp->lru[mp->nlru++] = id;
-        }
-    }
 }
 
 /* durations due now, earliest deadline (then lowest id) first */
@@ -411,7 +425,7 @@ void m_expire(struct mpool *mp)
         s->until = 0;
         s->prio = KVB_PRIORITY_DEFAULT;
         mp->expired++;
-        if (s->listed) { /* cached at its old priority: into the policy's order */
+        if (s->listed) { /* set apart at its old priority: into the policy's order */
             s->listed = false;
             mp->lru[mp->nlru++] = (uint32_t)best;
         }

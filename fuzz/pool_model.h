@@ -165,6 +165,12 @@ uint32_t m_hint_entries(const struct mpool *mp, uint32_t *records);
 uint32_t m_protected(const struct mpool *mp);
 /* The head of the non-empty priority list with the lowest level in [lo, hi], or -1. */
 int m_list_head(const struct mpool *mp, uint32_t lo, uint32_t hi);
+/* Up to `need` victims of the cached blocks not set apart by hints, in the pool's
+ * order with priorities (prio.h): the lowest level first; within it the blocks set
+ * apart in its list earlier, else the policy's next block, itself set apart in its
+ * level's list when its level is not that one. Taken victims are marked diverted;
+ * with `filter`, hinted ones are set apart (diverted) instead of returned. */
+uint32_t m_level_victims(struct mpool *mp, uint32_t need, uint32_t *out, bool filter);
 /* Cached blocks in the policy's order. */
 uint32_t m_in_policy(const struct mpool *mp);
 /* The victims of an allocation needing `need` blocks past the free list: below

@@ -718,9 +718,10 @@ KVB_API int kvb_retention_lookup(const kvb_retention *r, uint64_t first_token, u
  * @brief kvb_pool_register, then each registered content (out[i]'s block, or the
  * primary a duplicate holds) takes the priority and duration `retention` gives its
  * position (kvb_retention_lookup of position x block_size). Lowest priority is
- * evicted first; within a priority, blocks at the default in the eviction policy's
- * order, blocks at any other priority least recently released first; when a
- * duration runs out the priority returns to KVB_PRIORITY_DEFAULT. A plain
+ * evicted first; within a priority, in the eviction policy's order (every cached
+ * block is in the backend; the pool sets aside, per level, the ones the backend
+ * proposes before the lowest level's: docs/eviction.md); when a duration runs out
+ * the priority returns to KVB_PRIORITY_DEFAULT. A plain
  * kvb_pool_register leaves the priority of content already in the pool as it was.
  * @param retention NULL: as kvb_pool_register.
  * @return as kvb_pool_register; -EINVAL for an invalid retention (nothing registered);

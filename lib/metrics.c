@@ -62,7 +62,7 @@ int kvb_pool_stats(kvb_pool *p, kvb_stats *out)
     out->hint_rejected = c->hint_rejected;
     out->hint_evictions = c->hint_evictions;
     if (p->prio) {
-        out->retained = p->prio->listed;
+        out->retained = kvb__prio_retained(p->prio);
         out->retention_timers = p->prio->heap_len;
     }
     out->retention_expired = c->retention_expired;

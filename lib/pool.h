@@ -62,7 +62,7 @@ enum kvb_state {
 #define KVB_F_RESET_ON_RELEASE 0x01u /* PRIMARY/INACTIVE: go to RESET at last release */
 #define KVB_F_MARK             0x02u /* transient, inside one locked call (batch validation) */
 #define KVB_F_HINTED           0x04u /* INACTIVE: kept in the hint heap, not in the backend */
-#define KVB_F_LISTED           0x08u /* INACTIVE: in a priority level list, not in the backend */
+#define KVB_F_LISTED           0x08u /* INACTIVE: set apart in its level's list, not in the backend */
 #define KVB_F_PRIO             0x10u /* PRIMARY/INACTIVE: priority other than the default */
 
 /*
@@ -179,8 +179,8 @@ struct kvb_pool {
     struct kvb_hints *hints;
     /* Retention priorities and durations (prio.h), NULL without `priorities`.
      * (const pointer; contents: lock.) An INACTIVE slot is in exactly one of the
-     * backend, the hint heap and a priority list (KVB_F_LISTED); KVB_F_PRIO marks
-     * content whose priority is not the default, and only such content is listed. */
+     * backend, the hint heap and its level's set-apart list (KVB_F_LISTED);
+     * KVB_F_PRIO marks content whose priority is not the default. */
     struct kvb_prio *prio;
     kvb_clock clock; /* (const) filled with the default when the config leaves it NULL */
     bool ext;        /* (const) hints or priorities: allocations take the longer path */
@@ -253,26 +253,24 @@ static inline uint32_t kvb__free_pop(kvb_pool *p)
 
 /* ---- where a cached block waits: the backend, a priority list, the hint heap ---- */
 
-/* Block id just became INACTIVE: into its priority level's list when its priority
- * is not the default, else into the eviction backend. (Hints do not look at
- * releases: the pool sets a hinted block apart only when it comes up as a victim,
- * see kvb_pool_allocate.) Without priorities this is the backend insert plus one
- * test of a flag in the slot it already has in hand. Lock held. */
+/* Block id just became INACTIVE: into the eviction backend, whatever its priority
+ * (a pool with priorities counts it at its level: prio.h has how the levels are
+ * kept in the policy's order). Hints do not look at releases: the pool sets a
+ * hinted block apart only when it comes up as a victim (kvb_pool_allocate).
+ * Without priorities this is the backend insert plus one test of a pool field
+ * already in cache. Lock held. */
 static inline void kvb__place_locked(kvb_pool *p, uint32_t id)
 {
     struct kvb_slot *s = &p->slots[id];
-    if (kvb_unlikely(s->flags & KVB_F_PRIO)) {
-        kvb__prio_push(p->prio, id);
-        s->flags |= KVB_F_LISTED;
-        return;
-    }
     int rc = p->ops->insert(p->backend, s->hash, id, s->aux);
     kvb_assert(rc == 0);
     (void)rc;
+    if (kvb_unlikely(p->prio != NULL))
+        kvb__prio_in(p->prio, id);
 }
 
 /* Block id (INACTIVE) leaves the cache's order (a hit): out of the hint heap or its
- * priority list when it is there, else out of the backend. Lock held. */
+ * set-apart list when it is there, else out of the backend. Lock held. */
 static inline void kvb__unplace_locked(kvb_pool *p, uint32_t id)
 {
     struct kvb_slot *s = &p->slots[id];
@@ -287,6 +285,8 @@ static inline void kvb__unplace_locked(kvb_pool *p, uint32_t id)
     bool was = p->ops->remove(p->backend, s->hash, id);
     kvb_assert(was);
     (void)was;
+    if (kvb_unlikely(p->prio != NULL))
+        kvb__prio_out(p->prio, id);
 }
 
 /* A candidate victim whose hash has outstanding hints is set apart in the hint heap
@@ -344,13 +344,19 @@ static inline struct kvb_ids kvb__ids_from(struct kvb_ids v, uint32_t i)
 struct kvb_victims {
     uint32_t low, backend, high, all;
     bool diverted_b; /* the backend proposed a hinted victim, set apart in the hint heap */
+    bool mixed;      /* [low, high): priority-ordered, from set-apart lists (aux KVB_NONE)
+                        and the backend (aux: a home cell) interleaved */
 };
 
-/* Victims from the priority lists of levels lo..hi, lowest level first, least
- * recently released first; appended to out[*got..need), marked KVB_F_MARK.
- * With `filter`, hinted candidates are set apart instead. Lock held. */
-void kvb__evict_lists_locked(kvb_pool *p, uint32_t lo, uint32_t hi, struct kvb_ids out,
-                             uint32_t *got, uint32_t need, bool filter);
+/* Victims of a pool with priorities in eviction order, lowest level first and the
+ * policy's order within a level (prio.h): appended to out[*got..need), marked
+ * KVB_F_MARK, the field after each id (kvb__ids_aux) the home cell of a backend
+ * victim's hash or KVB_NONE for one from a set-apart list. With `filter`, hinted
+ * candidates go to the hint heap instead. *bad: the backend returned a wrong id or
+ * fewer than it holds. Stops when no level holds a block (hinted ones may be
+ * left). Lock held. */
+void kvb__evict_levels_locked(kvb_pool *p, struct kvb_ids out, uint32_t *got, uint32_t need,
+                              bool filter, bool *bad);
 /* Undo the victim selection of a failed allocation that took out[0, taken) from
  * the free list and out[taken + [0, v->all)) as victims. Lock held. */
 void kvb__alloc_rollback_locked(kvb_pool *p, struct kvb_ids out, uint32_t taken,

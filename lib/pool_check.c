@@ -49,7 +49,7 @@ static int kvb_check_locked(kvb_pool *p, uint32_t *dups)
             if (prio != (lv != KVB_PRIORITY_DEFAULT) || (!content && prio))
                 return KVB_CHECK_FAIL("slot %u: priority %u, flag %d, state %u\n", i, lv, prio,
                                       s->state);
-            if (listed != kvb__prio_listed(p->prio, i) || (listed && !prio))
+            if (listed != kvb__prio_listed(p->prio, i))
                 return KVB_CHECK_FAIL("slot %u: priority list membership wrong\n", i);
             if (p->prio->tpos[i] != KVB_PRIO_NONE && !prio)
                 return KVB_CHECK_FAIL("slot %u: a duration on a default priority\n", i);
@@ -90,6 +90,15 @@ static int kvb_check_locked(kvb_pool *p, uint32_t *dups)
                               "%u; INACTIVE slots %u\n",
                               p->ops->len(p->backend), hlen, llen, cnt[KVB_S_INACTIVE]);
     if (p->prio) {
+        uint32_t inb[KVB_PRIO_LEVELS] = {0};
+        for (uint32_t i = 0; i < p->block_count; i++)
+            if (p->slots[i].state == KVB_S_INACTIVE &&
+                !(p->slots[i].flags & (KVB_F_HINTED | KVB_F_LISTED)))
+                inb[p->prio->level[i]]++;
+        for (uint32_t l = 0; l < KVB_PRIO_LEVELS; l++)
+            if (inb[l] != p->prio->inb[l])
+                return KVB_CHECK_FAIL("priority level %u: %u blocks in the backend, counted %u\n",
+                                      l, inb[l], p->prio->inb[l]);
         const char *why = NULL;
         if (kvb__prio_check(p->prio, &why) != 0)
             return KVB_CHECK_FAIL("%s\n", why);

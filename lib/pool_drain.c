@@ -1,7 +1,7 @@
 /*
  * pool_drain.c - kvb_pool_reset_inactive: every cached (INACTIVE) block goes back
- * to the free list, in eviction order (below the default priority, the backend,
- * above the default, then the blocks hints set apart), with the callbacks of an
+ * to the free list, in eviction order (the backend's, lowest retention priority
+ * first in a pool with priorities, then the blocks hints set apart), with the callbacks of an
  * eviction followed by a reset. Blocks in use (mutable, staged, primary,
  * duplicate) are left alone: a runtime can flush its prefix cache while requests
  * run, and the blocks they hold stay findable and are cached again when released.
@@ -44,26 +44,25 @@ int kvb_pool_reset_inactive(kvb_pool *p)
         bool cleared = p->count[KVB_S_PRIMARY] == 0; /* nothing cached-or-active stays */
         uint32_t drained = 0;
         while (p->count[KVB_S_INACTIVE]) {
-            /* in eviction order: below the default priority, the backend, above the
-             * default, then the blocks kept apart by hints */
+            /* in eviction order: the levels (or the backend alone), then the blocks
+             * kept apart by hints */
             uint32_t ids[64], k = 0;
-            bool own = false; /* from the pool's lists or heap, not the backend */
-            int l;
-            while (k < 64 && p->prio &&
-                   (l = kvb__prio_lowest(p->prio, 0, KVB_PRIORITY_DEFAULT - 1)) >= 0)
-                ids[k++] = kvb__prio_pop(p->prio, (uint32_t)l);
-            if (k == 0) {
+            bool own = false; /* validated here, or from the pool's heap */
+            if (p->prio) {
+                struct {
+                    uint32_t id, aux;
+                } v[64];
+                bool bad = false;
+                kvb__evict_levels_locked(p, KVB_IDS(v), &k, 64, false, &bad);
+                for (uint32_t j = 0; j < k; j++) {
+                    ids[j] = v[j].id;
+                    p->slots[ids[j]].flags &= (uint8_t)~KVB_F_MARK;
+                }
+                own = true;
+            } else {
                 k = p->ops->evict(p->backend, 64, ids);
                 if (k > 64)
                     k = 64;
-            } else {
-                own = true;
-            }
-            if (k == 0 && p->prio && p->prio->listed) {
-                while (k < 64 && (l = kvb__prio_lowest(p->prio, KVB_PRIORITY_DEFAULT + 1,
-                                                       KVB_PRIORITY_MAX)) >= 0)
-                    ids[k++] = kvb__prio_pop(p->prio, (uint32_t)l);
-                own = true;
             }
             if (k == 0 && p->hints) {
                 while (k < 64 && p->hints->heap_len)

@@ -3,7 +3,7 @@
  * expected uses (hint.h has the semantics and the data structure). The pool sets
  * a hinted block apart only when it comes up as an eviction victim
  * (kvb__set_apart_locked, pool.h); withdrawing a hash's last use puts its block
- * back into the policy's order (or its priority's list).
+ * back into the policy's order (the backend, whatever its priority).
  */
 #include "pool.h"
 
@@ -61,8 +61,7 @@ int kvb_pool_hint(kvb_pool *p, const kvb_hash *hashes, uint32_t n, int32_t delta
             }
             uint32_t id = h->ent[e].block;
             if (id != KVB_HINT_NONE) {
-                /* no use expected any more: back into the policy's order (or its
-                 * priority's list) */
+                /* no use expected any more: back into the policy's order */
                 (void)kvb__hints_remove(h, id);
                 p->slots[id].flags &= (uint8_t)~KVB_F_HINTED;
                 kvb__place_locked(p, id);

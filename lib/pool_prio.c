@@ -1,9 +1,9 @@
 /*
  * pool_prio.c - retention priorities and durations on a pool's blocks: the glue
  * between the pool's slots and the priority state (prio.h has the semantics and
- * the data structure). A cached block whose priority is not the default waits
- * in its level's list instead of the eviction backend (kvb__place_locked); the
- * allocation takes list victims through pool_victims.c.
+ * the data structure). Cached blocks of every level wait in the eviction
+ * backend, counted per level; the allocation takes them lowest level first and
+ * sets others apart in level lists (pool_victims.c).
  *
  * Durations: a call that reads priorities first applies the durations that ran
  * out (kvb__expire_locked), reading the clock (a user callback) before taking
@@ -21,46 +21,53 @@ uint64_t kvb__pool_monotonic_ms(void *ctx)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+/* Content id's priority becomes `level`. A cached block in the backend keeps its
+ * place (only its level's count moves); one set apart in a level list re-enters
+ * the backend as a newly released block; one set apart by hints stays there. */
+static void kvb_prio_relevel_locked(kvb_pool *p, uint32_t id, uint32_t level)
+{
+    struct kvb_slot *s = &p->slots[id];
+    struct kvb_prio *pr = p->prio;
+    bool in_backend = s->state == KVB_S_INACTIVE && !(s->flags & (KVB_F_HINTED | KVB_F_LISTED));
+    bool listed = (s->flags & KVB_F_LISTED) != 0;
+    if (pr->level[id] == level)
+        return;
+    if (in_backend)
+        kvb__prio_out(pr, id);
+    else if (listed)
+        kvb__unplace_locked(p, id);
+    pr->level[id] = (uint8_t)level;
+    if (level != KVB_PRIORITY_DEFAULT)
+        s->flags |= KVB_F_PRIO;
+    else
+        s->flags &= (uint8_t)~KVB_F_PRIO;
+    if (in_backend)
+        kvb__prio_in(pr, id);
+    else if (listed)
+        kvb__place_locked(p, id);
+}
+
 void kvb__expire_locked(kvb_pool *p, uint64_t now)
 {
     uint32_t id;
     while ((id = kvb__prio_timer_due(p->prio, now)) != KVB_PRIO_NONE) {
-        struct kvb_slot *s = &p->slots[id];
         p->c.retention_expired++;
-        bool listed = (s->flags & KVB_F_LISTED) != 0;
-        if (listed)
-            kvb__prio_unlink(p->prio, id);
-        p->prio->level[id] = KVB_PRIORITY_DEFAULT;
-        s->flags &= (uint8_t) ~(KVB_F_PRIO | KVB_F_LISTED);
-        if (listed) /* cached at its old priority: now an ordinary block of the policy's */
-            kvb__place_locked(p, id);
+        kvb_prio_relevel_locked(p, id, KVB_PRIORITY_DEFAULT);
     }
 }
 
 /* Give content id (PRIMARY or INACTIVE) a priority, with a duration (0: none) from
- * `now`. A cached block changes place when its priority changes (the backend, a
- * level list); a block set apart by hints stays there. Lock held. */
+ * `now` (kvb_prio_relevel_locked says where a cached block goes). Lock held. */
 void kvb__set_priority_locked(kvb_pool *p, uint32_t id, uint32_t priority, uint32_t duration_ms,
                               uint64_t now)
 {
-    struct kvb_slot *s = &p->slots[id];
     struct kvb_prio *pr = p->prio;
-    kvb_assert(s->state == KVB_S_PRIMARY || s->state == KVB_S_INACTIVE);
-    bool moves =
-        s->state == KVB_S_INACTIVE && !(s->flags & KVB_F_HINTED) && pr->level[id] != priority;
-    if (moves)
-        kvb__unplace_locked(p, id);
-    pr->level[id] = (uint8_t)priority;
-    if (priority != KVB_PRIORITY_DEFAULT)
-        s->flags |= KVB_F_PRIO;
-    else
-        s->flags &= (uint8_t)~KVB_F_PRIO;
+    kvb_assert(p->slots[id].state == KVB_S_PRIMARY || p->slots[id].state == KVB_S_INACTIVE);
+    kvb_prio_relevel_locked(p, id, priority);
     if (duration_ms && priority != KVB_PRIORITY_DEFAULT)
         kvb__prio_timer_set(pr, id, now + duration_ms);
     else
         kvb__prio_timer_clear(pr, id);
-    if (moves)
-        kvb__place_locked(p, id);
 }
 
 int kvb_block_set_priority(const kvb_block *b, uint32_t priority, uint32_t duration_ms)

@@ -356,20 +356,19 @@ kvb__alloc_room_locked(kvb_pool *p, uint32_t n, uint32_t used, uint32_t freed, c
 
 /*
  * Take the ids of n blocks (room checked): out[0, take) from the free list, then
- * the victims in eviction order: blocks below the default priority first (lists),
- * the backend's blocks in policy order, blocks above the default (lists), and
- * last the blocks that hints set apart. A candidate whose hash has outstanding
- * hints is set apart in the hint heap instead of being evicted (the pool filters
- * victims; no backend knows), and another is taken; the heap gives its blocks,
- * the one needed furthest ahead first, only when nothing else is left. The
- * backend's ids are validated (a custom backend may be wrong): INACTIVE, distinct,
- * and its own (the library's own backends are trusted: debug builds assert it); a
- * wrong one undoes the whole selection (kvb__alloc_rollback_locked) and the result
- * is -ENOSPC. Victims are out of the cache's order, still INACTIVE and in the
- * index; the field after a victim's id (kvb__ids_aux) holds the home cell of its
- * hash, or KVB_NONE. Returns take, the number taken from the free list.
- * `ext` (constant at each call site) says whether the pool has hints or
- * priorities: a pool with neither runs the backend loop alone.
+ * the victims in eviction order: the backend's blocks in policy order (with
+ * retention priorities: the lowest level first, the policy's order within a
+ * level, kvb__evict_levels_locked), and last the blocks that hints set apart. A candidate whose
+ * hash has outstanding hints is set apart in the hint heap instead of being evicted (the pool
+ * filters victims; no backend knows), and another is taken; the heap gives its blocks, the one
+ * needed furthest ahead first, only when nothing else is left. The backend's ids are validated (a
+ * custom backend may be wrong): INACTIVE, distinct, and its own (the library's own backends are
+ * trusted: debug builds assert it); a wrong one undoes the whole selection
+ * (kvb__alloc_rollback_locked) and the result is -ENOSPC. Victims are out of the cache's order,
+ * still INACTIVE and in the index; the field after a victim's id (kvb__ids_aux) holds the home cell
+ * of its hash, or KVB_NONE. Returns take, the number taken from the free list. `ext` (constant at
+ * each call site) says whether the pool has hints or priorities: a pool with neither runs the
+ * backend loop alone.
  */
 static inline __attribute__((always_inline)) int
 kvb__alloc_take_locked(kvb_pool *p, uint32_t n, struct kvb_ids out, const bool ext)
@@ -384,7 +383,6 @@ kvb__alloc_take_locked(kvb_pool *p, uint32_t n, struct kvb_ids out, const bool e
     bool bad = false, filter = ext && p->hints && p->hints->n_ent;
     struct kvb_ids vout = kvb__ids_from(out, take);
     uint32_t blen = ext ? p->ops->len(p->backend) : 0;
-    uint32_t llen = ext && p->prio ? p->prio->listed : 0;
     const bool check = ext || !p->ops_builtin; /* validate (and mark) the backend's ids */
     if (!ext) { /* the backend alone: the loop of a pool without hints or priorities */
         while (got < need && !bad) {
@@ -417,10 +415,13 @@ kvb__alloc_take_locked(kvb_pool *p, uint32_t n, struct kvb_ids out, const bool e
         goto evicted;
     }
     v.diverted_b = false;
-    if (llen)
-        kvb__evict_lists_locked(p, KVB_PRIORITY_MIN, KVB_PRIORITY_DEFAULT - 1, vout, &got, need,
-                                filter);
-    v.low = got;
+    v.mixed = false;
+    v.low = 0;
+    if (p->prio) { /* lowest level first, the policy's order within a level */
+        kvb__evict_levels_locked(p, vout, &got, need, filter, &bad);
+        v.mixed = v.diverted_b = true;
+        blen = 0;
+    }
     while (got < need && !bad && blen > 0) {
         uint32_t ids[64];
         uint32_t want = need - got < 64 ? need - got : 64;
@@ -451,10 +452,7 @@ kvb__alloc_take_locked(kvb_pool *p, uint32_t n, struct kvb_ids out, const bool e
         if (k < want)
             bad = true;
     }
-    v.backend = got;
-    if (llen && !bad)
-        kvb__evict_lists_locked(p, KVB_PRIORITY_DEFAULT + 1, KVB_PRIORITY_MAX, vout, &got, need,
-                                filter);
+    v.backend = v.mixed ? 0 : got;
     v.high = got;
     while (got < need && !bad) { /* only protected blocks are left: furthest need first */
         uint32_t id = p->hints ? kvb__hints_pop(p->hints) : KVB_HINT_NONE;
@@ -473,7 +471,8 @@ evicted:
         p->slots[*kvb__ids_at(vout, j)].flags &= (uint8_t)~KVB_F_MARK;
     if (kvb_unlikely(bad)) {
         if (!ext)
-            v = (struct kvb_victims){.low = 0, .backend = got, .high = got, .all = got};
+            v = (struct kvb_victims){
+                .low = 0, .backend = got, .high = got, .all = got, .mixed = false};
         kvb__alloc_rollback_locked(p, out, take, &v);
         return -ENOSPC;
     }

@@ -2,33 +2,78 @@
  * pool_victims.c - the victims of an allocation beyond the eviction backend's,
  * and the way back when an allocation fails after taking some.
  *
- * kvb_pool_allocate (pool.c) takes victims in this order: blocks below the
- * default retention priority (their level lists, prio.h), the backend's blocks in
- * policy order, blocks above the default (lists), and last the blocks lookahead
- * hints set apart (the hint heap, hint.h). The lists are walked here; the backend
- * loop and the hint heap stay in pool.c's hot path.
+ * kvb_pool_allocate (pool.c) takes victims in this order: a pool with retention
+ * priorities the lowest level first, in the policy's order within a level (the
+ * backend's victims and the set-apart lists, prio.h, here); a pool without them
+ * the backend's blocks in policy order (that loop stays in pool_sm.h's hot path);
+ * last the blocks lookahead hints set apart (the hint heap, hint.h).
  */
 #include "pool.h"
 #include "pool_index.h"
 
-/* Victims from the priority lists of levels lo..hi, lowest level first, least
- * recently released first; appended to out[*got..need). */
-void kvb__evict_lists_locked(kvb_pool *p, uint32_t lo, uint32_t hi, struct kvb_ids out,
-                             uint32_t *got, uint32_t need, bool filter)
+/* Take block id as a victim: marked, its index cell (erased soon) loading. */
+static inline void kvb_victim_take(kvb_pool *p, struct kvb_ids out, uint32_t *got, uint32_t id,
+                                   bool backend)
 {
-    while (*got < need) {
-        int l = kvb__prio_lowest(p->prio, lo, hi);
-        if (l < 0)
-            return;
-        uint32_t id = kvb__prio_pop(p->prio, (uint32_t)l);
-        struct kvb_slot *s = &p->slots[id];
-        s->flags &= (uint8_t)~KVB_F_LISTED;
-        if (filter && kvb__set_apart_locked(p, id))
-            continue;
-        s->flags |= KVB_F_MARK;
+    struct kvb_slot *s = &p->slots[id];
+    s->flags |= KVB_F_MARK;
+    uint32_t aux = KVB_NONE;
+    if (backend) {
+        aux = kvb__index_home(&p->ix, s->hash);
+        __builtin_prefetch(&p->ix.map[aux]);
+    } else {
         kvb__index_prefetch(&p->ix, s->hash);
-        *kvb__ids_aux(out, *got) = KVB_NONE;
-        *kvb__ids_at(out, (*got)++) = id;
+    }
+    *kvb__ids_aux(out, *got) = aux;
+    *kvb__ids_at(out, (*got)++) = id;
+}
+
+void kvb__evict_levels_locked(kvb_pool *p, struct kvb_ids out, uint32_t *got, uint32_t need,
+                              bool filter, bool *bad)
+{
+    struct kvb_prio *pr = p->prio;
+    while (*got < need && !*bad) {
+        int l = kvb__prio_lowest_cached(pr);
+        if (l < 0)
+            return;       /* only hinted blocks are left, if any */
+        if (pr->len[l]) { /* set apart earlier: ahead of the backend's in its order */
+            uint32_t id = kvb__prio_pop(pr, (uint32_t)l);
+            p->slots[id].flags &= (uint8_t)~KVB_F_LISTED;
+            if (filter && kvb__set_apart_locked(p, id))
+                continue;
+            kvb_victim_take(p, out, got, id, false);
+            continue;
+        }
+        /* the backend's next victims, as many as are still needed: each is taken
+         * when its level is the lowest cached one and no block of that level waits
+         * in a list, else set apart at the tail of its level's list */
+        uint32_t ids[64];
+        uint32_t want = need - *got < 64 ? need - *got : 64;
+        uint32_t k = p->ops->evict(p->backend, want, ids);
+        if (k > want)
+            k = want, *bad = true;
+        if (k == 0)
+            *bad = true; /* the counts say it holds level l's blocks */
+        for (uint32_t j = 0; j < k; j++) {
+            uint32_t id = ids[j];
+            if (id >= p->block_count || p->slots[id].state != KVB_S_INACTIVE ||
+                (p->slots[id].flags & (KVB_F_MARK | KVB_F_HINTED | KVB_F_LISTED))) {
+                *bad = true;
+                continue;
+            }
+            struct kvb_slot *s = &p->slots[id];
+            uint32_t lv = pr->level[id]; /* (still counted: the lowest may be its own) */
+            bool first = (int)lv == kvb__prio_lowest_cached(pr) && pr->len[lv] == 0;
+            kvb__prio_out(pr, id);
+            if (filter && kvb__set_apart_locked(p, id))
+                continue;
+            if (first) {
+                kvb_victim_take(p, out, got, id, true);
+            } else {
+                kvb__prio_push(pr, id);
+                s->flags |= KVB_F_LISTED;
+            }
+        }
     }
 }
 
@@ -40,8 +85,9 @@ void kvb__evict_lists_locked(kvb_pool *p, uint32_t lo, uint32_t hi, struct kvb_i
  * then not all in out[] and unevict could not take them back as one; re-inserting
  * them is the fallback, exact in set but not in order), heap blocks back into the
  * heap, and popped free slots back to the free-list head in reverse order, so the
- * free list is as it was. Blocks set apart by hints on the way stay set apart
- * (still cached, still hinted). */
+ * free list is as it was. Blocks set apart by hints or priority levels on the way
+ * stay set apart (still cached). In a pool with priorities the backend's victims
+ * are re-inserted (exact in set, not in order). */
 void kvb__alloc_rollback_locked(kvb_pool *p, struct kvb_ids out, uint32_t taken,
                                 const struct kvb_victims *v)
 {
@@ -52,8 +98,13 @@ void kvb__alloc_rollback_locked(kvb_pool *p, struct kvb_ids out, uint32_t taken,
         p->c.hint_evictions--;
     }
     for (uint32_t j = v->high; j-- > v->backend;) {
-        kvb__prio_push_front(p->prio, *kvb__ids_at(out, taken + j));
-        p->slots[*kvb__ids_at(out, taken + j)].flags |= KVB_F_LISTED;
+        uint32_t id = *kvb__ids_at(out, taken + j);
+        if (v->mixed && *kvb__ids_aux(out, taken + j) != KVB_NONE) {
+            kvb__place_locked(p, id); /* from the backend: back in, as released now */
+            continue;
+        }
+        kvb__prio_push_front(p->prio, id);
+        p->slots[id].flags |= KVB_F_LISTED;
     }
     /* Chunks of 64 (the stack buffers), last chunk first: each unevict puts its
      * entries back at the eviction end, so the earliest evicted must go back last. */

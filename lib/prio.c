@@ -11,8 +11,9 @@
  * the node's index: set, clear and expire are O(log n).
  *
  * Invariants (kvb__prio_check): every list is consistent both ways and its length
- * is len[l]; mask bit l <=> len[l] > 0; listed = sum of len; a listed block's
- * level is its list's; the heap is ordered and tpos mirrors it; timers ==
+ * is len[l]; mask bit l <=> len[l] > 0; bmask bit l <=> inb[l] > 0 (the counts
+ * themselves are checked against the slots by kvb_pool_check); listed = sum of
+ * len; a listed block's level is its list's; the heap is ordered and tpos mirrors it; timers ==
  * heap_len.
  */
 #include "prio.h"
@@ -87,7 +88,7 @@ static inline void kvb_prio_mark(struct kvb_prio *pr, uint32_t l, bool on)
 void kvb__prio_push(struct kvb_prio *pr, uint32_t id)
 {
     uint32_t l = pr->level[id];
-    kvb_assert(l != KVB_PRIORITY_DEFAULT && !kvb__prio_listed(pr, id));
+    kvb_assert(!kvb__prio_listed(pr, id));
     uint32_t t = pr->tail[l];
     pr->next[id] = KVB_PRIO_NONE;
     pr->prev[id] = t; /* KVB_PRIO_NONE marks "not listed": the head's prev is id itself */
@@ -106,7 +107,7 @@ void kvb__prio_push(struct kvb_prio *pr, uint32_t id)
 void kvb__prio_push_front(struct kvb_prio *pr, uint32_t id)
 {
     uint32_t l = pr->level[id];
-    kvb_assert(l != KVB_PRIORITY_DEFAULT && !kvb__prio_listed(pr, id));
+    kvb_assert(!kvb__prio_listed(pr, id));
     uint32_t h = pr->head[l];
     pr->prev[id] = id; /* the head points at itself */
     pr->next[id] = h;
@@ -139,20 +140,6 @@ void kvb__prio_unlink(struct kvb_prio *pr, uint32_t id)
     if (--pr->len[l] == 0)
         kvb_prio_mark(pr, l, false);
     pr->listed--;
-}
-
-int kvb__prio_lowest(const struct kvb_prio *pr, uint32_t lo, uint32_t hi)
-{
-    for (uint32_t w = lo >> 6; w <= (hi >> 6) && w < 2; w++) {
-        uint64_t m = pr->mask[w];
-        if (w == lo >> 6)
-            m &= ~0ull << (lo & 63);
-        if (w == hi >> 6 && (hi & 63) != 63)
-            m &= (1ull << ((hi & 63) + 1)) - 1;
-        if (m)
-            return (int)(w * 64 + (uint32_t)__builtin_ctzll(m));
-    }
-    return -1;
 }
 
 uint32_t kvb__prio_pop(struct kvb_prio *pr, uint32_t l)
@@ -266,9 +253,10 @@ int kvb__prio_check(const struct kvb_prio *pr, const char **why)
             k++;
         }
         if (k != pr->len[l] || last != pr->tail[l] ||
-            (((pr->mask[l >> 6] >> (l & 63)) & 1) != 0) != (k != 0) ||
-            (l == KVB_PRIORITY_DEFAULT && k))
+            (((pr->mask[l >> 6] >> (l & 63)) & 1) != 0) != (k != 0))
             return *why = "priority level list length, tail or mask wrong", -EFAULT;
+        if ((((pr->bmask[l >> 6] >> (l & 63)) & 1) != 0) != (pr->inb[l] != 0))
+            return *why = "priority backend count mask wrong", -EFAULT;
         listed += k;
     }
     if (listed != pr->listed)

@@ -5,28 +5,32 @@
  * Every piece of content in a pool (a PRIMARY or INACTIVE block) has a priority,
  * 0..100, KVB_PRIORITY_DEFAULT (35) unless set. A priority may come with a
  * duration: when it runs out, the priority returns to the default. Among cached
- * blocks the lowest priority is evicted first:
+ * blocks the lowest priority is evicted first and, within a priority, the
+ * eviction backend's order; (lookahead hints: blocks set apart because queued
+ * requests need them go after all of these).
  *
- *   1. blocks below the default, lowest level first, least recently released
- *      first within a level;
- *   2. default-priority blocks, in the eviction backend's order;
- *   3. blocks above the default, lowest level first, least recently released
- *      first within a level;
- *   4. (lookahead hints: blocks set apart because queued requests need them.)
- *
- * Only default-priority blocks enter the backend: a backend orders what it is
- * given and never learns about priorities (custom backends work unchanged), and
- * its history (ARC's ghosts, frequencies) is not disturbed by blocks it could not
- * evict anyway. Within a non-default level the order is least recently released
- * first, TensorRT-LLM's own order within a priority.
+ * How the pool gets the policy's order within a level without the backend knowing
+ * of priorities (custom backends work unchanged): every released block enters the
+ * backend, whatever its priority, and the pool counts the backend's blocks per
+ * level (`inb`). To evict, it finds the lowest level L holding a cached block
+ * (in the backend or set apart, one count-trailing-zeros over two 128-bit masks)
+ * and takes, in this order: the head of L's set-apart list, or else the backend's
+ * next victim, which is taken when its level is L and otherwise set apart at the
+ * tail of its own level's list. The backend proposes blocks in its order, so each
+ * list is in the policy's order too; every block is set apart at most once per
+ * stay in the cache, so the extra work is O(1) amortised per eviction. A block
+ * set apart stays cached and findable (a hit takes it off its list); the backend
+ * treats it as evicted (ARC records a ghost, as for hints). When a set-apart
+ * block's priority changes (a call, or its duration running out) it re-enters
+ * the backend as a newly released block; a block in the backend keeps its place
+ * and only moves between counts.
  *
  * This module holds the state: a priority byte per block, intrusive doubly linked
- * lists per level (links per block, head/tail per level, a 128-bit mask of
- * non-empty levels so the lowest one below or above the default is one
- * count-trailing-zeros away), and the durations: a binary min-heap of (deadline,
- * block) with each block's heap position, so setting, clearing and expiring a
- * duration cost O(log n), and finding what is due costs O(1) per block due. The
- * pool (pool.c) decides what moves where.
+ * set-apart lists per level (links per block, head/tail per level, a 128-bit
+ * mask of non-empty lists), the backend's count per level with its own mask, and the durations: a
+ * binary min-heap of (deadline, block) with each block's heap position, so setting, clearing and
+ * expiring a duration cost O(log n), and finding what is due costs O(1) per block due. The pool
+ * (pool.c) decides what moves where.
  *
  * Memory, all at create (only for pools created with `priorities`): 1 byte of
  * priority, 8 bytes of list links, 4 bytes of heap position and a 16-byte heap
@@ -54,8 +58,10 @@ struct kvb_prio {
     uint8_t *level;        /* per block: its priority */
     uint32_t *prev, *next; /* per block: links of a level list (KVB_PRIO_NONE: not listed) */
     uint32_t head[KVB_PRIO_LEVELS], tail[KVB_PRIO_LEVELS], len[KVB_PRIO_LEVELS];
-    uint64_t mask[2]; /* bit l: level l's list is not empty */
-    uint32_t listed;  /* blocks in level lists */
+    uint64_t mask[2];              /* bit l: level l's list is not empty */
+    uint32_t listed;               /* blocks in level lists */
+    uint32_t inb[KVB_PRIO_LEVELS]; /* cached blocks of each level in the backend */
+    uint64_t bmask[2];             /* bit l: inb[l] != 0 */
     struct kvb_prio_timer *heap;
     uint32_t *tpos; /* per block: heap index, KVB_PRIO_NONE without a duration */
     uint32_t heap_len;
@@ -68,15 +74,46 @@ int kvb__prio_create(uint32_t block_count, const kvb_allocator *a, struct kvb_pr
 void kvb__prio_destroy(struct kvb_prio *pr, const kvb_allocator *a);
 size_t kvb__prio_memory(const struct kvb_prio *pr);
 
-/* ---- level lists ---- */
-/* Append id (not listed) to the tail of its level's list (level[id], not default). */
+/* ---- the backend's blocks per level ---- */
+/* Block id (its level: level[id]) entered the backend / left it. */
+static inline void kvb__prio_in(struct kvb_prio *pr, uint32_t id)
+{
+    uint32_t l = pr->level[id];
+    if (pr->inb[l]++ == 0)
+        pr->bmask[l >> 6] |= 1ull << (l & 63);
+}
+static inline void kvb__prio_out(struct kvb_prio *pr, uint32_t id)
+{
+    uint32_t l = pr->level[id];
+    kvb_assert(pr->inb[l] > 0);
+    if (--pr->inb[l] == 0)
+        pr->bmask[l >> 6] &= ~(1ull << (l & 63));
+}
+/* The lowest level holding a cached block, in the backend or set apart; -1: none. */
+static inline int kvb__prio_lowest_cached(const struct kvb_prio *pr)
+{
+    uint64_t m0 = pr->mask[0] | pr->bmask[0], m1 = pr->mask[1] | pr->bmask[1];
+    if (m0)
+        return __builtin_ctzll(m0);
+    return m1 ? 64 + __builtin_ctzll(m1) : -1;
+}
+
+/* Cached blocks at a priority other than the default, outside the hint heap. */
+static inline uint32_t kvb__prio_retained(const struct kvb_prio *pr)
+{
+    uint32_t n = pr->listed - pr->len[KVB_PRIORITY_DEFAULT];
+    for (uint32_t l = 0; l < KVB_PRIO_LEVELS; l++)
+        n += l != KVB_PRIORITY_DEFAULT ? pr->inb[l] : 0;
+    return n;
+}
+
+/* ---- set-apart lists ---- */
+/* Append id (not listed) to the tail of its level's list (level[id]). */
 void kvb__prio_push(struct kvb_prio *pr, uint32_t id);
 /* Put id back at the head of its level's list (rollback of a pop). */
 void kvb__prio_push_front(struct kvb_prio *pr, uint32_t id);
 /* Take id (listed) off its list. */
 void kvb__prio_unlink(struct kvb_prio *pr, uint32_t id);
-/* The lowest non-empty level in [lo, hi], or -1. */
-int kvb__prio_lowest(const struct kvb_prio *pr, uint32_t lo, uint32_t hi);
 /* Head of level l's list, taken off; KVB_PRIO_NONE when empty. */
 uint32_t kvb__prio_pop(struct kvb_prio *pr, uint32_t l);
 static inline bool kvb__prio_listed(const struct kvb_prio *pr, uint32_t id)

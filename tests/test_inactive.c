@@ -1304,7 +1304,7 @@ BACKEND_TEST(hints_random_against_a_model)
 
 /* ------------------------------------------------------------------------ */
 /* Pool-level scenarios: every backend under retention priorities and       */
-/* durations (only default-priority blocks enter a backend)                 */
+/* durations (lowest level first, the backend's order within a level)       */
 /* ------------------------------------------------------------------------ */
 
 static uint64_t conf_now;
@@ -1331,10 +1331,33 @@ static kvb_pool *ppool(const struct backend_case *bc, uint32_t blocks, uint32_t 
     return p;
 }
 
+/* The backend's own order over hashes h[order[0..n)] released one by one: a pool
+ * of the same backend where every block keeps the default priority, drained by
+ * evictions into out[0..n). */
+static void backend_order(const struct backend_case *bc, const kvb_hash *h, const uint32_t *order,
+                          uint32_t n, kvb_hash *out)
+{
+    kvb_pool *ref = ppool(bc, n, 0);
+    for (uint32_t j = 0; j < n; j++)
+        hrequest(ref, &h[order[j]], 1, NULL, NULL);
+    cr_assert_eq(hevict(ref, n, out), n);
+    hfinish(ref);
+}
+
+/* Where hash x stands in order o[0..n). */
+static uint32_t rank_of(const kvb_hash *o, uint32_t n, kvb_hash x)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (kvb_hash_equal(o[i], x))
+            return i;
+    cr_assert_fail("hash not in the reference order");
+    return n;
+}
+
 BACKEND_TEST(priorities_lowest_first)
 {
     kvb_pool *p = ppool(bc, 32, 0);
-    kvb_hash h[32], ev[32];
+    kvb_hash h[32], ev[32], ref[32];
     /* 8 at 10 and 4 at 20 (below), 8 at the default, 4 at 60 and 8 at 90 (above) */
     uint32_t level[32];
     for (uint32_t i = 0; i < 32; i++) {
@@ -1352,28 +1375,25 @@ BACKEND_TEST(priorities_lowest_first)
     kvb_stats st;
     kvb_pool_stats(p, &st);
     cr_assert_eq(st.retained, 24, "%s", bc->ops->name);
+    cr_assert_eq(kvb_pool_check(p), 0);
     cr_assert_eq(hevict(p, 32, ev), 32);
-    /* below the default: level by level, release order within a level */
+    /* level by level, lowest first; within a level the backend's own order: the
+     * order it gives the same releases when every block has the default priority */
+    backend_order(bc, h, order, 32, ref);
     uint32_t k = 0;
-    for (uint32_t lv = 0; lv <= 100; lv++) {
-        if (lv == KVB_PRIORITY_DEFAULT) { /* the backend's 8, in its own order */
-            for (uint32_t e = 0; e < 8; e++, k++) {
-                bool ok = false;
-                for (uint32_t i = 12; i < 20; i++)
-                    ok |= kvb_hash_equal(ev[k], h[i]);
-                cr_assert(ok, "%s: eviction %u is not a default-priority block", bc->ops->name, k);
-            }
-            continue;
-        }
-        for (uint32_t j = 0; j < 32; j++) {
-            uint32_t i = order[j];
+    for (uint32_t lv = 0; lv <= 100; lv++)
+        for (uint32_t r = 0; r < 32; r++) {
+            uint32_t i = 0;
+            while (!kvb_hash_equal(h[i], ref[r]))
+                i++;
             if (level[i] != lv)
                 continue;
-            cr_assert(kvb_hash_equal(ev[k], h[i]), "%s: eviction %u out of order (level %u)",
-                      bc->ops->name, k, lv);
+            cr_assert(kvb_hash_equal(ev[k], h[i]),
+                      "%s: eviction %u out of order (level %u, backend rank %u)", bc->ops->name, k,
+                      lv, r);
             k++;
         }
-    }
+    cr_assert_eq(k, 32);
     kvb_pool_stats(p, &st);
     cr_assert_eq(st.retained_evictions, 12);
     cr_assert_eq(st.retained, 0);
@@ -1409,22 +1429,35 @@ BACKEND_TEST(priorities_durations_return_to_the_default)
 BACKEND_TEST(priorities_cached_blocks_move_both_ways)
 {
     kvb_pool *p = ppool(bc, 8, 8);
-    kvb_hash h[8], ev[8];
+    kvb_hash h[8], ev[8], ref[8];
+    uint32_t order[8];
     for (uint32_t i = 0; i < 8; i++) {
         h[i] = hroot(800 + i);
+        order[i] = i;
         hrequest(p, &h[i], 1, NULL, NULL);
     }
-    cr_assert_eq(kvb_pool_set_priority(p, h, 4, 70, 0), 4); /* out of the backend */
+    cr_assert_eq(kvb_pool_set_priority(p, h, 4, 70, 0), 4);
     cr_assert_eq(kvb_pool_set_priority(p, h, 2, KVB_PRIORITY_DEFAULT, 0), 2); /* back */
     cr_assert_eq(kvb_pool_set_priority(p, h + 4, 1, 5, 0), 1);
     cr_assert_eq(kvb_pool_hint(p, h + 4, 1, 1), 0); /* h[4]: low, but hinted */
     cr_assert_eq(kvb_pool_check(p), 0);
+    kvb_stats st;
+    kvb_pool_stats(p, &st);
+    cr_assert_eq(st.retained, 3, "%s", bc->ops->name); /* h[2], h[3] at 70, h[4] at 5 */
     cr_assert_eq(hevict(p, 8, ev), 8);
-    /* h[5..7] and h[0..1] (the default) in the backend's order, then h[2], h[3]
-     * (70, release order), then h[4] (hinted) */
-    for (uint32_t i = 0; i < 5; i++)
+    /* h[5..7] and h[0..1] (the default), then h[2], h[3] (70), each in the
+     * backend's order (a cached block keeps its place when its priority changes),
+     * then h[4] (hinted) */
+    backend_order(bc, h, order, 8, ref);
+    for (uint32_t i = 0; i < 5; i++) {
         cr_assert(hin(h + 5, 3, ev[i]) || hin(h, 2, ev[i]), "%s: eviction %u", bc->ops->name, i);
-    cr_assert(kvb_hash_equal(ev[5], h[2]) && kvb_hash_equal(ev[6], h[3]), "%s", bc->ops->name);
+        if (i)
+            cr_assert_lt(rank_of(ref, 8, ev[i - 1]), rank_of(ref, 8, ev[i]),
+                         "%s: eviction %u out of the backend's order", bc->ops->name, i);
+    }
+    cr_assert(hin(h + 2, 2, ev[5]) && hin(h + 2, 2, ev[6]) && !kvb_hash_equal(ev[5], ev[6]), "%s",
+              bc->ops->name);
+    cr_assert_lt(rank_of(ref, 8, ev[5]), rank_of(ref, 8, ev[6]), "%s", bc->ops->name);
     cr_assert(kvb_hash_equal(ev[7], h[4]), "%s", bc->ops->name);
     cr_assert_eq(kvb_pool_hint(p, h + 4, 1, -1), 0);
     hfinish(p);

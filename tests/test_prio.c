@@ -172,12 +172,14 @@ Test(priority, arguments)
 
 /*
  * One-block requests of K root hashes on an lru pool, so the whole order is
- * deterministic: the model keeps every cached block's place (a level list in
- * release order, or the lru order), its priority and its deadline, and predicts
- * each eviction exactly: levels below the default lowest first (oldest release
- * first), then lru, then levels above the default; durations that ran out first
- * move their cached blocks to the lru's most recent end in (deadline, block id)
- * order.
+ * deterministic: the model keeps every cached block's place (its release into the
+ * lru: seq), whether the pool has set it apart in its level's list, its priority
+ * and its deadline, and predicts each eviction exactly: the lowest level holding a
+ * cached block first; within it, a block set apart earlier, else the lru's next
+ * block, which is set apart instead when its level is not the lowest (prio.h).
+ * A priority change (a call, or a duration running out, in (deadline, block id)
+ * order) leaves a block in the lru where it is and sends a set-apart one back to
+ * the lru's most recent end.
  */
 #define K   40
 #define CAP 12
@@ -187,7 +189,8 @@ struct mblk {
     uint32_t id;    /* block id while in the pool */
     uint32_t prio;  /* current priority */
     uint64_t until; /* deadline (0: none) */
-    uint64_t seq;   /* place in its list (level list or lru): order of arrival there */
+    uint64_t seq;   /* when it entered the lru: its place there and in a level list */
+    bool apart;     /* set apart in its level's list by an eviction */
 };
 
 struct pmodel {
@@ -199,6 +202,7 @@ struct pmodel {
 static void pm_place(struct pmodel *m, int k)
 {
     m->b[k].seq = ++m->seq;
+    m->b[k].apart = false;
 }
 
 /* durations due at `now`, in (deadline, id) order */
@@ -218,31 +222,39 @@ static void pm_expire(struct pmodel *m, uint64_t now)
             return;
         struct mblk *x = &m->b[best];
         x->until = 0;
-        bool moves = x->prio != KVB_PRIORITY_DEFAULT;
         x->prio = KVB_PRIORITY_DEFAULT;
         m->expired++;
-        if (moves)
-            pm_place(m, best); /* listed -> the lru's most recent end */
+        if (x->apart)
+            pm_place(m, best); /* set apart -> the lru's most recent end */
     }
 }
 
-/* the next victim: (class, level, seq) smallest, class 0 below, 1 default, 2 above */
-static int pm_victim(const struct pmodel *m)
+/* the next victim (some blocks may be set apart on the way) */
+static int pm_victim(struct pmodel *m)
 {
-    int best = -1;
-    uint64_t bk = UINT64_MAX;
-    for (int k = 0; k < K; k++) {
-        const struct mblk *x = &m->b[k];
-        if (!x->cached)
-            continue;
-        uint64_t cls = x->prio < KVB_PRIORITY_DEFAULT ? 0 : x->prio == KVB_PRIORITY_DEFAULT ? 1 : 2;
-        uint64_t key = cls << 60 | (uint64_t)x->prio << 52 | x->seq;
-        if (key < bk) {
-            bk = key;
-            best = k;
+    for (;;) {
+        uint32_t low = KVB_PRIORITY_MAX + 1;
+        for (int k = 0; k < K; k++)
+            if (m->b[k].cached && m->b[k].prio < low)
+                low = m->b[k].prio;
+        int apart = -1, next = -1;
+        for (int k = 0; k < K; k++) {
+            const struct mblk *x = &m->b[k];
+            if (!x->cached)
+                continue;
+            if (x->apart && x->prio == low && (apart < 0 || x->seq < m->b[apart].seq))
+                apart = k;
+            if (!x->apart && (next < 0 || x->seq < m->b[next].seq))
+                next = k;
         }
+        if (apart >= 0)
+            return apart;
+        if (next < 0)
+            return -1;
+        if (m->b[next].prio == low)
+            return next;
+        m->b[next].apart = true;
     }
-    return best;
 }
 
 static kvb_hash pm_hash(int k)
@@ -290,11 +302,11 @@ Test(priority, against_a_reference_model)
             cr_assert_eq(got, m.b[k].cached ? 1 : 0, "op %d", op);
             if (m.b[k].cached) {
                 struct mblk *x = &m.b[k];
-                bool moves = x->prio != pr;
+                bool moves = x->prio != pr && x->apart;
                 x->prio = pr;
                 x->until = dur && pr != KVB_PRIORITY_DEFAULT ? now_ms + dur : 0;
                 if (moves)
-                    pm_place(&m, k);
+                    pm_place(&m, k); /* set apart -> the lru's most recent end */
             }
             break;
         }
@@ -322,6 +334,7 @@ Test(priority, against_a_reference_model)
                               "op %d: evicted %llx, model hash %d (priority %u)", op,
                               (unsigned long long)ev.hi, v, m.b[v].prio);
                     m.b[v].cached = false;
+                    m.b[v].apart = false;
                     m.evictions++;
                     m.retained_evictions += m.b[v].prio > KVB_PRIORITY_DEFAULT;
                     m.b[v].prio = KVB_PRIORITY_DEFAULT;
@@ -420,7 +433,7 @@ Test(priority, hints_come_before_priorities)
     cr_assert_eq(st.hint_protected, 1);
     for (int i = 0; i < 3; i++)
         cr_assert_eq(kvb_mutable_release(&m[i]), 0);
-    cr_assert_eq(kvb_pool_hint(p, &h[0], 1, -1), 0); /* back into its list (priority 0) */
+    cr_assert_eq(kvb_pool_hint(p, &h[0], 1, -1), 0); /* back into the backend (priority 0) */
     kvb_pool_stats(p, &st);
     cr_assert_eq(st.retained, 1);
     cr_assert_eq(kvb_pool_reset_inactive(p), 1);

@@ -29,17 +29,16 @@
  * and counts kvb_stats.allocate_rollbacks. Its own state is restored exactly
  * (slot states and generations, the free list and its order, the hash index,
  * the priority lists, gauges; no callback, no event), with one exception: a
- * candidate that lookahead hints set apart during the call stays set apart
- * (still cached, in the hint heap instead of the backend, where the next
- * allocation would put it anyway). The backend's blocks go back through
- * unevict, exactly, when the backend has it. A backend without unevict gets them
- * back through insert(), in reverse eviction order: the same blocks are cached
- * again, but where insert puts them, not where they were (an LRU puts them at
- * the most recently used end, so they are evicted after the blocks that were
- * behind them). The same re-insertion is used, unevict or not, when hints set
- * one of the call's candidates apart (the entries of that evict call are then
- * not all given back, and unevict takes them back only as a whole). A backend
- * whose order matters after such a failure implements unevict.
+ * candidate that lookahead hints or a retention priority set apart during the
+ * call stays set apart (still cached, in the hint heap or its level's list
+ * instead of the backend, where the next allocation would put it anyway). The backend's blocks go
+ * back through unevict, exactly, when the backend has it. A backend without unevict gets them back
+ * through insert(), in reverse eviction order: the same blocks are cached again, but where insert
+ * puts them, not where they were (an LRU puts them at the most recently used end, so they are
+ * evicted after the blocks that were behind them). The same re-insertion is used, unevict or not,
+ * in a pool with retention priorities and when hints set one of the call's candidates apart (the
+ * entries of that evict call are then not all given back, and unevict takes them back only as a
+ * whole). A backend whose order matters after such a failure implements unevict.
  */
 #ifndef KVBLOCK_INACTIVE_H
 #define KVBLOCK_INACTIVE_H
