@@ -342,6 +342,9 @@ static kvb_pool *pick_pool(uint8_t b)
 
 static bool g_enomem; /* the call failed with an injected -ENOMEM: restore the model */
 
+static uint32_t m_alloc_ids(struct mpool *mp, uint32_t n, const uint32_t *lib, uint32_t *ids);
+static uint32_t m_alloc_one(struct mpool *mp, uint32_t id, bool victim, const kvb_hash *ev);
+
 static void op_allocate(struct rd *r)
 {
     struct mpool *mp = &M.P[u8(r) & 1];
@@ -384,13 +387,36 @@ static void op_allocate(struct rd *r)
             CHECK(nev == 0, "allocate: n_evicted %u on a call that took nothing", nev);
         return;
     }
-    uint32_t take = n < mp->flen ? n : mp->flen, need = n - take, ids[64];
+    uint32_t ids[64], lib[64];
+    for (uint32_t i = 0; i < n; i++)
+        lib[i] = out[i].id;
+    uint32_t take = m_alloc_ids(mp, n, lib, ids), need = n - take;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t gen =
+            m_alloc_one(mp, ids[i], i >= take, ev_null || i < take ? NULL : &evicted[i - take]);
+        CHECK(out[i].pool == mp->real && out[i].id == ids[i] && out[i].gen == gen,
+              "allocate: out[%u] = (id %u, gen %u), model (id %u, gen %u)", i, out[i].id,
+              out[i].gen, ids[i], gen);
+        put_m(out[i]);
+    }
+    mp->c.allocations += n;
+    if (!nev_null)
+        CHECK(nev == need, "allocate: n_evicted %u, model %u", nev, need);
+}
+
+/* The model's choice of n blocks (room checked): ids[0, take) off the free list,
+ * then the victims; lib[take..n) are the library's victims (a policy the model
+ * does not know is followed, validated; hint-heap ties are the library's).
+ * Returns take. */
+static uint32_t m_alloc_ids(struct mpool *mp, uint32_t n, const uint32_t *lib, uint32_t *ids)
+{
+    uint32_t take = n < mp->flen ? n : mp->flen, need = n - take;
     for (uint32_t i = 0; i < take; i++)
         ids[i] = free_pop(mp);
     if (mp->policy == POL_OTHER) { /* order unknown to the model: adopt, but validate */
         bool hinted_victim = false;
         for (uint32_t i = take; i < n; i++) {
-            ids[i] = out[i].id;
+            ids[i] = lib[i];
             CHECK(ids[i] < mp->n && mp->s[ids[i]].state == S_INACTIVE,
                   "allocate evicted block %u which is not cached", ids[i]);
             for (uint32_t j = take; j < i; j++)
@@ -409,36 +435,31 @@ static void op_allocate(struct rd *r)
                   "allocate evicted a hinted block while block %u, unhinted, stayed", i);
         }
     } else {
-        uint32_t lib[64];
-        for (uint32_t i = take; i < n; i++)
-            lib[i - take] = out[i].id;
-        m_victims_hinted(mp, need, &ids[take], lib);
+        m_victims_hinted(mp, need, &ids[take], lib + take);
     }
-    for (uint32_t i = 0; i < n; i++) {
-        uint32_t id = ids[i];
-        struct mslot *s = &mp->s[id];
-        if (i >= take) {
-            if (!ev_null)
-                CHECK(heq(evicted[i - take], s->hash), "allocate: evicted[%u] is another hash",
-                      i - take);
-            m_cb(mp, CB_EVICT, id, s->hash);
-            m_ev(mp, EV_REMOVED, s->hash);
-            mp->c.evictions++;
-            mp->retained_evictions += s->prio > KVB_PRIORITY_DEFAULT;
-        } else {
-            mp->c.from_reset++;
-        }
-        uint32_t gen = m_trans(mp, id, S_MUTABLE, 0);
-        s->flag = false;
-        s->hash = (kvb_hash){0, 0};
-        CHECK(out[i].pool == mp->real && out[i].id == id && out[i].gen == gen,
-              "allocate: out[%u] = (id %u, gen %u), model (id %u, gen %u)", i, out[i].id,
-              out[i].gen, id, gen);
-        put_m(out[i]);
+    return take;
+}
+
+/* Block id, chosen by m_alloc_ids, becomes MUTABLE: a victim's eviction first (its
+ * callback, event and counters; *ev, when given, the library's evicted hash).
+ * Returns the new generation. */
+static uint32_t m_alloc_one(struct mpool *mp, uint32_t id, bool victim, const kvb_hash *ev)
+{
+    struct mslot *s = &mp->s[id];
+    if (victim) {
+        if (ev)
+            CHECK(heq(*ev, s->hash), "allocate: a victim's evicted hash is another hash");
+        m_cb(mp, CB_EVICT, id, s->hash);
+        m_ev(mp, EV_REMOVED, s->hash);
+        mp->c.evictions++;
+        mp->retained_evictions += s->prio > KVB_PRIORITY_DEFAULT;
+    } else {
+        mp->c.from_reset++;
     }
-    mp->c.allocations += n;
-    if (!nev_null)
-        CHECK(nev == need, "allocate: n_evicted %u, model %u", nev, need);
+    uint32_t gen = m_trans(mp, id, S_MUTABLE, 0);
+    s->flag = false;
+    s->hash = (kvb_hash){0, 0};
+    return gen;
 }
 
 static void op_stage(struct rd *r)
@@ -602,6 +623,43 @@ static bool retention_valid(const kvb_retention *r)
     return kvb_retention_lookup(r, 0, &p, &d) == 0;
 }
 
+/* The model of one registration of staged block id (its hash in the slot), the
+ * library's handle for it in *out (checked). */
+static void m_register_one(struct mpool *mp, uint32_t id, const kvb_retention *ret,
+                           const kvb_block *out)
+{
+    struct mslot *s = &mp->s[id];
+    kvb_hash h = s->hash;
+    uint32_t pgen = 0;
+    int pid = m_acquire(mp, h, &pgen);
+    mp->c.registrations++;
+    if (pid >= 0 && (mp->reject || mp->s[pid].dups == KVB_DUPS_MAX_)) {
+        m_trans(mp, id, S_RESET, 0);
+        m_cb(mp, CB_RESET, id, h);
+        fill_block_check(out, mp, (uint32_t)pid, pgen, "register (dedup)");
+        mp->c.dedups++;
+    } else if (pid < 0) {
+        s->arrival = ++mp->arrival_seq;
+        s->flag = mp->reset_default;
+        uint32_t gen = m_trans(mp, id, S_PRIMARY, 1);
+        fill_block_check(out, mp, id, gen, "register (primary)");
+        m_ev(mp, EV_STORED, h);
+    } else {
+        /* the reference just taken becomes the duplicate's hold on the primary */
+        mp->s[pid].dups++;
+        mp->s[pid].rc--;
+        s->prim = (uint32_t)pid;
+        uint32_t gen = m_trans(mp, id, S_DUPLICATE, 1);
+        fill_block_check(out, mp, id, gen, "register (duplicate)");
+        mp->c.duplicates++;
+    }
+    if (ret) {
+        uint32_t pr, du;
+        kvb_retention_lookup(ret, (uint64_t)kvb_hash_position(h) * 16, &pr, &du);
+        m_set_prio(mp, pid >= 0 ? (uint32_t)pid : id, pr, du);
+    }
+}
+
 static void op_register(struct rd *r)
 {
     uint8_t pb = u8(r);
@@ -662,37 +720,7 @@ static void op_register(struct rd *r)
         return;
     }
     for (uint32_t k = 0; k < n; k++) {
-        uint32_t id = before[k].id;
-        struct mslot *s = &mp->s[id];
-        kvb_hash h = s->hash;
-        uint32_t pgen = 0;
-        int pid = m_acquire(mp, h, &pgen);
-        mp->c.registrations++;
-        if (pid >= 0 && (mp->reject || mp->s[pid].dups == KVB_DUPS_MAX_)) {
-            m_trans(mp, id, S_RESET, 0);
-            m_cb(mp, CB_RESET, id, h);
-            fill_block_check(&out[k], mp, (uint32_t)pid, pgen, "register (dedup)");
-            mp->c.dedups++;
-        } else if (pid < 0) {
-            s->arrival = ++mp->arrival_seq;
-            s->flag = mp->reset_default;
-            uint32_t gen = m_trans(mp, id, S_PRIMARY, 1);
-            fill_block_check(&out[k], mp, id, gen, "register (primary)");
-            m_ev(mp, EV_STORED, h);
-        } else {
-            /* the reference just taken becomes the duplicate's hold on the primary */
-            mp->s[pid].dups++;
-            mp->s[pid].rc--;
-            s->prim = (uint32_t)pid;
-            uint32_t gen = m_trans(mp, id, S_DUPLICATE, 1);
-            fill_block_check(&out[k], mp, id, gen, "register (duplicate)");
-            mp->c.duplicates++;
-        }
-        if (ret) {
-            uint32_t pr, du;
-            kvb_retention_lookup(ret, (uint64_t)kvb_hash_position(h) * 16, &pr, &du);
-            m_set_prio(mp, pid >= 0 ? (uint32_t)pid : id, pr, du);
-        }
+        m_register_one(mp, before[k].id, ret, &out[k]);
         CHECK(is_zero(&batch[k], sizeof batch[k]), "register: input %u not cleared", k);
         memset(&TC[idx[k]], 0, sizeof TC[idx[k]]);
         put_b(out[k]);
@@ -759,6 +787,108 @@ static void op_lookup(struct rd *r)
     } else {
         mp->c.mreq += n;
         mp->c.mret += k;
+    }
+}
+
+/* kvb_pool_acquire: the model is its definition, kvb_pool_match and then
+ * kvb_pool_allocate, kvb_pool_stage and kvb_pool_register(_retained) of the rest
+ * in sequence, except that it fails whole (-ENOSPC, -EOVERFLOW: nothing taken,
+ * no callback, no event) where the sequence would fail after the match. */
+static void op_acquire(struct rd *r)
+{
+    uint8_t pb = u8(r);
+    struct mpool *mp = &M.P[pb & 1];
+    kvb_retention retbuf;
+    const kvb_retention *ret = pick_retention(pb, &retbuf);
+    uint8_t nb = u8(r);
+    uint32_t n = nb % 13; /* 0..12 */
+    bool null_args = (nb & 0xf0) == 0xf0;
+    kvb_hash hs[16], evicted[16];
+    for (uint32_t k = 0; k < n; k++)
+        hs[k] = U[u8(r) % NU];
+    kvb_block out[16];
+    memset(out, 0x5a, sizeof out);
+    uint32_t nev = 12345;
+    int rc = kvb_pool_acquire(mp->real, null_args ? NULL : hs, n, ret, out, evicted, &nev);
+    g_rc = rc;
+    int want = 0;
+    bool valid = true;
+    for (uint32_t k = 0; k < n; k++)
+        valid &= hash_valid(hs[k]);
+    if ((null_args && n) || !valid || (ret && !retention_valid(ret)))
+        want = -EINVAL;
+    else if (ret && !mp->prio)
+        want = -ENOTSUP;
+    if (want || n == 0) {
+        if (rc == -ENOMEM && FA.failed) {
+            g_enomem = true;
+            return;
+        }
+        CHECK(rc == want, "acquire(n=%u): %d, model %d", n, rc, want);
+        CHECK(nev == 0, "acquire: n_evicted %u on a call that took nothing", nev);
+        return;
+    }
+    static struct mpool before; /* (large: not on the stack) */
+    before = *mp;
+    uint32_t mark = M.cb.n, emark = M.ev.n;
+    /* the match */
+    uint32_t k = 0, gens[16];
+    for (; k < n; k++) {
+        int id = m_acquire(mp, hs[k], &gens[k]);
+        if (id < 0)
+            break;
+    }
+    uint32_t m = n - k;
+    if (m && (m > mp->n || mp->flen + mp->count[S_INACTIVE] < m))
+        want = -ENOSPC;
+    for (uint32_t i = k; i < n && !want; i++) {
+        int pid = m_find(mp, hs[i]);
+        if (pid >= 0 && mp->s[pid].state == S_PRIMARY && mp->s[pid].rc > RC_MAX - m)
+            want = -EOVERFLOW;
+    }
+    if (rc == -ENOMEM && FA.failed) {
+        *mp = before;
+        g_enomem = true;
+        return;
+    }
+    CHECK(rc == (want ? want : (int)k), "acquire(n=%u): %d, model %d", n, rc, want ? want : (int)k);
+    if (want) {
+        *mp = before; /* nothing changed */
+        M.cb.n = mark;
+        M.ev.n = emark;
+        CHECK(nev == 0, "acquire: n_evicted %u on a failed call", nev);
+        return;
+    }
+    for (uint32_t i = 0; i < k; i++) {
+        fill_block_check(&out[i], mp, out[i].id, gens[i], "acquire (match)");
+        put_b(out[i]);
+    }
+    mp->c.mreq += n;
+    mp->c.mret += k;
+    if (m == 0)
+        return;
+    /* allocate + stage the rest, then register each */
+    CHECK(nev <= m, "acquire: n_evicted %u for %u blocks", nev, m);
+    uint32_t ids[16], lib[16];
+    uint32_t take = m < mp->flen ? m : mp->flen;
+    CHECK(nev == m - take, "acquire: n_evicted %u, model %u", nev, m - take);
+    for (uint32_t i = take; i < m; i++) { /* the library's victims, by their hashes */
+        int v = m_find(mp, evicted[i - take]);
+        CHECK(v >= 0 && mp->s[v].state == S_INACTIVE, "acquire: evicted[%u] was not cached",
+              i - take);
+        lib[i] = (uint32_t)v;
+    }
+    CHECK(m_alloc_ids(mp, m, lib, ids) == take, "acquire: free list taken");
+    for (uint32_t i = 0; i < m; i++) {
+        (void)m_alloc_one(mp, ids[i], i >= take, i < take ? NULL : &evicted[i - take]);
+        mp->s[ids[i]].hash = hs[k + i];
+        m_trans(mp, ids[i], S_STAGED, 0);
+    }
+    mp->c.allocations += m;
+    mp->c.stagings += m;
+    for (uint32_t i = 0; i < m; i++) {
+        m_register_one(mp, ids[i], ret, &out[k + i]);
+        put_b(out[k + i]);
     }
 }
 
@@ -1581,8 +1711,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             op_register(&r);
             break;
         case 6:
-            name = "lookup";
-            op_lookup(&r);
+            name = (op & 0x30) == 0x30 ? "acquire" : "lookup";
+            if ((op & 0x30) == 0x30)
+                op_acquire(&r);
+            else
+                op_lookup(&r);
             break;
         case 7:
             name = "clone";
