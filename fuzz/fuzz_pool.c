@@ -660,15 +660,33 @@ static void m_register_one(struct mpool *mp, uint32_t id, const kvb_retention *r
     }
 }
 
-static void op_register(struct rd *r)
+/* The first bytes of a registering batch call: the pool, a retention (or none), a
+ * count of 0..12 and whether the arrays are NULL. */
+struct batch_head {
+    struct mpool *mp;
+    const kvb_retention *ret;
+    uint32_t n;
+    bool null_args;
+};
+
+static struct batch_head read_batch_head(struct rd *r, kvb_retention *retbuf)
 {
     uint8_t pb = u8(r);
-    struct mpool *mp = &M.P[pb & 1];
-    kvb_retention retbuf;
-    const kvb_retention *ret = pick_retention(pb, &retbuf);
+    struct batch_head b = {.mp = &M.P[pb & 1], .ret = pick_retention(pb, retbuf)};
     uint8_t nb = u8(r);
-    uint32_t n = nb % 13; /* 0..12 */
-    bool null_args = (nb & 0xf0) == 0xf0;
+    b.n = nb % 13;
+    b.null_args = (nb & 0xf0) == 0xf0;
+    return b;
+}
+
+static void op_register(struct rd *r)
+{
+    kvb_retention retbuf;
+    struct batch_head b = read_batch_head(r, &retbuf);
+    struct mpool *mp = b.mp;
+    const kvb_retention *ret = b.ret;
+    uint32_t n = b.n;
+    bool null_args = b.null_args;
     int idx[16];
     kvb_complete batch[16], before[16];
     kvb_block out[16];
@@ -796,35 +814,31 @@ static void op_lookup(struct rd *r)
  * no callback, no event) where the sequence would fail after the match. */
 static void op_acquire(struct rd *r)
 {
-    uint8_t pb = u8(r);
-    struct mpool *mp = &M.P[pb & 1];
     kvb_retention retbuf;
-    const kvb_retention *ret = pick_retention(pb, &retbuf);
-    uint8_t nb = u8(r);
-    uint32_t n = nb % 13; /* 0..12 */
-    bool null_args = (nb & 0xf0) == 0xf0;
+    const struct batch_head a = read_batch_head(r, &retbuf);
+    struct mpool *mp = a.mp;
     kvb_hash hs[16], evicted[16];
-    for (uint32_t k = 0; k < n; k++)
+    for (uint32_t k = 0; k < a.n; k++)
         hs[k] = U[u8(r) % NU];
     kvb_block out[16];
     memset(out, 0x5a, sizeof out);
     uint32_t nev = 12345;
-    int rc = kvb_pool_acquire(mp->real, null_args ? NULL : hs, n, ret, out, evicted, &nev);
+    int rc = kvb_pool_acquire(mp->real, a.null_args ? NULL : hs, a.n, a.ret, out, evicted, &nev);
     g_rc = rc;
     int want = 0;
     bool valid = true;
-    for (uint32_t k = 0; k < n; k++)
+    for (uint32_t k = 0; k < a.n; k++)
         valid &= hash_valid(hs[k]);
-    if ((null_args && n) || !valid || (ret && !retention_valid(ret)))
+    if ((a.null_args && a.n) || !valid || (a.ret && !retention_valid(a.ret)))
         want = -EINVAL;
-    else if (ret && !mp->prio)
+    else if (a.ret && !mp->prio)
         want = -ENOTSUP;
-    if (want || n == 0) {
+    if (want || a.n == 0) {
         if (rc == -ENOMEM && FA.failed) {
             g_enomem = true;
             return;
         }
-        CHECK(rc == want, "acquire(n=%u): %d, model %d", n, rc, want);
+        CHECK(rc == want, "acquire(n=%u): %d, model %d", a.n, rc, want);
         CHECK(nev == 0, "acquire: n_evicted %u on a call that took nothing", nev);
         return;
     }
@@ -833,15 +847,15 @@ static void op_acquire(struct rd *r)
     uint32_t mark = M.cb.n, emark = M.ev.n;
     /* the match */
     uint32_t k = 0, gens[16];
-    for (; k < n; k++) {
+    for (; k < a.n; k++) {
         int id = m_acquire(mp, hs[k], &gens[k]);
         if (id < 0)
             break;
     }
-    uint32_t m = n - k;
+    uint32_t m = a.n - k;
     if (m && (m > mp->n || mp->flen + mp->count[S_INACTIVE] < m))
         want = -ENOSPC;
-    for (uint32_t i = k; i < n && !want; i++) {
+    for (uint32_t i = k; i < a.n && !want; i++) {
         int pid = m_find(mp, hs[i]);
         if (pid >= 0 && mp->s[pid].state == S_PRIMARY && mp->s[pid].rc > RC_MAX - m)
             want = -EOVERFLOW;
@@ -851,7 +865,8 @@ static void op_acquire(struct rd *r)
         g_enomem = true;
         return;
     }
-    CHECK(rc == (want ? want : (int)k), "acquire(n=%u): %d, model %d", n, rc, want ? want : (int)k);
+    CHECK(rc == (want ? want : (int)k), "acquire(n=%u): %d, model %d", a.n, rc,
+          want ? want : (int)k);
     if (want) {
         *mp = before; /* nothing changed */
         M.cb.n = mark;
@@ -863,7 +878,7 @@ static void op_acquire(struct rd *r)
         fill_block_check(&out[i], mp, out[i].id, gens[i], "acquire (match)");
         put_b(out[i]);
     }
-    mp->c.mreq += n;
+    mp->c.mreq += a.n;
     mp->c.mret += k;
     if (m == 0)
         return;
@@ -887,7 +902,7 @@ static void op_acquire(struct rd *r)
     mp->c.allocations += m;
     mp->c.stagings += m;
     for (uint32_t i = 0; i < m; i++) {
-        m_register_one(mp, ids[i], ret, &out[k + i]);
+        m_register_one(mp, ids[i], a.ret, &out[k + i]);
         put_b(out[k + i]);
     }
 }

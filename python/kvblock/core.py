@@ -1044,18 +1044,28 @@ class Pool:
         completes._n = 0
         return out
 
+    def _hashes_out(self, where, hashes, out):
+        """A batch call's input hashes as (pointer, count, keepalive: hold it until the
+        call returns) and its out Blocks, made or checked to have room for them."""
+        if type(hashes) is Hashes:
+            ptr, n, keep = hashes._ptr, hashes._n, None
+        else:
+            ptr, n, keep = _hashes(hashes, where)
+        if out is None:
+            out = Blocks._new(self, n)
+        elif out._pool is not self or n > out._cap:
+            self._bad_out(where, out, Blocks, n)
+        return ptr, n, keep, out
+
     def match(self, hashes, out=None):
         """Prefix match under one lock: Blocks for the leading hashes found (active or
         cached); len(result) is the prefix length."""
         try:
-            if type(hashes) is Hashes:
+            if type(hashes) is Hashes and out is not None and out._pool is self and \
+                    hashes._n <= out._cap:  # the hot loop's case, inline
                 ptr, n, keep = hashes._ptr, hashes._n, None
             else:
-                ptr, n, keep = _hashes(hashes, "Pool.match")
-            if out is None:
-                out = Blocks._new(self, n)
-            elif out._pool is not self or n > out._cap:
-                self._bad_out("Pool.match", out, Blocks, n)
+                ptr, n, keep, out = self._hashes_out("Pool.match", hashes, out)
             rc = lib.kvb_pool_match(self._p, ptr, n, out._arr)
         except (TypeError, AttributeError, OverflowError):
             self._bad_args("Pool.match", hashes=hashes, out=out, cls=Blocks)
@@ -1074,14 +1084,11 @@ class Pool:
         the prefix found, the rest the newly registered ones. evicted: a Hashes of
         capacity >= len(hashes) to receive the evicted hashes (its length is set)."""
         try:
-            if type(hashes) is Hashes:
+            if type(hashes) is Hashes and out is not None and out._pool is self and \
+                    hashes._n <= out._cap:  # the hot loop's case, inline
                 ptr, n, keep = hashes._ptr, hashes._n, None
             else:
-                ptr, n, keep = _hashes(hashes, "Pool.acquire")
-            if out is None:
-                out = Blocks._new(self, n)
-            elif out._pool is not self or n > out._cap:
-                self._bad_out("Pool.acquire", out, Blocks, n)
+                ptr, n, keep, out = self._hashes_out("Pool.acquire", hashes, out)
             if evicted is None:
                 rc = lib.kvb_pool_acquire(self._p, ptr, n, ffi.NULL, out._arr, ffi.NULL,
                                           ffi.NULL)
