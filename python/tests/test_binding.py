@@ -212,6 +212,40 @@ def test_acquire_is_all_or_nothing_and_checks_its_arguments():
         p.acquire(chain(1, 1))  # a closed pool
 
 
+def test_acquire_takes_hash_buffers_in_place_and_releases_in_one_call():
+    """bytes, bytearray, memoryview and array('Q') (two 8-byte words per kvb_hash) are
+    read in place; the result equals the Hashes call; one release drops every reference
+    and leaves the blocks cached, so the next acquire finds them all."""
+    hs = chain(10, 5)
+    raw = bytes(kvblock.ffi.buffer(hs._ptr, 16 * len(hs)))
+    forms = (raw, bytearray(raw), memoryview(raw), array.array("Q", raw))
+    for i, form in enumerate(forms):
+        with Pool(8) as p:
+            blocks, k = p.acquire(form)
+            assert (k, len(blocks), blocks.hashes()) == (0, 5, list(hs)), i
+            assert p.stats()["primary"] == 5 and blocks[0].use_count == 1
+            again, k2 = p.acquire(hs)  # all five active: hits, one more reference each
+            assert k2 == 5 and blocks[0].use_count == 2
+            again.release()
+            assert len(again) == 0 and blocks[0].use_count == 1
+            again.release()  # an empty batch: nothing to release, nothing changes
+            blocks.release(reverse=True)
+            assert len(blocks) == 0
+            st = p.stats()
+            assert st["primary"] == 0 and st["inactive"] == 5
+            cached, k3 = p.acquire(form)  # every block resurrected from the cache
+            assert k3 == 5 and cached.hashes() == list(hs)
+            assert p.stats()["resurrections"] - st["resurrections"] == 5
+            cached.release()
+            p.check()
+    with Pool(8) as p:
+        with pytest.raises(ValueError):
+            p.acquire(raw[:20])  # not a multiple of 16 bytes
+        with pytest.raises(TypeError):
+            p.acquire("not hashes")
+        assert p.stats()["primary"] == 0
+
+
 def test_errors_carry_the_errno_name_and_change_nothing():
     p = Pool(2)
     b = p.put(chain(1, 2))
