@@ -278,6 +278,12 @@ int main(int argc, char **argv)
         need_oracle = have_oracle;
     }
 
+    kvbt_oracle demote_oracle;
+    if (replay_demote) { /* which blocks a request demotes: their next uses */
+        if (kvbt_oracle_build(&t, hashes, &demote_oracle, err, sizeof err) < 0)
+            kvbt_die(prog, "%s", err);
+        replay_next_req = demote_oracle.next_req;
+    }
     if (o.lookahead)
         replay_hint_capacity = replay_lookahead_capacity(&t, o.lookahead);
 
@@ -379,6 +385,8 @@ int main(int argc, char **argv)
 
     if (need_oracle)
         kvbt_oracle_free(&oracle);
+    if (replay_demote)
+        kvbt_oracle_free(&demote_oracle);
     free(cells);
     free(sel);
     free(s.blocks);

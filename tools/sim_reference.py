@@ -174,8 +174,11 @@ def belady_ids(seq, nxt, cap):
 # --------------------------------------------------------------------------
 
 class Sim:
-    def __init__(self, policy, capacity, window, nxt):
+    def __init__(self, policy, capacity, window, nxt, demote=False):
         self.policy = policy
+        self.demote = demote               # lru: --demote one-off (window 0)
+        self.low = collections.OrderedDict()  # demoted cached hashes, evicted first
+        self.level0 = set()                # demoted hashes (priority 0)
         self.capacity = capacity
         self.window = window
         self.nxt = nxt
@@ -196,19 +199,23 @@ class Sim:
 
     # ---- the cached (inactive) set, per policy ----
     def n_cached(self):
-        return len(self.cached) if self.policy == "optimal" else len(self.lru)
+        return len(self.cached) if self.policy == "optimal" else len(self.lru) + len(self.low)
 
     def is_cached(self, h):
-        return h in self.cached if self.policy == "optimal" else h in self.lru
+        return h in self.cached if self.policy == "optimal" else h in self.lru or h in self.low
 
     def uncache(self, h):
         if self.policy == "optimal":
             self.cached.discard(h)
+        elif h in self.low:
+            del self.low[h]
         else:
             del self.lru[h]
 
     def cache(self, h):
-        if self.policy == "lru":
+        if self.policy == "lru" and h in self.level0:
+            self.low[h] = True
+        elif self.policy == "lru":
             self.lru[h] = True
         elif self.policy == "fifo":
             self.lru[h] = True
@@ -220,7 +227,9 @@ class Sim:
             heapq.heappush(self.opt_heap, (-nu, -depth, self.seq, h))
 
     def evict_one(self):
-        if self.policy == "lru":
+        if self.policy == "lru" and self.low:
+            h, _ = self.low.popitem(last=False)
+        elif self.policy == "lru":
             h, _ = self.lru.popitem(last=False)
         elif self.policy == "fifo":
             while True:
@@ -289,6 +298,11 @@ class Sim:
                 self.arrival[h] = self.arrivals
             self.take(h)
         self.dups += dups
+        if self.demote:  # hits back at the default, new blocks never used again at 0
+            self.level0.difference_update(blocks[:k])
+            for j in range(k, len(blocks)):
+                if self.nxt[r][j] == NEVER:
+                    self.level0.add(blocks[j])
         entry = (blocks, dups)
         if self.window == 0:
             self.release(entry)
@@ -305,7 +319,7 @@ class Sim:
         return self.hits
 
 
-def simulate(reqs, nxt, policy, cap, window=0, engine="auto"):
+def simulate(reqs, nxt, policy, cap, window=0, engine="auto", demote=False):
     """(hits, evictions) of one policy at one capacity."""
     one_block = all(len(b) == 1 for b in reqs)
     if engine == "textbook" or (engine == "auto" and one_block and window == 0):
@@ -318,7 +332,9 @@ def simulate(reqs, nxt, policy, cap, window=0, engine="auto"):
             return fifo_ids(seq, cap)
         # next use as an index into seq (requests are one block each)
         return belady_ids(seq, [n[0] for n in nxt], cap)
-    s = Sim(policy, cap, window, nxt)
+    if demote and (policy != "lru" or window):
+        sys.exit("the demote model is lru without a window")
+    s = Sim(policy, cap, window, nxt, demote)
     return s.run(reqs), s.evictions
 
 

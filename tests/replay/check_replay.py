@@ -113,6 +113,14 @@ def main():
             cmd, rows = run_replay(a.replay, mc, "mooncake", policies, caps, window)
             check("mooncake synthetic, window %d" % window, cmd, rows, expected, failures)
 
+        # --demote one-off: new blocks no later request uses at priority 0, evicted
+        # before the rest (lru order within each level, the pool's priority levels)
+        caps = [1000, 4000]
+        expected = {("lru", c): ref.simulate(reqs, nxt, "lru", c, demote=True) for c in caps}
+        cmd, rows = run_replay(a.replay, mc, "mooncake", ["lru"], caps,
+                               extra=["--demote", "one-off"])
+        check("mooncake synthetic, demote one-off", cmd, rows, expected, failures)
+
     conv = os.path.join(data, "mooncake", "mooncake_conversation_trace.jsonl")
     if os.path.isfile(conv):
         caps = [1000, 8000]

@@ -47,6 +47,11 @@ static void replay_usage(FILE *f)
             "  --ttl MS            after each request, pin its blocks at priority 100 for MS ms\n"
             "                      of trace time (the trace's timestamps; without them the\n"
             "                      request index counts as milliseconds)\n"
+            "  --demote unhinted|one-off  after each request, its newly registered blocks\n"
+            "                      at priority 0 (a hit restores the default): unhinted, those\n"
+            "                      no request of the next W (--lookahead) hints; one-off, those\n"
+            "                      no later request uses (an oracle: what a runtime that knows\n"
+            "                      a session ended could say); not with --retention or --ttl\n"
             "  --api acquire|calls how a request is served (default acquire): one\n"
             "                      kvb_pool_acquire per request where that gives the same\n"
             "                      results (window 0, no --lookahead, no --retention), else\n"
@@ -83,6 +88,7 @@ void replay_parse_args(int argc, char **argv, replay_opts *o)
         O_LOOKAHEAD,
         O_RETENTION,
         O_TTL,
+        O_DEMOTE,
         O_API,
         O_CSV,
         O_PLOT,
@@ -105,6 +111,7 @@ void replay_parse_args(int argc, char **argv, replay_opts *o)
         {"lookahead", required_argument, NULL, O_LOOKAHEAD},
         {"retention", required_argument, NULL, O_RETENTION},
         {"ttl", required_argument, NULL, O_TTL},
+        {"demote", required_argument, NULL, O_DEMOTE},
         {"api", required_argument, NULL, O_API},
         {"csv", no_argument, NULL, O_CSV},
         {"plot", required_argument, NULL, O_PLOT},
@@ -181,6 +188,13 @@ void replay_parse_args(int argc, char **argv, replay_opts *o)
             o->ttl = (uint32_t)kvbt_arg_u64(prog, "--ttl", optarg, 1, UINT32_MAX);
             replay_ttl_ms = o->ttl;
             break;
+        case O_DEMOTE:
+            if (strcmp(optarg, "unhinted") && strcmp(optarg, "one-off"))
+                kvbt_usage_error(prog, "--demote: '%s' is not unhinted or one-off", optarg);
+            o->demote = optarg;
+            replay_demote =
+                !strcmp(optarg, "unhinted") ? REPLAY_DEMOTE_UNHINTED : REPLAY_DEMOTE_ONE_OFF;
+            break;
         case O_API:
             if (strcmp(optarg, "acquire") && strcmp(optarg, "calls"))
                 kvbt_usage_error(prog, "--api: '%s' is not acquire or calls", optarg);
@@ -224,6 +238,10 @@ void replay_parse_args(int argc, char **argv, replay_opts *o)
         }
     }
     kvbt_usage_no_operands(prog, argc, argv);
+    if (o->demote && (o->retention || o->ttl))
+        kvbt_usage_error(prog, "--demote sets priorities: not with --retention or --ttl");
+    if (replay_demote == REPLAY_DEMOTE_UNHINTED && !o->lookahead)
+        kvbt_usage_error(prog, "--demote unhinted needs --lookahead W");
     if (strcmp(o->policy, "all") == 0 && !o->capacities_set) {
         o->n_capacities = sizeof replay_all_capacities / sizeof replay_all_capacities[0];
         memcpy(o->capacities, replay_all_capacities, sizeof replay_all_capacities);

@@ -35,6 +35,9 @@ void replay_header(const kvbt_trace *t, const replay_opts *o, bool synthetic)
                replay_ret.priority, replay_ret.duration_ms ? " (with a duration)" : "");
     if (o->ttl)
         printf("each request's blocks pinned for %u ms; ", o->ttl);
+    if (o->demote)
+        printf("new blocks %s demoted to priority 0; ",
+               !strcmp(o->demote, "unhinted") ? "no hint reaches are" : "never used again are");
     printf("uncached = per request, %s not found cached; ",
            t->input_tokens ? "input tokens" : "blocks");
     printf("best of %llu\n\n", (unsigned long long)o->repeat);

@@ -57,6 +57,7 @@ typedef struct replay_opts {
     uint32_t lookahead;
     const char *retention; /* --retention as given */
     uint32_t ttl;
+    const char *demote; /* --demote as given */
     const char *plot;
     const char *publish, *publish_replay, *topic;
     bool csv, quiet;
@@ -84,6 +85,11 @@ typedef struct replay_retention_opts {
 extern replay_retention_opts replay_ret;
 /* --ttl MS, on the trace's clock (0: none) */
 extern uint32_t replay_ttl_ms;
+/* --demote: which newly registered blocks go to priority 0 after their request
+ * (the next use of every reference, from the oracle, says which) */
+enum { REPLAY_DEMOTE_NONE, REPLAY_DEMOTE_UNHINTED, REPLAY_DEMOTE_ONE_OFF };
+extern int replay_demote;
+extern const uint32_t *replay_next_req; /* per reference: kvbt_oracle.next_req */
 /* --api calls: serve every request with the four calls, never kvb_pool_acquire */
 extern bool replay_api_calls;
 

@@ -13,6 +13,7 @@
  */
 #include "kvb-replay/replay.h"
 
+#include "common/optimal.h"
 #include "common/request.h"
 
 #include <math.h>
@@ -22,6 +23,8 @@ kvb_event_config replay_events;
 uint32_t replay_hint_capacity;
 replay_retention_opts replay_ret;
 uint32_t replay_ttl_ms;
+int replay_demote;
+const uint32_t *replay_next_req;
 bool replay_api_calls;
 static uint64_t replay_now_ms;  /* the current request's timestamp (or index) */
 #define REPLAY_BLOCK_TOKENS 512 /* tokens per Mooncake block (shared/data/README.md) */
@@ -42,7 +45,7 @@ static void replay_pool_config(kvb_pool_config *cfg, const replay_policy *pol, u
     cfg->evict = pol->evict;
     cfg->name = "replay";
     cfg->hint_capacity = replay_hint_capacity;
-    if (replay_ret.on || replay_ttl_ms) {
+    if (replay_ret.on || replay_ttl_ms || replay_demote) {
         cfg->priorities = true;
         cfg->clock = (kvb_clock){.now_ms = replay_clock};
     }
@@ -200,6 +203,22 @@ typedef struct replay_run {
     uint64_t hits;
 } replay_run;
 
+/* --demote: request r's k hits back at the default priority (they may have been
+ * demoted), and its new blocks at priority 0 when no request of the next W
+ * (unhinted) or none at all (one-off) uses them again. */
+static void replay_demote_request(replay_run *x, uint64_t r, const kvb_hash *h, uint32_t n,
+                                  uint32_t k)
+{
+    const uint32_t *nx = replay_next_req + x->t->off[r];
+    uint64_t reach = replay_demote == REPLAY_DEMOTE_UNHINTED ? r + x->lookahead : UINT64_MAX;
+    int rc = k ? kvb_pool_set_priority(x->pool, h, k, KVB_PRIORITY_DEFAULT, 0) : 0;
+    for (uint32_t i = k; i < n && rc >= 0; i++)
+        if (nx[i] == KVBT_ORACLE_NEVER || nx[i] > reach)
+            rc = kvb_pool_set_priority(x->pool, h + i, 1, KVB_PRIORITY_MIN, 0);
+    if (rc < 0)
+        replay_lib_fail(x->t, r, "kvb_pool_set_priority", rc, x->pol->name, x->capacity);
+}
+
 /* Release the oldest held request of the window (its handles are in release order). */
 static void replay_release_oldest(replay_run *x)
 {
@@ -264,6 +283,8 @@ static __attribute__((noinline)) void replay_request(replay_run *x, uint64_t r)
         rc = kvbt_request_fill(x->pool, h, n, k, blk, &x->fill);
         if (rc < 0)
             replay_lib_fail(t, r, x->fill.failed, rc, x->pol->name, x->capacity);
+        if (replay_demote)
+            replay_demote_request(x, r, h, n, k);
     }
 
     if (replay_ttl_ms) /* the request's blocks, held now, cached next (or later) */
@@ -316,7 +337,7 @@ int replay_run_pool(const kvbt_trace *t, const kvb_hash *hashes, const replay_po
     /* what happens between the match and the allocation (hints withdrawn, retention
      * refreshed, held requests released to make room) changes the victims: only
      * without any of it is one call the same as the four */
-    x.acquire = !replay_api_calls && window == 0 && lookahead == 0 && !x.ret;
+    x.acquire = !replay_api_calls && window == 0 && lookahead == 0 && !x.ret && !replay_demote;
     x.fill = (kvbt_request_fill_args){.mut = s->mut, .cmp = s->cmp, .retention = x.ret};
     if (window) {
         x.fill.make_room = replay_make_room;
