@@ -254,18 +254,18 @@ static inline uint32_t kvb__free_pop(kvb_pool *p)
 /* ---- where a cached block waits: the backend, a priority list, the hint heap ---- */
 
 /* Block id just became INACTIVE: into the eviction backend, whatever its priority
- * (a pool with priorities counts it at its level: prio.h has how the levels are
- * kept in the policy's order). Hints do not look at releases: the pool sets a
- * hinted block apart only when it comes up as a victim (kvb_pool_allocate).
- * Without priorities this is the backend insert plus one test of a pool field
- * already in cache. Lock held. */
+ * (a block at a priority other than the default is counted at its level: prio.h
+ * has how the levels are kept in the policy's order). Hints do not look at
+ * releases: the pool sets a hinted block apart only when it comes up as a victim
+ * (kvb_pool_allocate). Otherwise this is the backend insert plus one test of a
+ * flag in the slot it already has in hand. Lock held. */
 static inline void kvb__place_locked(kvb_pool *p, uint32_t id)
 {
     struct kvb_slot *s = &p->slots[id];
     int rc = p->ops->insert(p->backend, s->hash, id, s->aux);
     kvb_assert(rc == 0);
     (void)rc;
-    if (kvb_unlikely(p->prio != NULL))
+    if (kvb_unlikely(s->flags & KVB_F_PRIO))
         kvb__prio_in(p->prio, id);
 }
 
@@ -285,7 +285,7 @@ static inline void kvb__unplace_locked(kvb_pool *p, uint32_t id)
     bool was = p->ops->remove(p->backend, s->hash, id);
     kvb_assert(was);
     (void)was;
-    if (kvb_unlikely(p->prio != NULL))
+    if (kvb_unlikely(s->flags & KVB_F_PRIO))
         kvb__prio_out(p->prio, id);
 }
 

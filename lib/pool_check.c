@@ -95,10 +95,19 @@ static int kvb_check_locked(kvb_pool *p, uint32_t *dups)
             if (p->slots[i].state == KVB_S_INACTIVE &&
                 !(p->slots[i].flags & (KVB_F_HINTED | KVB_F_LISTED)))
                 inb[p->prio->level[i]]++;
-        for (uint32_t l = 0; l < KVB_PRIO_LEVELS; l++)
+        uint32_t nondef = 0;
+        for (uint32_t l = 0; l < KVB_PRIO_LEVELS; l++) {
+            if (l == KVB_PRIORITY_DEFAULT)
+                continue; /* (counted inside an eviction only) */
+            nondef += inb[l];
             if (inb[l] != p->prio->inb[l])
                 return KVB_CHECK_FAIL("priority level %u: %u blocks in the backend, counted %u\n",
                                       l, inb[l], p->prio->inb[l]);
+        }
+        if (nondef != p->prio->nondef)
+            return KVB_CHECK_FAIL("priority levels: %u blocks off the default in the backend, "
+                                  "counted %u\n",
+                                  nondef, p->prio->nondef);
         const char *why = NULL;
         if (kvb__prio_check(p->prio, &why) != 0)
             return KVB_CHECK_FAIL("%s\n", why);

@@ -32,6 +32,7 @@ void kvb__evict_levels_locked(kvb_pool *p, struct kvb_ids out, uint32_t *got, ui
                               bool filter, bool *bad)
 {
     struct kvb_prio *pr = p->prio;
+    kvb__prio_sync_default(pr, p->ops->len(p->backend));
     while (*got < need && !*bad) {
         int l = kvb__prio_lowest_cached(pr);
         if (l < 0)
@@ -64,7 +65,7 @@ void kvb__evict_levels_locked(kvb_pool *p, struct kvb_ids out, uint32_t *got, ui
             struct kvb_slot *s = &p->slots[id];
             uint32_t lv = pr->level[id]; /* (still counted: the lowest may be its own) */
             bool first = (int)lv == kvb__prio_lowest_cached(pr) && pr->len[lv] == 0;
-            kvb__prio_out(pr, id);
+            kvb__prio_evicted(pr, id);
             if (filter && kvb__set_apart_locked(p, id))
                 continue;
             if (first) {

@@ -255,7 +255,8 @@ int kvb__prio_check(const struct kvb_prio *pr, const char **why)
         if (k != pr->len[l] || last != pr->tail[l] ||
             (((pr->mask[l >> 6] >> (l & 63)) & 1) != 0) != (k != 0))
             return *why = "priority level list length, tail or mask wrong", -EFAULT;
-        if ((((pr->bmask[l >> 6] >> (l & 63)) & 1) != 0) != (pr->inb[l] != 0))
+        if (l != KVB_PRIORITY_DEFAULT &&
+            (((pr->bmask[l >> 6] >> (l & 63)) & 1) != 0) != (pr->inb[l] != 0))
             return *why = "priority backend count mask wrong", -EFAULT;
         listed += k;
     }

@@ -58,10 +58,14 @@ struct kvb_prio {
     uint8_t *level;        /* per block: its priority */
     uint32_t *prev, *next; /* per block: links of a level list (KVB_PRIO_NONE: not listed) */
     uint32_t head[KVB_PRIO_LEVELS], tail[KVB_PRIO_LEVELS], len[KVB_PRIO_LEVELS];
-    uint64_t mask[2];              /* bit l: level l's list is not empty */
-    uint32_t listed;               /* blocks in level lists */
-    uint32_t inb[KVB_PRIO_LEVELS]; /* cached blocks of each level in the backend */
-    uint64_t bmask[2];             /* bit l: inb[l] != 0 */
+    uint64_t mask[2]; /* bit l: level l's list is not empty */
+    uint32_t listed;  /* blocks in level lists */
+    /* cached blocks of each level in the backend; the default level's count (and its
+     * bmask bit) only inside an eviction, which sets it from the backend's len():
+     * releases and hits of default-priority blocks, the hot path, touch no count */
+    uint32_t inb[KVB_PRIO_LEVELS];
+    uint64_t bmask[2]; /* bit l: inb[l] != 0 */
+    uint32_t nondef;   /* sum of inb[l] over the levels other than the default */
     struct kvb_prio_timer *heap;
     uint32_t *tpos; /* per block: heap index, KVB_PRIO_NONE without a duration */
     uint32_t heap_len;
@@ -75,19 +79,53 @@ void kvb__prio_destroy(struct kvb_prio *pr, const kvb_allocator *a);
 size_t kvb__prio_memory(const struct kvb_prio *pr);
 
 /* ---- the backend's blocks per level ---- */
-/* Block id (its level: level[id]) entered the backend / left it. */
+static inline void kvb_prio_inb(struct kvb_prio *pr, uint32_t l, bool in)
+{
+    if (in) {
+        if (pr->inb[l]++ == 0)
+            pr->bmask[l >> 6] |= 1ull << (l & 63);
+    } else {
+        kvb_assert(pr->inb[l] > 0);
+        if (--pr->inb[l] == 0)
+            pr->bmask[l >> 6] &= ~(1ull << (l & 63));
+    }
+}
+/* Block id (its level: level[id]) entered the backend / left it: counted when its
+ * level is not the default (the default's count is derived, see inb). */
 static inline void kvb__prio_in(struct kvb_prio *pr, uint32_t id)
 {
     uint32_t l = pr->level[id];
-    if (pr->inb[l]++ == 0)
-        pr->bmask[l >> 6] |= 1ull << (l & 63);
+    if (l != KVB_PRIORITY_DEFAULT) {
+        pr->nondef++;
+        kvb_prio_inb(pr, l, true);
+    }
 }
 static inline void kvb__prio_out(struct kvb_prio *pr, uint32_t id)
 {
     uint32_t l = pr->level[id];
-    kvb_assert(pr->inb[l] > 0);
-    if (--pr->inb[l] == 0)
+    if (l != KVB_PRIORITY_DEFAULT) {
+        pr->nondef--;
+        kvb_prio_inb(pr, l, false);
+    }
+}
+/* An eviction begins: the default level's count from the backend's len(). */
+static inline void kvb__prio_sync_default(struct kvb_prio *pr, uint32_t backend_len)
+{
+    const uint32_t l = KVB_PRIORITY_DEFAULT;
+    kvb_assert(backend_len >= pr->nondef);
+    pr->inb[l] = backend_len - pr->nondef;
+    if (pr->inb[l])
+        pr->bmask[l >> 6] |= 1ull << (l & 63);
+    else
         pr->bmask[l >> 6] &= ~(1ull << (l & 63));
+}
+/* Inside an eviction: block id left the backend, whatever its level. */
+static inline void kvb__prio_evicted(struct kvb_prio *pr, uint32_t id)
+{
+    if (pr->level[id] == KVB_PRIORITY_DEFAULT)
+        kvb_prio_inb(pr, KVB_PRIORITY_DEFAULT, false);
+    else
+        kvb__prio_out(pr, id);
 }
 /* The lowest level holding a cached block, in the backend or set apart; -1: none. */
 static inline int kvb__prio_lowest_cached(const struct kvb_prio *pr)
@@ -101,10 +139,7 @@ static inline int kvb__prio_lowest_cached(const struct kvb_prio *pr)
 /* Cached blocks at a priority other than the default, outside the hint heap. */
 static inline uint32_t kvb__prio_retained(const struct kvb_prio *pr)
 {
-    uint32_t n = pr->listed - pr->len[KVB_PRIORITY_DEFAULT];
-    for (uint32_t l = 0; l < KVB_PRIO_LEVELS; l++)
-        n += l != KVB_PRIORITY_DEFAULT ? pr->inb[l] : 0;
-    return n;
+    return pr->listed - pr->len[KVB_PRIORITY_DEFAULT] + pr->nondef;
 }
 
 /* ---- set-apart lists ---- */
