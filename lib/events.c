@@ -98,10 +98,17 @@
 #define EV_TOKENS_MAX     65536u /* token ids one delivery holds */
 
 struct kvb_ev_cell {
-    uint64_t frag;  /* key: the bits of the sequence hash a child keeps */
-    uint32_t pos;   /* key: position */
+    uint64_t key;   /* (mode, position, fragment a child keeps): kvb_ev_keys */
     uint32_t count; /* stored hashes with this key; 0 = empty cell */
     kvb_hash x;     /* XOR of those hashes: the hash itself when count == 1 */
+};
+
+/* One hash's index keys and well-formedness, decoded once (kvb_ev_keys). */
+struct kvb_ev_keys {
+    uint64_t skey; /* key h is indexed under: (position, fragment a child keeps) */
+    uint64_t pkey; /* key of h's parent: (position - 1, h's parent fragment) */
+    bool has_pkey; /* position > 0 and the fragment fits a well-formed parent's key */
+    bool wf;       /* kvb__hash_well_formed(h) */
 };
 
 struct kvb_events {
@@ -156,7 +163,10 @@ struct kvb_events {
     /* parent index (see kvb_ev_idx_*): parent key -> count and XOR of stored hashes */
     struct kvb_ev_cell *idx;
     uint32_t idx_mask, idx_n;
+    uint32_t idx_shift; /* 64 - log2(capacity): kvb_ev_idx_home */
     bool idx_tried;
+    /* keys of hs[nh - 1] while the open event is STORED (coalescing) */
+    struct kvb_ev_keys last_keys;
     struct kvb_cb_ev stage[EV_STAGE];
 };
 
@@ -208,19 +218,48 @@ KVB_API void kvb_event_config_init(kvb_event_config *cfg)
  * runs stay short whatever the hashes look like; insert and remove are O(1).
  * Open addressing, linear probing, backward-shift deletion; capacity >= 2 x
  * block_count fixed at first use (at most block_count hashes are stored).
+ *
+ * A key is one 64-bit word, decoded once per record (kvb_ev_keys): the child's
+ * mode m (2 bits, a function of the position) on top, the position below it and
+ * the fragment in the low r = 54 - 8m bits (a position below 2^(8m + 8) and a
+ * fragment below 2^r fill at most 62 bits, so the packing is injective). The
+ * same word decides chain coalescing: h is the parent of c exactly when both are
+ * well formed and c's parent key equals h's stored key (kvb__hash_is_parent
+ * spelled as one compare, with the decoding shared with the index).
  */
-static uint64_t kvb_ev_key_frag(kvb_hash h, uint32_t pos)
+static inline uint64_t kvb_ev_pack(uint32_t mode, uint32_t pos, uint64_t frag)
 {
-    return kvb__hash_child_fragment(kvb__hash_current(h), pos + 1);
+    return (uint64_t)mode << 62 | (uint64_t)pos << kvb_hash_r_bits(mode) | frag;
 }
 
-static uint32_t kvb_ev_idx_home(const struct kvb_events *ev, uint32_t pos, uint64_t frag)
+static inline struct kvb_ev_keys kvb_ev_keys(kvb_hash h)
 {
-    /* splitmix64 finaliser: keys built from small integers still spread */
-    uint64_t x = frag + 0x9E3779B97F4A7C15ull * ((uint64_t)pos + 1);
-    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-    return (uint32_t)(x ^ (x >> 31)) & ev->idx_mask;
+    struct kvb_ev_keys k;
+    uint32_t raw = (uint32_t)(h.hi >> 62);
+    uint32_t mode = raw > 2 ? 2 : raw;
+    uint32_t r = kvb_hash_r_bits(mode);
+    uint32_t pos = (uint32_t)((h.hi >> r) & kvb_hash_mask(kvb_hash_p_bits(mode)));
+    k.wf = raw == kvb_hash_mode_for(pos);
+    /* stored key: the fragment a child at pos + 1 keeps of h's sequence hash */
+    uint32_t cmode = kvb_hash_mode_for(pos + 1);
+    uint64_t cur = h.lo >> r | (h.hi & kvb_hash_mask(r)) << (64 - r);
+    uint64_t frag =
+        pos + 1 > KVB_HASH_MAX_POSITION ? 0 : kvb_hash_fragment_of(cur, kvb_hash_r_bits(cmode));
+    k.skey = kvb_ev_pack(cmode, pos, frag);
+    /* parent key: where a parent at pos - 1 is indexed; a fragment wider than
+     * that key's (a malformed h) matches no stored hash */
+    uint32_t pmode = kvb_hash_mode_for(pos);
+    uint64_t pfrag = h.lo & kvb_hash_mask(r);
+    k.has_pkey = pos > 0 && pfrag <= kvb_hash_mask(kvb_hash_r_bits(pmode));
+    k.pkey = k.has_pkey ? kvb_ev_pack(pmode, pos - 1, pfrag) : 0;
+    return k;
+}
+
+static inline uint32_t kvb_ev_idx_home(const struct kvb_events *ev, uint64_t key)
+{
+    /* multiplicative (Fibonacci) hashing; the fold first brings the position
+     * bits down, so that keys built from small integers still spread */
+    return (uint32_t)(((key ^ (key >> 29)) * 0x9E3779B97F4A7C15ull) >> ev->idx_shift);
 }
 
 static void kvb_ev_idx_init(struct kvb_events *ev)
@@ -233,13 +272,14 @@ static void kvb_ev_idx_init(struct kvb_events *ev)
     if (!ev->idx)
         return; /* parents stay unresolved; everything else works */
     ev->idx_mask = cap - 1;
+    ev->idx_shift = 64 - (uint32_t)__builtin_ctz(cap);
 }
 
-/* The cell of key (pos, frag), or of the empty cell where it would go. */
-static uint32_t kvb_ev_idx_find(const struct kvb_events *ev, uint32_t pos, uint64_t frag)
+/* The cell of key, or of the empty cell where it would go. */
+static inline uint32_t kvb_ev_idx_find(const struct kvb_events *ev, uint64_t key)
 {
-    uint32_t i = kvb_ev_idx_home(ev, pos, frag);
-    while (ev->idx[i].count && (ev->idx[i].pos != pos || ev->idx[i].frag != frag))
+    uint32_t i = kvb_ev_idx_home(ev, key);
+    while (ev->idx[i].count && ev->idx[i].key != key)
         i = (i + 1) & ev->idx_mask;
     return i;
 }
@@ -250,38 +290,32 @@ static uint32_t kvb_ev_idx_find(const struct kvb_events *ev, uint32_t pos, uint6
 #define EV_PREFETCH_MIN   (1u << 16) /* cells (2 MiB) */
 static inline void kvb_ev_idx_prefetch(const struct kvb_events *ev, kvb_hash h)
 {
-    uint32_t pos = kvb__hash_position(h);
-    __builtin_prefetch(&ev->idx[kvb_ev_idx_home(ev, pos, kvb_ev_key_frag(h, pos))], 1);
+    __builtin_prefetch(&ev->idx[kvb_ev_idx_home(ev, kvb_ev_keys(h).skey)], 1);
 }
 
-static void kvb_ev_idx_insert(struct kvb_events *ev, kvb_hash h)
+static inline void kvb_ev_idx_insert(struct kvb_events *ev, kvb_hash h, uint64_t key)
 {
     /* Load stays <= 1/2: the pool stores at most block_count hashes. Past that
      * (only after lost records left stale keys) stop indexing. */
     if (!ev->idx)
         return;
-    uint32_t pos = kvb__hash_position(h);
-    uint64_t frag = kvb_ev_key_frag(h, pos);
-    uint32_t i = kvb_ev_idx_find(ev, pos, frag);
-    struct kvb_ev_cell *c = &ev->idx[i];
+    struct kvb_ev_cell *c = &ev->idx[kvb_ev_idx_find(ev, key)];
     if (!c->count) {
         if (ev->idx_n >= (ev->idx_mask + 1) / 2)
             return;
         ev->idx_n++;
-        *c = (struct kvb_ev_cell){.frag = frag, .pos = pos};
+        *c = (struct kvb_ev_cell){.key = key};
     }
     c->count++;
     c->x.hi ^= h.hi;
     c->x.lo ^= h.lo;
 }
 
-static void kvb_ev_idx_remove(struct kvb_events *ev, kvb_hash h)
+static inline void kvb_ev_idx_remove(struct kvb_events *ev, kvb_hash h, uint64_t key)
 {
     if (!ev->idx)
         return;
-    uint32_t pos = kvb__hash_position(h);
-    uint64_t frag = kvb_ev_key_frag(h, pos);
-    uint32_t i = kvb_ev_idx_find(ev, pos, frag);
+    uint32_t i = kvb_ev_idx_find(ev, key);
     struct kvb_ev_cell *c = &ev->idx[i];
     if (!c->count)
         return; /* never indexed (index full, or after lost records) */
@@ -292,7 +326,7 @@ static void kvb_ev_idx_remove(struct kvb_events *ev, kvb_hash h)
     /* backward-shift deletion of cell i */
     uint32_t hole = i;
     for (uint32_t j = (i + 1) & ev->idx_mask; ev->idx[j].count; j = (j + 1) & ev->idx_mask) {
-        uint32_t home = kvb_ev_idx_home(ev, ev->idx[j].pos, ev->idx[j].frag);
+        uint32_t home = kvb_ev_idx_home(ev, ev->idx[j].key);
         /* move j into the hole unless its home lies cyclically in (hole, j] */
         if (((j - home) & ev->idx_mask) >= ((j - hole) & ev->idx_mask)) {
             ev->idx[hole] = ev->idx[j];
@@ -311,14 +345,13 @@ static void kvb_ev_idx_clear(struct kvb_events *ev)
     }
 }
 
-/* The stored parent of child, when exactly one stored hash fits. */
-static bool kvb_ev_idx_parent(const struct kvb_events *ev, kvb_hash child, kvb_hash *out)
+/* The stored parent of child (keys k), when exactly one stored hash fits. */
+static bool kvb_ev_idx_parent(const struct kvb_events *ev, kvb_hash child,
+                              const struct kvb_ev_keys *k, kvb_hash *out)
 {
-    uint32_t pos = kvb__hash_position(child);
-    if (!ev->idx || pos == 0)
+    if (!ev->idx || !k->has_pkey)
         return false;
-    const struct kvb_ev_cell *c =
-        &ev->idx[kvb_ev_idx_find(ev, pos - 1, kvb__hash_parent_fragment(child))];
+    const struct kvb_ev_cell *c = &ev->idx[kvb_ev_idx_find(ev, k->pkey)];
     if (c->count != 1 || !kvb__hash_is_parent(c->x, child))
         return false;
     *out = c->x;
@@ -538,8 +571,9 @@ static void kvb_ev_process(struct kvb_events *ev, kvb_pool *p, const struct kvb_
             continue;
         }
         kvb_event *last = ev->open ? &ev->evs[ev->nev - 1] : NULL;
+        const struct kvb_ev_keys k = kvb_ev_keys(r->hash);
         if (r->kind == KVB_CB_REMOVED) {
-            kvb_ev_idx_remove(ev, r->hash);
+            kvb_ev_idx_remove(ev, r->hash, k.skey);
             if (!last || last->type != KVB_EVENT_REMOVED || ev->nh == ev->max_hashes) {
                 kvb_ev_room(ev, p, false);
                 kvb_ev_new(ev, p, KVB_EVENT_REMOVED);
@@ -554,16 +588,17 @@ static void kvb_ev_process(struct kvb_events *ev, kvb_pool *p, const struct kvb_
                 last = NULL;
             bool have =
                 want_tok && ev->cfg.tokens(ev->cfg.user, p, r->hash, r->id, ev->toks + ev->ntok);
-            if (!last || last->type != KVB_EVENT_STORED || ev->open_tokens != have ||
-                !kvb__hash_is_parent(ev->hs[ev->nh - 1], r->hash)) {
+            /* kvb__hash_is_parent(hs[nh - 1], r->hash), from the decoded keys */
+            bool chained = last && last->type == KVB_EVENT_STORED && k.wf && ev->last_keys.wf &&
+                           k.has_pkey && k.pkey == ev->last_keys.skey;
+            if (!chained || ev->open_tokens != have) {
                 kvb_hash parent = {0, 0};
                 bool has_parent = false;
-                if (last && last->type == KVB_EVENT_STORED &&
-                    kvb__hash_is_parent(ev->hs[ev->nh - 1], r->hash)) {
+                if (chained) {
                     parent = ev->hs[ev->nh - 1]; /* split only by tokens */
                     has_parent = true;
                 } else {
-                    has_parent = kvb_ev_idx_parent(ev, r->hash, &parent);
+                    has_parent = kvb_ev_idx_parent(ev, r->hash, &k, &parent);
                 }
                 if (!has_parent && kvb__hash_position(r->hash) > 0 &&
                     ev->cfg.emit == KVB_EVENT_EMIT_ALL)
@@ -577,7 +612,8 @@ static void kvb_ev_process(struct kvb_events *ev, kvb_pool *p, const struct kvb_
             }
             if (have)
                 ev->ntok += ev->block_size;
-            kvb_ev_idx_insert(ev, r->hash);
+            kvb_ev_idx_insert(ev, r->hash, k.skey);
+            ev->last_keys = k;
         }
         ev->hs[ev->nh] = r->hash;
         ev->ids[ev->nh] = r->id;
