@@ -42,13 +42,14 @@ void kvb__cbq_fire(struct kvb_cbq *q)
     }
     if (s->events)
         kvb__events_deliver(s->events, s->pool, q->ev, q->n);
-    for (uint32_t i = 0; i < q->n; i++) {
-        const struct kvb_cb_ev *e = &q->ev[i];
-        if (e->kind == KVB_CB_RESET && s->cb.on_reset)
-            s->cb.on_reset(s->cb.user, e->id);
-        else if (e->kind == KVB_CB_EVICT && s->cb.on_evict)
-            s->cb.on_evict(s->cb.user, e->hash, e->id);
-    }
+    if (s->cb.on_reset || s->cb.on_evict) /* (a pool with only an event sink skips the scan) */
+        for (uint32_t i = 0; i < q->n; i++) {
+            const struct kvb_cb_ev *e = &q->ev[i];
+            if (e->kind == KVB_CB_RESET && s->cb.on_reset)
+                s->cb.on_reset(s->cb.user, e->id);
+            else if (e->kind == KVB_CB_EVICT && s->cb.on_evict)
+                s->cb.on_evict(s->cb.user, e->hash, e->id);
+        }
     q->n = 0;
 }
 

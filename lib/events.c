@@ -190,7 +190,10 @@ static uint64_t kvb_ev_now_ns(void)
 
 static bool kvb_is_event(uint32_t kind)
 {
-    return kind == KVB_CB_STORED || kind == KVB_CB_REMOVED || kind == KVB_CB_CLEARED;
+    /* STORED, REMOVED, CLEARED are consecutive (defer.h) */
+    _Static_assert(KVB_CB_REMOVED == KVB_CB_STORED + 1 && KVB_CB_CLEARED == KVB_CB_STORED + 2,
+                   "event record kinds");
+    return kind - (uint32_t)KVB_CB_STORED <= 2u;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -227,31 +230,48 @@ KVB_API void kvb_event_config_init(kvb_event_config *cfg)
  * well formed and c's parent key equals h's stored key (kvb__hash_is_parent
  * spelled as one compare, with the decoding shared with the index).
  */
-static inline uint64_t kvb_ev_pack(uint32_t mode, uint32_t pos, uint64_t frag)
+/* The key h is stored under, with its decoded mode, position and r. r <= 54,
+ * so the masks below are plain shifts (no 64-bit special case). */
+static inline uint64_t kvb_ev_skey(kvb_hash h, uint32_t *raw_out, uint32_t *pos_out,
+                                   uint32_t *r_out)
 {
-    return (uint64_t)mode << 62 | (uint64_t)pos << kvb_hash_r_bits(mode) | frag;
+    uint32_t raw = (uint32_t)(h.hi >> 62);
+    uint32_t mode = raw > 2 ? 2 : raw;
+    uint32_t r = 54 - 8 * mode;
+    uint32_t pos = (uint32_t)((h.hi >> r) & (((uint64_t)1 << (8 * mode + 8)) - 1));
+    *raw_out = raw;
+    *pos_out = pos;
+    *r_out = r;
+    /* the fragment a child at pos + 1 keeps of h's sequence hash (none past the
+     * last position); the high bits of hi shift out of the sequence hash */
+    uint32_t cmode = kvb_hash_mode_for(pos + 1);
+    uint32_t cr = 54 - 8 * cmode;
+    uint64_t cur = h.lo >> r | h.hi << (64 - r);
+    uint64_t frag = pos + 1 > KVB_HASH_MAX_POSITION ? 0 : cur & (((uint64_t)1 << cr) - 1);
+    return (uint64_t)cmode << 62 | (uint64_t)pos << cr | frag;
 }
 
+/* Stored key only (REMOVED records, prefetch). */
+static inline uint64_t kvb_ev_skey_of(kvb_hash h)
+{
+    uint32_t raw, pos, r;
+    return kvb_ev_skey(h, &raw, &pos, &r);
+}
+
+/* Every key of a STORED record's hash. */
 static inline struct kvb_ev_keys kvb_ev_keys(kvb_hash h)
 {
     struct kvb_ev_keys k;
-    uint32_t raw = (uint32_t)(h.hi >> 62);
-    uint32_t mode = raw > 2 ? 2 : raw;
-    uint32_t r = kvb_hash_r_bits(mode);
-    uint32_t pos = (uint32_t)((h.hi >> r) & kvb_hash_mask(kvb_hash_p_bits(mode)));
-    k.wf = raw == kvb_hash_mode_for(pos);
-    /* stored key: the fragment a child at pos + 1 keeps of h's sequence hash */
-    uint32_t cmode = kvb_hash_mode_for(pos + 1);
-    uint64_t cur = h.lo >> r | (h.hi & kvb_hash_mask(r)) << (64 - r);
-    uint64_t frag =
-        pos + 1 > KVB_HASH_MAX_POSITION ? 0 : kvb_hash_fragment_of(cur, kvb_hash_r_bits(cmode));
-    k.skey = kvb_ev_pack(cmode, pos, frag);
+    uint32_t raw, pos, r;
+    k.skey = kvb_ev_skey(h, &raw, &pos, &r);
+    uint32_t pmode = kvb_hash_mode_for(pos);
+    k.wf = raw == pmode;
     /* parent key: where a parent at pos - 1 is indexed; a fragment wider than
      * that key's (a malformed h) matches no stored hash */
-    uint32_t pmode = kvb_hash_mode_for(pos);
-    uint64_t pfrag = h.lo & kvb_hash_mask(r);
-    k.has_pkey = pos > 0 && pfrag <= kvb_hash_mask(kvb_hash_r_bits(pmode));
-    k.pkey = k.has_pkey ? kvb_ev_pack(pmode, pos - 1, pfrag) : 0;
+    uint32_t pr = 54 - 8 * pmode;
+    uint64_t pfrag = h.lo & (((uint64_t)1 << r) - 1);
+    k.has_pkey = pos > 0 && pfrag >> pr == 0;
+    k.pkey = (uint64_t)pmode << 62 | (uint64_t)(pos - 1) << pr | pfrag;
     return k;
 }
 
@@ -290,7 +310,7 @@ static inline uint32_t kvb_ev_idx_find(const struct kvb_events *ev, uint64_t key
 #define EV_PREFETCH_MIN   (1u << 16) /* cells (2 MiB) */
 static inline void kvb_ev_idx_prefetch(const struct kvb_events *ev, kvb_hash h)
 {
-    __builtin_prefetch(&ev->idx[kvb_ev_idx_home(ev, kvb_ev_keys(h).skey)], 1);
+    __builtin_prefetch(&ev->idx[kvb_ev_idx_home(ev, kvb_ev_skey_of(h))], 1);
 }
 
 static inline void kvb_ev_idx_insert(struct kvb_events *ev, kvb_hash h, uint64_t key)
@@ -571,9 +591,8 @@ static void kvb_ev_process(struct kvb_events *ev, kvb_pool *p, const struct kvb_
             continue;
         }
         kvb_event *last = ev->open ? &ev->evs[ev->nev - 1] : NULL;
-        const struct kvb_ev_keys k = kvb_ev_keys(r->hash);
         if (r->kind == KVB_CB_REMOVED) {
-            kvb_ev_idx_remove(ev, r->hash, k.skey);
+            kvb_ev_idx_remove(ev, r->hash, kvb_ev_skey_of(r->hash));
             if (!last || last->type != KVB_EVENT_REMOVED || ev->nh == ev->max_hashes) {
                 kvb_ev_room(ev, p, false);
                 kvb_ev_new(ev, p, KVB_EVENT_REMOVED);
@@ -584,6 +603,7 @@ static void kvb_ev_process(struct kvb_events *ev, kvb_pool *p, const struct kvb_
         } else {
             bool want_tok = ev->toks != NULL;
             kvb_ev_room(ev, p, want_tok); /* may deliver, closing the open event */
+            const struct kvb_ev_keys k = kvb_ev_keys(r->hash);
             if (!ev->open)
                 last = NULL;
             bool have =
@@ -784,19 +804,20 @@ static void kvb_ev_insert_locked(struct kvb_events *ev, const struct kvb_cb_ev *
 void kvb__events_deliver(struct kvb_events *ev, kvb_pool *p, const struct kvb_cb_ev *recs,
                          uint32_t n)
 {
-    uint32_t first = n, m = 0;
-    bool contiguous = true;
-    uint64_t prev = 0;
+    /* The event records (among callback records) come in increasing seq order
+     * (events_internal.h), so they are contiguous exactly when the last minus
+     * the first seq is their count minus one. */
+    uint32_t first = n, lastrec = 0, m = 0;
     for (uint32_t i = 0; i < n; i++) {
         if (!kvb_is_event(recs[i].kind))
             continue;
         if (first == n)
             first = i;
-        else if (recs[i].seq != prev + 1)
-            contiguous = false;
-        prev = recs[i].seq;
+        lastrec = i;
         m++;
     }
+    const bool contiguous = m && recs[lastrec].seq - recs[first].seq == m - 1;
+    const uint64_t prev = m ? recs[lastrec].seq : 0;
 #ifdef KVB_TESTING
     if (kvb_test_events_hook)
         kvb_test_events_hook(kvb_test_events_arg, p, m ? recs[first].seq : 0);
