@@ -511,10 +511,10 @@ static void kvb_ev_deliver_batch(struct kvb_events *ev, kvb_pool *p)
 }
 
 /* Make sure one more event with one more block fits; deliver early if not. */
-static void kvb_ev_room(struct kvb_events *ev, kvb_pool *p, bool tokens)
+static inline void kvb_ev_room(struct kvb_events *ev, kvb_pool *p, bool tokens)
 {
-    if (ev->nev == ev->max_events || ev->nh == ev->max_hashes ||
-        (tokens && ev->ntok + ev->block_size > ev->tok_cap))
+    if (kvb_unlikely(ev->nev == ev->max_events || ev->nh == ev->max_hashes ||
+                     (tokens && ev->ntok + ev->block_size > ev->tok_cap)))
         kvb_ev_deliver_batch(ev, p);
 }
 
