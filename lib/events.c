@@ -103,14 +103,6 @@ struct kvb_ev_cell {
     kvb_hash x;     /* XOR of those hashes: the hash itself when count == 1 */
 };
 
-/* One hash's index keys and well-formedness, decoded once (kvb_ev_keys). */
-struct kvb_ev_keys {
-    uint64_t skey; /* key h is indexed under: (position, fragment a child keeps) */
-    uint64_t pkey; /* key of h's parent: (position - 1, h's parent fragment) */
-    bool has_pkey; /* position > 0 and the fragment fits a well-formed parent's key */
-    bool wf;       /* kvb__hash_well_formed(h) */
-};
-
 struct kvb_events {
     /* ---- (const) ---- */
     kvb_event_config cfg;
@@ -230,51 +222,6 @@ KVB_API void kvb_event_config_init(kvb_event_config *cfg)
  * well formed and c's parent key equals h's stored key (kvb__hash_is_parent
  * spelled as one compare, with the decoding shared with the index).
  */
-/* The key h is stored under, with its decoded mode, position and r. r <= 54,
- * so the masks below are plain shifts (no 64-bit special case). */
-static inline uint64_t kvb_ev_skey(kvb_hash h, uint32_t *raw_out, uint32_t *pos_out,
-                                   uint32_t *r_out)
-{
-    uint32_t raw = (uint32_t)(h.hi >> 62);
-    uint32_t mode = raw > 2 ? 2 : raw;
-    uint32_t r = 54 - 8 * mode;
-    uint32_t pos = (uint32_t)((h.hi >> r) & (((uint64_t)1 << (8 * mode + 8)) - 1));
-    *raw_out = raw;
-    *pos_out = pos;
-    *r_out = r;
-    /* the fragment a child at pos + 1 keeps of h's sequence hash (none past the
-     * last position); the high bits of hi shift out of the sequence hash */
-    uint32_t cmode = kvb_hash_mode_for(pos + 1);
-    uint32_t cr = 54 - 8 * cmode;
-    uint64_t cur = h.lo >> r | h.hi << (64 - r);
-    uint64_t frag = pos + 1 > KVB_HASH_MAX_POSITION ? 0 : cur & (((uint64_t)1 << cr) - 1);
-    return (uint64_t)cmode << 62 | (uint64_t)pos << cr | frag;
-}
-
-/* Stored key only (REMOVED records, prefetch). */
-static inline uint64_t kvb_ev_skey_of(kvb_hash h)
-{
-    uint32_t raw, pos, r;
-    return kvb_ev_skey(h, &raw, &pos, &r);
-}
-
-/* Every key of a STORED record's hash. */
-static inline struct kvb_ev_keys kvb_ev_keys(kvb_hash h)
-{
-    struct kvb_ev_keys k;
-    uint32_t raw, pos, r;
-    k.skey = kvb_ev_skey(h, &raw, &pos, &r);
-    uint32_t pmode = kvb_hash_mode_for(pos);
-    k.wf = raw == pmode;
-    /* parent key: where a parent at pos - 1 is indexed; a fragment wider than
-     * that key's (a malformed h) matches no stored hash */
-    uint32_t pr = 54 - 8 * pmode;
-    uint64_t pfrag = h.lo & (((uint64_t)1 << r) - 1);
-    k.has_pkey = pos > 0 && pfrag >> pr == 0;
-    k.pkey = (uint64_t)pmode << 62 | (uint64_t)(pos - 1) << pr | pfrag;
-    return k;
-}
-
 static inline uint32_t kvb_ev_idx_home(const struct kvb_events *ev, uint64_t key)
 {
     /* multiplicative (Fibonacci) hashing; the fold first brings the position
