@@ -178,16 +178,24 @@ static inline uint8_t kvb_larc_gctl(uint32_t tag, uint32_t d)
     return (uint8_t)(tag | (d < KVB_LARC_DFAR ? d : KVB_LARC_DFAR) << 4);
 }
 
-/* The slot of a ghost with fingerprint fp (its table index in *tpos), or NONE. */
-static uint32_t kvb_larc_gfind(const struct kvb_larc_ghosts *g, uint32_t fp, uint32_t *tpos)
+/* The control byte a cell holds for tag at distance d + 1, given the one for
+ * distance d (the distance saturates at KVB_LARC_DFAR; tag <= 15). */
+static inline uint32_t kvb_larc_gctl_next(uint32_t want)
 {
-    uint32_t tag = kvb_larc_gtag(fp);
-    uint32_t i = kvb_larc_ghome(g, fp);
-    for (uint32_t d = 0;; d++, i = kvb__cell_next(i, g->tcap)) {
+    return want < (KVB_LARC_DFAR << 4) ? want + 16 : want;
+}
+
+/* The slot of a ghost with fingerprint fp, whose home cell is i (its table
+ * index in *tpos), or NONE. */
+static inline uint32_t kvb_larc_gfind(const struct kvb_larc_ghosts *g, uint32_t fp, uint32_t i,
+                                      uint32_t *tpos)
+{
+    for (uint32_t want = kvb_larc_gtag(fp);;
+         want = kvb_larc_gctl_next(want), i = kvb__cell_next(i, g->tcap)) {
         uint32_t c = g->ctl[i];
         if (c == 0)
             return KVB_LARC_NONE;
-        if (c == kvb_larc_gctl(tag, d)) {
+        if (c == want) {
             uint32_t s = g->tab[i];
             if (g->slot[s].fp == fp) {
                 *tpos = i;
@@ -254,16 +262,16 @@ static void kvb_larc_gadd(struct kvb_larc_ghosts *g, uint32_t fp, uint32_t l)
             __builtin_prefetch(&g->tab[h2]);
             __builtin_prefetch(&g->slot[kvb_ilist_next(il, s2)]);
         }
-        (void)kvb_larc_gfind(g, g->slot[s].fp, &tpos);
+        uint32_t vfp = g->slot[s].fp;
+        (void)kvb_larc_gfind(g, vfp, kvb_larc_ghome(g, vfp), &tpos);
         kvb_larc_gdrop(g, s, tpos);
     }
     /* one probe: the same fingerprint (a ghost already: it is renewed in place)
      * or the empty table slot where the new ghost goes */
-    uint32_t tag = kvb_larc_gtag(fp);
-    uint32_t d = 0, c;
+    uint32_t want = kvb_larc_gtag(fp), c;
     s = KVB_LARC_NONE;
-    for (; (c = g->ctl[i]) != 0; d++, i = kvb__cell_next(i, g->tcap)) {
-        if (c == kvb_larc_gctl(tag, d) && g->slot[g->tab[i]].fp == fp) {
+    for (; (c = g->ctl[i]) != 0; want = kvb_larc_gctl_next(want), i = kvb__cell_next(i, g->tcap)) {
+        if (c == want && g->slot[g->tab[i]].fp == fp) {
             s = g->tab[i];
             break;
         }
@@ -273,7 +281,7 @@ static void kvb_larc_gadd(struct kvb_larc_ghosts *g, uint32_t fp, uint32_t l)
     } else {
         s = kvb_ilist_free_pop(il, &g->free_head);
         g->tab[i] = s;
-        g->ctl[i] = kvb_larc_gctl(tag, d);
+        g->ctl[i] = (uint8_t)want;
         g->slot[s].fp = fp;
     }
     g->slot[s].seql = (++g->lseq[l] & KVB_LARC_SEQ_MASK) | l << 30;
@@ -464,7 +472,8 @@ static int kvb_larc_insert(void *self, kvb_hash hash, uint32_t id, uint32_t arri
     uint64_t up, down;
     kvb_lx_keys(hash, &up, &down);
     /* the ghost probe's and the tree count's first cells load while the log commits */
-    __builtin_prefetch(&a->g.ctl[kvb_larc_ghome(&a->g, fp)]);
+    uint32_t home = kvb_larc_ghome(&a->g, fp);
+    __builtin_prefetch(&a->g.ctl[home]);
     kvb_lx_prefetch(&a->lx, up);
     kvb_larc_commit(a);
     if (kvb_larc_where(a, id) != KVB_LARC_ABSENT)
@@ -475,7 +484,7 @@ static int kvb_larc_insert(void *self, kvb_hash hash, uint32_t id, uint32_t arri
         l = KVB_LARC_T2; /* released again after a hit: referenced twice */
     } else {
         uint32_t tpos = 0;
-        uint32_t s = kvb_larc_gfind(&a->g, fp, &tpos);
+        uint32_t s = kvb_larc_gfind(&a->g, fp, home, &tpos);
         if (s != KVB_LARC_NONE) { /* evicted before and needed again */
             kvb_larc_adapt(a, s);
             kvb_larc_gdrop(&a->g, s, tpos);
