@@ -338,14 +338,13 @@ static inline struct kvb_ids kvb__ids_from(struct kvb_ids v, uint32_t i)
 }
 
 /* Where the victims of one allocation came from, in eviction order: out[take +
- * [0, low)) from the priority lists below the default, [low, backend) from the
- * backend, [backend, high) from the lists above the default, [high, all) from the
- * hint heap. */
+ * [0, ordered)) from the backend (with retention priorities, interleaved with the
+ * set-apart level lists: `mixed`), out[take + [ordered, all)) from the hint heap. */
 struct kvb_victims {
-    uint32_t low, backend, high, all;
+    uint32_t ordered, all;
     bool diverted_b; /* the backend proposed a hinted victim, set apart in the hint heap */
-    bool mixed;      /* [low, high): priority-ordered, from set-apart lists (aux KVB_NONE)
-                        and the backend (aux: a home cell) interleaved */
+    bool mixed;      /* [0, ordered): set-apart lists (aux KVB_NONE) and the backend (aux:
+                        a home cell) interleaved */
 };
 
 /* Victims of a pool with priorities in eviction order, lowest level first and the

@@ -1,8 +1,8 @@
 /*
  * pool_drain.c - kvb_pool_reset_inactive: every cached (INACTIVE) block goes back
  * to the free list, in eviction order (the backend's, lowest retention priority
- * first in a pool with priorities, then the blocks hints set apart), with the callbacks of an
- * eviction followed by a reset. Blocks in use (mutable, staged, primary,
+ * first in a pool with priorities, then the blocks hints set apart), with the
+ * callbacks of an eviction followed by a reset. Blocks in use (mutable, staged, primary,
  * duplicate) are left alone: a runtime can flush its prefix cache while requests
  * run, and the blocks they hold stay findable and are cached again when released.
  *

@@ -354,6 +354,28 @@ kvb__alloc_room_locked(kvb_pool *p, uint32_t n, uint32_t used, uint32_t freed, c
            nfree + p->count[KVB_S_INACTIVE] >= (uint64_t)n + used;
 }
 
+/* A backend's proposed victim that the pool can take: one of its blocks, cached,
+ * not taken twice, not set apart (a custom backend may be wrong). */
+static inline bool kvb__victim_ok(const kvb_pool *p, uint32_t id)
+{
+    return id < p->block_count && p->slots[id].state == KVB_S_INACTIVE &&
+           !(p->slots[id].flags & (KVB_F_MARK | KVB_F_HINTED | KVB_F_LISTED));
+}
+
+/* Take cached block id as victim number *got: marked, and the field after its id
+ * (kvb__ids_aux) the home cell of its hash (an eviction erases that cell: a cold
+ * line, loading from here on) or, with !home, KVB_NONE (the cell still loads). */
+static inline void kvb__victim_take(kvb_pool *p, struct kvb_ids out, uint32_t *got, uint32_t id,
+                                    bool home)
+{
+    struct kvb_slot *s = &p->slots[id];
+    s->flags |= KVB_F_MARK;
+    uint32_t h = kvb__index_home(&p->ix, s->hash);
+    __builtin_prefetch(&p->ix.map[h]);
+    *kvb__ids_aux(out, *got) = home ? h : KVB_NONE;
+    *kvb__ids_at(out, (*got)++) = id;
+}
+
 /*
  * Take the ids of n blocks (room checked): out[0, take) from the free list, then
  * the victims in eviction order: the backend's blocks in policy order (with
@@ -382,7 +404,6 @@ kvb__alloc_take_locked(kvb_pool *p, uint32_t n, struct kvb_ids out, const bool e
     struct kvb_victims v; /* (filled where the rollback needs it) */
     bool bad = false, filter = ext && p->hints && p->hints->n_ent;
     struct kvb_ids vout = kvb__ids_from(out, take);
-    uint32_t blen = ext ? p->ops->len(p->backend) : 0;
     const bool check = ext || !p->ops_builtin; /* validate (and mark) the backend's ids */
     if (!ext) { /* the backend alone: the loop of a pool without hints or priorities */
         while (got < need && !bad) {
@@ -415,13 +436,12 @@ kvb__alloc_take_locked(kvb_pool *p, uint32_t n, struct kvb_ids out, const bool e
         goto evicted;
     }
     v.diverted_b = false;
-    v.mixed = false;
-    v.low = 0;
-    if (p->prio) { /* lowest level first, the policy's order within a level */
+    v.mixed = p->prio != NULL;
+    uint32_t blen = 0;
+    if (v.mixed) /* lowest level first, the policy's order within a level */
         kvb__evict_levels_locked(p, vout, &got, need, filter, &bad);
-        v.mixed = v.diverted_b = true;
-        blen = 0;
-    }
+    else
+        blen = p->ops->len(p->backend);
     while (got < need && !bad && blen > 0) {
         uint32_t ids[64];
         uint32_t want = need - got < 64 ? need - got : 64;
@@ -432,28 +452,20 @@ kvb__alloc_take_locked(kvb_pool *p, uint32_t n, struct kvb_ids out, const bool e
         blen -= k;
         for (uint32_t j = 0; j < k; j++) {
             uint32_t id = ids[j];
-            if (id >= p->block_count || p->slots[id].state != KVB_S_INACTIVE ||
-                (p->slots[id].flags & (KVB_F_MARK | KVB_F_HINTED | KVB_F_LISTED))) {
+            if (!kvb__victim_ok(p, id)) {
                 bad = true;
                 continue;
             }
-            struct kvb_slot *s = &p->slots[id];
             if (filter && kvb__set_apart_locked(p, id)) {
                 v.diverted_b = true;
                 continue;
             }
-            s->flags |= KVB_F_MARK;
-            /* the eviction erases its index cell: a cold line, start loading it */
-            uint32_t home = kvb__index_home(&p->ix, s->hash);
-            __builtin_prefetch(&p->ix.map[home]);
-            *kvb__ids_aux(vout, got) = home;
-            *kvb__ids_at(vout, got++) = id;
+            kvb__victim_take(p, vout, &got, id, true);
         }
         if (k < want)
             bad = true;
     }
-    v.backend = v.mixed ? 0 : got;
-    v.high = got;
+    v.ordered = got;
     while (got < need && !bad) { /* only protected blocks are left: furthest need first */
         uint32_t id = p->hints ? kvb__hints_pop(p->hints) : KVB_HINT_NONE;
         if (id == KVB_HINT_NONE) {
@@ -471,8 +483,7 @@ evicted:
         p->slots[*kvb__ids_at(vout, j)].flags &= (uint8_t)~KVB_F_MARK;
     if (kvb_unlikely(bad)) {
         if (!ext)
-            v = (struct kvb_victims){
-                .low = 0, .backend = got, .high = got, .all = got, .mixed = false};
+            v = (struct kvb_victims){.ordered = got, .all = got, .mixed = false};
         kvb__alloc_rollback_locked(p, out, take, &v);
         return -ENOSPC;
     }

@@ -8,25 +8,7 @@
  * the backend's blocks in policy order (that loop stays in pool_sm.h's hot path);
  * last the blocks lookahead hints set apart (the hint heap, hint.h).
  */
-#include "pool.h"
-#include "pool_index.h"
-
-/* Take block id as a victim: marked, its index cell (erased soon) loading. */
-static inline void kvb_victim_take(kvb_pool *p, struct kvb_ids out, uint32_t *got, uint32_t id,
-                                   bool backend)
-{
-    struct kvb_slot *s = &p->slots[id];
-    s->flags |= KVB_F_MARK;
-    uint32_t aux = KVB_NONE;
-    if (backend) {
-        aux = kvb__index_home(&p->ix, s->hash);
-        __builtin_prefetch(&p->ix.map[aux]);
-    } else {
-        kvb__index_prefetch(&p->ix, s->hash);
-    }
-    *kvb__ids_aux(out, *got) = aux;
-    *kvb__ids_at(out, (*got)++) = id;
-}
+#include "pool_sm.h"
 
 void kvb__evict_levels_locked(kvb_pool *p, struct kvb_ids out, uint32_t *got, uint32_t need,
                               bool filter, bool *bad)
@@ -42,7 +24,7 @@ void kvb__evict_levels_locked(kvb_pool *p, struct kvb_ids out, uint32_t *got, ui
             p->slots[id].flags &= (uint8_t)~KVB_F_LISTED;
             if (filter && kvb__set_apart_locked(p, id))
                 continue;
-            kvb_victim_take(p, out, got, id, false);
+            kvb__victim_take(p, out, got, id, false);
             continue;
         }
         /* the backend's next victims, as many as are still needed: each is taken
@@ -57,22 +39,20 @@ void kvb__evict_levels_locked(kvb_pool *p, struct kvb_ids out, uint32_t *got, ui
             *bad = true; /* the counts say it holds level l's blocks */
         for (uint32_t j = 0; j < k; j++) {
             uint32_t id = ids[j];
-            if (id >= p->block_count || p->slots[id].state != KVB_S_INACTIVE ||
-                (p->slots[id].flags & (KVB_F_MARK | KVB_F_HINTED | KVB_F_LISTED))) {
+            if (!kvb__victim_ok(p, id)) {
                 *bad = true;
                 continue;
             }
-            struct kvb_slot *s = &p->slots[id];
             uint32_t lv = pr->level[id]; /* (still counted: the lowest may be its own) */
             bool first = (int)lv == kvb__prio_lowest_cached(pr) && pr->len[lv] == 0;
             kvb__prio_evicted(pr, id);
             if (filter && kvb__set_apart_locked(p, id))
                 continue;
             if (first) {
-                kvb_victim_take(p, out, got, id, true);
+                kvb__victim_take(p, out, got, id, true);
             } else {
                 kvb__prio_push(pr, id);
-                s->flags |= KVB_F_LISTED;
+                p->slots[id].flags |= KVB_F_LISTED;
             }
         }
     }
@@ -92,30 +72,32 @@ void kvb__evict_levels_locked(kvb_pool *p, struct kvb_ids out, uint32_t *got, ui
 void kvb__alloc_rollback_locked(kvb_pool *p, struct kvb_ids out, uint32_t taken,
                                 const struct kvb_victims *v)
 {
-    for (uint32_t j = v->all; j-- > v->high;) {
+    for (uint32_t j = v->all; j-- > v->ordered;) {
         uint32_t id = *kvb__ids_at(out, taken + j);
         kvb__hints_push(p->hints, id, kvb__hints_find(p->hints, p->slots[id].hash));
         p->slots[id].flags |= KVB_F_HINTED;
         p->c.hint_evictions--;
     }
-    for (uint32_t j = v->high; j-- > v->backend;) {
-        uint32_t id = *kvb__ids_at(out, taken + j);
-        if (v->mixed && *kvb__ids_aux(out, taken + j) != KVB_NONE) {
-            kvb__place_locked(p, id); /* from the backend: back in, as released now */
-            continue;
+    if (v->mixed) {
+        for (uint32_t j = v->ordered; j-- > 0;) {
+            uint32_t id = *kvb__ids_at(out, taken + j);
+            if (*kvb__ids_aux(out, taken + j) != KVB_NONE) {
+                kvb__place_locked(p, id); /* from the backend: back in, as released now */
+            } else {
+                kvb__prio_push_front(p->prio, id);
+                p->slots[id].flags |= KVB_F_LISTED;
+            }
         }
-        kvb__prio_push_front(p->prio, id);
-        p->slots[id].flags |= KVB_F_LISTED;
     }
     /* Chunks of 64 (the stack buffers), last chunk first: each unevict puts its
      * entries back at the eviction end, so the earliest evicted must go back last. */
-    const uint32_t chunk = 64, base = taken + v->low;
-    for (uint32_t end = v->backend - v->low; end > 0;) {
+    const uint32_t chunk = 64;
+    for (uint32_t end = v->mixed ? 0 : v->ordered; end > 0;) {
         uint32_t start = (end - 1) / chunk * chunk, k = end - start; /* as evict returned them */
         uint32_t ids[64], arr[64];
         kvb_hash hs[64];
         for (uint32_t j = 0; j < k; j++) {
-            ids[j] = *kvb__ids_at(out, base + start + j);
+            ids[j] = *kvb__ids_at(out, taken + start + j);
             hs[j] = p->slots[ids[j]].hash;
             arr[j] = p->slots[ids[j]].aux;
         }
@@ -126,10 +108,6 @@ void kvb__alloc_rollback_locked(kvb_pool *p, struct kvb_ids out, uint32_t taken,
                 (void)p->ops->insert(p->backend, hs[j], ids[j], arr[j]);
         }
         end = start;
-    }
-    for (uint32_t j = v->low; j-- > 0;) {
-        kvb__prio_push_front(p->prio, *kvb__ids_at(out, taken + j));
-        p->slots[*kvb__ids_at(out, taken + j)].flags |= KVB_F_LISTED;
     }
     for (uint32_t j = taken; j-- > 0;)
         kvb__free_push_head(p, *kvb__ids_at(out, j));

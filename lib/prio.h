@@ -27,10 +27,11 @@
  *
  * This module holds the state: a priority byte per block, intrusive doubly linked
  * set-apart lists per level (links per block, head/tail per level, a 128-bit
- * mask of non-empty lists), the backend's count per level with its own mask, and the durations: a
- * binary min-heap of (deadline, block) with each block's heap position, so setting, clearing and
- * expiring a duration cost O(log n), and finding what is due costs O(1) per block due. The pool
- * (pool.c) decides what moves where.
+ * mask of non-empty lists), the backend's count per level with its own mask, and
+ * the durations: a binary min-heap of (deadline, block) with each block's heap
+ * position, so setting, clearing and expiring a duration cost O(log n), and
+ * finding what is due costs O(1) per block due. The pool (pool_prio.c,
+ * pool_victims.c) decides what moves where.
  *
  * Memory, all at create (only for pools created with `priorities`): 1 byte of
  * priority, 8 bytes of list links, 4 bytes of heap position and a 16-byte heap
