@@ -1162,6 +1162,10 @@ def sigterm_exit_zero(F):
             return False
         except ConnectionRefusedError:
             return True
+        except ConnectionResetError:
+            # queued on the listening socket just before the daemon closed it: not
+            # refused yet, ask again (only ECONNREFUSED counts)
+            return False
     wait_for(refused, 5, "new connections to be refused after SIGTERM")
     s.sendall(body[10:])
     resp = b""
